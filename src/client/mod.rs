@@ -1,0 +1,129 @@
+//! The debugging client: `proxrt version|info|pull|images|rmi|inspecti|image import`,
+//! speaking CRI to a daemon (proxrt's, or any CRI endpoint for the CRI calls).
+
+mod images;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use k8s_cri::v1::image_service_client::ImageServiceClient;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+pub use images::{images, import, inspecti, pull, rmi};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot connect to {endpoint}: {reason} (is `proxrt serve` running? try `sudo`)")]
+    Connect { endpoint: String, reason: String },
+    #[error("{rpc}: {status}")]
+    Rpc { rpc: &'static str, status: String, code: tonic::Code },
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl ClientError {
+    pub fn rpc(rpc: &'static str, s: tonic::Status) -> ClientError {
+        ClientError::Rpc {
+            rpc,
+            code: s.code(),
+            status: format!("{:?}: {}", s.code(), s.message()),
+        }
+    }
+}
+
+/// A connection to a CRI endpoint: both services over one channel.
+#[derive(Clone)]
+pub struct Cri {
+    pub runtime: RuntimeServiceClient<Channel>,
+    pub images: ImageServiceClient<Channel>,
+    pub channel: Channel,
+}
+
+/// `unix:///run/proxrt/proxrt.sock` or a bare path → the socket path.
+pub fn socket_path(endpoint: &str) -> PathBuf {
+    PathBuf::from(endpoint.strip_prefix("unix://").unwrap_or(endpoint))
+}
+
+pub async fn connect(endpoint: &str, timeout: Duration) -> Result<Cri, ClientError> {
+    let path = socket_path(endpoint);
+    let err = |reason: String| ClientError::Connect {
+        endpoint: endpoint.to_owned(),
+        reason,
+    };
+    // The URI is a placeholder: the connector below always dials the unix socket.
+    let channel = Endpoint::from_static("http://[::]:50051")
+        .timeout(timeout)
+        .connect_timeout(Duration::from_secs(5))
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let path = path.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(&path).await?)) }
+        }))
+        .await
+        .map_err(|e| err(error_chain(&e)))?;
+    const MAX: usize = 64 * 1024 * 1024;
+    Ok(Cri {
+        runtime: RuntimeServiceClient::new(channel.clone())
+            .max_decoding_message_size(MAX)
+            .max_encoding_message_size(MAX),
+        images: ImageServiceClient::new(channel.clone())
+            .max_decoding_message_size(MAX)
+            .max_encoding_message_size(MAX),
+        channel,
+    })
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// `proxrt version`
+pub async fn version(cri: &mut Cri) -> Result<(), ClientError> {
+    let v = cri
+        .runtime
+        .version(k8s_cri::v1::VersionRequest { version: "v1".into() })
+        .await
+        .map_err(|s| ClientError::rpc("Version", s))?
+        .into_inner();
+    println!("Version:           {}", v.version);
+    println!("RuntimeName:       {}", v.runtime_name);
+    println!("RuntimeVersion:    {}", v.runtime_version);
+    println!("RuntimeApiVersion: {}", v.runtime_api_version);
+    Ok(())
+}
+
+/// `proxrt info`: Status with verbose info, as JSON.
+pub async fn info(cri: &mut Cri) -> Result<(), ClientError> {
+    let s = cri
+        .runtime
+        .status(k8s_cri::v1::StatusRequest { verbose: true })
+        .await
+        .map_err(|s| ClientError::rpc("Status", s))?
+        .into_inner();
+    let conditions: Vec<_> = s
+        .status
+        .map(|st| st.conditions)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| serde_json::json!({"type": c.r#type, "status": c.status, "reason": c.reason, "message": c.message}))
+        .collect();
+    let mut out = serde_json::json!({ "conditions": conditions });
+    for (k, v) in s.info {
+        out[k] = serde_json::from_str(&v).unwrap_or(serde_json::Value::String(v));
+    }
+    println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    Ok(())
+}
+
+/// The default endpoint: the daemon's default socket.
+pub fn default_endpoint() -> String {
+    format!("unix://{}", Path::new("/run/proxrt/proxrt.sock").display())
+}

@@ -1,0 +1,302 @@
+//! The daemon's configuration: one TOML file whose every key has a default.
+//!
+//! The defaults live in one place, `default.toml` beside this file, which is embedded
+//! in the binary, printed by `proxrt config default` and documented key by key in
+//! docs/configuration.md. A user file is laid over it table by table, so a file only
+//! names what it changes; unknown keys and bad values are refused with the key's path.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The default configuration file, as shipped.
+pub const DEFAULT_TOML: &str = include_str!("default.toml");
+
+/// Where `proxrt serve` looks when `--config` is not given.
+pub const DEFAULT_PATH: &str = "/etc/proxrt/config.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {file}: {source}")]
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {file}: {message}")]
+    Syntax { file: PathBuf, message: String },
+    #[error("config file {file}: key `{key}`: {message}")]
+    Key {
+        file: PathBuf,
+        key: String,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub daemon: DaemonConfig,
+    pub runtime: RuntimeConfig,
+    pub images: ImagesConfig,
+    pub registries: BTreeMap<String, RegistryConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonConfig {
+    pub socket: PathBuf,
+    pub socket_mode: String,
+    pub socket_group: String,
+    pub root: PathBuf,
+    pub run_dir: PathBuf,
+    pub log_level: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    pub default_backend: String,
+    pub cgroup_driver: String,
+    pub max_log_line_size: usize,
+    pub exec_sync_max_output: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImagesConfig {
+    pub max_concurrent_downloads: usize,
+    pub connect_timeout_secs: u64,
+    pub read_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryConfig {
+    pub mirrors: Vec<String>,
+    pub plain_http: bool,
+    pub mirrors_only: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::from_toml_str(DEFAULT_TOML, Path::new("<embedded default>"))
+            .unwrap_or_else(|e| panic!("embedded default config is invalid: {e}"))
+    }
+}
+
+impl Config {
+    /// Reads `path`, laid over the embedded defaults. A missing file at the default
+    /// path means "all defaults"; a missing file that was asked for is an error.
+    pub fn load(path: &Path, explicit: bool) -> Result<Config, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Config::from_toml_str(&text, path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok(Config::default()),
+            Err(source) => Err(ConfigError::Read {
+                file: path.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    /// Parses a user file's text over the defaults and validates the result.
+    pub fn from_toml_str(text: &str, file: &Path) -> Result<Config, ConfigError> {
+        let syntax = |message: String| ConfigError::Syntax {
+            file: file.to_owned(),
+            message,
+        };
+        let mut merged: toml::Table = toml::from_str(DEFAULT_TOML).map_err(|e| syntax(e.to_string()))?;
+        let user: toml::Table = toml::from_str(text).map_err(|e| syntax(e.to_string()))?;
+        merge_tables(&mut merged, user);
+        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(merged)).map_err(|e| {
+            ConfigError::Key {
+                file: file.to_owned(),
+                key: e.path().to_string(),
+                message: e.inner().to_string(),
+            }
+        })?;
+        config.validate().map_err(|(key, message)| ConfigError::Key {
+            file: file.to_owned(),
+            key,
+            message,
+        })?;
+        Ok(config)
+    }
+
+    /// Checks values serde cannot: returns the offending key and why.
+    fn validate(&self) -> Result<(), (String, String)> {
+        let bad = |key: &str, message: String| Err((key.to_owned(), message));
+        if self.daemon.socket_mode().is_none() {
+            return bad(
+                "daemon.socket_mode",
+                format!("{:?} is not an octal mode like \"0660\"", self.daemon.socket_mode),
+            );
+        }
+        for (key, path) in [
+            ("daemon.socket", &self.daemon.socket),
+            ("daemon.root", &self.daemon.root),
+            ("daemon.run_dir", &self.daemon.run_dir),
+        ] {
+            if !path.is_absolute() {
+                return bad(key, format!("{} is not an absolute path", path.display()));
+            }
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.daemon.log_level).is_err() {
+            return bad("daemon.log_level", format!("{:?} is not a log filter", self.daemon.log_level));
+        }
+        if self.runtime.default_backend != "libcontainer" {
+            return bad(
+                "runtime.default_backend",
+                format!("unknown backend {:?} (known: libcontainer)", self.runtime.default_backend),
+            );
+        }
+        if self.runtime.cgroup_driver != "cgroupfs" {
+            return bad(
+                "runtime.cgroup_driver",
+                format!("{:?} is not supported (supported: cgroupfs)", self.runtime.cgroup_driver),
+            );
+        }
+        if self.runtime.max_log_line_size < 64 {
+            return bad("runtime.max_log_line_size", "must be at least 64 bytes".into());
+        }
+        if self.images.max_concurrent_downloads == 0 {
+            return bad("images.max_concurrent_downloads", "must be at least 1".into());
+        }
+        for (host, registry) in &self.registries {
+            if host.is_empty() || host.contains('/') {
+                return bad(&format!("registries.{host:?}"), "the key must be a registry host[:port]".into());
+            }
+            for (i, mirror) in registry.mirrors.iter().enumerate() {
+                if parse_endpoint(mirror).is_none() {
+                    return bad(
+                        &format!("registries.{host:?}.mirrors[{i}]"),
+                        format!("{mirror:?} is not an endpoint like \"https://mirror.example\" or \"http://127.0.0.1:5000\""),
+                    );
+                }
+            }
+            if registry.mirrors_only && registry.mirrors.is_empty() {
+                return bad(&format!("registries.{host:?}.mirrors_only"), "set, but no mirrors are listed".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl DaemonConfig {
+    /// The socket's permission bits, parsed from the octal string.
+    pub fn socket_mode(&self) -> Option<u32> {
+        let digits = self.socket_mode.trim_start_matches("0o");
+        u32::from_str_radix(digits, 8).ok().filter(|m| *m <= 0o777)
+    }
+}
+
+/// A registry endpoint from the config: `https://host[:port]` or `http://host[:port]`.
+/// Returns (host[:port], plain_http).
+pub fn parse_endpoint(url: &str) -> Option<(String, bool)> {
+    let (rest, plain) = if let Some(rest) = url.strip_prefix("http://") {
+        (rest, true)
+    } else if let Some(rest) = url.strip_prefix("https://") {
+        (rest, false)
+    } else {
+        return None;
+    };
+    let host = rest.trim_end_matches('/');
+    if host.is_empty() || host.contains('/') || host.contains(char::is_whitespace) {
+        return None;
+    }
+    Some((host.to_owned(), plain))
+}
+
+fn merge_tables(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge_tables(b, o),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml_str(text, Path::new("/etc/proxrt/config.toml"))
+    }
+
+    #[test]
+    fn embedded_default_parses_with_documented_values() {
+        let c = Config::default();
+        assert_eq!(c.daemon.socket, Path::new("/run/proxrt/proxrt.sock"));
+        assert_eq!(c.daemon.root, Path::new("/var/lib/proxrt"));
+        assert_eq!(c.daemon.run_dir, Path::new("/run/proxrt"));
+        assert_eq!(c.daemon.socket_mode(), Some(0o660));
+        assert_eq!(c.runtime.cgroup_driver, "cgroupfs");
+        assert!(c.registries.is_empty());
+    }
+
+    #[test]
+    fn partial_file_keeps_other_defaults() {
+        let c = parse("[daemon]\nroot = \"/tmp/x\"\n[registries.\"registry.k8s.io\"]\nmirrors = [\"http://127.0.0.1:5000\"]\n").unwrap();
+        assert_eq!(c.daemon.root, Path::new("/tmp/x"));
+        assert_eq!(c.daemon.run_dir, Path::new("/run/proxrt"));
+        assert_eq!(c.registries["registry.k8s.io"].mirrors, vec!["http://127.0.0.1:5000"]);
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_file() {
+        let err = parse("[daemon]\nsockett = \"/x\"\n").unwrap_err().to_string();
+        assert!(err.contains("/etc/proxrt/config.toml"), "{err}");
+        assert!(err.contains("daemon") && err.contains("sockett"), "{err}");
+    }
+
+    #[test]
+    fn unknown_section_is_refused() {
+        let err = parse("[deamon]\n").unwrap_err().to_string();
+        assert!(err.contains("deamon"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let err = parse("[images]\nmax_concurrent_downloads = \"three\"\n").unwrap_err().to_string();
+        assert!(err.contains("images.max_concurrent_downloads"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_name_the_key() {
+        for (text, key) in [
+            ("[daemon]\nsocket_mode = \"rw\"\n", "daemon.socket_mode"),
+            ("[daemon]\nroot = \"relative\"\n", "daemon.root"),
+            ("[runtime]\ncgroup_driver = \"systemd\"\n", "runtime.cgroup_driver"),
+            ("[images]\nmax_concurrent_downloads = 0\n", "images.max_concurrent_downloads"),
+            ("[registries.\"r.io\"]\nmirrors = [\"ftp://x\"]\n", "mirrors[0]"),
+            ("[registries.\"r.io\"]\nmirrorz = []\n", "mirrorz"),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn syntax_error_names_file() {
+        let err = parse("[daemon\n").unwrap_err().to_string();
+        assert!(err.starts_with("config file /etc/proxrt/config.toml:"), "{err}");
+    }
+
+    #[test]
+    fn missing_default_file_means_defaults_but_explicit_is_an_error() {
+        let p = Path::new("/nonexistent/proxrt.toml");
+        assert!(Config::load(p, false).is_ok());
+        assert!(Config::load(p, true).is_err());
+    }
+
+    #[test]
+    fn endpoints() {
+        assert_eq!(parse_endpoint("http://127.0.0.1:5000"), Some(("127.0.0.1:5000".into(), true)));
+        assert_eq!(parse_endpoint("https://m.io/"), Some(("m.io".into(), false)));
+        assert_eq!(parse_endpoint("m.io"), None);
+        assert_eq!(parse_endpoint("https://m.io/v2/x"), None);
+    }
+}

@@ -1,0 +1,164 @@
+//! The CRI face of the daemon: tonic services whose methods each hand one RPC to
+//! its own file (validate → call the domain → map the result). No business logic
+//! lives here; every domain error becomes a gRPC status in `errors`.
+
+pub mod errors;
+mod image_fs_info;
+mod image_status;
+mod list_images;
+mod pull_image;
+mod remove_image;
+mod runtime_config;
+mod status;
+mod version;
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use k8s_cri::v1::image_service_server::ImageService;
+use k8s_cri::v1::runtime_service_server::RuntimeService;
+use k8s_cri::v1::*;
+use tonic::{Request, Response, Status};
+
+use crate::daemon::Daemon;
+
+/// runtime.v1.RuntimeService.
+pub struct RuntimeApi(pub Arc<Daemon>);
+
+/// runtime.v1.ImageService.
+pub struct ImageApi(pub Arc<Daemon>);
+
+type Reply<T> = Result<Response<T>, Status>;
+
+fn reply<T>(r: Result<T, Status>) -> Reply<T> {
+    r.map(Response::new)
+}
+
+/// An RPC proxrt does not implement yet: kubelet tolerates `Unimplemented`.
+fn not_yet<T>(rpc: &str) -> Reply<T> {
+    Err(Status::unimplemented(format!("{rpc} is not implemented by proxrt yet")))
+}
+
+#[tonic::async_trait]
+impl RuntimeService for RuntimeApi {
+    async fn version(&self, r: Request<VersionRequest>) -> Reply<VersionResponse> {
+        reply(version::version(&self.0, r.into_inner()))
+    }
+    async fn status(&self, r: Request<StatusRequest>) -> Reply<StatusResponse> {
+        reply(status::status(&self.0, r.into_inner()))
+    }
+    async fn runtime_config(&self, r: Request<RuntimeConfigRequest>) -> Reply<RuntimeConfigResponse> {
+        reply(runtime_config::runtime_config(&self.0, r.into_inner()))
+    }
+    async fn run_pod_sandbox(&self, _: Request<RunPodSandboxRequest>) -> Reply<RunPodSandboxResponse> {
+        not_yet("RunPodSandbox")
+    }
+    async fn stop_pod_sandbox(&self, _: Request<StopPodSandboxRequest>) -> Reply<StopPodSandboxResponse> {
+        not_yet("StopPodSandbox")
+    }
+    async fn remove_pod_sandbox(&self, _: Request<RemovePodSandboxRequest>) -> Reply<RemovePodSandboxResponse> {
+        not_yet("RemovePodSandbox")
+    }
+    async fn pod_sandbox_status(&self, _: Request<PodSandboxStatusRequest>) -> Reply<PodSandboxStatusResponse> {
+        not_yet("PodSandboxStatus")
+    }
+    async fn list_pod_sandbox(&self, _: Request<ListPodSandboxRequest>) -> Reply<ListPodSandboxResponse> {
+        not_yet("ListPodSandbox")
+    }
+    async fn create_container(&self, _: Request<CreateContainerRequest>) -> Reply<CreateContainerResponse> {
+        not_yet("CreateContainer")
+    }
+    async fn start_container(&self, _: Request<StartContainerRequest>) -> Reply<StartContainerResponse> {
+        not_yet("StartContainer")
+    }
+    async fn stop_container(&self, _: Request<StopContainerRequest>) -> Reply<StopContainerResponse> {
+        not_yet("StopContainer")
+    }
+    async fn remove_container(&self, _: Request<RemoveContainerRequest>) -> Reply<RemoveContainerResponse> {
+        not_yet("RemoveContainer")
+    }
+    async fn list_containers(&self, _: Request<ListContainersRequest>) -> Reply<ListContainersResponse> {
+        not_yet("ListContainers")
+    }
+    async fn container_status(&self, _: Request<ContainerStatusRequest>) -> Reply<ContainerStatusResponse> {
+        not_yet("ContainerStatus")
+    }
+    async fn update_container_resources(
+        &self,
+        _: Request<UpdateContainerResourcesRequest>,
+    ) -> Reply<UpdateContainerResourcesResponse> {
+        not_yet("UpdateContainerResources")
+    }
+    async fn reopen_container_log(&self, _: Request<ReopenContainerLogRequest>) -> Reply<ReopenContainerLogResponse> {
+        not_yet("ReopenContainerLog")
+    }
+    async fn exec_sync(&self, _: Request<ExecSyncRequest>) -> Reply<ExecSyncResponse> {
+        not_yet("ExecSync")
+    }
+    async fn exec(&self, _: Request<ExecRequest>) -> Reply<ExecResponse> {
+        not_yet("Exec")
+    }
+    async fn attach(&self, _: Request<AttachRequest>) -> Reply<AttachResponse> {
+        not_yet("Attach")
+    }
+    async fn port_forward(&self, _: Request<PortForwardRequest>) -> Reply<PortForwardResponse> {
+        not_yet("PortForward")
+    }
+    async fn container_stats(&self, _: Request<ContainerStatsRequest>) -> Reply<ContainerStatsResponse> {
+        not_yet("ContainerStats")
+    }
+    async fn list_container_stats(&self, _: Request<ListContainerStatsRequest>) -> Reply<ListContainerStatsResponse> {
+        not_yet("ListContainerStats")
+    }
+    async fn pod_sandbox_stats(&self, _: Request<PodSandboxStatsRequest>) -> Reply<PodSandboxStatsResponse> {
+        not_yet("PodSandboxStats")
+    }
+    async fn list_pod_sandbox_stats(
+        &self,
+        _: Request<ListPodSandboxStatsRequest>,
+    ) -> Reply<ListPodSandboxStatsResponse> {
+        not_yet("ListPodSandboxStats")
+    }
+    async fn update_runtime_config(&self, _: Request<UpdateRuntimeConfigRequest>) -> Reply<UpdateRuntimeConfigResponse> {
+        not_yet("UpdateRuntimeConfig")
+    }
+    async fn checkpoint_container(&self, _: Request<CheckpointContainerRequest>) -> Reply<CheckpointContainerResponse> {
+        not_yet("CheckpointContainer")
+    }
+    type GetContainerEventsStream =
+        Pin<Box<dyn tokio_stream::Stream<Item = Result<ContainerEventResponse, Status>> + Send + 'static>>;
+    async fn get_container_events(&self, _: Request<GetEventsRequest>) -> Reply<Self::GetContainerEventsStream> {
+        not_yet("GetContainerEvents")
+    }
+    async fn list_metric_descriptors(
+        &self,
+        _: Request<ListMetricDescriptorsRequest>,
+    ) -> Reply<ListMetricDescriptorsResponse> {
+        not_yet("ListMetricDescriptors")
+    }
+    async fn list_pod_sandbox_metrics(
+        &self,
+        _: Request<ListPodSandboxMetricsRequest>,
+    ) -> Reply<ListPodSandboxMetricsResponse> {
+        not_yet("ListPodSandboxMetrics")
+    }
+}
+
+#[tonic::async_trait]
+impl ImageService for ImageApi {
+    async fn list_images(&self, r: Request<ListImagesRequest>) -> Reply<ListImagesResponse> {
+        reply(list_images::list_images(&self.0, r.into_inner()))
+    }
+    async fn image_status(&self, r: Request<ImageStatusRequest>) -> Reply<ImageStatusResponse> {
+        reply(image_status::image_status(&self.0, r.into_inner()))
+    }
+    async fn pull_image(&self, r: Request<PullImageRequest>) -> Reply<PullImageResponse> {
+        reply(pull_image::pull_image(&self.0, r.into_inner()).await)
+    }
+    async fn remove_image(&self, r: Request<RemoveImageRequest>) -> Reply<RemoveImageResponse> {
+        reply(remove_image::remove_image(&self.0, r.into_inner()).await)
+    }
+    async fn image_fs_info(&self, r: Request<ImageFsInfoRequest>) -> Reply<ImageFsInfoResponse> {
+        reply(image_fs_info::image_fs_info(&self.0, r.into_inner()).await)
+    }
+}

@@ -1,0 +1,31 @@
+use std::collections::HashMap;
+
+use k8s_cri::v1::{RuntimeCondition, RuntimeStatus, StatusRequest, StatusResponse};
+use tonic::Status;
+
+use crate::daemon::Daemon;
+
+#[tracing::instrument(level = "debug", skip_all)]
+pub fn status(d: &Daemon, req: StatusRequest) -> Result<StatusResponse, Status> {
+    let health = d.health();
+    let condition = |type_: &str, problem: &Option<(String, String)>| RuntimeCondition {
+        r#type: type_.into(),
+        status: problem.is_none(),
+        reason: problem.as_ref().map(|p| p.0.clone()).unwrap_or_default(),
+        message: problem.as_ref().map(|p| p.1.clone()).unwrap_or_default(),
+    };
+    let mut info = HashMap::new();
+    if req.verbose {
+        info.insert("config".into(), d.config_json());
+    }
+    Ok(StatusResponse {
+        status: Some(RuntimeStatus {
+            conditions: vec![
+                condition("RuntimeReady", &health.runtime),
+                condition("NetworkReady", &health.network),
+            ],
+        }),
+        info,
+        ..Default::default()
+    })
+}

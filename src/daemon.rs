@@ -1,0 +1,187 @@
+//! `proxrt serve`: the daemon's state and its life on a unix socket.
+
+use std::fs::{self, File};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use k8s_cri::v1::image_service_server::ImageServiceServer;
+use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+
+use crate::config::Config;
+use crate::cri::{ImageApi, RuntimeApi};
+use crate::image::{ImageError, Images};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+    #[error("another proxrt daemon is serving on {socket}; stop it first (or give this one another --socket)")]
+    SocketInUse { socket: PathBuf },
+    #[error("state root {root} is in use by another proxrt daemon{holder}; two daemons must not share a root")]
+    RootInUse { root: PathBuf, holder: String },
+    #[error("socket group {0:?} does not exist")]
+    NoSuchGroup(String),
+    #[error(transparent)]
+    Images(#[from] ImageError),
+    #[error("gRPC server: {0}")]
+    Server(String),
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> DaemonError {
+    let context = context.into();
+    move |source| DaemonError::Io { context, source }
+}
+
+/// What the daemon holds for its whole life; shared by every RPC.
+pub struct Daemon {
+    config: Config,
+    images: Arc<Images>,
+}
+
+/// Why a runtime condition is false: (reason, message). `None` means healthy.
+pub struct Health {
+    pub runtime: Option<(String, String)>,
+    pub network: Option<(String, String)>,
+}
+
+impl Daemon {
+    /// Opens every store under the state root and recovers what a crash left.
+    pub fn open(config: Config) -> Result<Arc<Daemon>, DaemonError> {
+        let images = Arc::new(Images::open(&config.daemon.root, &config)?);
+        Ok(Arc::new(Daemon { config, images }))
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn images(&self) -> &Arc<Images> {
+        &self.images
+    }
+
+    pub fn health(&self) -> Health {
+        Health {
+            runtime: None,
+            network: Some((
+                "NetworkPluginNotReady".into(),
+                "proxrt has no CNI support yet: pods with their own network namespace get loopback only; host-network pods work".into(),
+            )),
+        }
+    }
+
+    /// The effective configuration, for Status verbose info.
+    pub fn config_json(&self) -> String {
+        serde_json::to_string(&self.config).unwrap_or_default()
+    }
+}
+
+/// Holds the state root's lock for the daemon's lifetime.
+pub struct RootLock(#[allow(dead_code)] File);
+
+/// Takes the state root: refuses when another daemon holds it.
+pub fn lock_root(root: &Path) -> Result<RootLock, DaemonError> {
+    crate::store::create_dir_mode(root, 0o711).map_err(io_err(format!("create state root {}", root.display())))?;
+    let path = root.join("proxrt.lock");
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io_err(format!("open {}", path.display())))?;
+    use std::os::fd::AsRawFd;
+    // flock(2) on the open file: released by the kernel when the daemon dies, so a
+    // kill -9 never leaves a stale lock behind.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let holder = fs::read_to_string(&path)
+            .ok()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .map(|pid| format!(" (pid {pid})"))
+            .unwrap_or_default();
+        return Err(DaemonError::RootInUse {
+            root: root.to_owned(),
+            holder,
+        });
+    }
+    file.set_len(0).map_err(io_err(format!("truncate {}", path.display())))?;
+    use std::io::Write as _;
+    (&file)
+        .write_all(format!("{}\n", std::process::id()).as_bytes())
+        .map_err(io_err(format!("write {}", path.display())))?;
+    Ok(RootLock(file))
+}
+
+/// Binds the CRI socket: a stale file is replaced, a live daemon makes us refuse.
+pub fn bind_socket(config: &Config) -> Result<UnixListener, DaemonError> {
+    let path = &config.daemon.socket;
+    if let Some(dir) = path.parent() {
+        crate::store::create_dir_mode(dir, 0o711).map_err(io_err(format!("create {}", dir.display())))?;
+    }
+    if fs::symlink_metadata(path).is_ok() {
+        if StdUnixStream::connect(path).is_ok() {
+            return Err(DaemonError::SocketInUse { socket: path.clone() });
+        }
+        tracing::info!(socket = %path.display(), "replacing stale socket");
+        fs::remove_file(path).map_err(io_err(format!("remove stale socket {}", path.display())))?;
+    }
+    let listener = UnixListener::bind(path).map_err(io_err(format!("bind {}", path.display())))?;
+    let mode = config.daemon.socket_mode().unwrap_or(0o660);
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io_err(format!("chmod {}", path.display())))?;
+    if !config.daemon.socket_group.is_empty() {
+        let group = nix::unistd::Group::from_name(&config.daemon.socket_group)
+            .ok()
+            .flatten()
+            .ok_or_else(|| DaemonError::NoSuchGroup(config.daemon.socket_group.clone()))?;
+        nix::unistd::chown(path, None, Some(group.gid))
+            .map_err(|e| io_err(format!("chown {}", path.display()))(e.into()))?;
+    }
+    Ok(listener)
+}
+
+/// Runs the daemon until SIGTERM or SIGINT, then drains in-flight RPCs and removes
+/// the socket. Containers keep running: they belong to their monitors.
+pub async fn serve(config: Config) -> Result<(), DaemonError> {
+    let _lock = lock_root(&config.daemon.root)?;
+    crate::store::create_dir_mode(&config.daemon.run_dir, 0o711)
+        .map_err(io_err(format!("create run dir {}", config.daemon.run_dir.display())))?;
+    let listener = bind_socket(&config)?;
+    let socket = config.daemon.socket.clone();
+    let daemon = Daemon::open(config)?;
+    tracing::info!(socket = %socket.display(), version = env!("CARGO_PKG_VERSION"), "proxrt serving");
+
+    const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+    let runtime = RuntimeServiceServer::new(RuntimeApi(daemon.clone()))
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
+    let images = ImageServiceServer::new(ImageApi(daemon.clone()))
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
+    let result = tonic::transport::Server::builder()
+        .add_service(runtime)
+        .add_service(images)
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown_signal())
+        .await;
+    let _ = fs::remove_file(&socket);
+    tracing::info!("proxrt stopped");
+    result.map_err(|e| DaemonError::Server(e.to_string()))
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+}

@@ -1,0 +1,31 @@
+//! What kind of failure a domain error is, so that one place (`cri::errors`) can
+//! map every module's errors to gRPC codes.
+//!
+//! Each module keeps its own `thiserror` enum and says, per variant, which kind it is.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The request is malformed (bad reference, bad config, bad path).
+    InvalidArgument,
+    /// The id or name does not exist.
+    NotFound,
+    /// A name or id is taken.
+    AlreadyExists,
+    /// The object is in the wrong state (sandbox not ready, image in use).
+    FailedPrecondition,
+    /// Something outside proxrt did not answer (registry unreachable, Proxmox down).
+    Unavailable,
+    /// The caller's deadline passed.
+    DeadlineExceeded,
+    /// The caller is not allowed (registry auth refused).
+    PermissionDenied,
+    /// Content did not match its digest (corrupt download or store).
+    DataLoss,
+    /// A bug or a host fault: disk, kernel, a corrupt state file.
+    Internal,
+}
+
+/// Implemented by every domain error enum.
+pub trait Classify {
+    fn kind(&self) -> Kind;
+}

@@ -1,0 +1,1 @@
+//! Image import (placeholder until written).

@@ -1,0 +1,1 @@
+//! Single-threaded zygote and per-container monitors: see docs/architecture.md.

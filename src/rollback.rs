@@ -1,0 +1,83 @@
+//! The one rollback mechanism: a LIFO stack of undo steps.
+//!
+//! Each step of a create path that makes something (a name reservation, a directory, a
+//! mount, a cgroup, a process) pushes the closure that unmakes it, right next to the
+//! step. `commit()` at the end disarms the stack; dropping it un-committed runs the
+//! undos newest first, so a failure anywhere leaves nothing behind.
+
+type Undo = Box<dyn FnOnce() + Send>;
+
+#[must_use = "a Rollback undoes everything when dropped without commit()"]
+pub struct Rollback {
+    what: String,
+    steps: Vec<(&'static str, Undo)>,
+}
+
+impl Rollback {
+    /// `what` names the operation in the log lines of a rollback ("create container abc").
+    pub fn new(what: impl Into<String>) -> Self {
+        Rollback {
+            what: what.into(),
+            steps: Vec::new(),
+        }
+    }
+
+    /// Registers how to undo the step that just succeeded.
+    pub fn push(&mut self, step: &'static str, undo: impl FnOnce() + Send + 'static) {
+        self.steps.push((step, Box::new(undo)));
+    }
+
+    /// The operation succeeded: keep everything it made.
+    pub fn commit(mut self) {
+        self.steps.clear();
+    }
+
+    /// Runs the undos now (newest first); same as dropping, but explicit.
+    pub fn undo(self) {}
+
+    pub fn len(&self) -> usize {
+        self.steps.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+}
+
+impl Drop for Rollback {
+    fn drop(&mut self) {
+        while let Some((step, undo)) = self.steps.pop() {
+            tracing::debug!(operation = %self.what, step, "rolling back");
+            undo();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[test]
+    fn undoes_in_reverse_order_when_dropped() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        {
+            let mut rb = Rollback::new("test");
+            for i in 0..3 {
+                let log = log.clone();
+                rb.push("step", move || log.lock().unwrap().push(i));
+            }
+        }
+        assert_eq!(*log.lock().unwrap(), vec![2, 1, 0]);
+    }
+
+    #[test]
+    fn commit_keeps_everything() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut rb = Rollback::new("test");
+        let l = log.clone();
+        rb.push("step", move || l.lock().unwrap().push(1));
+        rb.commit();
+        assert!(log.lock().unwrap().is_empty());
+    }
+}

@@ -1,0 +1,1 @@
+//! CRI -> OCI runtime spec translation, as pure functions.
