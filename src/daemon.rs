@@ -12,7 +12,8 @@ use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::config::Config;
-use crate::cri::{ImageApi, RuntimeApi};
+use crate::admin::admin_server::AdminServer;
+use crate::cri::{AdminApi, ImageApi, RuntimeApi};
 use crate::image::{ImageError, Images};
 
 #[derive(Debug, thiserror::Error)]
@@ -146,6 +147,9 @@ pub fn bind_socket(config: &Config) -> Result<UnixListener, DaemonError> {
     Ok(listener)
 }
 
+/// How long in-flight RPCs may run after SIGTERM before the daemon exits anyway.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Runs the daemon until SIGTERM or SIGINT, then drains in-flight RPCs and removes
 /// the socket. Containers keep running: they belong to their monitors.
 pub async fn serve(config: Config) -> Result<(), DaemonError> {
@@ -164,11 +168,29 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     let images = ImageServiceServer::new(ImageApi(daemon.clone()))
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
-    let result = tonic::transport::Server::builder()
+    let admin = AdminServer::new(AdminApi(daemon.clone()));
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    let notify = stopping.clone();
+    let server = tonic::transport::Server::builder()
         .add_service(runtime)
         .add_service(images)
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown_signal())
-        .await;
+        .add_service(admin)
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
+            shutdown_signal().await;
+            notify.notify_one();
+        });
+    // In-flight RPCs get a grace period; a stuck one (a pull from a dead registry)
+    // must not keep the daemon from stopping.
+    let result = tokio::select! {
+        r = server => r,
+        _ = async {
+            stopping.notified().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            tracing::warn!("RPCs still running after {}s; stopping anyway", SHUTDOWN_GRACE.as_secs());
+            Ok(())
+        }
+    };
     let _ = fs::remove_file(&socket);
     tracing::info!("proxrt stopped");
     result.map_err(|e| DaemonError::Server(e.to_string()))

@@ -104,6 +104,9 @@ enum ImageCommand {
 }
 
 fn main() -> ExitCode {
+    if std::env::args_os().nth(1).is_some_and(|a| a == proxrt::monitor::ZYGOTE_SUBCOMMAND) { // monitor-dispatch
+        proxrt::monitor::zygote_main(proxrt::monitor::ZYGOTE_FD) // monitor-dispatch
+    } // monitor-dispatch
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args),

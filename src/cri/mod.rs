@@ -4,6 +4,7 @@
 
 pub mod errors;
 mod image_fs_info;
+mod import_image;
 mod image_status;
 mod list_images;
 mod pull_image;
@@ -27,6 +28,9 @@ pub struct RuntimeApi(pub Arc<Daemon>);
 
 /// runtime.v1.ImageService.
 pub struct ImageApi(pub Arc<Daemon>);
+
+/// proxrt.v1.Admin: what CRI has no call for (image import).
+pub struct AdminApi(pub Arc<Daemon>);
 
 type Reply<T> = Result<Response<T>, Status>;
 
@@ -160,5 +164,15 @@ impl ImageService for ImageApi {
     }
     async fn image_fs_info(&self, r: Request<ImageFsInfoRequest>) -> Reply<ImageFsInfoResponse> {
         reply(image_fs_info::image_fs_info(&self.0, r.into_inner()).await)
+    }
+}
+
+#[tonic::async_trait]
+impl crate::admin::admin_server::Admin for AdminApi {
+    async fn import_image(
+        &self,
+        r: Request<crate::admin::ImportImageRequest>,
+    ) -> Reply<crate::admin::ImportImageResponse> {
+        reply(import_image::import_image(&self.0, r.into_inner()).await)
     }
 }

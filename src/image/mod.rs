@@ -202,7 +202,8 @@ impl Images {
         let names = names_for(reference, &resolved);
 
         // Fast path: the image is already complete; only its names may be new.
-        if let Some(existing) = self.index().get(&config_digest) {
+        let existing = self.index().get(&config_digest);
+        if let Some(existing) = existing {
             if existing.record.manifest_digest == resolved.manifest_digest
                 && existing.record.layers.iter().all(|l| self.snapshots.exists(&l.diff_id))
             {

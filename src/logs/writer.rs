@@ -14,7 +14,9 @@ pub const DEFAULT_MAX_LINE_SIZE: usize = 16 * 1024;
 /// Which of the container's output streams a chunk came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stream {
+    /// fd 1 of the container's process.
     Stdout,
+    /// fd 2 of the container's process.
     Stderr,
 }
 
@@ -75,7 +77,12 @@ impl CriLogWriter {
     /// Feeds raw bytes read from `stream` at time `now`: every complete line becomes an `F`
     /// record; a pending part longer than the maximum line size is cut into `P` records of
     /// exactly that size. Whatever is left (at most the maximum) waits for more data.
-    pub fn write_chunk(&mut self, stream: Stream, data: &[u8], now: DateTime<Utc>) -> io::Result<()> {
+    pub fn write_chunk(
+        &mut self,
+        stream: Stream,
+        data: &[u8],
+        now: DateTime<Utc>,
+    ) -> io::Result<()> {
         if self.path.is_none() || data.is_empty() {
             return Ok(());
         }
@@ -180,7 +187,8 @@ mod tests {
     use chrono::TimeZone;
 
     fn at(nanos: u32) -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2026, 11, 26, 6, 8, 2).unwrap() + chrono::Duration::nanoseconds(nanos as i64)
+        Utc.with_ymd_and_hms(2026, 11, 26, 6, 8, 2).unwrap()
+            + chrono::Duration::nanoseconds(nanos as i64)
     }
 
     fn writer(max: usize) -> (tempfile::TempDir, PathBuf, CriLogWriter) {
@@ -197,7 +205,8 @@ mod tests {
     #[test]
     fn formats_full_lines_with_nanosecond_utc_timestamps() {
         let (_d, path, mut w) = writer(100);
-        w.write_chunk(Stream::Stdout, b"hello\nworld\n", at(123_456_789)).unwrap();
+        w.write_chunk(Stream::Stdout, b"hello\nworld\n", at(123_456_789))
+            .unwrap();
         w.write_chunk(Stream::Stderr, b"oops\n", at(5)).unwrap();
         assert_eq!(
             read(&path),
@@ -211,10 +220,13 @@ mod tests {
     fn empty_lines_are_full_records() {
         let (_d, path, mut w) = writer(100);
         w.write_chunk(Stream::Stdout, b"\n\n", at(0)).unwrap();
-        assert_eq!(read(&path).lines().collect::<Vec<_>>(), vec![
-            "2026-11-26T06:08:02.000000000Z stdout F ",
-            "2026-11-26T06:08:02.000000000Z stdout F ",
-        ]);
+        assert_eq!(
+            read(&path).lines().collect::<Vec<_>>(),
+            vec![
+                "2026-11-26T06:08:02.000000000Z stdout F ",
+                "2026-11-26T06:08:02.000000000Z stdout F ",
+            ]
+        );
     }
 
     #[test]
@@ -223,13 +235,17 @@ mod tests {
         w.write_chunk(Stream::Stdout, b"hel", at(0)).unwrap();
         assert_eq!(read(&path), "");
         w.write_chunk(Stream::Stdout, b"lo\nnext", at(1)).unwrap();
-        assert_eq!(read(&path), "2026-11-26T06:08:02.000000001Z stdout F hello\n");
+        assert_eq!(
+            read(&path),
+            "2026-11-26T06:08:02.000000001Z stdout F hello\n"
+        );
     }
 
     #[test]
     fn long_lines_split_into_partial_records_at_max_size() {
         let (_d, path, mut w) = writer(4);
-        w.write_chunk(Stream::Stdout, b"abcdefghij\n", at(0)).unwrap();
+        w.write_chunk(Stream::Stdout, b"abcdefghij\n", at(0))
+            .unwrap();
         let tags: Vec<String> = read(&path).lines().map(|l| l[31..].to_string()).collect();
         assert_eq!(tags, vec!["stdout P abcd", "stdout P efgh", "stdout F ij"]);
     }
@@ -271,7 +287,10 @@ mod tests {
         w.write_chunk(Stream::Stderr, b"no newline", at(0)).unwrap();
         w.close_stream(Stream::Stderr, at(0)).unwrap();
         w.close_stream(Stream::Stdout, at(0)).unwrap();
-        assert_eq!(read(&path), "2026-11-26T06:08:02.000000000Z stderr F no newline\n");
+        assert_eq!(
+            read(&path),
+            "2026-11-26T06:08:02.000000000Z stderr F no newline\n"
+        );
     }
 
     #[test]
@@ -296,11 +315,13 @@ mod tests {
     #[test]
     fn reopen_starts_a_new_file_after_rotation() {
         let (_d, path, mut w) = writer(100);
-        w.write_chunk(Stream::Stdout, b"before\nhalf", at(0)).unwrap();
+        w.write_chunk(Stream::Stdout, b"before\nhalf", at(0))
+            .unwrap();
         let rotated = path.with_extension("log.1");
         fs::rename(&path, &rotated).unwrap();
         w.reopen().unwrap();
-        w.write_chunk(Stream::Stdout, b"-done\nafter\n", at(0)).unwrap();
+        w.write_chunk(Stream::Stdout, b"-done\nafter\n", at(0))
+            .unwrap();
         assert!(read(&rotated).ends_with("stdout F before\n"));
         let new: Vec<String> = read(&path).lines().map(|l| l[31..].to_string()).collect();
         assert_eq!(new, vec!["stdout F half-done", "stdout F after"]);

@@ -1,0 +1,242 @@
+//! The daemon's side of a container's monitor socket.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+
+use super::protocol::{encode_line, Fault, MonitorReply, MonitorRequest};
+use super::status::{read_status, ContainerStatusFile};
+use super::{MonitorError, MONITOR_SOCKET};
+
+/// Extra time an exec gets beyond its own timeout before the client gives up on the monitor
+/// (the monitor enforces the timeout itself; this only guards against a wedged monitor).
+const EXEC_GUARD: Duration = Duration::from_secs(10);
+
+/// How a container ended, from its final status.json.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExitStatus {
+    /// The exit status, or 128 + the signal that killed the init.
+    pub exit_code: i32,
+    /// The signal that killed the init, if one did.
+    pub signal: Option<i32>,
+    /// Unix nanoseconds.
+    pub finished_at: i64,
+    /// The OOM killer killed a process of the container's memory cgroup.
+    pub oom_killed: bool,
+}
+
+impl ExitStatus {
+    fn from_status(s: &ContainerStatusFile) -> Option<ExitStatus> {
+        Some(ExitStatus {
+            exit_code: s.exit_code?,
+            signal: s.signal,
+            finished_at: s.finished_at?,
+            oom_killed: s.oom_killed,
+        })
+    }
+}
+
+/// A command to run in a running container, as its process's user, env and cwd
+/// (from config.json).
+#[derive(Clone, Debug)]
+pub struct ExecSyncRequest {
+    /// argv; `args[0]` is looked up in the container process's `$PATH`.
+    pub args: Vec<String>,
+    /// The process is SIGKILLed at this deadline; None waits forever.
+    pub timeout: Option<Duration>,
+}
+
+/// What an ExecSync produced. Each stream is cut at the container's `exec_max_output`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecSyncResult {
+    /// The exit status, or 128 + the signal (137 when the timeout killed it).
+    pub exit_code: i32,
+    /// What the process wrote on stdout (at most the cap).
+    pub stdout: Vec<u8>,
+    /// What the process wrote on stderr (at most the cap).
+    pub stderr: Vec<u8>,
+    /// The timeout expired and the process was killed.
+    pub timed_out: bool,
+}
+
+/// A connection to one container's monitor (unix socket `<state_dir>/monitor.sock`). Holds
+/// no connection between calls, so it works unchanged after a daemon restart.
+#[derive(Clone, Debug)]
+pub struct MonitorClient {
+    state_dir: PathBuf,
+}
+
+impl MonitorClient {
+    /// A client for the monitor whose state dir is `state_dir`.
+    pub fn new(state_dir: &Path) -> MonitorClient {
+        MonitorClient {
+            state_dir: state_dir.to_owned(),
+        }
+    }
+
+    /// The container's status.json, if there is one.
+    pub fn status(&self) -> Result<Option<ContainerStatusFile>, MonitorError> {
+        read_status(&self.state_dir)
+    }
+
+    /// Starts the created container (libcontainer `start()`); `started_at` is in status.json
+    /// when this returns.
+    pub async fn start(&self) -> Result<(), MonitorError> {
+        let (reply, _) = self.call("start", MonitorRequest::Start).await?;
+        expect_ok("start", reply)
+    }
+
+    /// Sends `signal` to the container's init; SIGKILL goes to every process of the
+    /// container's cgroup. Succeeds when the container has already exited.
+    pub async fn signal(&self, signal: i32) -> Result<(), MonitorError> {
+        match self.call("signal", MonitorRequest::Signal { signal }).await {
+            Ok((reply, _)) => expect_ok("signal", reply),
+            Err(MonitorError::MonitorGone { .. }) if self.final_status()?.is_some() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Resolves when the container has exited and status.json is final (at once if it
+    /// already is, also when the monitor is long gone).
+    pub async fn wait(&self) -> Result<ExitStatus, MonitorError> {
+        if let Some(done) = self.final_status()? {
+            return Ok(done);
+        }
+        let outcome = self.call("wait", MonitorRequest::Wait).await;
+        // Whatever the socket said (exited, EOF because the monitor exited, refused because
+        // it just removed its socket), the final status file is the answer.
+        if let Some(done) = self.final_status()? {
+            return Ok(done);
+        }
+        match outcome {
+            Ok((MonitorReply::Error { message, fault }, _)) => {
+                Err(reply_error("wait", fault, message))
+            }
+            Ok(_) => Err(MonitorError::Protocol(
+                "monitor answered wait but status.json is not final".into(),
+            )),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Runs a command in the running container and returns its output and exit code.
+    pub async fn exec_sync(&self, req: ExecSyncRequest) -> Result<ExecSyncResult, MonitorError> {
+        let request = MonitorRequest::Exec {
+            args: req.args,
+            timeout_ms: req
+                .timeout
+                .map(|t| t.as_millis().min(u64::MAX as u128) as u64),
+        };
+        let run = async {
+            let (reply, mut reader) = self.call("exec", request).await?;
+            match reply {
+                MonitorReply::Exec {
+                    exit_code,
+                    timed_out,
+                    stdout_len,
+                    stderr_len,
+                } => {
+                    let mut stdout = vec![0u8; stdout_len];
+                    let mut stderr = vec![0u8; stderr_len];
+                    let read = async {
+                        reader.read_exact(&mut stdout).await?;
+                        reader.read_exact(&mut stderr).await
+                    };
+                    read.await
+                        .map_err(|e| MonitorError::io("read exec output", e))?;
+                    Ok(ExecSyncResult {
+                        exit_code,
+                        stdout,
+                        stderr,
+                        timed_out,
+                    })
+                }
+                MonitorReply::Error { message, fault } => Err(reply_error("exec", fault, message)),
+                other => Err(MonitorError::Protocol(format!(
+                    "unexpected exec reply {other:?}"
+                ))),
+            }
+        };
+        match req.timeout {
+            Some(t) => tokio::time::timeout(t + EXEC_GUARD, run)
+                .await
+                .map_err(|_| MonitorError::Timeout("exec".into()))?,
+            None => run.await,
+        }
+    }
+
+    /// ReopenContainerLog: the monitor reopens the CRI log file at its path.
+    pub async fn reopen_log(&self) -> Result<(), MonitorError> {
+        let (reply, _) = self.call("reopen log", MonitorRequest::ReopenLog).await?;
+        expect_ok("reopen log", reply)
+    }
+
+    /// True when a monitor listens on the socket (it is connectable).
+    pub fn is_alive(&self) -> bool {
+        std::os::unix::net::UnixStream::connect(self.socket_path()).is_ok()
+    }
+
+    fn socket_path(&self) -> PathBuf {
+        self.state_dir.join(MONITOR_SOCKET)
+    }
+
+    fn final_status(&self) -> Result<Option<ExitStatus>, MonitorError> {
+        Ok(self
+            .status()?
+            .as_ref()
+            .filter(|s| s.is_final())
+            .and_then(ExitStatus::from_status))
+    }
+
+    /// One request on a fresh connection; returns the reply line and the reader positioned
+    /// after it (an exec reply is followed by its output).
+    async fn call(
+        &self,
+        op: &'static str,
+        request: MonitorRequest,
+    ) -> Result<(MonitorReply, BufReader<UnixStream>), MonitorError> {
+        let gone = || MonitorError::MonitorGone {
+            state_dir: self.state_dir.clone(),
+        };
+        let mut stream = UnixStream::connect(self.socket_path())
+            .await
+            .map_err(|_| gone())?;
+        stream
+            .write_all(&encode_line(&request))
+            .await
+            .map_err(|_| gone())?;
+        let mut reader = BufReader::new(stream);
+        let mut line = Vec::new();
+        let n = reader
+            .read_until(b'\n', &mut line)
+            .await
+            .map_err(|e| MonitorError::io(format!("{op}: read reply"), e))?;
+        if n == 0 || line.last() != Some(&b'\n') {
+            // The monitor exited (container finished) or was killed mid-request.
+            return Err(gone());
+        }
+        let reply = serde_json::from_slice(&line[..line.len() - 1])
+            .map_err(|e| MonitorError::Protocol(format!("{op} reply: {e}")))?;
+        Ok((reply, reader))
+    }
+}
+
+fn expect_ok(op: &'static str, reply: MonitorReply) -> Result<(), MonitorError> {
+    match reply {
+        MonitorReply::Ok => Ok(()),
+        MonitorReply::Error { message, fault } => Err(reply_error(op, fault, message)),
+        other => Err(MonitorError::Protocol(format!(
+            "unexpected {op} reply {other:?}"
+        ))),
+    }
+}
+
+fn reply_error(op: &'static str, fault: Fault, message: String) -> MonitorError {
+    match fault {
+        Fault::Invalid => MonitorError::InvalidRequest(format!("{op}: {message}")),
+        Fault::State => MonitorError::WrongState { op, message },
+        Fault::Internal => MonitorError::Failed { op, message },
+    }
+}

@@ -1,0 +1,304 @@
+//! Process plumbing shared by the zygote, monitors, exec children and sandbox holders:
+//! detaching forks, fd hygiene, signal state, pidfds.
+//!
+//! Everything here runs in single-threaded processes (the zygote and its descendants),
+//! where `fork` is safe and the process environment may be changed.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{self, SigHandler, SigSet, SigmaskHow, Signal};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{fork, setsid, ForkResult, Pid};
+
+/// Runs `child` in a grandchild that is re-parented to init (or the nearest subreaper) at
+/// once: the middle process exits immediately after forking, so the caller only ever waits
+/// for that short-lived middle process and the grandchild is nobody's zombie in the zygote.
+/// The grandchild starts a new session so terminal or process-group signals aimed at the
+/// daemon never reach it. `child` returns the grandchild's exit code.
+pub(crate) fn fork_detached(child: impl FnOnce() -> i32) -> io::Result<()> {
+    // SAFETY: the zygote is single-threaded, so the child may run arbitrary code.
+    match unsafe { fork() }.map_err(io::Error::from)? {
+        ForkResult::Child => {
+            // SAFETY: as above; this middle process only forks and exits.
+            let code = match unsafe { fork() } {
+                Ok(ForkResult::Child) => {
+                    let _ = setsid();
+                    let code = child();
+                    exit_now(code)
+                }
+                Ok(ForkResult::Parent { .. }) => 0,
+                Err(_) => 1,
+            };
+            exit_now(code)
+        }
+        ForkResult::Parent { child: middle } => match wait_pid(middle)? {
+            WaitStatus::Exited(_, 0) => Ok(()),
+            other => Err(io::Error::other(format!(
+                "detaching fork failed ({other:?})"
+            ))),
+        },
+    }
+}
+
+/// `_exit`: a forked child must not run the parent's atexit handlers or flush its buffers.
+pub(crate) fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit is always safe to call.
+    unsafe { libc::_exit(code) }
+}
+
+/// waitpid that retries on EINTR.
+pub(crate) fn wait_pid(pid: Pid) -> io::Result<WaitStatus> {
+    loop {
+        match waitpid(pid, None) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => return other.map_err(io::Error::from),
+        }
+    }
+}
+
+/// Closes every fd except stdio and `keep`, so a monitor holds none of the daemon's or the
+/// zygote's sockets (which would keep them open after the daemon died).
+pub(crate) fn close_fds_except(keep: &[RawFd]) {
+    let mut keep: Vec<RawFd> = keep.iter().copied().filter(|&fd| fd > 2).collect();
+    keep.sort_unstable();
+    let mut first: u32 = 3;
+    for fd in keep {
+        if (fd as u32) > first {
+            close_range(first, fd as u32 - 1);
+        }
+        first = fd as u32 + 1;
+    }
+    close_range(first, u32::MAX);
+}
+
+fn close_range(first: u32, last: u32) {
+    // SAFETY: close_range only closes descriptors; nothing in this process refers to them
+    // any more (they were inherited).
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0u32) };
+    if rc != 0 {
+        // Kernels before 5.9: close them one by one.
+        let end = last.min(65_536);
+        for fd in first..=end {
+            // SAFETY: as above.
+            unsafe { libc::close(fd as i32) };
+        }
+    }
+}
+
+/// Points fds 0, 1 and 2 at /dev/null. A monitor has no terminal and must not write into
+/// the daemon's stderr (which may be a pipe the daemon's supervisor reads).
+pub(crate) fn stdio_to_dev_null() -> io::Result<()> {
+    let null = File::options().read(true).write(true).open("/dev/null")?;
+    for fd in 0..3 {
+        nix::unistd::dup2(null.as_raw_fd(), fd)?;
+    }
+    Ok(())
+}
+
+/// Unblocks every signal and restores every disposition to its default. Run before exec'ing
+/// container processes: the Rust runtime ignores SIGPIPE and the monitor blocks SIGCHLD, and
+/// both are inherited across exec (LIBCONTAINER.md pitfall 5).
+pub(crate) fn reset_signals() {
+    let _ = signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+    for sig in 1..libc::SIGRTMAX() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: restoring SIG_DFL installs no handler code. Signals reserved by libc
+        // (32, 33) are refused with EINVAL, which is fine.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = libc::SIG_DFL;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(sig, &action, std::ptr::null_mut());
+        }
+    }
+}
+
+/// Ignores SIGPIPE: a monitor writing to a client that went away must get EPIPE, not die.
+pub(crate) fn ignore_sigpipe() {
+    // SAFETY: SIG_IGN installs no handler code.
+    let _ = unsafe { signal::signal(Signal::SIGPIPE, SigHandler::SigIgn) };
+}
+
+/// Removes every environment variable: libcontainer's init reads `LISTEN_FDS` and friends
+/// from its own environment (LIBCONTAINER.md pitfall 6).
+pub(crate) fn clear_env() {
+    let keys: Vec<_> = std::env::vars_os().map(|(k, _)| k).collect();
+    for k in keys {
+        // SAFETY: the caller is single-threaded.
+        unsafe { std::env::remove_var(k) };
+    }
+}
+
+/// The current time in unix nanoseconds.
+pub(crate) fn now_nanos() -> i64 {
+    chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX)
+}
+
+/// A pidfd for `pid`: lets a non-parent wait for a process's exit and signal it without
+/// pid-reuse races.
+pub(crate) fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall; the returned fd is owned by us.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+pub(crate) fn pidfd_send_signal(pidfd: &OwnedFd, sig: i32) -> io::Result<()> {
+    // SAFETY: plain syscall on a descriptor we own.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Polls one fd for `events` up to `timeout` (None: forever). True when ready.
+pub(crate) fn poll_one(fd: RawFd, events: i16, timeout: Option<Duration>) -> io::Result<bool> {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    loop {
+        let ms = match deadline {
+            None => -1,
+            Some(d) => d
+                .saturating_duration_since(Instant::now())
+                .as_millis()
+                .min(i32::MAX as u128) as i32,
+        };
+        let mut pfd = libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if rc < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        return Ok(rc > 0);
+    }
+}
+
+/// Sets or clears O_NONBLOCK.
+pub(crate) fn set_nonblocking(fd: RawFd, on: bool) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor the caller owns.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let flags = if on {
+            flags | libc::O_NONBLOCK
+        } else {
+            flags & !libc::O_NONBLOCK
+        };
+        if libc::fcntl(fd, libc::F_SETFL, flags) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// The children of this process, from /proc (every thread's list; we have one thread).
+pub(crate) fn own_children() -> Vec<i32> {
+    let me = std::process::id();
+    std::fs::read_to_string(format!("/proc/{me}/task/{me}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// Kills and reaps every remaining child: the last step of a failed create, so an init or
+/// intermediate process libcontainer left behind does not outlive the attempt.
+pub(crate) fn kill_and_reap_children() {
+    for _ in 0..50 {
+        let children = own_children();
+        if children.is_empty() {
+            break;
+        }
+        for pid in children {
+            let _ = signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+            let _ = waitpid(Pid::from_raw(pid), None);
+        }
+    }
+    reap_all_nonblocking(|_| {});
+}
+
+/// Reaps every child that has exited, calling `on_exit` for each.
+pub(crate) fn reap_all_nonblocking(mut on_exit: impl FnMut(WaitStatus)) {
+    use nix::sys::wait::WaitPidFlag;
+    loop {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) | Err(_) => break,
+            Ok(status) => on_exit(status),
+        }
+    }
+}
+
+/// The exit code CRI reports: the status, or 128 + the signal number.
+pub(crate) fn exit_code_of(status: &WaitStatus) -> Option<(i32, Option<i32>)> {
+    match status {
+        WaitStatus::Exited(_, code) => Some((*code, None)),
+        WaitStatus::Signaled(_, sig, _) => Some((128 + *sig as i32, Some(*sig as i32))),
+        _ => None,
+    }
+}
+
+/// True when this process has more than one thread (then forking children that run Rust
+/// code, as libcontainer does, can deadlock).
+pub(crate) fn is_multithreaded() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| {
+                    l.strip_prefix("Threads:")
+                        .map(|n| n.trim().parse::<u32>().ok())
+                })
+                .flatten()
+        })
+        .map(|n| n > 1)
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_follow_the_shell_convention() {
+        let pid = Pid::from_raw(1);
+        assert_eq!(exit_code_of(&WaitStatus::Exited(pid, 3)), Some((3, None)));
+        assert_eq!(
+            exit_code_of(&WaitStatus::Signaled(pid, Signal::SIGKILL, false)),
+            Some((137, Some(9)))
+        );
+    }
+
+    #[test]
+    fn test_binary_is_multithreaded() {
+        // libtest runs tests on worker threads: this is exactly the situation in which
+        // Zygote::spawn must refuse to fork.
+        let t = std::thread::spawn(is_multithreaded);
+        assert!(t.join().unwrap());
+    }
+}

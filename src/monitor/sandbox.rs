@@ -1,0 +1,495 @@
+//! Pod namespace holders.
+//!
+//! The zygote forks (detached) a setup process that unshares the requested namespaces and
+//! forks the holder: `proxrt-pause`, pid 1 of the pod's new pid namespace, which only
+//! sleeps and reaps. The setup process, still in the host's mount namespace but in the new
+//! net/ipc/uts namespaces, sets the hostname, brings `lo` up, writes the sysctls, and
+//! bind-mounts the holder's namespace files onto `<dir>/{net,ipc,uts}` so that containers
+//! can join them (and they outlive the holder). Then it reports and exits; on any failure
+//! it first undoes everything, holder included.
+
+use std::collections::BTreeMap;
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::signal::{SigSet, Signal};
+use nix::unistd::{fork, ForkResult, Pid};
+use serde::{Deserialize, Serialize};
+
+use super::process::{
+    close_fds_except, exit_now, pidfd_open, pidfd_send_signal, poll_one, reset_signals,
+    stdio_to_dev_null,
+};
+use super::protocol::{write_frame, Fault, Report, ACK};
+use super::MonitorError;
+use crate::rollback::Rollback;
+
+/// The holder's process name (`/proc/<pid>/comm`): `teardown_sandbox` checks it before
+/// killing a pid, so a recycled pid is never killed.
+pub const HOLDER_NAME: &str = "proxrt-pause";
+
+const ACK_TIMEOUT: Duration = Duration::from_secs(30);
+const HOLDER_EXIT_WAIT: Duration = Duration::from_secs(5);
+
+/// A pod's namespaces to create.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct SandboxRequest {
+    /// The sandbox id (for error messages).
+    pub id: String,
+    /// Where the namespace files are bind-mounted (`net`, `ipc`, `uts`); created if missing.
+    pub dir: PathBuf,
+    /// A new network namespace (with `lo` up), else the host's.
+    pub new_net: bool,
+    /// A new IPC namespace, else the host's.
+    pub new_ipc: bool,
+    /// A new UTS namespace (hostname), else the host's.
+    pub new_uts: bool,
+    /// A new pid namespace whose init is the holder, else the host's.
+    pub new_pid: bool,
+    /// Set in the new uts namespace; ignored without `new_uts` (the pod then uses the
+    /// node's hostname).
+    pub hostname: Option<String>,
+    /// Written to `/proc/sys` inside the new namespaces. Only namespaced sysctls are
+    /// accepted (`net.*` needs `new_net`; `kernel.shm*`, `kernel.msg*`, `kernel.sem`,
+    /// `fs.mqueue.*` need `new_ipc`; `kernel.hostname`/`kernel.domainname` need `new_uts`):
+    /// anything else would change the host. Keys use `.` or `/` as separator, as in Kubernetes.
+    pub sysctls: BTreeMap<String, String>,
+}
+
+/// The holder and the namespace files containers join.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct SandboxCreated {
+    /// The holder process (host pid), for `teardown_sandbox`.
+    pub holder_pid: i32,
+    /// `<dir>/net`, bind-mounted, when a new net namespace was requested.
+    pub net_ns: Option<PathBuf>,
+    /// `<dir>/ipc`, bind-mounted, when a new IPC namespace was requested.
+    pub ipc_ns: Option<PathBuf>,
+    /// `<dir>/uts`, bind-mounted, when a new UTS namespace was requested.
+    pub uts_ns: Option<PathBuf>,
+    /// `/proc/<holder>/ns/pid`: a pid namespace cannot outlive its init, so it is not
+    /// bind-mounted.
+    pub pid_ns: Option<PathBuf>,
+}
+
+/// Checks a request before anything is forked.
+pub(crate) fn validate(req: &SandboxRequest) -> Result<(), MonitorError> {
+    for key in req.sysctls.keys() {
+        sysctl_path(key, req).map_err(MonitorError::InvalidRequest)?;
+    }
+    if let Some(h) = &req.hostname {
+        if req.new_uts && (h.is_empty() || h.len() > 64) {
+            return Err(MonitorError::InvalidRequest(format!(
+                "invalid hostname {h:?}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `/proc/sys/<path>` for a sysctl key, refusing keys that are not namespaced by one of the
+/// new namespaces. `a.b.c` and `a/b/c` are both accepted; with `/` as separator a `.` is part
+/// of a name (`net/ipv4/conf/eth0.100/forwarding`), as in Kubernetes.
+fn sysctl_path(key: &str, req: &SandboxRequest) -> Result<PathBuf, String> {
+    let slash_first = match (key.find('/'), key.find('.')) {
+        (Some(s), Some(d)) => s < d,
+        (Some(_), None) => true,
+        _ => false,
+    };
+    let rel: String = if slash_first {
+        key.to_string()
+    } else {
+        key.chars()
+            .map(|c| match c {
+                '.' => '/',
+                '/' => '.',
+                c => c,
+            })
+            .collect()
+    };
+    let parts: Vec<&str> = rel.split('/').collect();
+    let valid = parts.len() >= 2
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && *p != "."
+                && *p != ".."
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        });
+    if !valid {
+        return Err(format!("invalid sysctl name {key:?}"));
+    }
+    let namespaced = match (parts[0], parts[1]) {
+        ("net", _) => req.new_net,
+        ("kernel", p) if p.starts_with("shm") || p.starts_with("msg") || p == "sem" => req.new_ipc,
+        ("kernel", "hostname" | "domainname") => req.new_uts,
+        ("fs", "mqueue") => req.new_ipc,
+        _ => false,
+    };
+    if !namespaced {
+        return Err(format!(
+            "sysctl {key} is not namespaced by the pod's own namespaces; refusing to change the host"
+        ));
+    }
+    Ok(Path::new("/proc/sys").join(rel))
+}
+
+type Failure = (Fault, String);
+
+/// The setup process's main (detached grandchild of the zygote); returns its exit code.
+pub(crate) fn run_setup(req: SandboxRequest, report: OwnedFd) -> i32 {
+    close_fds_except(&[report.as_raw_fd()]);
+    let _ = stdio_to_dev_null();
+    let _ = nix::unistd::chdir("/");
+    let mut report = UnixStream::from(report);
+    let mut rollback = Rollback::new(format!("create sandbox {}", req.id));
+    let created = match setup(&req, &mut rollback, report.as_raw_fd()) {
+        Ok(c) => c,
+        Err((fault, message)) => {
+            drop(rollback);
+            let _ = write_frame(&mut report, &Report::Failed { message, fault });
+            return 1;
+        }
+    };
+    if write_frame(&mut report, &Report::Sandbox(created)).is_err() || !acknowledged(&mut report) {
+        drop(rollback);
+        return 1;
+    }
+    rollback.commit();
+    0
+}
+
+fn acknowledged(report: &mut UnixStream) -> bool {
+    use std::io::Read;
+    match poll_one(report.as_raw_fd(), libc::POLLIN, Some(ACK_TIMEOUT)) {
+        Ok(true) => {
+            let mut byte = [0u8; 1];
+            matches!(report.read(&mut byte), Ok(1) if byte[0] == ACK)
+        }
+        _ => false,
+    }
+}
+
+fn setup(
+    req: &SandboxRequest,
+    rb: &mut Rollback,
+    report_fd: i32,
+) -> Result<SandboxCreated, Failure> {
+    let internal =
+        |what: &str, e: &dyn std::fmt::Display| (Fault::Internal, format!("{what}: {e}"));
+    // Validated by the daemon already; checked again because this process acts on it.
+    let sysctls: Vec<(PathBuf, &String, &String)> = req
+        .sysctls
+        .iter()
+        .map(|(k, v)| sysctl_path(k, req).map(|p| (p, k, v)))
+        .collect::<Result<_, _>>()
+        .map_err(|e| (Fault::Invalid, e))?;
+
+    fs::create_dir_all(&req.dir)
+        .map_err(|e| internal(&format!("create {}", req.dir.display()), &e))?;
+
+    let mut flags = CloneFlags::empty();
+    for (wanted, flag) in [
+        (req.new_net, CloneFlags::CLONE_NEWNET),
+        (req.new_ipc, CloneFlags::CLONE_NEWIPC),
+        (req.new_uts, CloneFlags::CLONE_NEWUTS),
+        (req.new_pid, CloneFlags::CLONE_NEWPID),
+    ] {
+        if wanted {
+            flags |= flag;
+        }
+    }
+    unshare(flags).map_err(|e| internal("unshare namespaces", &e))?;
+
+    // Named before the fork so the holder carries its name from its first instant:
+    // teardown recognizes holders by it.
+    let _ = nix::sys::prctl::set_name(c"proxrt-pause");
+    // SAFETY: this process is single-threaded.
+    let holder = match unsafe { fork() }.map_err(|e| internal("fork holder", &e))? {
+        ForkResult::Child => {
+            let _ = nix::unistd::close(report_fd);
+            hold()
+        }
+        ForkResult::Parent { child } => child,
+    };
+    let _ = nix::sys::prctl::set_name(c"proxrt-sandbox");
+    rb.push("holder", move || kill_holder(holder));
+
+    if let (true, Some(h)) = (req.new_uts, &req.hostname) {
+        nix::unistd::sethostname(h).map_err(|e| internal(&format!("set hostname {h:?}"), &e))?;
+    }
+    if req.new_net {
+        loopback_up().map_err(|e| internal("bring lo up", &e))?;
+    }
+    for (path, key, value) in sysctls {
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(value.as_bytes()))
+            .map_err(|e| (Fault::Invalid, format!("sysctl {key}={value}: {e}")))?;
+    }
+
+    let mut created = SandboxCreated {
+        holder_pid: holder.as_raw(),
+        net_ns: None,
+        ipc_ns: None,
+        uts_ns: None,
+        pid_ns: req
+            .new_pid
+            .then(|| PathBuf::from(format!("/proc/{holder}/ns/pid"))),
+    };
+    for (wanted, name, slot) in [
+        (req.new_net, "net", &mut created.net_ns),
+        (req.new_ipc, "ipc", &mut created.ipc_ns),
+        (req.new_uts, "uts", &mut created.uts_ns),
+    ] {
+        if wanted {
+            *slot = Some(bind_ns(holder, name, &req.dir, rb)?);
+        }
+    }
+    Ok(created)
+}
+
+/// Bind-mounts `/proc/<holder>/ns/<name>` onto an empty file `<dir>/<name>`.
+fn bind_ns(
+    holder: Pid,
+    name: &'static str,
+    dir: &Path,
+    rb: &mut Rollback,
+) -> Result<PathBuf, Failure> {
+    let target = dir.join(name);
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&target)
+        .map_err(|e| (Fault::Internal, format!("create {}: {e}", target.display())))?;
+    {
+        let target = target.clone();
+        rb.push("ns file", move || {
+            let _ = fs::remove_file(&target);
+        });
+    }
+    let source = PathBuf::from(format!("/proc/{holder}/ns/{name}"));
+    mount(
+        Some(&source),
+        &target,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| {
+        (
+            Fault::Internal,
+            format!("bind {} on {}: {e}", source.display(), target.display()),
+        )
+    })?;
+    {
+        let target = target.clone();
+        rb.push("ns mount", move || {
+            let _ = umount2(&target, MntFlags::MNT_DETACH);
+        });
+    }
+    Ok(target)
+}
+
+/// The holder: sleeps until SIGTERM/SIGINT/SIGKILL, reaping children (it is pid 1 of the
+/// pod's pid namespace). Signals are blocked and taken with sigwait: blocked signals reach a
+/// pid-namespace init even without a handler, and no handler code ever runs.
+fn hold() -> ! {
+    reset_signals();
+    let mut set = SigSet::empty();
+    for s in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGCHLD,
+        Signal::SIGHUP,
+    ] {
+        set.add(s);
+    }
+    let _ = set.thread_block();
+    loop {
+        match set.wait() {
+            Ok(Signal::SIGCHLD) => super::process::reap_all_nonblocking(|_| {}),
+            Ok(Signal::SIGTERM | Signal::SIGINT) => exit_now(0),
+            _ => {}
+        }
+    }
+}
+
+/// SIGKILLs the holder through a pidfd (no pid-reuse race) and waits until it has exited.
+fn kill_holder(pid: Pid) {
+    if let Ok(pidfd) = pidfd_open(pid.as_raw()) {
+        let _ = pidfd_send_signal(&pidfd, libc::SIGKILL);
+        let _ = poll_one(pidfd.as_raw_fd(), libc::POLLIN, Some(HOLDER_EXIT_WAIT));
+    }
+    // Our child while setup runs: reap it (after setup exits, init does).
+    let _ = nix::sys::wait::waitpid(pid, None);
+}
+
+/// `ip link set lo up` without the `ip` binary: SIOCGIFFLAGS/SIOCSIFFLAGS on a socket of
+/// the new network namespace.
+fn loopback_up() -> io::Result<()> {
+    // SAFETY: plain socket(2); the fd is owned right away.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is fresh.
+    let sock = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain data; zero is a valid value.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: the ioctls read and write the ifreq we pass.
+    unsafe {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Stops a sandbox holder (SIGKILL its pid after checking it is ours, then waits for it),
+/// unmounts and removes the namespace files in `dir`. Idempotent: a holder already gone
+/// and files already removed are fine. Blocking (a few ms); call it off the async runtime.
+pub fn teardown_sandbox(dir: &Path, holder_pid: Option<i32>) -> Result<(), MonitorError> {
+    let mut problems = Vec::new();
+    if let Some(pid) = holder_pid.filter(|&p| p > 0) {
+        if let Err(e) = stop_holder(pid, dir) {
+            problems.push(e);
+        }
+    }
+    for name in ["net", "ipc", "uts"] {
+        let file = dir.join(name);
+        // A file may carry stacked mounts after a retried setup: unmount until EINVAL.
+        for _ in 0..16 {
+            match umount2(&file, MntFlags::MNT_DETACH) {
+                Ok(()) => continue,
+                Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => break,
+                Err(e) => {
+                    problems.push(format!("unmount {}: {e}", file.display()));
+                    break;
+                }
+            }
+        }
+        match fs::remove_file(&file) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => problems.push(format!("remove {}: {e}", file.display())),
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(MonitorError::Failed {
+            op: "teardown sandbox",
+            message: problems.join("; "),
+        })
+    }
+}
+
+fn stop_holder(pid: i32, dir: &Path) -> Result<(), String> {
+    let pidfd = match pidfd_open(pid) {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(()),
+        Err(e) => return Err(format!("pidfd_open {pid}: {e}")),
+    };
+    // With the pidfd open the pid cannot be recycled under us: check that it is our holder.
+    let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    if comm.trim_end() != HOLDER_NAME {
+        return Ok(());
+    }
+    for name in ["net", "ipc", "uts"] {
+        let (Ok(mounted), Ok(theirs)) = (
+            fs::metadata(dir.join(name)),
+            fs::metadata(format!("/proc/{pid}/ns/{name}")),
+        ) else {
+            continue;
+        };
+        // An empty regular file (not mounted) has another device; only compare ns files.
+        if mounted.dev() == theirs.dev() && mounted.ino() != theirs.ino() {
+            // Another pod's holder that reuses the pid: not ours.
+            return Ok(());
+        }
+    }
+    match pidfd_send_signal(&pidfd, libc::SIGKILL) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(()),
+        Err(e) => return Err(format!("kill holder {pid}: {e}")),
+    }
+    match poll_one(pidfd.as_raw_fd(), libc::POLLIN, Some(HOLDER_EXIT_WAIT)) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(format!("holder {pid} did not exit after SIGKILL")),
+        Err(e) => Err(format!("wait for holder {pid}: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(net: bool, ipc: bool, uts: bool) -> SandboxRequest {
+        SandboxRequest {
+            id: "s".into(),
+            dir: "/tmp/x".into(),
+            new_net: net,
+            new_ipc: ipc,
+            new_uts: uts,
+            new_pid: true,
+            hostname: None,
+            sysctls: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn sysctl_keys_map_to_proc_sys_paths() {
+        let r = req(true, true, true);
+        assert_eq!(
+            sysctl_path("net.ipv4.ip_unprivileged_port_start", &r).unwrap(),
+            Path::new("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        );
+        assert_eq!(
+            sysctl_path("net/ipv4/conf/eth0.100/forwarding", &r).unwrap(),
+            Path::new("/proc/sys/net/ipv4/conf/eth0.100/forwarding")
+        );
+        assert_eq!(
+            sysctl_path("net.ipv4.conf.eth0/100.forwarding", &r).unwrap(),
+            Path::new("/proc/sys/net/ipv4/conf/eth0.100/forwarding")
+        );
+        assert_eq!(
+            sysctl_path("kernel.shm_rmid_forced", &r).unwrap(),
+            Path::new("/proc/sys/kernel/shm_rmid_forced")
+        );
+    }
+
+    #[test]
+    fn sysctls_that_would_change_the_host_are_refused() {
+        assert!(sysctl_path("net.ipv4.ip_forward", &req(false, true, true)).is_err());
+        assert!(sysctl_path("kernel.shmmax", &req(true, false, true)).is_err());
+        assert!(sysctl_path("kernel.panic", &req(true, true, true)).is_err());
+        assert!(sysctl_path("vm.swappiness", &req(true, true, true)).is_err());
+        for bad in ["net", "net..ipv4", "net.ipv4/../../x", "net.ipv4.a b", ""] {
+            assert!(sysctl_path(bad, &req(true, true, true)).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn teardown_of_nothing_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        teardown_sandbox(dir.path(), None).unwrap();
+        teardown_sandbox(&dir.path().join("missing"), Some(i32::MAX)).unwrap();
+    }
+}

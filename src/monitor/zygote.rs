@@ -1,0 +1,712 @@
+//! The zygote: a single-threaded process that forks monitors and sandbox holders for the
+//! multi-threaded daemon.
+//!
+//! Daemon side: `Zygote` (spawn, then async requests). Zygote side: `zygote_main`, plain
+//! blocking code that never starts a thread.
+
+use std::io::{self, IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::sys::socket::{
+    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
+    SockFlag, SockType,
+};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{fork, ForkResult, Pid};
+use serde::{Deserialize, Serialize};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+
+use super::process::{close_fds_except, exit_now, fork_detached, is_multithreaded};
+use super::protocol::{
+    decode_frame, encode_frame, Fault, Report, ZygoteReply, ZygoteRequest, ACK, MAX_FRAME,
+};
+use super::sandbox::{self, SandboxCreated, SandboxRequest};
+use super::{container, MonitorError, MONITOR_SOCKET};
+
+/// The hidden subcommand of the `proxrt` binary that runs the zygote (see `spawn_exec`).
+pub const ZYGOTE_SUBCOMMAND: &str = "__zygote";
+/// The fd on which a re-exec'd zygote finds its socket.
+pub const ZYGOTE_FD: RawFd = 3;
+
+/// How long a monitor that reported failure may take to exit before the daemon stops
+/// waiting for it.
+const FAILED_CHILD_EXIT_WAIT: Duration = Duration::from_secs(5);
+
+/// What a monitor needs to create one container.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct CreateRequest {
+    /// The container id (64 hex characters in proxrt; libcontainer accepts `[A-Za-z0-9_+.-]`).
+    pub id: String,
+    /// Contains config.json; the rootfs is already mounted by the caller at the path the
+    /// spec names. If the spec has `process.oomScoreAdj`, the monitor removes it from
+    /// config.json (libcontainer would apply it to the monitor itself): use `oom_score_adj`.
+    pub bundle: PathBuf,
+    /// The monitor writes status.json here and listens on monitor.sock here. Keep it short:
+    /// the socket path must fit in 107 bytes.
+    pub state_dir: PathBuf,
+    /// libcontainer's state root (`with_root_path`).
+    pub libcontainer_root: PathBuf,
+    /// The CRI log file; None discards the container's output.
+    pub log_path: Option<PathBuf>,
+    /// Lines longer than this are split into `P` records; 0 means 16 KiB.
+    pub max_log_line_size: usize,
+    /// Written to `/proc/<init>/oom_score_adj` between build() and start(); the caller has
+    /// clamped it to what this host allows.
+    pub oom_score_adj: Option<i32>,
+    /// Cap on each of ExecSync's stdout and stderr (the rest is read and discarded);
+    /// 0 means 16 MiB.
+    pub exec_max_output: usize,
+    /// Not supported yet: a request with `tty: true` (or a spec with `process.terminal`)
+    /// fails with `InvalidRequest`.
+    pub tty: bool,
+}
+
+/// A container in the created state, with its monitor running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Created {
+    /// The container's init (host pid), waiting for start.
+    pub init_pid: i32,
+    /// The container's monitor (host pid).
+    pub monitor_pid: i32,
+}
+
+/// The daemon's handle on the zygote. Dropping it closes the socket, which makes the
+/// zygote exit; monitors and holders it forked keep running.
+pub struct Zygote {
+    pid: i32,
+    /// None only inside `drop`.
+    chan: Option<Arc<Channel>>,
+    /// The zygote process when started with `spawn_exec`.
+    child: Option<Child>,
+}
+
+/// The daemon's end of the zygote socket. Shared with the task that runs each exchange, so
+/// that a cancelled caller never leaves a reply (and the report socket it carries) unread.
+struct Channel {
+    /// SOCK_SEQPACKET, non-blocking.
+    sock: OwnedFd,
+    /// One request/reply exchange at a time.
+    lock: tokio::sync::Mutex<()>,
+    seq: AtomicU64,
+}
+
+impl Zygote {
+    /// MUST be called in main() before the tokio runtime or any thread exists. Forks the
+    /// zygote: a single-threaded child that dies with the daemon (PR_SET_PDEATHSIG, and EOF
+    /// on its socket) and forks one monitor per container. Refuses to run in a process that
+    /// already has threads (use `spawn_exec` there).
+    pub fn spawn() -> Result<Zygote, MonitorError> {
+        if is_multithreaded() {
+            return Err(MonitorError::Spawn(
+                "Zygote::spawn called in a multi-threaded process; call it first in main() \
+                 or use Zygote::spawn_exec"
+                    .into(),
+            ));
+        }
+        let (ours, theirs) = seqpacket_pair()?;
+        let parent = nix::unistd::getpid();
+        // SAFETY: the process is single-threaded (checked above).
+        match unsafe { fork() }.map_err(|e| MonitorError::Spawn(format!("fork: {e}")))? {
+            ForkResult::Child => {
+                let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+                if nix::unistd::getppid() != parent {
+                    exit_now(0);
+                }
+                let fd = theirs.as_raw_fd();
+                std::mem::forget(theirs);
+                drop(ours);
+                zygote_main(fd)
+            }
+            ForkResult::Parent { child } => {
+                drop(theirs);
+                Ok(Zygote::new(child.as_raw(), ours, None))
+            }
+        }
+    }
+
+    /// Starts the zygote by executing `program` with `args` (the `proxrt` binary with its
+    /// hidden `__zygote` subcommand, whose main must call `zygote_main(ZYGOTE_FD)`), with the
+    /// socket on fd 3 and an empty environment. Safe from a multi-threaded process (tests,
+    /// or a daemon that already runs threads); the zygote exits when this handle is dropped
+    /// or the daemon dies (EOF on its socket).
+    pub fn spawn_exec(program: &Path, args: &[&str]) -> Result<Zygote, MonitorError> {
+        let (ours, theirs) = seqpacket_pair()?;
+        let theirs_raw = theirs.as_raw_fd();
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .env_clear()
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        // SAFETY: only async-signal-safe calls (dup2, fcntl) between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if theirs_raw == ZYGOTE_FD {
+                    if libc::fcntl(ZYGOTE_FD, libc::F_SETFD, 0) < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                } else if libc::dup2(theirs_raw, ZYGOTE_FD) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|e| MonitorError::Spawn(format!("exec {}: {e}", program.display())))?;
+        drop(theirs);
+        Ok(Zygote::new(child.id() as i32, ours, Some(child)))
+    }
+
+    fn new(pid: i32, sock: OwnedFd, child: Option<Child>) -> Zygote {
+        Zygote {
+            pid,
+            chan: Some(Arc::new(Channel {
+                sock,
+                lock: tokio::sync::Mutex::new(()),
+                seq: AtomicU64::new(0),
+            })),
+            child,
+        }
+    }
+
+    /// The zygote's pid.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Asks the zygote for a new monitor that creates the container through libcontainer
+    /// (build(), not start()). Returns once the container's init exists (created state) or
+    /// with the creation error text, after the failed attempt has been cleaned up.
+    ///
+    /// Cancel-safe: if this future is dropped before it returns, the monitor notices the
+    /// closed report socket, deletes the container and exits.
+    pub async fn create_container(&self, req: CreateRequest) -> Result<Created, MonitorError> {
+        validate_create(&req)?;
+        let id = req.id.clone();
+        let fd = self.call(|seq| ZygoteRequest::Create { seq, req }).await?;
+        let failed = |message: String| MonitorError::Create {
+            id: id.clone(),
+            message,
+        };
+        let mut report = report_stream(fd)?;
+        match read_report(&mut report).await.map_err(&failed)? {
+            Report::Created {
+                init_pid,
+                monitor_pid,
+            } => {
+                report.write_all(&[ACK]).await.map_err(|e| {
+                    failed(format!("monitor went away before the acknowledgement: {e}"))
+                })?;
+                tracing::debug!(container = %id, init_pid, monitor_pid, "container created");
+                Ok(Created {
+                    init_pid,
+                    monitor_pid,
+                })
+            }
+            Report::Failed { message, fault } => {
+                wait_for_exit(&mut report).await;
+                tracing::debug!(container = %id, error = %message, "container creation failed");
+                Err(match fault {
+                    Fault::Invalid => {
+                        MonitorError::InvalidRequest(format!("container {id}: {message}"))
+                    }
+                    _ => failed(message),
+                })
+            }
+            other => Err(MonitorError::Protocol(format!(
+                "unexpected report {other:?}"
+            ))),
+        }
+    }
+
+    /// Forks a pod's namespace holder: new net/ipc/uts/pid namespaces as requested, hostname,
+    /// `lo` up, sysctls, and the namespace files bind-mounted under `req.dir`. Returns once
+    /// all of that is done, or with the error after it has been undone. Cancel-safe like
+    /// `create_container`. Undo with `teardown_sandbox`.
+    pub async fn spawn_sandbox(&self, req: SandboxRequest) -> Result<SandboxCreated, MonitorError> {
+        sandbox::validate(&req)?;
+        let id = req.id.clone();
+        let fd = self.call(|seq| ZygoteRequest::Sandbox { seq, req }).await?;
+        let failed = |message: String| MonitorError::Sandbox {
+            id: id.clone(),
+            message,
+        };
+        let mut report = report_stream(fd)?;
+        match read_report(&mut report).await.map_err(&failed)? {
+            Report::Sandbox(created) => {
+                report.write_all(&[ACK]).await.map_err(|e| {
+                    failed(format!(
+                        "holder setup went away before the acknowledgement: {e}"
+                    ))
+                })?;
+                Ok(created)
+            }
+            Report::Failed { message, fault } => {
+                wait_for_exit(&mut report).await;
+                Err(match fault {
+                    Fault::Invalid => {
+                        MonitorError::InvalidRequest(format!("sandbox {id}: {message}"))
+                    }
+                    _ => failed(message),
+                })
+            }
+            other => Err(MonitorError::Protocol(format!(
+                "unexpected report {other:?}"
+            ))),
+        }
+    }
+
+    /// Sends one request and returns the report socket of the forked child.
+    ///
+    /// The exchange runs in its own task: if this caller is cancelled, the task still
+    /// receives the reply and drops its report socket, which tells the child to clean up
+    /// at once (instead of waiting for an acknowledgement that never comes).
+    async fn call(&self, make: impl FnOnce(u64) -> ZygoteRequest) -> Result<OwnedFd, MonitorError> {
+        let chan = self
+            .chan
+            .clone()
+            .ok_or_else(|| MonitorError::ZygoteGone("closed".into()))?;
+        let seq = chan.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let frame = encode_frame(&make(seq));
+        if frame.len() > MAX_FRAME {
+            return Err(MonitorError::InvalidRequest(format!(
+                "request of {} bytes is too large",
+                frame.len()
+            )));
+        }
+        tokio::spawn(async move { chan.exchange(seq, &frame).await })
+            .await
+            .map_err(|e| MonitorError::ZygoteGone(format!("zygote exchange: {e}")))?
+    }
+}
+
+impl Channel {
+    async fn exchange(&self, seq: u64, frame: &[u8]) -> Result<OwnedFd, MonitorError> {
+        let _one_at_a_time = self.lock.lock().await;
+        // SAFETY: the fd stays open for the AsyncFd's whole life: `self.sock` is only closed
+        // when the Channel is dropped, which cannot happen while this borrows it.
+        let afd = unsafe {
+            AsyncFd::register_with_interest(
+                BorrowedSock(self.sock.as_raw_fd()),
+                Interest::READABLE | Interest::WRITABLE,
+            )
+        }
+        .map_err(|e| MonitorError::io("register zygote socket", io::Error::other(e.to_string())))?;
+        loop {
+            let mut ready = afd
+                .writable()
+                .await
+                .map_err(|e| MonitorError::io("zygote socket", e))?;
+            match ready.try_io(|s| {
+                nix::sys::socket::send(
+                    s.get_ref().0,
+                    frame,
+                    MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+                )
+                .map_err(io::Error::from)
+            }) {
+                Ok(Ok(_)) => break,
+                Ok(Err(e)) => return Err(MonitorError::ZygoteGone(format!("send: {e}"))),
+                Err(_would_block) => continue,
+            }
+        }
+        loop {
+            let mut ready = afd
+                .readable()
+                .await
+                .map_err(|e| MonitorError::io("zygote socket", e))?;
+            let (bytes, fd) =
+                match ready.try_io(|s| recv_with_fd(s.get_ref().0, MsgFlags::MSG_DONTWAIT)) {
+                    Ok(Ok(got)) => got,
+                    Ok(Err(e)) => return Err(MonitorError::ZygoteGone(format!("receive: {e}"))),
+                    Err(_would_block) => continue,
+                };
+            if bytes.is_empty() {
+                return Err(MonitorError::ZygoteGone("it closed its socket".into()));
+            }
+            let reply: ZygoteReply = decode_frame(&bytes)?;
+            if reply.seq() != seq {
+                // The reply to an exchange that was aborted (runtime shut down): dropping
+                // its fd makes that child clean up after itself.
+                drop(fd);
+                continue;
+            }
+            return match reply {
+                ZygoteReply::Forked { .. } => {
+                    fd.ok_or_else(|| MonitorError::Protocol("fork reply without a socket".into()))
+                }
+                ZygoteReply::Error { message, .. } => Err(MonitorError::Failed {
+                    op: "zygote fork",
+                    message,
+                }),
+            };
+        }
+    }
+}
+
+impl Drop for Zygote {
+    fn drop(&mut self) {
+        // EOF on its socket makes the zygote exit (once no exchange task holds it).
+        drop(self.chan.take());
+        let deadline = Instant::now() + Duration::from_secs(2);
+        match &mut self.child {
+            Some(child) => loop {
+                match child.try_wait() {
+                    Ok(None) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(2))
+                    }
+                    Ok(None) => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break;
+                    }
+                    _ => break,
+                }
+            },
+            None => loop {
+                match waitpid(Pid::from_raw(self.pid), Some(WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::StillAlive) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(2))
+                    }
+                    Ok(WaitStatus::StillAlive) => {
+                        let _ = nix::sys::signal::kill(
+                            Pid::from_raw(self.pid),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                        let _ = waitpid(Pid::from_raw(self.pid), None);
+                        break;
+                    }
+                    _ => break,
+                }
+            },
+        }
+    }
+}
+
+/// A socket fd registered with tokio for the duration of one call, without giving up
+/// ownership (AsyncFd would otherwise close it).
+struct BorrowedSock(RawFd);
+
+impl AsRawFd for BorrowedSock {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+
+fn seqpacket_pair() -> Result<(OwnedFd, OwnedFd), MonitorError> {
+    let (a, b) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| MonitorError::Spawn(format!("socketpair: {e}")))?;
+    // A daemon started with a closed stdio fd could get the socket as fd 0..2, which the
+    // child's stdio setup would then overwrite.
+    let b = above_stdio(b).map_err(|e| MonitorError::Spawn(format!("zygote socket: {e}")))?;
+    super::process::set_nonblocking(a.as_raw_fd(), true)
+        .map_err(|e| MonitorError::Spawn(format!("zygote socket: {e}")))?;
+    Ok((a, b))
+}
+
+fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
+    if fd.as_raw_fd() > 2 {
+        return Ok(fd);
+    }
+    // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor we own.
+    let dup = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
+    if dup < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: dup is fresh.
+    Ok(unsafe { OwnedFd::from_raw_fd(dup) })
+}
+
+fn validate_create(req: &CreateRequest) -> Result<(), MonitorError> {
+    if req.tty {
+        return Err(MonitorError::InvalidRequest(
+            "tty containers are not supported yet".into(),
+        ));
+    }
+    validate_id(&req.id)?;
+    let sock = req.state_dir.join(MONITOR_SOCKET);
+    if sock.as_os_str().len() > 107 {
+        return Err(MonitorError::InvalidRequest(format!(
+            "state dir {} is too long for a unix socket path",
+            req.state_dir.display()
+        )));
+    }
+    Ok(())
+}
+
+/// libcontainer's id rule (its state dir is named after the id).
+pub(crate) fn validate_id(id: &str) -> Result<(), MonitorError> {
+    let ok = !id.is_empty()
+        && id != "."
+        && id != ".."
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '+' | '-' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(MonitorError::InvalidRequest(format!(
+            "invalid container id {id:?}"
+        )))
+    }
+}
+
+fn report_stream(fd: OwnedFd) -> Result<tokio::net::UnixStream, MonitorError> {
+    let std = std::os::unix::net::UnixStream::from(fd);
+    std.set_nonblocking(true)
+        .map_err(|e| MonitorError::io("report socket", e))?;
+    tokio::net::UnixStream::from_std(std).map_err(|e| MonitorError::io("report socket", e))
+}
+
+async fn read_report(stream: &mut tokio::net::UnixStream) -> Result<Report, String> {
+    let len = stream
+        .read_u32_le()
+        .await
+        .map_err(|e| format!("the child exited before reporting ({e})"))? as usize;
+    if len > MAX_FRAME {
+        return Err(format!("report of {len} bytes"));
+    }
+    let mut body = vec![0u8; len];
+    stream
+        .read_exact(&mut body)
+        .await
+        .map_err(|e| format!("read report: {e}"))?;
+    serde_json::from_slice(&body).map_err(|e| format!("malformed report: {e}"))
+}
+
+/// After a failure report, waits (bounded) until the child has exited (its end of the
+/// socket closes), so that "create failed" also means "no process left".
+async fn wait_for_exit(stream: &mut tokio::net::UnixStream) {
+    let mut sink = [0u8; 64];
+    let _ = tokio::time::timeout(FAILED_CHILD_EXIT_WAIT, async {
+        while let Ok(n) = stream.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// One datagram and the fd it carries, if any.
+fn recv_with_fd(fd: RawFd, flags: MsgFlags) -> io::Result<(Vec<u8>, Option<OwnedFd>)> {
+    let mut buf = vec![0u8; MAX_FRAME + 4];
+    let mut cmsg = nix::cmsg_space!([RawFd; 2]);
+    let (bytes, truncated, fds) = {
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        let msg = recvmsg::<()>(
+            fd,
+            &mut iov,
+            Some(&mut cmsg),
+            flags | MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .map_err(io::Error::from)?;
+        let mut fds = Vec::new();
+        for c in msg.cmsgs().map_err(io::Error::from)? {
+            if let ControlMessageOwned::ScmRights(received) = c {
+                // SAFETY: the kernel just installed these descriptors for us.
+                fds.extend(
+                    received
+                        .into_iter()
+                        .map(|f| unsafe { OwnedFd::from_raw_fd(f) }),
+                );
+            }
+        }
+        let truncated = msg
+            .flags
+            .intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC);
+        (msg.bytes, truncated, fds)
+    };
+    if truncated {
+        return Err(io::Error::other("message truncated"));
+    }
+    buf.truncate(bytes);
+    Ok((buf, fds.into_iter().next()))
+}
+
+/// The zygote's main loop; the `proxrt` binary's hidden `__zygote` subcommand calls
+/// `zygote_main(ZYGOTE_FD)` first thing in `main`, before anything starts a thread.
+/// Serves requests from the daemon on `fd` (a SOCK_SEQPACKET socket) until it is closed.
+pub fn zygote_main(fd: RawFd) -> ! {
+    let mut sock_type: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes an int into sock_type.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_TYPE,
+            (&mut sock_type as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 || sock_type != libc::SOCK_SEQPACKET {
+        eprintln!("proxrt zygote: fd {fd} is not the daemon's socket; run by proxrt serve only");
+        exit_now(2);
+    }
+    close_fds_except(&[fd]);
+    let _ = nix::unistd::chdir("/");
+    let _ = super::process::set_nonblocking(fd, false);
+    let _ = nix::sys::prctl::set_name(c"proxrt-zygote");
+    // SAFETY: fd is the daemon's socket, owned by this process from here on.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    loop {
+        let (bytes, _) = match recv_with_fd(sock.as_raw_fd(), MsgFlags::empty()) {
+            Ok(got) => got,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.to_string().contains("truncated") => {
+                send_reply(
+                    &sock,
+                    &ZygoteReply::Error {
+                        seq: 0,
+                        message: e.to_string(),
+                    },
+                    None,
+                );
+                continue;
+            }
+            Err(_) => exit_now(1),
+        };
+        if bytes.is_empty() {
+            // The daemon closed its end or died.
+            exit_now(0);
+        }
+        let (seq, result) = match decode_frame::<ZygoteRequest>(&bytes) {
+            Err(e) => (0, Err(e.to_string())),
+            Ok(ZygoteRequest::Create { seq, req }) => (
+                seq,
+                fork_with_report(move |report| container::run_monitor(req, report)),
+            ),
+            Ok(ZygoteRequest::Sandbox { seq, req }) => (
+                seq,
+                fork_with_report(move |report| sandbox::run_setup(req, report)),
+            ),
+        };
+        match result {
+            Ok(daemon_end) => send_reply(&sock, &ZygoteReply::Forked { seq }, Some(&daemon_end)),
+            Err(message) => send_reply(&sock, &ZygoteReply::Error { seq, message }, None),
+        }
+    }
+}
+
+/// Forks a detached child running `run` with its end of a new report socket; returns the
+/// daemon's end.
+fn fork_with_report(run: impl FnOnce(OwnedFd) -> i32) -> Result<OwnedFd, String> {
+    let (daemon_end, child_end) = socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| format!("socketpair: {e}"))?;
+    // The child closes daemon_end (with every other inherited fd) first thing; the closure
+    // owns child_end, so the zygote's copy is closed when the closure is dropped below.
+    fork_detached(move || run(child_end)).map_err(|e| format!("fork: {e}"))?;
+    Ok(daemon_end)
+}
+
+fn send_reply(sock: &OwnedFd, reply: &ZygoteReply, fd: Option<&OwnedFd>) {
+    let frame = encode_frame(reply);
+    let iov = [IoSlice::new(&frame)];
+    let raw;
+    let cmsgs: Vec<ControlMessage> = match fd {
+        Some(f) => {
+            raw = [f.as_raw_fd()];
+            vec![ControlMessage::ScmRights(&raw)]
+        }
+        None => Vec::new(),
+    };
+    if let Err(e) = sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsgs, MsgFlags::MSG_NOSIGNAL, None) {
+        if e == nix::errno::Errno::EPIPE {
+            exit_now(0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The daemon shares one Zygote between tonic handlers and awaits these futures in
+    /// them: they must be Send, the handles Send + Sync. (Checked at compile time.)
+    #[allow(dead_code)]
+    fn handles_and_futures_can_cross_threads(
+        z: &Zygote,
+        c: &super::super::MonitorClient,
+        req: CreateRequest,
+        sreq: SandboxRequest,
+    ) {
+        fn send<T: Send>(_: T) {}
+        fn shared<T: Send + Sync>() {}
+        shared::<Zygote>();
+        shared::<super::super::MonitorClient>();
+        send(z.create_container(req));
+        send(z.spawn_sandbox(sreq));
+        send(c.start());
+        send(c.signal(9));
+        send(c.wait());
+        send(c.reopen_log());
+        send(c.exec_sync(super::super::ExecSyncRequest {
+            args: vec![],
+            timeout: None,
+        }));
+    }
+
+    #[test]
+    fn ids_follow_libcontainer_rules() {
+        assert!(validate_id(&"a".repeat(64)).is_ok());
+        assert!(validate_id("abc-1.2_x+y").is_ok());
+        for bad in ["", ".", "..", "a/b", "a b", "ä"] {
+            assert!(validate_id(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn spawn_refuses_a_multithreaded_process() {
+        let t = std::thread::spawn(Zygote::spawn);
+        let err = match t.join().unwrap() {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("spawn must refuse"),
+        };
+        assert!(err.contains("multi-threaded"), "{err}");
+    }
+
+    #[test]
+    fn tty_and_long_state_dirs_are_refused_before_forking() {
+        let mut req = CreateRequest {
+            id: "a".repeat(64),
+            bundle: "/b".into(),
+            state_dir: "/run/s".into(),
+            libcontainer_root: "/run/l".into(),
+            log_path: None,
+            max_log_line_size: 0,
+            oom_score_adj: None,
+            exec_max_output: 0,
+            tty: true,
+        };
+        assert!(validate_create(&req).is_err());
+        req.tty = false;
+        assert!(validate_create(&req).is_ok());
+        req.state_dir = PathBuf::from("/run/").join("x".repeat(120));
+        assert!(validate_create(&req).is_err());
+    }
+}
