@@ -14,7 +14,16 @@ use tokio_stream::wrappers::UnixListenerStream;
 use crate::config::Config;
 use crate::admin::admin_server::AdminServer;
 use crate::cri::{AdminApi, ImageApi, RuntimeApi};
+use std::collections::HashMap;
+
+use crate::backend::libcontainer::LibcontainerBackend;
+use crate::backend::{Backend, BackendError};
+use crate::container::{ContainerStore, Phase};
 use crate::image::{ImageError, Images};
+use crate::monitor::Zygote;
+use crate::names::NameRegistry;
+use crate::sandbox::{SandboxError, SandboxStore};
+use crate::spec::HostView;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -31,6 +40,8 @@ pub enum DaemonError {
     NoSuchGroup(String),
     #[error(transparent)]
     Images(#[from] ImageError),
+    #[error("recover state: {0}")]
+    Recover(String),
     #[error("gRPC server: {0}")]
     Server(String),
 }
@@ -44,6 +55,12 @@ fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> DaemonEr
 pub struct Daemon {
     config: Config,
     images: Arc<Images>,
+    zygote: Arc<Zygote>,
+    sandboxes: SandboxStore,
+    containers: Arc<ContainerStore>,
+    names: Arc<NameRegistry>,
+    backends: HashMap<&'static str, Arc<dyn Backend>>,
+    host: HostView,
 }
 
 /// Why a runtime condition is false: (reason, message). `None` means healthy.
@@ -53,10 +70,65 @@ pub struct Health {
 }
 
 impl Daemon {
-    /// Opens every store under the state root and recovers what a crash left.
-    pub fn open(config: Config) -> Result<Arc<Daemon>, DaemonError> {
-        let images = Arc::new(Images::open(&config.daemon.root, &config)?);
-        Ok(Arc::new(Daemon { config, images }))
+    /// Opens every store under the state root and recovers what a crash or restart left:
+    /// names are reserved again, running containers are watched again.
+    pub fn open(config: Config, zygote: Zygote) -> Result<Arc<Daemon>, DaemonError> {
+        let root = config.daemon.root.clone();
+        let images = Arc::new(Images::open(&root, &config)?);
+        let sandboxes = SandboxStore::load(&root.join("sandboxes")).map_err(|e| DaemonError::Recover(e.to_string()))?;
+        let containers =
+            Arc::new(ContainerStore::load(&root.join("containers")).map_err(|e| DaemonError::Recover(e.to_string()))?);
+        let zygote = Arc::new(zygote);
+        let mut backends: HashMap<&'static str, Arc<dyn Backend>> = HashMap::new();
+        let libcontainer = LibcontainerBackend::new(
+            zygote.clone(),
+            config.daemon.run_dir.join("libcontainer"),
+            config.runtime.max_log_line_size,
+            config.runtime.exec_sync_max_output,
+        );
+        backends.insert(libcontainer.name(), Arc::new(libcontainer));
+        let users: Arc<dyn crate::image::ImageUsers> = containers.clone();
+        images.set_users(Arc::downgrade(&users));
+        let names = Arc::new(NameRegistry::default());
+        for s in sandboxes.all() {
+            let r = s.record();
+            if let Err(e) = names.reserve(&r.name, &r.id) {
+                tracing::warn!(error = %e, "sandbox name clash on recovery");
+            }
+        }
+        for c in containers.all() {
+            if let Err(e) = names.reserve(&c.record.name, &c.id) {
+                tracing::warn!(error = %e, "container name clash on recovery");
+            }
+        }
+        Ok(Arc::new(Daemon {
+            config,
+            images,
+            zygote,
+            sandboxes,
+            containers,
+            names,
+            backends,
+            host: probe_host(),
+        }))
+    }
+
+    /// Re-attaches to containers that kept running while the daemon was down.
+    pub fn watch_running(&self) {
+        for c in self.containers.all() {
+            c.refresh();
+            let Ok(backend) = self.backend(&c.record.backend) else { continue };
+            match c.phase() {
+                Phase::Running | Phase::Created if backend.is_alive(&c.record.run_dir) => {
+                    crate::container::watch_exit(backend, c.clone());
+                }
+                Phase::Running | Phase::Created => {
+                    tracing::warn!(container = %c.id, "monitor gone without a final status; marking exited");
+                    c.mark_lost();
+                }
+                _ => {}
+            }
+        }
     }
 
     pub fn config(&self) -> &Config {
@@ -67,9 +139,64 @@ impl Daemon {
         &self.images
     }
 
+    pub fn zygote(&self) -> &Zygote {
+        &self.zygote
+    }
+
+    pub fn sandboxes(&self) -> &SandboxStore {
+        &self.sandboxes
+    }
+
+    pub fn containers(&self) -> &ContainerStore {
+        &self.containers
+    }
+
+    pub fn names(&self) -> &NameRegistry {
+        &self.names
+    }
+
+    pub fn names_arc(&self) -> Arc<NameRegistry> {
+        self.names.clone()
+    }
+
+    pub fn host(&self) -> &HostView {
+        &self.host
+    }
+
+    /// The backend registered under `name`.
+    pub fn backend(&self, name: &str) -> Result<Arc<dyn Backend>, BackendError> {
+        self.backends.get(name).cloned().ok_or_else(|| BackendError::Failed {
+            backend: "daemon",
+            kind: crate::error::Kind::FailedPrecondition,
+            message: format!("backend {name:?} is not available on this daemon"),
+        })
+    }
+
+    /// Which backend a new pod gets, and why (see docs/runtime-selection.md).
+    pub fn select_sandbox_backend(
+        &self,
+        runtime_handler: &str,
+        _config: &k8s_cri::v1::PodSandboxConfig,
+    ) -> Result<(String, String), SandboxError> {
+        match runtime_handler {
+            "" => Ok((self.config.runtime.default_backend.clone(), "default".into())),
+            h if self.backends.contains_key(h) => Ok((h.to_owned(), format!("handler {h}"))),
+            h => Err(SandboxError::Invalid(format!(
+                "unknown runtime handler {h:?} (known: {})",
+                self.backends.keys().copied().collect::<Vec<_>>().join(", ")
+            ))),
+        }
+    }
+
     pub fn health(&self) -> Health {
+        let runtime = (!self.zygote.is_alive()).then(|| {
+            (
+                "ZygoteDead".to_owned(),
+                "the process that creates containers exited; restart proxrt".to_owned(),
+            )
+        });
         Health {
-            runtime: None,
+            runtime,
             network: Some((
                 "NetworkPluginNotReady".into(),
                 "proxrt has no CNI support yet: pods with their own network namespace get loopback only; host-network pods work".into(),
@@ -152,13 +279,14 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Runs the daemon until SIGTERM or SIGINT, then drains in-flight RPCs and removes
 /// the socket. Containers keep running: they belong to their monitors.
-pub async fn serve(config: Config) -> Result<(), DaemonError> {
+pub async fn serve(config: Config, zygote: Zygote) -> Result<(), DaemonError> {
     let _lock = lock_root(&config.daemon.root)?;
     crate::store::create_dir_mode(&config.daemon.run_dir, 0o711)
         .map_err(io_err(format!("create run dir {}", config.daemon.run_dir.display())))?;
     let listener = bind_socket(&config)?;
     let socket = config.daemon.socket.clone();
-    let daemon = Daemon::open(config)?;
+    let daemon = Daemon::open(config, zygote)?;
+    daemon.watch_running();
     tracing::info!(socket = %socket.display(), version = env!("CARGO_PKG_VERSION"), "proxrt serving");
 
     const MAX_MESSAGE: usize = 64 * 1024 * 1024;
@@ -205,5 +333,38 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
         _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+}
+
+/// Facts about this host the spec translation needs, read once at start.
+fn probe_host() -> HostView {
+    // CAP_SYS_RESOURCE (bit 24) decides whether a negative oom_score_adj may be written.
+    let cap_eff = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(0);
+    let oom_score_adj_min = if cap_eff & (1 << 24) != 0 { -1000 } else { 0 };
+    let cgroup_v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let mut hugepage_sizes = Vec::new();
+    if let Ok(entries) = fs::read_dir("/sys/kernel/mm/hugepages") {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(kb) = name.strip_prefix("hugepages-").and_then(|s| s.strip_suffix("kB")).and_then(|s| s.parse::<u64>().ok()) {
+                hugepage_sizes.push(match kb {
+                    kb if kb >= 1 << 20 => format!("{}GB", kb >> 20),
+                    kb if kb >= 1 << 10 => format!("{}MB", kb >> 10),
+                    kb => format!("{kb}KB"),
+                });
+            }
+        }
+    }
+    HostView {
+        oom_score_adj_min,
+        cgroup_v2,
+        hugepage_sizes,
     }
 }

@@ -3,14 +3,18 @@
 //! The flow of a pod through these modules is drawn in docs/architecture.md.
 
 pub mod admin;
+pub mod backend;
 pub mod client;
 pub mod config;
+pub mod container;
 pub mod cri;
 pub mod daemon;
 pub mod error;
 pub mod image;
 pub mod logs;
 pub mod monitor;
+pub mod names;
 pub mod rollback;
+pub mod sandbox;
 pub mod spec;
 pub mod store;

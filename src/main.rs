@@ -57,6 +57,30 @@ enum Command {
     },
     /// Show an image's status, config and layers as JSON.
     Inspecti { image: String },
+    /// Run a command in a new pod and container, stream its output, exit with its code.
+    Run {
+        /// Image to run (must be present: `proxrt pull` or `proxrt image import` first).
+        #[arg(long)]
+        image: String,
+        /// Environment variables KEY=VALUE (repeatable).
+        #[arg(short, long)]
+        env: Vec<String>,
+        /// Pod name (default run-<random>).
+        #[arg(long)]
+        name: Option<String>,
+        /// Use the host's network namespace.
+        #[arg(long)]
+        net_host: bool,
+        /// RuntimeClass handler to ask for.
+        #[arg(long, default_value = "")]
+        runtime: String,
+        /// Keep the pod and container afterwards.
+        #[arg(long)]
+        keep: bool,
+        /// The command and its arguments (default: the image's).
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
     /// Image commands that CRI has no call for.
     #[command(subcommand)]
     Image(ImageCommand),
@@ -147,6 +171,15 @@ fn serve(args: ServeArgs) -> ExitCode {
         config.daemon.run_dir = r;
     }
     init_logging(args.log_level.as_deref(), &config.daemon.log_level);
+    // The zygote must be forked while this process has one thread: libcontainer is only
+    // ever called from single-threaded processes (DESIGN.md decision 1).
+    let zygote = match proxrt::monitor::Zygote::spawn() {
+        Ok(z) => z,
+        Err(e) => {
+            eprintln!("proxrt: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -154,7 +187,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(proxrt::daemon::serve(config)) {
+    match runtime.block_on(proxrt::daemon::serve(config, zygote)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -196,6 +229,11 @@ fn run_client(endpoint: &str, timeout: Duration, command: Command) -> ExitCode {
             Command::Rmi { images } => client::rmi(&mut cri, &images).await,
             Command::Inspecti { image } => client::inspecti(&mut cri, &image).await,
             Command::Image(ImageCommand::Import { path, tag }) => client::import(&mut cri, &path, &tag).await,
+            Command::Run { image, env, name, net_host, runtime, keep, command } => {
+                let opts = client::RunOptions { image, command, env, name, host_network: net_host, runtime_handler: runtime, keep };
+                let code = client::run(&mut cri, &opts).await?;
+                std::process::exit(code.clamp(0, 255));
+            }
             Command::Serve(_) | Command::Config(_) => unreachable!("handled before connecting"),
         }
     });

@@ -2,6 +2,7 @@
 //! speaking CRI to a daemon (proxrt's, or any CRI endpoint for the CRI calls).
 
 mod images;
+pub mod run;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,6 +13,7 @@ use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 pub use images::{images, import, inspecti, pull, rmi};
+pub use run::{run, RunOptions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

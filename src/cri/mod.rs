@@ -3,6 +3,19 @@
 //! lives here; every domain error becomes a gRPC status in `errors`.
 
 pub mod errors;
+mod container_status;
+mod create_container;
+mod exec_sync;
+mod list_containers;
+mod list_pod_sandbox;
+mod pod_sandbox_status;
+mod remove_container;
+mod remove_pod_sandbox;
+mod reopen_container_log;
+mod run_pod_sandbox;
+mod start_container;
+mod stop_container;
+mod stop_pod_sandbox;
 mod image_fs_info;
 mod import_image;
 mod image_status;
@@ -54,38 +67,38 @@ impl RuntimeService for RuntimeApi {
     async fn runtime_config(&self, r: Request<RuntimeConfigRequest>) -> Reply<RuntimeConfigResponse> {
         reply(runtime_config::runtime_config(&self.0, r.into_inner()))
     }
-    async fn run_pod_sandbox(&self, _: Request<RunPodSandboxRequest>) -> Reply<RunPodSandboxResponse> {
-        not_yet("RunPodSandbox")
+    async fn run_pod_sandbox(&self, r: Request<RunPodSandboxRequest>) -> Reply<RunPodSandboxResponse> {
+        reply(run_pod_sandbox::run_pod_sandbox(&self.0, r.into_inner()).await)
     }
-    async fn stop_pod_sandbox(&self, _: Request<StopPodSandboxRequest>) -> Reply<StopPodSandboxResponse> {
-        not_yet("StopPodSandbox")
+    async fn stop_pod_sandbox(&self, r: Request<StopPodSandboxRequest>) -> Reply<StopPodSandboxResponse> {
+        reply(stop_pod_sandbox::stop_pod_sandbox(&self.0, r.into_inner()).await)
     }
-    async fn remove_pod_sandbox(&self, _: Request<RemovePodSandboxRequest>) -> Reply<RemovePodSandboxResponse> {
-        not_yet("RemovePodSandbox")
+    async fn remove_pod_sandbox(&self, r: Request<RemovePodSandboxRequest>) -> Reply<RemovePodSandboxResponse> {
+        reply(remove_pod_sandbox::remove_pod_sandbox(&self.0, r.into_inner()).await)
     }
-    async fn pod_sandbox_status(&self, _: Request<PodSandboxStatusRequest>) -> Reply<PodSandboxStatusResponse> {
-        not_yet("PodSandboxStatus")
+    async fn pod_sandbox_status(&self, r: Request<PodSandboxStatusRequest>) -> Reply<PodSandboxStatusResponse> {
+        reply(pod_sandbox_status::pod_sandbox_status(&self.0, r.into_inner()))
     }
-    async fn list_pod_sandbox(&self, _: Request<ListPodSandboxRequest>) -> Reply<ListPodSandboxResponse> {
-        not_yet("ListPodSandbox")
+    async fn list_pod_sandbox(&self, r: Request<ListPodSandboxRequest>) -> Reply<ListPodSandboxResponse> {
+        reply(list_pod_sandbox::list_pod_sandbox(&self.0, r.into_inner()))
     }
-    async fn create_container(&self, _: Request<CreateContainerRequest>) -> Reply<CreateContainerResponse> {
-        not_yet("CreateContainer")
+    async fn create_container(&self, r: Request<CreateContainerRequest>) -> Reply<CreateContainerResponse> {
+        reply(create_container::create_container(&self.0, r.into_inner()).await)
     }
-    async fn start_container(&self, _: Request<StartContainerRequest>) -> Reply<StartContainerResponse> {
-        not_yet("StartContainer")
+    async fn start_container(&self, r: Request<StartContainerRequest>) -> Reply<StartContainerResponse> {
+        reply(start_container::start_container(&self.0, r.into_inner()).await)
     }
-    async fn stop_container(&self, _: Request<StopContainerRequest>) -> Reply<StopContainerResponse> {
-        not_yet("StopContainer")
+    async fn stop_container(&self, r: Request<StopContainerRequest>) -> Reply<StopContainerResponse> {
+        reply(stop_container::stop_container(&self.0, r.into_inner()).await)
     }
-    async fn remove_container(&self, _: Request<RemoveContainerRequest>) -> Reply<RemoveContainerResponse> {
-        not_yet("RemoveContainer")
+    async fn remove_container(&self, r: Request<RemoveContainerRequest>) -> Reply<RemoveContainerResponse> {
+        reply(remove_container::remove_container(&self.0, r.into_inner()).await)
     }
-    async fn list_containers(&self, _: Request<ListContainersRequest>) -> Reply<ListContainersResponse> {
-        not_yet("ListContainers")
+    async fn list_containers(&self, r: Request<ListContainersRequest>) -> Reply<ListContainersResponse> {
+        reply(list_containers::list_containers(&self.0, r.into_inner()))
     }
-    async fn container_status(&self, _: Request<ContainerStatusRequest>) -> Reply<ContainerStatusResponse> {
-        not_yet("ContainerStatus")
+    async fn container_status(&self, r: Request<ContainerStatusRequest>) -> Reply<ContainerStatusResponse> {
+        reply(container_status::container_status(&self.0, r.into_inner()))
     }
     async fn update_container_resources(
         &self,
@@ -93,11 +106,11 @@ impl RuntimeService for RuntimeApi {
     ) -> Reply<UpdateContainerResourcesResponse> {
         not_yet("UpdateContainerResources")
     }
-    async fn reopen_container_log(&self, _: Request<ReopenContainerLogRequest>) -> Reply<ReopenContainerLogResponse> {
-        not_yet("ReopenContainerLog")
+    async fn reopen_container_log(&self, r: Request<ReopenContainerLogRequest>) -> Reply<ReopenContainerLogResponse> {
+        reply(reopen_container_log::reopen_container_log(&self.0, r.into_inner()).await)
     }
-    async fn exec_sync(&self, _: Request<ExecSyncRequest>) -> Reply<ExecSyncResponse> {
-        not_yet("ExecSync")
+    async fn exec_sync(&self, r: Request<ExecSyncRequest>) -> Reply<ExecSyncResponse> {
+        reply(exec_sync::exec_sync(&self.0, r.into_inner()).await)
     }
     async fn exec(&self, _: Request<ExecRequest>) -> Reply<ExecResponse> {
         not_yet("Exec")

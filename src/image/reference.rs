@@ -24,10 +24,19 @@ pub fn parse_reference(image: &str) -> Result<Reference, ImageError> {
             reason: "empty image name".into(),
         });
     }
-    Reference::try_from(image).map_err(|e| ImageError::InvalidReference {
+    let reference = Reference::try_from(image).map_err(|e| ImageError::InvalidReference {
         reference: image.into(),
         reason: e.to_string(),
-    })
+    })?;
+    // oci-spec takes an uppercase first component ("UPPER/x") for a registry host and
+    // then files it under docker.io; Docker's grammar refuses uppercase repositories.
+    if reference.repository().bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(ImageError::InvalidReference {
+            reference: image.into(),
+            reason: "repository name must be lowercase".into(),
+        });
+    }
+    Ok(reference)
 }
 
 /// Parses what ImageStatus/RemoveImage accept: an id, an id prefix, or a reference.

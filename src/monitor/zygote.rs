@@ -183,6 +183,15 @@ impl Zygote {
     }
 
     /// The zygote's pid.
+    /// Whether the zygote process still runs (not exited, not a zombie).
+    pub fn is_alive(&self) -> bool {
+        match std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) {
+            // The state is the first field after the ")" that closes the command name.
+            Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X'])),
+            Err(_) => false,
+        }
+    }
+
     pub fn pid(&self) -> i32 {
         self.pid
     }

@@ -1,0 +1,80 @@
+//! The one contract every runtime backend implements: create, start, signal, wait,
+//! exec, reopen log. The daemon holds backends as `Arc<dyn Backend>` and never asks
+//! which one it holds.
+//!
+//! The trait is async and takes the container's run dir as its handle so that a slow,
+//! remote, task-based backend (Proxmox LXC: create is a UPID task that may take
+//! seconds) fits the same calls as the in-process libcontainer one.
+
+pub mod libcontainer;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use oci_spec::runtime::Spec;
+
+use crate::error::{Classify, Kind};
+use crate::monitor::{ExecSyncResult, ExitStatus, MonitorError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error(transparent)]
+    Monitor(#[from] MonitorError),
+    #[error("backend {backend}: {message}")]
+    Failed {
+        backend: &'static str,
+        kind: Kind,
+        message: String,
+    },
+}
+
+impl Classify for BackendError {
+    fn kind(&self) -> Kind {
+        match self {
+            BackendError::Monitor(e) => e.kind(),
+            BackendError::Failed { kind, .. } => *kind,
+        }
+    }
+}
+
+/// What `create` needs; the bundle (config.json + mounted rootfs) is ready.
+#[derive(Debug, Clone)]
+pub struct CreateParams {
+    pub id: String,
+    pub bundle: PathBuf,
+    /// The container's run dir: the backend's handle for every later call.
+    pub run_dir: PathBuf,
+    pub log_path: Option<PathBuf>,
+    pub oom_score_adj: Option<i32>,
+    pub tty: bool,
+}
+
+#[tonic::async_trait]
+pub trait Backend: Send + Sync {
+    /// The name configs, selection reasons and `inspect` use (`libcontainer`, `crun`).
+    fn name(&self) -> &'static str;
+
+    /// Last adjustments to a spec before it is written into the bundle.
+    fn prepare_spec(&self, spec: &mut Spec) -> Result<(), BackendError>;
+
+    /// Creates the container (created state, not started). On error nothing it made
+    /// remains.
+    async fn create(&self, params: CreateParams) -> Result<(), BackendError>;
+
+    async fn start(&self, run_dir: &Path) -> Result<(), BackendError>;
+
+    /// Sends a signal to the container (SIGKILL: to every process in it). Succeeds when it
+    /// has already exited.
+    async fn signal(&self, run_dir: &Path, signal: i32) -> Result<(), BackendError>;
+
+    /// Resolves when the container has exited and its exit status is recorded.
+    async fn wait(&self, run_dir: &Path) -> Result<ExitStatus, BackendError>;
+
+    async fn exec_sync(&self, run_dir: &Path, args: Vec<String>, timeout: Option<Duration>)
+        -> Result<ExecSyncResult, BackendError>;
+
+    async fn reopen_log(&self, run_dir: &Path) -> Result<(), BackendError>;
+
+    /// Whether something still supervises the container (its monitor answers).
+    fn is_alive(&self, run_dir: &Path) -> bool;
+}

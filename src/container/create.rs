@@ -1,0 +1,272 @@
+//! CreateContainer: sandbox ready → name reserved → image config merged → OCI spec →
+//! bundle (config.json + overlay rootfs) → backend create → record. Every step that
+//! makes something pushes its undo; any failure leaves no name, dir, mount, cgroup or
+//! process behind.
+
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use k8s_cri::v1::{ContainerConfig, PodSandboxConfig};
+
+use super::{container_name, rootfs, Container, ContainerError, ContainerRecord, RECORD_FILE};
+use crate::backend::CreateParams;
+use crate::daemon::Daemon;
+use crate::image::content::random_hex;
+use crate::rollback::Rollback;
+use crate::sandbox::SandboxState;
+use crate::spec::{self, ResolvedDevice, SandboxView, SpecInput};
+
+pub async fn create_container(
+    d: &Daemon,
+    sandbox_id: &str,
+    mut config: ContainerConfig,
+    sandbox_config: Option<PodSandboxConfig>,
+) -> Result<String, ContainerError> {
+    let sandbox = d.sandboxes().get(sandbox_id)?;
+    let sb = sandbox.record();
+    if sb.state != SandboxState::Ready {
+        return Err(crate::sandbox::SandboxError::NotReady {
+            id: sb.id.clone(),
+            state: "not ready",
+        }
+        .into());
+    }
+    // kubelet sends the pod config again; the one the sandbox was made with is authoritative.
+    let sandbox_config = sandbox_config.filter(|c| c.metadata.is_some()).unwrap_or_else(|| sb.config.clone());
+    let name = container_name(&config, &sb.config)?;
+    let image_name = config.image.as_ref().map(|i| i.image.clone()).unwrap_or_default();
+    if image_name.is_empty() {
+        return Err(ContainerError::Invalid("container config has no image".into()));
+    }
+    // CreateContainer never pulls: the image must be present.
+    let image = d.images().get(&image_name)?;
+    let image_config = image.config.config().clone().unwrap_or_default();
+    let stop_signal = spec::stop_signal(&image_config)?;
+    resolve_mount_sources(&mut config)?;
+    let devices = resolve_devices(&config)?;
+    let seccomp_profile = match spec::seccomp_localhost_path(&config)? {
+        Some(path) => Some(std::fs::read_to_string(&path).map_err(|e| {
+            ContainerError::Invalid(format!("seccomp profile {}: {e}", path.display()))
+        })?),
+        None => None,
+    };
+    let backend = d.backend(&sb.backend)?;
+
+    let id = random_hex(32);
+    let mut rb = Rollback::new(format!("create container {id}"));
+    d.names().reserve(&name, &id)?;
+    {
+        let (names, name, id) = (d.names_arc(), name.clone(), id.clone());
+        rb.push("name", move || names.release(&name, &id));
+    }
+
+    let state_dir = d.containers().dir().join(&id);
+    let run_dir = d.config().daemon.run_dir.join("c").join(&id[..16]);
+    let bundle = state_dir.join("bundle");
+    let upper = state_dir.join("upper");
+    let work = state_dir.join("work");
+    let rootfs_dir = run_dir.join("rootfs");
+    for dir in [&state_dir, &run_dir] {
+        if dir.exists() {
+            return Err(ContainerError::Invalid(format!("{} already exists (id clash)", dir.display())));
+        }
+        std::fs::create_dir_all(dir).map_err(|e| ContainerError::io(format!("create {}", dir.display()), e))?;
+        let dir = dir.clone();
+        rb.push("dir", move || {
+            let _ = std::fs::remove_dir_all(&dir);
+        });
+    }
+    for dir in [&bundle, &upper, &work, &rootfs_dir] {
+        std::fs::create_dir_all(dir).map_err(|e| ContainerError::io(format!("create {}", dir.display()), e))?;
+    }
+
+    let lower = d.images().lower_dirs(&image)?;
+    rootfs::mount_overlay(&lower, &upper, &work, &rootfs_dir)
+        .map_err(|e| ContainerError::io("prepare rootfs", e))?;
+    {
+        let target = rootfs_dir.clone();
+        rb.push("rootfs mount", move || {
+            if let Err(e) = rootfs::unmount(&target) {
+                tracing::warn!(error = %e, "rollback: unmount rootfs");
+            }
+        });
+    }
+
+    let users = spec::read_user_db(&rootfs_dir)?;
+    let view = SandboxView {
+        net_ns: sb.namespaces.net.clone(),
+        ipc_ns: sb.namespaces.ipc.clone(),
+        uts_ns: sb.namespaces.uts.clone(),
+        pid_ns: sb.namespaces.pid.clone(),
+        target_pid_ns: target_pid_ns(d, &config)?,
+        hostname: sb.hostname.clone(),
+        hostname_path: Some(sb.hostname_path()),
+        hosts_path: Some(sb.hosts_path()),
+        resolv_conf_path: Some(sb.resolv_conf_path()),
+        shm_path: sb.shm_mounted.then(|| sb.shm_path()),
+        privileged: sb.privileged(),
+    };
+    let cgroups_path = match sb.cgroup_parent() {
+        "" => format!("/proxrt/{id}"),
+        parent => format!("{}/proxrt-{id}", parent.trim_end_matches('/')),
+    };
+    let input = SpecInput {
+        container_id: &id,
+        config: &config,
+        sandbox_config: &sandbox_config,
+        image: &image_config,
+        rootfs: &rootfs_dir,
+        users: &users,
+        sandbox: &view,
+        host: d.host(),
+        cgroups_path: &cgroups_path,
+        seccomp_localhost: seccomp_profile.as_deref(),
+        devices: &devices,
+    };
+    let mut oci = spec::container_spec(&input)?;
+    let oom_score_adj = oci.process().as_ref().and_then(|p| p.oom_score_adj());
+    if let Some(p) = oci.process_mut() {
+        // The monitor writes it into the container's init (LIBCONTAINER.md pitfall 3).
+        p.set_oom_score_adj(None);
+    }
+    ensure_workdir(&rootfs_dir, &oci)?;
+    backend.prepare_spec(&mut oci)?;
+    let spec_json = serde_json::to_vec(&oci).map_err(|e| ContainerError::Invalid(format!("serialize spec: {e}")))?;
+    crate::store::atomic_write(&bundle.join("config.json"), &spec_json)?;
+
+    let log_path = match (sb.config.log_directory.as_str(), config.log_path.as_str()) {
+        ("", _) | (_, "") => None,
+        (dir, file) => Some(Path::new(dir).join(file)),
+    };
+    let image_ref = image.record.repo_digests.first().cloned().unwrap_or_else(|| image.record.id.clone());
+    let record = ContainerRecord {
+        id: id.clone(),
+        name,
+        sandbox_id: sb.id.clone(),
+        config,
+        image_name,
+        image_id: image.record.id.clone(),
+        image_ref,
+        created_at: chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default(),
+        log_path: log_path.clone(),
+        backend: backend.name().to_owned(),
+        backend_reason: sb.backend_reason.clone(),
+        stop_signal,
+        run_dir: run_dir.clone(),
+    };
+    crate::store::write_json(&state_dir.join(RECORD_FILE), &record)?;
+
+    // Last fallible step: on failure the backend has already removed what it made.
+    backend
+        .create(CreateParams {
+            id: id.clone(),
+            bundle,
+            run_dir: run_dir.clone(),
+            log_path,
+            oom_score_adj,
+            tty: record.config.tty,
+        })
+        .await?;
+    rb.commit();
+
+    let container = Arc::new(Container::new(record, None));
+    container.refresh();
+    d.containers().insert(container);
+    tracing::info!(container = %id, sandbox = %sb.id, "container created");
+    Ok(id)
+}
+
+/// CRI mounts name host paths; a symlinked host path is resolved here (on the host, by
+/// the daemon) so the runtime binds what the symlink points at, and a missing source is
+/// a clear error instead of a failed mount later.
+fn resolve_mount_sources(config: &mut ContainerConfig) -> Result<(), ContainerError> {
+    for m in &mut config.mounts {
+        if m.host_path.is_empty() {
+            return Err(ContainerError::Invalid(format!("mount {:?}: host_path is empty", m.container_path)));
+        }
+        let real = std::fs::canonicalize(&m.host_path)
+            .map_err(|e| ContainerError::Invalid(format!("mount source {:?}: {e}", m.host_path)))?;
+        m.host_path = real.to_string_lossy().into_owned();
+    }
+    Ok(())
+}
+
+/// Stats each requested device node on the host.
+fn resolve_devices(config: &ContainerConfig) -> Result<Vec<ResolvedDevice>, ContainerError> {
+    let mut out = Vec::new();
+    for dev in &config.devices {
+        let meta = std::fs::metadata(&dev.host_path)
+            .map_err(|e| ContainerError::Invalid(format!("device {:?}: {e}", dev.host_path)))?;
+        let kind = if meta.file_type().is_char_device() {
+            'c'
+        } else if meta.file_type().is_block_device() {
+            'b'
+        } else {
+            return Err(ContainerError::Invalid(format!("device {:?} is not a device node", dev.host_path)));
+        };
+        let rdev = meta.rdev();
+        out.push(ResolvedDevice {
+            container_path: if dev.container_path.is_empty() {
+                dev.host_path.clone()
+            } else {
+                dev.container_path.clone()
+            },
+            kind,
+            major: nix::sys::stat::major(rdev) as i64,
+            minor: nix::sys::stat::minor(rdev) as i64,
+            file_mode: meta.mode() & 0o7777,
+            uid: meta.uid(),
+            gid: meta.gid(),
+            permissions: dev.permissions.clone(),
+        });
+    }
+    Ok(out)
+}
+
+/// For pid mode TARGET: the target container's pid namespace.
+fn target_pid_ns(d: &Daemon, config: &ContainerConfig) -> Result<Option<PathBuf>, ContainerError> {
+    let target = config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.as_ref())
+        .filter(|n| n.pid == k8s_cri::v1::NamespaceMode::Target as i32)
+        .map(|n| n.target_id.clone());
+    let Some(target) = target else { return Ok(None) };
+    let c = d.containers().get(&target)?;
+    let pid = c
+        .status()
+        .filter(|s| s.finished_at.is_none())
+        .map(|s| s.init_pid)
+        .ok_or_else(|| ContainerError::WrongState {
+            id: c.id.clone(),
+            state: c.phase().name(),
+            what: "a TARGET pid namespace needs a running container".into(),
+        })?;
+    Ok(Some(PathBuf::from(format!("/proc/{pid}/ns/pid"))))
+}
+
+/// The process's cwd must exist in the rootfs (runc creates it; so do we), created
+/// inside the root without following the image's symlinks out of it.
+fn ensure_workdir(rootfs: &Path, spec: &oci_spec::runtime::Spec) -> Result<(), ContainerError> {
+    let Some(cwd) = spec.process().as_ref().map(|p| p.cwd().clone()) else {
+        return Ok(());
+    };
+    let mut dir = rootfs.to_path_buf();
+    for comp in cwd.components() {
+        if let std::path::Component::Normal(c) = comp {
+            dir.push(c);
+            match std::fs::symlink_metadata(&dir) {
+                Ok(m) if m.is_dir() => {}
+                // A symlink or file in the way: leave it to the runtime, which resolves
+                // it inside the container's root.
+                Ok(_) => return Ok(()),
+                Err(_) => {
+                    std::fs::create_dir(&dir).map_err(|e| ContainerError::io(format!("create workdir {}", dir.display()), e))?
+                }
+            }
+        }
+    }
+    Ok(())
+}

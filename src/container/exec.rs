@@ -1,0 +1,41 @@
+//! ExecSync and ReopenContainerLog.
+
+use std::time::Duration;
+
+use super::{ContainerError, Phase};
+use crate::daemon::Daemon;
+use crate::monitor::ExecSyncResult;
+
+/// Runs `cmd` in the running container; `timeout_secs` 0 means no deadline. At the
+/// deadline the process is killed and the result says so.
+pub async fn exec_sync(d: &Daemon, id: &str, cmd: Vec<String>, timeout_secs: i64) -> Result<ExecSyncResult, ContainerError> {
+    let c = d.containers().get(id)?;
+    if cmd.is_empty() {
+        return Err(ContainerError::Invalid("ExecSync: cmd is empty".into()));
+    }
+    c.refresh();
+    if c.phase() != Phase::Running {
+        return Err(ContainerError::WrongState {
+            id: c.id.clone(),
+            state: c.phase().name(),
+            what: "exec needs a running container".into(),
+        });
+    }
+    let timeout = (timeout_secs > 0).then(|| Duration::from_secs(timeout_secs as u64));
+    let backend = d.backend(&c.record.backend)?;
+    Ok(backend.exec_sync(&c.record.run_dir, cmd, timeout).await?)
+}
+
+pub async fn reopen_log(d: &Daemon, id: &str) -> Result<(), ContainerError> {
+    let c = d.containers().get(id)?;
+    c.refresh();
+    if c.phase() != Phase::Running {
+        return Err(ContainerError::WrongState {
+            id: c.id.clone(),
+            state: c.phase().name(),
+            what: "only a running container's log can be reopened".into(),
+        });
+    }
+    let backend = d.backend(&c.record.backend)?;
+    Ok(backend.reopen_log(&c.record.run_dir).await?)
+}

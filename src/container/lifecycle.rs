@@ -1,0 +1,100 @@
+//! StartContainer, StopContainer, RemoveContainer. Stop and remove succeed when the
+//! container is already stopped or gone (kubelet relies on it).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{rootfs, Container, ContainerError, Phase};
+use crate::backend::Backend;
+use crate::daemon::Daemon;
+
+pub async fn start_container(d: &Daemon, id: &str) -> Result<(), ContainerError> {
+    let c = d.containers().get(id)?;
+    let _op = c.op_lock.lock().await;
+    c.refresh();
+    if c.phase() != Phase::Created {
+        return Err(ContainerError::WrongState {
+            id: c.id.clone(),
+            state: c.phase().name(),
+            what: "only a created container can be started".into(),
+        });
+    }
+    let backend = d.backend(&c.record.backend)?;
+    backend.start(&c.record.run_dir).await?;
+    c.refresh();
+    watch_exit(backend, c.clone());
+    tracing::info!(container = %c.id, "container started");
+    Ok(())
+}
+
+/// Keeps the cached status true when the container exits, without anyone polling.
+pub fn watch_exit(backend: Arc<dyn Backend>, c: Arc<Container>) {
+    tokio::spawn(async move {
+        if let Err(e) = backend.wait(&c.record.run_dir).await {
+            tracing::debug!(container = %c.id, error = %e, "wait for exit");
+        }
+        c.refresh();
+    });
+}
+
+/// Sends the stop signal, waits up to `timeout_secs`, then SIGKILL.
+pub async fn stop_container(d: &Daemon, id: &str, timeout_secs: i64) -> Result<(), ContainerError> {
+    let c = match d.containers().get(id) {
+        Err(ContainerError::NotFound(_)) => return Ok(()),
+        other => other?,
+    };
+    let _op = c.op_lock.lock().await;
+    stop_locked(d, &c, timeout_secs).await
+}
+
+async fn stop_locked(d: &Daemon, c: &Arc<Container>, timeout_secs: i64) -> Result<(), ContainerError> {
+    c.refresh();
+    let backend = d.backend(&c.record.backend)?;
+    match c.phase() {
+        Phase::Exited => return Ok(()),
+        Phase::Unknown if !backend.is_alive(&c.record.run_dir) => return Ok(()),
+        Phase::Running if timeout_secs > 0 => {
+            backend.signal(&c.record.run_dir, c.record.stop_signal).await?;
+            let waited = tokio::time::timeout(
+                Duration::from_secs(timeout_secs as u64),
+                backend.wait(&c.record.run_dir),
+            )
+            .await;
+            if let Ok(r) = waited {
+                r?;
+                c.refresh();
+                return Ok(());
+            }
+            tracing::info!(container = %c.id, timeout_secs, "stop signal ignored; killing");
+        }
+        _ => {}
+    }
+    backend.signal(&c.record.run_dir, libc::SIGKILL).await?;
+    backend.wait(&c.record.run_dir).await?;
+    c.refresh();
+    Ok(())
+}
+
+/// Kills the container if it runs, then removes its rootfs, dirs, name and record.
+pub async fn remove_container(d: &Daemon, id: &str) -> Result<(), ContainerError> {
+    let c = match d.containers().get(id) {
+        Err(ContainerError::NotFound(_)) => return Ok(()),
+        other => other?,
+    };
+    let _op = c.op_lock.lock().await;
+    stop_locked(d, &c, 0).await?;
+    let r = &c.record;
+    rootfs::unmount(&r.rootfs()).map_err(|e| ContainerError::io("remove rootfs", e))?;
+    for dir in [&r.run_dir, &d.containers().dir().join(&r.id)] {
+        match std::fs::remove_dir_all(dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(ContainerError::io(format!("remove {}", dir.display()), e))
+            }
+            _ => {}
+        }
+    }
+    d.names().release(&r.name, &r.id);
+    d.containers().remove(&r.id);
+    tracing::info!(container = %r.id, "container removed");
+    Ok(())
+}

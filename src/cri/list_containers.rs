@@ -1,0 +1,43 @@
+use k8s_cri::v1::{Container as CriContainer, ImageSpec, ListContainersRequest, ListContainersResponse};
+use tonic::Status;
+
+use super::container_status::cri_state;
+use crate::daemon::Daemon;
+
+#[tracing::instrument(level = "debug", skip_all)]
+pub fn list_containers(d: &Daemon, req: ListContainersRequest) -> Result<ListContainersResponse, Status> {
+    let f = req.filter.unwrap_or_default();
+    let candidates = if f.pod_sandbox_id.is_empty() {
+        d.containers().all()
+    } else {
+        match d.sandboxes().get(&f.pod_sandbox_id) {
+            Ok(s) => d.containers().in_sandbox(&s.id),
+            Err(_) => Vec::new(),
+        }
+    };
+    let containers = candidates
+        .into_iter()
+        .filter(|c| f.id.is_empty() || c.id.starts_with(&f.id))
+        .filter(|c| f.state.as_ref().is_none_or(|s| s.state == cri_state(c.phase()) as i32))
+        .filter(|c| f.label_selector.iter().all(|(k, v)| c.record.config.labels.get(k) == Some(v)))
+        .map(|c| {
+            let r = &c.record;
+            CriContainer {
+                id: r.id.clone(),
+                pod_sandbox_id: r.sandbox_id.clone(),
+                metadata: r.config.metadata.clone(),
+                image: Some(ImageSpec {
+                    image: r.image_name.clone(),
+                    ..Default::default()
+                }),
+                image_ref: r.image_ref.clone(),
+                state: cri_state(c.phase()) as i32,
+                created_at: r.created_at,
+                labels: r.config.labels.clone(),
+                annotations: r.config.annotations.clone(),
+                image_id: r.image_id.clone(),
+            }
+        })
+        .collect();
+    Ok(ListContainersResponse { containers })
+}

@@ -1,0 +1,281 @@
+//! Pod sandboxes: the namespaces a pod's containers share (held open by a holder
+//! process from the zygote), its hostname, /etc/hosts, /etc/resolv.conf and /dev/shm,
+//! and the record that survives a daemon restart.
+//!
+//! On disk: `<root>/sandboxes/<id>/sandbox.json` (the record) and
+//! `<run_dir>/s/<id16>/` (ns files, hostname, hosts, resolv.conf, shm mount).
+
+mod files;
+mod run;
+mod stop;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use k8s_cri::v1::PodSandboxConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Classify, Kind};
+use crate::monitor::MonitorError;
+use crate::names::NameTaken;
+
+pub use run::run_pod_sandbox;
+pub use stop::{remove_pod_sandbox, stop_pod_sandbox};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("pod sandbox {0:?} not found")]
+    NotFound(String),
+    #[error("pod sandbox id prefix {0:?} matches more than one sandbox")]
+    Ambiguous(String),
+    #[error("pod sandbox {id} is not ready ({state})")]
+    NotReady { id: String, state: &'static str },
+    #[error(transparent)]
+    Name(#[from] NameTaken),
+    #[error(transparent)]
+    Monitor(#[from] MonitorError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+}
+
+impl SandboxError {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        SandboxError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+impl Classify for SandboxError {
+    fn kind(&self) -> Kind {
+        match self {
+            SandboxError::Invalid(_) | SandboxError::Ambiguous(_) => Kind::InvalidArgument,
+            SandboxError::NotFound(_) => Kind::NotFound,
+            SandboxError::NotReady { .. } => Kind::FailedPrecondition,
+            SandboxError::Name(e) => e.kind(),
+            SandboxError::Monitor(e) => e.kind(),
+            SandboxError::Store(_) | SandboxError::Io { .. } => Kind::Internal,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SandboxState {
+    Ready,
+    NotReady,
+}
+
+/// The namespace files containers of this pod join; `None` = the host's.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SandboxNamespaces {
+    pub net: Option<PathBuf>,
+    pub ipc: Option<PathBuf>,
+    pub uts: Option<PathBuf>,
+    pub pid: Option<PathBuf>,
+}
+
+/// What is persisted for a sandbox.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SandboxRecord {
+    pub id: String,
+    /// `<name>_<namespace>_<uid>_<attempt>`, reserved while the sandbox exists.
+    pub name: String,
+    pub config: PodSandboxConfig,
+    pub runtime_handler: String,
+    /// The backend every container of this pod uses.
+    pub backend: String,
+    /// Why that backend ("default", "handler crun", ...).
+    pub backend_reason: String,
+    /// Unix nanoseconds.
+    pub created_at: i64,
+    pub state: SandboxState,
+    pub holder_pid: Option<i32>,
+    pub namespaces: SandboxNamespaces,
+    pub hostname: String,
+    /// `<run_dir>/s/<id16>`: hostname, hosts, resolv.conf, shm, ns files.
+    pub run_dir: PathBuf,
+    /// Whether `<run_dir>/shm` is a tmpfs this sandbox mounted.
+    pub shm_mounted: bool,
+}
+
+impl SandboxRecord {
+    pub fn hostname_path(&self) -> PathBuf {
+        self.run_dir.join("hostname")
+    }
+    pub fn hosts_path(&self) -> PathBuf {
+        self.run_dir.join("hosts")
+    }
+    pub fn resolv_conf_path(&self) -> PathBuf {
+        self.run_dir.join("resolv.conf")
+    }
+    pub fn shm_path(&self) -> PathBuf {
+        self.run_dir.join("shm")
+    }
+    pub fn ns_dir(&self) -> PathBuf {
+        self.run_dir.join("ns")
+    }
+    /// The pod's cgroup parent as kubelet sent it (may be empty).
+    pub fn cgroup_parent(&self) -> &str {
+        self.config.linux.as_ref().map(|l| l.cgroup_parent.as_str()).unwrap_or("")
+    }
+    pub fn privileged(&self) -> bool {
+        self.config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .is_some_and(|s| s.privileged)
+    }
+}
+
+/// A live sandbox: its record behind a lock (state changes), shared by RPCs.
+pub struct Sandbox {
+    pub id: String,
+    record: Mutex<SandboxRecord>,
+    /// Serializes stop/remove of this sandbox.
+    pub op_lock: tokio::sync::Mutex<()>,
+}
+
+impl Sandbox {
+    pub fn new(record: SandboxRecord) -> Sandbox {
+        Sandbox {
+            id: record.id.clone(),
+            record: Mutex::new(record),
+            op_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn record(&self) -> SandboxRecord {
+        self.record.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn state(&self) -> SandboxState {
+        self.record.lock().unwrap_or_else(|e| e.into_inner()).state
+    }
+
+    /// Changes the record and persists it atomically.
+    pub fn update(&self, store_dir: &Path, f: impl FnOnce(&mut SandboxRecord)) -> Result<(), SandboxError> {
+        let mut r = self.record.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = r.clone();
+        f(&mut next);
+        crate::store::write_json(&store_dir.join(&self.id).join(RECORD_FILE), &next)?;
+        *r = next;
+        Ok(())
+    }
+}
+
+pub const RECORD_FILE: &str = "sandbox.json";
+
+/// Every sandbox, by id.
+pub struct SandboxStore {
+    dir: PathBuf,
+    map: RwLock<HashMap<String, Arc<Sandbox>>>,
+}
+
+impl SandboxStore {
+    /// Loads every record under `<root>/sandboxes`; unreadable ones are skipped with a warning.
+    pub fn load(dir: &Path) -> Result<SandboxStore, SandboxError> {
+        std::fs::create_dir_all(dir).map_err(|e| SandboxError::io(format!("create {}", dir.display()), e))?;
+        let mut map = HashMap::new();
+        let entries = std::fs::read_dir(dir).map_err(|e| SandboxError::io(format!("read {}", dir.display()), e))?;
+        for entry in entries.flatten() {
+            let path = entry.path().join(RECORD_FILE);
+            match crate::store::read_json::<SandboxRecord>(&path) {
+                Ok(Some(r)) => {
+                    map.insert(r.id.clone(), Arc::new(Sandbox::new(r)));
+                }
+                Ok(None) => {
+                    // A sandbox whose creation was interrupted before its record was written.
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+                Err(e) => tracing::warn!(error = %e, "sandbox record skipped"),
+            }
+        }
+        Ok(SandboxStore {
+            dir: dir.to_owned(),
+            map: RwLock::new(map),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn insert(&self, sandbox: Arc<Sandbox>) {
+        self.map.write().unwrap_or_else(|e| e.into_inner()).insert(sandbox.id.clone(), sandbox);
+    }
+
+    pub fn remove(&self, id: &str) {
+        self.map.write().unwrap_or_else(|e| e.into_inner()).remove(id);
+    }
+
+    /// By full id or unique prefix.
+    pub fn get(&self, id: &str) -> Result<Arc<Sandbox>, SandboxError> {
+        let map = self.map.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = map.get(id) {
+            return Ok(s.clone());
+        }
+        if id.is_empty() {
+            return Err(SandboxError::Invalid("pod sandbox id is required".into()));
+        }
+        let mut found = map.values().filter(|s| s.id.starts_with(id));
+        match (found.next(), found.next()) {
+            (Some(s), None) => Ok(s.clone()),
+            (None, _) => Err(SandboxError::NotFound(id.to_owned())),
+            _ => Err(SandboxError::Ambiguous(id.to_owned())),
+        }
+    }
+
+    pub fn all(&self) -> Vec<Arc<Sandbox>> {
+        self.map.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+    }
+}
+
+/// The name CRI reserves for a sandbox.
+pub fn sandbox_name(config: &PodSandboxConfig) -> Result<String, SandboxError> {
+    let m = config
+        .metadata
+        .as_ref()
+        .ok_or_else(|| SandboxError::Invalid("sandbox config has no metadata".into()))?;
+    for (field, value) in [("name", &m.name), ("namespace", &m.namespace), ("uid", &m.uid)] {
+        if value.is_empty() {
+            return Err(SandboxError::Invalid(format!("sandbox metadata.{field} is required")));
+        }
+        if value.contains('/') || value.contains('\0') {
+            return Err(SandboxError::Invalid(format!("sandbox metadata.{field} {value:?} has a forbidden character")));
+        }
+    }
+    Ok(format!("{}_{}_{}_{}", m.name, m.namespace, m.uid, m.attempt))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_cri::v1::PodSandboxMetadata;
+
+    #[test]
+    fn names_follow_cri_and_refuse_missing_fields() {
+        let mut c = PodSandboxConfig {
+            metadata: Some(PodSandboxMetadata {
+                name: "web".into(),
+                namespace: "default".into(),
+                uid: "u1".into(),
+                attempt: 2,
+            }),
+            ..Default::default()
+        };
+        assert_eq!(sandbox_name(&c).unwrap(), "web_default_u1_2");
+        c.metadata.as_mut().unwrap().namespace.clear();
+        assert!(sandbox_name(&c).unwrap_err().to_string().contains("namespace"));
+        c.metadata = None;
+        assert!(sandbox_name(&c).is_err());
+    }
+}
