@@ -113,8 +113,21 @@ impl Daemon {
         }))
     }
 
-    /// Re-attaches to containers that kept running while the daemon was down.
+    /// Re-attaches to containers that kept running while the daemon was down, and marks
+    /// sandboxes whose namespaces are gone (host reboot, holder killed) NotReady.
     pub fn watch_running(&self) {
+        for s in self.sandboxes.all() {
+            let r = s.record();
+            if r.state == crate::sandbox::SandboxState::Ready && !crate::sandbox::namespaces_alive(&r) {
+                tracing::warn!(sandbox = %r.id, "pod namespaces are gone; marking the sandbox NotReady");
+                if let Err(e) = s.update(self.sandboxes.dir(), |r| {
+                    r.state = crate::sandbox::SandboxState::NotReady;
+                    r.holder_pid = None;
+                }) {
+                    tracing::warn!(sandbox = %r.id, error = %e, "update sandbox record");
+                }
+            }
+        }
         for c in self.containers.all() {
             c.refresh();
             let Ok(backend) = self.backend(&c.record.backend) else { continue };

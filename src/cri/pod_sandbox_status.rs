@@ -1,7 +1,7 @@
 use std::collections::HashMap;
 
 use k8s_cri::v1::{
-    LinuxPodSandboxStatus, Namespace, NamespaceOption, PodSandboxNetworkStatus, PodSandboxState, PodSandboxStatus,
+    LinuxPodSandboxStatus, Namespace, PodSandboxNetworkStatus, PodSandboxState, PodSandboxStatus,
     PodSandboxStatusRequest, PodSandboxStatusResponse,
 };
 use tonic::Status;
@@ -52,7 +52,7 @@ fn to_cri_status(r: &SandboxRecord) -> PodSandboxStatus {
         .as_ref()
         .and_then(|l| l.security_context.as_ref())
         .and_then(|s| s.namespace_options.clone())
-        .unwrap_or(NamespaceOption::default());
+        .unwrap_or_default();
     PodSandboxStatus {
         id: r.id.clone(),
         metadata: r.config.metadata.clone(),

@@ -44,6 +44,8 @@ const MAX_JSON: u64 = 4 << 20;
 const MAX_JSON_TOTAL: u64 = 64 << 20;
 /// Indexes nested deeper than this are refused (an index may point at itself).
 const MAX_INDEX_DEPTH: usize = 4;
+/// How many first bytes of a small archive entry tell whether it may be JSON.
+const JSON_SNIFF: u64 = 512;
 const COPY_BUF: usize = 256 << 10;
 
 /// containerd's annotation: the image's full name.
@@ -526,12 +528,18 @@ impl Archive {
             if entry.size > MAX_JSON {
                 return Ok(ControlFlow::Continue(()));
             }
-            let mut raw = Vec::with_capacity(entry.size as usize);
-            entry
-                .reader
+            // Layers are never JSON: look at their first bytes only (a plain tar then
+            // seeks over the rest).
+            let mut raw = Vec::new();
+            (&mut *entry.reader)
+                .take(JSON_SNIFF)
                 .read_to_end(&mut raw)
                 .map_err(|e| bad_archive(path, &name, e))?;
             if looks_like_json(&raw) {
+                entry
+                    .reader
+                    .read_to_end(&mut raw)
+                    .map_err(|e| bad_archive(path, &name, e))?;
                 json_total += raw.len() as u64;
                 if json_total > MAX_JSON_TOTAL {
                     return Err(ImageError::InvalidContent(format!(
@@ -662,10 +670,12 @@ fn blob_name(digest: &str) -> Result<String, ImageError> {
     Ok(format!("blobs/sha256/{}", hex_of(digest)?))
 }
 
-fn looks_like_json(raw: &[u8]) -> bool {
+/// Whether a document's first bytes (`JSON_SNIFF` of them) may start a JSON object
+/// or array; all whitespace so far may too.
+fn looks_like_json(head: &[u8]) -> bool {
     matches!(
-        raw.iter().find(|b| !b.is_ascii_whitespace()),
-        Some(b'{' | b'[')
+        head.iter().find(|b| !b.is_ascii_whitespace()),
+        Some(b'{' | b'[') | None
     )
 }
 
@@ -734,7 +744,7 @@ fn visit_entries<R: Read>(
         seen_any = true;
         let raw_name = entry.path().map_err(|e| bad(true, e))?.into_owned();
         let name = entry_name(&raw_name);
-        if name.is_none() {
+        if name.is_none() && !entry.header().entry_type().is_dir() {
             tracing::warn!(archive = %path.display(), entry = %raw_name.display(), "archive entry with an absolute or `..` name ignored");
         }
         let is_file = matches!(

@@ -500,7 +500,7 @@ fn layer_records(layers: &[Descriptor], config: &ImageConfiguration, what: &str)
         .zip(diff_ids)
         .map(|(d, diff_id)| {
             content::hex_of(diff_id)?;
-            content::hex_of(&d.digest().to_string())?;
+            content::hex_of(d.digest().as_ref())?;
             Ok(LayerRecord {
                 digest: d.digest().to_string(),
                 diff_id: diff_id.clone(),

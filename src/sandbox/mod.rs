@@ -239,6 +239,21 @@ impl SandboxStore {
     }
 }
 
+/// Whether a Ready sandbox's namespaces still exist: its holder runs (when it has one)
+/// and its namespace files are still mounted.
+pub fn namespaces_alive(r: &SandboxRecord) -> bool {
+    let holder_ok = match r.holder_pid {
+        Some(pid) => std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .is_ok_and(|c| c.trim_end() == crate::monitor::HOLDER_NAME),
+        None => true,
+    };
+    let files_ok = [&r.namespaces.net, &r.namespaces.ipc, &r.namespaces.uts]
+        .into_iter()
+        .flatten()
+        .all(|p| p.exists());
+    holder_ok && files_ok
+}
+
 /// The name CRI reserves for a sandbox.
 pub fn sandbox_name(config: &PodSandboxConfig) -> Result<String, SandboxError> {
     let m = config
