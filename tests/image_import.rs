@@ -613,3 +613,96 @@ async fn not_an_image_is_invalid_content() {
     assert_eq!(err.kind(), Kind::NotFound, "{err}");
     assert_eq!(store.leftovers(), (0, 0, 0));
 }
+
+fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+#[tokio::test]
+async fn nested_index_gives_this_hosts_image() {
+    require_root!();
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = busybox_layout(&tmp.path().join("layout"), None);
+    let (manifest, id, _) = layout_digests(&layout);
+    let manifest_size = fs::metadata(blob(&layout, &manifest)).unwrap().len();
+    // Another platform's manifest the layout does not hold: it must not be looked for.
+    let foreign = if host_arch() == "s390x" {
+        "ppc64le"
+    } else {
+        "s390x"
+    };
+    let nested = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+             "digest": format!("sha256:{}", "1".repeat(64)), "size": 100,
+             "platform": {"os": "linux", "architecture": foreign}},
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+             "digest": manifest, "size": manifest_size,
+             "platform": {"os": "linux", "architecture": host_arch()}},
+        ],
+    }))
+    .unwrap();
+    let nested_digest = format!("sha256:{}", sha256_hex(&nested));
+    fs::write(blob(&layout, &nested_digest), &nested).unwrap();
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": nested_digest, "size": nested.len(),
+            "annotations": {"io.containerd.image.name": "docker.io/library/busybox:latest",
+                            "org.opencontainers.image.ref.name": "latest"},
+        }],
+    });
+    fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+    let archive = tar_dir(&layout, &tmp.path().join("multi.tar"), false);
+
+    for source in [layout, archive] {
+        let store = Store::open();
+        let imported = store.import(&source, &[]).await.unwrap();
+        assert_eq!(imported.len(), 1);
+        assert_eq!(imported[0].record.manifest_digest, manifest);
+        store.assert_busybox(BUSYBOX, &id);
+    }
+}
+
+#[tokio::test]
+async fn a_failing_image_undoes_the_whole_archive() {
+    require_root!();
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = busybox_layout(&tmp.path().join("layout"), None);
+    let good = layout_config(&layout);
+    // The second image's diff_id does not match the (gzip) layer: only unpacking
+    // finds out, after the first image was recorded.
+    let mut bad: serde_json::Value = serde_json::from_slice(&good).unwrap();
+    bad["rootfs"]["diff_ids"][0] = format!("sha256:{}", "0".repeat(64)).into();
+    let images = [
+        DockerImage {
+            config: good,
+            repo_tags: vec!["busybox:latest".into()],
+        },
+        DockerImage {
+            config: serde_json::to_vec(&bad).unwrap(),
+            repo_tags: vec!["example.com/bad:1".into()],
+        },
+    ];
+    let archive = docker_archive(&layout, &tmp.path().join("two.tar"), &images, true, None);
+    let store = Store::open();
+    let err = store.import(&archive, &[]).await.unwrap_err();
+    assert!(matches!(err, ImageError::DigestMismatch { .. }), "{err:?}");
+    assert!(
+        store.images.list(None).unwrap().is_empty(),
+        "the first image was removed again"
+    );
+    assert_eq!(store.leftovers(), (0, 0, 0));
+    assert_eq!(store.count("records"), 0);
+}

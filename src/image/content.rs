@@ -88,7 +88,15 @@ impl ContentStore {
         if self.exists(digest) {
             return Ok(());
         }
-        crate::store::atomic_write(&self.path(digest)?, bytes).map_err(|e| ImageError::Store(e.to_string()))
+        // A temp name of this call's own (store::atomic_write's is per process): two
+        // pulls of one image, by tag and by digest, write the same manifest at once.
+        let tmp = self.ingest_path();
+        if let Err(e) = fs::write(&tmp, bytes) {
+            let _ = fs::remove_file(&tmp);
+            return Err(ImageError::io(format!("write blob {digest}"), e));
+        }
+        self.commit_file(&tmp, digest, false)?;
+        Ok(())
     }
 
     /// Every stored blob digest.

@@ -105,6 +105,9 @@ async fn import_all(
     tags: &[String],
     created: &mut Vec<String>,
 ) -> Result<Vec<Arc<ImageEntry>>, ImageError> {
+    // Held until every staged image is recorded: a concurrent garbage collection would
+    // otherwise delete blobs that no record references yet.
+    let guard = images.guard().await;
     let content = images.content().clone();
     let (source, names) = (path.to_owned(), tags.to_vec());
     let staged = tokio::task::spawn_blocking(move || stage(&content, &source, &names))
@@ -113,7 +116,7 @@ async fn import_all(
     let mut entries = Vec::with_capacity(staged.len());
     for image in staged {
         let new = images.status(&image.config_digest)?.is_none();
-        let entry = images.store_local(image.manifest_raw, image.names).await?;
+        let entry = images.store_local(&guard, image.manifest_raw, image.names).await?;
         if new {
             created.push(entry.record.id.clone());
         }

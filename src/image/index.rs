@@ -177,6 +177,10 @@ impl ImageIndex {
                     (Some(_), Some(_)) => Err(ImageError::AmbiguousId(prefix.clone())),
                 }
             }
+            ImageQuery::NameOrIdPrefix(r, prefix) => match self.find(&ImageQuery::Name(r.clone()))? {
+                Some(e) => Ok(Some(e)),
+                None => self.find(&ImageQuery::Id(prefix.clone())),
+            },
             ImageQuery::Name(r) => {
                 let key = match (r.digest(), super::reference::tag_name(r)) {
                     (Some(d), _) => super::reference::digest_name(r, d),

@@ -291,12 +291,14 @@ impl Images {
 
     /// Stores an image whose blobs an importer already put in the content store
     /// (verified), unpacking its layers. Used by `image import`.
+    /// The caller holds `guard` from before it put the image's blobs in the content store,
+    /// so that no garbage collection removes them in between.
     pub async fn store_local(
         self: &Arc<Self>,
+        _guard: &StoreGuard<'_>,
         manifest_raw: Vec<u8>,
         tags: Vec<String>,
     ) -> Result<Arc<ImageEntry>, ImageError> {
-        let _shared = self.gc_lock.read().await;
         let manifest_digest = content::sha256_bytes(&manifest_raw);
         let manifest: oci_spec::image::ImageManifest = serde_json::from_slice(&manifest_raw)
             .map_err(|e| ImageError::InvalidContent(format!("manifest: {e}")))?;
@@ -337,6 +339,11 @@ impl Images {
         let entry = self.record_image(record, config, (repo_tags, repo_digests))?;
         self.invalidate_usage();
         Ok(entry)
+    }
+
+    /// Keeps garbage collection away while an importer adds blobs no record references yet.
+    pub async fn guard(&self) -> StoreGuard<'_> {
+        StoreGuard(self.gc_lock.read().await)
     }
 
     /// The content store, for importers that verify and add blobs themselves.
@@ -544,6 +551,9 @@ fn disk_usage(root: &Path) -> std::io::Result<FsUsage> {
     }
     Ok(usage)
 }
+
+/// Held while blobs are added that no image record references yet (see `Images::guard`).
+pub struct StoreGuard<'a>(#[allow(dead_code)] tokio::sync::RwLockReadGuard<'a, ()>);
 
 /// A download in flight; removed unless it was renamed into the store.
 struct IngestFile(PathBuf);

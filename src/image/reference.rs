@@ -13,6 +13,10 @@ pub enum ImageQuery {
     Id(String),
     /// A tag or digest reference, normalized.
     Name(Reference),
+    /// A bare hex string of 12 to 63 characters: an id prefix as debugging clients
+    /// print it, but also a valid name (`docker.io/library/<hex>:latest`). A name that
+    /// matches wins, else the id prefix is tried (containerd resolves the same way).
+    NameOrIdPrefix(Reference, String),
 }
 
 /// Parses a reference for pulling: a name with a tag, a digest, or neither (`latest`).
@@ -55,6 +59,7 @@ pub fn parse_query(image: &str) -> Result<ImageQuery, ImageError> {
         return Ok(ImageQuery::Id(s.to_owned()));
     }
     match parse_reference(s) {
+        Ok(r) if is_hex(s) && s.len() >= 12 => Ok(ImageQuery::NameOrIdPrefix(r, s.to_owned())),
         Ok(r) => Ok(ImageQuery::Name(r)),
         // A short hex prefix that is not a valid name is still a fine id prefix.
         Err(_) if is_hex(s) && s.len() >= 12 => Ok(ImageQuery::Id(s.to_owned())),
@@ -113,6 +118,8 @@ mod tests {
         assert_eq!(parse_query(&hex).unwrap(), ImageQuery::Id(hex.clone()));
         assert_eq!(parse_query("sha256:0123456789ab").unwrap(), ImageQuery::Id("0123456789ab".into()));
         assert!(parse_query("sha256:xyz").is_err());
+        assert!(matches!(parse_query("0123456789ab").unwrap(), ImageQuery::NameOrIdPrefix(_, p) if p == "0123456789ab"));
+        assert!(matches!(parse_query("0123456789a").unwrap(), ImageQuery::Name(_)));
         assert!(matches!(parse_query("busybox").unwrap(), ImageQuery::Name(_)));
     }
 }
