@@ -25,7 +25,7 @@ pub const MEDIA_DOCKER_LIST: &str = "application/vnd.docker.distribution.manifes
 const ACCEPTED: &[&str] = &[MEDIA_OCI_MANIFEST, MEDIA_OCI_INDEX, MEDIA_DOCKER_MANIFEST, MEDIA_DOCKER_LIST];
 
 /// Registry credentials from a CRI AuthConfig.
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub enum Credentials {
     #[default]
     Anonymous,
@@ -98,6 +98,8 @@ pub struct Endpoint {
 /// named an index, the index too.
 pub struct Resolved {
     pub endpoint: Endpoint,
+    /// The credentials the manifest was fetched with (blobs use the same).
+    pub creds: Credentials,
     /// The reference rewritten for the endpoint (mirror host, same repository).
     pub remote: Reference,
     pub manifest: ImageManifest,
@@ -107,27 +109,25 @@ pub struct Resolved {
 }
 
 pub struct Registry {
-    https: Client,
-    http: Client,
+    /// One oci-client per (plain HTTP, credentials): oci-client keeps the first
+    /// credentials it sees for a registry, so clients are never shared across credentials.
+    clients: std::sync::Mutex<std::collections::HashMap<(bool, Credentials), Client>>,
+    max_concurrent_download: usize,
+    connect_timeout: Duration,
+    read_timeout: Duration,
     registries: std::collections::BTreeMap<String, RegistryConfig>,
 }
 
+/// Clients kept for distinct credentials before the cache is emptied.
+const MAX_CLIENTS: usize = 64;
+
 impl Registry {
     pub fn new(config: &Config) -> Registry {
-        let client = |protocol| {
-            Client::new(ClientConfig {
-                protocol,
-                platform_resolver: None,
-                max_concurrent_download: config.images.max_concurrent_downloads,
-                connect_timeout: Some(Duration::from_secs(config.images.connect_timeout_secs)),
-                read_timeout: Some(Duration::from_secs(config.images.read_timeout_secs)),
-                user_agent: concat!("proxrt/", env!("CARGO_PKG_VERSION")),
-                ..Default::default()
-            })
-        };
         Registry {
-            https: client(ClientProtocol::Https),
-            http: client(ClientProtocol::Http),
+            clients: Default::default(),
+            max_concurrent_download: config.images.max_concurrent_downloads,
+            connect_timeout: Duration::from_secs(config.images.connect_timeout_secs),
+            read_timeout: Duration::from_secs(config.images.read_timeout_secs),
             registries: config.registries.clone(),
         }
     }
@@ -155,12 +155,29 @@ impl Registry {
         out
     }
 
-    fn client(&self, endpoint: &Endpoint) -> &Client {
-        if endpoint.plain_http {
-            &self.http
-        } else {
-            &self.https
+    fn client(&self, endpoint: &Endpoint, creds: &Credentials) -> Client {
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if clients.len() >= MAX_CLIENTS {
+            clients.retain(|(_, c), _| *c == Credentials::Anonymous);
         }
+        clients
+            .entry((endpoint.plain_http, creds.clone()))
+            .or_insert_with(|| {
+                Client::new(ClientConfig {
+                    protocol: if endpoint.plain_http {
+                        ClientProtocol::Http
+                    } else {
+                        ClientProtocol::Https
+                    },
+                    platform_resolver: None,
+                    max_concurrent_download: self.max_concurrent_download,
+                    connect_timeout: Some(self.connect_timeout),
+                    read_timeout: Some(self.read_timeout),
+                    user_agent: concat!("proxrt/", env!("CARGO_PKG_VERSION")),
+                    ..Default::default()
+                })
+            })
+            .clone()
     }
 
     /// Finds the image manifest for `reference`, trying each endpoint in turn.
@@ -169,12 +186,8 @@ impl Registry {
         let mut failures = Vec::new();
         for endpoint in self.endpoints(reference.registry()) {
             let remote = rewrite(reference, &endpoint);
-            let auth = if endpoint.mirror {
-                RegistryAuth::Anonymous
-            } else {
-                creds.to_oci()
-            };
-            match self.resolve_at(&endpoint, &remote, &auth, reference).await {
+            let creds = if endpoint.mirror { Credentials::Anonymous } else { creds.clone() };
+            match self.resolve_at(&endpoint, &remote, &creds, reference).await {
                 Ok(resolved) => return Ok(resolved),
                 Err(e) if endpoint.mirror => {
                     tracing::info!(mirror = %endpoint.host, error = %e, "mirror failed, trying next endpoint");
@@ -204,10 +217,11 @@ impl Registry {
         &self,
         endpoint: &Endpoint,
         remote: &Reference,
-        auth: &RegistryAuth,
+        creds: &Credentials,
         original: &Reference,
     ) -> Result<Resolved, ImageError> {
-        let client = self.client(endpoint);
+        let client = self.client(endpoint, creds);
+        let auth = &creds.to_oci();
         let (raw, _) = client
             .pull_manifest_raw(remote, auth, ACCEPTED)
             .await
@@ -248,6 +262,7 @@ impl Registry {
             let manifest = parse_manifest(&mraw, original)?;
             return Ok(Resolved {
                 endpoint: endpoint.clone(),
+                creds: creds.clone(),
                 remote: remote.clone(),
                 manifest,
                 manifest_raw: mraw,
@@ -258,6 +273,7 @@ impl Registry {
         let manifest = parse_manifest(&raw, original)?;
         Ok(Resolved {
             endpoint: endpoint.clone(),
+            creds: creds.clone(),
             remote: remote.clone(),
             manifest,
             manifest_raw: raw,
@@ -279,7 +295,7 @@ impl Registry {
             .await
             .map_err(|e| ImageError::io(format!("create {}", dest.display()), e))?;
         let mut writer = tokio::io::BufWriter::with_capacity(256 * 1024, file);
-        self.client(&resolved.endpoint)
+        self.client(&resolved.endpoint, &resolved.creds)
             .pull_blob(&resolved.remote, descriptor, &mut writer)
             .await
             .map_err(|e| registry_error(&resolved.endpoint.host, original, e))?;
