@@ -16,5 +16,6 @@ pub mod monitor;
 pub mod names;
 pub mod rollback;
 pub mod sandbox;
+pub mod select;
 pub mod spec;
 pub mod store;

@@ -14,9 +14,10 @@ struct Cli {
     /// CRI endpoint of the daemon the client commands talk to.
     #[arg(long, global = true, env = "PROXRT_ENDPOINT", default_value = "unix:///run/proxrt/proxrt.sock")]
     endpoint: String,
-    /// Seconds a client command waits for the daemon's answer.
-    #[arg(long, global = true, default_value_t = 600)]
-    timeout: u64,
+    /// Seconds a client command waits for the daemon's answer (default 600); for `exec`,
+    /// the command's own timeout (default none).
+    #[arg(long, global = true)]
+    timeout: Option<u64>,
     #[command(subcommand)]
     command: Command,
 }
@@ -84,6 +85,165 @@ enum Command {
     /// Image commands that CRI has no call for.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// List pod sandboxes.
+    Pods {
+        /// Print only pod ids.
+        #[arg(short, long)]
+        quiet: bool,
+        /// Only pods in this state: ready or notready.
+        #[arg(long)]
+        state: Option<String>,
+        /// Only pods with this label KEY=VALUE (repeatable).
+        #[arg(long)]
+        label: Vec<String>,
+    },
+    /// Start a pod sandbox from a JSON pod config (crictl's format) or from flags; prints its id.
+    Runp {
+        /// Pod config file (JSON, field names as in the CRI proto: log_directory, …).
+        #[arg(required_unless_present = "name", conflicts_with_all = ["name", "namespace", "net_host", "label"])]
+        config: Option<PathBuf>,
+        /// Pod name (when no config file is given).
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, default_value = "default")]
+        namespace: String,
+        /// Use the host's network namespace.
+        #[arg(long)]
+        net_host: bool,
+        /// Pod label KEY=VALUE (repeatable).
+        #[arg(long)]
+        label: Vec<String>,
+        /// RuntimeClass handler to ask for.
+        #[arg(long, default_value = "")]
+        runtime: String,
+    },
+    /// Create a container in a pod from a JSON container config or from flags; prints its id.
+    Create {
+        /// Pod id (or a unique prefix).
+        pod: String,
+        /// Container config file (JSON, field names as in the CRI proto).
+        #[arg(conflicts_with_all = ["name", "image", "env", "workdir", "label", "command"])]
+        config: Option<PathBuf>,
+        /// Pod config file sent as sandbox_config (default: built from the pod's status).
+        pod_config: Option<PathBuf>,
+        /// Container name (when no config file is given).
+        #[arg(long, required_unless_present = "config")]
+        name: Option<String>,
+        /// Image (must be present).
+        #[arg(long, required_unless_present = "config")]
+        image: Option<String>,
+        /// Environment variables KEY=VALUE (repeatable).
+        #[arg(short, long)]
+        env: Vec<String>,
+        /// Container label KEY=VALUE (repeatable).
+        #[arg(long)]
+        label: Vec<String>,
+        /// Working directory.
+        #[arg(long)]
+        workdir: Option<String>,
+        /// The command and its arguments (default: the image's).
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// Start created containers.
+    Start {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Stop running containers: the stop signal, then SIGKILL after the timeout.
+    Stop {
+        /// Seconds to wait before SIGKILL.
+        #[arg(short = 't', long = "time", default_value_t = 10)]
+        time: i64,
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Remove containers.
+    Rm {
+        /// Stop (kill) running containers first.
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Stop pod sandboxes (and every container in them).
+    Stopp {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Remove pod sandboxes (and every container in them).
+    Rmp {
+        /// Stop the pods first.
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// List containers (running ones unless -a or --state).
+    Ps {
+        /// Show every container, not only running ones.
+        #[arg(short, long)]
+        all: bool,
+        /// Print only container ids.
+        #[arg(short, long)]
+        quiet: bool,
+        /// Only containers of this pod (id or unique prefix).
+        #[arg(long)]
+        pod: Option<String>,
+        /// Only containers in this state: created, running, exited or unknown.
+        #[arg(long)]
+        state: Option<String>,
+        /// Only containers with this label KEY=VALUE (repeatable).
+        #[arg(long)]
+        label: Vec<String>,
+    },
+    /// Show a container's status and runtime details as JSON.
+    Inspect { id: String },
+    /// Show a pod sandbox's status and runtime details as JSON.
+    Inspectp { id: String },
+    /// Print a container's log (the CRI log file on this host).
+    Logs {
+        /// Keep printing until the container exits.
+        #[arg(short, long)]
+        follow: bool,
+        id: String,
+    },
+    /// Run a command in a running container (ExecSync); exits with its exit code.
+    ///
+    /// `--timeout S` kills the command after S seconds.
+    Exec {
+        /// Container id (or a unique prefix).
+        id: String,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Time CRI calls against the endpoint (any CRI runtime): median, p99, min, max.
+    Bench(client::BenchArgs),
+    /// Explain which backend a pod with one container of IMAGE would get, and why.
+    ///
+    /// Offline: reads the config (as `serve` would) and probes this host's backends;
+    /// creates nothing. Exits 0 when the container would be created, 1 when RunPodSandbox
+    /// or CreateContainer would refuse it, 2 on a bad config or argument.
+    Select(SelectArgs),
+}
+
+#[derive(clap::Args)]
+struct SelectArgs {
+    /// Configuration file (TOML), as for `proxrt serve`.
+    #[arg(long, default_value = config::DEFAULT_PATH)]
+    config: PathBuf,
+    /// The container's image, as the pod spec names it.
+    #[arg(long)]
+    image: String,
+    /// The pod's RuntimeClass handler.
+    #[arg(long, default_value = "")]
+    handler: String,
+    /// A pod annotation KEY=VALUE (repeatable), e.g. proxrt.io/runtime=crun.
+    #[arg(long)]
+    annotation: Vec<String>,
+    /// Print the explanation as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -148,7 +308,8 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        command => run_client(&cli.endpoint, Duration::from_secs(cli.timeout), command),
+        Command::Select(args) => select(args),
+        command => run_client(&cli.endpoint, cli.timeout, command),
     }
 }
 
@@ -197,6 +358,40 @@ fn serve(args: ServeArgs) -> ExitCode {
     }
 }
 
+fn select(args: SelectArgs) -> ExitCode {
+    let explicit = args.config.as_os_str() != config::DEFAULT_PATH;
+    let config = match Config::load(&args.config, explicit) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("proxrt: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut annotations = std::collections::HashMap::new();
+    for a in &args.annotation {
+        let Some((k, v)) = a.split_once('=') else {
+            eprintln!("proxrt: --annotation {a:?} is not KEY=VALUE");
+            return ExitCode::from(2);
+        };
+        annotations.insert(k.to_owned(), v.to_owned());
+    }
+    let e = match proxrt::select::explain_offline(&config, &args.image, &args.handler, &annotations) {
+        Ok(e) => e,
+        Err((key, message)) => {
+            eprintln!("proxrt: config key `{key}`: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    match args.json {
+        true => println!("{}", serde_json::to_string_pretty(&e).unwrap_or_default()),
+        false => print!("{}", e.render()),
+    }
+    match e.outcome {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::from(1),
+    }
+}
+
 fn init_logging(flag: Option<&str>, configured: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = match (flag, std::env::var("RUST_LOG").ok()) {
@@ -211,7 +406,12 @@ fn init_logging(flag: Option<&str>, configured: &str) {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
-fn run_client(endpoint: &str, timeout: Duration, command: Command) -> ExitCode {
+fn run_client(endpoint: &str, timeout: Option<u64>, command: Command) -> ExitCode {
+    // For exec, --timeout is the command's: the answer may come that much later.
+    let rpc_timeout = match (&command, timeout) {
+        (Command::Exec { .. }, Some(t)) => Duration::from_secs(t.saturating_add(30)),
+        (_, t) => Duration::from_secs(t.unwrap_or(600)),
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -220,7 +420,7 @@ fn run_client(endpoint: &str, timeout: Duration, command: Command) -> ExitCode {
         }
     };
     let result: Result<(), ClientError> = runtime.block_on(async {
-        let mut cri = client::connect(endpoint, timeout).await?;
+        let mut cri = client::connect(endpoint, rpc_timeout).await?;
         match command {
             Command::Version => client::version(&mut cri).await,
             Command::Info => client::info(&mut cri).await,
@@ -234,7 +434,34 @@ fn run_client(endpoint: &str, timeout: Duration, command: Command) -> ExitCode {
                 let code = client::run(&mut cri, &opts).await?;
                 std::process::exit(code.clamp(0, 255));
             }
-            Command::Serve(_) | Command::Config(_) => unreachable!("handled before connecting"),
+            Command::Pods { quiet, state, label } => {
+                client::pods(&mut cri, &client::PodsOptions { quiet, state, labels: label }).await
+            }
+            Command::Runp { config, name, namespace, net_host, label, runtime } => {
+                let opts = client::RunpOptions { config, name, namespace, host_network: net_host, labels: label, runtime_handler: runtime };
+                client::runp(&mut cri, &opts).await
+            }
+            Command::Create { pod, config, pod_config, name, image, env, label, workdir, command } => {
+                let opts = client::CreateOptions { pod_id: pod, config, pod_config, name, image, env, labels: label, workdir, command };
+                client::create(&mut cri, &opts).await
+            }
+            Command::Start { ids } => client::start(&mut cri, &ids).await,
+            Command::Stop { time, ids } => client::stop(&mut cri, &ids, time).await,
+            Command::Rm { force, ids } => client::rm(&mut cri, &ids, force).await,
+            Command::Stopp { ids } => client::stopp(&mut cri, &ids).await,
+            Command::Rmp { force, ids } => client::rmp(&mut cri, &ids, force).await,
+            Command::Ps { all, quiet, pod, state, label } => {
+                client::ps(&mut cri, &client::PsOptions { all, quiet, pod, state, labels: label }).await
+            }
+            Command::Inspect { id } => client::inspect(&mut cri, &id).await,
+            Command::Inspectp { id } => client::inspectp(&mut cri, &id).await,
+            Command::Logs { follow, id } => client::logs(&mut cri, &id, follow).await,
+            Command::Exec { id, command } => {
+                let code = client::exec(&mut cri, &id, &command, timeout.unwrap_or(0) as i64).await?;
+                std::process::exit(code.clamp(0, 255));
+            }
+            Command::Bench(args) => client::bench::run(&mut cri, &args).await,
+            Command::Serve(_) | Command::Config(_) | Command::Select(_) => unreachable!("handled before connecting"),
         }
     });
     match result {

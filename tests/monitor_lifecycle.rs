@@ -134,6 +134,7 @@ impl Fixture {
             oom_score_adj: None,
             exec_max_output: 0,
             tty: false,
+            runtime: Default::default(),
         }
     }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use oci_spec::runtime::Spec;
 
 use super::{Backend, BackendError, CreateParams};
-use crate::monitor::{CreateRequest, ExecSyncRequest, ExecSyncResult, ExitStatus, MonitorClient, Zygote};
+use crate::monitor::{CreateRequest, ExecSyncRequest, ExecSyncResult, ExitStatus, MonitorClient, RuntimeKind, Zygote};
 
 pub struct LibcontainerBackend {
     zygote: Arc<Zygote>,
@@ -63,6 +63,7 @@ impl Backend for LibcontainerBackend {
                 oom_score_adj: p.oom_score_adj,
                 exec_max_output: self.exec_max_output,
                 tty: p.tty,
+                runtime: RuntimeKind::Libcontainer,
             })
             .await?;
         Ok(())

@@ -6,6 +6,7 @@
 //! remote, task-based backend (Proxmox LXC: create is a UPID task that may take
 //! seconds) fits the same calls as the in-process libcontainer one.
 
+pub mod crun;
 pub mod libcontainer;
 
 use std::path::{Path, PathBuf};
@@ -77,4 +78,16 @@ pub trait Backend: Send + Sync {
 
     /// Whether something still supervises the container (its monitor answers).
     fn is_alive(&self, run_dir: &Path) -> bool;
+
+    /// Why new containers cannot be created with this backend on this host (a missing
+    /// binary, a cgroup layout it refuses, an unreachable API), or None when they can.
+    /// Containers it already runs are still supervised, stopped and removed through it.
+    fn unavailable_reason(&self) -> Option<String> {
+        None
+    }
+
+    /// What `proxrt info` (Status verbose) shows about the backend: versions, paths.
+    fn describe(&self) -> serde_json::Value {
+        serde_json::Value::Object(Default::default())
+    }
 }

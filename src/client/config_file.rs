@@ -29,7 +29,8 @@ fn zeros() -> [Value; 5] {
 /// Reads a JSON config file into `T`; field names are snake_case as in the proto
 /// (`log_directory`, `security_context`), enums are numbers (`"network": 2`).
 pub fn read_config<T: DeserializeOwned>(path: &Path) -> Result<T, ClientError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ClientError::Usage(format!("{}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ClientError::Usage(format!("{}: {e}", path.display())))?;
     parse_config(&text).map_err(|e| ClientError::Usage(format!("{}: {e}", path.display())))
 }
 
@@ -51,7 +52,11 @@ pub fn parse_config<T: DeserializeOwned>(text: &str) -> Result<T, String> {
             (at, tried + 1)
         } else {
             let shown = err.path().to_string();
-            return Err(if shown == "." { message } else { format!("{shown}: {message}") });
+            return Err(if shown == "." {
+                message
+            } else {
+                format!("{shown}: {message}")
+            });
         };
         set(&mut value, &pointer, zeros()[zero].clone())?;
         filled.insert(pointer, zero);
@@ -87,14 +92,18 @@ fn escape(key: &str) -> String {
 
 /// Sets the value at a JSON pointer whose parent exists and is an object.
 fn set(root: &mut Value, pointer: &str, v: Value) -> Result<(), String> {
-    let (parent, key) = pointer.rsplit_once('/').ok_or_else(|| format!("bad path {pointer}"))?;
+    let (parent, key) = pointer
+        .rsplit_once('/')
+        .ok_or_else(|| format!("bad path {pointer}"))?;
     let key = key.replace("~1", "/").replace("~0", "~");
     match root.pointer_mut(parent) {
         Some(Value::Object(map)) => {
             map.insert(key, v);
             Ok(())
         }
-        _ => Err(format!("cannot fill {pointer}: its parent is not an object")),
+        _ => Err(format!(
+            "cannot fill {pointer}: its parent is not an object"
+        )),
     }
 }
 
@@ -120,7 +129,13 @@ mod tests {
         assert_eq!(pod.log_directory, "/tmp/logs");
         assert_eq!(pod.hostname, "");
         assert_eq!(pod.labels["app"], "web");
-        let ns = pod.linux.unwrap().security_context.unwrap().namespace_options.unwrap();
+        let ns = pod
+            .linux
+            .unwrap()
+            .security_context
+            .unwrap()
+            .namespace_options
+            .unwrap();
         assert_eq!(ns.network, NamespaceMode::Node as i32);
         assert_eq!(ns.pid, 0);
         assert!(pod.dns_config.is_none());

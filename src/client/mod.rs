@@ -1,8 +1,16 @@
 //! The debugging client: `proxrt version|info|pull|images|rmi|inspecti|image import`,
-//! speaking CRI to a daemon (proxrt's, or any CRI endpoint for the CRI calls).
+//! pods (`pods|runp|stopp|rmp|inspectp`) and containers (`create|start|stop|rm|ps|
+//! inspect|logs|exec`), speaking CRI to a daemon (proxrt's, or any CRI endpoint for
+//! the CRI calls).
 
+pub mod bench;
+mod bench_pods;
+pub mod config_file;
+mod containers;
 mod images;
+mod pods;
 pub mod run;
+pub mod table;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,8 +20,11 @@ use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use tonic::transport::{Channel, Endpoint, Uri};
 
+pub use bench::BenchArgs;
 pub use images::{images, import, inspecti, pull, rmi};
 pub use run::{run, RunOptions};
+pub use containers::{create, exec, inspect, logs, ps, rm, start, stop, CreateOptions, PsOptions};
+pub use pods::{inspectp, pods, rmp, runp, stopp, PodsOptions, RunpOptions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

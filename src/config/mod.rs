@@ -38,6 +38,12 @@ pub enum ConfigError {
 pub struct Config {
     pub daemon: DaemonConfig,
     pub runtime: RuntimeConfig,
+    /// RuntimeClass handlers: `[handlers.<name>]` (docs/runtime-selection.md).
+    pub handlers: BTreeMap<String, HandlerConfig>,
+    /// `[[image_rules]]`, in the order written; a file that lists any replaces the
+    /// shipped ones.
+    pub image_rules: Vec<ImageRuleConfig>,
+    pub crun: CrunConfig,
     pub images: ImagesConfig,
     pub registries: BTreeMap<String, RegistryConfig>,
 }
@@ -60,6 +66,74 @@ pub struct RuntimeConfig {
     pub cgroup_driver: String,
     pub max_log_line_size: usize,
     pub exec_sync_max_output: usize,
+}
+
+/// `[handlers.<name>]`: a RuntimeClass handler (also named by the `proxrt.io/runtime` pod
+/// annotation).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HandlerConfig {
+    /// `libcontainer`, `crun` or `proxmox-lxc`.
+    pub backend: String,
+    /// Passed to the backend; each backend names the keys it takes (libcontainer and crun
+    /// take none, so a typo is caught at startup).
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+/// One `[[image_rules]]` entry.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ImageRuleConfig {
+    #[serde(rename = "match")]
+    pub kind: MatchKind,
+    pub pattern: String,
+    pub backend: String,
+    /// Higher first; equal priorities keep the file's order.
+    #[serde(default)]
+    pub priority: i32,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MatchKind {
+    /// The name form starts with the pattern.
+    Prefix,
+    /// Shell glob over the whole name form; `*` does not cross `/`, `**` does.
+    Glob,
+    /// A regular expression (Rust `regex` syntax) matching a whole name form.
+    Regex,
+}
+
+impl MatchKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            MatchKind::Prefix => "prefix",
+            MatchKind::Glob => "glob",
+            MatchKind::Regex => "regex",
+        }
+    }
+}
+
+/// `[crun]`: the crun backend. Its state root is `<daemon.run_dir>/crun`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrunConfig {
+    /// The crun binary: an absolute path, or a name looked up in `PATH` at startup.
+    pub path: String,
+    pub hybrid_cgroups: HybridCgroups,
+}
+
+/// What the crun backend does on a hybrid cgroup host whose cgroup2 hierarchy still has
+/// controllers, which crun refuses (LIBCONTAINER.md).
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum HybridCgroups {
+    /// The backend is unavailable, with crun's reason.
+    Refuse,
+    /// Every crun command runs in a private mount namespace without the cgroup2 mount,
+    /// where crun sees (and manages) the cgroup v1 hierarchies only, as libcontainer does.
+    V1View,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -144,11 +218,11 @@ impl Config {
         if tracing_subscriber::EnvFilter::try_new(&self.daemon.log_level).is_err() {
             return bad("daemon.log_level", format!("{:?} is not a log filter", self.daemon.log_level));
         }
-        if self.runtime.default_backend != "libcontainer" {
-            return bad(
-                "runtime.default_backend",
-                format!("unknown backend {:?} (known: libcontainer)", self.runtime.default_backend),
-            );
+        // runtime.default_backend, [handlers] and [[image_rules]]: compiled once here so
+        // that a bad rule stops startup naming it.
+        crate::select::Selector::new(self)?;
+        if self.crun.path.is_empty() {
+            return bad("crun.path", "must name the crun binary".into());
         }
         if self.runtime.cgroup_driver != "cgroupfs" {
             return bad(

@@ -1,4 +1,4 @@
-//! CreateContainer: sandbox ready → name reserved → image config merged → OCI spec →
+//! CreateContainer: sandbox ready → backend selected → name reserved → image config merged → OCI spec →
 //! bundle (config.json + overlay rootfs) → backend create → record. Every step that
 //! makes something pushes its undo; any failure leaves no name, dir, mount, cgroup or
 //! process behind.
@@ -39,6 +39,9 @@ pub async fn create_container(
     if image_name.is_empty() {
         return Err(ContainerError::Invalid("container config has no image".into()));
     }
+    // Before anything is made and before the image is looked up: an image rule may send
+    // this image to a backend that cannot take it (another family, not available here).
+    let (backend, backend_reason) = d.select_container_backend(&sb, config.image.as_ref().unwrap_or(&Default::default()))?;
     // CreateContainer never pulls: the image must be present.
     let image = d.images().get(&image_name)?;
     let image_config = image.config.config().clone().unwrap_or_default();
@@ -51,7 +54,6 @@ pub async fn create_container(
         })?),
         None => None,
     };
-    let backend = d.backend(&sb.backend)?;
 
     let id = random_hex(32);
     let mut rb = Rollback::new(format!("create container {id}"));
@@ -129,6 +131,12 @@ pub async fn create_container(
     if let Some(p) = oci.process_mut() {
         // The monitor writes it into the container's init (LIBCONTAINER.md pitfall 3).
         p.set_oom_score_adj(None);
+        // An explicit `noNewPrivileges: false` makes libcontainer 0.7 load seccomp after
+        // dropping capabilities, where without CAP_SYS_ADMIN the kernel refuses it; absent,
+        // it loads it before, as runc does. Both mean "no no_new_privs" to every runtime.
+        if p.no_new_privileges() == Some(false) {
+            p.set_no_new_privileges(None);
+        }
     }
     ensure_workdir(&rootfs_dir, &oci)?;
     backend.prepare_spec(&mut oci)?;
@@ -151,7 +159,7 @@ pub async fn create_container(
         created_at: chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default(),
         log_path: log_path.clone(),
         backend: backend.name().to_owned(),
-        backend_reason: sb.backend_reason.clone(),
+        backend_reason,
         stop_signal,
         run_dir: run_dir.clone(),
     };

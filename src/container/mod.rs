@@ -49,6 +49,9 @@ pub enum ContainerError {
     Spec(#[from] SpecError),
     #[error(transparent)]
     Backend(#[from] BackendError),
+    /// Runtime selection refused the request (unknown handler, unavailable backend, mixed pod).
+    #[error(transparent)]
+    Select(#[from] crate::select::SelectError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error("{context}: {source}")]
@@ -72,6 +75,7 @@ impl Classify for ContainerError {
             ContainerError::Image(e) => e.kind(),
             ContainerError::Spec(e) => e.kind(),
             ContainerError::Backend(e) => e.kind(),
+            ContainerError::Select(e) => e.kind(),
             ContainerError::Store(_) | ContainerError::Io { .. } => Kind::Internal,
         }
     }

@@ -270,6 +270,12 @@ impl Images {
         if self.content.exists(&desc.digest) {
             return Ok(());
         }
+        // One download per blob: two pulls of one image by different names (tag and
+        // digest) share the config, which no layer lock covers.
+        let _one = self.locks.lock(&format!("blob:{}", desc.digest)).await;
+        if self.content.exists(&desc.digest) {
+            return Ok(());
+        }
         let tmp = IngestFile(self.content.ingest_path());
         self.registry.fetch_blob(resolved, reference, desc, &tmp.0).await?;
         self.content.commit_file(&tmp.0, &desc.digest, false)?;

@@ -407,13 +407,8 @@ fn registry_error(host: &str, original: &Reference, e: OciDistributionError) -> 
         OciDistributionError::AuthenticationFailure(m) | OciDistributionError::UnauthorizedError { url: m } => {
             (Kind::PermissionDenied, format!("registry {host} refused the credentials for {name}: {m}"))
         }
-        OciDistributionError::DigestError(d) => {
-            return ImageError::DigestMismatch {
-                what: format!("blob of {name} from {host}"),
-                expected: String::new(),
-                actual: d.to_string(),
-            }
-        }
+        // oci-client's message already says "Expected <digest>, got <digest>".
+        OciDistributionError::DigestError(d) => (Kind::DataLoss, format!("blob of {name} from {host}: {d}")),
         OciDistributionError::ServerError { code: 404, .. } => (Kind::NotFound, format!("{name} not found on {host}")),
         OciDistributionError::ServerError { code: 401 | 403, message, .. } => {
             (Kind::PermissionDenied, format!("registry {host} refused access to {name}: {message}"))

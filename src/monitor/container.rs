@@ -1,5 +1,6 @@
-//! The per-container monitor: creates the container with libcontainer, then serves its
-//! socket, copies its output into the CRI log, reaps it and records how it ended.
+//! The per-container monitor: creates the container with libcontainer (or the crun binary,
+//! see `crun.rs`), then serves its socket, copies its output into the CRI log, reaps it and
+//! records how it ended.
 //!
 //! Single-threaded for its whole life (libcontainer is unsafe otherwise, LIBCONTAINER.md
 //! pitfall 1); one `poll(2)` loop over a signalfd (SIGCHLD), the stdout/stderr pipes, the
@@ -23,6 +24,7 @@ use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 use oci_spec::runtime::Spec;
 
+use super::crun::{Crun, CrunExec};
 use super::exec::{self, ExecJob};
 use super::executor::CleanSignalsExecutor;
 use super::oom::oom_kill_count;
@@ -34,7 +36,7 @@ use super::protocol::{
     encode_line, write_frame, Fault, MonitorReply, MonitorRequest, Report, ACK, MAX_REQUEST_LINE,
 };
 use super::status::{write_status, ContainerStatusFile, STATUS_FILE};
-use super::zygote::CreateRequest;
+use super::zygote::{CreateRequest, RuntimeKind};
 use super::MONITOR_SOCKET;
 use crate::logs::{CriLogWriter, Stream};
 use crate::rollback::Rollback;
@@ -124,7 +126,7 @@ fn acknowledged(report: &mut UnixStream) -> bool {
 
 /// What `create` made and the loop needs.
 struct Built {
-    container: Container,
+    engine: Engine,
     init_pid: Pid,
     spec: Spec,
     stdout: OwnedFd,
@@ -174,8 +176,88 @@ fn create(req: &CreateRequest, rb: &mut Rollback) -> Result<Built, Failure> {
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| internal("pipe", &e))?;
     let stdin = fs::File::open("/dev/null").map_err(|e| internal("open /dev/null", &e))?;
 
-    fs::create_dir_all(&req.libcontainer_root)
-        .map_err(|e| internal(&format!("create {}", req.libcontainer_root.display()), &e))?;
+    let (engine, init_pid) = match &req.runtime {
+        RuntimeKind::Libcontainer => {
+            create_with_libcontainer(req, stdin, stdout_w, stderr_w, &cgroups_path, rb)?
+        }
+        RuntimeKind::Crun {
+            path,
+            root,
+            v1_view,
+        } => {
+            let crun = Crun::new(path, root, &req.id, *v1_view, &req.state_dir);
+            create_with_crun(req, crun, stdin, stdout_w, stderr_w, &cgroups_path, rb)?
+        }
+    };
+
+    if let Some(adj) = req.oom_score_adj {
+        fs::write(format!("/proc/{init_pid}/oom_score_adj"), adj.to_string())
+            .map_err(|e| internal(&format!("set oom_score_adj {adj} of the init"), &e))?;
+    }
+
+    let sock_path = req.state_dir.join(MONITOR_SOCKET);
+    let _ = fs::remove_file(&sock_path);
+    // Bound only now, after build(): the init (cloned during build) must not inherit the
+    // listener, or it would accept-queue clients after the monitor died.
+    let listener = UnixListener::bind(&sock_path)
+        .map_err(|e| internal(&format!("listen on {}", sock_path.display()), &e))?;
+    {
+        let sock_path = sock_path.clone();
+        rb.push("monitor socket", move || {
+            let _ = fs::remove_file(&sock_path);
+        });
+    }
+    let _ = fs::set_permissions(&sock_path, fs::Permissions::from_mode(0o600));
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| internal("monitor socket", &e))?;
+
+    let status = ContainerStatusFile {
+        monitor_pid: std::process::id() as i32,
+        init_pid: init_pid.as_raw(),
+        created_at: now_nanos(),
+        started_at: None,
+        finished_at: None,
+        exit_code: None,
+        signal: None,
+        oom_killed: false,
+        message: None,
+    };
+    write_status(&req.state_dir, &status).map_err(|e| internal("write status", &e))?;
+    {
+        let path = req.state_dir.join(STATUS_FILE);
+        rb.push("status file", move || {
+            let _ = fs::remove_file(&path);
+        });
+    }
+
+    Ok(Built {
+        engine,
+        init_pid,
+        spec,
+        stdout,
+        stderr,
+        log,
+        listener,
+        status,
+    })
+}
+
+/// libcontainer `build()`: the init is cloned by this process and waits for `start()`.
+fn create_with_libcontainer(
+    req: &CreateRequest,
+    stdin: fs::File,
+    stdout_w: OwnedFd,
+    stderr_w: OwnedFd,
+    cgroups_path: &Option<PathBuf>,
+    rb: &mut Rollback,
+) -> Result<(Engine, Pid), Failure> {
+    fs::create_dir_all(&req.libcontainer_root).map_err(|e| {
+        (
+            Fault::Internal,
+            format!("create {}: {e}", req.libcontainer_root.display()),
+        )
+    })?;
     let container_dir = req.libcontainer_root.join(&req.id);
     if container_dir.exists() {
         return Err((
@@ -239,58 +321,57 @@ fn create(req: &CreateRequest, rb: &mut Rollback) -> Result<Built, Failure> {
             "libcontainer reported no init pid".to_string(),
         )
     })?;
+    Ok((Engine::Libcontainer(container), init_pid))
+}
 
-    if let Some(adj) = req.oom_score_adj {
-        fs::write(format!("/proc/{init_pid}/oom_score_adj"), adj.to_string())
-            .map_err(|e| internal(&format!("set oom_score_adj {adj} of the init"), &e))?;
+/// `crun create`: crun clones the init, which waits for `crun start`; once crun has exited
+/// the init is this (subreaper) monitor's child.
+fn create_with_crun(
+    req: &CreateRequest,
+    crun: Crun,
+    stdin: fs::File,
+    stdout_w: OwnedFd,
+    stderr_w: OwnedFd,
+    cgroups_path: &Option<PathBuf>,
+    rb: &mut Rollback,
+) -> Result<(Engine, Pid), Failure> {
+    let state = crun.state_path();
+    if let Some(root) = state.parent() {
+        fs::create_dir_all(root)
+            .map_err(|e| (Fault::Internal, format!("create {}: {e}", root.display())))?;
     }
-
-    let sock_path = req.state_dir.join(MONITOR_SOCKET);
-    let _ = fs::remove_file(&sock_path);
-    // Bound only now, after build(): the init (cloned during build) must not inherit the
-    // listener, or it would accept-queue clients after the monitor died.
-    let listener = UnixListener::bind(&sock_path)
-        .map_err(|e| internal(&format!("listen on {}", sock_path.display()), &e))?;
-    {
-        let sock_path = sock_path.clone();
-        rb.push("monitor socket", move || {
-            let _ = fs::remove_file(&sock_path);
-        });
+    if state.exists() {
+        return Err((
+            Fault::State,
+            format!("crun state {} already exists", state.display()),
+        ));
     }
-    let _ = fs::set_permissions(&sock_path, fs::Permissions::from_mode(0o600));
-    listener
-        .set_nonblocking(true)
-        .map_err(|e| internal("monitor socket", &e))?;
-
-    let status = ContainerStatusFile {
-        monitor_pid: std::process::id() as i32,
-        init_pid: init_pid.as_raw(),
-        created_at: now_nanos(),
-        started_at: None,
-        finished_at: None,
-        exit_code: None,
-        signal: None,
-        oom_killed: false,
-        message: None,
+    let undo = {
+        let crun = crun.clone();
+        let cgroups_path = cgroups_path.clone();
+        move |init: Option<Pid>| {
+            if let Some(pid) = init {
+                let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+                let _ = nix::sys::wait::waitpid(pid, None);
+            }
+            if crun.delete().is_err() {
+                let _ = fs::remove_dir_all(crun.state_path());
+            }
+            crun.remove_files();
+            if let Some(cg) = &cgroups_path {
+                remove_cgroup_leaf(cg);
+            }
+        }
     };
-    write_status(&req.state_dir, &status).map_err(|e| internal("write status", &e))?;
-    {
-        let path = req.state_dir.join(STATUS_FILE);
-        rb.push("status file", move || {
-            let _ = fs::remove_file(&path);
-        });
-    }
-
-    Ok(Built {
-        container,
-        init_pid,
-        spec,
-        stdout,
-        stderr,
-        log,
-        listener,
-        status,
-    })
+    let init_pid = match crun.create(&req.bundle, stdin, stdout_w, stderr_w) {
+        Ok(pid) => pid,
+        Err(message) => {
+            undo(None);
+            return Err((Fault::Internal, message));
+        }
+    };
+    rb.push("container", move || undo(Some(init_pid)));
+    Ok((Engine::Crun(crun), init_pid))
 }
 
 /// Loads the bundle's spec. A `process.oomScoreAdj` is removed from config.json:
@@ -361,6 +442,93 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// What created the container, and is asked to start, kill and delete it.
+enum Engine {
+    Libcontainer(Container),
+    Crun(Crun),
+}
+
+impl Engine {
+    /// Lets the created init run the container's process.
+    fn start(&mut self, init_pid: Pid) -> Result<(), Failure> {
+        match self {
+            Engine::Libcontainer(c) => c.start().map_err(|e| {
+                // IncorrectStatus: the init died before it was started (killed, OOM).
+                let fault = match e {
+                    libcontainer::error::LibcontainerError::IncorrectStatus(_) => Fault::State,
+                    _ => Fault::Internal,
+                };
+                (fault, error_chain(&e))
+            }),
+            Engine::Crun(c) => c.start().map_err(|message| {
+                let fault = match has_exited(init_pid) {
+                    true => Fault::State,
+                    false => Fault::Internal,
+                };
+                (fault, message)
+            }),
+        }
+    }
+
+    /// SIGKILL to every process of the container's cgroup (frozen first by libcontainer).
+    fn kill_all(&mut self, init_pid: Pid) -> Result<(), String> {
+        match self {
+            Engine::Libcontainer(c) => c.kill(Signal::SIGKILL, true).map_err(|e| error_chain(&e)),
+            // crun refuses to signal a container whose init has just exited (not reaped
+            // yet): what is left in the cgroup then goes with `delete -f` in `finish`.
+            Engine::Crun(c) => match c.kill_all(libc::SIGKILL) {
+                Err(_) if has_exited(init_pid) => Ok(()),
+                other => other,
+            },
+        }
+    }
+
+    /// After the init was reaped: kills what is left in the cgroup, removes the cgroup and
+    /// the runtime's state. On failure the state dir and the leaf cgroup are removed anyway.
+    fn delete(&mut self, cgroups_path: Option<&Path>) -> Result<(), String> {
+        let result = match self {
+            Engine::Libcontainer(c) => c.delete(true).map_err(|e| {
+                let _ = fs::remove_dir_all(c.root.as_path());
+                error_chain(&e)
+            }),
+            Engine::Crun(c) => {
+                let deleted = c.delete().inspect_err(|_| {
+                    let _ = fs::remove_dir_all(c.state_path());
+                });
+                c.remove_files();
+                deleted
+            }
+        };
+        if result.is_err() {
+            if let Some(cg) = cgroups_path {
+                remove_cgroup_leaf(cg);
+            }
+        }
+        result
+    }
+
+    /// How an exec child reaches the container through crun (None: libcontainer).
+    fn crun_exec(&self, process: Option<&oci_spec::runtime::Process>) -> Option<CrunExec> {
+        match self {
+            Engine::Libcontainer(_) => None,
+            Engine::Crun(c) => Some(CrunExec {
+                crun: c.clone(),
+                process: process.cloned().unwrap_or_default(),
+            }),
+        }
+    }
+}
+
+/// The init has exited (a zombie waiting for us, or gone).
+fn has_exited(pid: Pid) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+        Err(_) => true,
+    }
+}
+
 /// A client connection whose request line is not complete yet.
 struct Conn {
     stream: UnixStream,
@@ -369,7 +537,7 @@ struct Conn {
 
 struct Monitor {
     req: CreateRequest,
-    container: Container,
+    engine: Engine,
     init_pid: Pid,
     spec: Spec,
     cgroups_path: Option<PathBuf>,
@@ -410,7 +578,7 @@ impl Monitor {
             .and_then(|l| l.cgroups_path().clone());
         Monitor {
             req,
-            container: built.container,
+            engine: built.engine,
             init_pid: built.init_pid,
             spec: built.spec,
             cgroups_path,
@@ -521,6 +689,9 @@ impl Monitor {
     /// libcontainer leaves each exec's `tenant-notify-*.sock` in the container's state dir;
     /// once no exec is in flight none of them is in use.
     fn sweep_tenant_sockets(&self) {
+        if !matches!(self.engine, Engine::Libcontainer(_)) {
+            return;
+        }
         let dir = self.req.libcontainer_root.join(&self.req.id);
         if let Ok(entries) = fs::read_dir(&dir) {
             for e in entries.flatten() {
@@ -615,13 +786,8 @@ impl Monitor {
         if self.status.started_at.is_some() {
             return MonitorReply::error(Fault::State, "container was already started");
         }
-        if let Err(e) = self.container.start() {
-            // IncorrectStatus: the init died before it was started (killed, OOM).
-            let fault = match e {
-                libcontainer::error::LibcontainerError::IncorrectStatus(_) => Fault::State,
-                _ => Fault::Internal,
-            };
-            return MonitorReply::error(fault, format!("start: {}", error_chain(&e)));
+        if let Err((fault, message)) = self.engine.start(self.init_pid) {
+            return MonitorReply::error(fault, format!("start: {message}"));
         }
         self.status.started_at = Some(now_nanos());
         if let Err(e) = write_status(&self.req.state_dir, &self.status) {
@@ -653,11 +819,8 @@ impl Monitor {
         if signal == libc::SIGKILL {
             // Also every other process of the cgroup (frozen first, so none can fork away):
             // a container sharing the pod's pid namespace does not die with its init.
-            if let Err(e) = self.container.kill(Signal::SIGKILL, true) {
-                return MonitorReply::error(
-                    Fault::Internal,
-                    format!("kill all: {}", error_chain(&e)),
-                );
+            if let Err(message) = self.engine.kill_all(self.init_pid) {
+                return MonitorReply::error(Fault::Internal, format!("kill all: {message}"));
             }
         }
         MonitorReply::Ok
@@ -685,6 +848,7 @@ impl Monitor {
         let process = self.spec.process().as_ref();
         let user = process.map(|p| p.user());
         let job = ExecJob {
+            crun: self.engine.crun_exec(process),
             id: self.req.id.clone(),
             libcontainer_root: self.req.libcontainer_root.clone(),
             args,
@@ -723,13 +887,9 @@ impl Monitor {
 
         let mut problems = Vec::new();
         // Kills whatever is left in the cgroup (exec'd processes, daemons of a container
-        // sharing a pid namespace), removes the cgroup and libcontainer's state.
-        if let Err(e) = self.container.delete(true) {
-            problems.push(format!("delete: {}", error_chain(&e)));
-            let _ = fs::remove_dir_all(self.container.root.as_path());
-            if let Some(cg) = &self.cgroups_path {
-                remove_cgroup_leaf(cg);
-            }
+        // sharing a pid namespace), removes the cgroup and the runtime's state.
+        if let Err(message) = self.engine.delete(self.cgroups_path.as_deref()) {
+            problems.push(format!("delete: {message}"));
         }
         self.wait_exec_children();
         self.drain_output(DRAIN_GRACE);

@@ -1,5 +1,6 @@
-//! ExecSync: a child of the monitor runs libcontainer's tenant exec into the running
-//! container, collects the output, enforces the deadline and answers the client itself.
+//! ExecSync: a child of the monitor runs libcontainer's tenant exec (or `crun exec
+//! --detach`) into the running container, collects the output, enforces the deadline and
+//! answers the client itself.
 //!
 //! A dedicated child keeps the monitor responsive (it goes on serving while an exec runs)
 //! and contains libcontainer's process-wide `chdir` (LIBCONTAINER.md pitfall 2).
@@ -17,6 +18,7 @@ use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 
 use super::container::error_chain;
+use super::crun::CrunExec;
 use super::executor::CleanSignalsExecutor;
 use super::process::{close_fds_except, exit_code_of, pidfd_open, set_nonblocking, wait_pid};
 use super::protocol::{encode_line, Fault, MonitorReply};
@@ -29,6 +31,8 @@ const DRAIN_GRACE: Duration = Duration::from_millis(500);
 
 /// What one exec runs, with the container process's identity (from config.json).
 pub(crate) struct ExecJob {
+    /// Some: the container was created by crun, and crun execs into it.
+    pub crun: Option<CrunExec>,
     pub id: String,
     pub libcontainer_root: PathBuf,
     pub args: Vec<String>,
@@ -79,6 +83,18 @@ fn run(job: &ExecJob) -> Result<Outcome, (Fault, String)> {
     let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| internal("pipe", &e))?;
     let stdin = std::fs::File::open("/dev/null").map_err(|e| internal("open /dev/null", &e))?;
     let started = Instant::now();
+    if let Some(crun) = &job.crun {
+        // crun exits once the process runs; as a subreaper this child inherits the
+        // process and can wait for it (and its exit status) like libcontainer's.
+        nix::sys::prctl::set_child_subreaper(true)
+            .map_err(|e| internal("become a child subreaper", &e))?;
+        let pid = crun
+            .spawn(&job.args, stdin, out_w, err_w)
+            .map_err(|message| (Fault::Internal, format!("exec {:?}: {message}", job.args)))?;
+        let deadline = job.timeout.map(|t| started + t);
+        return collect(pid, [out_r, err_r], deadline, max_output(job))
+            .map_err(|e| internal("exec output", &e));
+    }
     let pid = ContainerBuilder::new(job.id.clone(), SyscallType::default())
         .with_executor(CleanSignalsExecutor)
         .with_root_path(&job.libcontainer_root)
@@ -102,12 +118,14 @@ fn run(job: &ExecJob) -> Result<Outcome, (Fault, String)> {
             )
         })?;
     let deadline = job.timeout.map(|t| started + t);
-    let max = if job.max_output == 0 {
-        DEFAULT_MAX_OUTPUT
-    } else {
-        job.max_output
-    };
-    collect(pid, [out_r, err_r], deadline, max).map_err(|e| internal("exec output", &e))
+    collect(pid, [out_r, err_r], deadline, max_output(job)).map_err(|e| internal("exec output", &e))
+}
+
+fn max_output(job: &ExecJob) -> usize {
+    match job.max_output {
+        0 => DEFAULT_MAX_OUTPUT,
+        n => n,
+    }
 }
 
 /// Reads both pipes (keeping at most `max` bytes of each) until the process has exited and

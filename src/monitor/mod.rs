@@ -8,10 +8,11 @@
 //! zygote (forked or re-exec'd before any thread exists; never multi-threaded)
 //!   │  fork → fork (the middle process exits at once: monitors are re-parented to init,
 //!   │  so they survive `kill -9` of the daemon and of the zygote)
-//!   ├──▶ monitor (one per container, single-threaded for life)
-//!   │      libcontainer build() → report init pid to the daemon → serve <state_dir>/monitor.sock
-//!   │      stdout/stderr pipes → CRI log; reaps the init; status.json; delete(true); exits
-//!   │      └──▶ exec child (one per ExecSync: libcontainer tenant exec, collects output)
+//!   ├──▶ monitor (one per container, single-threaded for life, child subreaper)
+//!   │      libcontainer build() or `crun create` → report init pid → serve <state_dir>/monitor.sock
+//!   │      stdout/stderr pipes → CRI log; reaps the init; status.json; delete; exits
+//!   │      └──▶ exec child (one per ExecSync: libcontainer tenant exec or `crun exec
+//!   │           --detach`, collects output)
 //!   └──▶ sandbox setup (unshare, hostname, lo up, sysctls, bind-mounts the ns files)
 //!          └──▶ holder ("proxrt-pause": pid 1 of the pod's pid namespace, sleeps, reaps)
 //! ```
@@ -28,6 +29,7 @@
 
 mod client;
 mod container;
+mod crun;
 mod exec;
 mod executor;
 mod oom;
@@ -43,7 +45,7 @@ use std::path::PathBuf;
 pub use client::{ExecSyncRequest, ExecSyncResult, ExitStatus, MonitorClient};
 pub use sandbox::{teardown_sandbox, SandboxCreated, SandboxRequest, HOLDER_NAME};
 pub use status::{read_status, ContainerStatusFile, STATUS_FILE};
-pub use zygote::{zygote_main, CreateRequest, Created, Zygote, ZYGOTE_FD, ZYGOTE_SUBCOMMAND};
+pub use zygote::{zygote_main, CreateRequest, Created, RuntimeKind, Zygote, ZYGOTE_FD, ZYGOTE_SUBCOMMAND};
 
 use crate::error::{Classify, Kind};
 

@@ -66,6 +66,30 @@ pub struct CreateRequest {
     /// Not supported yet: a request with `tty: true` (or a spec with `process.terminal`)
     /// fails with `InvalidRequest`.
     pub tty: bool,
+    /// What creates the container (libcontainer when absent, as in older daemons' requests).
+    #[serde(default)]
+    pub runtime: RuntimeKind,
+}
+
+/// Which runtime creates the container. The monitor supervises either the same way: logs,
+/// status.json, reaping, exit codes, OOM, exec.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum RuntimeKind {
+    /// youki's libcontainer, in the monitor process (`libcontainer_root` is its state root).
+    #[default]
+    Libcontainer,
+    /// The crun binary, run by the monitor for each operation (see monitor/crun.rs).
+    Crun {
+        /// Absolute path of the crun binary.
+        path: PathBuf,
+        /// crun's `--root`.
+        root: PathBuf,
+        /// Run every crun command in a private mount namespace without the cgroup2 mount
+        /// (`[crun] hybrid_cgroups = "v1-view"`).
+        #[serde(default)]
+        v1_view: bool,
+    },
 }
 
 /// A container in the created state, with its monitor running.
@@ -187,7 +211,9 @@ impl Zygote {
     pub fn is_alive(&self) -> bool {
         match std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) {
             // The state is the first field after the ")" that closes the command name.
-            Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X'])),
+            Ok(stat) => stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X'])),
             Err(_) => false,
         }
     }
@@ -451,6 +477,15 @@ fn validate_create(req: &CreateRequest) -> Result<(), MonitorError> {
         ));
     }
     validate_id(&req.id)?;
+    if let RuntimeKind::Crun { path, root, .. } = &req.runtime {
+        if !path.is_absolute() || !root.is_absolute() {
+            return Err(MonitorError::InvalidRequest(format!(
+                "crun binary {} and root {} must be absolute paths",
+                path.display(),
+                root.display()
+            )));
+        }
+    }
     let sock = req.state_dir.join(MONITOR_SOCKET);
     if sock.as_os_str().len() > 107 {
         return Err(MonitorError::InvalidRequest(format!(
@@ -711,11 +746,47 @@ mod tests {
             oom_score_adj: None,
             exec_max_output: 0,
             tty: true,
+            runtime: RuntimeKind::Libcontainer,
         };
         assert!(validate_create(&req).is_err());
         req.tty = false;
         assert!(validate_create(&req).is_ok());
         req.state_dir = PathBuf::from("/run/").join("x".repeat(120));
         assert!(validate_create(&req).is_err());
+    }
+
+    #[test]
+    fn crun_requests_need_absolute_paths_and_default_to_libcontainer() {
+        let mut req = CreateRequest {
+            id: "a".repeat(64),
+            bundle: "/b".into(),
+            state_dir: "/run/s".into(),
+            libcontainer_root: "/run/l".into(),
+            log_path: None,
+            max_log_line_size: 0,
+            oom_score_adj: None,
+            exec_max_output: 0,
+            tty: false,
+            runtime: RuntimeKind::Crun {
+                path: "crun".into(),
+                root: "/run/crun".into(),
+                v1_view: false,
+            },
+        };
+        assert!(validate_create(&req)
+            .unwrap_err()
+            .to_string()
+            .contains("absolute"));
+        req.runtime = RuntimeKind::Crun {
+            path: "/usr/bin/crun".into(),
+            root: "/run/crun".into(),
+            v1_view: true,
+        };
+        assert!(validate_create(&req).is_ok());
+        // A request from a daemon that predates the field is a libcontainer one.
+        let mut json = serde_json::to_value(&req).unwrap();
+        json.as_object_mut().unwrap().remove("runtime");
+        let back: CreateRequest = serde_json::from_value(json).unwrap();
+        assert_eq!(back.runtime, RuntimeKind::Libcontainer);
     }
 }

@@ -37,6 +37,9 @@ pub enum SandboxError {
     Name(#[from] NameTaken),
     #[error(transparent)]
     Monitor(#[from] MonitorError),
+    /// Runtime selection refused the request (unknown handler, unavailable backend, mixed pod).
+    #[error(transparent)]
+    Select(#[from] crate::select::SelectError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error("{context}: {source}")]
@@ -63,6 +66,7 @@ impl Classify for SandboxError {
             SandboxError::NotReady { .. } => Kind::FailedPrecondition,
             SandboxError::Name(e) => e.kind(),
             SandboxError::Monitor(e) => e.kind(),
+            SandboxError::Select(e) => e.kind(),
             SandboxError::Store(_) | SandboxError::Io { .. } => Kind::Internal,
         }
     }

@@ -6,6 +6,7 @@
 //! and goes away on drop, so tests run in parallel (nextest: one process per test).
 //! Each test binary uses a different subset of this module.
 #![allow(dead_code)]
+pub mod pods;
 
 use std::fs;
 use std::future::Future;
@@ -39,7 +40,9 @@ pub fn proxrt_bin() -> &'static Path {
 
 /// A script of the repository's `hack/` dir.
 pub fn hack(script: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("hack").join(script)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("hack")
+        .join(script)
 }
 
 /// A fresh temp dir under /tmp (never the caller's cwd or $TMPDIR, which may be shared).
@@ -116,17 +119,22 @@ impl TestDaemon {
         let run_dir = dir.path().join("run");
         let socket = run_dir.join("proxrt.sock");
         let config = dir.path().join("config.toml");
-        let mut table: toml::Table = toml::from_str(extra_toml).expect("extra_toml is not valid TOML");
+        let mut table: toml::Table =
+            toml::from_str(extra_toml).expect("extra_toml is not valid TOML");
         let daemon = table
             .entry("daemon")
             .or_insert_with(|| toml::Value::Table(toml::Table::new()))
             .as_table_mut()
             .expect("[daemon] must be a table");
         for (key, path) in [("root", &root), ("run_dir", &run_dir), ("socket", &socket)] {
-            assert!(!daemon.contains_key(key), "TestDaemon sets daemon.{key} itself");
+            assert!(
+                !daemon.contains_key(key),
+                "TestDaemon sets daemon.{key} itself"
+            );
             daemon.insert(key.into(), toml::Value::String(path.display().to_string()));
         }
-        fs::write(&config, toml::to_string(&table).expect("serialize config")).expect("write config");
+        fs::write(&config, toml::to_string(&table).expect("serialize config"))
+            .expect("write config");
         let mut d = TestDaemon {
             socket,
             root,
@@ -220,7 +228,9 @@ impl TestDaemon {
         loop {
             match child.try_wait() {
                 Ok(Some(status)) => return (status, false),
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
                 _ => {
                     let _ = child.kill();
                     return (child.wait().expect("wait for the daemon"), true);
@@ -235,7 +245,11 @@ impl TestDaemon {
             .append(true)
             .open(&self.log_path)
             .expect("open daemon log");
-        let _ = writeln!(&log, "---- test fixture: proxrt serve --config {}", self.config.display());
+        let _ = writeln!(
+            &log,
+            "---- test fixture: proxrt serve --config {}",
+            self.config.display()
+        );
         let child = Command::new(proxrt_bin())
             .arg("serve")
             .arg("--config")
@@ -254,9 +268,16 @@ impl TestDaemon {
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 self.child = None;
-                panic!("proxrt serve exited with {status} before serving\n{}", self.log_banner());
+                panic!(
+                    "proxrt serve exited with {status} before serving\n{}",
+                    self.log_banner()
+                );
             }
             if self.socket.exists() && version_answers(&self.endpoint()) {
                 return;
@@ -274,7 +295,11 @@ impl TestDaemon {
     }
 
     fn log_banner(&self) -> String {
-        format!("---- daemon log ({}) ----\n{}---- end of daemon log ----", self.log_path.display(), self.log())
+        format!(
+            "---- daemon log ({}) ----\n{}---- end of daemon log ----",
+            self.log_path.display(),
+            self.log()
+        )
     }
 
     // ----- the image store on disk -----
@@ -299,19 +324,32 @@ impl TestDaemon {
     /// or half-made) or download in flight. Lists what it found when it fails.
     pub fn assert_image_store_empty(&self, context: &str) {
         let mut found = Vec::new();
-        for dir in [self.records_dir(), self.blobs_dir(), self.snapshots_dir(), self.ingest_dir()] {
+        for dir in [
+            self.records_dir(),
+            self.blobs_dir(),
+            self.snapshots_dir(),
+            self.ingest_dir(),
+        ] {
             if let Ok(entries) = fs::read_dir(&dir) {
                 found.extend(entries.flatten().map(|e| e.path().display().to_string()));
             }
         }
-        assert!(found.is_empty(), "{context}: image store not empty:\n  {}", found.join("\n  "));
+        assert!(
+            found.is_empty(),
+            "{context}: image store not empty:\n  {}",
+            found.join("\n  ")
+        );
     }
 
     /// What a teardown must not find: downloads or unpacks left half-done.
     fn leftovers(&self) -> Vec<String> {
         let mut found = Vec::new();
         if let Ok(entries) = fs::read_dir(self.ingest_dir()) {
-            found.extend(entries.flatten().map(|e| format!("ingest file {}", e.path().display())));
+            found.extend(
+                entries
+                    .flatten()
+                    .map(|e| format!("ingest file {}", e.path().display())),
+            );
         }
         if let Ok(entries) = fs::read_dir(self.snapshots_dir()) {
             found.extend(
@@ -331,11 +369,16 @@ impl Drop for TestDaemon {
         if self.child.is_some() {
             let (status, killed) = self.stop();
             if killed {
-                problems.push(format!("daemon ignored SIGTERM for {STOP_GRACE:?} and was killed"));
+                problems.push(format!(
+                    "daemon ignored SIGTERM for {STOP_GRACE:?} and was killed"
+                ));
             } else if !status.success() {
                 problems.push(format!("daemon exited with {status} on SIGTERM"));
             } else if self.socket.exists() {
-                problems.push(format!("daemon left its socket {} behind", self.socket.display()));
+                problems.push(format!(
+                    "daemon left its socket {} behind",
+                    self.socket.display()
+                ));
             }
             problems.extend(self.leftovers());
         }
@@ -360,7 +403,9 @@ pub fn version_answers(endpoint: &str) -> bool {
             return false;
         };
         cri.runtime
-            .version(VersionRequest { version: "v1".into() })
+            .version(VersionRequest {
+                version: "v1".into(),
+            })
             .await
             .is_ok()
     })
@@ -401,14 +446,20 @@ impl Registry {
             .expect("run hack/registry start");
         let addr = String::from_utf8_lossy(&out.stdout).trim().to_owned();
         if !out.status.success() || addr.is_empty() {
-            let _ = Command::new(hack("registry")).arg("stop").arg(dir.path()).status();
+            let _ = Command::new(hack("registry"))
+                .arg("stop")
+                .arg(dir.path())
+                .status();
             panic!(
                 "hack/registry start failed ({}):\n{}",
                 out.status,
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        Registry { addr, own: Some(dir) }
+        Registry {
+            addr,
+            own: Some(dir),
+        }
     }
 
     fn own_dir(&self) -> &Path {
@@ -439,7 +490,11 @@ impl Registry {
         self.log()
             .lines()
             .filter(|l| l.contains(&request))
-            .filter(|l| l.split('"').nth(2).is_some_and(|s| s.trim_start().starts_with("200")))
+            .filter(|l| {
+                l.split('"')
+                    .nth(2)
+                    .is_some_and(|s| s.trim_start().starts_with("200"))
+            })
             .count()
     }
 }
@@ -447,7 +502,10 @@ impl Registry {
 impl Drop for Registry {
     fn drop(&mut self) {
         if let Some(dir) = &self.own {
-            let _ = Command::new(hack("registry")).arg("stop").arg(dir.path()).status();
+            let _ = Command::new(hack("registry"))
+                .arg("stop")
+                .arg(dir.path())
+                .status();
         }
     }
 }
@@ -485,7 +543,10 @@ impl Pushed {
     }
     /// The repository path without the registry (as registry URLs and logs spell it).
     pub fn repo_path(&self) -> &str {
-        self.repository.split_once('/').map(|(_, r)| r).unwrap_or(&self.repository)
+        self.repository
+            .split_once('/')
+            .map(|(_, r)| r)
+            .unwrap_or(&self.repository)
     }
 }
 
@@ -506,7 +567,8 @@ pub fn busybox_layout() -> PathBuf {
     if cached.join("index.json").exists() {
         return cached;
     }
-    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(".busybox-oci-{}", random_hex(6)));
+    let tmp =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(".busybox-oci-{}", random_hex(6)));
     run(Command::new(hack("busybox-image")).arg(&tmp));
     // Another test process may have won the race: either copy is the same bytes.
     if fs::rename(&tmp, &cached).is_err() {
@@ -521,13 +583,24 @@ pub fn push_layout(registry: &Registry, layout: &Path, repo_tag: &str) -> Pushed
     let digest_file = scratch.path().join("digest");
     let dest = format!("{}/{repo_tag}", registry.addr);
     run(Command::new("skopeo")
-        .args(["copy", "--quiet", "--dest-tls-verify=false", "--digestfile"])
+        // --preserve-digests: push the layout byte for byte (skopeo would gzip plain tar
+        // layers and rewrite the manifest), so tests know every digest in advance.
+        .args([
+            "copy",
+            "--quiet",
+            "--preserve-digests",
+            "--dest-tls-verify=false",
+            "--digestfile",
+        ])
         .arg(&digest_file)
         .arg(format!("oci:{}:latest", layout.display()))
         .arg(format!("docker://{dest}"))
         // skopeo buffers blobs in TMPDIR: keep that inside this push's own dir.
         .env("TMPDIR", scratch.path()));
-    let digest = fs::read_to_string(&digest_file).expect("skopeo --digestfile").trim().to_owned();
+    let digest = fs::read_to_string(&digest_file)
+        .expect("skopeo --digestfile")
+        .trim()
+        .to_owned();
     let (id, layers, size) = read_manifest(layout, &digest);
     let repository = match repo_tag.rsplit_once(':') {
         Some((repo, tag)) if !tag.contains('/') => format!("{}/{repo}", registry.addr),
@@ -547,10 +620,17 @@ pub fn push_layout(registry: &Registry, layout: &Path, repo_tag: &str) -> Pushed
 /// an OCI layout.
 fn read_manifest(layout: &Path, digest: &str) -> (String, Vec<String>, u64) {
     let hex = digest.strip_prefix("sha256:").expect("sha256 digest");
-    let raw = fs::read(layout.join("blobs/sha256").join(hex))
-        .unwrap_or_else(|e| panic!("manifest {digest} is not in {} (did skopeo rewrite it?): {e}", layout.display()));
+    let raw = fs::read(layout.join("blobs/sha256").join(hex)).unwrap_or_else(|e| {
+        panic!(
+            "manifest {digest} is not in {} (did skopeo rewrite it?): {e}",
+            layout.display()
+        )
+    });
     let m: serde_json::Value = serde_json::from_slice(&raw).expect("manifest JSON");
-    let id = m["config"]["digest"].as_str().expect("config digest").to_owned();
+    let id = m["config"]["digest"]
+        .as_str()
+        .expect("config digest")
+        .to_owned();
     let layers = m["layers"]
         .as_array()
         .expect("layers")
@@ -558,7 +638,12 @@ fn read_manifest(layout: &Path, digest: &str) -> (String, Vec<String>, u64) {
         .map(|l| l["digest"].as_str().expect("layer digest").to_owned())
         .collect();
     let size = m["config"]["size"].as_u64().expect("config size")
-        + m["layers"].as_array().expect("layers").iter().map(|l| l["size"].as_u64().expect("layer size")).sum::<u64>();
+        + m["layers"]
+            .as_array()
+            .expect("layers")
+            .iter()
+            .map(|l| l["size"].as_u64().expect("layer size"))
+            .sum::<u64>();
     (id, layers, size)
 }
 
@@ -653,7 +738,9 @@ impl TestImage {
             header.set_gid(0);
             header.set_mtime(0);
             header.set_entry_type(tar::EntryType::Regular);
-            builder.append_data(&mut header, path, contents.as_slice()).expect("tar entry");
+            builder
+                .append_data(&mut header, path, contents.as_slice())
+                .expect("tar entry");
         }
         builder.into_inner().expect("finish tar")
     }
@@ -687,7 +774,8 @@ impl TestImage {
                 "size": layer_size,
             }],
         });
-        let (manifest_digest, manifest_size) = put(&serde_json::to_vec(&manifest).expect("manifest JSON"));
+        let (manifest_digest, manifest_size) =
+            put(&serde_json::to_vec(&manifest).expect("manifest JSON"));
         let index = serde_json::json!({
             "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.index.v1+json",
@@ -698,8 +786,13 @@ impl TestImage {
                 "annotations": {"org.opencontainers.image.ref.name": "latest"},
             }],
         });
-        fs::write(dir.join("index.json"), serde_json::to_vec(&index).expect("index JSON")).expect("write index");
-        fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).expect("write oci-layout");
+        fs::write(
+            dir.join("index.json"),
+            serde_json::to_vec(&index).expect("index JSON"),
+        )
+        .expect("write index");
+        fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)
+            .expect("write oci-layout");
         manifest_digest
     }
 
@@ -747,9 +840,16 @@ pub async fn image_status(cri: &mut Cri, image: &str) -> Option<Image> {
 }
 
 /// ImageStatus as the daemon answers it, verbose info included when asked.
-pub async fn try_image_status(cri: &mut Cri, image: &str, verbose: bool) -> Result<ImageStatusResponse, tonic::Status> {
+pub async fn try_image_status(
+    cri: &mut Cri,
+    image: &str,
+    verbose: bool,
+) -> Result<ImageStatusResponse, tonic::Status> {
     cri.images
-        .image_status(ImageStatusRequest { image: spec(image), verbose })
+        .image_status(ImageStatusRequest {
+            image: spec(image),
+            verbose,
+        })
         .await
         .map(|r| r.into_inner())
 }
@@ -781,7 +881,10 @@ pub async fn image_fs_usage(cri: &mut Cri) -> (u64, u64) {
         .await
         .unwrap_or_else(|s| panic!("ImageFsInfo: {s:?}"))
         .into_inner();
-    let fs = info.image_filesystems.first().expect("ImageFsInfo lists the image filesystem");
+    let fs = info
+        .image_filesystems
+        .first()
+        .expect("ImageFsInfo lists the image filesystem");
     (
         fs.used_bytes.as_ref().map(|v| v.value).unwrap_or_default(),
         fs.inodes_used.as_ref().map(|v| v.value).unwrap_or_default(),
@@ -796,7 +899,10 @@ pub fn files_under(dir: &Path) -> usize {
     entries
         .flatten()
         .map(|e| {
-            let is_dir = e.file_type().map(|t| t.is_dir() && !t.is_symlink()).unwrap_or(false);
+            let is_dir = e
+                .file_type()
+                .map(|t| t.is_dir() && !t.is_symlink())
+                .unwrap_or(false);
             1 + if is_dir { files_under(&e.path()) } else { 0 }
         })
         .sum()
@@ -804,5 +910,7 @@ pub fn files_under(dir: &Path) -> usize {
 
 /// Whether `path` is a unix socket file.
 pub fn is_socket(path: &Path) -> bool {
-    fs::symlink_metadata(path).map(|m| m.file_type().is_socket()).unwrap_or(false)
+    fs::symlink_metadata(path)
+        .map(|m| m.file_type().is_socket())
+        .unwrap_or(false)
 }

@@ -1,0 +1,384 @@
+//! The crun backend: the same bundle libcontainer gets, run by the `crun` binary under the
+//! same per-container monitor (logs, exit codes, OOM, exec, survival across daemon
+//! restarts); see src/monitor/crun.rs for the monitor's side.
+//!
+//! Whether crun can create containers on this host is decided once, at startup: the binary
+//! must run, and crun (1.x) refuses a hybrid cgroup host whose cgroup2 hierarchy at
+//! /sys/fs/cgroup/unified still lists controllers ("cgroups in hybrid mode not supported,
+//! drop all controllers from cgroupv2"; LIBCONTAINER.md). Unless `[crun] hybrid_cgroups =
+//! "v1-view"` works around that, the backend is then unavailable with that reason: new
+//! containers are refused with FailedPrecondition, existing ones are still supervised.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use oci_spec::runtime::Spec;
+use serde::Serialize;
+
+use super::{Backend, BackendError, CreateParams};
+use crate::config::{Config, CrunConfig, HybridCgroups};
+use crate::error::Kind;
+use crate::monitor::{
+    CreateRequest, ExecSyncRequest, ExecSyncResult, ExitStatus, MonitorClient, RuntimeKind, Zygote,
+};
+
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+/// Where hybrid hosts mount cgroup2, and where crun looks for it.
+const HYBRID_CGROUP2: &str = "/sys/fs/cgroup/unified";
+const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+const TMPFS_MAGIC: i64 = 0x0102_1994;
+
+/// The cgroup layout as crun classifies it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "mode")]
+pub enum CgroupLayout {
+    /// cgroup2 at /sys/fs/cgroup (Proxmox VE 7+).
+    Unified,
+    /// cgroup v1 hierarchies only.
+    Legacy,
+    /// v1 hierarchies plus cgroup2 at /sys/fs/cgroup/unified, whose `cgroup.controllers`
+    /// lists these controllers.
+    Hybrid { cgroup2_controllers: Vec<String> },
+}
+
+impl CgroupLayout {
+    /// Reads the layout the way crun does: the file system type of /sys/fs/cgroup, then of
+    /// /sys/fs/cgroup/unified, then that hierarchy's `cgroup.controllers`.
+    // `f_type` is an i64 here, but a u32 or i32 on other targets.
+    #[allow(clippy::unnecessary_cast)]
+    pub fn detect() -> CgroupLayout {
+        let fs_type = |p: &str| {
+            nix::sys::statfs::statfs(p)
+                .ok()
+                .map(|s| s.filesystem_type().0 as i64)
+        };
+        let controllers =
+            std::fs::read_to_string(Path::new(HYBRID_CGROUP2).join("cgroup.controllers"))
+                .unwrap_or_default();
+        CgroupLayout::classify(fs_type(CGROUP_ROOT), fs_type(HYBRID_CGROUP2), &controllers)
+    }
+
+    fn classify(root: Option<i64>, unified: Option<i64>, controllers: &str) -> CgroupLayout {
+        match (root, unified) {
+            (Some(CGROUP2_SUPER_MAGIC), _) => CgroupLayout::Unified,
+            (Some(TMPFS_MAGIC), Some(CGROUP2_SUPER_MAGIC)) => CgroupLayout::Hybrid {
+                cgroup2_controllers: controllers.split_whitespace().map(str::to_owned).collect(),
+            },
+            _ => CgroupLayout::Legacy,
+        }
+    }
+
+    /// Why crun refuses this layout, if it does.
+    pub fn crun_refusal(&self) -> Option<String> {
+        match self {
+            CgroupLayout::Hybrid { cgroup2_controllers } if !cgroup2_controllers.is_empty() => Some(format!(
+                "this host has hybrid cgroups and the cgroup2 hierarchy at {HYBRID_CGROUP2} still has controllers \
+                 (cgroup.controllers: {:?}), which crun refuses: \"cgroups in hybrid mode not supported, drop all \
+                 controllers from cgroupv2\"; mount those controllers as cgroup v1 hierarchies, or set [crun] \
+                 hybrid_cgroups = \"v1-view\"",
+                cgroup2_controllers.join(" ")
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// What the startup probe found.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CrunProbe {
+    /// The binary, resolved to an absolute path.
+    pub binary: Option<PathBuf>,
+    /// The first line of `crun --version`.
+    pub version: Option<String>,
+    pub cgroups: CgroupLayout,
+    /// Every crun command runs in a private cgroup v1 view (the layout needs it and the
+    /// config allows it).
+    pub v1_view: bool,
+    /// Why the backend cannot create containers here.
+    pub unavailable: Option<String>,
+}
+
+impl CrunProbe {
+    /// Finds the binary, runs `crun --version` and checks the cgroup layout.
+    pub fn run(config: &CrunConfig) -> CrunProbe {
+        CrunProbe::with_layout(config, CgroupLayout::detect())
+    }
+
+    fn with_layout(config: &CrunConfig, cgroups: CgroupLayout) -> CrunProbe {
+        let mut probe = CrunProbe {
+            binary: None,
+            version: None,
+            cgroups,
+            v1_view: false,
+            unavailable: None,
+        };
+        let binary = match resolve_binary(&config.path) {
+            Ok(b) => b,
+            Err(reason) => {
+                probe.unavailable = Some(reason);
+                return probe;
+            }
+        };
+        match version_of(&binary) {
+            Ok(v) => probe.version = Some(v),
+            Err(reason) => probe.unavailable = Some(reason),
+        }
+        probe.binary = Some(binary);
+        if probe.unavailable.is_none() {
+            if let Some(refusal) = probe.cgroups.crun_refusal() {
+                match config.hybrid_cgroups {
+                    HybridCgroups::Refuse => probe.unavailable = Some(refusal),
+                    HybridCgroups::V1View => probe.v1_view = true,
+                }
+            }
+        }
+        probe
+    }
+}
+
+/// `path` as given when it has a slash, else the first executable `path` in `$PATH`.
+fn resolve_binary(path: &str) -> Result<PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if path.contains('/') {
+        let p = std::fs::canonicalize(path).map_err(|e| format!("crun binary {path}: {e}"))?;
+        return match executable(&p) {
+            true => Ok(p),
+            false => Err(format!("crun binary {path} is not an executable file")),
+        };
+    }
+    let search = std::env::var("PATH")
+        .unwrap_or_else(|_| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    search
+        .split(':')
+        .filter(|d| !d.is_empty())
+        .map(|d| Path::new(d).join(path))
+        .find(|p| executable(p))
+        .ok_or_else(|| format!("crun binary {path:?} not found in PATH ({search}); install crun or set [crun] path"))
+}
+
+fn version_of(binary: &Path) -> Result<String, String> {
+    let out = std::process::Command::new(binary)
+        .arg("--version")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("run {} --version: {e}", binary.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    match (out.status.success(), text.lines().next()) {
+        (true, Some(first)) => Ok(first.trim().to_owned()),
+        _ => Err(format!(
+            "{} --version failed ({}): {}",
+            binary.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+    }
+}
+
+pub struct CrunBackend {
+    zygote: Arc<Zygote>,
+    probe: CrunProbe,
+    /// crun's `--root`: `<run_dir>/crun`.
+    root: PathBuf,
+    max_log_line_size: usize,
+    exec_max_output: usize,
+}
+
+impl CrunBackend {
+    pub fn new(zygote: Arc<Zygote>, config: &Config) -> CrunBackend {
+        CrunBackend {
+            zygote,
+            probe: CrunProbe::run(&config.crun),
+            root: config.daemon.run_dir.join("crun"),
+            max_log_line_size: config.runtime.max_log_line_size,
+            exec_max_output: config.runtime.exec_sync_max_output,
+        }
+    }
+
+    fn refused(&self, message: String) -> BackendError {
+        BackendError::Failed {
+            backend: "crun",
+            kind: Kind::FailedPrecondition,
+            message,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Backend for CrunBackend {
+    fn name(&self) -> &'static str {
+        "crun"
+    }
+
+    fn prepare_spec(&self, _spec: &mut Spec) -> Result<(), BackendError> {
+        // crun reads the spec as runc does (seccomp argument order included), which is how
+        // spec/ writes it.
+        Ok(())
+    }
+
+    async fn create(&self, p: CreateParams) -> Result<(), BackendError> {
+        if let Some(reason) = &self.probe.unavailable {
+            return Err(self.refused(format!("crun is not available on this host: {reason}")));
+        }
+        let binary = self
+            .probe
+            .binary
+            .clone()
+            .ok_or_else(|| self.refused("crun binary not found".into()))?;
+        self.zygote
+            .create_container(CreateRequest {
+                id: p.id,
+                bundle: p.bundle,
+                state_dir: p.run_dir,
+                libcontainer_root: self.root.clone(),
+                log_path: p.log_path,
+                max_log_line_size: self.max_log_line_size,
+                oom_score_adj: p.oom_score_adj,
+                exec_max_output: self.exec_max_output,
+                tty: p.tty,
+                runtime: RuntimeKind::Crun {
+                    path: binary,
+                    root: self.root.clone(),
+                    v1_view: self.probe.v1_view,
+                },
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn start(&self, run_dir: &Path) -> Result<(), BackendError> {
+        Ok(MonitorClient::new(run_dir).start().await?)
+    }
+
+    async fn signal(&self, run_dir: &Path, signal: i32) -> Result<(), BackendError> {
+        Ok(MonitorClient::new(run_dir).signal(signal).await?)
+    }
+
+    async fn wait(&self, run_dir: &Path) -> Result<ExitStatus, BackendError> {
+        Ok(MonitorClient::new(run_dir).wait().await?)
+    }
+
+    async fn exec_sync(
+        &self,
+        run_dir: &Path,
+        args: Vec<String>,
+        timeout: Option<Duration>,
+    ) -> Result<ExecSyncResult, BackendError> {
+        Ok(MonitorClient::new(run_dir)
+            .exec_sync(ExecSyncRequest { args, timeout })
+            .await?)
+    }
+
+    async fn reopen_log(&self, run_dir: &Path) -> Result<(), BackendError> {
+        Ok(MonitorClient::new(run_dir).reopen_log().await?)
+    }
+
+    fn is_alive(&self, run_dir: &Path) -> bool {
+        MonitorClient::new(run_dir).is_alive()
+    }
+
+    fn unavailable_reason(&self) -> Option<String> {
+        self.probe.unavailable.clone()
+    }
+
+    fn describe(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(&self.probe).unwrap_or_default();
+        if let Some(map) = v.as_object_mut() {
+            // The daemon reports availability itself ("available", "reason").
+            map.remove("unavailable");
+            map.insert("root".into(), self.root.display().to_string().into());
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn crun_config(path: &str, hybrid: HybridCgroups) -> CrunConfig {
+        CrunConfig {
+            path: path.into(),
+            hybrid_cgroups: hybrid,
+        }
+    }
+
+    #[test]
+    fn layouts_are_classified_like_crun_does() {
+        assert_eq!(
+            CgroupLayout::classify(Some(CGROUP2_SUPER_MAGIC), None, ""),
+            CgroupLayout::Unified
+        );
+        assert_eq!(
+            CgroupLayout::classify(Some(TMPFS_MAGIC), None, ""),
+            CgroupLayout::Legacy
+        );
+        let hybrid =
+            CgroupLayout::classify(Some(TMPFS_MAGIC), Some(CGROUP2_SUPER_MAGIC), "hugetlb\n");
+        assert_eq!(
+            hybrid,
+            CgroupLayout::Hybrid {
+                cgroup2_controllers: vec!["hugetlb".into()]
+            }
+        );
+        let reason = hybrid.crun_refusal().unwrap();
+        assert!(
+            reason.contains("cgroup.controllers: \"hugetlb\""),
+            "{reason}"
+        );
+        assert!(reason.contains("hybrid_cgroups = \"v1-view\""), "{reason}");
+        // A hybrid host with an empty cgroup2 hierarchy is fine for crun.
+        let empty = CgroupLayout::classify(Some(TMPFS_MAGIC), Some(CGROUP2_SUPER_MAGIC), "\n");
+        assert_eq!(empty.crun_refusal(), None);
+        assert_eq!(CgroupLayout::Unified.crun_refusal(), None);
+    }
+
+    #[test]
+    fn the_probe_refuses_or_works_around_a_hybrid_host_as_configured() {
+        let hybrid = CgroupLayout::Hybrid {
+            cgroup2_controllers: vec!["hugetlb".into()],
+        };
+        // /bin/echo stands in for crun: it answers --version.
+        let p = CrunProbe::with_layout(
+            &crun_config("/bin/echo", HybridCgroups::Refuse),
+            hybrid.clone(),
+        );
+        assert!(
+            p.unavailable
+                .as_deref()
+                .unwrap_or_default()
+                .contains("hybrid"),
+            "{p:?}"
+        );
+        let p = CrunProbe::with_layout(&crun_config("/bin/echo", HybridCgroups::V1View), hybrid);
+        assert_eq!(p.unavailable, None);
+        assert!(p.v1_view);
+        let p = CrunProbe::with_layout(
+            &crun_config("/bin/echo", HybridCgroups::V1View),
+            CgroupLayout::Unified,
+        );
+        assert!(!p.v1_view);
+    }
+
+    #[test]
+    fn a_missing_binary_makes_the_backend_unavailable_with_the_reason() {
+        let p = CrunProbe::with_layout(
+            &crun_config("crun-that-does-not-exist", HybridCgroups::Refuse),
+            CgroupLayout::Unified,
+        );
+        let reason = p.unavailable.unwrap();
+        assert!(
+            reason.contains("\"crun-that-does-not-exist\" not found in PATH"),
+            "{reason}"
+        );
+        let p = CrunProbe::with_layout(
+            &crun_config("/nonexistent/crun", HybridCgroups::Refuse),
+            CgroupLayout::Unified,
+        );
+        assert!(p.unavailable.unwrap().contains("/nonexistent/crun"));
+    }
+}

@@ -1,0 +1,701 @@
+//! The backend conformance suite: the same lifecycle tests against every backend, through
+//! a real daemon, each pod asking for its backend with a RuntimeClass handler.
+//!
+//! Every test below is a function taking the backend's name; `conformance!` makes one
+//! `#[tokio::test]` per backend and function (`libcontainer::exec_sync`, `crun::exec_sync`).
+//! A backend that cannot run on this host is skipped with a printed reason, never silently.
+//!
+//! crun on this kind of host: crun 1.8.1 refuses hybrid cgroups whose cgroup2 hierarchy
+//! still lists a controller (LIBCONTAINER.md). The suite then runs crun with
+//! `[crun] hybrid_cgroups = "v1-view"` (crun commands in a private mount namespace without
+//! the cgroup2 mount; nothing on the host changes) and says so on stderr; what the default
+//! configuration does on such a host (the backend reported unavailable, FailedPrecondition)
+//! is tested in tests/selection.rs.
+//!
+//! `interleaved_latency` (ignored by default) is the benchmark: per-operation median and
+//! p99 of both backends in one interleaved run:
+//! `cargo test --test backend_conformance -- --ignored --nocapture interleaved_latency`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::pods::*;
+use k8s_cri::v1::{
+    ContainerState, ContainerStatusRequest, PodSandboxStatusRequest, RunPodSandboxRequest,
+    StopPodSandboxRequest,
+};
+use proxrt::backend::crun::CrunProbe;
+use proxrt::config::{CrunConfig, HybridCgroups};
+use tonic::Code;
+
+/// The config a backend's daemon needs on this host, or None (printed) when the backend
+/// cannot run here at all.
+fn backend_config(backend: &str) -> Option<String> {
+    if backend != "crun" {
+        return Some(String::new());
+    }
+    let probe = CrunProbe::run(&CrunConfig {
+        path: "crun".into(),
+        hybrid_cgroups: HybridCgroups::Refuse,
+    });
+    match probe.unavailable {
+        None => Some(String::new()),
+        Some(reason) if probe.binary.is_some() && probe.cgroups.crun_refusal().is_some() => {
+            eprintln!(
+                "NOTE: with the default config crun is unavailable on this host ({reason}); \
+                 this test runs crun with [crun] hybrid_cgroups = \"v1-view\""
+            );
+            Some("[crun]\nhybrid_cgroups = \"v1-view\"\n".into())
+        }
+        Some(reason) => {
+            eprintln!("SKIP: crun conformance: crun cannot run on this host: {reason}");
+            None
+        }
+    }
+}
+
+/// A daemon whose pods run on one backend.
+struct Suite {
+    env: PodEnv,
+    backend: &'static str,
+}
+
+impl Suite {
+    async fn start(backend: &'static str) -> Option<Suite> {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIP: {backend} conformance: needs root (namespaces, mounts, cgroups)");
+            return None;
+        }
+        let extra = backend_config(backend)?;
+        Some(Suite {
+            env: PodEnv::start_with(&extra).await,
+            backend,
+        })
+    }
+
+    /// A pod on this suite's backend (RuntimeClass handler = the backend's name).
+    async fn pod(&mut self, name: &str) -> Pod {
+        run_pod_on(&mut self.env, name, self.backend).await
+    }
+
+    /// A running container in its own pod, so that the cgroup parents and the runtime's
+    /// state root exist before a leak check's "before" (runtimes remove only leaves).
+    async fn steady(&mut self) {
+        let pod = self.pod("steady").await;
+        let cfg = self
+            .env
+            .container_config(&pod, "steady", &["sleep", "1000"]);
+        self.env.create_start(&pod, cfg).await;
+    }
+
+    /// The daemon's state once it stopped changing (the daemon connects to a started
+    /// container's monitor in the background, to learn of its exit).
+    async fn settled_snapshot(&self) -> Snapshot {
+        let mut last = self.env.snapshot();
+        for _ in 0..40 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let now = self.env.snapshot();
+            if now == last {
+                return now;
+            }
+            last = now;
+        }
+        last
+    }
+
+    /// crun's state root must hold only the steady container once containers are gone.
+    fn assert_no_runtime_state(&self, context: &str) {
+        let dir = self.env.daemon().run_dir.join("crun");
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.path().display().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let expected = usize::from(self.backend == "crun");
+        assert_eq!(
+            left.len(),
+            expected,
+            "{context}: crun state in {}: {left:?}",
+            dir.display()
+        );
+    }
+}
+
+async fn run_pod_on(env: &mut PodEnv, name: &str, handler: &str) -> Pod {
+    let config = env.pod_config(name);
+    let id = env
+        .cri
+        .runtime
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: handler.into(),
+        })
+        .await
+        .unwrap_or_else(|s| {
+            panic!(
+                "RunPodSandbox {name} on {handler}: {s:?}\n{}",
+                env.daemon().log()
+            )
+        })
+        .into_inner()
+        .pod_sandbox_id;
+    Pod { id, config }
+}
+
+/// The `info` JSON of a verbose ContainerStatus.
+async fn container_info(env: &mut PodEnv, id: &str) -> serde_json::Value {
+    let r = env
+        .cri
+        .runtime
+        .container_status(ContainerStatusRequest {
+            container_id: id.into(),
+            verbose: true,
+        })
+        .await
+        .unwrap_or_else(|s| panic!("ContainerStatus {id}: {s:?}"))
+        .into_inner();
+    serde_json::from_str(r.info.get("info").expect("verbose info")).expect("info is JSON")
+}
+
+async fn pod_info(env: &mut PodEnv, id: &str) -> serde_json::Value {
+    let r = env
+        .cri
+        .runtime
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: id.into(),
+            verbose: true,
+        })
+        .await
+        .unwrap_or_else(|s| panic!("PodSandboxStatus {id}: {s:?}"))
+        .into_inner();
+    serde_json::from_str(r.info.get("info").expect("verbose info")).expect("info is JSON")
+}
+
+macro_rules! conformance {
+    ($backend:ident: $($test:ident),* $(,)?) => {
+        mod $backend {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test(stringify!($backend)).await
+                }
+            )*
+        }
+    };
+}
+
+macro_rules! every_backend {
+    ($($test:ident),* $(,)?) => {
+        conformance!(libcontainer: $($test),*);
+        conformance!(crun: $($test),*);
+    };
+}
+
+every_backend!(
+    create_start_logs_exit_code_remove,
+    stop_sends_the_stop_signal_then_kills,
+    exec_sync_runs_in_the_container,
+    oom_kill_is_reported,
+    containers_survive_a_daemon_restart,
+    removing_a_pod_with_running_containers_leaves_nothing,
+    a_missing_executable_fails_and_leaves_nothing,
+);
+
+async fn create_start_logs_exit_code_remove(backend: &'static str) {
+    let Some(mut s) = Suite::start(backend).await else {
+        return;
+    };
+    let pod = s.pod("life").await;
+    let info = pod_info(&mut s.env, &pod.id).await;
+    assert_eq!(info["backend"], backend, "{info}");
+    assert_eq!(
+        info["backendReason"],
+        format!("handler {backend}"),
+        "{info}"
+    );
+
+    s.steady().await;
+    let before = s.settled_snapshot().await;
+    let cfg = s.env.container_config(
+        &pod,
+        "main",
+        &["sh", "-c", "echo out; echo err >&2; exit 3"],
+    );
+    let log = pod.log_path(&cfg);
+    let id = s.env.create(&pod, cfg).await.expect("CreateContainer");
+    let st = s.env.status(&id).await;
+    assert_eq!(st.state, ContainerState::ContainerCreated as i32, "{st:?}");
+    let info = container_info(&mut s.env, &id).await;
+    assert_eq!(info["backend"], backend, "{info}");
+    assert_eq!(
+        info["backendReason"],
+        format!("handler {backend}"),
+        "{info}"
+    );
+
+    s.env.start_container(&id).await.expect("StartContainer");
+    let st = s.env.wait_exit(&id).await;
+    assert_eq!((st.exit_code, st.reason.as_str()), (3, "Error"), "{st:?}");
+    assert!(
+        st.started_at > 0 && st.finished_at >= st.started_at,
+        "{st:?}"
+    );
+    let records = read_log(&log);
+    assert_eq!(log_lines(&records, "stdout"), ["out"]);
+    assert_eq!(log_lines(&records, "stderr"), ["err"]);
+    // Starting it again is refused: it ran once.
+    assert_eq!(
+        s.env.start_container(&id).await.unwrap_err().code(),
+        Code::FailedPrecondition
+    );
+
+    let (st, _) = s
+        .env
+        .run_to_exit(&pod, s.env.container_config(&pod, "ok", &["true"]))
+        .await;
+    assert_eq!(
+        (st.exit_code, st.reason.as_str()),
+        (0, "Completed"),
+        "{st:?}"
+    );
+    for c in s.env.list_containers(Default::default()).await {
+        if c.pod_sandbox_id == pod.id {
+            s.env
+                .remove_container(&c.id)
+                .await
+                .expect("RemoveContainer");
+        }
+    }
+    s.env
+        .remove_container(&id)
+        .await
+        .expect("RemoveContainer of a removed container succeeds");
+    s.env.assert_back_to(&before, "containers removed").await;
+    s.assert_no_runtime_state("containers removed");
+}
+
+async fn stop_sends_the_stop_signal_then_kills(backend: &'static str) {
+    let Some(mut s) = Suite::start(backend).await else {
+        return;
+    };
+    let pod = s.pod("stop").await;
+    let trap = s.env.container_config(
+        &pod,
+        "trap",
+        &[
+            "sh",
+            "-c",
+            "trap 'echo got TERM; exit 42' TERM; echo up; while true; do sleep 0.1; done",
+        ],
+    );
+    let log = pod.log_path(&trap);
+    let id = s.env.create_start(&pod, trap).await;
+    wait_log(&log, "up", |r| log_lines(r, "stdout") == ["up"]).await;
+    s.env.stop_container(&id, 10).await.expect("StopContainer");
+    let st = s.env.status(&id).await;
+    assert_eq!(
+        (st.state, st.exit_code),
+        (ContainerState::ContainerExited as i32, 42),
+        "{st:?}"
+    );
+    assert_eq!(log_lines(&read_log(&log), "stdout"), ["up", "got TERM"]);
+
+    let deaf = s.env.container_config(
+        &pod,
+        "deaf",
+        &[
+            "sh",
+            "-c",
+            "trap '' TERM; echo up; while true; do sleep 0.1; done",
+        ],
+    );
+    let log = pod.log_path(&deaf);
+    let id = s.env.create_start(&pod, deaf).await;
+    wait_log(&log, "up", |r| log_lines(r, "stdout") == ["up"]).await;
+    s.env.stop_container(&id, 1).await.expect("StopContainer");
+    let st = s.env.status(&id).await;
+    assert_eq!(
+        (st.state, st.exit_code),
+        (ContainerState::ContainerExited as i32, 137),
+        "{st:?}"
+    );
+    // Stopping an exited container succeeds.
+    s.env
+        .stop_container(&id, 1)
+        .await
+        .expect("StopContainer again");
+}
+
+async fn exec_sync_runs_in_the_container(backend: &'static str) {
+    let Some(mut s) = Suite::start(backend).await else {
+        return;
+    };
+    let pod = s.pod("exec").await;
+    let mut cfg = s.env.container_config(
+        &pod,
+        "main",
+        &["sh", "-c", "echo hi > /tmp/made-by-init; sleep 1000"],
+    );
+    cfg.envs.push(key_value("GREETING", "hello"));
+    cfg.working_dir = "/tmp".into();
+    let id = s.env.create_start(&pod, cfg).await;
+
+    let r = s
+        .env
+        .try_exec(&id, &["sh", "-c", "echo out; echo err >&2; exit 5"], 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            String::from_utf8_lossy(&r.stdout).as_ref(),
+            String::from_utf8_lossy(&r.stderr).as_ref(),
+            r.exit_code
+        ),
+        ("out\n", "err\n", 5)
+    );
+    // The container's process: its env, cwd, files and hostname.
+    let deadline = Instant::now() + STATE_TIMEOUT;
+    while s
+        .env
+        .try_exec(&id, &["test", "-e", "/tmp/made-by-init"], 5)
+        .await
+        .unwrap()
+        .exit_code
+        != 0
+    {
+        assert!(Instant::now() < deadline, "the init never wrote its file");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let out = s
+        .env
+        .exec_ok(
+            &id,
+            &[
+                "sh",
+                "-c",
+                "echo $GREETING $(pwd) $(cat made-by-init) $(hostname)",
+            ],
+        )
+        .await;
+    assert_eq!(out.trim(), "hello /tmp hi exec");
+    // A killed command: non-zero, and the container is unharmed.
+    let r = s
+        .env
+        .try_exec(&id, &["sh", "-c", "kill -9 $$"], 5)
+        .await
+        .unwrap();
+    assert_eq!(r.exit_code, 137);
+    let r = s.env.try_exec(&id, &["sleep", "30"], 1).await;
+    match r {
+        Ok(r) => assert_ne!(r.exit_code, 0, "a timed-out exec reports failure: {r:?}"),
+        Err(st) => assert_eq!(st.code(), Code::DeadlineExceeded, "{st:?}"),
+    }
+    assert_eq!(
+        s.env.status(&id).await.state,
+        ContainerState::ContainerRunning as i32
+    );
+    let r = s.env.try_exec(&id, &["/no/such/binary"], 5).await;
+    match r {
+        Ok(r) => assert_ne!(r.exit_code, 0, "{r:?}"),
+        Err(st) => assert_ne!(st.code(), Code::Ok, "{st:?}"),
+    }
+
+    s.env.stop_container(&id, 0).await.expect("StopContainer");
+    let st = s.env.try_exec(&id, &["true"], 5).await.unwrap_err();
+    assert_eq!(
+        st.code(),
+        Code::FailedPrecondition,
+        "exec in an exited container: {st:?}"
+    );
+}
+
+async fn oom_kill_is_reported(backend: &'static str) {
+    let Some(mut s) = Suite::start(backend).await else {
+        return;
+    };
+    let pod = s.pod("oom").await;
+    let mut cfg = s.env.container_config(
+        &pod,
+        "hog",
+        &["sh", "-c", "x=0123456789; while true; do x=\"$x$x\"; done"],
+    );
+    resources(&mut cfg).memory_limit_in_bytes = 8 << 20;
+    let (st, _) = s.env.run_to_exit(&pod, cfg).await;
+    assert_eq!(
+        (st.reason.as_str(), st.exit_code),
+        ("OOMKilled", 137),
+        "{st:?}"
+    );
+}
+
+async fn containers_survive_a_daemon_restart(backend: &'static str) {
+    let Some(mut s) = Suite::start(backend).await else {
+        return;
+    };
+    let pod = s.pod("restart").await;
+    let wait_for = |file: &str, code: i32| {
+        format!(
+            "echo before; while [ ! -e /tmp/{file} ]; do sleep 0.05; done; echo after; exit {code}"
+        )
+    };
+    let runs = s
+        .env
+        .container_config(&pod, "runs", &["sh", "-c", &wait_for("go", 7)]);
+    let ends = s
+        .env
+        .container_config(&pod, "ends", &["sh", "-c", &wait_for("go", 4)]);
+    let (runs_log, ends_log) = (pod.log_path(&runs), pod.log_path(&ends));
+    let runs = s.env.create_start(&pod, runs).await;
+    let ends = s.env.create_start(&pod, ends).await;
+    for log in [&runs_log, &ends_log] {
+        wait_log(log, "before", |r| log_lines(r, "stdout") == ["before"]).await;
+    }
+    let monitor = container_info(&mut s.env, &runs).await["monitorPid"].clone();
+
+    s.env.kill9();
+    // While no daemon runs: one container ends (its trigger written into its rootfs from
+    // the host), its monitor records the exit code and the last log line.
+    let rootfs = rootfs_of(&s.env, &ends);
+    std::fs::write(rootfs.join("tmp/go"), b"").expect("touch the trigger in the rootfs");
+    wait_log(&ends_log, "after", |r| {
+        log_lines(r, "stdout") == ["before", "after"]
+    })
+    .await;
+    s.env.restart().await;
+
+    let st = s.env.wait_exit(&ends).await;
+    assert_eq!(
+        (st.exit_code, st.reason.as_str()),
+        (4, "Error"),
+        "exited while the daemon was down: {st:?}"
+    );
+    let st = s.env.status(&runs).await;
+    assert_eq!(
+        st.state,
+        ContainerState::ContainerRunning as i32,
+        "still running after the restart: {st:?}"
+    );
+    let info = container_info(&mut s.env, &runs).await;
+    assert_eq!(
+        info["monitorPid"], monitor,
+        "the same monitor supervises it"
+    );
+    assert_eq!(info["backend"], backend);
+    // Exec through the restarted daemon ends it.
+    s.env.exec_ok(&runs, &["touch", "/tmp/go"]).await;
+    let st = s.env.wait_exit(&runs).await;
+    assert_eq!(st.exit_code, 7, "{st:?}");
+    assert_eq!(
+        log_lines(&read_log(&runs_log), "stdout"),
+        ["before", "after"]
+    );
+    // And a new container on the same backend works after the restart.
+    let (st, _) = s
+        .env
+        .run_to_exit(
+            &pod,
+            s.env.container_config(&pod, "new", &["sh", "-c", "exit 9"]),
+        )
+        .await;
+    assert_eq!(st.exit_code, 9);
+}
+
+/// The rootfs mount of a container, from the daemon's run dir (the daemon is down).
+fn rootfs_of(env: &PodEnv, id: &str) -> PathBuf {
+    env.daemon()
+        .run_dir
+        .join("c")
+        .join(&id[..16])
+        .join("rootfs")
+}
+
+async fn removing_a_pod_with_running_containers_leaves_nothing(backend: &'static str) {
+    let Some(mut s) = Suite::start(backend).await else {
+        return;
+    };
+    s.steady().await;
+    let before = s.settled_snapshot().await;
+    let pod = s.pod("gone").await;
+    for name in ["a", "b"] {
+        let cfg = s.env.container_config(&pod, name, &["sleep", "1000"]);
+        s.env.create_start(&pod, cfg).await;
+    }
+    let created = s.env.container_config(&pod, "created", &["sleep", "1000"]);
+    s.env.create(&pod, created).await.expect("CreateContainer");
+    s.env.remove_pod(&pod.id).await.expect("RemovePodSandbox");
+    s.env.assert_back_to(&before, "pod removed").await;
+    s.assert_no_runtime_state("pod removed");
+}
+
+async fn a_missing_executable_fails_and_leaves_nothing(backend: &'static str) {
+    let Some(mut s) = Suite::start(backend).await else {
+        return;
+    };
+    let pod = s.pod("missing").await;
+    s.steady().await;
+    let before = s.settled_snapshot().await;
+    let cfg = s.env.container_config(&pod, "nope", &["/no/such/binary"]);
+    // libcontainer checks the executable at create, crun only when the init execs it at
+    // start: either call fails, naming it, and the container never runs.
+    let failed = match s.env.create(&pod, cfg).await {
+        Err(st) => Some(st),
+        Ok(id) => {
+            let r = s.env.start_container(&id).await;
+            let st = s.env.status(&id).await;
+            assert_ne!(st.state, ContainerState::ContainerRunning as i32, "{st:?}");
+            s.env.remove_container(&id).await.expect("RemoveContainer");
+            match r {
+                Err(st) => Some(st),
+                // Started, then the exec failed: the exit code says so.
+                Ok(()) => {
+                    assert_ne!(st.exit_code, 0, "{st:?}");
+                    None
+                }
+            }
+        }
+    };
+    if let Some(st) = failed {
+        assert!(st.message().contains("/no/such/binary"), "{st:?}");
+    }
+    s.env
+        .assert_back_to(&before, "failed container removed")
+        .await;
+    s.assert_no_runtime_state("failed container removed");
+}
+
+// ---------------------------------------------------------------------------------------
+// The benchmark
+// ---------------------------------------------------------------------------------------
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
+
+/// Per-operation latency of both backends, measured by a CRI client in one run with the
+/// backends interleaved (pod by pod), so that both see the same machine load.
+#[tokio::test]
+#[ignore = "benchmark: run with --ignored --nocapture"]
+async fn interleaved_latency() {
+    let rounds: usize = std::env::var("PROXRT_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(40);
+    let mut backends = vec!["libcontainer"];
+    let extra = match backend_config("crun") {
+        Some(extra) => {
+            backends.push("crun");
+            extra
+        }
+        None => String::new(),
+    };
+    let mut env = PodEnv::start_with(&extra).await;
+    let mut samples: BTreeMap<(&str, &str), Vec<Duration>> = BTreeMap::new();
+    let ops = [
+        "RunPodSandbox",
+        "CreateContainer",
+        "StartContainer",
+        "ContainerStatus",
+        "ExecSync true",
+        "StopContainer",
+        "RemoveContainer",
+        "create+start+exit (true)",
+        "RemovePodSandbox",
+    ];
+    // One warm-up round each, not recorded.
+    for round in 0..=rounds {
+        let order: Vec<&str> = match round % 2 {
+            0 => backends.clone(),
+            _ => backends.iter().rev().copied().collect(),
+        };
+        for &backend in &order {
+            let mut t = |op: &'static str, d: Duration| {
+                if round > 0 {
+                    samples.entry((op, backend)).or_default().push(d);
+                }
+            };
+            let name = format!("bench-{backend}-{round}");
+            let start = Instant::now();
+            let pod = run_pod_on(&mut env, &name, backend).await;
+            t("RunPodSandbox", start.elapsed());
+
+            let cfg = env.container_config(&pod, "sleeper", &["sleep", "1000"]);
+            let start = Instant::now();
+            let id = env.create(&pod, cfg).await.expect("CreateContainer");
+            t("CreateContainer", start.elapsed());
+            let start = Instant::now();
+            env.start_container(&id).await.expect("StartContainer");
+            t("StartContainer", start.elapsed());
+            let start = Instant::now();
+            env.try_status(&id).await.expect("ContainerStatus");
+            t("ContainerStatus", start.elapsed());
+            let start = Instant::now();
+            let r = env.try_exec(&id, &["true"], 10).await.expect("ExecSync");
+            t("ExecSync true", start.elapsed());
+            assert_eq!(r.exit_code, 0);
+            let start = Instant::now();
+            env.stop_container(&id, 0).await.expect("StopContainer");
+            t("StopContainer", start.elapsed());
+            let start = Instant::now();
+            env.remove_container(&id).await.expect("RemoveContainer");
+            t("RemoveContainer", start.elapsed());
+
+            let cfg = env.container_config(&pod, "once", &["true"]);
+            let start = Instant::now();
+            let id = env.create(&pod, cfg).await.expect("CreateContainer");
+            env.start_container(&id).await.expect("StartContainer");
+            loop {
+                let st = env.try_status(&id).await.expect("ContainerStatus");
+                if st.state == ContainerState::ContainerExited as i32 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            t("create+start+exit (true)", start.elapsed());
+
+            let start = Instant::now();
+            env.cri
+                .runtime
+                .stop_pod_sandbox(StopPodSandboxRequest {
+                    pod_sandbox_id: pod.id.clone(),
+                })
+                .await
+                .expect("StopPodSandbox");
+            env.remove_pod(&pod.id).await.expect("RemovePodSandbox");
+            t("RemovePodSandbox", start.elapsed());
+        }
+    }
+    println!("\n{rounds} rounds, backends interleaved; milliseconds, median / p99:");
+    print!("| operation |");
+    for b in &backends {
+        print!(" {b} median | {b} p99 |");
+    }
+    println!();
+    println!("|---|{}", "---|---|".repeat(backends.len()));
+    for op in ops {
+        print!("| {op} |");
+        for &b in &backends {
+            let mut v = samples.remove(&(op, b)).unwrap_or_default();
+            v.sort();
+            if v.is_empty() {
+                print!(" - | - |");
+            } else {
+                print!(
+                    " {} | {} |",
+                    ms(percentile(&v, 0.5)),
+                    ms(percentile(&v, 0.99))
+                );
+            }
+        }
+        println!();
+    }
+}
