@@ -331,9 +331,12 @@ fn serve(args: ServeArgs) -> ExitCode {
     if let Some(r) = args.run_dir {
         config.daemon.run_dir = r;
     }
-    init_logging(args.log_level.as_deref(), &config.daemon.log_level);
     // The zygote must be forked while this process has one thread: libcontainer is only
-    // ever called from single-threaded processes (DESIGN.md decision 1).
+    // ever called from single-threaded processes (DESIGN.md decision 1). It is forked
+    // before logging is set up on purpose: a container's init is forked from a monitor
+    // with the container's stdio as fd 2, and libcontainer's (and libseccomp's) log lines
+    // from inside it would otherwise land in the container's CRI log. Monitors report
+    // their errors to the daemon over their sockets instead.
     let zygote = match proxrt::monitor::Zygote::spawn() {
         Ok(z) => z,
         Err(e) => {
@@ -341,6 +344,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    init_logging(args.log_level.as_deref(), &config.daemon.log_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

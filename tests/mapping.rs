@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use common::pods::*;
 use k8s_cri::v1::{
-    security_profile::ProfileType, Capability, ContainerConfig, DnsConfig, Int64Value, Mount, MountPropagation,
-    SecurityProfile,
+    security_profile::ProfileType, Capability, ContainerConfig, DnsConfig, Int64Value, Mount,
+    MountPropagation, SecurityProfile,
 };
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
@@ -45,19 +45,38 @@ async fn users_and_groups() {
     let c = script(&env, &pod, "default", ids);
 
     let out = run(&mut env, &pod, c).await;
-    assert_eq!(out.stdout, ["0", "0", "0"], "image user is root: {:?}", out.stderr);
+    assert_eq!(
+        out.stdout,
+        ["0", "0", "0"],
+        "image user is root: {:?}",
+        out.stderr
+    );
 
     let mut c = script(&env, &pod, "uid", ids);
     security(&mut c).run_as_user = Some(Int64Value { value: 1 });
     let out = run(&mut env, &pod, c).await;
-    assert_eq!(out.stdout, ["1", "1", "1"], "uid 1 is daemon, whose group is 1: {:?}", out.stderr);
+    assert_eq!(
+        out.stdout,
+        ["1", "1", "1"],
+        "uid 1 is daemon, whose group is 1: {:?}",
+        out.stderr
+    );
 
     let mut c = script(&env, &pod, "uid-unknown", ids);
     security(&mut c).run_as_user = Some(Int64Value { value: 4242 });
     let out = run(&mut env, &pod, c).await;
-    assert_eq!(out.stdout, ["4242", "0", "0"], "a uid not in /etc/passwd gets gid 0");
+    assert_eq!(
+        out.stdout,
+        ["4242", "0", "0"],
+        "a uid not in /etc/passwd gets gid 0"
+    );
 
-    let mut c = script(&env, &pod, "groups", &format!("{ids}; grep ^Groups: /proc/self/status"));
+    let mut c = script(
+        &env,
+        &pod,
+        "groups",
+        &format!("{ids}; grep ^Groups: /proc/self/status"),
+    );
     let sc = security(&mut c);
     sc.run_as_user = Some(Int64Value { value: 1 });
     sc.run_as_group = Some(Int64Value { value: 65534 });
@@ -66,8 +85,16 @@ async fn users_and_groups() {
     assert_eq!(out.stdout[..2], ["1", "65534"], "{:?}", out.stdout);
     let mut groups: Vec<&str> = out.stdout[2].split_whitespace().collect();
     groups.sort();
-    assert_eq!(groups, ["1234", "5678", "65534"], "primary + supplemental groups: {:?}", out.stdout);
-    let mut status_groups: Vec<&str> = out.stdout[3].trim_start_matches("Groups:").split_whitespace().collect();
+    assert_eq!(
+        groups,
+        ["1234", "5678", "65534"],
+        "primary + supplemental groups: {:?}",
+        out.stdout
+    );
+    let mut status_groups: Vec<&str> = out.stdout[3]
+        .trim_start_matches("Groups:")
+        .split_whitespace()
+        .collect();
     status_groups.sort();
     assert_eq!(status_groups, ["1234", "5678", "65534"]);
 
@@ -105,8 +132,17 @@ async fn capabilities_add_and_drop() {
     };
 
     let default = cap_eff(&mut env, &pod, "default", None).await;
-    assert_eq!(default, 0xa80425fb, "containerd's default set: {default:#x}");
-    let added = cap_eff(&mut env, &pod, "add", caps(&["NET_ADMIN", "CAP_SYS_TIME"], &[])).await;
+    assert_eq!(
+        default, 0xa80425fb,
+        "containerd's default set: {default:#x}"
+    );
+    let added = cap_eff(
+        &mut env,
+        &pod,
+        "add",
+        caps(&["NET_ADMIN", "CAP_SYS_TIME"], &[]),
+    )
+    .await;
     assert_eq!(added, default | NET_ADMIN | SYS_TIME, "{added:#x}");
     assert_eq!(added & SYS_ADMIN, 0);
     let dropped = cap_eff(&mut env, &pod, "drop", caps(&[], &["NET_RAW", "CAP_CHOWN"])).await;
@@ -120,7 +156,11 @@ async fn capabilities_add_and_drop() {
     let mut c = script(&env, &pod, "chown", "touch /tmp/f && chown 1 /tmp/f");
     security(&mut c).capabilities = caps(&[], &["CHOWN"]);
     let out = run(&mut env, &pod, c).await;
-    assert_ne!(out.exit_code, 0, "chown without CAP_CHOWN: {:?}", out.stdout);
+    assert_ne!(
+        out.exit_code, 0,
+        "chown without CAP_CHOWN: {:?}",
+        out.stdout
+    );
 }
 
 #[tokio::test]
@@ -132,10 +172,21 @@ async fn readonly_rootfs_masked_and_readonly_paths() {
     security(&mut c).readonly_rootfs = true;
     let out = run(&mut env, &pod, c).await;
     assert_ne!(out.exit_code, 0, "write to a read-only rootfs");
-    assert!(out.stderr.iter().any(|l| l.contains("Read-only file system")), "{:?}", out.stderr);
+    assert!(
+        out.stderr
+            .iter()
+            .any(|l| l.contains("Read-only file system")),
+        "{:?}",
+        out.stderr
+    );
     let c = script(&env, &pod, "rw", "touch /newfile && echo written");
     let out = run(&mut env, &pod, c).await;
-    assert_eq!(out.stdout, ["written"], "the rootfs is writable by default: {:?}", out.stderr);
+    assert_eq!(
+        out.stdout,
+        ["written"],
+        "the rootfs is writable by default: {:?}",
+        out.stderr
+    );
 
     // Default masked paths: files become /dev/null (char 1:3; /proc/kcore is among them
     // but not every kernel has it), directories an empty read-only tmpfs; /proc/sys is
@@ -159,7 +210,12 @@ async fn readonly_rootfs_masked_and_readonly_paths() {
         "masked /proc/keys, /proc/timer_list, /proc/acpi; read-only /proc/sys: {:?}",
         out.stderr
     );
-    let c = script(&env, &pod, "write-sys", "echo 1 > /proc/sys/kernel/domainname");
+    let c = script(
+        &env,
+        &pod,
+        "write-sys",
+        "echo 1 > /proc/sys/kernel/domainname",
+    );
     let out = run(&mut env, &pod, c).await;
     assert_ne!(out.exit_code, 0, "/proc/sys is read-only");
 
@@ -179,7 +235,14 @@ async fn readonly_rootfs_masked_and_readonly_paths() {
     let out = run(&mut env, &pod, c).await;
     assert_eq!(
         out.stdout,
-        ["character special file 1:3", "0", "regular empty file", "0", "ro", "NoNewPrivs:\t1"],
+        [
+            "character special file 1:3",
+            "0",
+            "regular empty file",
+            "0",
+            "ro",
+            "NoNewPrivs:\t1"
+        ],
         "{:?}",
         out.stderr
     );
@@ -194,9 +257,21 @@ struct SharedDir {
 impl SharedDir {
     fn new(path: PathBuf) -> SharedDir {
         fs::create_dir_all(&path).unwrap();
-        mount(Some(&path), &path, None::<&str>, MsFlags::MS_BIND, None::<&str>).expect("bind the dir onto itself");
+        mount(
+            Some(&path),
+            &path,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .expect("bind the dir onto itself");
         let dir = SharedDir { path };
-        mount(None::<&str>, &dir.path, None::<&str>, MsFlags::MS_SHARED, None::<&str>).expect("make it shared");
+        // Private first: a peer group of its own, whatever the host's / is, so that what
+        // the test mounts below propagates to its containers and nowhere else.
+        for flag in [MsFlags::MS_PRIVATE, MsFlags::MS_SHARED] {
+            mount(None::<&str>, &dir.path, None::<&str>, flag, None::<&str>)
+                .expect("set the dir's propagation");
+        }
         dir
     }
 }
@@ -213,7 +288,14 @@ impl Drop for SharedDir {
 }
 
 fn tmpfs(at: &Path) {
-    mount(Some("proxrt-test"), at, Some("tmpfs"), MsFlags::empty(), Some("size=1m")).expect("mount tmpfs");
+    mount(
+        Some("proxrt-test"),
+        at,
+        Some("tmpfs"),
+        MsFlags::empty(),
+        Some("size=1m"),
+    )
+    .expect("mount tmpfs");
 }
 
 /// A bind of `dir` at `container_path`.
@@ -236,13 +318,29 @@ async fn mount_propagation_host_to_container() {
     fs::write(volume.path.join("file"), "from the host\n").unwrap();
 
     let mut slave = env.container_config(&pod, "slave", &["sleep", "1000"]);
-    slave.mounts = vec![bind(&volume.path, "/data", MountPropagation::PropagationHostToContainer, false)];
+    slave.mounts = vec![bind(
+        &volume.path,
+        "/data",
+        MountPropagation::PropagationHostToContainer,
+        false,
+    )];
     let slave = env.create_start(&pod, slave).await;
     let mut ro = env.container_config(&pod, "ro", &["sleep", "1000"]);
-    ro.mounts = vec![bind(&volume.path, "/data", MountPropagation::PropagationPrivate, true)];
+    ro.mounts = vec![bind(
+        &volume.path,
+        "/data",
+        MountPropagation::PropagationPrivate,
+        true,
+    )];
     let ro = env.create_start(&pod, ro).await;
-    assert_eq!(env.exec_ok(&slave, &["cat", "/data/file"]).await, "from the host\n");
-    assert_eq!(env.exec_ok(&ro, &["cat", "/data/file"]).await, "from the host\n");
+    assert_eq!(
+        env.exec_ok(&slave, &["cat", "/data/file"]).await,
+        "from the host\n"
+    );
+    assert_eq!(
+        env.exec_ok(&ro, &["cat", "/data/file"]).await,
+        "from the host\n"
+    );
 
     // Mounted on the host after the container started.
     let later = volume.path.join("later");
@@ -255,9 +353,16 @@ async fn mount_propagation_host_to_container() {
     );
 
     // Writes go through a rw bind; a readonly one refuses them.
-    env.exec_ok(&slave, &["sh", "-c", "echo from-slave > /data/written"]).await;
-    assert_eq!(fs::read_to_string(volume.path.join("written")).unwrap(), "from-slave\n");
-    let r = env.try_exec(&ro, &["sh", "-c", "echo x > /data/refused"], 10).await.unwrap();
+    env.exec_ok(&slave, &["sh", "-c", "echo from-slave > /data/written"])
+        .await;
+    assert_eq!(
+        fs::read_to_string(volume.path.join("written")).unwrap(),
+        "from-slave\n"
+    );
+    let r = env
+        .try_exec(&ro, &["sh", "-c", "echo x > /data/refused"], 10)
+        .await
+        .unwrap();
     assert_ne!(r.exit_code, 0, "write through a readonly mount");
     assert!(!volume.path.join("refused").exists());
 
@@ -276,14 +381,28 @@ async fn private_mount_does_not_see_later_host_mounts() {
     let volume = SharedDir::new(env.daemon().dir().join("volume"));
     fs::create_dir(volume.path.join("later")).unwrap();
     let mut c = env.container_config(&pod, "private", &["sleep", "1000"]);
-    c.mounts = vec![bind(&volume.path, "/data", MountPropagation::PropagationPrivate, false)];
+    c.mounts = vec![bind(
+        &volume.path,
+        "/data",
+        MountPropagation::PropagationPrivate,
+        false,
+    )];
     let id = env.create_start(&pod, c).await;
     let later = volume.path.join("later");
     tmpfs(&later);
     fs::write(later.join("hello"), "mounted later\n").unwrap();
-    let mounts = env.exec_ok(&id, &["grep", " /data", "/proc/self/mountinfo"]).await;
-    assert_eq!(env.exec_ok(&id, &["ls", "-A", "/data/later"]).await, "", "PRIVATE: {mounts}");
-    assert!(!mounts.contains("master:"), "a PRIVATE mount is no slave: {mounts}");
+    let mounts = env
+        .exec_ok(&id, &["grep", " /data", "/proc/self/mountinfo"])
+        .await;
+    assert_eq!(
+        env.exec_ok(&id, &["ls", "-A", "/data/later"]).await,
+        "",
+        "PRIVATE: {mounts}"
+    );
+    assert!(
+        !mounts.contains("master:"),
+        "a PRIVATE mount is no slave: {mounts}"
+    );
     env.remove_pod(&pod.id).await.unwrap();
 }
 
@@ -293,7 +412,10 @@ async fn env_cwd_hostname_and_resolv_conf() {
     let mut config = env.pod_config("webhost");
     config.dns_config = Some(DnsConfig {
         servers: vec!["10.96.0.10".into(), "1.1.1.1".into()],
-        searches: vec!["default.svc.cluster.local".into(), "svc.cluster.local".into()],
+        searches: vec![
+            "default.svc.cluster.local".into(),
+            "svc.cluster.local".into(),
+        ],
         options: vec!["ndots:5".into()],
     });
     let pod = env.run_pod(config).await;
@@ -304,7 +426,11 @@ async fn env_cwd_hostname_and_resolv_conf() {
         "main",
         "echo \"FOO=$FOO\"; echo \"EMPTY=[$EMPTY]\"; echo \"PATH=$PATH\"; echo \"HOSTNAME=$HOSTNAME\"; pwd; hostname; cat /etc/hostname",
     );
-    c.envs = vec![key_value("FOO", "bar baz"), key_value("EMPTY", ""), key_value("FOO", "last wins")];
+    c.envs = vec![
+        key_value("FOO", "bar baz"),
+        key_value("EMPTY", ""),
+        key_value("FOO", "last wins"),
+    ];
     c.working_dir = "/srv/app/deep".into();
     let out = run(&mut env, &pod, c).await;
     assert_eq!(out.exit_code, 0, "{:?}", out.stderr);
@@ -342,7 +468,11 @@ async fn env_cwd_hostname_and_resolv_conf() {
     let plain = env.run_pod(env.pod_config("plain")).await;
     let c = script(&env, &plain, "resolv", "cat /etc/resolv.conf");
     let out = run(&mut env, &plain, c).await;
-    let host: Vec<String> = fs::read_to_string("/etc/resolv.conf").unwrap_or_default().lines().map(String::from).collect();
+    let host: Vec<String> = fs::read_to_string("/etc/resolv.conf")
+        .unwrap_or_default()
+        .lines()
+        .map(String::from)
+        .collect();
     assert_eq!(out.stdout, host);
 }
 
@@ -354,10 +484,15 @@ fn host_cgroup(pid: i64, controller: &str) -> PathBuf {
         .find_map(|l| {
             let mut parts = l.splitn(3, ':');
             let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
-            controllers.split(',').any(|c| c == controller).then(|| path.to_owned())
+            controllers
+                .split(',')
+                .any(|c| c == controller)
+                .then(|| path.to_owned())
         })
         .unwrap_or_else(|| panic!("no {controller} line in /proc/{pid}/cgroup:\n{cgroup}"));
-    Path::new("/sys/fs/cgroup").join(controller).join(path.trim_start_matches('/'))
+    Path::new("/sys/fs/cgroup")
+        .join(controller)
+        .join(path.trim_start_matches('/'))
 }
 
 #[tokio::test]
@@ -374,7 +509,10 @@ async fn memory_and_cpu_limits_reach_the_cgroup() {
     let info = env
         .cri
         .runtime
-        .container_status(k8s_cri::v1::ContainerStatusRequest { container_id: id.clone(), verbose: true })
+        .container_status(k8s_cri::v1::ContainerStatusRequest {
+            container_id: id.clone(),
+            verbose: true,
+        })
         .await
         .unwrap()
         .into_inner()
@@ -382,29 +520,47 @@ async fn memory_and_cpu_limits_reach_the_cgroup() {
     let info: serde_json::Value = serde_json::from_str(&info["info"]).unwrap();
     let pid = info["pid"].as_i64().expect("verbose info has the pid");
 
-    let read = |p: PathBuf| fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())).trim().to_owned();
+    let read = |p: PathBuf| {
+        fs::read_to_string(&p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .trim()
+            .to_owned()
+    };
     if Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists() {
         let mem = host_cgroup(pid, "memory");
         assert!(
-            mem.starts_with(Path::new("/sys/fs/cgroup/memory").join(env.cgroup_parent.trim_start_matches('/'))),
+            mem.starts_with(
+                Path::new("/sys/fs/cgroup/memory").join(env.cgroup_parent.trim_start_matches('/'))
+            ),
             "the container's cgroup is under the pod's cgroup parent: {}",
             mem.display()
         );
-        assert_eq!(read(mem.join("memory.limit_in_bytes")), (64u64 << 20).to_string());
+        assert_eq!(
+            read(mem.join("memory.limit_in_bytes")),
+            (64u64 << 20).to_string()
+        );
         let cpu = host_cgroup(pid, "cpu");
         assert_eq!(read(cpu.join("cpu.cfs_quota_us")), "50000");
         assert_eq!(read(cpu.join("cpu.cfs_period_us")), "100000");
         assert_eq!(read(cpu.join("cpu.shares")), "512");
         // And from inside, where /sys/fs/cgroup shows the container's own cgroup.
-        let inside = env.exec_ok(&id, &["cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes"]).await;
+        let inside = env
+            .exec_ok(&id, &["cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes"])
+            .await;
         assert_eq!(inside.trim(), (64u64 << 20).to_string());
     } else {
         let path = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
-        let rel = path.lines().find_map(|l| l.strip_prefix("0::")).expect("cgroup v2 line").to_owned();
+        let rel = path
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .expect("cgroup v2 line")
+            .to_owned();
         let dir = Path::new("/sys/fs/cgroup").join(rel.trim_start_matches('/'));
         assert_eq!(read(dir.join("memory.max")), (64u64 << 20).to_string());
         assert_eq!(read(dir.join("cpu.max")), "50000 100000");
-        let inside = env.exec_ok(&id, &["cat", "/sys/fs/cgroup/memory.max"]).await;
+        let inside = env
+            .exec_ok(&id, &["cat", "/sys/fs/cgroup/memory.max"])
+            .await;
         assert_eq!(inside.trim(), (64u64 << 20).to_string());
     }
 }
@@ -430,9 +586,20 @@ async fn localhost_seccomp_profile_blocks_mkdir() {
         localhost_ref: profile.display().to_string(),
     });
     let out = run(&mut env, &pod, c).await;
-    assert_eq!(out.stdout, ["touched"], "only mkdir is denied: {:?}", out.stderr);
+    assert_eq!(
+        out.stdout,
+        ["touched"],
+        "only mkdir is denied: {:?}",
+        out.stderr
+    );
     assert_ne!(out.exit_code, 0);
-    assert!(out.stderr.iter().any(|l| l.contains("Operation not permitted")), "{:?}", out.stderr);
+    assert!(
+        out.stderr
+            .iter()
+            .any(|l| l.contains("Operation not permitted")),
+        "{:?}",
+        out.stderr
+    );
 
     // The deprecated string form the conformance suite still sends.
     #[allow(deprecated)]
@@ -457,21 +624,29 @@ async fn localhost_seccomp_profile_blocks_mkdir() {
 
     // The runtime's default profile allows mkdir.
     let mut c = script(&env, &pod, "default", test);
-    security(&mut c).seccomp = Some(SecurityProfile { profile_type: ProfileType::RuntimeDefault as i32, ..Default::default() });
+    security(&mut c).seccomp = Some(SecurityProfile {
+        profile_type: ProfileType::RuntimeDefault as i32,
+        ..Default::default()
+    });
     let out = run(&mut env, &pod, c).await;
     assert_eq!(out.stdout, ["touched", "made"], "{:?}", out.stderr);
     assert_eq!(out.exit_code, 0);
 }
 
 #[tokio::test]
-#[ignore = "bug: libcontainer's tracing warnings from the container's init (\"failed to resolve syscall\" \
-            for RuntimeDefault) go to the init's stderr, i.e. into the container's CRI log"]
 async fn runtime_default_seccomp_writes_nothing_into_the_container_log() {
     let mut env = PodEnv::start().await;
     let pod = env.run_pod(env.pod_config("quiet")).await;
     let mut c = script(&env, &pod, "default", "echo only-this");
-    security(&mut c).seccomp = Some(SecurityProfile { profile_type: ProfileType::RuntimeDefault as i32, ..Default::default() });
+    security(&mut c).seccomp = Some(SecurityProfile {
+        profile_type: ProfileType::RuntimeDefault as i32,
+        ..Default::default()
+    });
     let out = run(&mut env, &pod, c).await;
     assert_eq!(out.stdout, ["only-this"]);
-    assert_eq!(out.stderr, Vec::<String>::new(), "the container wrote nothing to stderr");
+    assert_eq!(
+        out.stderr,
+        Vec::<String>::new(),
+        "the container wrote nothing to stderr"
+    );
 }
