@@ -26,6 +26,16 @@ pub enum StoreError {
 /// Replaces `path` with `bytes` so that a reader (or a crash) sees either the old
 /// content or the new, never a mix.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    write_replace(path, bytes, true)
+}
+
+/// Like `atomic_write` (readers never see a mix) but without fsync: for derived files
+/// that are rebuilt, never recovered, after a crash (an OCI bundle's config.json).
+pub fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    write_replace(path, bytes, false)
+}
+
+fn write_replace(path: &Path, bytes: &[u8], durable: bool) -> Result<(), StoreError> {
     let err = |source| StoreError::Write {
         path: path.to_owned(),
         source,
@@ -41,9 +51,14 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
             .mode(0o600)
             .open(&tmp)?;
         f.write_all(bytes)?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
         fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
+        if durable {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);

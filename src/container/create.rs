@@ -141,7 +141,8 @@ pub async fn create_container(
     ensure_workdir(&rootfs_dir, &oci)?;
     backend.prepare_spec(&mut oci)?;
     let spec_json = serde_json::to_vec(&oci).map_err(|e| ContainerError::Invalid(format!("serialize spec: {e}")))?;
-    crate::store::atomic_write(&bundle.join("config.json"), &spec_json)?;
+    // Derived from the record, so not fsync'd: after a crash the container is gone anyway.
+    crate::store::replace_file(&bundle.join("config.json"), &spec_json)?;
 
     let log_path = match (sb.config.log_directory.as_str(), config.log_path.as_str()) {
         ("", _) | (_, "") => None,

@@ -68,6 +68,7 @@ fn to_cri_status(c: &Container) -> ContainerStatus {
         exit_code,
         image: Some(ImageSpec {
             image: r.image_name.clone(),
+            user_specified_image: r.image_name.clone(),
             ..Default::default()
         }),
         image_ref: r.image_ref.clone(),

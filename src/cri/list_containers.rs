@@ -28,6 +28,7 @@ pub fn list_containers(d: &Daemon, req: ListContainersRequest) -> Result<ListCon
                 metadata: r.config.metadata.clone(),
                 image: Some(ImageSpec {
                     image: r.image_name.clone(),
+                    user_specified_image: r.image_name.clone(),
                     ..Default::default()
                 }),
                 image_ref: r.image_ref.clone(),
