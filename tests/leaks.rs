@@ -13,13 +13,23 @@ async fn failed_creates_leave_nothing_behind() {
     let mut env = PodEnv::start().await;
     let pod = env.run_pod(env.pod_config("rollback")).await;
     // One running container, so that "nothing changed" is checked next to live state.
-    env.create_start(&pod, env.container_config(&pod, "steady", &["sleep", "1000"])).await;
+    env.create_start(
+        &pod,
+        env.container_config(&pod, "steady", &["sleep", "1000"]),
+    )
+    .await;
     let before = env.snapshot();
-    assert!(!before.processes.is_empty() && !before.mounts.is_empty() && !before.dirs.is_empty(), "{before:#?}");
+    assert!(
+        !before.processes.is_empty() && !before.mounts.is_empty() && !before.dirs.is_empty(),
+        "{before:#?}"
+    );
 
     let failing: Vec<(&str, k8s_cri::v1::ContainerConfig)> = vec![
         // libcontainer refuses it at create time: everything up to the backend was made.
-        ("missing binary", env.container_config(&pod, "main", &["/no/such/binary", "arg"])),
+        (
+            "missing binary",
+            env.container_config(&pod, "main", &["/no/such/binary", "arg"]),
+        ),
         ("unknown user", {
             let mut c = env.container_config(&pod, "main", &["true"]);
             security(&mut c).run_as_username = "nosuchuser".into();
@@ -49,20 +59,32 @@ async fn failed_creates_leave_nothing_behind() {
         let r = env.create(&pod, config).await;
         let s = r.expect_err(what);
         assert_ne!(s.code(), Code::Ok, "{what}");
-        env.assert_back_to(&before, &format!("failed create ({what}: {s:?})")).await;
+        env.assert_back_to(&before, &format!("failed create ({what}: {s:?})"))
+            .await;
     }
     // None of them kept the name.
-    let id = env.create(&pod, env.container_config(&pod, "main", &["true"])).await.expect("the name is free");
+    let id = env
+        .create(&pod, env.container_config(&pod, "main", &["true"]))
+        .await
+        .expect("the name is free");
     env.remove_container(&id).await.unwrap();
     env.assert_back_to(&before, "create + remove").await;
 
     // A failing RunPodSandbox: a sysctl that does not exist fails in the namespace setup,
     // after the pod's files and /dev/shm were made.
     let mut bad = env.pod_config("badsysctl");
-    bad.linux.as_mut().unwrap().sysctls.insert("net.ipv4.no_such_sysctl".into(), "1".into());
-    let s = env.try_run_pod(bad.clone()).await.expect_err("unknown sysctl");
+    bad.linux
+        .as_mut()
+        .unwrap()
+        .sysctls
+        .insert("net.ipv4.no_such_sysctl".into(), "1".into());
+    let s = env
+        .try_run_pod(bad.clone())
+        .await
+        .expect_err("unknown sysctl");
     assert_ne!(s.code(), Code::Ok);
-    env.assert_back_to(&before, &format!("failed RunPodSandbox ({s:?})")).await;
+    env.assert_back_to(&before, &format!("failed RunPodSandbox ({s:?})"))
+        .await;
     // Its name was released too.
     bad.linux.as_mut().unwrap().sysctls.clear();
     let p = env.run_pod(bad).await;
@@ -75,13 +97,30 @@ async fn removing_a_pod_with_running_containers_leaves_nothing() {
     let mut env = PodEnv::start().await;
     let before = env.snapshot();
     let pod = env.run_pod(env.pod_config("busy")).await;
-    let one = env.create_start(&pod, env.container_config(&pod, "one", &["sleep", "1000"])).await;
+    let one = env
+        .create_start(&pod, env.container_config(&pod, "one", &["sleep", "1000"]))
+        .await;
     // A process that ignores SIGTERM and a second process in the container.
-    env.create_start(&pod, env.container_config(&pod, "two", &["sh", "-c", "trap '' TERM; sleep 1000 & wait"])).await;
-    env.create(&pod, env.container_config(&pod, "three", &["sleep", "1000"])).await.unwrap();
+    env.create_start(
+        &pod,
+        env.container_config(
+            &pod,
+            "two",
+            &["sh", "-c", "trap '' TERM; sleep 1000 & wait"],
+        ),
+    )
+    .await;
+    env.create(
+        &pod,
+        env.container_config(&pod, "three", &["sleep", "1000"]),
+    )
+    .await
+    .unwrap();
     env.exec_ok(&one, &["true"]).await;
     assert_ne!(env.snapshot(), before);
-    env.remove_pod(&pod.id).await.expect("RemovePodSandbox without StopPodSandbox first");
+    env.remove_pod(&pod.id)
+        .await
+        .expect("RemovePodSandbox without StopPodSandbox first");
     env.assert_back_to(&before, "RemovePodSandbox").await;
 }
 
@@ -110,11 +149,20 @@ async fn two_hundred_container_cycles_leak_nothing() {
         env.stop_container(&id, 0).await.unwrap();
         env.remove_container(&id).await.unwrap();
     }
-    env.assert_back_to(&before, &format!("{CYCLES} create/start/stop/remove cycles")).await;
+    env.assert_back_to(
+        &before,
+        &format!("{CYCLES} create/start/stop/remove cycles"),
+    )
+    .await;
     assert_eq!(env.list_containers(Default::default()).await.len(), 0);
     let st = env.pod_status(&pod.id).await.unwrap();
     assert_eq!(st.state, k8s_cri::v1::PodSandboxState::SandboxReady as i32);
     // The pod still works.
-    let id = env.create_start(&pod, env.container_config(&pod, "after", &["sleep", "1000"])).await;
+    let id = env
+        .create_start(
+            &pod,
+            env.container_config(&pod, "after", &["sleep", "1000"]),
+        )
+        .await;
     env.wait_state(&id, ContainerState::ContainerRunning).await;
 }

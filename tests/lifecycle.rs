@@ -8,11 +8,16 @@ use std::time::{Duration, Instant};
 
 use common::pods::*;
 use k8s_cri::v1::{
-    ContainerFilter, ContainerState, ContainerStateValue, PodSandboxFilter, PodSandboxState, PodSandboxStateValue,
+    ContainerFilter, ContainerState, ContainerStateValue, PodSandboxFilter, PodSandboxState,
+    PodSandboxStateValue,
 };
 use tonic::Code;
 
-fn assert_code<T: std::fmt::Debug>(result: Result<T, tonic::Status>, code: Code, what: &str) -> tonic::Status {
+fn assert_code<T: std::fmt::Debug>(
+    result: Result<T, tonic::Status>,
+    code: Code,
+    what: &str,
+) -> tonic::Status {
     match result {
         Ok(v) => panic!("{what}: expected {code:?}, got Ok({v:?})"),
         Err(s) => {
@@ -40,7 +45,15 @@ async fn full_pod_lifecycle() {
     assert!(s.created_at > 0);
 
     // A process that ignores SIGTERM: StopContainer must kill it after its timeout.
-    let c = env.container_config(&pod, "main", &["sh", "-c", "trap '' TERM; echo up; while true; do sleep 1; done"]);
+    let c = env.container_config(
+        &pod,
+        "main",
+        &[
+            "sh",
+            "-c",
+            "trap '' TERM; echo up; while true; do sleep 1; done",
+        ],
+    );
     let log = pod.log_path(&c);
     let id = env.create(&pod, c.clone()).await.expect("CreateContainer");
     assert_eq!(id.len(), 64, "container ids are 64 hex chars");
@@ -50,7 +63,10 @@ async fn full_pod_lifecycle() {
     assert_eq!(st.labels, c.labels);
     assert_eq!(st.annotations, c.annotations);
     assert_eq!(st.log_path, log.display().to_string());
-    assert!(st.created_at > 0 && st.started_at == 0 && st.finished_at == 0, "{st:?}");
+    assert!(
+        st.created_at > 0 && st.started_at == 0 && st.finished_at == 0,
+        "{st:?}"
+    );
 
     env.start_container(&id).await.expect("StartContainer");
     let st = env.status(&id).await;
@@ -65,20 +81,35 @@ async fn full_pod_lifecycle() {
     assert_eq!(st.reason, "Error", "{st:?}");
     assert!(st.finished_at >= st.started_at, "{st:?}");
     // Stopping again is fine.
-    env.stop_container(&id, 1).await.expect("second StopContainer");
+    env.stop_container(&id, 1)
+        .await
+        .expect("second StopContainer");
 
     env.remove_container(&id).await.expect("RemoveContainer");
-    assert_code(env.try_status(&id).await, Code::NotFound, "status of a removed container");
-    assert!(env.list_containers(ContainerFilter::default()).await.is_empty());
+    assert_code(
+        env.try_status(&id).await,
+        Code::NotFound,
+        "status of a removed container",
+    );
+    assert!(env
+        .list_containers(ContainerFilter::default())
+        .await
+        .is_empty());
 
     env.stop_pod(&pod.id).await.expect("StopPodSandbox");
     let s = env.pod_status(&pod.id).await.unwrap();
     assert_eq!(s.state, PodSandboxState::SandboxNotready as i32);
     env.stop_pod(&pod.id).await.expect("second StopPodSandbox");
     env.remove_pod(&pod.id).await.expect("RemovePodSandbox");
-    assert_code(env.pod_status(&pod.id).await, Code::NotFound, "status of a removed pod");
+    assert_code(
+        env.pod_status(&pod.id).await,
+        Code::NotFound,
+        "status of a removed pod",
+    );
     assert!(env.list_pods(PodSandboxFilter::default()).await.is_empty());
-    env.remove_pod(&pod.id).await.expect("second RemovePodSandbox");
+    env.remove_pod(&pod.id)
+        .await
+        .expect("second RemovePodSandbox");
 }
 
 #[tokio::test]
@@ -98,7 +129,9 @@ async fn list_filters() {
     let mut idle = env.container_config(&a, "idle", &["sleep", "1000"]);
     idle.labels.insert("role".into(), "spare".into());
     let created = env.create(&a, idle).await.unwrap();
-    let done = env.create_start(&b, env.container_config(&b, "done", &["true"])).await;
+    let done = env
+        .create_start(&b, env.container_config(&b, "done", &["true"]))
+        .await;
     env.wait_exit(&done).await;
 
     let ids = |cs: Vec<k8s_cri::v1::Container>| {
@@ -111,7 +144,10 @@ async fn list_filters() {
         v
     };
     let all = env.list_containers(ContainerFilter::default()).await;
-    assert_eq!(ids(all.clone()), sorted(vec![running.clone(), created.clone(), done.clone()]));
+    assert_eq!(
+        ids(all.clone()),
+        sorted(vec![running.clone(), created.clone(), done.clone()])
+    );
     let c = all.iter().find(|c| c.id == running).unwrap();
     assert_eq!(c.pod_sandbox_id, a.id);
     assert_eq!(c.state, ContainerState::ContainerRunning as i32);
@@ -119,13 +155,36 @@ async fn list_filters() {
 
     let by = |f: ContainerFilter| f;
     let cases: Vec<(&str, ContainerFilter, Vec<String>)> = vec![
-        ("full id", by(ContainerFilter { id: running.clone(), ..Default::default() }), vec![running.clone()]),
-        ("id prefix", by(ContainerFilter { id: created[..12].into(), ..Default::default() }), vec![created.clone()]),
-        ("unknown id", by(ContainerFilter { id: "f".repeat(64), ..Default::default() }), vec![]),
+        (
+            "full id",
+            by(ContainerFilter {
+                id: running.clone(),
+                ..Default::default()
+            }),
+            vec![running.clone()],
+        ),
+        (
+            "id prefix",
+            by(ContainerFilter {
+                id: created[..12].into(),
+                ..Default::default()
+            }),
+            vec![created.clone()],
+        ),
+        (
+            "unknown id",
+            by(ContainerFilter {
+                id: "f".repeat(64),
+                ..Default::default()
+            }),
+            vec![],
+        ),
         (
             "state running",
             by(ContainerFilter {
-                state: Some(ContainerStateValue { state: ContainerState::ContainerRunning as i32 }),
+                state: Some(ContainerStateValue {
+                    state: ContainerState::ContainerRunning as i32,
+                }),
                 ..Default::default()
             }),
             vec![running.clone()],
@@ -133,7 +192,9 @@ async fn list_filters() {
         (
             "state created",
             by(ContainerFilter {
-                state: Some(ContainerStateValue { state: ContainerState::ContainerCreated as i32 }),
+                state: Some(ContainerStateValue {
+                    state: ContainerState::ContainerCreated as i32,
+                }),
                 ..Default::default()
             }),
             vec![created.clone()],
@@ -141,23 +202,53 @@ async fn list_filters() {
         (
             "state exited",
             by(ContainerFilter {
-                state: Some(ContainerStateValue { state: ContainerState::ContainerExited as i32 }),
+                state: Some(ContainerStateValue {
+                    state: ContainerState::ContainerExited as i32,
+                }),
                 ..Default::default()
             }),
             vec![done.clone()],
         ),
-        ("pod id", by(ContainerFilter { pod_sandbox_id: a.id.clone(), ..Default::default() }), sorted(vec![running.clone(), created.clone()])),
-        ("pod id prefix", by(ContainerFilter { pod_sandbox_id: b.id[..10].into(), ..Default::default() }), vec![done.clone()]),
-        ("unknown pod", by(ContainerFilter { pod_sandbox_id: "0".repeat(64), ..Default::default() }), vec![]),
+        (
+            "pod id",
+            by(ContainerFilter {
+                pod_sandbox_id: a.id.clone(),
+                ..Default::default()
+            }),
+            sorted(vec![running.clone(), created.clone()]),
+        ),
+        (
+            "pod id prefix",
+            by(ContainerFilter {
+                pod_sandbox_id: b.id[..10].into(),
+                ..Default::default()
+            }),
+            vec![done.clone()],
+        ),
+        (
+            "unknown pod",
+            by(ContainerFilter {
+                pod_sandbox_id: "0".repeat(64),
+                ..Default::default()
+            }),
+            vec![],
+        ),
         (
             "label",
-            by(ContainerFilter { label_selector: [("role".to_string(), "server".to_string())].into(), ..Default::default() }),
+            by(ContainerFilter {
+                label_selector: [("role".to_string(), "server".to_string())].into(),
+                ..Default::default()
+            }),
             vec![running.clone()],
         ),
         (
             "kubelet's pod uid label",
             by(ContainerFilter {
-                label_selector: [("io.kubernetes.pod.uid".to_string(), b.config.metadata.as_ref().unwrap().uid.clone())].into(),
+                label_selector: [(
+                    "io.kubernetes.pod.uid".to_string(),
+                    b.config.metadata.as_ref().unwrap().uid.clone(),
+                )]
+                .into(),
                 ..Default::default()
             }),
             vec![done.clone()],
@@ -176,7 +267,10 @@ async fn list_filters() {
             by(ContainerFilter {
                 label_selector: [
                     ("role".to_string(), "spare".to_string()),
-                    ("io.kubernetes.container.name".to_string(), "idle".to_string()),
+                    (
+                        "io.kubernetes.container.name".to_string(),
+                        "idle".to_string(),
+                    ),
                 ]
                 .into(),
                 ..Default::default()
@@ -185,7 +279,11 @@ async fn list_filters() {
         ),
     ];
     for (what, filter, want) in cases {
-        assert_eq!(ids(env.list_containers(filter).await), want, "ListContainers by {what}");
+        assert_eq!(
+            ids(env.list_containers(filter).await),
+            want,
+            "ListContainers by {what}"
+        );
     }
 
     env.stop_pod(&b.id).await.unwrap();
@@ -196,15 +294,57 @@ async fn list_filters() {
     };
     let state = |s: PodSandboxState| Some(PodSandboxStateValue { state: s as i32 });
     let cases: Vec<(&str, PodSandboxFilter, Vec<String>)> = vec![
-        ("nothing", PodSandboxFilter::default(), sorted(vec![a.id.clone(), b.id.clone()])),
-        ("full id", PodSandboxFilter { id: a.id.clone(), ..Default::default() }, vec![a.id.clone()]),
-        ("id prefix", PodSandboxFilter { id: b.id[..12].into(), ..Default::default() }, vec![b.id.clone()]),
-        ("unknown id", PodSandboxFilter { id: "0".repeat(64), ..Default::default() }, vec![]),
-        ("ready", PodSandboxFilter { state: state(PodSandboxState::SandboxReady), ..Default::default() }, vec![a.id.clone()]),
-        ("not ready", PodSandboxFilter { state: state(PodSandboxState::SandboxNotready), ..Default::default() }, vec![b.id.clone()]),
+        (
+            "nothing",
+            PodSandboxFilter::default(),
+            sorted(vec![a.id.clone(), b.id.clone()]),
+        ),
+        (
+            "full id",
+            PodSandboxFilter {
+                id: a.id.clone(),
+                ..Default::default()
+            },
+            vec![a.id.clone()],
+        ),
+        (
+            "id prefix",
+            PodSandboxFilter {
+                id: b.id[..12].into(),
+                ..Default::default()
+            },
+            vec![b.id.clone()],
+        ),
+        (
+            "unknown id",
+            PodSandboxFilter {
+                id: "0".repeat(64),
+                ..Default::default()
+            },
+            vec![],
+        ),
+        (
+            "ready",
+            PodSandboxFilter {
+                state: state(PodSandboxState::SandboxReady),
+                ..Default::default()
+            },
+            vec![a.id.clone()],
+        ),
+        (
+            "not ready",
+            PodSandboxFilter {
+                state: state(PodSandboxState::SandboxNotready),
+                ..Default::default()
+            },
+            vec![b.id.clone()],
+        ),
         (
             "label",
-            PodSandboxFilter { label_selector: [("tier".to_string(), "back".to_string())].into(), ..Default::default() },
+            PodSandboxFilter {
+                label_selector: [("tier".to_string(), "back".to_string())].into(),
+                ..Default::default()
+            },
             vec![b.id.clone()],
         ),
         (
@@ -218,16 +358,30 @@ async fn list_filters() {
         ),
     ];
     for (what, filter, want) in cases {
-        assert_eq!(pod_ids(env.list_pods(filter).await), want, "ListPodSandbox by {what}");
+        assert_eq!(
+            pod_ids(env.list_pods(filter).await),
+            want,
+            "ListPodSandbox by {what}"
+        );
     }
     // Stopping the pod stopped its container.
-    assert_eq!(env.status(&done).await.state, ContainerState::ContainerExited as i32);
+    assert_eq!(
+        env.status(&done).await.state,
+        ContainerState::ContainerExited as i32
+    );
 }
 
 /// The namespaces a process is in, as `readlink /proc/self/ns/<ns>` shows them.
 async fn namespaces(env: &mut PodEnv, id: &str) -> Vec<String> {
     let out = env
-        .exec_ok(id, &["sh", "-c", "for n in net ipc uts pid; do readlink /proc/self/ns/$n; done; hostname"])
+        .exec_ok(
+            id,
+            &[
+                "sh",
+                "-c",
+                "for n in net ipc uts pid; do readlink /proc/self/ns/$n; done; hostname",
+            ],
+        )
         .await;
     out.lines().map(String::from).collect()
 }
@@ -236,48 +390,83 @@ async fn namespaces(env: &mut PodEnv, id: &str) -> Vec<String> {
 async fn containers_of_a_pod_share_net_ipc_and_uts() {
     let mut env = PodEnv::start().await;
     let pod = env.run_pod(env.pod_config("shared")).await;
-    let one = env.create_start(&pod, env.container_config(&pod, "one", &["sleep", "1000"])).await;
-    let two = env.create_start(&pod, env.container_config(&pod, "two", &["sleep", "1000"])).await;
+    let one = env
+        .create_start(&pod, env.container_config(&pod, "one", &["sleep", "1000"]))
+        .await;
+    let two = env
+        .create_start(&pod, env.container_config(&pod, "two", &["sleep", "1000"]))
+        .await;
     let a = namespaces(&mut env, &one).await;
     let b = namespaces(&mut env, &two).await;
     assert_eq!(a.len(), 5, "{a:?}");
     assert_eq!(a[..3], b[..3], "net, ipc and uts are the pod's");
-    assert_ne!(a[3], b[3], "pid namespace is per container (NamespaceMode::Container)");
+    assert_ne!(
+        a[3], b[3],
+        "pid namespace is per container (NamespaceMode::Container)"
+    );
     assert_eq!(a[4], "shared", "hostname is the pod's");
     assert_eq!(b[4], "shared");
     for (i, ns) in ["net", "ipc", "uts"].iter().enumerate() {
         let host = std::fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
-        assert_ne!(a[i], host.display().to_string(), "the pod has its own {ns} namespace");
+        assert_ne!(
+            a[i],
+            host.display().to_string(),
+            "the pod has its own {ns} namespace"
+        );
     }
     // A second pod has namespaces of its own.
     let other = env.run_pod(env.pod_config("other")).await;
-    let three = env.create_start(&other, env.container_config(&other, "three", &["sleep", "1000"])).await;
+    let three = env
+        .create_start(
+            &other,
+            env.container_config(&other, "three", &["sleep", "1000"]),
+        )
+        .await;
     let c = namespaces(&mut env, &three).await;
     for i in 0..3 {
         assert_ne!(a[i], c[i], "pods do not share namespaces");
     }
     assert_eq!(c[4], "other");
     // The container's log shows the same hostname (output through the log, not exec).
-    let mut cfg = env.container_config(&pod, "printer", &["sh", "-c", "hostname; readlink /proc/self/ns/net"]);
+    let mut cfg = env.container_config(
+        &pod,
+        "printer",
+        &["sh", "-c", "hostname; readlink /proc/self/ns/net"],
+    );
     cfg.log_path = "printer/0.log".into();
     let (st, log) = env.run_to_exit(&pod, cfg).await;
     assert_eq!(st.exit_code, 0);
-    assert_eq!(log_lines(&log, "stdout"), vec!["shared".to_string(), a[0].clone()]);
+    assert_eq!(
+        log_lines(&log, "stdout"),
+        vec!["shared".to_string(), a[0].clone()]
+    );
 }
 
 #[tokio::test]
 async fn exec_sync_output_exit_code_and_timeout() {
     let mut env = PodEnv::start().await;
     let pod = env.run_pod(env.pod_config("exec")).await;
-    let id = env.create_start(&pod, env.container_config(&pod, "main", &["sleep", "1000"])).await;
+    let id = env
+        .create_start(&pod, env.container_config(&pod, "main", &["sleep", "1000"]))
+        .await;
 
-    let r = env.try_exec(&id, &["sh", "-c", "echo out; echo err >&2; exit 3"], 10).await.unwrap();
+    let r = env
+        .try_exec(&id, &["sh", "-c", "echo out; echo err >&2; exit 3"], 10)
+        .await
+        .unwrap();
     assert_eq!(String::from_utf8_lossy(&r.stdout), "out\n");
     assert_eq!(String::from_utf8_lossy(&r.stderr), "err\n");
     assert_eq!(r.exit_code, 3);
 
-    let r = env.try_exec(&id, &["cat", "/etc/hostname"], 0).await.unwrap();
-    assert_eq!((String::from_utf8_lossy(&r.stdout).trim(), r.exit_code), ("exec", 0), "no timeout: {r:?}");
+    let r = env
+        .try_exec(&id, &["cat", "/etc/hostname"], 0)
+        .await
+        .unwrap();
+    assert_eq!(
+        (String::from_utf8_lossy(&r.stdout).trim(), r.exit_code),
+        ("exec", 0),
+        "no timeout: {r:?}"
+    );
 
     let started = Instant::now();
     let r = env.try_exec(&id, &["sleep", "30"], 1).await;
@@ -288,36 +477,71 @@ async fn exec_sync_output_exit_code_and_timeout() {
         Ok(r) => assert_ne!(r.exit_code, 0, "a timed-out exec reports failure: {r:?}"),
         Err(s) => assert_eq!(s.code(), Code::DeadlineExceeded, "{s:?}"),
     }
-    assert!(took < Duration::from_secs(20), "ExecSync waited {took:?} for a 1 s timeout");
+    assert!(
+        took < Duration::from_secs(20),
+        "ExecSync waited {took:?} for a 1 s timeout"
+    );
     // The container is unharmed and the killed process is gone.
     let ps = env.exec_ok(&id, &["ps", "-o", "args"]).await;
-    assert!(!ps.contains("sleep 30"), "the timed-out process was killed: {ps}");
+    assert!(
+        !ps.contains("sleep 30"),
+        "the timed-out process was killed: {ps}"
+    );
 
     let r = env.try_exec(&id, &["/no/such/binary"], 5).await;
     match r {
         Ok(r) => assert_ne!(r.exit_code, 0, "{r:?}"),
         Err(s) => assert_ne!(s.code(), Code::Ok, "{s:?}"),
     }
-    assert_code(env.try_exec(&id, &[], 5).await, Code::InvalidArgument, "empty ExecSync command");
+    assert_code(
+        env.try_exec(&id, &[], 5).await,
+        Code::InvalidArgument,
+        "empty ExecSync command",
+    );
 }
 
 #[tokio::test]
 async fn exit_codes_and_reasons() {
     let mut env = PodEnv::start().await;
     let pod = env.run_pod(env.pod_config("exits")).await;
-    let (st, _) = env.run_to_exit(&pod, env.container_config(&pod, "seven", &["sh", "-c", "exit 7"])).await;
+    let (st, _) = env
+        .run_to_exit(
+            &pod,
+            env.container_config(&pod, "seven", &["sh", "-c", "exit 7"]),
+        )
+        .await;
     assert_eq!((st.exit_code, st.reason.as_str()), (7, "Error"), "{st:?}");
-    let (st, _) = env.run_to_exit(&pod, env.container_config(&pod, "ok", &["true"])).await;
-    assert_eq!((st.exit_code, st.reason.as_str()), (0, "Completed"), "{st:?}");
+    let (st, _) = env
+        .run_to_exit(&pod, env.container_config(&pod, "ok", &["true"]))
+        .await;
+    assert_eq!(
+        (st.exit_code, st.reason.as_str()),
+        (0, "Completed"),
+        "{st:?}"
+    );
     // A signal from inside does not end the init of a pid namespace; a child's death is
     // the shell's to report.
-    let (st, log) =
-        env.run_to_exit(&pod, env.container_config(&pod, "signal", &["sh", "-c", "sh -c 'kill -9 $$'; echo $?; exit 130"])).await;
+    let (st, log) = env
+        .run_to_exit(
+            &pod,
+            env.container_config(
+                &pod,
+                "signal",
+                &["sh", "-c", "sh -c 'kill -9 $$'; echo $?; exit 130"],
+            ),
+        )
+        .await;
     assert_eq!(st.exit_code, 130, "{st:?}");
     assert_eq!(log_lines(&log, "stdout"), ["137"]);
     // No command: the image's Cmd (`sh`) runs, reads EOF from stdin and exits 0.
-    let (st, _) = env.run_to_exit(&pod, env.container_config(&pod, "image-cmd", &[])).await;
-    assert_eq!((st.exit_code, st.reason.as_str()), (0, "Completed"), "{st:?}");
+    let (st, _) = env
+        .run_to_exit(&pod, env.container_config(&pod, "image-cmd", &[]))
+        .await;
+    assert_eq!(
+        (st.exit_code, st.reason.as_str()),
+        (0, "Completed"),
+        "{st:?}"
+    );
     // args without command are appended to nothing: they are the argv.
     let mut cfg = env.container_config(&pod, "args", &[]);
     cfg.args = vec!["sh".into(), "-c".into(), "echo from-args; exit 4".into()];
@@ -330,7 +554,11 @@ async fn exit_codes_and_reasons() {
 async fn memory_hog_is_oom_killed() {
     let mut env = PodEnv::start().await;
     let pod = env.run_pod(env.pod_config("oom")).await;
-    let mut cfg = env.container_config(&pod, "hog", &["sh", "-c", "x=0123456789; while true; do x=\"$x$x\"; done"]);
+    let mut cfg = env.container_config(
+        &pod,
+        "hog",
+        &["sh", "-c", "x=0123456789; while true; do x=\"$x$x\"; done"],
+    );
     resources(&mut cfg).memory_limit_in_bytes = 8 << 20;
     let (st, _) = env.run_to_exit(&pod, cfg).await;
     assert_eq!(st.reason, "OOMKilled", "{st:?}");
@@ -343,9 +571,18 @@ async fn log_file_format_with_partial_lines() {
     let pod = env.run_pod(env.pod_config("logs")).await;
     // 2500 bytes on one line, a short line, a line on stderr, a last line with no newline.
     let script = "printf 'a%.0s' $(seq 2500); echo; echo short; echo oops >&2; printf tail";
-    let (st, log) = env.run_to_exit(&pod, env.container_config(&pod, "main", &["sh", "-c", script])).await;
+    let (st, log) = env
+        .run_to_exit(
+            &pod,
+            env.container_config(&pod, "main", &["sh", "-c", script]),
+        )
+        .await;
     assert_eq!(st.exit_code, 0);
-    let stdout: Vec<(char, usize)> = log.iter().filter(|r| r.stream == "stdout").map(|r| (r.tag, r.text.len())).collect();
+    let stdout: Vec<(char, usize)> = log
+        .iter()
+        .filter(|r| r.stream == "stdout")
+        .map(|r| (r.tag, r.text.len()))
+        .collect();
     assert_eq!(
         stdout[..3],
         [('P', 1024), ('P', 1024), ('F', 452)],
@@ -368,13 +605,27 @@ async fn name_clashes_name_the_first_id() {
     let mut env = PodEnv::start().await;
     let config = env.pod_config("clash");
     let pod = env.run_pod(config.clone()).await;
-    let s = assert_code(env.try_run_pod(config.clone()).await, Code::AlreadyExists, "same pod twice");
-    assert!(s.message().contains(&pod.id), "the error names the first sandbox: {s:?}");
+    let s = assert_code(
+        env.try_run_pod(config.clone()).await,
+        Code::AlreadyExists,
+        "same pod twice",
+    );
+    assert!(
+        s.message().contains(&pod.id),
+        "the error names the first sandbox: {s:?}"
+    );
 
     let cfg = env.container_config(&pod, "main", &["sleep", "1000"]);
     let first = env.create(&pod, cfg.clone()).await.unwrap();
-    let s = assert_code(env.create(&pod, cfg.clone()).await, Code::AlreadyExists, "same container twice");
-    assert!(s.message().contains(&first), "the error names the first container: {s:?}");
+    let s = assert_code(
+        env.create(&pod, cfg.clone()).await,
+        Code::AlreadyExists,
+        "same container twice",
+    );
+    assert!(
+        s.message().contains(&first),
+        "the error names the first container: {s:?}"
+    );
     // Another attempt is another name.
     let mut next = cfg.clone();
     next.metadata.as_mut().unwrap().attempt = 1;
@@ -383,7 +634,9 @@ async fn name_clashes_name_the_first_id() {
     assert_ne!(first, second);
     // Once removed, the name is free again.
     env.remove_container(&first).await.unwrap();
-    env.create(&pod, cfg).await.expect("name free after RemoveContainer");
+    env.create(&pod, cfg)
+        .await
+        .expect("name free after RemoveContainer");
     env.remove_pod(&pod.id).await.unwrap();
     env.run_pod(config).await;
 }
@@ -398,93 +651,214 @@ async fn bad_requests_get_the_right_code() {
     // Sandboxes.
     let mut c = env.pod_config("nometa");
     c.metadata = None;
-    assert_code(env.try_run_pod(c).await, Code::InvalidArgument, "pod without metadata");
+    assert_code(
+        env.try_run_pod(c).await,
+        Code::InvalidArgument,
+        "pod without metadata",
+    );
     let mut c = env.pod_config("noname");
     c.metadata.as_mut().unwrap().name.clear();
-    assert_code(env.try_run_pod(c).await, Code::InvalidArgument, "pod without a name");
+    assert_code(
+        env.try_run_pod(c).await,
+        Code::InvalidArgument,
+        "pod without a name",
+    );
     let mut c = env.pod_config("badhost");
     c.hostname = "bad host".into();
-    assert_code(env.try_run_pod(c).await, Code::InvalidArgument, "invalid hostname");
+    assert_code(
+        env.try_run_pod(c).await,
+        Code::InvalidArgument,
+        "invalid hostname",
+    );
     let c = env.pod_config("handler");
     let r = env
         .cri
         .runtime
-        .run_pod_sandbox(k8s_cri::v1::RunPodSandboxRequest { config: Some(c), runtime_handler: "no-such-handler".into() })
+        .run_pod_sandbox(k8s_cri::v1::RunPodSandboxRequest {
+            config: Some(c),
+            runtime_handler: "no-such-handler".into(),
+        })
         .await;
     assert_code(r, Code::InvalidArgument, "unknown runtime handler");
-    let r = env.cri.runtime.run_pod_sandbox(k8s_cri::v1::RunPodSandboxRequest::default()).await;
+    let r = env
+        .cri
+        .runtime
+        .run_pod_sandbox(k8s_cri::v1::RunPodSandboxRequest::default())
+        .await;
     assert_code(r, Code::InvalidArgument, "RunPodSandbox without config");
-    assert_code(env.pod_status(&unknown).await, Code::NotFound, "PodSandboxStatus of an unknown id");
+    assert_code(
+        env.pod_status(&unknown).await,
+        Code::NotFound,
+        "PodSandboxStatus of an unknown id",
+    );
 
     // CreateContainer.
-    let missing_pod = Pod { id: unknown.clone(), config: pod.config.clone() };
-    assert_code(env.create(&missing_pod, good.clone()).await, Code::NotFound, "create in a missing sandbox");
+    let missing_pod = Pod {
+        id: unknown.clone(),
+        config: pod.config.clone(),
+    };
+    assert_code(
+        env.create(&missing_pod, good.clone()).await,
+        Code::NotFound,
+        "create in a missing sandbox",
+    );
     let mut c = good.clone();
     c.image.as_mut().unwrap().image = "proxrt.test/no-such-image:1".into();
     assert_code(env.create(&pod, c).await, Code::NotFound, "missing image");
     let mut c = good.clone();
     c.metadata = None;
-    assert_code(env.create(&pod, c).await, Code::InvalidArgument, "container without metadata");
+    assert_code(
+        env.create(&pod, c).await,
+        Code::InvalidArgument,
+        "container without metadata",
+    );
     let r = env
         .cri
         .runtime
-        .create_container(k8s_cri::v1::CreateContainerRequest { pod_sandbox_id: pod.id.clone(), config: None, sandbox_config: None })
+        .create_container(k8s_cri::v1::CreateContainerRequest {
+            pod_sandbox_id: pod.id.clone(),
+            config: None,
+            sandbox_config: None,
+        })
         .await;
     assert_code(r, Code::InvalidArgument, "CreateContainer without config");
     let mut c = good.clone();
     c.image = None;
-    assert_code(env.create(&pod, c).await, Code::InvalidArgument, "container without image");
+    assert_code(
+        env.create(&pod, c).await,
+        Code::InvalidArgument,
+        "container without image",
+    );
     let mut c = good.clone();
     c.working_dir = "relative/dir".into();
-    assert_code(env.create(&pod, c).await, Code::InvalidArgument, "relative working_dir");
+    assert_code(
+        env.create(&pod, c).await,
+        Code::InvalidArgument,
+        "relative working_dir",
+    );
     let mut c = good.clone();
-    security(&mut c).capabilities = Some(k8s_cri::v1::Capability { add_capabilities: vec!["CAP_NO_SUCH".into()], ..Default::default() });
-    assert_code(env.create(&pod, c).await, Code::InvalidArgument, "unknown capability");
+    security(&mut c).capabilities = Some(k8s_cri::v1::Capability {
+        add_capabilities: vec!["CAP_NO_SUCH".into()],
+        ..Default::default()
+    });
+    assert_code(
+        env.create(&pod, c).await,
+        Code::InvalidArgument,
+        "unknown capability",
+    );
     let mut c = good.clone();
     security(&mut c).privileged = true;
-    assert_code(env.create(&pod, c).await, Code::FailedPrecondition, "privileged container in an unprivileged pod");
+    assert_code(
+        env.create(&pod, c).await,
+        Code::FailedPrecondition,
+        "privileged container in an unprivileged pod",
+    );
     let mut c = good.clone();
     security(&mut c).run_as_username = "nosuchuser".into();
-    assert_code(env.create(&pod, c).await, Code::InvalidArgument, "unknown user");
+    assert_code(
+        env.create(&pod, c).await,
+        Code::InvalidArgument,
+        "unknown user",
+    );
     let mut c = good.clone();
     c.envs = vec![key_value("", "x")];
-    assert_code(env.create(&pod, c).await, Code::InvalidArgument, "env with an empty name");
+    assert_code(
+        env.create(&pod, c).await,
+        Code::InvalidArgument,
+        "env with an empty name",
+    );
     let mut c = good.clone();
     c.mounts = vec![k8s_cri::v1::Mount {
         container_path: "/data".into(),
         host_path: env.daemon().dir().join("no-such-dir").display().to_string(),
         ..Default::default()
     }];
-    assert_code(env.create(&pod, c).await, Code::InvalidArgument, "mount of a missing host path");
+    assert_code(
+        env.create(&pod, c).await,
+        Code::InvalidArgument,
+        "mount of a missing host path",
+    );
     let mut c = good.clone();
     security(&mut c).seccomp = Some(k8s_cri::v1::SecurityProfile {
         profile_type: k8s_cri::v1::security_profile::ProfileType::Localhost as i32,
-        localhost_ref: env.daemon().dir().join("no-such-profile.json").display().to_string(),
+        localhost_ref: env
+            .daemon()
+            .dir()
+            .join("no-such-profile.json")
+            .display()
+            .to_string(),
     });
-    assert_code(env.create(&pod, c).await, Code::InvalidArgument, "missing seccomp profile");
+    assert_code(
+        env.create(&pod, c).await,
+        Code::InvalidArgument,
+        "missing seccomp profile",
+    );
     // None of the refused creates holds the name.
-    let id = env.create(&pod, good.clone()).await.expect("the name is still free");
+    let id = env
+        .create(&pod, good.clone())
+        .await
+        .expect("the name is still free");
 
     // Unknown ids.
-    assert_code(env.try_status(&unknown).await, Code::NotFound, "ContainerStatus of an unknown id");
-    assert_code(env.start_container(&unknown).await, Code::NotFound, "StartContainer of an unknown id");
-    assert_code(env.try_exec(&unknown, &["true"], 5).await, Code::NotFound, "ExecSync in an unknown id");
-    env.stop_container(&unknown, 0).await.expect("StopContainer of an unknown id is OK");
-    env.remove_container(&unknown).await.expect("RemoveContainer of an unknown id is OK");
-    env.stop_pod(&unknown).await.expect("StopPodSandbox of an unknown id is OK");
-    env.remove_pod(&unknown).await.expect("RemovePodSandbox of an unknown id is OK");
+    assert_code(
+        env.try_status(&unknown).await,
+        Code::NotFound,
+        "ContainerStatus of an unknown id",
+    );
+    assert_code(
+        env.start_container(&unknown).await,
+        Code::NotFound,
+        "StartContainer of an unknown id",
+    );
+    assert_code(
+        env.try_exec(&unknown, &["true"], 5).await,
+        Code::NotFound,
+        "ExecSync in an unknown id",
+    );
+    env.stop_container(&unknown, 0)
+        .await
+        .expect("StopContainer of an unknown id is OK");
+    env.remove_container(&unknown)
+        .await
+        .expect("RemoveContainer of an unknown id is OK");
+    env.stop_pod(&unknown)
+        .await
+        .expect("StopPodSandbox of an unknown id is OK");
+    env.remove_pod(&unknown)
+        .await
+        .expect("RemovePodSandbox of an unknown id is OK");
 
     // Wrong states.
-    assert_code(env.try_exec(&id, &["true"], 5).await, Code::FailedPrecondition, "ExecSync before start");
+    assert_code(
+        env.try_exec(&id, &["true"], 5).await,
+        Code::FailedPrecondition,
+        "ExecSync before start",
+    );
     env.start_container(&id).await.unwrap();
-    assert_code(env.start_container(&id).await, Code::FailedPrecondition, "StartContainer twice");
+    assert_code(
+        env.start_container(&id).await,
+        Code::FailedPrecondition,
+        "StartContainer twice",
+    );
     env.stop_container(&id, 0).await.unwrap();
-    assert_code(env.try_exec(&id, &["true"], 5).await, Code::FailedPrecondition, "ExecSync after exit");
-    assert_code(env.start_container(&id).await, Code::FailedPrecondition, "StartContainer after exit");
+    assert_code(
+        env.try_exec(&id, &["true"], 5).await,
+        Code::FailedPrecondition,
+        "ExecSync after exit",
+    );
+    assert_code(
+        env.start_container(&id).await,
+        Code::FailedPrecondition,
+        "StartContainer after exit",
+    );
 
     // A stopped sandbox takes no new containers.
     env.stop_pod(&pod.id).await.unwrap();
     let mut c = good.clone();
     c.metadata.as_mut().unwrap().name = "late".into();
-    assert_code(env.create(&pod, c).await, Code::FailedPrecondition, "create in a stopped sandbox");
+    assert_code(
+        env.create(&pod, c).await,
+        Code::FailedPrecondition,
+        "create in a stopped sandbox",
+    );
 }

@@ -17,7 +17,11 @@ fn ticks(log: &Path) -> Vec<u64> {
     log_lines(&read_log(log), "stdout")
         .iter()
         .filter(|l| *l != "stopping")
-        .map(|l| l.strip_prefix("tick ").and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("bad line {l:?}")))
+        .map(|l| {
+            l.strip_prefix("tick ")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("bad line {l:?}"))
+        })
         .collect()
 }
 
@@ -43,21 +47,42 @@ async fn survives(kill9: bool) {
     );
     let ticker_log = pod.log_path(&ticker_cfg);
     let ticker = env.create_start(&pod, ticker_cfg.clone()).await;
-    let mut waiter_cfg =
-        env.container_config(&pod, "waiter", &["sh", "-c", "while [ ! -e /ctl/go ]; do sleep 0.05; done; echo going; exit 5"]);
+    let mut waiter_cfg = env.container_config(
+        &pod,
+        "waiter",
+        &[
+            "sh",
+            "-c",
+            "while [ ! -e /ctl/go ]; do sleep 0.05; done; echo going; exit 5",
+        ],
+    );
     waiter_cfg.mounts = vec![ctl_mount];
     let waiter_log = pod.log_path(&waiter_cfg);
     let waiter = env.create_start(&pod, waiter_cfg).await;
-    let (done_status, _) = env.run_to_exit(&pod, env.container_config(&pod, "done", &["sh", "-c", "exit 3"])).await;
+    let (done_status, _) = env
+        .run_to_exit(
+            &pod,
+            env.container_config(&pod, "done", &["sh", "-c", "exit 3"]),
+        )
+        .await;
     let done = done_status.id.clone();
-    let created = env.create(&pod, env.container_config(&pod, "created", &["sleep", "1000"])).await.unwrap();
+    let created = env
+        .create(
+            &pod,
+            env.container_config(&pod, "created", &["sleep", "1000"]),
+        )
+        .await
+        .unwrap();
     wait_log(&ticker_log, "a few ticks", |r| r.len() >= 3).await;
 
     if kill9 {
         env.kill9();
         // While the daemon is down its containers go on: the ticker keeps logging.
         let before = ticks(&ticker_log).len();
-        wait_log(&ticker_log, "ticks while the daemon is down", |r| r.len() >= before + 3).await;
+        wait_log(&ticker_log, "ticks while the daemon is down", |r| {
+            r.len() >= before + 3
+        })
+        .await;
     }
     env.restart().await;
 
@@ -65,8 +90,14 @@ async fn survives(kill9: bool) {
     let pods = env.list_pods(PodSandboxFilter::default()).await;
     let state_of = |id: &str| pods.iter().find(|p| p.id == id).map(|p| p.state);
     assert_eq!(pods.len(), 2, "{pods:?}");
-    assert_eq!(state_of(&pod.id), Some(PodSandboxState::SandboxReady as i32));
-    assert_eq!(state_of(&gone.id), Some(PodSandboxState::SandboxNotready as i32));
+    assert_eq!(
+        state_of(&pod.id),
+        Some(PodSandboxState::SandboxReady as i32)
+    );
+    assert_eq!(
+        state_of(&gone.id),
+        Some(PodSandboxState::SandboxNotready as i32)
+    );
     let containers = env.list_containers(ContainerFilter::default()).await;
     assert_eq!(containers.len(), 4, "{containers:?}");
     for (id, state) in [
@@ -78,17 +109,34 @@ async fn survives(kill9: bool) {
         let st = env.status(id).await;
         assert_eq!(st.state, state as i32, "after restart: {st:?}");
     }
-    assert!(containers.iter().all(|c| c.pod_sandbox_id == pod.id), "{containers:?}");
+    assert!(
+        containers.iter().all(|c| c.pod_sandbox_id == pod.id),
+        "{containers:?}"
+    );
     let st = env.status(&done).await;
-    assert_eq!((st.exit_code, st.reason.as_str()), (3, "Error"), "an exited container keeps its exit code: {st:?}");
-    assert_eq!(st.finished_at, done_status.finished_at, "and its finish time");
+    assert_eq!(
+        (st.exit_code, st.reason.as_str()),
+        (3, "Error"),
+        "an exited container keeps its exit code: {st:?}"
+    );
+    assert_eq!(
+        st.finished_at, done_status.finished_at,
+        "and its finish time"
+    );
 
     // The running one still runs: exec works, and its log goes on where it was.
     assert_eq!(env.exec_ok(&ticker, &["hostname"]).await, "survivor\n");
     let seen = ticks(&ticker_log).len();
-    wait_log(&ticker_log, "ticks after the restart", |r| r.len() >= seen + 3).await;
+    wait_log(&ticker_log, "ticks after the restart", |r| {
+        r.len() >= seen + 3
+    })
+    .await;
     let all = ticks(&ticker_log);
-    assert_eq!(all, (0..all.len() as u64).collect::<Vec<_>>(), "no tick lost or repeated across the restart");
+    assert_eq!(
+        all,
+        (0..all.len() as u64).collect::<Vec<_>>(),
+        "no tick lost or repeated across the restart"
+    );
 
     // A container that exits after the restart reports its code.
     fs::write(ctl.join("go"), "").unwrap();
@@ -97,25 +145,46 @@ async fn survives(kill9: bool) {
     assert_eq!(log_lines(&read_log(&waiter_log), "stdout"), ["going"]);
 
     // The created one can still be started, names are still reserved.
-    env.start_container(&created).await.expect("start a container created before the restart");
-    env.wait_state(&created, ContainerState::ContainerRunning).await;
+    env.start_container(&created)
+        .await
+        .expect("start a container created before the restart");
+    env.wait_state(&created, ContainerState::ContainerRunning)
+        .await;
     let again = env.container_config(&pod, "ticker", &["true"]);
-    let s = env.create(&pod, again).await.expect_err("the name is still taken");
+    let s = env
+        .create(&pod, again)
+        .await
+        .expect_err("the name is still taken");
     assert_eq!(s.code(), Code::AlreadyExists, "{s:?}");
     assert!(s.message().contains(&ticker), "{s:?}");
-    let s = env.try_run_pod(pod.config.clone()).await.expect_err("the pod name is still taken");
+    let s = env
+        .try_run_pod(pod.config.clone())
+        .await
+        .expect_err("the pod name is still taken");
     assert_eq!(s.code(), Code::AlreadyExists, "{s:?}");
 
     // And everything can be stopped and removed.
     env.stop_container(&ticker, 5).await.unwrap();
     let st = env.status(&ticker).await;
     assert_eq!(st.state, ContainerState::ContainerExited as i32);
-    assert_eq!((st.exit_code, st.reason.as_str()), (0, "Completed"), "the ticker got StopContainer's SIGTERM: {st:?}");
-    assert_eq!(log_lines(&read_log(&ticker_log), "stdout").last().map(String::as_str), Some("stopping"));
+    assert_eq!(
+        (st.exit_code, st.reason.as_str()),
+        (0, "Completed"),
+        "the ticker got StopContainer's SIGTERM: {st:?}"
+    );
+    assert_eq!(
+        log_lines(&read_log(&ticker_log), "stdout")
+            .last()
+            .map(String::as_str),
+        Some("stopping")
+    );
     env.remove_pod(&pod.id).await.unwrap();
     env.remove_pod(&gone.id).await.unwrap();
     assert!(env.list_pods(PodSandboxFilter::default()).await.is_empty());
-    assert!(env.list_containers(ContainerFilter::default()).await.is_empty());
+    assert!(env
+        .list_containers(ContainerFilter::default())
+        .await
+        .is_empty());
 }
 
 #[tokio::test]
@@ -134,7 +203,15 @@ async fn a_container_that_exits_while_the_daemon_is_down_reports_its_code() {
     let pod = env.run_pod(env.pod_config("downtime")).await;
     let ctl = env.daemon().dir().join("ctl");
     fs::create_dir(&ctl).unwrap();
-    let mut cfg = env.container_config(&pod, "main", &["sh", "-c", "while [ ! -e /ctl/go ]; do sleep 0.05; done; echo bye; exit 9"]);
+    let mut cfg = env.container_config(
+        &pod,
+        "main",
+        &[
+            "sh",
+            "-c",
+            "while [ ! -e /ctl/go ]; do sleep 0.05; done; echo bye; exit 9",
+        ],
+    );
     cfg.mounts = vec![Mount {
         container_path: "/ctl".into(),
         host_path: ctl.display().to_string(),

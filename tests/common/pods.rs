@@ -40,6 +40,8 @@ pub const STATE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the daemon's processes, mounts and fds may take to settle after an operation
 /// before a difference counts as a leak (an exiting monitor is not instantly gone).
 pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a waiting helper asks again.
+const POLL: Duration = Duration::from_millis(5);
 
 /// The name the imported busybox image gets in every `PodEnv`'s daemon.
 pub const BUSYBOX: &str = "proxrt.test/busybox:latest";
@@ -75,6 +77,10 @@ impl PodEnv {
 
     /// A daemon started with `extra_toml` (see `TestDaemon::start_with`).
     pub async fn start_with(extra_toml: &str) -> PodEnv {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "pods need root (namespaces, mounts, cgroups): run the tests with sudo (hack/test)"
+        );
         let daemon = TestDaemon::start_with(extra_toml);
         let cgroup_parent = format!("/proxrt-test-{}", random_hex(6));
         let mut env = PodEnv {
@@ -360,7 +366,7 @@ impl PodEnv {
                     self.daemon().log()
                 );
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(POLL).await;
         }
     }
 
@@ -554,15 +560,34 @@ impl Drop for PodEnv {
     fn drop(&mut self) {
         let failing = std::thread::panicking();
         let mut problems = Vec::new();
-        if self.daemon.as_ref().is_some_and(|d| d.pid().is_some()) {
-            let mut cri = self.cri.clone();
-            let this = PodEnvRef { cri: &mut cri };
-            block_on(this.remove_all());
+        let Some(daemon) = self.daemon.take() else {
+            return;
+        };
+        if daemon.pid().is_some() {
+            block_on(remove_all_pods(self.cri.clone()));
         }
+        // With every pod removed nothing of the daemon's may stay mounted; a failed test
+        // may leave mounts, which must go before the temp dir does.
+        let dir = daemon.dir().display().to_string();
+        let mounts: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| m.starts_with(&dir))
+            .map(String::from)
+            .collect();
+        if !mounts.is_empty() {
+            problems.push(format!(
+                "mounts left after removing every pod: {}",
+                mounts.join(", ")
+            ));
+            for m in mounts.iter().rev() {
+                let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+        let log = daemon.log();
+        let daemon_pid = daemon.pid();
         // Stops the daemon (and checks its own teardown, see TestDaemon::drop).
-        let daemon = self.daemon.take();
-        let log = daemon.as_ref().map(|d| d.log()).unwrap_or_default();
-        let daemon_pid = daemon.as_ref().and_then(|d| d.pid());
         drop(daemon);
         // Monitors and holders end with their containers and pods; give them a moment.
         let top = process_cgroup_root().join(self.cgroup_parent.trim_start_matches('/'));
@@ -573,13 +598,21 @@ impl Drop for PodEnv {
             left = live_processes(&top);
         }
         if !left.is_empty() {
+            let left: Vec<String> = left.iter().map(|(p, c)| format!("{p} {c}")).collect();
             problems.push(format!(
                 "processes outlived the daemon (pid {daemon_pid:?}) and every pod: {}",
-                left.iter()
-                    .map(|(p, c)| format!("{p} {c}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                left.join(", ")
             ));
+        }
+        // Container cgroups are gone with their containers; only ours may remain.
+        let ours = self.daemon_cgroup();
+        for root in cgroup_roots() {
+            let top = root.join(self.cgroup_parent.trim_start_matches('/'));
+            walk_dirs(&top, &mut |p| {
+                if p != top && p != ours {
+                    problems.push(format!("cgroup left: {}", p.display()));
+                }
+            });
         }
         remove_cgroup_tree(&self.cgroup_parent);
         if !failing && !problems.is_empty() {
@@ -588,44 +621,34 @@ impl Drop for PodEnv {
     }
 }
 
-/// The CRI part of teardown, separate so it can run on a private runtime.
-struct PodEnvRef<'a> {
-    cri: &'a mut Cri,
-}
-
-impl PodEnvRef<'_> {
-    async fn remove_all(self) {
-        let pods = self
-            .cri
-            .runtime
-            .list_pod_sandbox(ListPodSandboxRequest { filter: None })
-            .await;
-        if let Ok(pods) = pods {
-            for p in pods.into_inner().items {
-                if let Err(s) = self
-                    .cri
-                    .runtime
-                    .remove_pod_sandbox(RemovePodSandboxRequest {
-                        pod_sandbox_id: p.id.clone(),
-                    })
-                    .await
-                {
-                    eprintln!("teardown: RemovePodSandbox {}: {s:?}", p.id);
-                }
+/// Teardown's CRI part: RemovePodSandbox of every pod (which removes its containers),
+/// then RemoveContainer of any container left.
+async fn remove_all_pods(mut cri: Cri) {
+    if let Ok(pods) = cri
+        .runtime
+        .list_pod_sandbox(ListPodSandboxRequest { filter: None })
+        .await
+    {
+        for p in pods.into_inner().items {
+            let req = RemovePodSandboxRequest {
+                pod_sandbox_id: p.id.clone(),
+            };
+            if let Err(s) = cri.runtime.remove_pod_sandbox(req).await {
+                eprintln!("teardown: RemovePodSandbox {}: {s:?}", p.id);
             }
         }
-        if let Ok(cs) = self
-            .cri
-            .runtime
-            .list_containers(ListContainersRequest { filter: None })
-            .await
-        {
-            for c in cs.into_inner().containers {
-                let _ = self
-                    .cri
-                    .runtime
-                    .remove_container(RemoveContainerRequest { container_id: c.id })
-                    .await;
+    }
+    if let Ok(cs) = cri
+        .runtime
+        .list_containers(ListContainersRequest { filter: None })
+        .await
+    {
+        for c in cs.into_inner().containers {
+            let req = RemoveContainerRequest {
+                container_id: c.id.clone(),
+            };
+            if let Err(s) = cri.runtime.remove_container(req).await {
+                eprintln!("teardown: RemoveContainer {}: {s:?}", c.id);
             }
         }
     }
