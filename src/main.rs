@@ -407,7 +407,13 @@ fn init_logging(flag: Option<&str>, configured: &str) {
         eprintln!("proxrt: bad log filter ({e}); using info");
         EnvFilter::new("info")
     });
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    use std::io::IsTerminal as _;
+    // Colours only on a terminal: a daemon log redirected to a file stays plain text.
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn run_client(endpoint: &str, timeout: Option<u64>, command: Command) -> ExitCode {

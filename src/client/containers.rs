@@ -239,7 +239,7 @@ pub async fn ps(cri: &mut Cri, opts: &PsOptions) -> Result<(), ClientError> {
         .map_err(|s| ClientError::rpc("ListContainers", s))?
         .into_inner()
         .containers;
-    containers.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    containers.sort_by_key(|c| std::cmp::Reverse(c.created_at));
     if opts.quiet {
         for c in &containers {
             println!("{}", c.id);

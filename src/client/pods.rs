@@ -41,7 +41,7 @@ pub async fn pods(cri: &mut Cri, opts: &PodsOptions) -> Result<(), ClientError> 
         .map_err(|s| ClientError::rpc("ListPodSandbox", s))?
         .into_inner()
         .items;
-    items.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    items.sort_by_key(|p| std::cmp::Reverse(p.created_at));
     if opts.quiet {
         for p in &items {
             println!("{}", p.id);

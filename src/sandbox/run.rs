@@ -102,7 +102,8 @@ pub async fn run_pod_sandbox(d: &Daemon, config: PodSandboxConfig, runtime_handl
             new_ipc: !host_ipc,
             new_uts: !host_net,
             new_pid: pod_pid,
-            hostname: (!host_net).then(|| hostname.clone()),
+            // An empty hostname keeps the kernel's default in the new uts namespace.
+            hostname: (!host_net && !hostname.is_empty()).then(|| hostname.clone()),
             sysctls: sysctls.into_iter().collect(),
         })
         .await?;
