@@ -11,8 +11,8 @@ use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 
-use crate::config::Config;
 use crate::admin::admin_server::AdminServer;
+use crate::config::Config;
 use crate::cri::{AdminApi, ImageApi, RuntimeApi};
 use std::collections::HashMap;
 
@@ -82,9 +82,12 @@ impl Daemon {
     pub fn open(config: Config, zygote: Zygote) -> Result<Arc<Daemon>, DaemonError> {
         let root = config.daemon.root.clone();
         let images = Arc::new(Images::open(&root, &config)?);
-        let sandboxes = SandboxStore::load(&root.join("sandboxes")).map_err(|e| DaemonError::Recover(e.to_string()))?;
-        let containers =
-            Arc::new(ContainerStore::load(&root.join("containers")).map_err(|e| DaemonError::Recover(e.to_string()))?);
+        let sandboxes = SandboxStore::load(&root.join("sandboxes"))
+            .map_err(|e| DaemonError::Recover(e.to_string()))?;
+        let containers = Arc::new(
+            ContainerStore::load(&root.join("containers"))
+                .map_err(|e| DaemonError::Recover(e.to_string()))?,
+        );
         let zygote = Arc::new(zygote);
         let mut backends: HashMap<&'static str, Arc<dyn Backend>> = HashMap::new();
         let libcontainer = LibcontainerBackend::new(
@@ -101,7 +104,8 @@ impl Daemon {
                 tracing::warn!(backend = b.name(), %reason, "backend unavailable: new containers cannot use it");
             }
         }
-        let selector = Selector::new(&config).map_err(|(key, message)| DaemonError::Config(key, message))?;
+        let selector =
+            Selector::new(&config).map_err(|(key, message)| DaemonError::Config(key, message))?;
         let users: Arc<dyn crate::image::ImageUsers> = containers.clone();
         images.set_users(Arc::downgrade(&users));
         let names = Arc::new(NameRegistry::default());
@@ -134,7 +138,9 @@ impl Daemon {
     pub fn watch_running(&self) {
         for s in self.sandboxes.all() {
             let r = s.record();
-            if r.state == crate::sandbox::SandboxState::Ready && !crate::sandbox::namespaces_alive(&r) {
+            if r.state == crate::sandbox::SandboxState::Ready
+                && !crate::sandbox::namespaces_alive(&r)
+            {
                 tracing::warn!(sandbox = %r.id, "pod namespaces are gone; marking the sandbox NotReady");
                 if let Err(e) = s.update(self.sandboxes.dir(), |r| {
                     r.state = crate::sandbox::SandboxState::NotReady;
@@ -146,7 +152,9 @@ impl Daemon {
         }
         for c in self.containers.all() {
             c.refresh();
-            let Ok(backend) = self.backend(&c.record.backend) else { continue };
+            let Ok(backend) = self.backend(&c.record.backend) else {
+                continue;
+            };
             match c.phase() {
                 Phase::Running | Phase::Created if backend.is_alive(&c.record.run_dir) => {
                     crate::container::watch_exit(backend, c.clone());
@@ -194,11 +202,17 @@ impl Daemon {
 
     /// The backend registered under `name`, to supervise a container it already runs.
     pub fn backend(&self, name: &str) -> Result<Arc<dyn Backend>, BackendError> {
-        self.backends.get(name).cloned().ok_or_else(|| BackendError::Failed {
-            backend: "daemon",
-            kind: crate::error::Kind::FailedPrecondition,
-            message: format!("backend {name} is not available on this daemon ({})", self.unavailable_reason(name)),
-        })
+        self.backends
+            .get(name)
+            .cloned()
+            .ok_or_else(|| BackendError::Failed {
+                backend: "daemon",
+                kind: crate::error::Kind::FailedPrecondition,
+                message: format!(
+                    "backend {name} is not available on this daemon ({})",
+                    self.unavailable_reason(name)
+                ),
+            })
     }
 
     /// Why `name` cannot take new containers here ("not implemented yet", crun's cgroup
@@ -227,11 +241,14 @@ impl Daemon {
                 reason: decision.reason.clone(),
             });
         }
-        self.backends.get(decision.backend.as_str()).cloned().ok_or_else(|| SelectError::Unavailable {
-            backend: decision.backend.clone(),
-            why: "not registered".into(),
-            reason: decision.reason.clone(),
-        })
+        self.backends
+            .get(decision.backend.as_str())
+            .cloned()
+            .ok_or_else(|| SelectError::Unavailable {
+                backend: decision.backend.clone(),
+                why: "not registered".into(),
+                reason: decision.reason.clone(),
+            })
     }
 
     pub fn selector(&self) -> &Selector {
@@ -247,7 +264,9 @@ impl Daemon {
         runtime_handler: &str,
         config: &k8s_cri::v1::PodSandboxConfig,
     ) -> Result<(String, String), SandboxError> {
-        let decision = self.selector.for_pod(runtime_handler, &config.annotations)?;
+        let decision = self
+            .selector
+            .for_pod(runtime_handler, &config.annotations)?;
         self.backend_for_new(&decision)?;
         Ok((decision.backend, decision.reason))
     }
@@ -303,7 +322,8 @@ impl Daemon {
                 v["reason"] = serde_json::Value::String(why);
             }
             v["family"] = serde_json::Value::String(known.family.into());
-            v["default"] = serde_json::Value::Bool(self.config.runtime.default_backend == known.name);
+            v["default"] =
+                serde_json::Value::Bool(self.config.runtime.default_backend == known.name);
             out.insert(known.name.into(), v);
         }
         serde_json::Value::Object(out)
@@ -344,7 +364,8 @@ pub struct RootLock(#[allow(dead_code)] File);
 
 /// Takes the state root: refuses when another daemon holds it.
 pub fn lock_root(root: &Path) -> Result<RootLock, DaemonError> {
-    crate::store::create_dir_mode(root, 0o711).map_err(io_err(format!("create state root {}", root.display())))?;
+    crate::store::create_dir_mode(root, 0o711)
+        .map_err(io_err(format!("create state root {}", root.display())))?;
     let path = root.join("proxrt.lock");
     let file = fs::OpenOptions::new()
         .read(true)
@@ -368,7 +389,8 @@ pub fn lock_root(root: &Path) -> Result<RootLock, DaemonError> {
             holder,
         });
     }
-    file.set_len(0).map_err(io_err(format!("truncate {}", path.display())))?;
+    file.set_len(0)
+        .map_err(io_err(format!("truncate {}", path.display())))?;
     use std::io::Write as _;
     (&file)
         .write_all(format!("{}\n", std::process::id()).as_bytes())
@@ -380,18 +402,22 @@ pub fn lock_root(root: &Path) -> Result<RootLock, DaemonError> {
 pub fn bind_socket(config: &Config) -> Result<UnixListener, DaemonError> {
     let path = &config.daemon.socket;
     if let Some(dir) = path.parent() {
-        crate::store::create_dir_mode(dir, 0o711).map_err(io_err(format!("create {}", dir.display())))?;
+        crate::store::create_dir_mode(dir, 0o711)
+            .map_err(io_err(format!("create {}", dir.display())))?;
     }
     if fs::symlink_metadata(path).is_ok() {
         if StdUnixStream::connect(path).is_ok() {
-            return Err(DaemonError::SocketInUse { socket: path.clone() });
+            return Err(DaemonError::SocketInUse {
+                socket: path.clone(),
+            });
         }
         tracing::info!(socket = %path.display(), "replacing stale socket");
         fs::remove_file(path).map_err(io_err(format!("remove stale socket {}", path.display())))?;
     }
     let listener = UnixListener::bind(path).map_err(io_err(format!("bind {}", path.display())))?;
     let mode = config.daemon.socket_mode().unwrap_or(0o660);
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io_err(format!("chmod {}", path.display())))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .map_err(io_err(format!("chmod {}", path.display())))?;
     if !config.daemon.socket_group.is_empty() {
         let group = nix::unistd::Group::from_name(&config.daemon.socket_group)
             .ok()
@@ -410,8 +436,10 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 /// the socket. Containers keep running: they belong to their monitors.
 pub async fn serve(config: Config, zygote: Zygote) -> Result<(), DaemonError> {
     let _lock = lock_root(&config.daemon.root)?;
-    crate::store::create_dir_mode(&config.daemon.run_dir, 0o711)
-        .map_err(io_err(format!("create run dir {}", config.daemon.run_dir.display())))?;
+    crate::store::create_dir_mode(&config.daemon.run_dir, 0o711).map_err(io_err(format!(
+        "create run dir {}",
+        config.daemon.run_dir.display()
+    )))?;
     let listener = bind_socket(&config)?;
     let socket = config.daemon.socket.clone();
     let daemon = Daemon::open(config, zygote)?;
@@ -455,7 +483,10 @@ pub async fn serve(config: Config, zygote: Zygote) -> Result<(), DaemonError> {
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers; stop with SIGKILL");
         return std::future::pending().await;
     };
@@ -482,7 +513,11 @@ fn probe_host() -> HostView {
     if let Ok(entries) = fs::read_dir("/sys/kernel/mm/hugepages") {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if let Some(kb) = name.strip_prefix("hugepages-").and_then(|s| s.strip_suffix("kB")).and_then(|s| s.parse::<u64>().ok()) {
+            if let Some(kb) = name
+                .strip_prefix("hugepages-")
+                .and_then(|s| s.strip_suffix("kB"))
+                .and_then(|s| s.parse::<u64>().ok())
+            {
                 hugepage_sizes.push(match kb {
                     kb if kb >= 1 << 20 => format!("{}GB", kb >> 20),
                     kb if kb >= 1 << 10 => format!("{}MB", kb >> 10),

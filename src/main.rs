@@ -9,10 +9,19 @@ use proxrt::client::{self, ClientError};
 use proxrt::config::{self, Config};
 
 #[derive(Parser)]
-#[command(name = "proxrt", version, about = "Kubernetes CRI runtime for Proxmox VE hosts")]
+#[command(
+    name = "proxrt",
+    version,
+    about = "Kubernetes CRI runtime for Proxmox VE hosts"
+)]
 struct Cli {
     /// CRI endpoint of the daemon the client commands talk to.
-    #[arg(long, global = true, env = "PROXRT_ENDPOINT", default_value = "unix:///run/proxrt/proxrt.sock")]
+    #[arg(
+        long,
+        global = true,
+        env = "PROXRT_ENDPOINT",
+        default_value = "unix:///run/proxrt/proxrt.sock"
+    )]
     endpoint: String,
     /// Seconds a client command waits for the daemon's answer (default 600); for `exec`,
     /// the command's own timeout (default none).
@@ -288,7 +297,11 @@ enum ImageCommand {
 }
 
 fn main() -> ExitCode {
-    if std::env::args_os().nth(1).is_some_and(|a| a == proxrt::monitor::ZYGOTE_SUBCOMMAND) { // monitor-dispatch
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == proxrt::monitor::ZYGOTE_SUBCOMMAND)
+    {
+        // monitor-dispatch
         proxrt::monitor::zygote_main(proxrt::monitor::ZYGOTE_FD) // monitor-dispatch
     } // monitor-dispatch
     let cli = Cli::parse();
@@ -345,7 +358,10 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     init_logging(args.log_level.as_deref(), &config.daemon.log_level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("proxrt: cannot start the async runtime: {e}");
@@ -379,7 +395,8 @@ fn select(args: SelectArgs) -> ExitCode {
         };
         annotations.insert(k.to_owned(), v.to_owned());
     }
-    let e = match proxrt::select::explain_offline(&config, &args.image, &args.handler, &annotations) {
+    let e = match proxrt::select::explain_offline(&config, &args.image, &args.handler, &annotations)
+    {
         Ok(e) => e,
         Err((key, message)) => {
             eprintln!("proxrt: config key `{key}`: {message}");
@@ -422,7 +439,10 @@ fn run_client(endpoint: &str, timeout: Option<u64>, command: Command) -> ExitCod
         (Command::Exec { .. }, Some(t)) => Duration::from_secs(t.saturating_add(30)),
         (_, t) => Duration::from_secs(t.unwrap_or(600)),
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("proxrt: {e}");
@@ -434,25 +454,95 @@ fn run_client(endpoint: &str, timeout: Option<u64>, command: Command) -> ExitCod
         match command {
             Command::Version => client::version(&mut cri).await,
             Command::Info => client::info(&mut cri).await,
-            Command::Pull { image, creds, quiet } => client::pull(&mut cri, &image, creds.as_deref(), quiet).await,
-            Command::Images { image, quiet } => client::images(&mut cri, image.as_deref(), quiet).await,
+            Command::Pull {
+                image,
+                creds,
+                quiet,
+            } => client::pull(&mut cri, &image, creds.as_deref(), quiet).await,
+            Command::Images { image, quiet } => {
+                client::images(&mut cri, image.as_deref(), quiet).await
+            }
             Command::Rmi { images } => client::rmi(&mut cri, &images).await,
             Command::Inspecti { image } => client::inspecti(&mut cri, &image).await,
-            Command::Image(ImageCommand::Import { path, tag }) => client::import(&mut cri, &path, &tag).await,
-            Command::Run { image, env, name, net_host, runtime, keep, command } => {
-                let opts = client::RunOptions { image, command, env, name, host_network: net_host, runtime_handler: runtime, keep };
+            Command::Image(ImageCommand::Import { path, tag }) => {
+                client::import(&mut cri, &path, &tag).await
+            }
+            Command::Run {
+                image,
+                env,
+                name,
+                net_host,
+                runtime,
+                keep,
+                command,
+            } => {
+                let opts = client::RunOptions {
+                    image,
+                    command,
+                    env,
+                    name,
+                    host_network: net_host,
+                    runtime_handler: runtime,
+                    keep,
+                };
                 let code = client::run(&mut cri, &opts).await?;
                 std::process::exit(code.clamp(0, 255));
             }
-            Command::Pods { quiet, state, label } => {
-                client::pods(&mut cri, &client::PodsOptions { quiet, state, labels: label }).await
+            Command::Pods {
+                quiet,
+                state,
+                label,
+            } => {
+                client::pods(
+                    &mut cri,
+                    &client::PodsOptions {
+                        quiet,
+                        state,
+                        labels: label,
+                    },
+                )
+                .await
             }
-            Command::Runp { config, name, namespace, net_host, label, runtime } => {
-                let opts = client::RunpOptions { config, name, namespace, host_network: net_host, labels: label, runtime_handler: runtime };
+            Command::Runp {
+                config,
+                name,
+                namespace,
+                net_host,
+                label,
+                runtime,
+            } => {
+                let opts = client::RunpOptions {
+                    config,
+                    name,
+                    namespace,
+                    host_network: net_host,
+                    labels: label,
+                    runtime_handler: runtime,
+                };
                 client::runp(&mut cri, &opts).await
             }
-            Command::Create { pod, config, pod_config, name, image, env, label, workdir, command } => {
-                let opts = client::CreateOptions { pod_id: pod, config, pod_config, name, image, env, labels: label, workdir, command };
+            Command::Create {
+                pod,
+                config,
+                pod_config,
+                name,
+                image,
+                env,
+                label,
+                workdir,
+                command,
+            } => {
+                let opts = client::CreateOptions {
+                    pod_id: pod,
+                    config,
+                    pod_config,
+                    name,
+                    image,
+                    env,
+                    labels: label,
+                    workdir,
+                    command,
+                };
                 client::create(&mut cri, &opts).await
             }
             Command::Start { ids } => client::start(&mut cri, &ids).await,
@@ -460,18 +550,37 @@ fn run_client(endpoint: &str, timeout: Option<u64>, command: Command) -> ExitCod
             Command::Rm { force, ids } => client::rm(&mut cri, &ids, force).await,
             Command::Stopp { ids } => client::stopp(&mut cri, &ids).await,
             Command::Rmp { force, ids } => client::rmp(&mut cri, &ids, force).await,
-            Command::Ps { all, quiet, pod, state, label } => {
-                client::ps(&mut cri, &client::PsOptions { all, quiet, pod, state, labels: label }).await
+            Command::Ps {
+                all,
+                quiet,
+                pod,
+                state,
+                label,
+            } => {
+                client::ps(
+                    &mut cri,
+                    &client::PsOptions {
+                        all,
+                        quiet,
+                        pod,
+                        state,
+                        labels: label,
+                    },
+                )
+                .await
             }
             Command::Inspect { id } => client::inspect(&mut cri, &id).await,
             Command::Inspectp { id } => client::inspectp(&mut cri, &id).await,
             Command::Logs { follow, id } => client::logs(&mut cri, &id, follow).await,
             Command::Exec { id, command } => {
-                let code = client::exec(&mut cri, &id, &command, timeout.unwrap_or(0) as i64).await?;
+                let code =
+                    client::exec(&mut cri, &id, &command, timeout.unwrap_or(0) as i64).await?;
                 std::process::exit(code.clamp(0, 255));
             }
             Command::Bench(args) => client::bench::run(&mut cri, &args).await,
-            Command::Serve(_) | Command::Config(_) | Command::Select(_) => unreachable!("handled before connecting"),
+            Command::Serve(_) | Command::Config(_) | Command::Select(_) => {
+                unreachable!("handled before connecting")
+            }
         }
     });
     match result {

@@ -58,7 +58,10 @@ mod tests {
         let e = r.reserve("a_b_c_0", "id2").unwrap_err();
         assert_eq!(e.holder, "id1");
         r.release("a_b_c_0", "id2");
-        assert!(r.reserve("a_b_c_0", "id3").is_err(), "only the holder releases");
+        assert!(
+            r.reserve("a_b_c_0", "id3").is_err(),
+            "only the holder releases"
+        );
         r.release("a_b_c_0", "id1");
         r.reserve("a_b_c_0", "id3").unwrap();
     }

@@ -41,7 +41,10 @@ fn write_replace(path: &Path, bytes: &[u8], durable: bool) -> Result<(), StoreEr
         source,
     };
     let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
     // Unique per call: two tasks of one process may replace the same file at once.
     static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -91,16 +94,21 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, StoreErr
             })
         }
     };
-    serde_json::from_slice(&bytes).map(Some).map_err(|source| StoreError::Corrupt {
-        path: path.to_owned(),
-        source,
-    })
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|source| StoreError::Corrupt {
+            path: path.to_owned(),
+            source,
+        })
 }
 
 /// Creates `path` and its parents with the given mode for the last component.
 pub fn create_dir_mode(path: &Path, mode: u32) -> io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
-    fs::DirBuilder::new().recursive(true).mode(mode).create(path)
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(path)
 }
 
 #[cfg(test)]

@@ -23,7 +23,11 @@ impl AuthRegistry {
             .env("REGISTRY_HTPASSWD", user_pass)
             .output()
             .expect("run hack/registry");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         AuthRegistry {
             addr: String::from_utf8_lossy(&out.stdout).trim().to_owned(),
             dir,
@@ -33,11 +37,18 @@ impl AuthRegistry {
 
 impl Drop for AuthRegistry {
     fn drop(&mut self) {
-        let _ = Command::new(hack("registry")).arg("stop").arg(self.dir.path()).status();
+        let _ = Command::new(hack("registry"))
+            .arg("stop")
+            .arg(self.dir.path())
+            .status();
     }
 }
 
-async fn pull_with(cri: &mut proxrt::client::Cri, image: &str, auth: Option<AuthConfig>) -> Result<String, tonic::Status> {
+async fn pull_with(
+    cri: &mut proxrt::client::Cri,
+    image: &str,
+    auth: Option<AuthConfig>,
+) -> Result<String, tonic::Status> {
     cri.images
         .pull_image(PullImageRequest {
             image: Some(ImageSpec {
@@ -57,12 +68,22 @@ async fn basic_auth_from_the_request_is_used_and_wrong_credentials_are_refused()
     let layout = busybox_layout();
     let dest = format!("docker://{}/private/busybox:1", registry.addr);
     let push = Command::new("skopeo")
-        .args(["copy", "--quiet", "--dest-tls-verify=false", "--dest-creds", "tester:s3cret"])
+        .args([
+            "copy",
+            "--quiet",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            "tester:s3cret",
+        ])
         .arg(format!("oci:{}:latest", layout.display()))
         .arg(&dest)
         .output()
         .expect("skopeo");
-    assert!(push.status.success(), "{}", String::from_utf8_lossy(&push.stderr));
+    assert!(
+        push.status.success(),
+        "{}",
+        String::from_utf8_lossy(&push.stderr)
+    );
 
     let daemon = TestDaemon::start();
     let mut cri = daemon.cri().await;
@@ -87,7 +108,9 @@ async fn basic_auth_from_the_request_is_used_and_wrong_credentials_are_refused()
         auth: base64::engine::general_purpose::STANDARD.encode("tester:s3cret"),
         ..Default::default()
     };
-    let id = pull_with(&mut cri, &image, Some(right)).await.expect("pull with credentials");
+    let id = pull_with(&mut cri, &image, Some(right))
+        .await
+        .expect("pull with credentials");
     assert!(id.starts_with("sha256:"), "{id}");
 
     let plain = AuthConfig {
@@ -95,5 +118,10 @@ async fn basic_auth_from_the_request_is_used_and_wrong_credentials_are_refused()
         password: "s3cret".into(),
         ..Default::default()
     };
-    assert_eq!(pull_with(&mut cri, &image, Some(plain)).await.expect("pull again"), id);
+    assert_eq!(
+        pull_with(&mut cri, &image, Some(plain))
+            .await
+            .expect("pull again"),
+        id
+    );
 }

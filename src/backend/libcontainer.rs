@@ -8,7 +8,9 @@ use std::time::Duration;
 use oci_spec::runtime::Spec;
 
 use super::{Backend, BackendError, CreateParams};
-use crate::monitor::{CreateRequest, ExecSyncRequest, ExecSyncResult, ExitStatus, MonitorClient, RuntimeKind, Zygote};
+use crate::monitor::{
+    CreateRequest, ExecSyncRequest, ExecSyncResult, ExitStatus, MonitorClient, RuntimeKind, Zygote,
+};
 
 pub struct LibcontainerBackend {
     zygote: Arc<Zygote>,
@@ -19,7 +21,12 @@ pub struct LibcontainerBackend {
 }
 
 impl LibcontainerBackend {
-    pub fn new(zygote: Arc<Zygote>, state_root: PathBuf, max_log_line_size: usize, exec_max_output: usize) -> Self {
+    pub fn new(
+        zygote: Arc<Zygote>,
+        state_root: PathBuf,
+        max_log_line_size: usize,
+        exec_max_output: usize,
+    ) -> Self {
         LibcontainerBackend {
             zygote,
             state_root,
@@ -40,11 +47,12 @@ impl Backend for LibcontainerBackend {
         // runc and crun: without this the default profile's clone rule allows every clone.
         if let Some(linux) = spec.linux_mut() {
             if let Some(seccomp) = linux.seccomp().clone() {
-                let fixed = crate::spec::for_libcontainer(&seccomp).map_err(|e| BackendError::Failed {
-                    backend: "libcontainer",
-                    kind: crate::error::Kind::Internal,
-                    message: e.to_string(),
-                })?;
+                let fixed =
+                    crate::spec::for_libcontainer(&seccomp).map_err(|e| BackendError::Failed {
+                        backend: "libcontainer",
+                        kind: crate::error::Kind::Internal,
+                        message: e.to_string(),
+                    })?;
                 linux.set_seccomp(Some(fixed));
             }
         }
@@ -87,7 +95,9 @@ impl Backend for LibcontainerBackend {
         args: Vec<String>,
         timeout: Option<Duration>,
     ) -> Result<ExecSyncResult, BackendError> {
-        Ok(MonitorClient::new(run_dir).exec_sync(ExecSyncRequest { args, timeout }).await?)
+        Ok(MonitorClient::new(run_dir)
+            .exec_sync(ExecSyncRequest { args, timeout })
+            .await?)
     }
 
     async fn reopen_log(&self, run_dir: &Path) -> Result<(), BackendError> {

@@ -71,8 +71,12 @@ pub trait Backend: Send + Sync {
     /// Resolves when the container has exited and its exit status is recorded.
     async fn wait(&self, run_dir: &Path) -> Result<ExitStatus, BackendError>;
 
-    async fn exec_sync(&self, run_dir: &Path, args: Vec<String>, timeout: Option<Duration>)
-        -> Result<ExecSyncResult, BackendError>;
+    async fn exec_sync(
+        &self,
+        run_dir: &Path,
+        args: Vec<String>,
+        timeout: Option<Duration>,
+    ) -> Result<ExecSyncResult, BackendError>;
 
     async fn reopen_log(&self, run_dir: &Path) -> Result<(), BackendError>;
 

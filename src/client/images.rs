@@ -5,8 +5,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use k8s_cri::v1::{
-    AuthConfig, ImageFilter, ImageFsInfoRequest, ImageSpec, ImageStatusRequest, ListImagesRequest, PullImageRequest,
-    RemoveImageRequest,
+    AuthConfig, ImageFilter, ImageFsInfoRequest, ImageSpec, ImageStatusRequest, ListImagesRequest,
+    PullImageRequest, RemoveImageRequest,
 };
 
 use super::{ClientError, Cri};
@@ -15,7 +15,12 @@ use crate::admin::ImportImageRequest;
 
 /// `proxrt pull IMAGE [--creds user:password]`: PullImage, with a live line on a
 /// terminal showing the image store growing while the daemon downloads.
-pub async fn pull(cri: &mut Cri, image: &str, creds: Option<&str>, quiet: bool) -> Result<(), ClientError> {
+pub async fn pull(
+    cri: &mut Cri,
+    image: &str,
+    creds: Option<&str>,
+    quiet: bool,
+) -> Result<(), ClientError> {
     let auth = match creds {
         Some(c) => {
             let (u, p) = c
@@ -56,11 +61,17 @@ pub async fn pull(cri: &mut Cri, image: &str, creds: Option<&str>, quiet: bool) 
     if show {
         eprint!("\r\x1b[K");
     }
-    let image_ref = result.map_err(|s| ClientError::rpc("PullImage", s))?.into_inner().image_ref;
+    let image_ref = result
+        .map_err(|s| ClientError::rpc("PullImage", s))?
+        .into_inner()
+        .image_ref;
     if quiet {
         println!("{image_ref}");
     } else {
-        println!("Image is up to date for {image_ref} ({} ms)", started.elapsed().as_millis());
+        println!(
+            "Image is up to date for {image_ref} ({} ms)",
+            started.elapsed().as_millis()
+        );
     }
     Ok(())
 }
@@ -70,7 +81,13 @@ async fn store_bytes(cri: &mut Cri) -> u64 {
         .image_fs_info(ImageFsInfoRequest {})
         .await
         .ok()
-        .and_then(|r| r.into_inner().image_filesystems.first().and_then(|f| f.used_bytes).map(|u| u.value))
+        .and_then(|r| {
+            r.into_inner()
+                .image_filesystems
+                .first()
+                .and_then(|f| f.used_bytes)
+                .map(|u| u.value)
+        })
         .unwrap_or(0)
 }
 
@@ -97,12 +114,20 @@ pub async fn images(cri: &mut Cri, filter: Option<&str>, quiet: bool) -> Result<
         }
         return Ok(());
     }
-    println!("{:<50} {:<20} {:<15} {:>10}", "IMAGE", "TAG", "IMAGE ID", "SIZE");
+    println!(
+        "{:<50} {:<20} {:<15} {:>10}",
+        "IMAGE", "TAG", "IMAGE ID", "SIZE"
+    );
     for i in &list {
         let id = short_id(&i.id);
         let size = human_bytes(i.size);
         if i.repo_tags.is_empty() {
-            let repo = i.repo_digests.first().and_then(|d| d.split_once('@')).map(|(r, _)| r).unwrap_or("<none>");
+            let repo = i
+                .repo_digests
+                .first()
+                .and_then(|d| d.split_once('@'))
+                .map(|(r, _)| r)
+                .unwrap_or("<none>");
             println!("{repo:<50} {:<20} {id:<15} {size:>10}", "<none>");
         }
         for t in &i.repo_tags {
@@ -172,7 +197,8 @@ pub async fn inspecti(cri: &mut Cri, name: &str) -> Result<(), ClientError> {
 
 /// `proxrt image import PATH [--tag NAME]...`: the daemon reads PATH itself.
 pub async fn import(cri: &mut Cri, path: &Path, tags: &[String]) -> Result<(), ClientError> {
-    let abs = std::fs::canonicalize(path).map_err(|e| ClientError::Usage(format!("{}: {e}", path.display())))?;
+    let abs = std::fs::canonicalize(path)
+        .map_err(|e| ClientError::Usage(format!("{}: {e}", path.display())))?;
     let mut admin = AdminClient::new(cri.channel.clone());
     let resp = admin
         .import_image(ImportImageRequest {

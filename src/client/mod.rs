@@ -21,17 +21,21 @@ use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 pub use bench::BenchArgs;
-pub use images::{images, import, inspecti, pull, rmi};
-pub use run::{run, RunOptions};
 pub use containers::{create, exec, inspect, logs, ps, rm, start, stop, CreateOptions, PsOptions};
+pub use images::{images, import, inspecti, pull, rmi};
 pub use pods::{inspectp, pods, rmp, runp, stopp, PodsOptions, RunpOptions};
+pub use run::{run, RunOptions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("cannot connect to {endpoint}: {reason} (is `proxrt serve` running? try `sudo`)")]
     Connect { endpoint: String, reason: String },
     #[error("{rpc}: {status}")]
-    Rpc { rpc: &'static str, status: String, code: tonic::Code },
+    Rpc {
+        rpc: &'static str,
+        status: String,
+        code: tonic::Code,
+    },
     #[error("{0}")]
     Usage(String),
 }
@@ -71,7 +75,9 @@ pub async fn connect(endpoint: &str, timeout: Duration) -> Result<Cri, ClientErr
         .connect_timeout(Duration::from_secs(5))
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let path = path.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(&path).await?)) }
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(&path).await?))
+            }
         }))
         .await
         .map_err(|e| err(error_chain(&e)))?;
@@ -102,7 +108,9 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 pub async fn version(cri: &mut Cri) -> Result<(), ClientError> {
     let v = cri
         .runtime
-        .version(k8s_cri::v1::VersionRequest { version: "v1".into() })
+        .version(k8s_cri::v1::VersionRequest {
+            version: "v1".into(),
+        })
         .await
         .map_err(|s| ClientError::rpc("Version", s))?
         .into_inner();

@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use k8s_cri::v1::{
-    ContainerConfig, ContainerMetadata, ContainerStatusRequest, CreateContainerRequest, ImageSpec, KeyValue,
-    LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption, PodSandboxConfig,
-    PodSandboxMetadata, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopPodSandboxRequest,
+    ContainerConfig, ContainerMetadata, ContainerStatusRequest, CreateContainerRequest, ImageSpec,
+    KeyValue, LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption,
+    PodSandboxConfig, PodSandboxMetadata, RemovePodSandboxRequest, RunPodSandboxRequest,
+    StartContainerRequest, StopPodSandboxRequest,
 };
 
 use super::{ClientError, Cri};
@@ -48,11 +49,15 @@ pub async fn run(cri: &mut Cri, opts: &RunOptions) -> Result<i32, ClientError> {
     if !opts.keep {
         let _ = cri
             .runtime
-            .stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: sandbox_id.clone() })
+            .stop_pod_sandbox(StopPodSandboxRequest {
+                pod_sandbox_id: sandbox_id.clone(),
+            })
             .await;
         let _ = cri
             .runtime
-            .remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: sandbox_id.clone() })
+            .remove_pod_sandbox(RemovePodSandboxRequest {
+                pod_sandbox_id: sandbox_id.clone(),
+            })
             .await;
         let _ = std::fs::remove_dir_all(&log_dir);
     } else {
@@ -116,7 +121,9 @@ async fn run_in_pod(
         .into_inner()
         .container_id;
     cri.runtime
-        .start_container(StartContainerRequest { container_id: id.clone() })
+        .start_container(StartContainerRequest {
+            container_id: id.clone(),
+        })
         .await
         .map_err(|s| ClientError::rpc("StartContainer", s))?;
     let log = log_dir.join("main/0.log");
@@ -165,7 +172,9 @@ impl LogFollower {
     }
 
     pub fn print_new(&mut self) {
-        let Ok(mut f) = std::fs::File::open(&self.path) else { return };
+        let Ok(mut f) = std::fs::File::open(&self.path) else {
+            return;
+        };
         if f.seek(SeekFrom::Start(self.offset)).is_err() {
             return;
         }
@@ -227,7 +236,11 @@ fn sandbox_config(name: &str, uid: &str, log_dir: &Path, host_network: bool) -> 
         linux: Some(LinuxPodSandboxConfig {
             security_context: Some(LinuxSandboxSecurityContext {
                 namespace_options: Some(NamespaceOption {
-                    network: if host_network { NamespaceMode::Node } else { NamespaceMode::Pod } as i32,
+                    network: if host_network {
+                        NamespaceMode::Node
+                    } else {
+                        NamespaceMode::Pod
+                    } as i32,
                     pid: NamespaceMode::Container as i32,
                     ipc: NamespaceMode::Pod as i32,
                     ..Default::default()

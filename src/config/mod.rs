@@ -165,7 +165,9 @@ impl Config {
     pub fn load(path: &Path, explicit: bool) -> Result<Config, ConfigError> {
         match std::fs::read_to_string(path) {
             Ok(text) => Config::from_toml_str(&text, path),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok(Config::default()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+                Ok(Config::default())
+            }
             Err(source) => Err(ConfigError::Read {
                 file: path.to_owned(),
                 source,
@@ -179,21 +181,25 @@ impl Config {
             file: file.to_owned(),
             message,
         };
-        let mut merged: toml::Table = toml::from_str(DEFAULT_TOML).map_err(|e| syntax(e.to_string()))?;
+        let mut merged: toml::Table =
+            toml::from_str(DEFAULT_TOML).map_err(|e| syntax(e.to_string()))?;
         let user: toml::Table = toml::from_str(text).map_err(|e| syntax(e.to_string()))?;
         merge_tables(&mut merged, user);
-        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(merged)).map_err(|e| {
-            ConfigError::Key {
+        let config: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(merged)).map_err(|e| {
+                ConfigError::Key {
+                    file: file.to_owned(),
+                    key: e.path().to_string(),
+                    message: e.inner().to_string(),
+                }
+            })?;
+        config
+            .validate()
+            .map_err(|(key, message)| ConfigError::Key {
                 file: file.to_owned(),
-                key: e.path().to_string(),
-                message: e.inner().to_string(),
-            }
-        })?;
-        config.validate().map_err(|(key, message)| ConfigError::Key {
-            file: file.to_owned(),
-            key,
-            message,
-        })?;
+                key,
+                message,
+            })?;
         Ok(config)
     }
 
@@ -203,7 +209,10 @@ impl Config {
         if self.daemon.socket_mode().is_none() {
             return bad(
                 "daemon.socket_mode",
-                format!("{:?} is not an octal mode like \"0660\"", self.daemon.socket_mode),
+                format!(
+                    "{:?} is not an octal mode like \"0660\"",
+                    self.daemon.socket_mode
+                ),
             );
         }
         for (key, path) in [
@@ -216,7 +225,10 @@ impl Config {
             }
         }
         if tracing_subscriber::EnvFilter::try_new(&self.daemon.log_level).is_err() {
-            return bad("daemon.log_level", format!("{:?} is not a log filter", self.daemon.log_level));
+            return bad(
+                "daemon.log_level",
+                format!("{:?} is not a log filter", self.daemon.log_level),
+            );
         }
         // runtime.default_backend, [handlers] and [[image_rules]]: compiled once here so
         // that a bad rule stops startup naming it.
@@ -227,18 +239,30 @@ impl Config {
         if self.runtime.cgroup_driver != "cgroupfs" {
             return bad(
                 "runtime.cgroup_driver",
-                format!("{:?} is not supported (supported: cgroupfs)", self.runtime.cgroup_driver),
+                format!(
+                    "{:?} is not supported (supported: cgroupfs)",
+                    self.runtime.cgroup_driver
+                ),
             );
         }
         if self.runtime.max_log_line_size < 64 {
-            return bad("runtime.max_log_line_size", "must be at least 64 bytes".into());
+            return bad(
+                "runtime.max_log_line_size",
+                "must be at least 64 bytes".into(),
+            );
         }
         if self.images.max_concurrent_downloads == 0 {
-            return bad("images.max_concurrent_downloads", "must be at least 1".into());
+            return bad(
+                "images.max_concurrent_downloads",
+                "must be at least 1".into(),
+            );
         }
         for (host, registry) in &self.registries {
             if host.is_empty() || host.contains('/') {
-                return bad(&format!("registries.{host:?}"), "the key must be a registry host[:port]".into());
+                return bad(
+                    &format!("registries.{host:?}"),
+                    "the key must be a registry host[:port]".into(),
+                );
             }
             for (i, mirror) in registry.mirrors.iter().enumerate() {
                 if parse_endpoint(mirror).is_none() {
@@ -249,7 +273,10 @@ impl Config {
                 }
             }
             if registry.mirrors_only && registry.mirrors.is_empty() {
-                return bad(&format!("registries.{host:?}.mirrors_only"), "set, but no mirrors are listed".into());
+                return bad(
+                    &format!("registries.{host:?}.mirrors_only"),
+                    "set, but no mirrors are listed".into(),
+                );
             }
         }
         Ok(())
@@ -316,12 +343,17 @@ mod tests {
         let c = parse("[daemon]\nroot = \"/tmp/x\"\n[registries.\"registry.k8s.io\"]\nmirrors = [\"http://127.0.0.1:5000\"]\n").unwrap();
         assert_eq!(c.daemon.root, Path::new("/tmp/x"));
         assert_eq!(c.daemon.run_dir, Path::new("/run/proxrt"));
-        assert_eq!(c.registries["registry.k8s.io"].mirrors, vec!["http://127.0.0.1:5000"]);
+        assert_eq!(
+            c.registries["registry.k8s.io"].mirrors,
+            vec!["http://127.0.0.1:5000"]
+        );
     }
 
     #[test]
     fn unknown_key_is_named_with_file() {
-        let err = parse("[daemon]\nsockett = \"/x\"\n").unwrap_err().to_string();
+        let err = parse("[daemon]\nsockett = \"/x\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("/etc/proxrt/config.toml"), "{err}");
         assert!(err.contains("daemon") && err.contains("sockett"), "{err}");
     }
@@ -334,7 +366,9 @@ mod tests {
 
     #[test]
     fn wrong_type_names_the_key() {
-        let err = parse("[images]\nmax_concurrent_downloads = \"three\"\n").unwrap_err().to_string();
+        let err = parse("[images]\nmax_concurrent_downloads = \"three\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("images.max_concurrent_downloads"), "{err}");
     }
 
@@ -343,9 +377,18 @@ mod tests {
         for (text, key) in [
             ("[daemon]\nsocket_mode = \"rw\"\n", "daemon.socket_mode"),
             ("[daemon]\nroot = \"relative\"\n", "daemon.root"),
-            ("[runtime]\ncgroup_driver = \"systemd\"\n", "runtime.cgroup_driver"),
-            ("[images]\nmax_concurrent_downloads = 0\n", "images.max_concurrent_downloads"),
-            ("[registries.\"r.io\"]\nmirrors = [\"ftp://x\"]\n", "mirrors[0]"),
+            (
+                "[runtime]\ncgroup_driver = \"systemd\"\n",
+                "runtime.cgroup_driver",
+            ),
+            (
+                "[images]\nmax_concurrent_downloads = 0\n",
+                "images.max_concurrent_downloads",
+            ),
+            (
+                "[registries.\"r.io\"]\nmirrors = [\"ftp://x\"]\n",
+                "mirrors[0]",
+            ),
             ("[registries.\"r.io\"]\nmirrorz = []\n", "mirrorz"),
         ] {
             let err = parse(text).unwrap_err().to_string();
@@ -356,7 +399,10 @@ mod tests {
     #[test]
     fn syntax_error_names_file() {
         let err = parse("[daemon\n").unwrap_err().to_string();
-        assert!(err.starts_with("config file /etc/proxrt/config.toml:"), "{err}");
+        assert!(
+            err.starts_with("config file /etc/proxrt/config.toml:"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -368,8 +414,14 @@ mod tests {
 
     #[test]
     fn endpoints() {
-        assert_eq!(parse_endpoint("http://127.0.0.1:5000"), Some(("127.0.0.1:5000".into(), true)));
-        assert_eq!(parse_endpoint("https://m.io/"), Some(("m.io".into(), false)));
+        assert_eq!(
+            parse_endpoint("http://127.0.0.1:5000"),
+            Some(("127.0.0.1:5000".into(), true))
+        );
+        assert_eq!(
+            parse_endpoint("https://m.io/"),
+            Some(("m.io".into(), false))
+        );
         assert_eq!(parse_endpoint("m.io"), None);
         assert_eq!(parse_endpoint("https://m.io/v2/x"), None);
     }

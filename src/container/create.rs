@@ -33,15 +33,24 @@ pub async fn create_container(
         .into());
     }
     // kubelet sends the pod config again; the one the sandbox was made with is authoritative.
-    let sandbox_config = sandbox_config.filter(|c| c.metadata.is_some()).unwrap_or_else(|| sb.config.clone());
+    let sandbox_config = sandbox_config
+        .filter(|c| c.metadata.is_some())
+        .unwrap_or_else(|| sb.config.clone());
     let name = container_name(&config, &sb.config)?;
-    let image_name = config.image.as_ref().map(|i| i.image.clone()).unwrap_or_default();
+    let image_name = config
+        .image
+        .as_ref()
+        .map(|i| i.image.clone())
+        .unwrap_or_default();
     if image_name.is_empty() {
-        return Err(ContainerError::Invalid("container config has no image".into()));
+        return Err(ContainerError::Invalid(
+            "container config has no image".into(),
+        ));
     }
     // Before anything is made and before the image is looked up: an image rule may send
     // this image to a backend that cannot take it (another family, not available here).
-    let (backend, backend_reason) = d.select_container_backend(&sb, config.image.as_ref().unwrap_or(&Default::default()))?;
+    let (backend, backend_reason) =
+        d.select_container_backend(&sb, config.image.as_ref().unwrap_or(&Default::default()))?;
     // CreateContainer never pulls: the image must be present.
     let image = d.images().get(&image_name)?;
     let image_config = image.config.config().clone().unwrap_or_default();
@@ -71,16 +80,21 @@ pub async fn create_container(
     let rootfs_dir = run_dir.join("rootfs");
     for dir in [&state_dir, &run_dir] {
         if dir.exists() {
-            return Err(ContainerError::Invalid(format!("{} already exists (id clash)", dir.display())));
+            return Err(ContainerError::Invalid(format!(
+                "{} already exists (id clash)",
+                dir.display()
+            )));
         }
-        std::fs::create_dir_all(dir).map_err(|e| ContainerError::io(format!("create {}", dir.display()), e))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| ContainerError::io(format!("create {}", dir.display()), e))?;
         let dir = dir.clone();
         rb.push("dir", move || {
             let _ = std::fs::remove_dir_all(&dir);
         });
     }
     for dir in [&bundle, &upper, &work, &rootfs_dir] {
-        std::fs::create_dir_all(dir).map_err(|e| ContainerError::io(format!("create {}", dir.display()), e))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| ContainerError::io(format!("create {}", dir.display()), e))?;
     }
 
     let lower = d.images().lower_dirs(&image)?;
@@ -140,7 +154,8 @@ pub async fn create_container(
     }
     ensure_workdir(&rootfs_dir, &oci)?;
     backend.prepare_spec(&mut oci)?;
-    let spec_json = serde_json::to_vec(&oci).map_err(|e| ContainerError::Invalid(format!("serialize spec: {e}")))?;
+    let spec_json = serde_json::to_vec(&oci)
+        .map_err(|e| ContainerError::Invalid(format!("serialize spec: {e}")))?;
     // Derived from the record, so not fsync'd: after a crash the container is gone anyway.
     crate::store::replace_file(&bundle.join("config.json"), &spec_json)?;
 
@@ -148,7 +163,12 @@ pub async fn create_container(
         ("", _) | (_, "") => None,
         (dir, file) => Some(Path::new(dir).join(file)),
     };
-    let image_ref = image.record.repo_digests.first().cloned().unwrap_or_else(|| image.record.id.clone());
+    let image_ref = image
+        .record
+        .repo_digests
+        .first()
+        .cloned()
+        .unwrap_or_else(|| image.record.id.clone());
     let record = ContainerRecord {
         id: id.clone(),
         name,
@@ -192,7 +212,10 @@ pub async fn create_container(
 fn resolve_mount_sources(config: &mut ContainerConfig) -> Result<(), ContainerError> {
     for m in &mut config.mounts {
         if m.host_path.is_empty() {
-            return Err(ContainerError::Invalid(format!("mount {:?}: host_path is empty", m.container_path)));
+            return Err(ContainerError::Invalid(format!(
+                "mount {:?}: host_path is empty",
+                m.container_path
+            )));
         }
         let real = std::fs::canonicalize(&m.host_path)
             .map_err(|e| ContainerError::Invalid(format!("mount source {:?}: {e}", m.host_path)))?;
@@ -212,7 +235,10 @@ fn resolve_devices(config: &ContainerConfig) -> Result<Vec<ResolvedDevice>, Cont
         } else if meta.file_type().is_block_device() {
             'b'
         } else {
-            return Err(ContainerError::Invalid(format!("device {:?} is not a device node", dev.host_path)));
+            return Err(ContainerError::Invalid(format!(
+                "device {:?} is not a device node",
+                dev.host_path
+            )));
         };
         let rdev = meta.rdev();
         out.push(ResolvedDevice {
@@ -242,7 +268,9 @@ fn target_pid_ns(d: &Daemon, config: &ContainerConfig) -> Result<Option<PathBuf>
         .and_then(|s| s.namespace_options.as_ref())
         .filter(|n| n.pid == k8s_cri::v1::NamespaceMode::Target as i32)
         .map(|n| n.target_id.clone());
-    let Some(target) = target else { return Ok(None) };
+    let Some(target) = target else {
+        return Ok(None);
+    };
     let c = d.containers().get(&target)?;
     let pid = c
         .status()
@@ -271,9 +299,9 @@ fn ensure_workdir(rootfs: &Path, spec: &oci_spec::runtime::Spec) -> Result<(), C
                 // A symlink or file in the way: leave it to the runtime, which resolves
                 // it inside the container's root.
                 Ok(_) => return Ok(()),
-                Err(_) => {
-                    std::fs::create_dir(&dir).map_err(|e| ContainerError::io(format!("create workdir {}", dir.display()), e))?
-                }
+                Err(_) => std::fs::create_dir(&dir).map_err(|e| {
+                    ContainerError::io(format!("create workdir {}", dir.display()), e)
+                })?,
             }
         }
     }

@@ -8,7 +8,12 @@ use crate::monitor::ExecSyncResult;
 
 /// Runs `cmd` in the running container; `timeout_secs` 0 means no deadline. At the
 /// deadline the process is killed and the result says so.
-pub async fn exec_sync(d: &Daemon, id: &str, cmd: Vec<String>, timeout_secs: i64) -> Result<ExecSyncResult, ContainerError> {
+pub async fn exec_sync(
+    d: &Daemon,
+    id: &str,
+    cmd: Vec<String>,
+    timeout_secs: i64,
+) -> Result<ExecSyncResult, ContainerError> {
     let c = d.containers().get(id)?;
     if cmd.is_empty() {
         return Err(ContainerError::Invalid("ExecSync: cmd is empty".into()));

@@ -47,14 +47,20 @@ pub async fn stop_container(d: &Daemon, id: &str, timeout_secs: i64) -> Result<(
     stop_locked(d, &c, timeout_secs).await
 }
 
-async fn stop_locked(d: &Daemon, c: &Arc<Container>, timeout_secs: i64) -> Result<(), ContainerError> {
+async fn stop_locked(
+    d: &Daemon,
+    c: &Arc<Container>,
+    timeout_secs: i64,
+) -> Result<(), ContainerError> {
     c.refresh();
     let backend = d.backend(&c.record.backend)?;
     match c.phase() {
         Phase::Exited => return Ok(()),
         Phase::Unknown if !backend.is_alive(&c.record.run_dir) => return Ok(()),
         Phase::Running if timeout_secs > 0 => {
-            backend.signal(&c.record.run_dir, c.record.stop_signal).await?;
+            backend
+                .signal(&c.record.run_dir, c.record.stop_signal)
+                .await?;
             let waited = tokio::time::timeout(
                 Duration::from_secs(timeout_secs as u64),
                 backend.wait(&c.record.run_dir),

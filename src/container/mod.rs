@@ -38,7 +38,11 @@ pub enum ContainerError {
     #[error("container id prefix {0:?} matches more than one container")]
     Ambiguous(String),
     #[error("container {id} is {state}: {what}")]
-    WrongState { id: String, state: &'static str, what: String },
+    WrongState {
+        id: String,
+        state: &'static str,
+        what: String,
+    },
     #[error(transparent)]
     Name(#[from] NameTaken),
     #[error(transparent)]
@@ -55,12 +59,18 @@ pub enum ContainerError {
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error("{context}: {source}")]
-    Io { context: String, source: std::io::Error },
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
 }
 
 impl ContainerError {
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        ContainerError::Io { context: context.into(), source }
+        ContainerError::Io {
+            context: context.into(),
+            source,
+        }
     }
 }
 
@@ -152,7 +162,10 @@ impl Container {
     }
 
     pub fn status(&self) -> Option<ContainerStatusFile> {
-        self.status.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn set_status(&self, s: Option<ContainerStatusFile>) {
@@ -186,7 +199,8 @@ impl Container {
         });
         next.finished_at = Some(now);
         next.exit_code = Some(255);
-        next.message = Some("the container's monitor exited without recording an exit status".into());
+        next.message =
+            Some("the container's monitor exited without recording an exit status".into());
         *s = Some(next);
     }
 
@@ -211,9 +225,11 @@ pub struct ContainerStore {
 impl ContainerStore {
     /// Loads every record; each container's status comes from its monitor's status.json.
     pub fn load(dir: &Path) -> Result<ContainerStore, ContainerError> {
-        std::fs::create_dir_all(dir).map_err(|e| ContainerError::io(format!("create {}", dir.display()), e))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| ContainerError::io(format!("create {}", dir.display()), e))?;
         let mut map = HashMap::new();
-        let entries = std::fs::read_dir(dir).map_err(|e| ContainerError::io(format!("read {}", dir.display()), e))?;
+        let entries = std::fs::read_dir(dir)
+            .map_err(|e| ContainerError::io(format!("read {}", dir.display()), e))?;
         for entry in entries.flatten() {
             match crate::store::read_json::<ContainerRecord>(&entry.path().join(RECORD_FILE)) {
                 Ok(Some(r)) => {
@@ -237,11 +253,17 @@ impl ContainerStore {
     }
 
     pub fn insert(&self, c: Arc<Container>) {
-        self.map.write().unwrap_or_else(|e| e.into_inner()).insert(c.id.clone(), c);
+        self.map
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(c.id.clone(), c);
     }
 
     pub fn remove(&self, id: &str) {
-        self.map.write().unwrap_or_else(|e| e.into_inner()).remove(id);
+        self.map
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
     }
 
     /// By full id or unique prefix.
@@ -262,7 +284,12 @@ impl ContainerStore {
     }
 
     pub fn all(&self) -> Vec<Arc<Container>> {
-        self.map.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+        self.map
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 
     pub fn in_sandbox(&self, sandbox_id: &str) -> Vec<Arc<Container>> {
@@ -289,20 +316,31 @@ impl crate::image::ImageUsers for ContainerStore {
 }
 
 /// The name CRI reserves for a container.
-pub fn container_name(config: &ContainerConfig, sandbox: &k8s_cri::v1::PodSandboxConfig) -> Result<String, ContainerError> {
+pub fn container_name(
+    config: &ContainerConfig,
+    sandbox: &k8s_cri::v1::PodSandboxConfig,
+) -> Result<String, ContainerError> {
     let m = config
         .metadata
         .as_ref()
         .ok_or_else(|| ContainerError::Invalid("container config has no metadata".into()))?;
     if m.name.is_empty() {
-        return Err(ContainerError::Invalid("container metadata.name is required".into()));
+        return Err(ContainerError::Invalid(
+            "container metadata.name is required".into(),
+        ));
     }
     if m.name.contains('/') || m.name.contains('\0') {
-        return Err(ContainerError::Invalid(format!("container name {:?} has a forbidden character", m.name)));
+        return Err(ContainerError::Invalid(format!(
+            "container name {:?} has a forbidden character",
+            m.name
+        )));
     }
     let p = sandbox
         .metadata
         .as_ref()
         .ok_or_else(|| ContainerError::Invalid("sandbox config has no metadata".into()))?;
-    Ok(format!("{}_{}_{}_{}_{}", m.name, p.name, p.namespace, p.uid, m.attempt))
+    Ok(format!(
+        "{}_{}_{}_{}_{}",
+        m.name, p.name, p.namespace, p.uid, m.attempt
+    ))
 }

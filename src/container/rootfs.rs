@@ -10,9 +10,17 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 const MAX_OPTIONS: usize = 4000;
 
 /// Mounts `lower` (topmost first) + `upper`/`work` on `target`.
-pub fn mount_overlay(lower: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> io::Result<()> {
+pub fn mount_overlay(
+    lower: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+) -> io::Result<()> {
     if lower.is_empty() {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "image has no layers"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "image has no layers",
+        ));
     }
     let lowers: Vec<String> = lower.iter().map(|p| escape(p)).collect::<io::Result<_>>()?;
     let options = format!(
@@ -24,10 +32,20 @@ pub fn mount_overlay(lower: &[PathBuf], upper: &Path, work: &Path, target: &Path
     if options.len() > MAX_OPTIONS {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("image has too many layers ({}) for one overlay mount", lower.len()),
+            format!(
+                "image has too many layers ({}) for one overlay mount",
+                lower.len()
+            ),
         ));
     }
-    mount(Some("overlay"), target, Some("overlay"), MsFlags::empty(), Some(options.as_str())).map_err(|e| {
+    mount(
+        Some("overlay"),
+        target,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(options.as_str()),
+    )
+    .map_err(|e| {
         io::Error::new(
             io::Error::from(e).kind(),
             format!("mount overlay on {}: {e}", target.display()),
@@ -39,13 +57,18 @@ pub fn mount_overlay(lower: &[PathBuf], upper: &Path, work: &Path, target: &Path
 pub fn unmount(target: &Path) -> io::Result<()> {
     match umount2(target, MntFlags::MNT_DETACH) {
         Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => Ok(()),
-        Err(e) => Err(io::Error::new(io::Error::from(e).kind(), format!("unmount {}: {e}", target.display()))),
+        Err(e) => Err(io::Error::new(
+            io::Error::from(e).kind(),
+            format!("unmount {}: {e}", target.display()),
+        )),
     }
 }
 
 /// Overlay option values cannot hold `,` or `:` (they separate options and layers).
 fn escape(p: &Path) -> io::Result<String> {
-    let s = p.to_str().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "non-UTF-8 path"))?;
+    let s = p
+        .to_str()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "non-UTF-8 path"))?;
     if s.contains(',') || s.contains(':') {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,

@@ -1,7 +1,8 @@
 use std::collections::HashMap;
 
 use k8s_cri::v1::{
-    ContainerState, ContainerStatus, ContainerStatusRequest, ContainerStatusResponse, ImageSpec, Mount,
+    ContainerState, ContainerStatus, ContainerStatusRequest, ContainerStatusResponse, ImageSpec,
+    Mount,
 };
 use tonic::Status;
 
@@ -10,7 +11,10 @@ use crate::container::{Container, Phase};
 use crate::daemon::Daemon;
 
 #[tracing::instrument(level = "debug", skip_all, fields(container = %req.container_id))]
-pub fn container_status(d: &Daemon, req: ContainerStatusRequest) -> Result<ContainerStatusResponse, Status> {
+pub fn container_status(
+    d: &Daemon,
+    req: ContainerStatusRequest,
+) -> Result<ContainerStatusResponse, Status> {
     let c = d.containers().get(&req.container_id).map_err(to_status)?;
     let mut info = HashMap::new();
     if req.verbose {
@@ -53,8 +57,12 @@ fn to_cri_status(c: &Container) -> ContainerStatus {
     let phase = c.phase();
     let exit_code = s.as_ref().and_then(|s| s.exit_code).unwrap_or(0);
     let (reason, message) = match (&s, phase) {
-        (Some(s), Phase::Exited) if s.oom_killed => ("OOMKilled", s.message.clone().unwrap_or_default()),
-        (Some(s), Phase::Exited) if exit_code == 0 => ("Completed", s.message.clone().unwrap_or_default()),
+        (Some(s), Phase::Exited) if s.oom_killed => {
+            ("OOMKilled", s.message.clone().unwrap_or_default())
+        }
+        (Some(s), Phase::Exited) if exit_code == 0 => {
+            ("Completed", s.message.clone().unwrap_or_default())
+        }
         (Some(s), Phase::Exited) => ("Error", s.message.clone().unwrap_or_default()),
         _ => ("", String::new()),
     };
@@ -76,8 +84,17 @@ fn to_cri_status(c: &Container) -> ContainerStatus {
         message,
         labels: r.config.labels.clone(),
         annotations: r.config.annotations.clone(),
-        mounts: r.config.mounts.iter().map(|m| Mount { ..m.clone() }).collect(),
-        log_path: r.log_path.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+        mounts: r
+            .config
+            .mounts
+            .iter()
+            .map(|m| Mount { ..m.clone() })
+            .collect(),
+        log_path: r
+            .log_path
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
         image_id: r.image_id.clone(),
         ..Default::default()
     }

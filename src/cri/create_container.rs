@@ -5,8 +5,13 @@ use super::errors::{invalid, to_status};
 use crate::daemon::Daemon;
 
 #[tracing::instrument(skip_all, fields(sandbox = %req.pod_sandbox_id, container))]
-pub async fn create_container(d: &Daemon, req: CreateContainerRequest) -> Result<CreateContainerResponse, Status> {
-    let config = req.config.ok_or_else(|| invalid("CreateContainer: config is required"))?;
+pub async fn create_container(
+    d: &Daemon,
+    req: CreateContainerRequest,
+) -> Result<CreateContainerResponse, Status> {
+    let config = req
+        .config
+        .ok_or_else(|| invalid("CreateContainer: config is required"))?;
     if let Some(m) = &config.metadata {
         tracing::Span::current().record("container", m.name.as_str());
     }

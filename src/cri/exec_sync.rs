@@ -14,6 +14,10 @@ pub async fn exec_sync(d: &Daemon, req: ExecSyncRequest) -> Result<ExecSyncRespo
     Ok(ExecSyncResponse {
         stdout: r.stdout,
         stderr: r.stderr,
-        exit_code: if r.timed_out && r.exit_code == 0 { 137 } else { r.exit_code },
+        exit_code: if r.timed_out && r.exit_code == 0 {
+            137
+        } else {
+            r.exit_code
+        },
     })
 }

@@ -1,11 +1,16 @@
-use k8s_cri::v1::{FilesystemIdentifier, FilesystemUsage, ImageFsInfoRequest, ImageFsInfoResponse, UInt64Value};
+use k8s_cri::v1::{
+    FilesystemIdentifier, FilesystemUsage, ImageFsInfoRequest, ImageFsInfoResponse, UInt64Value,
+};
 use tonic::Status;
 
 use super::errors::to_status;
 use crate::daemon::Daemon;
 
 #[tracing::instrument(level = "debug", skip_all)]
-pub async fn image_fs_info(d: &Daemon, _req: ImageFsInfoRequest) -> Result<ImageFsInfoResponse, Status> {
+pub async fn image_fs_info(
+    d: &Daemon,
+    _req: ImageFsInfoRequest,
+) -> Result<ImageFsInfoResponse, Status> {
     let usage = d.images().fs_usage().await.map_err(to_status)?;
     let fs = FilesystemUsage {
         timestamp: chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default(),
@@ -13,7 +18,9 @@ pub async fn image_fs_info(d: &Daemon, _req: ImageFsInfoRequest) -> Result<Image
             mountpoint: d.images().root().display().to_string(),
         }),
         used_bytes: Some(UInt64Value { value: usage.bytes }),
-        inodes_used: Some(UInt64Value { value: usage.inodes }),
+        inodes_used: Some(UInt64Value {
+            value: usage.inodes,
+        }),
     };
     Ok(ImageFsInfoResponse {
         image_filesystems: vec![fs],

@@ -32,7 +32,12 @@ pub fn image_status(d: &Daemon, req: ImageStatusRequest) -> Result<ImageStatusRe
 /// numeric → `uid`, a name → `username` (kubelet's runAsNonRoot check reads these).
 pub(super) fn to_cri_image(entry: &ImageEntry) -> Image {
     let r = &entry.record;
-    let user = entry.config.config().as_ref().and_then(|c| c.user().clone()).unwrap_or_default();
+    let user = entry
+        .config
+        .config()
+        .as_ref()
+        .and_then(|c| c.user().clone())
+        .unwrap_or_default();
     let user = user.split(':').next().unwrap_or_default().to_owned();
     let (uid, username) = match user.parse::<i64>() {
         Ok(uid) => (Some(Int64Value { value: uid }), String::new()),

@@ -9,12 +9,20 @@ use crate::admin::{ImportImageRequest, ImportImageResponse, ImportedImage};
 use crate::daemon::Daemon;
 
 #[tracing::instrument(skip_all, fields(path = %req.path))]
-pub async fn import_image(d: &Daemon, req: ImportImageRequest) -> Result<ImportImageResponse, Status> {
+pub async fn import_image(
+    d: &Daemon,
+    req: ImportImageRequest,
+) -> Result<ImportImageResponse, Status> {
     let path = Path::new(&req.path);
     if !path.is_absolute() {
-        return Err(invalid(format!("ImportImage: path {:?} must be absolute", req.path)));
+        return Err(invalid(format!(
+            "ImportImage: path {:?} must be absolute",
+            req.path
+        )));
     }
-    let imported = crate::image::import::import(d.images(), path, &req.tags).await.map_err(to_status)?;
+    let imported = crate::image::import::import(d.images(), path, &req.tags)
+        .await
+        .map_err(to_status)?;
     Ok(ImportImageResponse {
         images: imported
             .iter()

@@ -1,11 +1,16 @@
-use k8s_cri::v1::{Container as CriContainer, ImageSpec, ListContainersRequest, ListContainersResponse};
+use k8s_cri::v1::{
+    Container as CriContainer, ImageSpec, ListContainersRequest, ListContainersResponse,
+};
 use tonic::Status;
 
 use super::container_status::cri_state;
 use crate::daemon::Daemon;
 
 #[tracing::instrument(level = "debug", skip_all)]
-pub fn list_containers(d: &Daemon, req: ListContainersRequest) -> Result<ListContainersResponse, Status> {
+pub fn list_containers(
+    d: &Daemon,
+    req: ListContainersRequest,
+) -> Result<ListContainersResponse, Status> {
     let f = req.filter.unwrap_or_default();
     let candidates = if f.pod_sandbox_id.is_empty() {
         d.containers().all()
@@ -18,8 +23,16 @@ pub fn list_containers(d: &Daemon, req: ListContainersRequest) -> Result<ListCon
     let containers = candidates
         .into_iter()
         .filter(|c| f.id.is_empty() || c.id.starts_with(&f.id))
-        .filter(|c| f.state.as_ref().is_none_or(|s| s.state == cri_state(c.phase()) as i32))
-        .filter(|c| f.label_selector.iter().all(|(k, v)| c.record.config.labels.get(k) == Some(v)))
+        .filter(|c| {
+            f.state
+                .as_ref()
+                .is_none_or(|s| s.state == cri_state(c.phase()) as i32)
+        })
+        .filter(|c| {
+            f.label_selector
+                .iter()
+                .all(|(k, v)| c.record.config.labels.get(k) == Some(v))
+        })
         .map(|c| {
             let r = &c.record;
             CriContainer {

@@ -2,28 +2,28 @@
 //! its own file (validate → call the domain → map the result). No business logic
 //! lives here; every domain error becomes a gRPC status in `errors`.
 
-pub mod errors;
 mod container_status;
 mod create_container;
+pub mod errors;
 mod exec_sync;
+mod image_fs_info;
+mod image_status;
+mod import_image;
 mod list_containers;
+mod list_images;
 mod list_pod_sandbox;
 mod pod_sandbox_status;
+mod pull_image;
 mod remove_container;
+mod remove_image;
 mod remove_pod_sandbox;
 mod reopen_container_log;
 mod run_pod_sandbox;
+mod runtime_config;
 mod start_container;
+mod status;
 mod stop_container;
 mod stop_pod_sandbox;
-mod image_fs_info;
-mod import_image;
-mod image_status;
-mod list_images;
-mod pull_image;
-mod remove_image;
-mod runtime_config;
-mod status;
 mod version;
 
 use std::pin::Pin;
@@ -53,7 +53,9 @@ fn reply<T>(r: Result<T, Status>) -> Reply<T> {
 
 /// An RPC proxrt does not implement yet: kubelet tolerates `Unimplemented`.
 fn not_yet<T>(rpc: &str) -> Reply<T> {
-    Err(Status::unimplemented(format!("{rpc} is not implemented by proxrt yet")))
+    Err(Status::unimplemented(format!(
+        "{rpc} is not implemented by proxrt yet"
+    )))
 }
 
 #[tonic::async_trait]
@@ -64,40 +66,79 @@ impl RuntimeService for RuntimeApi {
     async fn status(&self, r: Request<StatusRequest>) -> Reply<StatusResponse> {
         reply(status::status(&self.0, r.into_inner()))
     }
-    async fn runtime_config(&self, r: Request<RuntimeConfigRequest>) -> Reply<RuntimeConfigResponse> {
+    async fn runtime_config(
+        &self,
+        r: Request<RuntimeConfigRequest>,
+    ) -> Reply<RuntimeConfigResponse> {
         reply(runtime_config::runtime_config(&self.0, r.into_inner()))
     }
-    async fn run_pod_sandbox(&self, r: Request<RunPodSandboxRequest>) -> Reply<RunPodSandboxResponse> {
+    async fn run_pod_sandbox(
+        &self,
+        r: Request<RunPodSandboxRequest>,
+    ) -> Reply<RunPodSandboxResponse> {
         reply(run_pod_sandbox::run_pod_sandbox(&self.0, r.into_inner()).await)
     }
-    async fn stop_pod_sandbox(&self, r: Request<StopPodSandboxRequest>) -> Reply<StopPodSandboxResponse> {
+    async fn stop_pod_sandbox(
+        &self,
+        r: Request<StopPodSandboxRequest>,
+    ) -> Reply<StopPodSandboxResponse> {
         reply(stop_pod_sandbox::stop_pod_sandbox(&self.0, r.into_inner()).await)
     }
-    async fn remove_pod_sandbox(&self, r: Request<RemovePodSandboxRequest>) -> Reply<RemovePodSandboxResponse> {
+    async fn remove_pod_sandbox(
+        &self,
+        r: Request<RemovePodSandboxRequest>,
+    ) -> Reply<RemovePodSandboxResponse> {
         reply(remove_pod_sandbox::remove_pod_sandbox(&self.0, r.into_inner()).await)
     }
-    async fn pod_sandbox_status(&self, r: Request<PodSandboxStatusRequest>) -> Reply<PodSandboxStatusResponse> {
-        reply(pod_sandbox_status::pod_sandbox_status(&self.0, r.into_inner()))
+    async fn pod_sandbox_status(
+        &self,
+        r: Request<PodSandboxStatusRequest>,
+    ) -> Reply<PodSandboxStatusResponse> {
+        reply(pod_sandbox_status::pod_sandbox_status(
+            &self.0,
+            r.into_inner(),
+        ))
     }
-    async fn list_pod_sandbox(&self, r: Request<ListPodSandboxRequest>) -> Reply<ListPodSandboxResponse> {
+    async fn list_pod_sandbox(
+        &self,
+        r: Request<ListPodSandboxRequest>,
+    ) -> Reply<ListPodSandboxResponse> {
         reply(list_pod_sandbox::list_pod_sandbox(&self.0, r.into_inner()))
     }
-    async fn create_container(&self, r: Request<CreateContainerRequest>) -> Reply<CreateContainerResponse> {
+    async fn create_container(
+        &self,
+        r: Request<CreateContainerRequest>,
+    ) -> Reply<CreateContainerResponse> {
         reply(create_container::create_container(&self.0, r.into_inner()).await)
     }
-    async fn start_container(&self, r: Request<StartContainerRequest>) -> Reply<StartContainerResponse> {
+    async fn start_container(
+        &self,
+        r: Request<StartContainerRequest>,
+    ) -> Reply<StartContainerResponse> {
         reply(start_container::start_container(&self.0, r.into_inner()).await)
     }
-    async fn stop_container(&self, r: Request<StopContainerRequest>) -> Reply<StopContainerResponse> {
+    async fn stop_container(
+        &self,
+        r: Request<StopContainerRequest>,
+    ) -> Reply<StopContainerResponse> {
         reply(stop_container::stop_container(&self.0, r.into_inner()).await)
     }
-    async fn remove_container(&self, r: Request<RemoveContainerRequest>) -> Reply<RemoveContainerResponse> {
+    async fn remove_container(
+        &self,
+        r: Request<RemoveContainerRequest>,
+    ) -> Reply<RemoveContainerResponse> {
         reply(remove_container::remove_container(&self.0, r.into_inner()).await)
     }
-    async fn list_containers(&self, r: Request<ListContainersRequest>) -> Reply<ListContainersResponse> {
+    async fn list_containers(
+        &self,
+        r: Request<ListContainersRequest>,
+    ) -> Reply<ListContainersResponse> {
         reply(list_containers::list_containers(&self.0, r.into_inner()))
     }
-    async fn container_status(&self, r: Request<ContainerStatusRequest>) -> Reply<ContainerStatusResponse> {
+    async fn container_status(
+        &self,
+        r: Request<ContainerStatusRequest>,
+    ) -> Reply<ContainerStatusResponse> {
         reply(container_status::container_status(&self.0, r.into_inner()))
     }
     async fn update_container_resources(
@@ -106,7 +147,10 @@ impl RuntimeService for RuntimeApi {
     ) -> Reply<UpdateContainerResourcesResponse> {
         not_yet("UpdateContainerResources")
     }
-    async fn reopen_container_log(&self, r: Request<ReopenContainerLogRequest>) -> Reply<ReopenContainerLogResponse> {
+    async fn reopen_container_log(
+        &self,
+        r: Request<ReopenContainerLogRequest>,
+    ) -> Reply<ReopenContainerLogResponse> {
         reply(reopen_container_log::reopen_container_log(&self.0, r.into_inner()).await)
     }
     async fn exec_sync(&self, r: Request<ExecSyncRequest>) -> Reply<ExecSyncResponse> {
@@ -121,13 +165,22 @@ impl RuntimeService for RuntimeApi {
     async fn port_forward(&self, _: Request<PortForwardRequest>) -> Reply<PortForwardResponse> {
         not_yet("PortForward")
     }
-    async fn container_stats(&self, _: Request<ContainerStatsRequest>) -> Reply<ContainerStatsResponse> {
+    async fn container_stats(
+        &self,
+        _: Request<ContainerStatsRequest>,
+    ) -> Reply<ContainerStatsResponse> {
         not_yet("ContainerStats")
     }
-    async fn list_container_stats(&self, _: Request<ListContainerStatsRequest>) -> Reply<ListContainerStatsResponse> {
+    async fn list_container_stats(
+        &self,
+        _: Request<ListContainerStatsRequest>,
+    ) -> Reply<ListContainerStatsResponse> {
         not_yet("ListContainerStats")
     }
-    async fn pod_sandbox_stats(&self, _: Request<PodSandboxStatsRequest>) -> Reply<PodSandboxStatsResponse> {
+    async fn pod_sandbox_stats(
+        &self,
+        _: Request<PodSandboxStatsRequest>,
+    ) -> Reply<PodSandboxStatsResponse> {
         not_yet("PodSandboxStats")
     }
     async fn list_pod_sandbox_stats(
@@ -136,15 +189,29 @@ impl RuntimeService for RuntimeApi {
     ) -> Reply<ListPodSandboxStatsResponse> {
         not_yet("ListPodSandboxStats")
     }
-    async fn update_runtime_config(&self, _: Request<UpdateRuntimeConfigRequest>) -> Reply<UpdateRuntimeConfigResponse> {
+    async fn update_runtime_config(
+        &self,
+        _: Request<UpdateRuntimeConfigRequest>,
+    ) -> Reply<UpdateRuntimeConfigResponse> {
         not_yet("UpdateRuntimeConfig")
     }
-    async fn checkpoint_container(&self, _: Request<CheckpointContainerRequest>) -> Reply<CheckpointContainerResponse> {
+    async fn checkpoint_container(
+        &self,
+        _: Request<CheckpointContainerRequest>,
+    ) -> Reply<CheckpointContainerResponse> {
         not_yet("CheckpointContainer")
     }
-    type GetContainerEventsStream =
-        Pin<Box<dyn tokio_stream::Stream<Item = Result<ContainerEventResponse, Status>> + Send + 'static>>;
-    async fn get_container_events(&self, _: Request<GetEventsRequest>) -> Reply<Self::GetContainerEventsStream> {
+    type GetContainerEventsStream = Pin<
+        Box<
+            dyn tokio_stream::Stream<Item = Result<ContainerEventResponse, Status>>
+                + Send
+                + 'static,
+        >,
+    >;
+    async fn get_container_events(
+        &self,
+        _: Request<GetEventsRequest>,
+    ) -> Reply<Self::GetContainerEventsStream> {
         not_yet("GetContainerEvents")
     }
     async fn list_metric_descriptors(

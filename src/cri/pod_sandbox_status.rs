@@ -11,7 +11,10 @@ use crate::daemon::Daemon;
 use crate::sandbox::{SandboxRecord, SandboxState};
 
 #[tracing::instrument(level = "debug", skip_all, fields(sandbox = %req.pod_sandbox_id))]
-pub fn pod_sandbox_status(d: &Daemon, req: PodSandboxStatusRequest) -> Result<PodSandboxStatusResponse, Status> {
+pub fn pod_sandbox_status(
+    d: &Daemon,
+    req: PodSandboxStatusRequest,
+) -> Result<PodSandboxStatusResponse, Status> {
     let sandbox = d.sandboxes().get(&req.pod_sandbox_id).map_err(to_status)?;
     let r = sandbox.record();
     let mut info = HashMap::new();
@@ -61,7 +64,9 @@ fn to_cri_status(r: &SandboxRecord) -> PodSandboxStatus {
         // No CNI yet: a pod has no IP beyond loopback (host-network pods use the node's).
         network: Some(PodSandboxNetworkStatus::default()),
         linux: Some(LinuxPodSandboxStatus {
-            namespaces: Some(Namespace { options: Some(options) }),
+            namespaces: Some(Namespace {
+                options: Some(options),
+            }),
         }),
         labels: r.config.labels.clone(),
         annotations: r.config.annotations.clone(),

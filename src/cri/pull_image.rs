@@ -13,7 +13,8 @@ pub async fn pull_image(d: &Daemon, req: PullImageRequest) -> Result<PullImageRe
         return Err(invalid("PullImage: image is required"));
     }
     let creds = match req.auth {
-        Some(a) => Credentials::from_cri(&a.username, &a.password, &a.auth, &a.registry_token).map_err(to_status)?,
+        Some(a) => Credentials::from_cri(&a.username, &a.password, &a.auth, &a.registry_token)
+            .map_err(to_status)?,
         None => Credentials::Anonymous,
     };
     let started = std::time::Instant::now();

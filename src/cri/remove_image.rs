@@ -5,7 +5,10 @@ use super::errors::{invalid, to_status};
 use crate::daemon::Daemon;
 
 #[tracing::instrument(skip_all, fields(image))]
-pub async fn remove_image(d: &Daemon, req: RemoveImageRequest) -> Result<RemoveImageResponse, Status> {
+pub async fn remove_image(
+    d: &Daemon,
+    req: RemoveImageRequest,
+) -> Result<RemoveImageResponse, Status> {
     let name = req.image.map(|s| s.image).unwrap_or_default();
     tracing::Span::current().record("image", name.as_str());
     if name.trim().is_empty() {

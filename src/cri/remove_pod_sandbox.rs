@@ -5,7 +5,12 @@ use super::errors::to_status;
 use crate::daemon::Daemon;
 
 #[tracing::instrument(skip_all, fields(sandbox = %req.pod_sandbox_id))]
-pub async fn remove_pod_sandbox(d: &Daemon, req: RemovePodSandboxRequest) -> Result<RemovePodSandboxResponse, Status> {
-    crate::sandbox::remove_pod_sandbox(d, &req.pod_sandbox_id).await.map_err(to_status)?;
+pub async fn remove_pod_sandbox(
+    d: &Daemon,
+    req: RemovePodSandboxRequest,
+) -> Result<RemovePodSandboxResponse, Status> {
+    crate::sandbox::remove_pod_sandbox(d, &req.pod_sandbox_id)
+        .await
+        .map_err(to_status)?;
     Ok(RemovePodSandboxResponse {})
 }

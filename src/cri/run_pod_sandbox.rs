@@ -5,8 +5,13 @@ use super::errors::{invalid, to_status};
 use crate::daemon::Daemon;
 
 #[tracing::instrument(skip_all, fields(pod))]
-pub async fn run_pod_sandbox(d: &Daemon, req: RunPodSandboxRequest) -> Result<RunPodSandboxResponse, Status> {
-    let config = req.config.ok_or_else(|| invalid("RunPodSandbox: config is required"))?;
+pub async fn run_pod_sandbox(
+    d: &Daemon,
+    req: RunPodSandboxRequest,
+) -> Result<RunPodSandboxResponse, Status> {
+    let config = req
+        .config
+        .ok_or_else(|| invalid("RunPodSandbox: config is required"))?;
     if let Some(m) = &config.metadata {
         tracing::Span::current().record("pod", format!("{}/{}", m.namespace, m.name));
     }

@@ -5,7 +5,12 @@ use super::errors::to_status;
 use crate::daemon::Daemon;
 
 #[tracing::instrument(skip_all, fields(container = %req.container_id))]
-pub async fn start_container(d: &Daemon, req: StartContainerRequest) -> Result<StartContainerResponse, Status> {
-    crate::container::start_container(d, &req.container_id).await.map_err(to_status)?;
+pub async fn start_container(
+    d: &Daemon,
+    req: StartContainerRequest,
+) -> Result<StartContainerResponse, Status> {
+    crate::container::start_container(d, &req.container_id)
+        .await
+        .map_err(to_status)?;
     Ok(StartContainerResponse {})
 }

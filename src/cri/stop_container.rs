@@ -5,7 +5,12 @@ use super::errors::to_status;
 use crate::daemon::Daemon;
 
 #[tracing::instrument(skip_all, fields(container = %req.container_id))]
-pub async fn stop_container(d: &Daemon, req: StopContainerRequest) -> Result<StopContainerResponse, Status> {
-    crate::container::stop_container(d, &req.container_id, req.timeout).await.map_err(to_status)?;
+pub async fn stop_container(
+    d: &Daemon,
+    req: StopContainerRequest,
+) -> Result<StopContainerResponse, Status> {
+    crate::container::stop_container(d, &req.container_id, req.timeout)
+        .await
+        .map_err(to_status)?;
     Ok(StopContainerResponse {})
 }

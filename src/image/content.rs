@@ -52,10 +52,16 @@ impl ContentStore {
 
     /// Moves a downloaded file into place after checking its sha256 (`verify`) or
     /// trusting a check already made while it streamed (`!verify`).
-    pub fn commit_file(&self, tmp: &Path, digest: &str, verify: bool) -> Result<PathBuf, ImageError> {
+    pub fn commit_file(
+        &self,
+        tmp: &Path,
+        digest: &str,
+        verify: bool,
+    ) -> Result<PathBuf, ImageError> {
         let dest = self.path(digest)?;
         if verify {
-            let actual = sha256_file(tmp).map_err(|e| ImageError::io(format!("hash {}", tmp.display()), e))?;
+            let actual = sha256_file(tmp)
+                .map_err(|e| ImageError::io(format!("hash {}", tmp.display()), e))?;
             if actual != digest {
                 let _ = fs::remove_file(tmp);
                 return Err(ImageError::DigestMismatch {
@@ -115,7 +121,9 @@ impl ContentStore {
 
     pub fn delete(&self, digest: &str) -> Result<(), ImageError> {
         match fs::remove_file(self.path(digest)?) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(ImageError::io(format!("delete blob {digest}"), e)),
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(ImageError::io(format!("delete blob {digest}"), e))
+            }
             _ => Ok(()),
         }
     }
@@ -137,8 +145,17 @@ impl ContentStore {
 /// digest from a registry or an archive can never become a path like `../x`.
 pub fn hex_of(digest: &str) -> Result<&str, ImageError> {
     match digest.strip_prefix("sha256:") {
-        Some(hex) if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) => Ok(hex),
-        _ => Err(ImageError::InvalidContent(format!("unsupported or malformed digest {digest:?}"))),
+        Some(hex)
+            if hex.len() == 64
+                && hex
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) =>
+        {
+            Ok(hex)
+        }
+        _ => Err(ImageError::InvalidContent(format!(
+            "unsupported or malformed digest {digest:?}"
+        ))),
     }
 }
 
@@ -182,7 +199,12 @@ mod tests {
 
     #[test]
     fn hostile_digests_never_become_paths() {
-        for bad in ["sha256:../../etc/passwd", "sha256:", "md5:abc", &format!("sha256:{}", "A".repeat(64))] {
+        for bad in [
+            "sha256:../../etc/passwd",
+            "sha256:",
+            "md5:abc",
+            &format!("sha256:{}", "A".repeat(64)),
+        ] {
             assert!(hex_of(bad).is_err(), "{bad}");
         }
         assert!(hex_of(&format!("sha256:{}", "a".repeat(64))).is_ok());

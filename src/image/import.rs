@@ -116,7 +116,9 @@ async fn import_all(
     let mut entries = Vec::with_capacity(staged.len());
     for image in staged {
         let new = images.status(&image.config_digest)?.is_none();
-        let entry = images.store_local(&guard, image.manifest_raw, image.names).await?;
+        let entry = images
+            .store_local(&guard, image.manifest_raw, image.names)
+            .await?;
         if new {
             created.push(entry.record.id.clone());
         }

@@ -61,13 +61,15 @@ impl ImageIndex {
     /// Loads every record; a torn or unreadable record is skipped with a warning (its
     /// blobs become garbage for the next GC) rather than stopping the daemon.
     pub fn load(dir: &Path, content: &ContentStore) -> Result<ImageIndex, ImageError> {
-        fs::create_dir_all(dir).map_err(|e| ImageError::io(format!("create {}", dir.display()), e))?;
+        fs::create_dir_all(dir)
+            .map_err(|e| ImageError::io(format!("create {}", dir.display()), e))?;
         let mut index = ImageIndex {
             dir: dir.to_owned(),
             by_id: HashMap::new(),
             by_name: HashMap::new(),
         };
-        let entries = fs::read_dir(dir).map_err(|e| ImageError::io(format!("read {}", dir.display()), e))?;
+        let entries =
+            fs::read_dir(dir).map_err(|e| ImageError::io(format!("read {}", dir.display()), e))?;
         for entry in entries.flatten() {
             let path = entry.path();
             if path.extension().and_then(|e| e.to_str()) != Some("json") {
@@ -76,7 +78,9 @@ impl ImageIndex {
             match crate::store::read_json::<ImageRecord>(&path) {
                 Ok(Some(record)) => match load_config(content, &record.id) {
                     Ok(config) => index.insert_entry(Arc::new(ImageEntry { record, config })),
-                    Err(e) => tracing::warn!(record = %path.display(), error = %e, "image record skipped"),
+                    Err(e) => {
+                        tracing::warn!(record = %path.display(), error = %e, "image record skipped")
+                    }
                 },
                 Ok(None) => {}
                 Err(e) => tracing::warn!(error = %e, "image record skipped"),
@@ -90,7 +94,12 @@ impl ImageIndex {
     }
 
     fn insert_entry(&mut self, entry: Arc<ImageEntry>) {
-        for name in entry.record.repo_tags.iter().chain(&entry.record.repo_digests) {
+        for name in entry
+            .record
+            .repo_tags
+            .iter()
+            .chain(&entry.record.repo_digests)
+        {
             self.by_name.insert(name.clone(), entry.record.id.clone());
         }
         self.by_id.insert(entry.record.id.clone(), entry);
@@ -177,10 +186,12 @@ impl ImageIndex {
                     (Some(_), Some(_)) => Err(ImageError::AmbiguousId(prefix.clone())),
                 }
             }
-            ImageQuery::NameOrIdPrefix(r, prefix) => match self.find(&ImageQuery::Name(r.clone()))? {
-                Some(e) => Ok(Some(e)),
-                None => self.find(&ImageQuery::Id(prefix.clone())),
-            },
+            ImageQuery::NameOrIdPrefix(r, prefix) => {
+                match self.find(&ImageQuery::Name(r.clone()))? {
+                    Some(e) => Ok(Some(e)),
+                    None => self.find(&ImageQuery::Id(prefix.clone())),
+                }
+            }
             ImageQuery::Name(r) => {
                 let key = match (r.digest(), super::reference::tag_name(r)) {
                     (Some(d), _) => super::reference::digest_name(r, d),
@@ -200,5 +211,6 @@ impl ImageIndex {
 /// Reads and parses an image config blob.
 pub fn load_config(content: &ContentStore, digest: &str) -> Result<ImageConfiguration, ImageError> {
     let bytes = content.read(digest)?;
-    serde_json::from_slice(&bytes).map_err(|e| ImageError::InvalidContent(format!("image config {digest}: {e}")))
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ImageError::InvalidContent(format!("image config {digest}: {e}")))
 }

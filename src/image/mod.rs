@@ -31,8 +31,8 @@ use oci_spec::image::{Descriptor, ImageConfiguration};
 use crate::config::Config;
 use crate::error::{Classify, Kind};
 use content::ContentStore;
-pub use index::{ImageEntry, ImageRecord, LayerRecord};
 use index::ImageIndex;
+pub use index::{ImageEntry, ImageRecord, LayerRecord};
 pub use pull::Credentials;
 use reference::{parse_query, parse_reference};
 use snapshot::SnapshotStore;
@@ -53,7 +53,11 @@ pub enum ImageError {
     #[error("{message}")]
     Registry { kind: Kind, message: String },
     #[error("pulling {reference} failed on every endpoint: {details}")]
-    AllEndpointsFailed { reference: String, kind: Kind, details: String },
+    AllEndpointsFailed {
+        reference: String,
+        kind: Kind,
+        details: String,
+    },
     #[error("{reference} has no image for {platform}")]
     NoPlatform { reference: String, platform: String },
     #[error("{what}: digest mismatch: expected {expected}, got {actual}")]
@@ -91,12 +95,14 @@ impl ImageError {
 impl Classify for ImageError {
     fn kind(&self) -> Kind {
         match self {
-            ImageError::InvalidReference { .. } | ImageError::InvalidAuth(_) | ImageError::AmbiguousId(_) => {
-                Kind::InvalidArgument
-            }
+            ImageError::InvalidReference { .. }
+            | ImageError::InvalidAuth(_)
+            | ImageError::AmbiguousId(_) => Kind::InvalidArgument,
             ImageError::NotFound(_) | ImageError::NoPlatform { .. } => Kind::NotFound,
             ImageError::InUse { .. } => Kind::FailedPrecondition,
-            ImageError::Registry { kind, .. } | ImageError::AllEndpointsFailed { kind, .. } => *kind,
+            ImageError::Registry { kind, .. } | ImageError::AllEndpointsFailed { kind, .. } => {
+                *kind
+            }
             ImageError::DigestMismatch { .. } => Kind::DataLoss,
             ImageError::InvalidContent(_) => Kind::InvalidArgument,
             ImageError::Unpack(e) => e.kind(),
@@ -139,9 +145,12 @@ impl Images {
     /// and removes what an earlier crash left half-made.
     pub fn open(state_root: &Path, config: &Config) -> Result<Images, ImageError> {
         let root = state_root.join("images");
-        let io = |what: &str, e| ImageError::io(format!("open image store {}: {what}", root.display()), e);
+        let io = |what: &str, e| {
+            ImageError::io(format!("open image store {}: {what}", root.display()), e)
+        };
         let content = ContentStore::open(&root.join("content")).map_err(|e| io("content", e))?;
-        let snapshots = SnapshotStore::open(&root.join("snapshots")).map_err(|e| io("snapshots", e))?;
+        let snapshots =
+            SnapshotStore::open(&root.join("snapshots")).map_err(|e| io("snapshots", e))?;
         let index = ImageIndex::load(&root.join("records"), &content)?;
         let images = Images {
             root,
@@ -170,7 +179,11 @@ impl Images {
 
     /// Pulls `image` from its registry (or a configured mirror) unless an identical
     /// image is already stored, and returns it.
-    pub async fn pull(self: &Arc<Self>, image: &str, creds: &Credentials) -> Result<Arc<ImageEntry>, ImageError> {
+    pub async fn pull(
+        self: &Arc<Self>,
+        image: &str,
+        creds: &Credentials,
+    ) -> Result<Arc<ImageEntry>, ImageError> {
         let reference = parse_reference(image)?;
         let key = reference.whole();
         let _one_pull = self.locks.lock(&format!("pull:{key}")).await;
@@ -195,7 +208,11 @@ impl Images {
         }
     }
 
-    async fn pull_locked(&self, reference: &Reference, creds: &Credentials) -> Result<Arc<ImageEntry>, ImageError> {
+    async fn pull_locked(
+        &self,
+        reference: &Reference,
+        creds: &Credentials,
+    ) -> Result<Arc<ImageEntry>, ImageError> {
         let resolved = self.registry.resolve(reference, creds).await?;
         let manifest = &resolved.manifest;
         let config_digest = manifest.config().digest().to_string();
@@ -205,13 +222,18 @@ impl Images {
         let existing = self.index().get(&config_digest);
         if let Some(existing) = existing {
             if existing.record.manifest_digest == resolved.manifest_digest
-                && existing.record.layers.iter().all(|l| self.snapshots.exists(&l.diff_id))
+                && existing
+                    .record
+                    .layers
+                    .iter()
+                    .all(|l| self.snapshots.exists(&l.diff_id))
             {
                 return self.record_image(existing.record.clone(), existing.config.clone(), names);
             }
         }
 
-        self.content.write_bytes(&resolved.manifest_digest, &resolved.manifest_raw)?;
+        self.content
+            .write_bytes(&resolved.manifest_digest, &resolved.manifest_raw)?;
         if let Some((raw, digest)) = &resolved.index {
             self.content.write_bytes(digest, raw)?;
         }
@@ -220,15 +242,23 @@ impl Images {
         let config = index::load_config(&self.content, &config_digest)?;
         let layers = layer_records(manifest.layers(), &config, &reference.whole())?;
 
-        let work: Vec<(Descriptor, LayerRecord)> = manifest.layers().iter().cloned().zip(layers.iter().cloned()).collect();
+        let work: Vec<(Descriptor, LayerRecord)> = manifest
+            .layers()
+            .iter()
+            .cloned()
+            .zip(layers.iter().cloned())
+            .collect();
         let resolved = &resolved;
         stream::iter(work)
-            .map(|(desc, layer)| async move { self.ensure_layer(resolved, reference, &desc, &layer).await })
+            .map(|(desc, layer)| async move {
+                self.ensure_layer(resolved, reference, &desc, &layer).await
+            })
             .buffer_unordered(self.max_downloads)
             .try_collect::<Vec<()>>()
             .await?;
 
-        let size = manifest.config().size() + manifest.layers().iter().map(|l| l.size()).sum::<u64>();
+        let size =
+            manifest.config().size() + manifest.layers().iter().map(|l| l.size()).sum::<u64>();
         let record = ImageRecord {
             id: config_digest,
             repo_tags: Vec::new(),
@@ -255,7 +285,8 @@ impl Images {
         if self.snapshots.exists(&layer.diff_id) {
             return Ok(());
         }
-        self.fetch_blob(resolved, reference, &oci_descriptor(desc)).await?;
+        self.fetch_blob(resolved, reference, &oci_descriptor(desc))
+            .await?;
         let compression = layer_compression(&layer.media_type, &self.content.path(&layer.digest)?)?;
         let snapshots = self.snapshots.clone();
         let blob = self.content.path(&layer.digest)?;
@@ -266,7 +297,12 @@ impl Images {
         Ok(())
     }
 
-    async fn fetch_blob(&self, resolved: &pull::Resolved, reference: &Reference, desc: &OciDescriptor) -> Result<(), ImageError> {
+    async fn fetch_blob(
+        &self,
+        resolved: &pull::Resolved,
+        reference: &Reference,
+        desc: &OciDescriptor,
+    ) -> Result<(), ImageError> {
         if self.content.exists(&desc.digest) {
             return Ok(());
         }
@@ -277,7 +313,9 @@ impl Images {
             return Ok(());
         }
         let tmp = IngestFile(self.content.ingest_path());
-        self.registry.fetch_blob(resolved, reference, desc, &tmp.0).await?;
+        self.registry
+            .fetch_blob(resolved, reference, desc, &tmp.0)
+            .await?;
         self.content.commit_file(&tmp.0, &desc.digest, false)?;
         Ok(())
     }
@@ -331,7 +369,8 @@ impl Images {
             repo_digests.push(reference::digest_name(&r, &manifest_digest));
             repo_tags.extend(reference::tag_name(&r));
         }
-        let size = manifest.config().size() + manifest.layers().iter().map(|l| l.size()).sum::<u64>();
+        let size =
+            manifest.config().size() + manifest.layers().iter().map(|l| l.size()).sum::<u64>();
         let record = ImageRecord {
             id: config_digest,
             repo_tags: Vec::new(),
@@ -365,7 +404,8 @@ impl Images {
 
     /// Like `status`, but a missing image is a NotFound error.
     pub fn get(&self, image: &str) -> Result<Arc<ImageEntry>, ImageError> {
-        self.status(image)?.ok_or_else(|| ImageError::NotFound(image.to_owned()))
+        self.status(image)?
+            .ok_or_else(|| ImageError::NotFound(image.to_owned()))
     }
 
     /// Every image, or those `filter` names (any form `status` accepts).
@@ -388,7 +428,12 @@ impl Images {
         let Some(entry) = self.index().find(&query)? else {
             return Ok(None);
         };
-        let users = self.users.read().unwrap_or_else(|e| e.into_inner()).as_ref().and_then(|w| w.upgrade());
+        let users = self
+            .users
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .and_then(|w| w.upgrade());
         if let Some(users) = users {
             let containers = users.containers_using(&entry.record.id);
             if !containers.is_empty() {
@@ -398,14 +443,24 @@ impl Images {
                 });
             }
         }
-        let removed = self.index.write().unwrap_or_else(|e| e.into_inner()).remove(&entry.record.id)?;
+        let removed = self
+            .index
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&entry.record.id)?;
         self.collect_garbage().await?;
         Ok(removed)
     }
 
     /// The lowerdirs of an image's rootfs, topmost layer first (overlayfs order).
     pub fn lower_dirs(&self, entry: &ImageEntry) -> Result<Vec<PathBuf>, ImageError> {
-        entry.record.layers.iter().rev().map(|l| self.snapshots.path(&l.diff_id)).collect()
+        entry
+            .record
+            .layers
+            .iter()
+            .rev()
+            .map(|l| self.snapshots.path(&l.diff_id))
+            .collect()
     }
 
     /// Removes every blob and snapshot no image record references, and whatever
@@ -434,7 +489,9 @@ impl Images {
         };
         let io = |what: &str, e| ImageError::io(format!("garbage collection: {what}"), e);
         self.content.clear_ingest().map_err(|e| io("ingest", e))?;
-        self.snapshots.clear_temp().map_err(|e| io("snapshots", e))?;
+        self.snapshots
+            .clear_temp()
+            .map_err(|e| io("snapshots", e))?;
         let mut removed = 0;
         for digest in self.content.list().map_err(|e| io("blobs", e))? {
             if !blobs.contains(&digest) {
@@ -486,7 +543,11 @@ fn names_for(reference: &Reference, resolved: &pull::Resolved) -> (Vec<String>, 
     } else {
         Vec::new()
     };
-    let top = resolved.index.as_ref().map(|(_, d)| d.as_str()).unwrap_or(&resolved.manifest_digest);
+    let top = resolved
+        .index
+        .as_ref()
+        .map(|(_, d)| d.as_str())
+        .unwrap_or(&resolved.manifest_digest);
     (tags, vec![reference::digest_name(reference, top)])
 }
 
@@ -499,7 +560,11 @@ fn oci_descriptor(d: &Descriptor) -> OciDescriptor {
     }
 }
 
-fn layer_records(layers: &[Descriptor], config: &ImageConfiguration, what: &str) -> Result<Vec<LayerRecord>, ImageError> {
+fn layer_records(
+    layers: &[Descriptor],
+    config: &ImageConfiguration,
+    what: &str,
+) -> Result<Vec<LayerRecord>, ImageError> {
     let diff_ids = config.rootfs().diff_ids();
     if diff_ids.len() != layers.len() {
         return Err(ImageError::InvalidContent(format!(

@@ -22,7 +22,12 @@ pub const MEDIA_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json
 pub const MEDIA_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const MEDIA_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 pub const MEDIA_DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-const ACCEPTED: &[&str] = &[MEDIA_OCI_MANIFEST, MEDIA_OCI_INDEX, MEDIA_DOCKER_MANIFEST, MEDIA_DOCKER_LIST];
+const ACCEPTED: &[&str] = &[
+    MEDIA_OCI_MANIFEST,
+    MEDIA_OCI_INDEX,
+    MEDIA_DOCKER_MANIFEST,
+    MEDIA_DOCKER_LIST,
+];
 
 /// Registry credentials from a CRI AuthConfig.
 #[derive(Clone, Default, PartialEq, Eq, Hash)]
@@ -49,7 +54,12 @@ impl std::fmt::Debug for Credentials {
 impl Credentials {
     /// CRI AuthConfig fields → credentials: a registry token wins, then
     /// username/password, then the base64 `auth` ("user:password").
-    pub fn from_cri(username: &str, password: &str, auth: &str, registry_token: &str) -> Result<Credentials, ImageError> {
+    pub fn from_cri(
+        username: &str,
+        password: &str,
+        auth: &str,
+        registry_token: &str,
+    ) -> Result<Credentials, ImageError> {
         if !registry_token.is_empty() {
             return Ok(Credentials::Bearer(registry_token.to_owned()));
         }
@@ -65,10 +75,12 @@ impl Credentials {
                 .decode(auth.trim())
                 .ok()
                 .and_then(|b| String::from_utf8(b).ok())
-                .ok_or_else(|| ImageError::InvalidAuth("auth is not base64 of \"user:password\"".into()))?;
-            let (u, p) = decoded
-                .split_once(':')
-                .ok_or_else(|| ImageError::InvalidAuth("auth does not decode to \"user:password\"".into()))?;
+                .ok_or_else(|| {
+                    ImageError::InvalidAuth("auth is not base64 of \"user:password\"".into())
+                })?;
+            let (u, p) = decoded.split_once(':').ok_or_else(|| {
+                ImageError::InvalidAuth("auth does not decode to \"user:password\"".into())
+            })?;
             return Ok(Credentials::Basic {
                 username: u.to_owned(),
                 password: p.to_owned(),
@@ -80,7 +92,9 @@ impl Credentials {
     fn to_oci(&self) -> RegistryAuth {
         match self {
             Credentials::Anonymous => RegistryAuth::Anonymous,
-            Credentials::Basic { username, password } => RegistryAuth::Basic(username.clone(), password.clone()),
+            Credentials::Basic { username, password } => {
+                RegistryAuth::Basic(username.clone(), password.clone())
+            }
             Credentials::Bearer(t) => RegistryAuth::Bearer(t.clone()),
         }
     }
@@ -182,11 +196,19 @@ impl Registry {
 
     /// Finds the image manifest for `reference`, trying each endpoint in turn.
     /// Credentials go to the registry itself only, never to a mirror.
-    pub async fn resolve(&self, reference: &Reference, creds: &Credentials) -> Result<Resolved, ImageError> {
+    pub async fn resolve(
+        &self,
+        reference: &Reference,
+        creds: &Credentials,
+    ) -> Result<Resolved, ImageError> {
         let mut failures = Vec::new();
         for endpoint in self.endpoints(reference.registry()) {
             let remote = rewrite(reference, &endpoint);
-            let creds = if endpoint.mirror { Credentials::Anonymous } else { creds.clone() };
+            let creds = if endpoint.mirror {
+                Credentials::Anonymous
+            } else {
+                creds.clone()
+            };
             match self.resolve_at(&endpoint, &remote, &creds, reference).await {
                 Ok(resolved) => return Ok(resolved),
                 Err(e) if endpoint.mirror => {
@@ -239,8 +261,9 @@ impl Registry {
         }
         let media_type = media_type_of(&raw);
         if media_type == MEDIA_OCI_INDEX || media_type == MEDIA_DOCKER_LIST {
-            let index: ImageIndex = serde_json::from_slice(&raw)
-                .map_err(|e| ImageError::InvalidContent(format!("image index of {}: {e}", original.whole())))?;
+            let index: ImageIndex = serde_json::from_slice(&raw).map_err(|e| {
+                ImageError::InvalidContent(format!("image index of {}: {e}", original.whole()))
+            })?;
             let chosen = select_platform(&index).ok_or_else(|| ImageError::NoPlatform {
                 reference: original.whole(),
                 platform: host_platform_name(),
@@ -320,9 +343,22 @@ fn rewrite(reference: &Reference, endpoint: &Endpoint) -> Reference {
 }
 
 fn is_loopback(host: &str) -> bool {
-    let name = host.rsplit_once(':').map(|(h, p)| if p.chars().all(|c| c.is_ascii_digit()) { h } else { host }).unwrap_or(host);
+    let name = host
+        .rsplit_once(':')
+        .map(|(h, p)| {
+            if p.chars().all(|c| c.is_ascii_digit()) {
+                h
+            } else {
+                host
+            }
+        })
+        .unwrap_or(host);
     let name = name.trim_start_matches('[').trim_end_matches(']');
-    name == "localhost" || name.parse::<std::net::IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false)
+    name == "localhost"
+        || name
+            .parse::<std::net::IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false)
 }
 
 fn media_type_of(raw: &[u8]) -> String {
@@ -349,7 +385,8 @@ fn parse_manifest(raw: &[u8], original: &Reference) -> Result<ImageManifest, Ima
             original.whole()
         )));
     }
-    serde_json::from_slice(raw).map_err(|e| ImageError::InvalidContent(format!("manifest of {}: {e}", original.whole())))
+    serde_json::from_slice(raw)
+        .map_err(|e| ImageError::InvalidContent(format!("manifest of {}: {e}", original.whole())))
 }
 
 /// `linux/amd64`, `linux/arm64/v8`: the platform proxrt pulls for.
@@ -399,24 +436,47 @@ fn registry_error(host: &str, original: &Reference, e: OciDistributionError) -> 
     use crate::error::Kind;
     let name = original.whole();
     let (kind, message) = match &e {
-        OciDistributionError::RequestError(re) if re.is_connect() || re.is_timeout() => {
-            (Kind::Unavailable, format!("registry {host} unreachable: {}", error_chain(re)))
+        OciDistributionError::RequestError(re) if re.is_connect() || re.is_timeout() => (
+            Kind::Unavailable,
+            format!("registry {host} unreachable: {}", error_chain(re)),
+        ),
+        OciDistributionError::RequestError(re) => (
+            Kind::Unavailable,
+            format!("registry {host}: {}", error_chain(re)),
+        ),
+        OciDistributionError::ImageManifestNotFoundError(_) => {
+            (Kind::NotFound, format!("{name} not found on {host}"))
         }
-        OciDistributionError::RequestError(re) => (Kind::Unavailable, format!("registry {host}: {}", error_chain(re))),
-        OciDistributionError::ImageManifestNotFoundError(_) => (Kind::NotFound, format!("{name} not found on {host}")),
-        OciDistributionError::AuthenticationFailure(m) | OciDistributionError::UnauthorizedError { url: m } => {
-            (Kind::PermissionDenied, format!("registry {host} refused the credentials for {name}: {m}"))
-        }
+        OciDistributionError::AuthenticationFailure(m)
+        | OciDistributionError::UnauthorizedError { url: m } => (
+            Kind::PermissionDenied,
+            format!("registry {host} refused the credentials for {name}: {m}"),
+        ),
         // oci-client's message already says "Expected <digest>, got <digest>".
-        OciDistributionError::DigestError(d) => (Kind::DataLoss, format!("blob of {name} from {host}: {d}")),
-        OciDistributionError::ServerError { code: 404, .. } => (Kind::NotFound, format!("{name} not found on {host}")),
-        OciDistributionError::ServerError { code: 401 | 403, message, .. } => {
-            (Kind::PermissionDenied, format!("registry {host} refused access to {name}: {message}"))
+        OciDistributionError::DigestError(d) => {
+            (Kind::DataLoss, format!("blob of {name} from {host}: {d}"))
         }
+        OciDistributionError::ServerError { code: 404, .. } => {
+            (Kind::NotFound, format!("{name} not found on {host}"))
+        }
+        OciDistributionError::ServerError {
+            code: 401 | 403,
+            message,
+            ..
+        } => (
+            Kind::PermissionDenied,
+            format!("registry {host} refused access to {name}: {message}"),
+        ),
         OciDistributionError::RegistryError { envelope, .. } => {
-            let codes: Vec<String> = envelope.errors.iter().map(|e| format!("{:?}", e.code)).collect();
+            let codes: Vec<String> = envelope
+                .errors
+                .iter()
+                .map(|e| format!("{:?}", e.code))
+                .collect();
             let not_found = codes.iter().any(|c| c.contains("Unknown"));
-            let denied = codes.iter().any(|c| c.contains("Unauthorized") || c.contains("Denied"));
+            let denied = codes
+                .iter()
+                .any(|c| c.contains("Unauthorized") || c.contains("Denied"));
             let kind = if not_found {
                 Kind::NotFound
             } else if denied {
@@ -426,7 +486,10 @@ fn registry_error(host: &str, original: &Reference, e: OciDistributionError) -> 
             };
             (kind, format!("registry {host} answered for {name}: {e}"))
         }
-        _ => (Kind::Unavailable, format!("registry {host} for {name}: {e}")),
+        _ => (
+            Kind::Unavailable,
+            format!("registry {host} for {name}: {e}"),
+        ),
     };
     ImageError::Registry { kind, message }
 }
@@ -455,9 +518,18 @@ mod tests {
         let r = registry("[registries.\"registry.k8s.io\"]\nmirrors = [\"http://127.0.0.1:5000\", \"https://m.example\"]\n");
         let eps = r.endpoints("registry.k8s.io");
         assert_eq!(eps.len(), 3);
-        assert_eq!((eps[0].host.as_str(), eps[0].plain_http, eps[0].mirror), ("127.0.0.1:5000", true, true));
-        assert_eq!((eps[1].host.as_str(), eps[1].plain_http), ("m.example", false));
-        assert_eq!((eps[2].host.as_str(), eps[2].plain_http, eps[2].mirror), ("registry.k8s.io", false, false));
+        assert_eq!(
+            (eps[0].host.as_str(), eps[0].plain_http, eps[0].mirror),
+            ("127.0.0.1:5000", true, true)
+        );
+        assert_eq!(
+            (eps[1].host.as_str(), eps[1].plain_http),
+            ("m.example", false)
+        );
+        assert_eq!(
+            (eps[2].host.as_str(), eps[2].plain_http, eps[2].mirror),
+            ("registry.k8s.io", false, false)
+        );
     }
 
     #[test]
@@ -470,7 +542,12 @@ mod tests {
 
     #[test]
     fn loopback_registries_are_plain_http() {
-        for h in ["localhost:5000", "127.0.0.1:5000", "127.3.2.1", "[::1]:5000"] {
+        for h in [
+            "localhost:5000",
+            "127.0.0.1:5000",
+            "127.3.2.1",
+            "[::1]:5000",
+        ] {
             assert!(is_loopback(h), "{h}");
         }
         for h in ["registry.k8s.io", "10.0.0.1:5000", "localhost.example.com"] {
@@ -491,14 +568,27 @@ mod tests {
 
     #[test]
     fn credentials_from_cri() {
-        assert_eq!(Credentials::from_cri("", "", "", "").unwrap(), Credentials::Anonymous);
-        assert_eq!(Credentials::from_cri("", "", "", "tok").unwrap(), Credentials::Bearer("tok".into()));
+        assert_eq!(
+            Credentials::from_cri("", "", "", "").unwrap(),
+            Credentials::Anonymous
+        );
+        assert_eq!(
+            Credentials::from_cri("", "", "", "tok").unwrap(),
+            Credentials::Bearer("tok".into())
+        );
         assert_eq!(
             Credentials::from_cri("", "", "dTpw", "").unwrap(),
-            Credentials::Basic { username: "u".into(), password: "p".into() }
+            Credentials::Basic {
+                username: "u".into(),
+                password: "p".into()
+            }
         );
         assert!(Credentials::from_cri("", "", "!!", "").is_err());
-        assert!(format!("{:?}", Credentials::from_cri("u", "secret", "", "").unwrap()).contains("***"));
+        assert!(format!(
+            "{:?}",
+            Credentials::from_cri("u", "secret", "", "").unwrap()
+        )
+        .contains("***"));
     }
 
     #[test]

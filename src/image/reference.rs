@@ -34,7 +34,11 @@ pub fn parse_reference(image: &str) -> Result<Reference, ImageError> {
     })?;
     // oci-spec takes an uppercase first component ("UPPER/x") for a registry host and
     // then files it under docker.io; Docker's grammar refuses uppercase repositories.
-    if reference.repository().bytes().any(|b| b.is_ascii_uppercase()) {
+    if reference
+        .repository()
+        .bytes()
+        .any(|b| b.is_ascii_uppercase())
+    {
         return Err(ImageError::InvalidReference {
             reference: image.into(),
             reason: "repository name must be lowercase".into(),
@@ -69,7 +73,8 @@ pub fn parse_query(image: &str) -> Result<ImageQuery, ImageError> {
 
 /// `docker.io/library/busybox:latest` (tag form) of a reference.
 pub fn tag_name(r: &Reference) -> Option<String> {
-    r.tag().map(|t| format!("{}/{}:{}", r.registry(), r.repository(), t))
+    r.tag()
+        .map(|t| format!("{}/{}:{}", r.registry(), r.repository(), t))
 }
 
 /// `docker.io/library/busybox@sha256:…` (digest form) for a repository and a digest.
@@ -78,7 +83,9 @@ pub fn digest_name(r: &Reference, digest: &str) -> String {
 }
 
 fn is_hex(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 #[cfg(test)]
@@ -106,7 +113,15 @@ mod tests {
 
     #[test]
     fn malformed_references_are_refused() {
-        for bad in ["", "UPPER/case", "a b", "x@sha256:short", "x@md5:abcd", "-bad", "a:b:c"] {
+        for bad in [
+            "",
+            "UPPER/case",
+            "a b",
+            "x@sha256:short",
+            "x@md5:abcd",
+            "-bad",
+            "a:b:c",
+        ] {
             assert!(parse_reference(bad).is_err(), "{bad:?} accepted");
         }
     }
@@ -114,12 +129,26 @@ mod tests {
     #[test]
     fn ids_and_prefixes() {
         let hex = "0123456789abcdef".repeat(4);
-        assert_eq!(parse_query(&format!("sha256:{hex}")).unwrap(), ImageQuery::Id(hex.clone()));
+        assert_eq!(
+            parse_query(&format!("sha256:{hex}")).unwrap(),
+            ImageQuery::Id(hex.clone())
+        );
         assert_eq!(parse_query(&hex).unwrap(), ImageQuery::Id(hex.clone()));
-        assert_eq!(parse_query("sha256:0123456789ab").unwrap(), ImageQuery::Id("0123456789ab".into()));
+        assert_eq!(
+            parse_query("sha256:0123456789ab").unwrap(),
+            ImageQuery::Id("0123456789ab".into())
+        );
         assert!(parse_query("sha256:xyz").is_err());
-        assert!(matches!(parse_query("0123456789ab").unwrap(), ImageQuery::NameOrIdPrefix(_, p) if p == "0123456789ab"));
-        assert!(matches!(parse_query("0123456789a").unwrap(), ImageQuery::Name(_)));
-        assert!(matches!(parse_query("busybox").unwrap(), ImageQuery::Name(_)));
+        assert!(
+            matches!(parse_query("0123456789ab").unwrap(), ImageQuery::NameOrIdPrefix(_, p) if p == "0123456789ab")
+        );
+        assert!(matches!(
+            parse_query("0123456789a").unwrap(),
+            ImageQuery::Name(_)
+        ));
+        assert!(matches!(
+            parse_query("busybox").unwrap(),
+            ImageQuery::Name(_)
+        ));
     }
 }

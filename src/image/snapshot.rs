@@ -20,7 +20,9 @@ const TMP_PREFIX: &str = ".tmp-";
 impl SnapshotStore {
     pub fn open(dir: &Path) -> io::Result<SnapshotStore> {
         fs::create_dir_all(dir)?;
-        Ok(SnapshotStore { dir: dir.to_owned() })
+        Ok(SnapshotStore {
+            dir: dir.to_owned(),
+        })
     }
 
     pub fn path(&self, diff_id: &str) -> Result<PathBuf, ImageError> {
@@ -33,7 +35,12 @@ impl SnapshotStore {
 
     /// Unpacks `blob` into a temp dir, checks the result's diff_id, then renames it
     /// into place: a snapshot dir exists only complete and verified.
-    pub fn create(&self, diff_id: &str, blob: &Path, compression: Compression) -> Result<PathBuf, ImageError> {
+    pub fn create(
+        &self,
+        diff_id: &str,
+        blob: &Path,
+        compression: Compression,
+    ) -> Result<PathBuf, ImageError> {
         let dest = self.path(diff_id)?;
         let tmp = self.dir.join(format!("{TMP_PREFIX}{}", random_hex(8)));
         fs::create_dir(&tmp).map_err(|e| ImageError::io(format!("create {}", tmp.display()), e))?;
@@ -50,7 +57,8 @@ impl SnapshotStore {
                 for skipped in &stats.skipped {
                     tracing::warn!(layer = diff_id, %skipped, "layer entry skipped");
                 }
-                fs::rename(&tmp, &dest).map_err(|e| ImageError::io(format!("store snapshot {diff_id}"), e))
+                fs::rename(&tmp, &dest)
+                    .map_err(|e| ImageError::io(format!("store snapshot {diff_id}"), e))
             });
         if let Err(e) = result {
             let _ = remove_tree(&tmp);
@@ -74,7 +82,8 @@ impl SnapshotStore {
     }
 
     pub fn remove(&self, diff_id: &str) -> Result<(), ImageError> {
-        remove_tree(&self.path(diff_id)?).map_err(|e| ImageError::io(format!("remove snapshot {diff_id}"), e))
+        remove_tree(&self.path(diff_id)?)
+            .map_err(|e| ImageError::io(format!("remove snapshot {diff_id}"), e))
     }
 
     /// Removes half-made snapshots left by a crash: only when no pull runs.

@@ -28,7 +28,10 @@ pub fn resolv_conf(dns: Option<&DnsConfig>) -> Result<Option<String>, String> {
         s.push_str(&format!("nameserver {server}\n"));
     }
     for (what, list) in [("search", &dns.searches), ("options", &dns.options)] {
-        if let Some(bad) = list.iter().find(|v| v.is_empty() || v.contains(char::is_whitespace)) {
+        if let Some(bad) = list
+            .iter()
+            .find(|v| v.is_empty() || v.contains(char::is_whitespace))
+        {
             return Err(format!("dns {what} entry {bad:?} is empty or has spaces"));
         }
         if !list.is_empty() {
@@ -40,7 +43,11 @@ pub fn resolv_conf(dns: Option<&DnsConfig>) -> Result<Option<String>, String> {
 
 /// A hostname the kernel accepts (RFC 1123 label chars, ≤ 64 bytes).
 pub fn check_hostname(h: &str) -> Result<(), String> {
-    if h.len() > 64 || !h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') {
+    if h.len() > 64
+        || !h
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    {
         return Err(format!("hostname {h:?} is not a valid hostname"));
     }
     Ok(())
@@ -54,7 +61,10 @@ mod tests {
     fn resolv_conf_from_dns_config() {
         let dns = DnsConfig {
             servers: vec!["10.96.0.10".into()],
-            searches: vec!["default.svc.cluster.local".into(), "svc.cluster.local".into()],
+            searches: vec![
+                "default.svc.cluster.local".into(),
+                "svc.cluster.local".into(),
+            ],
             options: vec!["ndots:5".into()],
         };
         assert_eq!(
@@ -62,7 +72,10 @@ mod tests {
             "nameserver 10.96.0.10\nsearch default.svc.cluster.local svc.cluster.local\noptions ndots:5\n"
         );
         assert_eq!(resolv_conf(None).unwrap(), None);
-        let bad = DnsConfig { servers: vec!["not-an-ip".into()], ..Default::default() };
+        let bad = DnsConfig {
+            servers: vec!["not-an-ip".into()],
+            ..Default::default()
+        };
         assert!(resolv_conf(Some(&bad)).is_err());
     }
 

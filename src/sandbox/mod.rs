@@ -129,7 +129,11 @@ impl SandboxRecord {
     }
     /// The pod's cgroup parent as kubelet sent it (may be empty).
     pub fn cgroup_parent(&self) -> &str {
-        self.config.linux.as_ref().map(|l| l.cgroup_parent.as_str()).unwrap_or("")
+        self.config
+            .linux
+            .as_ref()
+            .map(|l| l.cgroup_parent.as_str())
+            .unwrap_or("")
     }
     pub fn privileged(&self) -> bool {
         self.config
@@ -158,7 +162,10 @@ impl Sandbox {
     }
 
     pub fn record(&self) -> SandboxRecord {
-        self.record.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.record
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn state(&self) -> SandboxState {
@@ -166,7 +173,11 @@ impl Sandbox {
     }
 
     /// Changes the record and persists it atomically.
-    pub fn update(&self, store_dir: &Path, f: impl FnOnce(&mut SandboxRecord)) -> Result<(), SandboxError> {
+    pub fn update(
+        &self,
+        store_dir: &Path,
+        f: impl FnOnce(&mut SandboxRecord),
+    ) -> Result<(), SandboxError> {
         let mut r = self.record.lock().unwrap_or_else(|e| e.into_inner());
         let mut next = r.clone();
         f(&mut next);
@@ -187,9 +198,11 @@ pub struct SandboxStore {
 impl SandboxStore {
     /// Loads every record under `<root>/sandboxes`; unreadable ones are skipped with a warning.
     pub fn load(dir: &Path) -> Result<SandboxStore, SandboxError> {
-        std::fs::create_dir_all(dir).map_err(|e| SandboxError::io(format!("create {}", dir.display()), e))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| SandboxError::io(format!("create {}", dir.display()), e))?;
         let mut map = HashMap::new();
-        let entries = std::fs::read_dir(dir).map_err(|e| SandboxError::io(format!("read {}", dir.display()), e))?;
+        let entries = std::fs::read_dir(dir)
+            .map_err(|e| SandboxError::io(format!("read {}", dir.display()), e))?;
         for entry in entries.flatten() {
             let path = entry.path().join(RECORD_FILE);
             match crate::store::read_json::<SandboxRecord>(&path) {
@@ -214,11 +227,17 @@ impl SandboxStore {
     }
 
     pub fn insert(&self, sandbox: Arc<Sandbox>) {
-        self.map.write().unwrap_or_else(|e| e.into_inner()).insert(sandbox.id.clone(), sandbox);
+        self.map
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(sandbox.id.clone(), sandbox);
     }
 
     pub fn remove(&self, id: &str) {
-        self.map.write().unwrap_or_else(|e| e.into_inner()).remove(id);
+        self.map
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
     }
 
     /// By full id or unique prefix.
@@ -239,7 +258,12 @@ impl SandboxStore {
     }
 
     pub fn all(&self) -> Vec<Arc<Sandbox>> {
-        self.map.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+        self.map
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 }
 
@@ -264,15 +288,26 @@ pub fn sandbox_name(config: &PodSandboxConfig) -> Result<String, SandboxError> {
         .metadata
         .as_ref()
         .ok_or_else(|| SandboxError::Invalid("sandbox config has no metadata".into()))?;
-    for (field, value) in [("name", &m.name), ("namespace", &m.namespace), ("uid", &m.uid)] {
+    for (field, value) in [
+        ("name", &m.name),
+        ("namespace", &m.namespace),
+        ("uid", &m.uid),
+    ] {
         if value.is_empty() {
-            return Err(SandboxError::Invalid(format!("sandbox metadata.{field} is required")));
+            return Err(SandboxError::Invalid(format!(
+                "sandbox metadata.{field} is required"
+            )));
         }
         if value.contains('/') || value.contains('\0') {
-            return Err(SandboxError::Invalid(format!("sandbox metadata.{field} {value:?} has a forbidden character")));
+            return Err(SandboxError::Invalid(format!(
+                "sandbox metadata.{field} {value:?} has a forbidden character"
+            )));
         }
     }
-    Ok(format!("{}_{}_{}_{}", m.name, m.namespace, m.uid, m.attempt))
+    Ok(format!(
+        "{}_{}_{}_{}",
+        m.name, m.namespace, m.uid, m.attempt
+    ))
 }
 
 #[cfg(test)]
@@ -293,7 +328,10 @@ mod tests {
         };
         assert_eq!(sandbox_name(&c).unwrap(), "web_default_u1_2");
         c.metadata.as_mut().unwrap().namespace.clear();
-        assert!(sandbox_name(&c).unwrap_err().to_string().contains("namespace"));
+        assert!(sandbox_name(&c)
+            .unwrap_err()
+            .to_string()
+            .contains("namespace"));
         c.metadata = None;
         assert!(sandbox_name(&c).is_err());
     }

@@ -7,7 +7,10 @@ use std::sync::Arc;
 use k8s_cri::v1::{NamespaceMode, PodSandboxConfig};
 
 use super::files;
-use super::{sandbox_name, Sandbox, SandboxError, SandboxNamespaces, SandboxRecord, SandboxState, RECORD_FILE};
+use super::{
+    sandbox_name, Sandbox, SandboxError, SandboxNamespaces, SandboxRecord, SandboxState,
+    RECORD_FILE,
+};
 use crate::daemon::Daemon;
 use crate::image::content::random_hex;
 use crate::monitor::{teardown_sandbox, SandboxRequest};
@@ -16,7 +19,11 @@ use crate::rollback::Rollback;
 /// Size of a pod's private /dev/shm (kubelet's and containerd's default).
 const SHM_SIZE: &str = "size=65536k";
 
-pub async fn run_pod_sandbox(d: &Daemon, config: PodSandboxConfig, runtime_handler: &str) -> Result<String, SandboxError> {
+pub async fn run_pod_sandbox(
+    d: &Daemon,
+    config: PodSandboxConfig,
+    runtime_handler: &str,
+) -> Result<String, SandboxError> {
     let name = sandbox_name(&config)?;
     let (backend, backend_reason) = d.select_sandbox_backend(runtime_handler, &config)?;
     let id = random_hex(32);
@@ -52,7 +59,8 @@ pub async fn run_pod_sandbox(d: &Daemon, config: PodSandboxConfig, runtime_handl
     let state_dir = d.sandboxes().dir().join(&id);
     let run_dir = d.config().daemon.run_dir.join("s").join(&id[..16]);
     for dir in [&state_dir, &run_dir] {
-        std::fs::create_dir_all(dir).map_err(|e| SandboxError::io(format!("create {}", dir.display()), e))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| SandboxError::io(format!("create {}", dir.display()), e))?;
         let dir = dir.clone();
         rb.push("dir", move || {
             let _ = std::fs::remove_dir_all(&dir);
@@ -84,14 +92,23 @@ pub async fn run_pod_sandbox(d: &Daemon, config: PodSandboxConfig, runtime_handl
             MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
             Some(format!("mode=1777,{SHM_SIZE}").as_str()),
         )
-        .map_err(|e| SandboxError::io(format!("mount /dev/shm tmpfs on {}", shm.display()), e.into()))?;
+        .map_err(|e| {
+            SandboxError::io(
+                format!("mount /dev/shm tmpfs on {}", shm.display()),
+                e.into(),
+            )
+        })?;
         let shm = shm.clone();
         rb.push("shm mount", move || {
             let _ = umount2(&shm, MntFlags::MNT_DETACH);
         });
     }
 
-    let sysctls = config.linux.as_ref().map(|l| l.sysctls.clone()).unwrap_or_default();
+    let sysctls = config
+        .linux
+        .as_ref()
+        .map(|l| l.sysctls.clone())
+        .unwrap_or_default();
     let ns_dir = run_dir.join("ns");
     let created = d
         .zygote()
@@ -146,9 +163,11 @@ pub async fn run_pod_sandbox(d: &Daemon, config: PodSandboxConfig, runtime_handl
 fn copy_host_file(from: &str, to: &Path) -> Result<(), SandboxError> {
     match std::fs::copy(from, to) {
         Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::write(to, "").map_err(|e| SandboxError::io(format!("write {}", to.display()), e))
-        }
-        Err(e) => Err(SandboxError::io(format!("copy {from} to {}", to.display()), e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::write(to, "")
+            .map_err(|e| SandboxError::io(format!("write {}", to.display()), e)),
+        Err(e) => Err(SandboxError::io(
+            format!("copy {from} to {}", to.display()),
+            e,
+        )),
     }
 }

@@ -16,7 +16,12 @@ pub async fn stop_pod_sandbox(d: &Daemon, id: &str) -> Result<(), SandboxError> 
     for c in d.containers().in_sandbox(&sandbox.id) {
         crate::container::stop_container(d, &c.id, 0)
             .await
-            .map_err(|e| SandboxError::Invalid(format!("stop container {} of pod {}: {e}", c.id, sandbox.id)))?;
+            .map_err(|e| {
+                SandboxError::Invalid(format!(
+                    "stop container {} of pod {}: {e}",
+                    c.id, sandbox.id
+                ))
+            })?;
     }
     let record = sandbox.record();
     if record.state == SandboxState::Ready || record.holder_pid.is_some() {
@@ -44,13 +49,23 @@ pub async fn remove_pod_sandbox(d: &Daemon, id: &str) -> Result<(), SandboxError
     for c in d.containers().in_sandbox(&sandbox.id) {
         crate::container::remove_container(d, &c.id)
             .await
-            .map_err(|e| SandboxError::Invalid(format!("remove container {} of pod {}: {e}", c.id, sandbox.id)))?;
+            .map_err(|e| {
+                SandboxError::Invalid(format!(
+                    "remove container {} of pod {}: {e}",
+                    c.id, sandbox.id
+                ))
+            })?;
     }
     let record = sandbox.record();
     if record.shm_mounted {
         match nix::mount::umount2(&record.shm_path(), nix::mount::MntFlags::MNT_DETACH) {
             Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
-            Err(e) => return Err(SandboxError::io(format!("unmount {}", record.shm_path().display()), e.into())),
+            Err(e) => {
+                return Err(SandboxError::io(
+                    format!("unmount {}", record.shm_path().display()),
+                    e.into(),
+                ))
+            }
         }
     }
     for dir in [&record.run_dir, &d.sandboxes().dir().join(&record.id)] {
