@@ -11,7 +11,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use oci_spec::runtime::Spec;
 use serde::Serialize;
@@ -19,9 +18,7 @@ use serde::Serialize;
 use super::{Backend, BackendError, CreateParams};
 use crate::config::{Config, CrunConfig, HybridCgroups};
 use crate::error::Kind;
-use crate::monitor::{
-    CreateRequest, ExecSyncRequest, ExecSyncResult, ExitStatus, MonitorClient, RuntimeKind, Zygote,
-};
+use crate::monitor::{CreateRequest, RuntimeKind, Zygote};
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 /// Where hybrid hosts mount cgroup2, and where crun looks for it.
@@ -248,37 +245,6 @@ impl Backend for CrunBackend {
             })
             .await?;
         Ok(())
-    }
-
-    async fn start(&self, run_dir: &Path) -> Result<(), BackendError> {
-        Ok(MonitorClient::new(run_dir).start().await?)
-    }
-
-    async fn signal(&self, run_dir: &Path, signal: i32) -> Result<(), BackendError> {
-        Ok(MonitorClient::new(run_dir).signal(signal).await?)
-    }
-
-    async fn wait(&self, run_dir: &Path) -> Result<ExitStatus, BackendError> {
-        Ok(MonitorClient::new(run_dir).wait().await?)
-    }
-
-    async fn exec_sync(
-        &self,
-        run_dir: &Path,
-        args: Vec<String>,
-        timeout: Option<Duration>,
-    ) -> Result<ExecSyncResult, BackendError> {
-        Ok(MonitorClient::new(run_dir)
-            .exec_sync(ExecSyncRequest { args, timeout })
-            .await?)
-    }
-
-    async fn reopen_log(&self, run_dir: &Path) -> Result<(), BackendError> {
-        Ok(MonitorClient::new(run_dir).reopen_log().await?)
-    }
-
-    fn is_alive(&self, run_dir: &Path) -> bool {
-        MonitorClient::new(run_dir).is_alive()
     }
 
     fn unavailable_reason(&self) -> Option<String> {

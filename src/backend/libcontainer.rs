@@ -1,16 +1,13 @@
 //! The default backend: youki's libcontainer, called in-process by a per-container
 //! monitor forked from the single-threaded zygote (see src/monitor).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use oci_spec::runtime::Spec;
 
 use super::{Backend, BackendError, CreateParams};
-use crate::monitor::{
-    CreateRequest, ExecSyncRequest, ExecSyncResult, ExitStatus, MonitorClient, RuntimeKind, Zygote,
-};
+use crate::monitor::{CreateRequest, RuntimeKind, Zygote};
 
 pub struct LibcontainerBackend {
     zygote: Arc<Zygote>,
@@ -75,36 +72,5 @@ impl Backend for LibcontainerBackend {
             })
             .await?;
         Ok(())
-    }
-
-    async fn start(&self, run_dir: &Path) -> Result<(), BackendError> {
-        Ok(MonitorClient::new(run_dir).start().await?)
-    }
-
-    async fn signal(&self, run_dir: &Path, signal: i32) -> Result<(), BackendError> {
-        Ok(MonitorClient::new(run_dir).signal(signal).await?)
-    }
-
-    async fn wait(&self, run_dir: &Path) -> Result<ExitStatus, BackendError> {
-        Ok(MonitorClient::new(run_dir).wait().await?)
-    }
-
-    async fn exec_sync(
-        &self,
-        run_dir: &Path,
-        args: Vec<String>,
-        timeout: Option<Duration>,
-    ) -> Result<ExecSyncResult, BackendError> {
-        Ok(MonitorClient::new(run_dir)
-            .exec_sync(ExecSyncRequest { args, timeout })
-            .await?)
-    }
-
-    async fn reopen_log(&self, run_dir: &Path) -> Result<(), BackendError> {
-        Ok(MonitorClient::new(run_dir).reopen_log().await?)
-    }
-
-    fn is_alive(&self, run_dir: &Path) -> bool {
-        MonitorClient::new(run_dir).is_alive()
     }
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use oci_spec::runtime::Spec;
 
 use crate::error::{Classify, Kind};
-use crate::monitor::{ExecSyncResult, ExitStatus, MonitorError};
+use crate::monitor::{ExecSyncRequest, ExecSyncResult, ExitStatus, MonitorClient, MonitorError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
@@ -62,26 +62,44 @@ pub trait Backend: Send + Sync {
     /// remains.
     async fn create(&self, params: CreateParams) -> Result<(), BackendError>;
 
-    async fn start(&self, run_dir: &Path) -> Result<(), BackendError>;
+    // After create, the in-host backends (libcontainer, crun) are driven through the
+    // container's monitor alike: these defaults talk to it. A remote backend (Proxmox,
+    // where a container is a guest) overrides them.
+
+    async fn start(&self, run_dir: &Path) -> Result<(), BackendError> {
+        Ok(MonitorClient::new(run_dir).start().await?)
+    }
 
     /// Sends a signal to the container (SIGKILL: to every process in it). Succeeds when it
     /// has already exited.
-    async fn signal(&self, run_dir: &Path, signal: i32) -> Result<(), BackendError>;
+    async fn signal(&self, run_dir: &Path, signal: i32) -> Result<(), BackendError> {
+        Ok(MonitorClient::new(run_dir).signal(signal).await?)
+    }
 
     /// Resolves when the container has exited and its exit status is recorded.
-    async fn wait(&self, run_dir: &Path) -> Result<ExitStatus, BackendError>;
+    async fn wait(&self, run_dir: &Path) -> Result<ExitStatus, BackendError> {
+        Ok(MonitorClient::new(run_dir).wait().await?)
+    }
 
     async fn exec_sync(
         &self,
         run_dir: &Path,
         args: Vec<String>,
         timeout: Option<Duration>,
-    ) -> Result<ExecSyncResult, BackendError>;
+    ) -> Result<ExecSyncResult, BackendError> {
+        Ok(MonitorClient::new(run_dir)
+            .exec_sync(ExecSyncRequest { args, timeout })
+            .await?)
+    }
 
-    async fn reopen_log(&self, run_dir: &Path) -> Result<(), BackendError>;
+    async fn reopen_log(&self, run_dir: &Path) -> Result<(), BackendError> {
+        Ok(MonitorClient::new(run_dir).reopen_log().await?)
+    }
 
     /// Whether something still supervises the container (its monitor answers).
-    fn is_alive(&self, run_dir: &Path) -> bool;
+    fn is_alive(&self, run_dir: &Path) -> bool {
+        MonitorClient::new(run_dir).is_alive()
+    }
 
     /// Why new containers cannot be created with this backend on this host (a missing
     /// binary, a cgroup layout it refuses, an unreachable API), or None when they can.

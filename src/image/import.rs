@@ -68,7 +68,7 @@ pub async fn import(
 ) -> Result<Vec<Arc<ImageEntry>>, ImageError> {
     let tags = normalize_tags(tags)?;
     let started = std::time::Instant::now();
-    let mut on_cancel = CollectOnDrop(Some(images.clone()));
+    let mut on_cancel = super::CollectOnDrop(Some(images.clone()));
     let mut created = Vec::new();
     let result = import_all(images, path, &tags, &mut created).await;
     on_cancel.0 = None;
@@ -1060,23 +1060,6 @@ struct IngestFile(PathBuf);
 impl Drop for IngestFile {
     fn drop(&mut self) {
         let _ = fs::remove_file(&self.0);
-    }
-}
-
-/// If the import is cancelled (the client went away), collect what it stored.
-struct CollectOnDrop(Option<Arc<Images>>);
-
-impl Drop for CollectOnDrop {
-    fn drop(&mut self) {
-        if let Some(images) = self.0.take() {
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(async move {
-                    if let Err(e) = images.collect_garbage().await {
-                        tracing::warn!(error = %e, "garbage collection after a cancelled import");
-                    }
-                });
-            }
-        }
     }
 }
 

@@ -635,7 +635,8 @@ impl Drop for IngestFile {
     }
 }
 
-/// If a pull is cancelled (the client went away), collect what it left behind.
+/// If a pull or an import is cancelled (the client went away), collect what it left
+/// behind. Disarmed by taking the `Option` once the operation finished either way.
 struct CollectOnDrop(Option<Arc<Images>>);
 
 impl Drop for CollectOnDrop {
@@ -644,7 +645,7 @@ impl Drop for CollectOnDrop {
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 rt.spawn(async move {
                     if let Err(e) = images.collect_garbage().await {
-                        tracing::warn!(error = %e, "garbage collection after a cancelled pull");
+                        tracing::warn!(error = %e, "garbage collection after a cancelled pull or import");
                     }
                 });
             }
