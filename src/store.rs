@@ -111,6 +111,95 @@ pub fn create_dir_mode(path: &Path, mode: u32) -> io::Result<()> {
         .create(path)
 }
 
+/// Reads `<dir>/<id>/<file>` for every subdirectory of `dir` (created if missing).
+/// A subdirectory without the file is what a create interrupted before its record was
+/// written leaves: it is removed. A torn or unreadable record is skipped with a warning
+/// naming it, so one bad file never keeps the daemon from starting.
+pub fn load_records<R: DeserializeOwned>(dir: &Path, file: &str) -> io::Result<Vec<R>> {
+    fs::create_dir_all(dir)?;
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir)?.flatten() {
+        match read_json::<R>(&entry.path().join(file)) {
+            Ok(Some(r)) => out.push(r),
+            Ok(None) => {
+                let _ = fs::remove_dir_all(entry.path());
+            }
+            Err(e) => tracing::warn!(error = %e, "state record skipped"),
+        }
+    }
+    Ok(out)
+}
+
+/// Live objects by id, with the lookups CRI clients use: full id, or a unique prefix.
+pub struct ById<T> {
+    map: std::sync::RwLock<std::collections::HashMap<String, std::sync::Arc<T>>>,
+}
+
+/// What a lookup by id or prefix found.
+pub enum Lookup<T> {
+    Found(std::sync::Arc<T>),
+    Empty,
+    Missing,
+    Ambiguous,
+}
+
+impl<T> ById<T> {
+    pub fn new(items: impl IntoIterator<Item = (String, std::sync::Arc<T>)>) -> Self {
+        ById {
+            map: std::sync::RwLock::new(items.into_iter().collect()),
+        }
+    }
+
+    fn read(
+        &self,
+    ) -> std::sync::RwLockReadGuard<'_, std::collections::HashMap<String, std::sync::Arc<T>>> {
+        self.map.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn insert(&self, id: String, item: std::sync::Arc<T>) {
+        self.map
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, item);
+    }
+
+    pub fn remove(&self, id: &str) {
+        self.map
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+    }
+
+    /// By full id first (the hot path: one hash lookup), else a unique prefix.
+    pub fn lookup(&self, id: &str) -> Lookup<T> {
+        let map = self.read();
+        if let Some(item) = map.get(id) {
+            return Lookup::Found(item.clone());
+        }
+        if id.is_empty() {
+            return Lookup::Empty;
+        }
+        let mut found = map.iter().filter(|(k, _)| k.starts_with(id));
+        match (found.next(), found.next()) {
+            (Some((_, item)), None) => Lookup::Found(item.clone()),
+            (None, _) => Lookup::Missing,
+            _ => Lookup::Ambiguous,
+        }
+    }
+
+    pub fn all(&self) -> Vec<std::sync::Arc<T>> {
+        self.read().values().cloned().collect()
+    }
+
+    pub fn filter(&self, keep: impl Fn(&T) -> bool) -> Vec<std::sync::Arc<T>> {
+        self.read()
+            .values()
+            .filter(|item| keep(item))
+            .cloned()
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,5 +216,42 @@ mod tests {
         assert!(err.contains("state.json"), "{err}");
         // no temp file is left beside it
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn lookups_by_id_and_unique_prefix() {
+        let ids = ById::new([
+            ("abc1".to_owned(), std::sync::Arc::new(1)),
+            ("abd2".to_owned(), std::sync::Arc::new(2)),
+        ]);
+        assert!(matches!(ids.lookup("abd2"), Lookup::Found(v) if *v == 2));
+        assert!(matches!(ids.lookup("abc"), Lookup::Found(v) if *v == 1));
+        assert!(matches!(ids.lookup("ab"), Lookup::Ambiguous));
+        assert!(matches!(ids.lookup("x"), Lookup::Missing));
+        assert!(matches!(ids.lookup(""), Lookup::Empty));
+        ids.remove("abc1");
+        assert_eq!(ids.filter(|v| *v > 0).len(), 1);
+    }
+
+    #[test]
+    fn load_records_skips_torn_and_removes_unfinished() {
+        let dir = tempfile::tempdir().unwrap();
+        for (id, body) in [
+            ("good", Some("[1]")),
+            ("torn", Some("[1")),
+            ("unfinished", None),
+        ] {
+            fs::create_dir(dir.path().join(id)).unwrap();
+            if let Some(body) = body {
+                fs::write(dir.path().join(id).join("r.json"), body).unwrap();
+            }
+        }
+        let records: Vec<Vec<u32>> = load_records(dir.path(), "r.json").unwrap();
+        assert_eq!(records, vec![vec![1]]);
+        assert!(!dir.path().join("unfinished").exists());
+        assert!(
+            dir.path().join("torn").exists(),
+            "a torn record is kept for inspection"
+        );
     }
 }

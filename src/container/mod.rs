@@ -10,9 +10,8 @@ mod exec;
 mod lifecycle;
 pub mod rootfs;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
 use k8s_cri::v1::ContainerConfig;
 use serde::{Deserialize, Serialize};
@@ -24,6 +23,7 @@ use crate::monitor::ContainerStatusFile;
 use crate::names::NameTaken;
 use crate::sandbox::SandboxError;
 use crate::spec::SpecError;
+use crate::store::{ById, Lookup};
 
 pub use create::create_container;
 pub use exec::{exec_sync, reopen_log};
@@ -219,32 +219,22 @@ pub const RECORD_FILE: &str = "container.json";
 /// Every container, by id, with an index by sandbox.
 pub struct ContainerStore {
     dir: PathBuf,
-    map: RwLock<HashMap<String, Arc<Container>>>,
+    items: ById<Container>,
 }
 
 impl ContainerStore {
     /// Loads every record; each container's status comes from its monitor's status.json.
     pub fn load(dir: &Path) -> Result<ContainerStore, ContainerError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| ContainerError::io(format!("create {}", dir.display()), e))?;
-        let mut map = HashMap::new();
-        let entries = std::fs::read_dir(dir)
-            .map_err(|e| ContainerError::io(format!("read {}", dir.display()), e))?;
-        for entry in entries.flatten() {
-            match crate::store::read_json::<ContainerRecord>(&entry.path().join(RECORD_FILE)) {
-                Ok(Some(r)) => {
-                    let status = crate::monitor::read_status(&r.run_dir).ok().flatten();
-                    map.insert(r.id.clone(), Arc::new(Container::new(r, status)));
-                }
-                Ok(None) => {
-                    let _ = std::fs::remove_dir_all(entry.path());
-                }
-                Err(e) => tracing::warn!(error = %e, "container record skipped"),
-            }
-        }
+        let records =
+            crate::store::load_records::<ContainerRecord>(dir, RECORD_FILE).map_err(|e| {
+                ContainerError::io(format!("load containers from {}", dir.display()), e)
+            })?;
         Ok(ContainerStore {
             dir: dir.to_owned(),
-            map: RwLock::new(map),
+            items: ById::new(records.into_iter().map(|r| {
+                let status = crate::monitor::read_status(&r.run_dir).ok().flatten();
+                (r.id.clone(), Arc::new(Container::new(r, status)))
+            })),
         })
     }
 
@@ -253,63 +243,37 @@ impl ContainerStore {
     }
 
     pub fn insert(&self, c: Arc<Container>) {
-        self.map
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(c.id.clone(), c);
+        self.items.insert(c.id.clone(), c);
     }
 
     pub fn remove(&self, id: &str) {
-        self.map
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id);
+        self.items.remove(id);
     }
 
     /// By full id or unique prefix.
     pub fn get(&self, id: &str) -> Result<Arc<Container>, ContainerError> {
-        let map = self.map.read().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = map.get(id) {
-            return Ok(c.clone());
-        }
-        if id.is_empty() {
-            return Err(ContainerError::Invalid("container id is required".into()));
-        }
-        let mut found = map.values().filter(|c| c.id.starts_with(id));
-        match (found.next(), found.next()) {
-            (Some(c), None) => Ok(c.clone()),
-            (None, _) => Err(ContainerError::NotFound(id.to_owned())),
-            _ => Err(ContainerError::Ambiguous(id.to_owned())),
+        match self.items.lookup(id) {
+            Lookup::Found(c) => Ok(c),
+            Lookup::Empty => Err(ContainerError::Invalid("container id is required".into())),
+            Lookup::Missing => Err(ContainerError::NotFound(id.to_owned())),
+            Lookup::Ambiguous => Err(ContainerError::Ambiguous(id.to_owned())),
         }
     }
 
     pub fn all(&self) -> Vec<Arc<Container>> {
-        self.map
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect()
+        self.items.all()
     }
 
     pub fn in_sandbox(&self, sandbox_id: &str) -> Vec<Arc<Container>> {
-        self.map
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .filter(|c| c.record.sandbox_id == sandbox_id)
-            .cloned()
-            .collect()
+        self.items.filter(|c| c.record.sandbox_id == sandbox_id)
     }
 }
 
 impl crate::image::ImageUsers for ContainerStore {
     fn containers_using(&self, image_id: &str) -> Vec<String> {
-        self.map
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
+        self.items
             .filter(|c| c.record.image_id == image_id)
+            .into_iter()
             .map(|c| c.id.clone())
             .collect()
     }

@@ -9,9 +9,8 @@ mod files;
 mod run;
 mod stop;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
 use k8s_cri::v1::PodSandboxConfig;
 use serde::{Deserialize, Serialize};
@@ -19,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Classify, Kind};
 use crate::monitor::MonitorError;
 use crate::names::NameTaken;
+use crate::store::{ById, Lookup};
 
 pub use run::run_pod_sandbox;
 pub use stop::{remove_pod_sandbox, stop_pod_sandbox};
@@ -192,33 +192,21 @@ pub const RECORD_FILE: &str = "sandbox.json";
 /// Every sandbox, by id.
 pub struct SandboxStore {
     dir: PathBuf,
-    map: RwLock<HashMap<String, Arc<Sandbox>>>,
+    items: ById<Sandbox>,
 }
 
 impl SandboxStore {
     /// Loads every record under `<root>/sandboxes`; unreadable ones are skipped with a warning.
     pub fn load(dir: &Path) -> Result<SandboxStore, SandboxError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| SandboxError::io(format!("create {}", dir.display()), e))?;
-        let mut map = HashMap::new();
-        let entries = std::fs::read_dir(dir)
-            .map_err(|e| SandboxError::io(format!("read {}", dir.display()), e))?;
-        for entry in entries.flatten() {
-            let path = entry.path().join(RECORD_FILE);
-            match crate::store::read_json::<SandboxRecord>(&path) {
-                Ok(Some(r)) => {
-                    map.insert(r.id.clone(), Arc::new(Sandbox::new(r)));
-                }
-                Ok(None) => {
-                    // A sandbox whose creation was interrupted before its record was written.
-                    let _ = std::fs::remove_dir_all(entry.path());
-                }
-                Err(e) => tracing::warn!(error = %e, "sandbox record skipped"),
-            }
-        }
+        let records = crate::store::load_records::<SandboxRecord>(dir, RECORD_FILE)
+            .map_err(|e| SandboxError::io(format!("load sandboxes from {}", dir.display()), e))?;
         Ok(SandboxStore {
             dir: dir.to_owned(),
-            map: RwLock::new(map),
+            items: ById::new(
+                records
+                    .into_iter()
+                    .map(|r| (r.id.clone(), Arc::new(Sandbox::new(r)))),
+            ),
         })
     }
 
@@ -227,43 +215,25 @@ impl SandboxStore {
     }
 
     pub fn insert(&self, sandbox: Arc<Sandbox>) {
-        self.map
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(sandbox.id.clone(), sandbox);
+        self.items.insert(sandbox.id.clone(), sandbox);
     }
 
     pub fn remove(&self, id: &str) {
-        self.map
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id);
+        self.items.remove(id);
     }
 
     /// By full id or unique prefix.
     pub fn get(&self, id: &str) -> Result<Arc<Sandbox>, SandboxError> {
-        let map = self.map.read().unwrap_or_else(|e| e.into_inner());
-        if let Some(s) = map.get(id) {
-            return Ok(s.clone());
-        }
-        if id.is_empty() {
-            return Err(SandboxError::Invalid("pod sandbox id is required".into()));
-        }
-        let mut found = map.values().filter(|s| s.id.starts_with(id));
-        match (found.next(), found.next()) {
-            (Some(s), None) => Ok(s.clone()),
-            (None, _) => Err(SandboxError::NotFound(id.to_owned())),
-            _ => Err(SandboxError::Ambiguous(id.to_owned())),
+        match self.items.lookup(id) {
+            Lookup::Found(s) => Ok(s),
+            Lookup::Empty => Err(SandboxError::Invalid("pod sandbox id is required".into())),
+            Lookup::Missing => Err(SandboxError::NotFound(id.to_owned())),
+            Lookup::Ambiguous => Err(SandboxError::Ambiguous(id.to_owned())),
         }
     }
 
     pub fn all(&self) -> Vec<Arc<Sandbox>> {
-        self.map
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect()
+        self.items.all()
     }
 }
 
