@@ -166,7 +166,14 @@ fn log_directory(namespace: &str, name: &str, uid: &str) -> PathBuf {
     Path::new(LOG_ROOT).join(format!("{namespace}_{name}_{uid}"))
 }
 
-fn pod_config(name: &str, namespace: &str, uid: &str, host_network: bool) -> PodSandboxConfig {
+/// A pod config as `proxrt runp --name` and `proxrt run` make it: its own network
+/// namespace unless `host_network`, a pid namespace per container, logs under LOG_ROOT.
+pub(super) fn pod_config(
+    name: &str,
+    namespace: &str,
+    uid: &str,
+    host_network: bool,
+) -> PodSandboxConfig {
     PodSandboxConfig {
         metadata: Some(PodSandboxMetadata {
             name: name.into(),

@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use k8s_cri::v1::{
     ContainerConfig, ContainerMetadata, ContainerStatusRequest, CreateContainerRequest, ImageSpec,
-    KeyValue, LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption,
-    PodSandboxConfig, PodSandboxMetadata, RemovePodSandboxRequest, RunPodSandboxRequest,
+    KeyValue, PodSandboxConfig, RemovePodSandboxRequest, RunPodSandboxRequest,
     StartContainerRequest, StopPodSandboxRequest,
 };
 
@@ -33,8 +32,8 @@ pub async fn run(cri: &mut Cri, opts: &RunOptions) -> Result<i32, ClientError> {
     let suffix = crate::image::content::random_hex(4);
     let name = opts.name.clone().unwrap_or_else(|| format!("run-{suffix}"));
     let uid = format!("proxrt-run-{}", crate::image::content::random_hex(8));
-    let log_dir = PathBuf::from(LOG_ROOT).join(format!("default_{name}_{uid}"));
-    let pod = sandbox_config(&name, &uid, &log_dir, opts.host_network);
+    let pod = super::pods::pod_config(&name, "default", &uid, opts.host_network);
+    let log_dir = PathBuf::from(&pod.log_directory);
     let sandbox_id = cri
         .runtime
         .run_pod_sandbox(RunPodSandboxRequest {
@@ -221,36 +220,6 @@ pub fn parse_cri_line(line: &[u8]) -> Option<LogRecord<'_>> {
         full: tag != b"P",
         text,
     })
-}
-
-fn sandbox_config(name: &str, uid: &str, log_dir: &Path, host_network: bool) -> PodSandboxConfig {
-    PodSandboxConfig {
-        metadata: Some(PodSandboxMetadata {
-            name: name.into(),
-            namespace: "default".into(),
-            uid: uid.into(),
-            attempt: 0,
-        }),
-        hostname: name.into(),
-        log_directory: log_dir.display().to_string(),
-        linux: Some(LinuxPodSandboxConfig {
-            security_context: Some(LinuxSandboxSecurityContext {
-                namespace_options: Some(NamespaceOption {
-                    network: if host_network {
-                        NamespaceMode::Node
-                    } else {
-                        NamespaceMode::Pod
-                    } as i32,
-                    pid: NamespaceMode::Container as i32,
-                    ipc: NamespaceMode::Pod as i32,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
 }
 
 #[cfg(test)]
