@@ -18,7 +18,7 @@ async fn failed_creates_leave_nothing_behind() {
         env.container_config(&pod, "steady", &["sleep", "1000"]),
     )
     .await;
-    let before = env.snapshot();
+    let before = env.settled_snapshot().await;
     assert!(
         !before.processes.is_empty() && !before.mounts.is_empty() && !before.dirs.is_empty(),
         "{before:#?}"
@@ -95,7 +95,7 @@ async fn failed_creates_leave_nothing_behind() {
 #[tokio::test]
 async fn removing_a_pod_with_running_containers_leaves_nothing() {
     let mut env = PodEnv::start().await;
-    let before = env.snapshot();
+    let before = env.settled_snapshot().await;
     let pod = env.run_pod(env.pod_config("busy")).await;
     let one = env
         .create_start(&pod, env.container_config(&pod, "one", &["sleep", "1000"]))
@@ -140,7 +140,7 @@ async fn two_hundred_container_cycles_leak_nothing() {
     let id = env.create_start(&pod, cycle(&env, 0)).await;
     env.wait_exit(&id).await;
     env.remove_container(&id).await.unwrap();
-    let before = env.snapshot();
+    let before = env.settled_snapshot().await;
 
     for attempt in 1..=CYCLES {
         let id = env.create_start(&pod, cycle(&env, attempt)).await;

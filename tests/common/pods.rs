@@ -535,6 +535,22 @@ impl PodEnv {
         }
     }
 
+    /// The daemon's state once it stopped changing: after StartContainer the daemon
+    /// connects to the container's monitor in the background (to learn of its exit), so
+    /// a snapshot taken right away may miss that connection's fd.
+    pub async fn settled_snapshot(&self) -> Snapshot {
+        let mut last = self.snapshot();
+        for _ in 0..40 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let now = self.snapshot();
+            if now == last {
+                return now;
+            }
+            last = now;
+        }
+        last
+    }
+
     /// Waits (up to `SETTLE_TIMEOUT`) for the daemon's state to be `before` again;
     /// panics with what differs.
     pub async fn assert_back_to(&self, before: &Snapshot, context: &str) {
