@@ -151,11 +151,11 @@ impl Daemon {
             }
         }
         for c in self.containers.all() {
-            c.refresh();
+            let snap = c.refresh();
             let Ok(backend) = self.backend(&c.record.backend) else {
                 continue;
             };
-            match c.phase() {
+            match snap.phase() {
                 Phase::Running | Phase::Created if backend.is_alive(&c.record.run_dir) => {
                     crate::container::watch_exit(backend, c.clone());
                 }

@@ -272,14 +272,13 @@ fn target_pid_ns(d: &Daemon, config: &ContainerConfig) -> Result<Option<PathBuf>
         return Ok(None);
     };
     let c = d.containers().get(&target)?;
-    let pid = c
+    let snap = c.snapshot();
+    let pid = snap
         .status()
         .filter(|s| s.finished_at.is_none())
         .map(|s| s.init_pid)
-        .ok_or_else(|| ContainerError::WrongState {
-            id: c.id.clone(),
-            state: c.phase().name(),
-            what: "a TARGET pid namespace needs a running container".into(),
+        .ok_or_else(|| {
+            snap.wrong_state(&c.id, "a TARGET pid namespace needs a running container")
         })?;
     Ok(Some(PathBuf::from(format!("/proc/{pid}/ns/pid"))))
 }

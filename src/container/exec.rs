@@ -18,13 +18,9 @@ pub async fn exec_sync(
     if cmd.is_empty() {
         return Err(ContainerError::Invalid("ExecSync: cmd is empty".into()));
     }
-    c.refresh();
-    if c.phase() != Phase::Running {
-        return Err(ContainerError::WrongState {
-            id: c.id.clone(),
-            state: c.phase().name(),
-            what: "exec needs a running container".into(),
-        });
+    let snap = c.refresh();
+    if snap.phase() != Phase::Running {
+        return Err(snap.wrong_state(&c.id, "exec needs a running container"));
     }
     let timeout = (timeout_secs > 0).then(|| Duration::from_secs(timeout_secs as u64));
     let backend = d.backend(&c.record.backend)?;
@@ -33,13 +29,9 @@ pub async fn exec_sync(
 
 pub async fn reopen_log(d: &Daemon, id: &str) -> Result<(), ContainerError> {
     let c = d.containers().get(id)?;
-    c.refresh();
-    if c.phase() != Phase::Running {
-        return Err(ContainerError::WrongState {
-            id: c.id.clone(),
-            state: c.phase().name(),
-            what: "only a running container's log can be reopened".into(),
-        });
+    let snap = c.refresh();
+    if snap.phase() != Phase::Running {
+        return Err(snap.wrong_state(&c.id, "only a running container's log can be reopened"));
     }
     let backend = d.backend(&c.record.backend)?;
     Ok(backend.reopen_log(&c.record.run_dir).await?)

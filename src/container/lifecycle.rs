@@ -11,13 +11,9 @@ use crate::daemon::Daemon;
 pub async fn start_container(d: &Daemon, id: &str) -> Result<(), ContainerError> {
     let c = d.containers().get(id)?;
     let _op = c.op_lock.lock().await;
-    c.refresh();
-    if c.phase() != Phase::Created {
-        return Err(ContainerError::WrongState {
-            id: c.id.clone(),
-            state: c.phase().name(),
-            what: "only a created container can be started".into(),
-        });
+    let snap = c.refresh();
+    if snap.phase() != Phase::Created {
+        return Err(snap.wrong_state(&c.id, "only a created container can be started"));
     }
     let backend = d.backend(&c.record.backend)?;
     backend.start(&c.record.run_dir).await?;
@@ -52,9 +48,9 @@ async fn stop_locked(
     c: &Arc<Container>,
     timeout_secs: i64,
 ) -> Result<(), ContainerError> {
-    c.refresh();
+    let snap = c.refresh();
     let backend = d.backend(&c.record.backend)?;
-    match c.phase() {
+    match snap.phase() {
         Phase::Exited => return Ok(()),
         Phase::Unknown if !backend.is_alive(&c.record.run_dir) => return Ok(()),
         Phase::Running if timeout_secs > 0 => {

@@ -142,6 +142,45 @@ impl Phase {
     }
 }
 
+/// One reading of a container's monitor status, and the phase derived from it.
+#[derive(Debug, Clone, Default)]
+pub struct StatusSnapshot(Option<ContainerStatusFile>);
+
+impl StatusSnapshot {
+    pub fn phase(&self) -> Phase {
+        match &self.0 {
+            None => Phase::Unknown,
+            Some(s) if s.finished_at.is_some() => Phase::Exited,
+            Some(s) if s.started_at.is_some() => Phase::Running,
+            Some(_) => Phase::Created,
+        }
+    }
+
+    /// The monitor's status as read, if it ever reported one.
+    pub fn status(&self) -> Option<&ContainerStatusFile> {
+        self.0.as_ref()
+    }
+
+    /// The error for an operation that needs another phase, naming the one seen.
+    pub fn wrong_state(&self, id: &str, what: &str) -> ContainerError {
+        ContainerError::WrongState {
+            id: id.to_owned(),
+            state: self.phase().name(),
+            what: what.to_owned(),
+        }
+    }
+}
+
+/// How far a status has got: created, started, finished. A cached status only moves
+/// forward.
+fn progress(s: &ContainerStatusFile) -> u8 {
+    match (s.started_at, s.finished_at) {
+        (_, Some(_)) => 2,
+        (Some(_), None) => 1,
+        (None, None) => 0,
+    }
+}
+
 /// A live container: its record and the last status its monitor reported.
 pub struct Container {
     pub id: String,
@@ -161,30 +200,38 @@ impl Container {
         }
     }
 
-    pub fn status(&self) -> Option<ContainerStatusFile> {
-        self.status
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+    /// One consistent reading of the container's status. Every answer about the
+    /// container (its phase, times, exit code, reason) is built from one snapshot: the
+    /// phase is derived from the same copy as the fields shown with it, never read again,
+    /// so an exit landing mid-answer cannot produce "EXITED, finished_at 0, exit 0".
+    pub fn snapshot(&self) -> StatusSnapshot {
+        StatusSnapshot(
+            self.status
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        )
     }
 
-    pub fn set_status(&self, s: Option<ContainerStatusFile>) {
-        *self.status.lock().unwrap_or_else(|e| e.into_inner()) = s;
-    }
-
-    pub fn phase(&self) -> Phase {
-        match self.status() {
-            None => Phase::Unknown,
-            Some(s) if s.finished_at.is_some() => Phase::Exited,
-            Some(s) if s.started_at.is_some() => Phase::Running,
-            Some(_) => Phase::Created,
+    /// Replaces the cached status, never moving it backwards: a reader that loaded an
+    /// older status.json (created, running) must not overwrite the exit another task
+    /// recorded meanwhile. Returns the status now cached.
+    pub(crate) fn advance_status(&self, next: ContainerStatusFile) -> StatusSnapshot {
+        let mut cur = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        let keep = cur.as_ref().is_some_and(|c| progress(c) > progress(&next));
+        if !keep {
+            *cur = Some(next);
         }
+        StatusSnapshot(cur.clone())
     }
 
     /// The monitor died without recording an exit (killed, host trouble): the container
     /// is reported exited with code 255 and a message saying why, never "running" forever.
     pub fn mark_lost(&self) {
         let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        if s.as_ref().is_some_and(|s| s.finished_at.is_some()) {
+            return;
+        }
         let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
         let mut next = s.clone().unwrap_or(ContainerStatusFile {
             monitor_pid: 0,
@@ -204,12 +251,16 @@ impl Container {
         *s = Some(next);
     }
 
-    /// Refreshes the cached status from the monitor's status.json.
-    pub fn refresh(&self) {
+    /// Refreshes the cached status from the monitor's status.json and returns the
+    /// snapshot to decide on.
+    pub fn refresh(&self) -> StatusSnapshot {
         match crate::monitor::read_status(&self.record.run_dir) {
-            Ok(Some(s)) => self.set_status(Some(s)),
-            Ok(None) => {}
-            Err(e) => tracing::warn!(container = %self.id, error = %e, "status.json unreadable"),
+            Ok(Some(s)) => self.advance_status(s),
+            Ok(None) => self.snapshot(),
+            Err(e) => {
+                tracing::warn!(container = %self.id, error = %e, "status.json unreadable");
+                self.snapshot()
+            }
         }
     }
 }

@@ -23,17 +23,18 @@ pub fn list_containers(
     let containers = candidates
         .into_iter()
         .filter(|c| f.id.is_empty() || c.id.starts_with(&f.id))
-        .filter(|c| {
-            f.state
-                .as_ref()
-                .is_none_or(|s| s.state == cri_state(c.phase()) as i32)
+        // One status snapshot per container: the state filtered on is the state answered.
+        .map(|c| {
+            let state = cri_state(c.snapshot().phase()) as i32;
+            (c, state)
         })
-        .filter(|c| {
+        .filter(|(_, state)| f.state.as_ref().is_none_or(|s| s.state == *state))
+        .filter(|(c, _)| {
             f.label_selector
                 .iter()
                 .all(|(k, v)| c.record.config.labels.get(k) == Some(v))
         })
-        .map(|c| {
+        .map(|(c, state)| {
             let r = &c.record;
             CriContainer {
                 id: r.id.clone(),
@@ -45,7 +46,7 @@ pub fn list_containers(
                     ..Default::default()
                 }),
                 image_ref: r.image_ref.clone(),
-                state: cri_state(c.phase()) as i32,
+                state,
                 created_at: r.created_at,
                 labels: r.config.labels.clone(),
                 annotations: r.config.annotations.clone(),
