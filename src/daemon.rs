@@ -12,19 +12,16 @@ use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::admin::admin_server::AdminServer;
+use crate::backend::Backends;
 use crate::config::Config;
+use crate::container::{ContainerStore, Phase};
+use crate::context::Ctx;
 use crate::cri::{AdminApi, ImageApi, RuntimeApi};
-use std::collections::HashMap;
-
-use crate::backend::crun::CrunBackend;
-use crate::backend::libcontainer::LibcontainerBackend;
-use crate::backend::{Backend, BackendError};
-use crate::container::{ContainerError, ContainerStore, Phase};
 use crate::image::{ImageError, Images};
 use crate::monitor::Zygote;
 use crate::names::NameRegistry;
-use crate::sandbox::{SandboxError, SandboxRecord, SandboxStore};
-use crate::select::{Decision, PodChoice, SelectError, Selector};
+use crate::sandbox::SandboxStore;
+use crate::select::Selector;
 use crate::spec::HostView;
 
 #[derive(Debug, thiserror::Error)]
@@ -63,9 +60,7 @@ pub struct Daemon {
     sandboxes: SandboxStore,
     containers: Arc<ContainerStore>,
     names: Arc<NameRegistry>,
-    /// Every backend implemented here, available or not: containers a backend already
-    /// runs are supervised through it even when it can no longer create new ones.
-    backends: HashMap<&'static str, Arc<dyn Backend>>,
+    backends: Backends,
     selector: Selector,
     host: HostView,
 }
@@ -89,21 +84,8 @@ impl Daemon {
                 .map_err(|e| DaemonError::Recover(e.to_string()))?,
         );
         let zygote = Arc::new(zygote);
-        let mut backends: HashMap<&'static str, Arc<dyn Backend>> = HashMap::new();
-        let libcontainer = LibcontainerBackend::new(
-            zygote.clone(),
-            config.daemon.run_dir.join("libcontainer"),
-            config.runtime.max_log_line_size,
-            config.runtime.exec_sync_max_output,
-        );
-        backends.insert(libcontainer.name(), Arc::new(libcontainer));
-        let crun = CrunBackend::new(zygote.clone(), &config);
-        backends.insert(crun.name(), Arc::new(crun));
-        for b in backends.values() {
-            if let Some(reason) = b.unavailable_reason() {
-                tracing::warn!(backend = b.name(), %reason, "backend unavailable: new containers cannot use it");
-            }
-        }
+        let backends = Backends::probe(&config, Some(zygote.clone()));
+        backends.log_unavailable();
         let selector =
             Selector::new(&config).map_err(|(key, message)| DaemonError::Config(key, message))?;
         let users: Arc<dyn crate::image::ImageUsers> = containers.clone();
@@ -138,9 +120,8 @@ impl Daemon {
     pub fn watch_running(&self) {
         for s in self.sandboxes.all() {
             let r = s.record();
-            if r.state == crate::sandbox::SandboxState::Ready
-                && !crate::sandbox::namespaces_alive(&r)
-            {
+            let alive = self.backends.get(&r.backend).is_ok_and(|b| b.pod_alive(&r));
+            if r.state == crate::sandbox::SandboxState::Ready && !alive {
                 tracing::warn!(sandbox = %r.id, "pod namespaces are gone; marking the sandbox NotReady");
                 if let Err(e) = s.update(self.sandboxes.dir(), |r| {
                     r.state = crate::sandbox::SandboxState::NotReady;
@@ -152,7 +133,7 @@ impl Daemon {
         }
         for c in self.containers.all() {
             let snap = c.refresh();
-            let Ok(backend) = self.backend(&c.record.backend) else {
+            let Ok(backend) = self.backends.get(&c.record.backend) else {
                 continue;
             };
             match snap.phase() {
@@ -192,141 +173,30 @@ impl Daemon {
         &self.names
     }
 
-    pub fn names_arc(&self) -> Arc<NameRegistry> {
-        self.names.clone()
-    }
-
     pub fn host(&self) -> &HostView {
         &self.host
-    }
-
-    /// The backend registered under `name`, to supervise a container it already runs.
-    pub fn backend(&self, name: &str) -> Result<Arc<dyn Backend>, BackendError> {
-        self.backends
-            .get(name)
-            .cloned()
-            .ok_or_else(|| BackendError::Failed {
-                backend: "daemon",
-                kind: crate::error::Kind::FailedPrecondition,
-                message: format!(
-                    "backend {name} is not available on this daemon ({})",
-                    self.unavailable_reason(name)
-                ),
-            })
-    }
-
-    /// Why `name` cannot take new containers here ("not implemented yet", crun's cgroup
-    /// refusal, ...), or None.
-    fn why_unavailable(&self, name: &str) -> Option<String> {
-        match self.backends.get(name) {
-            Some(b) => b.unavailable_reason(),
-            None => Some(self.unavailable_reason(name)),
-        }
-    }
-
-    fn unavailable_reason(&self, name: &str) -> String {
-        match crate::select::known_backend(name) {
-            Some(k) if !k.implemented => "not implemented yet".into(),
-            Some(_) => "not registered".into(),
-            None => "unknown backend".into(),
-        }
-    }
-
-    /// The backend a decision names, when it can take a new container.
-    fn backend_for_new(&self, decision: &Decision) -> Result<Arc<dyn Backend>, SelectError> {
-        if let Some(why) = self.why_unavailable(&decision.backend) {
-            return Err(SelectError::Unavailable {
-                backend: decision.backend.clone(),
-                why,
-                reason: decision.reason.clone(),
-            });
-        }
-        self.backends
-            .get(decision.backend.as_str())
-            .cloned()
-            .ok_or_else(|| SelectError::Unavailable {
-                backend: decision.backend.clone(),
-                why: "not registered".into(),
-                reason: decision.reason.clone(),
-            })
     }
 
     pub fn selector(&self) -> &Selector {
         &self.selector
     }
 
-    /// Which backend a new pod gets, and why (docs/runtime-selection.md): the handler, the
-    /// `proxrt.io/runtime` annotation, or the default. Refused before anything is made when
-    /// the handler is unknown (InvalidArgument) or the backend cannot take new pods here
-    /// (FailedPrecondition).
-    pub fn select_sandbox_backend(
-        &self,
-        runtime_handler: &str,
-        config: &k8s_cri::v1::PodSandboxConfig,
-    ) -> Result<(String, String), SandboxError> {
-        let decision = self
-            .selector
-            .for_pod(runtime_handler, &config.annotations)?;
-        self.backend_for_new(&decision)?;
-        Ok((decision.backend, decision.reason))
+    pub fn backends(&self) -> &Backends {
+        &self.backends
     }
 
-    /// Which backend a new container of `sandbox` gets, and why: the pod's when a handler or
-    /// the annotation chose it, else the first matching image rule of the same backend
-    /// family, else the pod's (`default`). Pure lookups: called before CreateContainer
-    /// makes anything.
-    pub fn select_container_backend(
-        &self,
-        sandbox: &SandboxRecord,
-        image: &k8s_cri::v1::ImageSpec,
-    ) -> Result<(Arc<dyn Backend>, String), ContainerError> {
-        let pod = PodChoice::from_request(
-            &sandbox.backend,
-            &sandbox.backend_reason,
-            &sandbox.runtime_handler,
-            &sandbox.config.annotations,
-        );
-        // kubelet (1.28+) sends the pod spec's image in `user_specified_image` and the
-        // resolved image id in `image`; an id is matched by the names the store has for it.
-        let written = match image.user_specified_image.as_str() {
-            "" => image.image.as_str(),
-            name => name,
-        };
-        let mut names = vec![written.to_owned()];
-        if matches!(
-            crate::image::reference::parse_query(written),
-            Ok(crate::image::reference::ImageQuery::Id(_))
-        ) {
-            if let Ok(entry) = self.images.get(written) {
-                names.extend(entry.record.repo_tags.iter().cloned());
-                names.extend(entry.record.repo_digests.iter().cloned());
-            }
+    /// What the pod and container operations use of the daemon.
+    pub fn ctx(&self) -> Ctx<'_> {
+        Ctx {
+            sandboxes: &self.sandboxes,
+            containers: &self.containers,
+            names: &self.names,
+            images: &self.images,
+            backends: &self.backends,
+            selector: &self.selector,
+            host: &self.host,
+            run_dir: &self.config.daemon.run_dir,
         }
-        let decision = self.selector.for_container(pod, written, &names)?;
-        let backend = self.backend_for_new(&decision)?;
-        Ok((backend, decision.reason))
-    }
-
-    /// Every backend this daemon knows and whether it takes new containers, for Status
-    /// verbose info (`proxrt info`).
-    pub fn backends_json(&self) -> serde_json::Value {
-        let mut out = serde_json::Map::new();
-        for known in crate::select::KNOWN_BACKENDS {
-            let mut v = match self.backends.get(known.name) {
-                Some(b) => b.describe(),
-                None => serde_json::json!({}),
-            };
-            let why = self.why_unavailable(known.name);
-            v["available"] = serde_json::Value::Bool(why.is_none());
-            if let Some(why) = why {
-                v["reason"] = serde_json::Value::String(why);
-            }
-            v["family"] = serde_json::Value::String(known.family.into());
-            v["default"] =
-                serde_json::Value::Bool(self.config.runtime.default_backend == known.name);
-            out.insert(known.name.into(), v);
-        }
-        serde_json::Value::Object(out)
     }
 
     pub fn health(&self) -> Health {
@@ -337,7 +207,7 @@ impl Daemon {
                 "the process that creates containers exited; restart proxrt".to_owned(),
             ))
         } else {
-            self.why_unavailable(default_backend).map(|why| {
+            self.backends.why_unavailable(default_backend).map(|why| {
                 (
                     "DefaultBackendUnavailable".to_owned(),
                     format!("the default backend {default_backend} cannot create containers here: {why}"),

@@ -7,6 +7,7 @@ pub mod backend;
 pub mod client;
 pub mod config;
 pub mod container;
+pub mod context;
 pub mod cri;
 pub mod daemon;
 pub mod error;

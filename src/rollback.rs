@@ -27,6 +27,18 @@ impl Rollback {
         self.steps.push((step, Box::new(undo)));
     }
 
+    /// Registers an undo that must await (a backend's `remove_pod`, a remote call). It runs
+    /// to completion on drop like any other undo: on the daemon's multi-threaded runtime
+    /// the worker hands its other tasks off while it waits (`block_in_place`); elsewhere
+    /// (a current-thread runtime, no runtime) it runs on a thread of its own.
+    pub fn push_async<F, Fut>(&mut self, step: &'static str, undo: F)
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.push(step, move || block_on_undo(undo()));
+    }
+
     /// The operation succeeded: keep everything it made.
     pub fn commit(mut self) {
         self.steps.clear();
@@ -49,6 +61,31 @@ impl Drop for Rollback {
         while let Some((step, undo)) = self.steps.pop() {
             tracing::debug!(operation = %self.what, step, "rolling back");
             undo();
+        }
+    }
+}
+
+fn block_on_undo<Fut: std::future::Future<Output = ()> + Send + 'static>(fut: Fut) {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(|| h.block_on(fut))
+        }
+        _ => {
+            let ran =
+                std::thread::spawn(move || {
+                    match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => rt.block_on(fut),
+                        Err(e) => tracing::error!(error = %e, "rollback: no runtime for an undo"),
+                    }
+                })
+                .join();
+            if ran.is_err() {
+                tracing::error!("rollback: an undo panicked");
+            }
         }
     }
 }
@@ -79,5 +116,34 @@ mod tests {
         rb.push("step", move || l.lock().unwrap().push(1));
         rb.commit();
         assert!(log.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn async_undos_run_to_completion_in_order_on_any_runtime() {
+        for multi in [true, false] {
+            let rt = if multi {
+                tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .build()
+            } else {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+            }
+            .unwrap();
+            let log = Arc::new(Mutex::new(Vec::new()));
+            let l = log.clone();
+            rt.block_on(async move {
+                let mut rb = Rollback::new("test");
+                let a = l.clone();
+                rb.push("sync", move || a.lock().unwrap().push("sync"));
+                let b = l.clone();
+                rb.push_async("async", move || async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                    b.lock().unwrap().push("async");
+                });
+            });
+            assert_eq!(*log.lock().unwrap(), vec!["async", "sync"], "multi {multi}");
+        }
     }
 }

@@ -603,7 +603,8 @@ impl Explanation {
 }
 
 /// `proxrt select`, offline: the config's decision for a pod with one container of
-/// `image`, checked against this host (crun probed as the daemon would probe it).
+/// `image`, checked against this host by the same registry the daemon uses (crun probed
+/// as the daemon would probe it).
 pub fn explain_offline(
     config: &Config,
     image: &str,
@@ -611,18 +612,12 @@ pub fn explain_offline(
     annotations: &HashMap<String, String>,
 ) -> Result<Explanation, ConfigProblem> {
     let selector = Selector::new(config)?;
-    let crun = crate::backend::crun::CrunProbe::run(&config.crun);
-    Ok(selector.explain_on_host(
-        image,
-        runtime_handler,
-        annotations,
-        |name| match known_backend(name) {
-            Some(k) if !k.implemented => Some("not implemented yet".into()),
-            Some(k) if k.name == "crun" => crun.unavailable.clone(),
-            Some(_) => None,
-            None => Some("unknown backend".into()),
-        },
-    ))
+    let backends = crate::backend::Backends::probe(config, None);
+    Ok(
+        selector.explain_on_host(image, runtime_handler, annotations, |name| {
+            backends.why_unavailable(name)
+        }),
+    )
 }
 
 /// The forms of an image name that image rules are matched against, in this order,

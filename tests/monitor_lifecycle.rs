@@ -128,7 +128,7 @@ impl Fixture {
             id: id.clone(),
             bundle,
             state_dir: self.tmp.path().join("s").join(short),
-            libcontainer_root: self.tmp.path().join("lc"),
+            runtime_root: self.tmp.path().join("lc"),
             log_path: Some(self.tmp.path().join("logs").join(format!("{short}.log"))),
             max_log_line_size: 0,
             oom_score_adj: None,
@@ -168,7 +168,7 @@ impl Fixture {
     fn assert_clean(&self, req: &CreateRequest, status: &ContainerStatusFile) {
         assert!(status.is_final(), "{status:?}");
         assert!(
-            !req.libcontainer_root.join(&req.id).exists(),
+            !req.runtime_root.join(&req.id).exists(),
             "libcontainer state left behind"
         );
         assert_eq!(
@@ -190,7 +190,7 @@ impl Fixture {
 
     fn assert_nothing_created(&self, req: &CreateRequest) {
         assert!(
-            !req.libcontainer_root.join(&req.id).exists(),
+            !req.runtime_root.join(&req.id).exists(),
             "libcontainer state left"
         );
         assert_eq!(
@@ -470,7 +470,7 @@ async fn exec_sync_output_exit_code_cap_and_timeout() {
 
     // No tenant notify sockets pile up in libcontainer's state dir.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let leftovers: Vec<_> = fs::read_dir(req.libcontainer_root.join(&req.id))
+    let leftovers: Vec<_> = fs::read_dir(req.runtime_root.join(&req.id))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with("tenant-"))
@@ -691,7 +691,7 @@ async fn a_cancelled_create_leaves_nothing() {
     let all_gone = || {
         fx.live_monitors().is_empty()
             && cancelled.iter().all(|req| {
-                !req.libcontainer_root.join(&req.id).exists()
+                !req.runtime_root.join(&req.id).exists()
                     && fx.cgroup_leaves(&req.id).is_empty()
                     && fs::read_dir(&req.state_dir)
                         .map(|d| d.count() == 0)

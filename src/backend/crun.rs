@@ -1,6 +1,6 @@
-//! The crun backend: the same bundle libcontainer gets, run by the `crun` binary under the
-//! same per-container monitor (logs, exit codes, OOM, exec, survival across daemon
-//! restarts); see src/monitor/crun.rs for the monitor's side.
+//! What the crun engine needs to know about this host: the binary and the cgroup layout.
+//! crun runs the same bundle libcontainer gets, under the same per-container monitor
+//! (`HostBackend` with `Engine::Crun`); see src/monitor/crun.rs for the monitor's side.
 //!
 //! Whether crun can create containers on this host is decided once, at startup: the binary
 //! must run, and crun (1.x) refuses a hybrid cgroup host whose cgroup2 hierarchy at
@@ -10,15 +10,10 @@
 //! containers are refused with FailedPrecondition, existing ones are still supervised.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use oci_spec::runtime::Spec;
 use serde::Serialize;
 
-use super::{Backend, BackendError, CreateParams};
-use crate::config::{Config, CrunConfig, HybridCgroups};
-use crate::error::Kind;
-use crate::monitor::{CreateRequest, RuntimeKind, Zygote};
+use crate::config::{CrunConfig, HybridCgroups};
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 /// Where hybrid hosts mount cgroup2, and where crun looks for it.
@@ -98,6 +93,17 @@ pub struct CrunProbe {
 }
 
 impl CrunProbe {
+    /// A probe that found crun unusable for `reason` (a config that disables it, tests).
+    pub fn unavailable(reason: &str) -> CrunProbe {
+        CrunProbe {
+            binary: None,
+            version: None,
+            cgroups: CgroupLayout::Legacy,
+            v1_view: false,
+            unavailable: Some(reason.to_owned()),
+        }
+    }
+
     /// Finds the binary, runs `crun --version` and checks the cgroup layout.
     pub fn run(config: &CrunConfig) -> CrunProbe {
         CrunProbe::with_layout(config, CgroupLayout::detect())
@@ -173,92 +179,6 @@ fn version_of(binary: &Path) -> Result<String, String> {
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
         )),
-    }
-}
-
-pub struct CrunBackend {
-    zygote: Arc<Zygote>,
-    probe: CrunProbe,
-    /// crun's `--root`: `<run_dir>/crun`.
-    root: PathBuf,
-    max_log_line_size: usize,
-    exec_max_output: usize,
-}
-
-impl CrunBackend {
-    pub fn new(zygote: Arc<Zygote>, config: &Config) -> CrunBackend {
-        CrunBackend {
-            zygote,
-            probe: CrunProbe::run(&config.crun),
-            root: config.daemon.run_dir.join("crun"),
-            max_log_line_size: config.runtime.max_log_line_size,
-            exec_max_output: config.runtime.exec_sync_max_output,
-        }
-    }
-
-    fn refused(&self, message: String) -> BackendError {
-        BackendError::Failed {
-            backend: "crun",
-            kind: Kind::FailedPrecondition,
-            message,
-        }
-    }
-}
-
-#[tonic::async_trait]
-impl Backend for CrunBackend {
-    fn name(&self) -> &'static str {
-        "crun"
-    }
-
-    fn prepare_spec(&self, _spec: &mut Spec) -> Result<(), BackendError> {
-        // crun reads the spec as runc does (seccomp argument order included), which is how
-        // spec/ writes it.
-        Ok(())
-    }
-
-    async fn create(&self, p: CreateParams) -> Result<(), BackendError> {
-        if let Some(reason) = &self.probe.unavailable {
-            return Err(self.refused(format!("crun is not available on this host: {reason}")));
-        }
-        let binary = self
-            .probe
-            .binary
-            .clone()
-            .ok_or_else(|| self.refused("crun binary not found".into()))?;
-        self.zygote
-            .create_container(CreateRequest {
-                id: p.id,
-                bundle: p.bundle,
-                state_dir: p.run_dir,
-                libcontainer_root: self.root.clone(),
-                log_path: p.log_path,
-                max_log_line_size: self.max_log_line_size,
-                oom_score_adj: p.oom_score_adj,
-                exec_max_output: self.exec_max_output,
-                tty: p.tty,
-                runtime: RuntimeKind::Crun {
-                    path: binary,
-                    root: self.root.clone(),
-                    v1_view: self.probe.v1_view,
-                },
-            })
-            .await?;
-        Ok(())
-    }
-
-    fn unavailable_reason(&self) -> Option<String> {
-        self.probe.unavailable.clone()
-    }
-
-    fn describe(&self) -> serde_json::Value {
-        let mut v = serde_json::to_value(&self.probe).unwrap_or_default();
-        if let Some(map) = v.as_object_mut() {
-            // The daemon reports availability itself ("available", "reason").
-            map.remove("unavailable");
-            map.insert("root".into(), self.root.display().to_string().into());
-        }
-        v
     }
 }
 

@@ -1,21 +1,35 @@
-//! The one contract every runtime backend implements: create, start, signal, wait,
-//! exec, reopen log. The daemon holds backends as `Arc<dyn Backend>` and never asks
-//! which one it holds.
+//! The one contract every runtime backend implements, for pods and their containers.
 //!
-//! The trait is async and takes the container's run dir as its handle so that a slow,
-//! remote, task-based backend (Proxmox LXC: create is a UPID task that may take
-//! seconds) fits the same calls as the in-process libcontainer one.
+//! A backend owns a pod from RunPodSandbox to RemovePodSandbox (containerd's sandbox
+//! `Controller` and CRI-O's `RuntimeImpl` are the models) and every container in it: the
+//! host backends (libcontainer, crun: [`host::HostBackend`]) run a pod as namespaces held
+//! open by a holder process and its containers under one monitor each; a Proxmox backend
+//! runs a pod as one LXC guest. The sandbox and container code never asks which one it
+//! holds: it reserves names, selects the backend, persists records and rolls back.
+//!
+//! The trait is async and takes run dirs and records as handles, so that a slow, remote,
+//! task-based backend (Proxmox: every change is a UPID task) fits the same calls.
+//!
+//! [`registry::Backends`] owns which backends exist on this daemon and why one cannot take
+//! new pods; the daemon, `proxrt info` and `proxrt select` all ask it.
 
 pub mod crun;
-pub mod libcontainer;
+#[cfg(test)]
+pub(crate) mod fake;
+pub mod host;
+pub mod registry;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use k8s_cri::v1::PodSandboxConfig;
 use oci_spec::runtime::Spec;
 
 use crate::error::{Classify, Kind};
 use crate::monitor::{ExecSyncRequest, ExecSyncResult, ExitStatus, MonitorClient, MonitorError};
+use crate::sandbox::{SandboxNamespaces, SandboxRecord};
+
+pub use registry::Backends;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
@@ -29,6 +43,17 @@ pub enum BackendError {
     },
 }
 
+impl BackendError {
+    /// A failure of `backend` that is this daemon's or this host's, not the request's.
+    pub fn internal(backend: &'static str, message: impl Into<String>) -> BackendError {
+        BackendError::Failed {
+            backend,
+            kind: Kind::Internal,
+            message: message.into(),
+        }
+    }
+}
+
 impl Classify for BackendError {
     fn kind(&self) -> Kind {
         match self {
@@ -36,6 +61,30 @@ impl Classify for BackendError {
             BackendError::Failed { kind, .. } => *kind,
         }
     }
+}
+
+/// What `run_pod` needs: the validated pod config and the pod's run dir, which the backend
+/// creates and owns (and removes again on failure and in `remove_pod`).
+#[derive(Debug, Clone)]
+pub struct PodParams<'a> {
+    pub id: &'a str,
+    pub config: &'a PodSandboxConfig,
+    /// `<run_dir>/s/<id16>`.
+    pub run_dir: &'a Path,
+}
+
+/// What a backend made for a pod, persisted in the sandbox record so that a restarted
+/// daemon (and the backend's later calls) find it again.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodRuntime {
+    /// The hostname the pod's containers see.
+    pub hostname: String,
+    /// The process holding the pod's namespaces, if the backend runs one.
+    pub holder_pid: Option<i32>,
+    /// The namespace files containers of the pod join; `None` = the host's.
+    pub namespaces: SandboxNamespaces,
+    /// Whether `<run_dir>/shm` is a tmpfs this pod mounted.
+    pub shm_mounted: bool,
 }
 
 /// What `create` needs; the bundle (config.json + mounted rootfs) is ready.
@@ -46,8 +95,17 @@ pub struct CreateParams {
     /// The container's run dir: the backend's handle for every later call.
     pub run_dir: PathBuf,
     pub log_path: Option<PathBuf>,
-    pub oom_score_adj: Option<i32>,
     pub tty: bool,
+    /// What `prepare_spec` took out of the spec for the backend to apply itself.
+    pub prepared: PreparedSpec,
+}
+
+/// Settings a backend takes out of the spec in `prepare_spec` and applies another way.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PreparedSpec {
+    /// Written into the container's init by its monitor (libcontainer would write the
+    /// spec's value into its caller instead: docs/libcontainer.md).
+    pub oom_score_adj: Option<i32>,
 }
 
 #[tonic::async_trait]
@@ -55,14 +113,46 @@ pub trait Backend: Send + Sync {
     /// The name configs, selection reasons and `inspect` use (`libcontainer`, `crun`).
     fn name(&self) -> &'static str;
 
-    /// Last adjustments to a spec before it is written into the bundle.
-    fn prepare_spec(&self, spec: &mut Spec) -> Result<(), BackendError>;
+    /// Why new pods and containers cannot be made with this backend on this host (a
+    /// missing binary, a cgroup layout it refuses, an unreachable API), or None when they
+    /// can. Pods and containers it already runs are still supervised, stopped and removed
+    /// through it.
+    fn unavailable_reason(&self) -> Option<String> {
+        None
+    }
+
+    /// What `proxrt info` (Status verbose) shows about the backend: versions, paths.
+    fn describe(&self) -> serde_json::Value {
+        serde_json::Value::Object(Default::default())
+    }
+
+    // ----- pods -----
+
+    /// Makes the pod: its namespaces, files, guest. On error nothing it made remains.
+    async fn run_pod(&self, pod: PodParams<'_>) -> Result<PodRuntime, BackendError>;
+
+    /// Stops what keeps the pod alive (its containers are already stopped). Succeeds when
+    /// it is already stopped.
+    async fn stop_pod(&self, pod: &SandboxRecord) -> Result<(), BackendError>;
+
+    /// Removes everything `run_pod` made (after `stop_pod`). Succeeds when it is gone.
+    async fn remove_pod(&self, pod: &SandboxRecord) -> Result<(), BackendError>;
+
+    /// Whether a ready pod is still alive (its namespaces, its guest), for PodSandboxStatus
+    /// after a restart.
+    fn pod_alive(&self, pod: &SandboxRecord) -> bool;
+
+    // ----- containers -----
+
+    /// Last adjustments to a spec before it is written into the bundle; what it takes
+    /// out, `create` gets back in `CreateParams::prepared`.
+    fn prepare_spec(&self, spec: &mut Spec) -> Result<PreparedSpec, BackendError>;
 
     /// Creates the container (created state, not started). On error nothing it made
     /// remains.
     async fn create(&self, params: CreateParams) -> Result<(), BackendError>;
 
-    // After create, the in-host backends (libcontainer, crun) are driven through the
+    // After create, the host backends (libcontainer, crun) are driven through the
     // container's monitor alike: these defaults talk to it. A remote backend (Proxmox,
     // where a container is a guest) overrides them.
 
@@ -99,17 +189,5 @@ pub trait Backend: Send + Sync {
     /// Whether something still supervises the container (its monitor answers).
     fn is_alive(&self, run_dir: &Path) -> bool {
         MonitorClient::new(run_dir).is_alive()
-    }
-
-    /// Why new containers cannot be created with this backend on this host (a missing
-    /// binary, a cgroup layout it refuses, an unreachable API), or None when they can.
-    /// Containers it already runs are still supervised, stopped and removed through it.
-    fn unavailable_reason(&self) -> Option<String> {
-        None
-    }
-
-    /// What `proxrt info` (Status verbose) shows about the backend: versions, paths.
-    fn describe(&self) -> serde_json::Value {
-        serde_json::Value::Object(Default::default())
     }
 }

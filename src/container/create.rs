@@ -9,21 +9,21 @@ use std::sync::Arc;
 
 use k8s_cri::v1::{ContainerConfig, PodSandboxConfig};
 
-use super::{container_name, rootfs, Container, ContainerError, ContainerRecord, RECORD_FILE};
+use super::{container_name, rootfs, Container, ContainerError, ContainerPaths, ContainerRecord};
 use crate::backend::CreateParams;
-use crate::daemon::Daemon;
+use crate::context::Ctx;
 use crate::image::content::random_hex;
 use crate::rollback::Rollback;
 use crate::sandbox::SandboxState;
 use crate::spec::{self, ResolvedDevice, SandboxView, SpecInput};
 
 pub async fn create_container(
-    d: &Daemon,
+    ctx: &Ctx<'_>,
     sandbox_id: &str,
     mut config: ContainerConfig,
     sandbox_config: Option<PodSandboxConfig>,
 ) -> Result<String, ContainerError> {
-    let sandbox = d.sandboxes().get(sandbox_id)?;
+    let sandbox = ctx.sandboxes.get(sandbox_id)?;
     let sb = sandbox.record();
     if sb.state != SandboxState::Ready {
         return Err(crate::sandbox::SandboxError::NotReady {
@@ -49,10 +49,14 @@ pub async fn create_container(
     }
     // Before anything is made and before the image is looked up: an image rule may send
     // this image to a backend that cannot take it (another family, not available here).
-    let (backend, backend_reason) =
-        d.select_container_backend(&sb, config.image.as_ref().unwrap_or(&Default::default()))?;
+    let (backend, decision) = ctx.backends.for_container(
+        ctx.selector,
+        ctx.images,
+        &sb,
+        config.image.as_ref().unwrap_or(&Default::default()),
+    )?;
     // CreateContainer never pulls: the image must be present.
-    let image = d.images().get(&image_name)?;
+    let image = ctx.images.get(&image_name)?;
     let image_config = image.config.config().clone().unwrap_or_default();
     let stop_signal = spec::stop_signal(&image_config)?;
     resolve_mount_sources(&mut config)?;
@@ -66,24 +70,21 @@ pub async fn create_container(
 
     let id = random_hex(32);
     let mut rb = Rollback::new(format!("create container {id}"));
-    d.names().reserve(&name, &id)?;
+    ctx.names.reserve(&name, &id)?;
     {
-        let (names, name, id) = (d.names_arc(), name.clone(), id.clone());
+        let (names, name, id) = (ctx.names.clone(), name.clone(), id.clone());
         rb.push("name", move || names.release(&name, &id));
     }
 
-    let state_dir = d.containers().dir().join(&id);
-    let run_dir = d.config().daemon.run_dir.join("c").join(&id[..16]);
-    let bundle = state_dir.join("bundle");
-    let upper = state_dir.join("upper");
-    let work = state_dir.join("work");
-    let rootfs_dir = run_dir.join("rootfs");
-    for dir in [&state_dir, &run_dir] {
+    let paths = ContainerPaths::new(ctx.containers.dir(), ctx.run_dir, &id);
+    let (bundle, upper, work) = (paths.bundle(), paths.upper(), paths.work());
+    let rootfs_dir = paths.rootfs();
+    for dir in [&paths.state_dir, &paths.run_dir] {
         if dir.exists() {
-            return Err(ContainerError::Invalid(format!(
-                "{} already exists (id clash)",
-                dir.display()
-            )));
+            return Err(ContainerError::io(
+                format!("create {}", dir.display()),
+                std::io::Error::new(std::io::ErrorKind::AlreadyExists, "id clash"),
+            ));
         }
         std::fs::create_dir_all(dir)
             .map_err(|e| ContainerError::io(format!("create {}", dir.display()), e))?;
@@ -97,7 +98,7 @@ pub async fn create_container(
             .map_err(|e| ContainerError::io(format!("create {}", dir.display()), e))?;
     }
 
-    let lower = d.images().lower_dirs(&image)?;
+    let lower = ctx.images.lower_dirs(&image)?;
     rootfs::mount_overlay(&lower, &upper, &work, &rootfs_dir)
         .map_err(|e| ContainerError::io("prepare rootfs", e))?;
     {
@@ -115,12 +116,12 @@ pub async fn create_container(
         ipc_ns: sb.namespaces.ipc.clone(),
         uts_ns: sb.namespaces.uts.clone(),
         pid_ns: sb.namespaces.pid.clone(),
-        target_pid_ns: target_pid_ns(d, &config)?,
+        target_pid_ns: target_pid_ns(ctx, &config)?,
         hostname: sb.hostname.clone(),
-        hostname_path: Some(sb.hostname_path()),
-        hosts_path: Some(sb.hosts_path()),
-        resolv_conf_path: Some(sb.resolv_conf_path()),
-        shm_path: sb.shm_mounted.then(|| sb.shm_path()),
+        hostname_path: Some(sb.paths().hostname()),
+        hosts_path: Some(sb.paths().hosts()),
+        resolv_conf_path: Some(sb.paths().resolv_conf()),
+        shm_path: sb.shm_mounted.then(|| sb.paths().shm()),
         privileged: sb.privileged(),
     };
     let cgroups_path = match sb.cgroup_parent() {
@@ -135,27 +136,16 @@ pub async fn create_container(
         rootfs: &rootfs_dir,
         users: &users,
         sandbox: &view,
-        host: d.host(),
+        host: ctx.host,
         cgroups_path: &cgroups_path,
         seccomp_localhost: seccomp_profile.as_deref(),
         devices: &devices,
     };
     let mut oci = spec::container_spec(&input)?;
-    let oom_score_adj = oci.process().as_ref().and_then(|p| p.oom_score_adj());
-    if let Some(p) = oci.process_mut() {
-        // The monitor writes it into the container's init (LIBCONTAINER.md pitfall 3).
-        p.set_oom_score_adj(None);
-        // An explicit `noNewPrivileges: false` makes libcontainer 0.7 load seccomp after
-        // dropping capabilities, where without CAP_SYS_ADMIN the kernel refuses it; absent,
-        // it loads it before, as runc does. Both mean "no no_new_privs" to every runtime.
-        if p.no_new_privileges() == Some(false) {
-            p.set_no_new_privileges(None);
-        }
-    }
     ensure_workdir(&rootfs_dir, &oci)?;
-    backend.prepare_spec(&mut oci)?;
+    let prepared = backend.prepare_spec(&mut oci)?;
     let spec_json = serde_json::to_vec(&oci)
-        .map_err(|e| ContainerError::Invalid(format!("serialize spec: {e}")))?;
+        .map_err(|e| ContainerError::io("serialize spec", std::io::Error::other(e.to_string())))?;
     // Derived from the record, so not fsync'd: after a crash the container is gone anyway.
     crate::store::replace_file(&bundle.join("config.json"), &spec_json)?;
 
@@ -180,29 +170,29 @@ pub async fn create_container(
         created_at: chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default(),
         log_path: log_path.clone(),
         backend: backend.name().to_owned(),
-        backend_reason,
+        backend_reason: decision.reason,
         stop_signal,
-        run_dir: run_dir.clone(),
+        run_dir: paths.run_dir.clone(),
     };
-    crate::store::write_json(&state_dir.join(RECORD_FILE), &record)?;
+    crate::store::write_json(&paths.record(), &record)?;
 
     // Last fallible step: on failure the backend has already removed what it made.
     backend
         .create(CreateParams {
             id: id.clone(),
             bundle,
-            run_dir: run_dir.clone(),
+            run_dir: paths.run_dir.clone(),
             log_path,
-            oom_score_adj,
             tty: record.config.tty,
+            prepared,
         })
         .await?;
     rb.commit();
 
     let container = Arc::new(Container::new(record, None));
     container.refresh();
-    d.containers().insert(container);
-    tracing::info!(container = %id, sandbox = %sb.id, "container created");
+    ctx.containers.insert(container);
+    tracing::info!(container = %id, sandbox = %sb.id, backend = backend.name(), "container created");
     Ok(id)
 }
 
@@ -260,7 +250,10 @@ fn resolve_devices(config: &ContainerConfig) -> Result<Vec<ResolvedDevice>, Cont
 }
 
 /// For pid mode TARGET: the target container's pid namespace.
-fn target_pid_ns(d: &Daemon, config: &ContainerConfig) -> Result<Option<PathBuf>, ContainerError> {
+fn target_pid_ns(
+    ctx: &Ctx<'_>,
+    config: &ContainerConfig,
+) -> Result<Option<PathBuf>, ContainerError> {
     let target = config
         .linux
         .as_ref()
@@ -271,7 +264,7 @@ fn target_pid_ns(d: &Daemon, config: &ContainerConfig) -> Result<Option<PathBuf>
     let Some(target) = target else {
         return Ok(None);
     };
-    let c = d.containers().get(&target)?;
+    let c = ctx.containers.get(&target)?;
     let snap = c.snapshot();
     let pid = snap
         .status()

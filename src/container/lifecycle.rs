@@ -6,16 +6,16 @@ use std::time::Duration;
 
 use super::{rootfs, Container, ContainerError, Phase};
 use crate::backend::Backend;
-use crate::daemon::Daemon;
+use crate::context::Ctx;
 
-pub async fn start_container(d: &Daemon, id: &str) -> Result<(), ContainerError> {
-    let c = d.containers().get(id)?;
+pub async fn start_container(ctx: &Ctx<'_>, id: &str) -> Result<(), ContainerError> {
+    let c = ctx.containers.get(id)?;
     let _op = c.op_lock.lock().await;
     let snap = c.refresh();
     if snap.phase() != Phase::Created {
         return Err(snap.wrong_state(&c.id, "only a created container can be started"));
     }
-    let backend = d.backend(&c.record.backend)?;
+    let backend = ctx.backends.get(&c.record.backend)?;
     backend.start(&c.record.run_dir).await?;
     c.refresh();
     watch_exit(backend, c.clone());
@@ -34,22 +34,26 @@ pub fn watch_exit(backend: Arc<dyn Backend>, c: Arc<Container>) {
 }
 
 /// Sends the stop signal, waits up to `timeout_secs`, then SIGKILL.
-pub async fn stop_container(d: &Daemon, id: &str, timeout_secs: i64) -> Result<(), ContainerError> {
-    let c = match d.containers().get(id) {
+pub async fn stop_container(
+    ctx: &Ctx<'_>,
+    id: &str,
+    timeout_secs: i64,
+) -> Result<(), ContainerError> {
+    let c = match ctx.containers.get(id) {
         Err(ContainerError::NotFound(_)) => return Ok(()),
         other => other?,
     };
     let _op = c.op_lock.lock().await;
-    stop_locked(d, &c, timeout_secs).await
+    stop_locked(ctx, &c, timeout_secs).await
 }
 
 async fn stop_locked(
-    d: &Daemon,
+    ctx: &Ctx<'_>,
     c: &Arc<Container>,
     timeout_secs: i64,
 ) -> Result<(), ContainerError> {
     let snap = c.refresh();
-    let backend = d.backend(&c.record.backend)?;
+    let backend = ctx.backends.get(&c.record.backend)?;
     match snap.phase() {
         Phase::Exited => return Ok(()),
         Phase::Unknown if !backend.is_alive(&c.record.run_dir) => return Ok(()),
@@ -78,16 +82,17 @@ async fn stop_locked(
 }
 
 /// Kills the container if it runs, then removes its rootfs, dirs, name and record.
-pub async fn remove_container(d: &Daemon, id: &str) -> Result<(), ContainerError> {
-    let c = match d.containers().get(id) {
+pub async fn remove_container(ctx: &Ctx<'_>, id: &str) -> Result<(), ContainerError> {
+    let c = match ctx.containers.get(id) {
         Err(ContainerError::NotFound(_)) => return Ok(()),
         other => other?,
     };
     let _op = c.op_lock.lock().await;
-    stop_locked(d, &c, 0).await?;
+    stop_locked(ctx, &c, 0).await?;
     let r = &c.record;
-    rootfs::unmount(&r.rootfs()).map_err(|e| ContainerError::io("remove rootfs", e))?;
-    for dir in [&r.run_dir, &d.containers().dir().join(&r.id)] {
+    let paths = ctx.containers.paths(r);
+    rootfs::unmount(&paths.rootfs()).map_err(|e| ContainerError::io("remove rootfs", e))?;
+    for dir in [&paths.run_dir, &paths.state_dir] {
         match std::fs::remove_dir_all(dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 return Err(ContainerError::io(format!("remove {}", dir.display()), e))
@@ -95,8 +100,8 @@ pub async fn remove_container(d: &Daemon, id: &str) -> Result<(), ContainerError
             _ => {}
         }
     }
-    d.names().release(&r.name, &r.id);
-    d.containers().remove(&r.id);
+    ctx.names.release(&r.name, &r.id);
+    ctx.containers.remove(&r.id);
     tracing::info!(container = %r.id, "container removed");
     Ok(())
 }

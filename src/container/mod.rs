@@ -116,7 +116,37 @@ pub struct ContainerRecord {
     pub run_dir: PathBuf,
 }
 
-impl ContainerRecord {
+/// Where a container's files live; the one place these paths are spelled.
+///
+/// `<root>/containers/<id>/` holds the record, `bundle/config.json` and the writable
+/// layer (`upper/`, `work/`); `<run_dir>/c/<id16>/` is the monitor's dir (status.json,
+/// monitor.sock: kept short for the socket path) with the rootfs mount point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerPaths {
+    pub state_dir: PathBuf,
+    pub run_dir: PathBuf,
+}
+
+impl ContainerPaths {
+    /// The paths of a new container `id` (64 hex characters).
+    pub fn new(store_dir: &Path, daemon_run_dir: &Path, id: &str) -> ContainerPaths {
+        ContainerPaths {
+            state_dir: store_dir.join(id),
+            run_dir: daemon_run_dir.join("c").join(id.get(..16).unwrap_or(id)),
+        }
+    }
+    pub fn record(&self) -> PathBuf {
+        self.state_dir.join(RECORD_FILE)
+    }
+    pub fn bundle(&self) -> PathBuf {
+        self.state_dir.join("bundle")
+    }
+    pub fn upper(&self) -> PathBuf {
+        self.state_dir.join("upper")
+    }
+    pub fn work(&self) -> PathBuf {
+        self.state_dir.join("work")
+    }
     pub fn rootfs(&self) -> PathBuf {
         self.run_dir.join("rootfs")
     }
@@ -291,6 +321,14 @@ impl ContainerStore {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The paths of a container this store holds (or is about to).
+    pub fn paths(&self, record: &ContainerRecord) -> ContainerPaths {
+        ContainerPaths {
+            state_dir: self.dir.join(&record.id),
+            run_dir: record.run_dir.clone(),
+        }
     }
 
     pub fn insert(&self, c: Arc<Container>) {

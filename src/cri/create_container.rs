@@ -15,8 +15,13 @@ pub async fn create_container(
     if let Some(m) = &config.metadata {
         tracing::Span::current().record("container", m.name.as_str());
     }
-    let id = crate::container::create_container(d, &req.pod_sandbox_id, config, req.sandbox_config)
-        .await
-        .map_err(to_status)?;
+    let id = crate::container::create_container(
+        &d.ctx(),
+        &req.pod_sandbox_id,
+        config,
+        req.sandbox_config,
+    )
+    .await
+    .map_err(to_status)?;
     Ok(CreateContainerResponse { container_id: id })
 }

@@ -6,7 +6,7 @@ use crate::daemon::Daemon;
 
 #[tracing::instrument(level = "debug", skip_all, fields(container = %req.container_id))]
 pub async fn exec_sync(d: &Daemon, req: ExecSyncRequest) -> Result<ExecSyncResponse, Status> {
-    let r = crate::container::exec_sync(d, &req.container_id, req.cmd, req.timeout)
+    let r = crate::container::exec_sync(&d.ctx(), &req.container_id, req.cmd, req.timeout)
         .await
         .map_err(to_status)?;
     // A timed-out command is reported like kubelet expects from other runtimes: the

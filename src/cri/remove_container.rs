@@ -9,7 +9,7 @@ pub async fn remove_container(
     d: &Daemon,
     req: RemoveContainerRequest,
 ) -> Result<RemoveContainerResponse, Status> {
-    crate::container::remove_container(d, &req.container_id)
+    crate::container::remove_container(&d.ctx(), &req.container_id)
         .await
         .map_err(to_status)?;
     Ok(RemoveContainerResponse {})

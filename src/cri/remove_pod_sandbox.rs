@@ -9,7 +9,7 @@ pub async fn remove_pod_sandbox(
     d: &Daemon,
     req: RemovePodSandboxRequest,
 ) -> Result<RemovePodSandboxResponse, Status> {
-    crate::sandbox::remove_pod_sandbox(d, &req.pod_sandbox_id)
+    crate::sandbox::remove_pod_sandbox(&d.ctx(), &req.pod_sandbox_id)
         .await
         .map_err(to_status)?;
     Ok(RemovePodSandboxResponse {})

@@ -9,7 +9,7 @@ pub async fn reopen_container_log(
     d: &Daemon,
     req: ReopenContainerLogRequest,
 ) -> Result<ReopenContainerLogResponse, Status> {
-    crate::container::reopen_log(d, &req.container_id)
+    crate::container::reopen_log(&d.ctx(), &req.container_id)
         .await
         .map_err(to_status)?;
     Ok(ReopenContainerLogResponse {})

@@ -15,7 +15,7 @@ pub async fn run_pod_sandbox(
     if let Some(m) = &config.metadata {
         tracing::Span::current().record("pod", format!("{}/{}", m.namespace, m.name));
     }
-    let id = crate::sandbox::run_pod_sandbox(d, config, &req.runtime_handler)
+    let id = crate::sandbox::run_pod_sandbox(&d.ctx(), config, &req.runtime_handler)
         .await
         .map_err(to_status)?;
     Ok(RunPodSandboxResponse { pod_sandbox_id: id })

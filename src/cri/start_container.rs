@@ -9,7 +9,7 @@ pub async fn start_container(
     d: &Daemon,
     req: StartContainerRequest,
 ) -> Result<StartContainerResponse, Status> {
-    crate::container::start_container(d, &req.container_id)
+    crate::container::start_container(&d.ctx(), &req.container_id)
         .await
         .map_err(to_status)?;
     Ok(StartContainerResponse {})

@@ -18,7 +18,7 @@ pub fn status(d: &Daemon, req: StatusRequest) -> Result<StatusResponse, Status> 
     if req.verbose {
         info.insert("config".into(), d.config_json());
         // Which backends take new containers here, and why not (docs/runtime-selection.md).
-        info.insert("backends".into(), d.backends_json().to_string());
+        info.insert("backends".into(), d.backends().describe().to_string());
     }
     Ok(StatusResponse {
         status: Some(RuntimeStatus {

@@ -9,7 +9,7 @@ pub async fn stop_container(
     d: &Daemon,
     req: StopContainerRequest,
 ) -> Result<StopContainerResponse, Status> {
-    crate::container::stop_container(d, &req.container_id, req.timeout)
+    crate::container::stop_container(&d.ctx(), &req.container_id, req.timeout)
         .await
         .map_err(to_status)?;
     Ok(StopContainerResponse {})

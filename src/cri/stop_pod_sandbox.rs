@@ -9,7 +9,7 @@ pub async fn stop_pod_sandbox(
     d: &Daemon,
     req: StopPodSandboxRequest,
 ) -> Result<StopPodSandboxResponse, Status> {
-    crate::sandbox::stop_pod_sandbox(d, &req.pod_sandbox_id)
+    crate::sandbox::stop_pod_sandbox(&d.ctx(), &req.pod_sandbox_id)
         .await
         .map_err(to_status)?;
     Ok(StopPodSandboxResponse {})

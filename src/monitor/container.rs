@@ -158,7 +158,7 @@ fn create(req: &CreateRequest, rb: &mut Rollback) -> Result<Built, Failure> {
         });
     }
 
-    let spec = load_spec(&req.bundle)?;
+    let spec = load_spec(&req.bundle, &req.runtime)?;
     let cgroups_path = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone());
 
     let log_existed = req.log_path.as_deref().is_some_and(Path::exists);
@@ -180,12 +180,8 @@ fn create(req: &CreateRequest, rb: &mut Rollback) -> Result<Built, Failure> {
         RuntimeKind::Libcontainer => {
             create_with_libcontainer(req, stdin, stdout_w, stderr_w, &cgroups_path, rb)?
         }
-        RuntimeKind::Crun {
-            path,
-            root,
-            v1_view,
-        } => {
-            let crun = Crun::new(path, root, &req.id, *v1_view, &req.state_dir);
+        RuntimeKind::Crun { path, v1_view } => {
+            let crun = Crun::new(path, &req.runtime_root, &req.id, *v1_view, &req.state_dir);
             create_with_crun(req, crun, stdin, stdout_w, stderr_w, &cgroups_path, rb)?
         }
     };
@@ -252,13 +248,13 @@ fn create_with_libcontainer(
     cgroups_path: &Option<PathBuf>,
     rb: &mut Rollback,
 ) -> Result<(Engine, Pid), Failure> {
-    fs::create_dir_all(&req.libcontainer_root).map_err(|e| {
+    fs::create_dir_all(&req.runtime_root).map_err(|e| {
         (
             Fault::Internal,
-            format!("create {}: {e}", req.libcontainer_root.display()),
+            format!("create {}: {e}", req.runtime_root.display()),
         )
     })?;
-    let container_dir = req.libcontainer_root.join(&req.id);
+    let container_dir = req.runtime_root.join(&req.id);
     if container_dir.exists() {
         return Err((
             Fault::State,
@@ -271,7 +267,7 @@ fn create_with_libcontainer(
 
     let built = ContainerBuilder::new(req.id.clone(), SyscallType::default())
         .with_executor(CleanSignalsExecutor)
-        .with_root_path(&req.libcontainer_root)
+        .with_root_path(&req.runtime_root)
         .and_then(|b| b.validate_id())
         .map(|b| {
             b.with_stdin(stdin)
@@ -374,10 +370,12 @@ fn create_with_crun(
     Ok((Engine::Crun(crun), init_pid))
 }
 
-/// Loads the bundle's spec. A `process.oomScoreAdj` is removed from config.json:
-/// libcontainer writes it into its caller's own /proc/self/oom_score_adj (LIBCONTAINER.md
-/// pitfall 3); the monitor sets the init's instead, from the request.
-fn load_spec(bundle: &Path) -> Result<Spec, Failure> {
+/// Loads the bundle's spec. For libcontainer a `process.oomScoreAdj` is removed from
+/// config.json (the daemon's libcontainer engine already does; this is the safety net):
+/// libcontainer writes it into its caller's own /proc/self/oom_score_adj
+/// (docs/libcontainer.md); the monitor sets the init's instead, from the request. crun
+/// applies the spec's value itself.
+fn load_spec(bundle: &Path, runtime: &RuntimeKind) -> Result<Spec, Failure> {
     let path = bundle.join("config.json");
     let mut spec = Spec::load(&path).map_err(|e| {
         (
@@ -391,11 +389,12 @@ fn load_spec(bundle: &Path) -> Result<Spec, Failure> {
             "tty containers are not supported yet".into(),
         ));
     }
-    let has_adj = spec
-        .process()
-        .as_ref()
-        .and_then(|p| p.oom_score_adj())
-        .is_some();
+    let has_adj = *runtime == RuntimeKind::Libcontainer
+        && spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.oom_score_adj())
+            .is_some();
     if has_adj {
         if let Some(p) = spec.process_mut().as_mut() {
             p.set_oom_score_adj(None);
@@ -738,7 +737,7 @@ impl Monitor {
         if !matches!(self.engine, Engine::Libcontainer(_)) {
             return;
         }
-        let dir = self.req.libcontainer_root.join(&self.req.id);
+        let dir = self.req.runtime_root.join(&self.req.id);
         if let Ok(entries) = fs::read_dir(&dir) {
             for e in entries.flatten() {
                 let name = e.file_name();
@@ -896,7 +895,7 @@ impl Monitor {
         let job = ExecJob {
             crun: self.engine.crun_exec(process),
             id: self.req.id.clone(),
-            libcontainer_root: self.req.libcontainer_root.clone(),
+            runtime_root: self.req.runtime_root.clone(),
             args,
             timeout: timeout_ms.map(Duration::from_millis),
             max_output: self.req.exec_max_output,

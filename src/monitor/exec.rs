@@ -34,7 +34,7 @@ pub(crate) struct ExecJob {
     /// Some: the container was created by crun, and crun execs into it.
     pub crun: Option<CrunExec>,
     pub id: String,
-    pub libcontainer_root: PathBuf,
+    pub runtime_root: PathBuf,
     pub args: Vec<String>,
     pub timeout: Option<Duration>,
     pub max_output: usize,
@@ -97,7 +97,7 @@ fn run(job: &ExecJob) -> Result<Outcome, (Fault, String)> {
     }
     let pid = ContainerBuilder::new(job.id.clone(), SyscallType::default())
         .with_executor(CleanSignalsExecutor)
-        .with_root_path(&job.libcontainer_root)
+        .with_root_path(&job.runtime_root)
         .map(|b| {
             b.with_stdin(stdin)
                 .with_stdout(out_w)

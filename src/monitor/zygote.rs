@@ -51,8 +51,8 @@ pub struct CreateRequest {
     /// The monitor writes status.json here and listens on monitor.sock here. Keep it short:
     /// the socket path must fit in 107 bytes.
     pub state_dir: PathBuf,
-    /// libcontainer's state root (`with_root_path`).
-    pub libcontainer_root: PathBuf,
+    /// The runtime's state root: libcontainer's `with_root_path`, crun's `--root`.
+    pub runtime_root: PathBuf,
     /// The CRI log file; None discards the container's output.
     pub log_path: Option<PathBuf>,
     /// Lines longer than this are split into `P` records; 0 means 16 KiB.
@@ -76,15 +76,13 @@ pub struct CreateRequest {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum RuntimeKind {
-    /// youki's libcontainer, in the monitor process (`libcontainer_root` is its state root).
+    /// youki's libcontainer, in the monitor process .
     #[default]
     Libcontainer,
     /// The crun binary, run by the monitor for each operation (see monitor/crun.rs).
     Crun {
-        /// Absolute path of the crun binary.
+        /// Absolute path of the crun binary (`--root` is the request's `runtime_root`).
         path: PathBuf,
-        /// crun's `--root`.
-        root: PathBuf,
         /// Run every crun command in a private mount namespace without the cgroup2 mount
         /// (`[crun] hybrid_cgroups = "v1-view"`).
         #[serde(default)]
@@ -477,12 +475,12 @@ fn validate_create(req: &CreateRequest) -> Result<(), MonitorError> {
         ));
     }
     validate_id(&req.id)?;
-    if let RuntimeKind::Crun { path, root, .. } = &req.runtime {
-        if !path.is_absolute() || !root.is_absolute() {
+    if let RuntimeKind::Crun { path, .. } = &req.runtime {
+        if !path.is_absolute() || !req.runtime_root.is_absolute() {
             return Err(MonitorError::InvalidRequest(format!(
                 "crun binary {} and root {} must be absolute paths",
                 path.display(),
-                root.display()
+                req.runtime_root.display()
             )));
         }
     }
@@ -740,7 +738,7 @@ mod tests {
             id: "a".repeat(64),
             bundle: "/b".into(),
             state_dir: "/run/s".into(),
-            libcontainer_root: "/run/l".into(),
+            runtime_root: "/run/l".into(),
             log_path: None,
             max_log_line_size: 0,
             oom_score_adj: None,
@@ -761,7 +759,7 @@ mod tests {
             id: "a".repeat(64),
             bundle: "/b".into(),
             state_dir: "/run/s".into(),
-            libcontainer_root: "/run/l".into(),
+            runtime_root: "/run/l".into(),
             log_path: None,
             max_log_line_size: 0,
             oom_score_adj: None,
@@ -769,7 +767,6 @@ mod tests {
             tty: false,
             runtime: RuntimeKind::Crun {
                 path: "crun".into(),
-                root: "/run/crun".into(),
                 v1_view: false,
             },
         };
@@ -779,7 +776,6 @@ mod tests {
             .contains("absolute"));
         req.runtime = RuntimeKind::Crun {
             path: "/usr/bin/crun".into(),
-            root: "/run/crun".into(),
             v1_view: true,
         };
         assert!(validate_create(&req).is_ok());

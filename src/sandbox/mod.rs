@@ -1,11 +1,12 @@
-//! Pod sandboxes: the namespaces a pod's containers share (held open by a holder
-//! process from the zygote), its hostname, /etc/hosts, /etc/resolv.conf and /dev/shm,
-//! and the record that survives a daemon restart.
+//! Pod sandboxes: the name, the backend chosen for the pod, the record that survives a
+//! daemon restart, and the store every RPC reads. What a pod is made of (namespaces and
+//! files on this host, a Proxmox guest) is its backend's: `Backend::run_pod`.
 //!
-//! On disk: `<root>/sandboxes/<id>/sandbox.json` (the record) and
-//! `<run_dir>/s/<id16>/` (ns files, hostname, hosts, resolv.conf, shm mount).
+//! On disk: `<root>/sandboxes/<id>/sandbox.json` (the record) and `<run_dir>/s/<id16>/`
+//! (what the backend keeps: for a host pod ns files, hostname, hosts, resolv.conf, shm).
 
-mod files;
+#[cfg(test)]
+mod lifecycle_tests;
 mod run;
 mod stop;
 
@@ -16,7 +17,6 @@ use k8s_cri::v1::PodSandboxConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Classify, Kind};
-use crate::monitor::MonitorError;
 use crate::names::NameTaken;
 use crate::store::{ById, Lookup};
 
@@ -36,7 +36,15 @@ pub enum SandboxError {
     #[error(transparent)]
     Name(#[from] NameTaken),
     #[error(transparent)]
-    Monitor(#[from] MonitorError),
+    Backend(#[from] crate::backend::BackendError),
+    /// A container of the pod could not be stopped or removed: the pod operation fails
+    /// with the container's error code.
+    #[error("container {id} of pod {pod}: {source}")]
+    Container {
+        id: String,
+        pod: String,
+        source: Box<crate::container::ContainerError>,
+    },
     /// Runtime selection refused the request (unknown handler, unavailable backend, mixed pod).
     #[error(transparent)]
     Select(#[from] crate::select::SelectError),
@@ -65,7 +73,8 @@ impl Classify for SandboxError {
             SandboxError::NotFound(_) => Kind::NotFound,
             SandboxError::NotReady { .. } => Kind::FailedPrecondition,
             SandboxError::Name(e) => e.kind(),
-            SandboxError::Monitor(e) => e.kind(),
+            SandboxError::Backend(e) => e.kind(),
+            SandboxError::Container { source, .. } => source.kind(),
             SandboxError::Select(e) => e.kind(),
             SandboxError::Store(_) | SandboxError::Io { .. } => Kind::Internal,
         }
@@ -111,21 +120,46 @@ pub struct SandboxRecord {
     pub shm_mounted: bool,
 }
 
-impl SandboxRecord {
-    pub fn hostname_path(&self) -> PathBuf {
+/// Where a pod's files live under the daemon's run dir: `<run_dir>/s/<id16>/` holds
+/// what its backend keeps for it (a host pod: hostname, hosts, resolv.conf, shm, ns/).
+/// The one place these paths are spelled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxPaths {
+    pub run_dir: PathBuf,
+}
+
+impl SandboxPaths {
+    /// The paths of a new pod `id` (64 hex characters) under the daemon's run dir.
+    pub fn new(daemon_run_dir: &Path, id: &str) -> SandboxPaths {
+        SandboxPaths {
+            run_dir: daemon_run_dir.join("s").join(id.get(..16).unwrap_or(id)),
+        }
+    }
+    pub fn of_run_dir(run_dir: &Path) -> SandboxPaths {
+        SandboxPaths {
+            run_dir: run_dir.to_owned(),
+        }
+    }
+    pub fn hostname(&self) -> PathBuf {
         self.run_dir.join("hostname")
     }
-    pub fn hosts_path(&self) -> PathBuf {
+    pub fn hosts(&self) -> PathBuf {
         self.run_dir.join("hosts")
     }
-    pub fn resolv_conf_path(&self) -> PathBuf {
+    pub fn resolv_conf(&self) -> PathBuf {
         self.run_dir.join("resolv.conf")
     }
-    pub fn shm_path(&self) -> PathBuf {
+    pub fn shm(&self) -> PathBuf {
         self.run_dir.join("shm")
     }
     pub fn ns_dir(&self) -> PathBuf {
         self.run_dir.join("ns")
+    }
+}
+
+impl SandboxRecord {
+    pub fn paths(&self) -> SandboxPaths {
+        SandboxPaths::of_run_dir(&self.run_dir)
     }
     /// The pod's cgroup parent as kubelet sent it (may be empty).
     pub fn cgroup_parent(&self) -> &str {
@@ -214,6 +248,17 @@ impl SandboxStore {
         &self.dir
     }
 
+    /// `<root>/sandboxes/<id>`: the sandbox's record lives here.
+    pub fn record_dir(&self, id: &str) -> PathBuf {
+        self.dir.join(id)
+    }
+
+    /// Writes a new record atomically (later changes go through `Sandbox::update`).
+    pub fn persist(&self, record: &SandboxRecord) -> Result<(), SandboxError> {
+        let path = self.record_dir(&record.id).join(RECORD_FILE);
+        Ok(crate::store::write_json(&path, record)?)
+    }
+
     pub fn insert(&self, sandbox: Arc<Sandbox>) {
         self.items.insert(sandbox.id.clone(), sandbox);
     }
@@ -235,21 +280,6 @@ impl SandboxStore {
     pub fn all(&self) -> Vec<Arc<Sandbox>> {
         self.items.all()
     }
-}
-
-/// Whether a Ready sandbox's namespaces still exist: its holder runs (when it has one)
-/// and its namespace files are still mounted.
-pub fn namespaces_alive(r: &SandboxRecord) -> bool {
-    let holder_ok = match r.holder_pid {
-        Some(pid) => std::fs::read_to_string(format!("/proc/{pid}/comm"))
-            .is_ok_and(|c| c.trim_end() == crate::monitor::HOLDER_NAME),
-        None => true,
-    };
-    let files_ok = [&r.namespaces.net, &r.namespaces.ipc, &r.namespaces.uts]
-        .into_iter()
-        .flatten()
-        .all(|p| p.exists());
-    holder_ok && files_ok
 }
 
 /// The name CRI reserves for a sandbox.

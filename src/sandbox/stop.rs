@@ -2,34 +2,29 @@
 //! stopped or gone (kubelet relies on it).
 
 use super::{SandboxError, SandboxState};
-use crate::daemon::Daemon;
-use crate::monitor::teardown_sandbox;
+use crate::context::Ctx;
 
-/// Stops every container of the pod, then its namespaces (the holder is killed and the
-/// namespace files unmounted). The record stays, NotReady, until RemovePodSandbox.
-pub async fn stop_pod_sandbox(d: &Daemon, id: &str) -> Result<(), SandboxError> {
-    let sandbox = match d.sandboxes().get(id) {
+/// Stops every container of the pod, then the pod itself (its backend's `stop_pod`). The
+/// record stays, NotReady, until RemovePodSandbox.
+pub async fn stop_pod_sandbox(ctx: &Ctx<'_>, id: &str) -> Result<(), SandboxError> {
+    let sandbox = match ctx.sandboxes.get(id) {
         Err(SandboxError::NotFound(_)) => return Ok(()),
         other => other?,
     };
     let _op = sandbox.op_lock.lock().await;
-    for c in d.containers().in_sandbox(&sandbox.id) {
-        crate::container::stop_container(d, &c.id, 0)
+    for c in ctx.containers.in_sandbox(&sandbox.id) {
+        crate::container::stop_container(ctx, &c.id, 0)
             .await
-            .map_err(|e| {
-                SandboxError::Invalid(format!(
-                    "stop container {} of pod {}: {e}",
-                    c.id, sandbox.id
-                ))
+            .map_err(|e| SandboxError::Container {
+                id: c.id.clone(),
+                pod: sandbox.id.clone(),
+                source: Box::new(e),
             })?;
     }
     let record = sandbox.record();
     if record.state == SandboxState::Ready || record.holder_pid.is_some() {
-        let (dir, pid) = (record.ns_dir(), record.holder_pid);
-        tokio::task::spawn_blocking(move || teardown_sandbox(&dir, pid))
-            .await
-            .map_err(|e| SandboxError::Invalid(format!("teardown task: {e}")))??;
-        sandbox.update(d.sandboxes().dir(), |r| {
+        ctx.backends.get(&record.backend)?.stop_pod(&record).await?;
+        sandbox.update(ctx.sandboxes.dir(), |r| {
             r.state = SandboxState::NotReady;
             r.holder_pid = None;
         })?;
@@ -38,46 +33,40 @@ pub async fn stop_pod_sandbox(d: &Daemon, id: &str) -> Result<(), SandboxError> 
     Ok(())
 }
 
-/// Stops the pod if needed, removes its containers, its files and its record.
-pub async fn remove_pod_sandbox(d: &Daemon, id: &str) -> Result<(), SandboxError> {
-    let sandbox = match d.sandboxes().get(id) {
+/// Stops the pod if needed, removes its containers, what its backend made, its record.
+pub async fn remove_pod_sandbox(ctx: &Ctx<'_>, id: &str) -> Result<(), SandboxError> {
+    let sandbox = match ctx.sandboxes.get(id) {
         Err(SandboxError::NotFound(_)) => return Ok(()),
         other => other?,
     };
-    stop_pod_sandbox(d, &sandbox.id).await?;
+    stop_pod_sandbox(ctx, &sandbox.id).await?;
     let _op = sandbox.op_lock.lock().await;
-    for c in d.containers().in_sandbox(&sandbox.id) {
-        crate::container::remove_container(d, &c.id)
+    for c in ctx.containers.in_sandbox(&sandbox.id) {
+        crate::container::remove_container(ctx, &c.id)
             .await
-            .map_err(|e| {
-                SandboxError::Invalid(format!(
-                    "remove container {} of pod {}: {e}",
-                    c.id, sandbox.id
-                ))
+            .map_err(|e| SandboxError::Container {
+                id: c.id.clone(),
+                pod: sandbox.id.clone(),
+                source: Box::new(e),
             })?;
     }
     let record = sandbox.record();
-    if record.shm_mounted {
-        match nix::mount::umount2(&record.shm_path(), nix::mount::MntFlags::MNT_DETACH) {
-            Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
-            Err(e) => {
-                return Err(SandboxError::io(
-                    format!("unmount {}", record.shm_path().display()),
-                    e.into(),
-                ))
-            }
+    ctx.backends
+        .get(&record.backend)?
+        .remove_pod(&record)
+        .await?;
+    let state_dir = ctx.sandboxes.record_dir(&record.id);
+    match std::fs::remove_dir_all(&state_dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(SandboxError::io(
+                format!("remove {}", state_dir.display()),
+                e,
+            ))
         }
+        _ => {}
     }
-    for dir in [&record.run_dir, &d.sandboxes().dir().join(&record.id)] {
-        match std::fs::remove_dir_all(dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(SandboxError::io(format!("remove {}", dir.display()), e))
-            }
-            _ => {}
-        }
-    }
-    d.names().release(&record.name, &record.id);
-    d.sandboxes().remove(&record.id);
+    ctx.names.release(&record.name, &record.id);
+    ctx.sandboxes.remove(&record.id);
     tracing::info!(sandbox = %record.id, "pod sandbox removed");
     Ok(())
 }

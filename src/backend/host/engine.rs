@@ -1,0 +1,177 @@
+//! What differs between the two host backends: the engine that creates a container under
+//! its monitor, youki's libcontainer in-process or the crun binary. Everything else (pods,
+//! bundles, monitors, logs, exec) is the same `HostBackend`.
+
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::Spec;
+
+use super::super::crun::CrunProbe;
+use super::super::{BackendError, PreparedSpec};
+use crate::error::Kind;
+use crate::monitor::RuntimeKind;
+
+pub enum Engine {
+    /// libcontainer, called in the monitor; `root` is its state root
+    /// (`<run_dir>/libcontainer`).
+    Libcontainer { root: PathBuf },
+    /// crun, run by the monitor for each operation; `root` is its `--root`
+    /// (`<run_dir>/crun`).
+    Crun { probe: CrunProbe, root: PathBuf },
+}
+
+impl Engine {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Engine::Libcontainer { .. } => "libcontainer",
+            Engine::Crun { .. } => "crun",
+        }
+    }
+
+    /// The runtime's state root.
+    pub fn root(&self) -> &Path {
+        match self {
+            Engine::Libcontainer { root } | Engine::Crun { root, .. } => root,
+        }
+    }
+
+    pub fn unavailable_reason(&self) -> Option<String> {
+        match self {
+            Engine::Libcontainer { .. } => None,
+            Engine::Crun { probe, .. } => probe.unavailable.clone(),
+        }
+    }
+
+    pub fn describe(&self) -> serde_json::Value {
+        let mut v = match self {
+            Engine::Libcontainer { .. } => serde_json::json!({}),
+            Engine::Crun { probe, .. } => {
+                let mut v = serde_json::to_value(probe).unwrap_or_default();
+                if let Some(map) = v.as_object_mut() {
+                    // The registry reports availability itself ("available", "reason").
+                    map.remove("unavailable");
+                }
+                v
+            }
+        };
+        v["root"] = self.root().display().to_string().into();
+        v
+    }
+
+    /// The engine's own fixes to a spec (spec/ writes what runc and crun read).
+    pub fn prepare_spec(&self, spec: &mut Spec) -> Result<PreparedSpec, BackendError> {
+        match self {
+            // crun reads the spec as runc does, oomScoreAdj and seccomp argument order
+            // included.
+            Engine::Crun { .. } => Ok(PreparedSpec::default()),
+            Engine::Libcontainer { .. } => prepare_for_libcontainer(spec),
+        }
+    }
+
+    /// How the monitor creates the container.
+    pub fn runtime_kind(&self) -> Result<RuntimeKind, BackendError> {
+        match self {
+            Engine::Libcontainer { .. } => Ok(RuntimeKind::Libcontainer),
+            Engine::Crun { probe, .. } => {
+                if let Some(reason) = &probe.unavailable {
+                    return Err(refused(format!(
+                        "crun is not available on this host: {reason}"
+                    )));
+                }
+                let path = probe
+                    .binary
+                    .clone()
+                    .ok_or_else(|| refused("crun binary not found".into()))?;
+                Ok(RuntimeKind::Crun {
+                    path,
+                    v1_view: probe.v1_view,
+                })
+            }
+        }
+    }
+}
+
+fn refused(message: String) -> BackendError {
+    BackendError::Failed {
+        backend: "crun",
+        kind: Kind::FailedPrecondition,
+        message,
+    }
+}
+
+/// libcontainer 0.7's quirks, worked around in the spec (docs/libcontainer.md).
+fn prepare_for_libcontainer(spec: &mut Spec) -> Result<PreparedSpec, BackendError> {
+    let mut prepared = PreparedSpec::default();
+    if let Some(p) = spec.process_mut() {
+        // libcontainer writes the spec's oomScoreAdj into its caller's own
+        // /proc/self/oom_score_adj: the monitor writes it into the container's init instead.
+        prepared.oom_score_adj = p.oom_score_adj();
+        p.set_oom_score_adj(None);
+        // An explicit `noNewPrivileges: false` makes libcontainer load seccomp after
+        // dropping capabilities, where without CAP_SYS_ADMIN the kernel refuses it; absent,
+        // it loads it before, as runc does. Both mean "no no_new_privs" to every runtime.
+        if p.no_new_privileges() == Some(false) {
+            p.set_no_new_privileges(None);
+        }
+    }
+    // libcontainer reads SCMP_CMP_MASKED_EQ's two values the other way round from runc and
+    // crun: without this the default profile's clone rule allows every clone.
+    if let Some(linux) = spec.linux_mut() {
+        if let Some(seccomp) = linux.seccomp().clone() {
+            let fixed = crate::spec::for_libcontainer(&seccomp)
+                .map_err(|e| BackendError::internal("libcontainer", e.to_string()))?;
+            linux.set_seccomp(Some(fixed));
+        }
+    }
+    Ok(prepared)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_spec::runtime::{ProcessBuilder, SpecBuilder};
+
+    fn spec_with(oom: Option<i32>, nnp: Option<bool>) -> Spec {
+        let mut p = ProcessBuilder::default().build().unwrap();
+        p.set_oom_score_adj(oom);
+        p.set_no_new_privileges(nnp);
+        SpecBuilder::default().process(p).build().unwrap()
+    }
+
+    #[test]
+    fn libcontainer_takes_oom_score_adj_out_of_the_spec_and_crun_keeps_it() {
+        let lc = Engine::Libcontainer {
+            root: "/run/l".into(),
+        };
+        let mut spec = spec_with(Some(500), Some(false));
+        let prepared = lc.prepare_spec(&mut spec).unwrap();
+        assert_eq!(prepared.oom_score_adj, Some(500));
+        let p = spec.process().as_ref().unwrap();
+        assert_eq!(p.oom_score_adj(), None);
+        assert_eq!(p.no_new_privileges(), None);
+
+        let crun = Engine::Crun {
+            probe: CrunProbe::unavailable("test"),
+            root: "/run/crun".into(),
+        };
+        let mut spec = spec_with(Some(500), Some(false));
+        assert_eq!(
+            crun.prepare_spec(&mut spec).unwrap(),
+            PreparedSpec::default()
+        );
+        let p = spec.process().as_ref().unwrap();
+        assert_eq!(p.oom_score_adj(), Some(500));
+        assert_eq!(p.no_new_privileges(), Some(false));
+    }
+
+    #[test]
+    fn an_unavailable_crun_refuses_to_create_with_its_reason() {
+        let crun = Engine::Crun {
+            probe: CrunProbe::unavailable("no binary here"),
+            root: "/run/crun".into(),
+        };
+        let e = crun.runtime_kind().unwrap_err();
+        assert!(e.to_string().contains("no binary here"), "{e}");
+        assert_eq!(crate::error::Classify::kind(&e), Kind::FailedPrecondition);
+    }
+}

@@ -1,0 +1,186 @@
+//! A host pod: the files its containers see, a private /dev/shm, and namespaces made by
+//! the zygote and held open by a holder process (`proxrt-pause`, pid 1 of the pod's pid
+//! namespace when it has one). Every step pushes its undo; a failure leaves nothing.
+
+use std::path::Path;
+
+use k8s_cri::v1::NamespaceMode;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+
+use super::files;
+use crate::backend::{BackendError, PodParams, PodRuntime};
+use crate::error::Kind;
+use crate::monitor::{teardown_sandbox, SandboxRequest, Zygote, HOLDER_NAME};
+use crate::rollback::Rollback;
+use crate::sandbox::{SandboxNamespaces, SandboxPaths, SandboxRecord};
+
+/// Size of a pod's private /dev/shm (kubelet's and containerd's default).
+const SHM_SIZE: &str = "size=65536k";
+
+fn invalid(message: String) -> BackendError {
+    BackendError::Failed {
+        backend: "host",
+        kind: Kind::InvalidArgument,
+        message,
+    }
+}
+
+fn io(what: String, e: std::io::Error) -> BackendError {
+    BackendError::internal("host", format!("{what}: {e}"))
+}
+
+pub(super) async fn run(zygote: &Zygote, pod: &PodParams<'_>) -> Result<PodRuntime, BackendError> {
+    let config = pod.config;
+    let ns = config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.clone())
+        .unwrap_or_default();
+    let host_net = ns.network == NamespaceMode::Node as i32;
+    let host_ipc = ns.ipc == NamespaceMode::Node as i32;
+    let pod_pid = ns.pid == NamespaceMode::Pod as i32;
+    let hostname = if host_net {
+        nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    } else {
+        config.hostname.clone()
+    };
+    if !host_net && !hostname.is_empty() {
+        files::check_hostname(&hostname).map_err(invalid)?;
+    }
+    let resolv = files::resolv_conf(config.dns_config.as_ref()).map_err(invalid)?;
+
+    let mut rb = Rollback::new(format!("run host pod {}", pod.id));
+    let paths = SandboxPaths::of_run_dir(pod.run_dir);
+    let run_dir = pod.run_dir.to_owned();
+    std::fs::create_dir_all(&run_dir)
+        .map_err(|e| io(format!("create {}", run_dir.display()), e))?;
+    {
+        let dir = run_dir.clone();
+        rb.push("run dir", move || {
+            let _ = std::fs::remove_dir_all(&dir);
+        });
+    }
+
+    let write = |path: &Path, text: &str| {
+        std::fs::write(path, text).map_err(|e| io(format!("write {}", path.display()), e))
+    };
+    write(&paths.hostname(), &format!("{hostname}\n"))?;
+    if host_net {
+        copy_host_file("/etc/hosts", &paths.hosts())?;
+    } else {
+        write(&paths.hosts(), &files::hosts(&hostname))?;
+    }
+    match resolv {
+        Some(text) => write(&paths.resolv_conf(), &text)?,
+        None => copy_host_file("/etc/resolv.conf", &paths.resolv_conf())?,
+    }
+
+    let shm = paths.shm();
+    let shm_mounted = !host_ipc;
+    if shm_mounted {
+        std::fs::create_dir_all(&shm).map_err(|e| io(format!("create {}", shm.display()), e))?;
+        mount(
+            Some("shm"),
+            &shm,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            Some(format!("mode=1777,{SHM_SIZE}").as_str()),
+        )
+        .map_err(|e| {
+            io(
+                format!("mount /dev/shm tmpfs on {}", shm.display()),
+                e.into(),
+            )
+        })?;
+        let shm = shm.clone();
+        rb.push("shm mount", move || {
+            let _ = umount2(&shm, MntFlags::MNT_DETACH);
+        });
+    }
+
+    let sysctls = config
+        .linux
+        .as_ref()
+        .map(|l| l.sysctls.clone())
+        .unwrap_or_default();
+    let ns_dir = paths.ns_dir();
+    let created = zygote
+        .spawn_sandbox(SandboxRequest {
+            id: pod.id.to_owned(),
+            dir: ns_dir.clone(),
+            new_net: !host_net,
+            new_ipc: !host_ipc,
+            new_uts: !host_net,
+            new_pid: pod_pid,
+            // An empty hostname keeps the kernel's default in the new uts namespace.
+            hostname: (!host_net && !hostname.is_empty()).then(|| hostname.clone()),
+            sysctls: sysctls.into_iter().collect(),
+        })
+        .await?;
+    rb.commit();
+    Ok(PodRuntime {
+        hostname,
+        holder_pid: Some(created.holder_pid),
+        namespaces: SandboxNamespaces {
+            net: created.net_ns,
+            ipc: created.ipc_ns,
+            uts: created.uts_ns,
+            pid: created.pid_ns,
+        },
+        shm_mounted,
+    })
+}
+
+/// Kills the holder and unmounts the namespace files.
+pub(super) async fn stop(pod: &SandboxRecord) -> Result<(), BackendError> {
+    let (dir, pid) = (pod.paths().ns_dir(), pod.holder_pid);
+    tokio::task::spawn_blocking(move || teardown_sandbox(&dir, pid))
+        .await
+        .map_err(|e| BackendError::internal("host", format!("teardown task: {e}")))??;
+    Ok(())
+}
+
+/// Unmounts /dev/shm and removes the run dir (after `stop`).
+pub(super) fn remove(pod: &SandboxRecord) -> Result<(), BackendError> {
+    let paths = pod.paths();
+    if pod.shm_mounted {
+        match umount2(&paths.shm(), MntFlags::MNT_DETACH) {
+            Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+            Err(e) => return Err(io(format!("unmount {}", paths.shm().display()), e.into())),
+        }
+    }
+    match std::fs::remove_dir_all(&paths.run_dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(io(format!("remove {}", paths.run_dir.display()), e))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Whether a ready pod's namespaces still exist: its holder runs (when it has one) and
+/// its namespace files are still mounted.
+pub(super) fn alive(r: &SandboxRecord) -> bool {
+    let holder_ok = match r.holder_pid {
+        Some(pid) => std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .is_ok_and(|c| c.trim_end() == HOLDER_NAME),
+        None => true,
+    };
+    let files_ok = [&r.namespaces.net, &r.namespaces.ipc, &r.namespaces.uts]
+        .into_iter()
+        .flatten()
+        .all(|p| p.exists());
+    holder_ok && files_ok
+}
+
+fn copy_host_file(from: &str, to: &Path) -> Result<(), BackendError> {
+    match std::fs::copy(from, to) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::write(to, "").map_err(|e| io(format!("write {}", to.display()), e))
+        }
+        Err(e) => Err(io(format!("copy {from} to {}", to.display()), e)),
+    }
+}

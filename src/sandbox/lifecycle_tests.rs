@@ -1,0 +1,216 @@
+//! RunPodSandbox, StopPodSandbox and RemovePodSandbox against a fake backend and temp
+//! stores: every failure leaves nothing behind and maps to its gRPC code.
+
+use std::sync::Arc;
+
+use k8s_cri::v1::{PodSandboxConfig, PodSandboxMetadata};
+use tonic::Code;
+
+use super::*;
+use crate::backend::fake::{FailAt, FakeBackend};
+use crate::backend::Backends;
+use crate::config::Config;
+use crate::container::ContainerStore;
+use crate::context::Ctx;
+use crate::error::Kind;
+use crate::image::Images;
+use crate::names::NameRegistry;
+use crate::select::Selector;
+use crate::spec::HostView;
+
+struct World {
+    _dir: tempfile::TempDir,
+    sandboxes: SandboxStore,
+    containers: ContainerStore,
+    names: Arc<NameRegistry>,
+    images: Images,
+    backends: Backends,
+    selector: Selector,
+    host: HostView,
+    run_dir: PathBuf,
+    fake: Arc<FakeBackend>,
+}
+
+impl World {
+    fn new() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::default();
+        let fake = FakeBackend::new();
+        World {
+            sandboxes: SandboxStore::load(&dir.path().join("sandboxes")).unwrap(),
+            containers: ContainerStore::load(&dir.path().join("containers")).unwrap(),
+            names: Arc::default(),
+            images: Images::open(dir.path(), &config).unwrap(),
+            backends: Backends::with(vec![fake.clone()], &config.runtime.default_backend),
+            selector: Selector::new(&config).unwrap(),
+            host: HostView {
+                oom_score_adj_min: 0,
+                cgroup_v2: false,
+                hugepage_sizes: Vec::new(),
+            },
+            run_dir: dir.path().join("run"),
+            _dir: dir,
+            fake,
+        }
+    }
+
+    fn ctx(&self) -> Ctx<'_> {
+        Ctx {
+            sandboxes: &self.sandboxes,
+            containers: &self.containers,
+            names: &self.names,
+            images: &self.images,
+            backends: &self.backends,
+            selector: &self.selector,
+            host: &self.host,
+            run_dir: &self.run_dir,
+        }
+    }
+
+    /// Nothing of any pod is left: no record, no state dir, no name.
+    fn assert_empty(&self) {
+        assert!(self.sandboxes.all().is_empty());
+        let left: Vec<_> = std::fs::read_dir(self.sandboxes.dir())
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "left in the store: {left:?}");
+        self.names
+            .reserve(&name(), "probe")
+            .expect("the name is free");
+        self.names.release(&name(), "probe");
+    }
+}
+
+fn name() -> String {
+    "web_default_uid-1_0".into()
+}
+
+fn pod() -> PodSandboxConfig {
+    PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: "web".into(),
+            namespace: "default".into(),
+            uid: "uid-1".into(),
+            attempt: 0,
+        }),
+        hostname: "web".into(),
+        ..Default::default()
+    }
+}
+
+fn code(e: SandboxError) -> Code {
+    crate::cri::errors::to_status(e).code()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_lives_through_its_backend_and_leaves_nothing() {
+    let w = World::new();
+    let id = run_pod_sandbox(&w.ctx(), pod(), "").await.unwrap();
+    let s = w.sandboxes.get(&id).unwrap();
+    assert_eq!(s.record().backend, "libcontainer");
+    assert_eq!(s.record().hostname, "web");
+    assert!(w.sandboxes.record_dir(&id).join(RECORD_FILE).is_file());
+    let clash = run_pod_sandbox(&w.ctx(), pod(), "").await.unwrap_err();
+    assert!(clash.to_string().contains(&id), "{clash}");
+    assert_eq!(code(clash), Code::AlreadyExists);
+
+    stop_pod_sandbox(&w.ctx(), &id).await.unwrap();
+    assert_eq!(s.state(), SandboxState::NotReady);
+    // Stop again is a no-op (kubelet retries).
+    stop_pod_sandbox(&w.ctx(), &id).await.unwrap();
+    remove_pod_sandbox(&w.ctx(), &id).await.unwrap();
+    remove_pod_sandbox(&w.ctx(), &id).await.unwrap();
+    assert_eq!(
+        w.fake.calls(),
+        vec![
+            format!("run_pod {id}"),
+            format!("stop_pod {id}"),
+            format!("remove_pod {id}")
+        ]
+    );
+    w.assert_empty();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_that_fails_to_run_the_pod_leaves_no_name_or_record() {
+    for kind in [Kind::Internal, Kind::InvalidArgument, Kind::Unavailable] {
+        let w = World::new();
+        w.fake.fail_at(FailAt::RunPod(kind));
+        let e = run_pod_sandbox(&w.ctx(), pod(), "").await.unwrap_err();
+        assert_eq!(code(e), crate::cri::errors::code(kind));
+        w.assert_empty();
+        // The backend cleans up after its own failure; nothing else was asked of it.
+        assert_eq!(w.fake.calls().len(), 1, "{:?}", w.fake.calls());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_that_cannot_be_written_undoes_the_backends_pod() {
+    let w = World::new();
+    let store = w.sandboxes.dir().to_owned();
+    // The record's final name is taken by a directory: the atomic rename fails.
+    *w.fake.on_run_pod.lock().unwrap() = Some(Box::new(move |id| {
+        std::fs::create_dir_all(store.join(id).join(RECORD_FILE).join("x")).unwrap();
+    }));
+    let e = run_pod_sandbox(&w.ctx(), pod(), "").await.unwrap_err();
+    assert_eq!(code(e), Code::Internal);
+    let calls = w.fake.calls();
+    assert_eq!(calls.len(), 3, "{calls:?}");
+    assert!(calls[1].starts_with("stop_pod ") && calls[2].starts_with("remove_pod "));
+    w.assert_empty();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_dir_that_cannot_be_made_fails_before_the_backend_runs() {
+    let w = World::new();
+    std::fs::remove_dir_all(w.sandboxes.dir()).unwrap();
+    std::fs::write(w.sandboxes.dir(), "not a dir").unwrap();
+    let e = run_pod_sandbox(&w.ctx(), pod(), "").await.unwrap_err();
+    assert_eq!(code(e), Code::Internal);
+    assert!(w.fake.calls().is_empty());
+    assert!(w.sandboxes.all().is_empty());
+    w.names.reserve(&name(), "probe").expect("the name is free");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_are_refused_before_anything_is_made() {
+    let w = World::new();
+    let e = run_pod_sandbox(&w.ctx(), pod(), "no-such-handler")
+        .await
+        .unwrap_err();
+    assert_eq!(code(e), Code::InvalidArgument);
+    let e = run_pod_sandbox(&w.ctx(), PodSandboxConfig::default(), "")
+        .await
+        .unwrap_err();
+    assert_eq!(code(e), Code::InvalidArgument);
+    // A backend this daemon does not have (crun is not registered here).
+    let mut p = pod();
+    p.annotations
+        .insert(crate::select::RUNTIME_ANNOTATION.into(), "crun".into());
+    let e = run_pod_sandbox(&w.ctx(), p, "").await.unwrap_err();
+    assert_eq!(code(e), Code::FailedPrecondition);
+    assert!(w.fake.calls().is_empty());
+    w.assert_empty();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_pods_are_not_found_or_already_gone() {
+    let w = World::new();
+    let missing = "f".repeat(64);
+    assert_eq!(
+        code(w.sandboxes.get(&missing).map(|_| ()).unwrap_err()),
+        Code::NotFound
+    );
+    stop_pod_sandbox(&w.ctx(), &missing).await.unwrap();
+    remove_pod_sandbox(&w.ctx(), &missing).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_failing_to_stop_keeps_the_pod_ready_and_says_why() {
+    let w = World::new();
+    let id = run_pod_sandbox(&w.ctx(), pod(), "").await.unwrap();
+    w.fake.fail_at(FailAt::StopPod(Kind::Internal));
+    let e = remove_pod_sandbox(&w.ctx(), &id).await.unwrap_err();
+    assert_eq!(code(e), Code::Internal);
+    assert_eq!(w.sandboxes.get(&id).unwrap().state(), SandboxState::Ready);
+}
