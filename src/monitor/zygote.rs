@@ -747,30 +747,9 @@ mod tests {
         assert!(err.contains("multi-threaded"), "{err}");
     }
 
-    #[test]
-    fn tty_and_long_state_dirs_are_refused_before_forking() {
-        let mut req = CreateRequest {
-            id: "a".repeat(64),
-            bundle: "/b".into(),
-            state_dir: "/run/s".into(),
-            libcontainer_root: "/run/l".into(),
-            log_path: None,
-            max_log_line_size: 0,
-            oom_score_adj: None,
-            exec_max_output: 0,
-            tty: true,
-            runtime: RuntimeKind::Libcontainer,
-        };
-        assert!(validate_create(&req).is_err());
-        req.tty = false;
-        assert!(validate_create(&req).is_ok());
-        req.state_dir = PathBuf::from("/run/").join("x".repeat(120));
-        assert!(validate_create(&req).is_err());
-    }
-
-    #[test]
-    fn crun_requests_need_absolute_paths_and_default_to_libcontainer() {
-        let mut req = CreateRequest {
+    /// A valid create request for `runtime`.
+    fn request(runtime: RuntimeKind) -> CreateRequest {
+        CreateRequest {
             id: "a".repeat(64),
             bundle: "/b".into(),
             state_dir: "/run/s".into(),
@@ -780,12 +759,28 @@ mod tests {
             oom_score_adj: None,
             exec_max_output: 0,
             tty: false,
-            runtime: RuntimeKind::Crun {
-                path: "crun".into(),
-                root: "/run/crun".into(),
-                v1_view: false,
-            },
-        };
+            runtime,
+        }
+    }
+
+    #[test]
+    fn tty_and_long_state_dirs_are_refused_before_forking() {
+        let mut req = request(RuntimeKind::Libcontainer);
+        req.tty = true;
+        assert!(validate_create(&req).is_err());
+        req.tty = false;
+        assert!(validate_create(&req).is_ok());
+        req.state_dir = PathBuf::from("/run/").join("x".repeat(120));
+        assert!(validate_create(&req).is_err());
+    }
+
+    #[test]
+    fn crun_requests_need_absolute_paths_and_default_to_libcontainer() {
+        let mut req = request(RuntimeKind::Crun {
+            path: "crun".into(),
+            root: "/run/crun".into(),
+            v1_view: false,
+        });
         assert!(validate_create(&req)
             .unwrap_err()
             .to_string()
