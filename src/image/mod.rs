@@ -235,18 +235,7 @@ impl Images {
             repo_digests.push(reference::digest_name(&r, &manifest_digest));
             repo_tags.extend(reference::tag_name(&r));
         }
-        let size =
-            manifest.config().size() + manifest.layers().iter().map(|l| l.size()).sum::<u64>();
-        let record = ImageRecord {
-            id: config_digest,
-            repo_tags: Vec::new(),
-            repo_digests: Vec::new(),
-            manifest_digest,
-            index_digest: None,
-            layers,
-            size,
-            stored_at: chrono::Utc::now().timestamp(),
-        };
+        let record = new_record(&manifest, manifest_digest, None, layers);
         let entry = self.record_image(record, config, (repo_tags, repo_digests))?;
         self.invalidate_usage();
         Ok(entry)
@@ -399,6 +388,26 @@ impl Images {
     /// The directory the image store lives in (ImageFsInfo's mountpoint).
     pub fn root(&self) -> &Path {
         &self.root
+    }
+}
+
+/// The record of a complete image, before `record_image` gives it its names.
+fn new_record(
+    manifest: &oci_spec::image::ImageManifest,
+    manifest_digest: String,
+    index_digest: Option<String>,
+    layers: Vec<LayerRecord>,
+) -> ImageRecord {
+    let size = manifest.config().size() + manifest.layers().iter().map(|l| l.size()).sum::<u64>();
+    ImageRecord {
+        id: manifest.config().digest().to_string(),
+        repo_tags: Vec::new(),
+        repo_digests: Vec::new(),
+        manifest_digest,
+        index_digest,
+        layers,
+        size,
+        stored_at: chrono::Utc::now().timestamp(),
     }
 }
 

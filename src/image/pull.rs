@@ -14,7 +14,7 @@ use super::ingest::IngestFile;
 use super::reference::{self, parse_reference};
 use super::registry::{self, Credentials};
 use super::{
-    index, layer_records, CollectOnDrop, ImageEntry, ImageError, ImageRecord, Images, LayerRecord,
+    index, layer_records, new_record, CollectOnDrop, ImageEntry, ImageError, Images, LayerRecord,
 };
 
 impl Images {
@@ -98,18 +98,12 @@ impl Images {
             .try_collect::<Vec<()>>()
             .await?;
 
-        let size =
-            manifest.config().size() + manifest.layers().iter().map(|l| l.size()).sum::<u64>();
-        let record = ImageRecord {
-            id: config_digest,
-            repo_tags: Vec::new(),
-            repo_digests: Vec::new(),
-            manifest_digest: resolved.manifest_digest.clone(),
-            index_digest: resolved.index.as_ref().map(|(_, d)| d.clone()),
+        let record = new_record(
+            manifest,
+            resolved.manifest_digest.clone(),
+            resolved.index.as_ref().map(|(_, d)| d.clone()),
             layers,
-            size,
-            stored_at: chrono::Utc::now().timestamp(),
-        };
+        );
         self.record_image(record, config, names)
     }
 
