@@ -29,3 +29,20 @@ pub enum Kind {
 pub trait Classify {
     fn kind(&self) -> Kind;
 }
+
+/// An error and its sources, one after the other: top-level messages ("failed to
+/// create container", "error sending request") say little without them. A source
+/// whose text the message already quotes is not repeated.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}

@@ -39,6 +39,18 @@ impl Rollback {
         self.push(step, move || block_on_undo(undo()));
     }
 
+    /// Creates `dir` and its parents; undone by removing `dir` with all it holds by
+    /// then. Replaces the create-then-push loop every create path wrote for its
+    /// state and run directories.
+    pub fn create_dir_all(&mut self, dir: &std::path::Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        let dir = dir.to_owned();
+        self.push("dir", move || {
+            let _ = std::fs::remove_dir_all(&dir);
+        });
+        Ok(())
+    }
+
     /// The operation succeeded: keep everything it made.
     pub fn commit(mut self) {
         self.steps.clear();
@@ -145,5 +157,21 @@ mod tests {
             });
             assert_eq!(*log.lock().unwrap(), vec!["async", "sync"], "multi {multi}");
         }
+    }
+
+    #[test]
+    fn created_dirs_are_removed_unless_committed() {
+        let root = tempfile::tempdir().unwrap();
+        let (kept, undone) = (root.path().join("kept/a"), root.path().join("undone/b"));
+        let mut rb = Rollback::new("test");
+        rb.create_dir_all(&kept).unwrap();
+        rb.commit();
+        let mut rb = Rollback::new("test");
+        rb.create_dir_all(&undone).unwrap();
+        std::fs::write(undone.join("file"), "x").unwrap();
+        assert!(undone.is_dir());
+        drop(rb);
+        assert!(kept.is_dir());
+        assert!(!undone.exists());
     }
 }

@@ -200,6 +200,32 @@ impl<T> ById<T> {
     }
 }
 
+/// `n` random bytes as hex (temp names, name suffixes).
+pub fn random_hex(n: usize) -> String {
+    let mut buf = vec![0u8; n];
+    // getrandom only fails when the kernel has no entropy source at all.
+    if getrandom::fill(&mut buf).is_err() {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        buf.iter_mut()
+            .enumerate()
+            .for_each(|(i, b)| *b = (t >> ((i % 16) * 8)) as u8 ^ std::process::id() as u8);
+    }
+    hex::encode(buf)
+}
+
+/// A new container or sandbox id: 64 hex digits, like containerd's.
+pub fn new_id() -> String {
+    random_hex(32)
+}
+
+/// The current time in unix nanoseconds: what every record and status file stores.
+pub fn now_nanos() -> i64 {
+    chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

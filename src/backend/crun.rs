@@ -154,8 +154,8 @@ fn resolve_binary(path: &str) -> Result<PathBuf, String> {
             false => Err(format!("crun binary {path} is not an executable file")),
         };
     }
-    let search = std::env::var("PATH")
-        .unwrap_or_else(|_| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    let search =
+        std::env::var("PATH").unwrap_or_else(|_| crate::spec::process::DEFAULT_PATH.into());
     search
         .split(':')
         .filter(|d| !d.is_empty())

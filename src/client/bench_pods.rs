@@ -62,11 +62,8 @@ pub async fn pods(
     let mut bench = Bench {
         cri: cri.clone(),
         image: image.to_owned(),
-        run: crate::image::content::random_hex(4),
-        logs: std::env::temp_dir().join(format!(
-            "proxrt-bench-{}",
-            crate::image::content::random_hex(6)
-        )),
+        run: crate::store::random_hex(4),
+        logs: std::env::temp_dir().join(format!("proxrt-bench-{}", crate::store::random_hex(6))),
         pods: Vec::new(),
     };
     let result = bench.measure(rounds, live).await;

@@ -14,8 +14,9 @@ use k8s_cri::v1::{
 
 use super::pods::{for_each, label_selector, pod_status, print_inspect};
 use super::run::{follow_until_exit, LogFollower};
-use super::table::{age, now_nanos, short_id, Table};
+use super::table::{age, short_id, Table};
 use super::{config_file, ClientError, Cri};
+use crate::store::now_nanos;
 
 /// What `proxrt create` makes a container from: a config file, or flags.
 #[derive(Debug, Clone, Default)]

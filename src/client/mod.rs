@@ -20,6 +20,8 @@ use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use tonic::transport::{Channel, Endpoint, Uri};
 
+use crate::error::error_chain;
+
 pub use bench::BenchArgs;
 pub use containers::{create, exec, inspect, logs, ps, rm, start, stop, CreateOptions, PsOptions};
 pub use images::{images, import, inspecti, pull, rmi};
@@ -91,17 +93,6 @@ pub async fn connect(endpoint: &str, timeout: Duration) -> Result<Cri, ClientErr
             .max_encoding_message_size(MAX),
         channel,
     })
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// `proxrt version`

@@ -12,8 +12,9 @@ use k8s_cri::v1::{
 };
 
 use super::run::LOG_ROOT;
-use super::table::{age, now_nanos, short_id, Table};
+use super::table::{age, short_id, Table};
 use super::{config_file, ClientError, Cri};
+use crate::store::now_nanos;
 
 #[derive(Debug, Clone, Default)]
 pub struct PodsOptions {
@@ -122,7 +123,7 @@ pub async fn runp(cri: &mut Cri, opts: &RunpOptions) -> Result<(), ClientError> 
     let config: PodSandboxConfig = match (&opts.config, &opts.name) {
         (Some(path), _) => with_hostname(config_file::read_config(path)?),
         (None, Some(name)) => {
-            let uid = format!("proxrt-runp-{}", crate::image::content::random_hex(8));
+            let uid = format!("proxrt-runp-{}", crate::store::random_hex(8));
             let mut config = pod_config(name, &opts.namespace, &uid, opts.host_network);
             config.labels = label_selector(&opts.labels)?;
             config

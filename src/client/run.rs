@@ -29,9 +29,9 @@ pub struct RunOptions {
 
 /// Returns the container's exit code.
 pub async fn run(cri: &mut Cri, opts: &RunOptions) -> Result<i32, ClientError> {
-    let suffix = crate::image::content::random_hex(4);
+    let suffix = crate::store::random_hex(4);
     let name = opts.name.clone().unwrap_or_else(|| format!("run-{suffix}"));
-    let uid = format!("proxrt-run-{}", crate::image::content::random_hex(8));
+    let uid = format!("proxrt-run-{}", crate::store::random_hex(8));
     let pod = super::pods::pod_config(&name, "default", &uid, opts.host_network);
     let log_dir = PathBuf::from(&pod.log_directory);
     let sandbox_id = cri

@@ -1,7 +1,5 @@
 //! What `proxrt pods` and `proxrt ps` print: aligned columns, short ids, ages.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 /// Ids are shown by their first 13 characters, as crictl does (any unique prefix works
 /// as an argument).
 pub const SHORT_ID: usize = 13;
@@ -53,14 +51,6 @@ impl Table {
         }
         out
     }
-}
-
-/// Nanoseconds since the epoch, now.
-pub fn now_nanos() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
 }
 
 /// How long ago `created` (ns since the epoch) was, in words: "3 minutes ago".

@@ -12,7 +12,6 @@ use k8s_cri::v1::{ContainerConfig, PodSandboxConfig};
 use super::{container_name, rootfs, Container, ContainerError, ContainerPaths, ContainerRecord};
 use crate::backend::CreateParams;
 use crate::context::Ctx;
-use crate::image::content::random_hex;
 use crate::rollback::Rollback;
 use crate::sandbox::SandboxState;
 use crate::spec::{self, ResolvedDevice, SandboxView, SpecInput};
@@ -68,7 +67,7 @@ pub async fn create_container(
         None => None,
     };
 
-    let id = random_hex(32);
+    let id = crate::store::new_id();
     let mut rb = Rollback::new(format!("create container {id}"));
     ctx.names.reserve(&name, &id)?;
     {
@@ -86,12 +85,8 @@ pub async fn create_container(
                 std::io::Error::new(std::io::ErrorKind::AlreadyExists, "id clash"),
             ));
         }
-        std::fs::create_dir_all(dir)
+        rb.create_dir_all(dir)
             .map_err(|e| ContainerError::io(format!("create {}", dir.display()), e))?;
-        let dir = dir.clone();
-        rb.push("dir", move || {
-            let _ = std::fs::remove_dir_all(&dir);
-        });
     }
     for dir in [&bundle, &upper, &work, &rootfs_dir] {
         std::fs::create_dir_all(dir)
@@ -167,7 +162,7 @@ pub async fn create_container(
         image_name,
         image_id: image.record.id.clone(),
         image_ref,
-        created_at: chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default(),
+        created_at: crate::store::now_nanos(),
         log_path: log_path.clone(),
         backend: backend.name().to_owned(),
         backend_reason: decision.reason,

@@ -262,18 +262,10 @@ impl Container {
         if s.as_ref().is_some_and(|s| s.finished_at.is_some()) {
             return;
         }
-        let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
-        let mut next = s.clone().unwrap_or(ContainerStatusFile {
-            monitor_pid: 0,
-            init_pid: 0,
-            created_at: self.record.created_at,
-            started_at: None,
-            finished_at: None,
-            exit_code: None,
-            signal: None,
-            oom_killed: false,
-            message: None,
-        });
+        let now = crate::store::now_nanos();
+        let mut next = s
+            .clone()
+            .unwrap_or_else(|| ContainerStatusFile::created(0, 0, self.record.created_at));
         next.finished_at = Some(now);
         next.exit_code = Some(255);
         next.message =

@@ -13,7 +13,7 @@ pub async fn image_fs_info(
 ) -> Result<ImageFsInfoResponse, Status> {
     let usage = d.images().fs_usage().await.map_err(to_status)?;
     let fs = FilesystemUsage {
-        timestamp: chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default(),
+        timestamp: crate::store::now_nanos(),
         fs_id: Some(FilesystemIdentifier {
             mountpoint: d.images().root().display().to_string(),
         }),

@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest as _, Sha256};
 
 use super::ImageError;
+// Kept at its old path for the callers that import it from here.
+pub use crate::store::random_hex;
 
 #[derive(Debug, Clone)]
 pub struct ContentStore {
@@ -175,22 +177,6 @@ pub fn sha256_file(path: &Path) -> io::Result<String> {
         hasher.update(&buf[..n]);
     }
     Ok(format!("sha256:{}", hex::encode(hasher.finalize())))
-}
-
-/// `n` random bytes as hex (ids, temp names).
-pub fn random_hex(n: usize) -> String {
-    let mut buf = vec![0u8; n];
-    // getrandom only fails when the kernel has no entropy source at all.
-    if getrandom::fill(&mut buf).is_err() {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        buf.iter_mut()
-            .enumerate()
-            .for_each(|(i, b)| *b = (t >> ((i % 16) * 8)) as u8 ^ std::process::id() as u8);
-    }
-    hex::encode(buf)
 }
 
 #[cfg(test)]

@@ -14,18 +14,18 @@
 pub mod content;
 pub mod import;
 pub mod index;
-pub mod pull;
+mod ingest;
+mod locks;
+mod pull;
 pub mod reference;
+pub mod registry;
 pub mod snapshot;
 pub mod unpack;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
-use futures_util::stream::{self, StreamExt, TryStreamExt};
-use oci_client::manifest::OciDescriptor;
-use oci_client::Reference;
 use oci_spec::image::{Descriptor, ImageConfiguration};
 
 use crate::config::Config;
@@ -33,8 +33,10 @@ use crate::error::{Classify, Kind};
 use content::ContentStore;
 use index::ImageIndex;
 pub use index::{ImageEntry, ImageRecord, LayerRecord};
-pub use pull::Credentials;
+use locks::KeyedLocks;
+pub use locks::StoreGuard;
 use reference::{parse_query, parse_reference};
+pub use registry::Credentials;
 use snapshot::SnapshotStore;
 use unpack::Compression;
 
@@ -130,7 +132,7 @@ pub struct Images {
     content: ContentStore,
     snapshots: SnapshotStore,
     index: RwLock<ImageIndex>,
-    registry: pull::Registry,
+    registry: registry::Registry,
     max_downloads: usize,
     /// One pull per reference at a time; one download or unpack per blob at a time.
     locks: KeyedLocks,
@@ -157,7 +159,7 @@ impl Images {
             content,
             snapshots,
             index: RwLock::new(index),
-            registry: pull::Registry::new(config),
+            registry: registry::Registry::new(config),
             max_downloads: config.images.max_concurrent_downloads,
             locks: KeyedLocks::default(),
             gc_lock: tokio::sync::RwLock::new(()),
@@ -177,146 +179,15 @@ impl Images {
         self.index.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Pulls `image` from its registry (or a configured mirror) unless an identical
-    /// image is already stored, and returns it.
-    pub async fn pull(
-        self: &Arc<Self>,
-        image: &str,
-        creds: &Credentials,
-    ) -> Result<Arc<ImageEntry>, ImageError> {
-        let reference = parse_reference(image)?;
-        let key = reference.whole();
-        let _one_pull = self.locks.lock(&format!("pull:{key}")).await;
-        let mut cleanup = CollectOnDrop(Some(self.clone()));
-        let result = {
-            let _shared = self.gc_lock.read().await;
-            self.pull_locked(&reference, creds).await
-        };
-        cleanup.0 = None;
-        match result {
-            Ok(entry) => {
-                self.invalidate_usage();
-                Ok(entry)
-            }
-            Err(e) => {
-                tracing::info!(image = %key, error = %e, "pull failed; collecting what it left");
-                if let Err(gc) = self.collect_garbage().await {
-                    tracing::warn!(error = %gc, "garbage collection after a failed pull");
-                }
-                Err(e)
-            }
-        }
-    }
-
-    async fn pull_locked(
-        &self,
-        reference: &Reference,
-        creds: &Credentials,
-    ) -> Result<Arc<ImageEntry>, ImageError> {
-        let resolved = self.registry.resolve(reference, creds).await?;
-        let manifest = &resolved.manifest;
-        let config_digest = manifest.config().digest().to_string();
-        let names = names_for(reference, &resolved);
-
-        // Fast path: the image is already complete; only its names may be new.
-        let existing = self.index().get(&config_digest);
-        if let Some(existing) = existing {
-            if existing.record.manifest_digest == resolved.manifest_digest
-                && existing
-                    .record
-                    .layers
-                    .iter()
-                    .all(|l| self.snapshots.exists(&l.diff_id))
-            {
-                return self.record_image(existing.record.clone(), existing.config.clone(), names);
-            }
-        }
-
-        self.content
-            .write_bytes(&resolved.manifest_digest, &resolved.manifest_raw)?;
-        if let Some((raw, digest)) = &resolved.index {
-            self.content.write_bytes(digest, raw)?;
-        }
-        let config_desc = oci_descriptor(manifest.config());
-        self.fetch_blob(&resolved, reference, &config_desc).await?;
-        let config = index::load_config(&self.content, &config_digest)?;
-        let layers = layer_records(manifest.layers(), &config, &reference.whole())?;
-
-        let work: Vec<(Descriptor, LayerRecord)> = manifest
-            .layers()
-            .iter()
-            .cloned()
-            .zip(layers.iter().cloned())
-            .collect();
-        let resolved = &resolved;
-        stream::iter(work)
-            .map(|(desc, layer)| async move {
-                self.ensure_layer(resolved, reference, &desc, &layer).await
-            })
-            .buffer_unordered(self.max_downloads)
-            .try_collect::<Vec<()>>()
-            .await?;
-
-        let size =
-            manifest.config().size() + manifest.layers().iter().map(|l| l.size()).sum::<u64>();
-        let record = ImageRecord {
-            id: config_digest,
-            repo_tags: Vec::new(),
-            repo_digests: Vec::new(),
-            manifest_digest: resolved.manifest_digest.clone(),
-            index_digest: resolved.index.as_ref().map(|(_, d)| d.clone()),
-            layers,
-            size,
-            stored_at: chrono::Utc::now().timestamp(),
-        };
-        self.record_image(record, config, names)
-    }
-
-    /// Makes sure one layer's snapshot exists: download (unless the blob is stored)
-    /// and unpack, once, whoever else pulls an image sharing the layer right now.
-    async fn ensure_layer(
-        &self,
-        resolved: &pull::Resolved,
-        reference: &Reference,
-        desc: &Descriptor,
-        layer: &LayerRecord,
-    ) -> Result<(), ImageError> {
-        let _one = self.locks.lock(&format!("layer:{}", layer.digest)).await;
-        if self.snapshots.exists(&layer.diff_id) {
-            return Ok(());
-        }
-        self.fetch_blob(resolved, reference, &oci_descriptor(desc))
-            .await?;
-        let compression = layer_compression(&layer.media_type, &self.content.path(&layer.digest)?)?;
-        let snapshots = self.snapshots.clone();
+    /// Unpacks a stored layer blob into its snapshot, off the async runtime. The caller
+    /// holds the layer's lock and found no snapshot.
+    async fn unpack_layer(&self, layer: &LayerRecord) -> Result<(), ImageError> {
         let blob = self.content.path(&layer.digest)?;
-        let diff_id = layer.diff_id.clone();
+        let compression = layer_compression(&layer.media_type, &blob)?;
+        let (snapshots, diff_id) = (self.snapshots.clone(), layer.diff_id.clone());
         tokio::task::spawn_blocking(move || snapshots.create(&diff_id, &blob, compression))
             .await
             .map_err(|e| ImageError::Store(format!("unpack task: {e}")))??;
-        Ok(())
-    }
-
-    async fn fetch_blob(
-        &self,
-        resolved: &pull::Resolved,
-        reference: &Reference,
-        desc: &OciDescriptor,
-    ) -> Result<(), ImageError> {
-        if self.content.exists(&desc.digest) {
-            return Ok(());
-        }
-        // One download per blob: two pulls of one image by different names (tag and
-        // digest) share the config, which no layer lock covers.
-        let _one = self.locks.lock(&format!("blob:{}", desc.digest)).await;
-        if self.content.exists(&desc.digest) {
-            return Ok(());
-        }
-        let tmp = IngestFile(self.content.ingest_path());
-        self.registry
-            .fetch_blob(resolved, reference, desc, &tmp.0)
-            .await?;
-        self.content.commit_file(&tmp.0, &desc.digest, false)?;
         Ok(())
     }
 
@@ -355,12 +226,7 @@ impl Images {
             if self.snapshots.exists(&layer.diff_id) {
                 continue;
             }
-            let blob = self.content.path(&layer.digest)?;
-            let compression = layer_compression(&layer.media_type, &blob)?;
-            let (snapshots, diff_id) = (self.snapshots.clone(), layer.diff_id.clone());
-            tokio::task::spawn_blocking(move || snapshots.create(&diff_id, &blob, compression))
-                .await
-                .map_err(|e| ImageError::Store(format!("unpack task: {e}")))??;
+            self.unpack_layer(layer).await?;
         }
         let mut repo_tags = Vec::new();
         let mut repo_digests = Vec::new();
@@ -369,18 +235,7 @@ impl Images {
             repo_digests.push(reference::digest_name(&r, &manifest_digest));
             repo_tags.extend(reference::tag_name(&r));
         }
-        let size =
-            manifest.config().size() + manifest.layers().iter().map(|l| l.size()).sum::<u64>();
-        let record = ImageRecord {
-            id: config_digest,
-            repo_tags: Vec::new(),
-            repo_digests: Vec::new(),
-            manifest_digest,
-            index_digest: None,
-            layers,
-            size,
-            stored_at: chrono::Utc::now().timestamp(),
-        };
+        let record = new_record(&manifest, manifest_digest, None, layers);
         let entry = self.record_image(record, config, (repo_tags, repo_digests))?;
         self.invalidate_usage();
         Ok(entry)
@@ -536,27 +391,23 @@ impl Images {
     }
 }
 
-/// The tag and digest names an image gets from the reference it was pulled by.
-fn names_for(reference: &Reference, resolved: &pull::Resolved) -> (Vec<String>, Vec<String>) {
-    let tags: Vec<String> = if reference.digest().is_none() {
-        reference::tag_name(reference).into_iter().collect()
-    } else {
-        Vec::new()
-    };
-    let top = resolved
-        .index
-        .as_ref()
-        .map(|(_, d)| d.as_str())
-        .unwrap_or(&resolved.manifest_digest);
-    (tags, vec![reference::digest_name(reference, top)])
-}
-
-fn oci_descriptor(d: &Descriptor) -> OciDescriptor {
-    OciDescriptor {
-        media_type: d.media_type().to_string(),
-        digest: d.digest().to_string(),
-        size: d.size() as i64,
-        ..Default::default()
+/// The record of a complete image, before `record_image` gives it its names.
+fn new_record(
+    manifest: &oci_spec::image::ImageManifest,
+    manifest_digest: String,
+    index_digest: Option<String>,
+    layers: Vec<LayerRecord>,
+) -> ImageRecord {
+    let size = manifest.config().size() + manifest.layers().iter().map(|l| l.size()).sum::<u64>();
+    ImageRecord {
+        id: manifest.config().digest().to_string(),
+        repo_tags: Vec::new(),
+        repo_digests: Vec::new(),
+        manifest_digest,
+        index_digest,
+        layers,
+        size,
+        stored_at: chrono::Utc::now().timestamp(),
     }
 }
 
@@ -623,18 +474,6 @@ fn disk_usage(root: &Path) -> std::io::Result<FsUsage> {
     Ok(usage)
 }
 
-/// Held while blobs are added that no image record references yet (see `Images::guard`).
-pub struct StoreGuard<'a>(#[allow(dead_code)] tokio::sync::RwLockReadGuard<'a, ()>);
-
-/// A download in flight; removed unless it was renamed into the store.
-struct IngestFile(PathBuf);
-
-impl Drop for IngestFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 /// If a pull or an import is cancelled (the client went away), collect what it left
 /// behind. Disarmed by taking the `Option` once the operation finished either way.
 struct CollectOnDrop(Option<Arc<Images>>);
@@ -650,29 +489,5 @@ impl Drop for CollectOnDrop {
                 });
             }
         }
-    }
-}
-
-/// Async locks by name, created on demand and dropped when nobody holds them.
-#[derive(Default)]
-pub struct KeyedLocks {
-    map: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
-}
-
-impl KeyedLocks {
-    pub async fn lock(&self, key: &str) -> tokio::sync::OwnedMutexGuard<()> {
-        let lock = {
-            let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-            map.retain(|_, w| w.strong_count() > 0);
-            match map.get(key).and_then(|w| w.upgrade()) {
-                Some(l) => l,
-                None => {
-                    let l = Arc::new(tokio::sync::Mutex::new(()));
-                    map.insert(key.to_owned(), Arc::downgrade(&l));
-                    l
-                }
-            }
-        };
-        lock.lock_owned().await
     }
 }

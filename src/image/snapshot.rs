@@ -6,9 +6,10 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::content::{hex_of, random_hex};
+use super::content::hex_of;
 use super::unpack::{self, Compression};
 use super::ImageError;
+use crate::store::random_hex;
 
 #[derive(Debug, Clone)]
 pub struct SnapshotStore {

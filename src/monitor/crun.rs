@@ -22,11 +22,13 @@ use std::process::{Command, ExitStatus, Stdio};
 
 use nix::unistd::Pid;
 
+use super::process::ProcStat;
+use crate::spec::process::DEFAULT_PATH;
+
 /// Files in the container's state dir: crun's `--log`, and the init's `--pid-file` (removed
 /// once read). Each exec writes `exec-<pid>.json`/`.pid` beside them for its duration.
 const LOG_FILE: &str = "crun.log";
 const INIT_PID_FILE: &str = "init.pid";
-const PATH_ENV: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// One container as crun knows it.
 #[derive(Clone, Debug)]
@@ -81,7 +83,7 @@ impl Crun {
             .arg("--cgroup-manager=cgroupfs")
             .args(args)
             .env_clear()
-            .env("PATH", PATH_ENV)
+            .env("PATH", DEFAULT_PATH)
             .current_dir("/");
         let v1_view = self.v1_view;
         // SAFETY: between fork and exec only async-signal-safe calls are made: sigprocmask,
@@ -157,7 +159,7 @@ impl Crun {
         let pid = pid?;
         // The init was crun's child; crun has exited, so it must be ours now (we are a
         // child subreaper). If it is not, the monitor could never reap it.
-        let parent = parent_of(pid);
+        let parent = ProcStat::read(pid).map(|s| s.ppid);
         if parent != Some(std::process::id() as i32) {
             return Err(format!(
                 "crun create: the container's init {pid} was re-parented to {parent:?}, not to its monitor"
@@ -257,17 +259,6 @@ fn read_pid(path: &Path) -> Result<i32, String> {
         .ok()
         .filter(|p| *p > 0)
         .ok_or_else(|| format!("{} holds no pid: {text:?}", path.display()))
-}
-
-/// The parent pid of `pid` from /proc/<pid>/stat.
-fn parent_of(pid: i32) -> Option<i32> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
 }
 
 /// In the forked child, before exec: a private mount namespace without the cgroup2 mount,

@@ -134,9 +134,39 @@ pub(crate) fn clear_env() {
     }
 }
 
-/// The current time in unix nanoseconds.
-pub(crate) fn now_nanos() -> i64 {
-    chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX)
+pub(crate) use crate::store::now_nanos;
+
+/// What proxrt reads from `/proc/<pid>/stat`: the fields after the `)` that closes the
+/// command name (which may itself hold spaces and parentheses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ProcStat {
+    /// `R`, `S`, `Z` (a zombie), `X` (dead)…
+    pub state: char,
+    pub ppid: i32,
+}
+
+impl ProcStat {
+    pub(crate) fn parse(stat: &str) -> Option<ProcStat> {
+        let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+        let state = fields.next()?.chars().next()?;
+        let ppid = fields.next()?.parse().ok()?;
+        Some(ProcStat { state, ppid })
+    }
+
+    /// `None`: no such process (or an unreadable stat file).
+    pub(crate) fn read(pid: i32) -> Option<ProcStat> {
+        Self::parse(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+    }
+
+    /// A zombie waiting for its parent, or dead.
+    pub(crate) fn has_exited(&self) -> bool {
+        matches!(self.state, 'Z' | 'X')
+    }
+}
+
+/// Whether `pid` has exited: a zombie, dead, or gone from /proc.
+pub(crate) fn has_exited(pid: i32) -> bool {
+    ProcStat::read(pid).is_none_or(|s| s.has_exited())
 }
 
 /// A pidfd for `pid`: lets a non-parent wait for a process's exit and signal it without
@@ -300,5 +330,22 @@ mod tests {
         // Zygote::spawn must refuse to fork.
         let t = std::thread::spawn(is_multithreaded);
         assert!(t.join().unwrap());
+    }
+
+    #[test]
+    fn proc_stat_reads_past_the_command_name() {
+        let stat = "42 (a) b (c)) S 7 42 42 0 -1 4194560 0 0";
+        assert_eq!(
+            ProcStat::parse(stat),
+            Some(ProcStat {
+                state: 'S',
+                ppid: 7
+            })
+        );
+        assert!(ProcStat::parse("42 (zombie) Z 1 0").unwrap().has_exited());
+        assert_eq!(ProcStat::parse("42 (cut"), None);
+        let me = ProcStat::read(std::process::id() as i32).unwrap();
+        assert_eq!(me.ppid, nix::unistd::getppid().as_raw());
+        assert!(!has_exited(std::process::id() as i32));
     }
 }

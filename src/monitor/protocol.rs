@@ -24,6 +24,22 @@ pub(crate) const MAX_FRAME: usize = 64 * 1024;
 pub(crate) const MAX_REQUEST_LINE: usize = 1 << 20;
 /// The daemon's acknowledgement of a report.
 pub(crate) const ACK: u8 = b'k';
+/// How long a forked child waits for the daemon's `ACK` before it undoes its work.
+pub(crate) const ACK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The child's side of the create/acknowledge exchange: whether the daemon sent `ACK`
+/// on `report` within `ACK_TIMEOUT` (a closed socket or silence means it went away).
+pub(crate) fn acknowledged(report: &mut std::os::unix::net::UnixStream) -> bool {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    match super::process::poll_one(report.as_raw_fd(), libc::POLLIN, Some(ACK_TIMEOUT)) {
+        Ok(true) => {
+            let mut byte = [0u8; 1];
+            matches!(report.read(&mut byte), Ok(1) if byte[0] == ACK)
+        }
+        _ => false,
+    }
+}
 
 #[derive(Serialize, Deserialize, Debug)]
 #[serde(rename_all = "snake_case", tag = "op")]

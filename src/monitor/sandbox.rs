@@ -27,7 +27,7 @@ use super::process::{
     close_fds_except, exit_now, pidfd_open, pidfd_send_signal, poll_one, reset_signals,
     stdio_to_dev_null,
 };
-use super::protocol::{write_frame, Fault, Report, ACK};
+use super::protocol::{acknowledged, write_frame, Fault, Report};
 use super::MonitorError;
 use crate::rollback::Rollback;
 
@@ -35,7 +35,6 @@ use crate::rollback::Rollback;
 /// killing a pid, so a recycled pid is never killed.
 pub const HOLDER_NAME: &str = "proxrt-pause";
 
-const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 const HOLDER_EXIT_WAIT: Duration = Duration::from_secs(5);
 
 /// A pod's namespaces to create.
@@ -164,17 +163,6 @@ pub(crate) fn run_setup(req: SandboxRequest, report: OwnedFd) -> i32 {
     }
     rollback.commit();
     0
-}
-
-fn acknowledged(report: &mut UnixStream) -> bool {
-    use std::io::Read;
-    match poll_one(report.as_raw_fd(), libc::POLLIN, Some(ACK_TIMEOUT)) {
-        Ok(true) => {
-            let mut byte = [0u8; 1];
-            matches!(report.read(&mut byte), Ok(1) if byte[0] == ACK)
-        }
-        _ => false,
-    }
 }
 
 fn setup(

@@ -38,6 +38,21 @@ pub struct ContainerStatusFile {
 }
 
 impl ContainerStatusFile {
+    /// A container just created: not started, not finished.
+    pub fn created(monitor_pid: i32, init_pid: i32, created_at: i64) -> ContainerStatusFile {
+        ContainerStatusFile {
+            monitor_pid,
+            init_pid,
+            created_at,
+            started_at: None,
+            finished_at: None,
+            exit_code: None,
+            signal: None,
+            oom_killed: false,
+            message: None,
+        }
+    }
+
     /// The container has exited and this file will not change again.
     pub fn is_final(&self) -> bool {
         self.finished_at.is_some() && self.exit_code.is_some()
@@ -65,17 +80,7 @@ mod tests {
     fn final_only_with_exit_code_and_time() {
         let dir = tempfile::tempdir().unwrap();
         assert!(read_status(dir.path()).unwrap().is_none());
-        let mut s = ContainerStatusFile {
-            monitor_pid: 1,
-            init_pid: 2,
-            created_at: 3,
-            started_at: None,
-            finished_at: None,
-            exit_code: None,
-            signal: None,
-            oom_killed: false,
-            message: None,
-        };
+        let mut s = ContainerStatusFile::created(1, 2, 3);
         write_status(dir.path(), &s).unwrap();
         assert!(!read_status(dir.path()).unwrap().unwrap().is_final());
         s.finished_at = Some(4);

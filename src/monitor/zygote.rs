@@ -23,12 +23,13 @@ use serde::{Deserialize, Serialize};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 
-use super::process::{close_fds_except, exit_now, fork_detached, is_multithreaded};
+use super::process::{close_fds_except, exit_now, fork_detached, has_exited, is_multithreaded};
 use super::protocol::{
     decode_frame, encode_frame, Fault, Report, ZygoteReply, ZygoteRequest, ACK, MAX_FRAME,
 };
 use super::sandbox::{self, SandboxCreated, SandboxRequest};
 use super::{container, MonitorError, MONITOR_SOCKET};
+use crate::spec::process::DEFAULT_PATH;
 
 /// The hidden subcommand of the `proxrt` binary that runs the zygote (see `spawn_exec`).
 pub const ZYGOTE_SUBCOMMAND: &str = "__zygote";
@@ -164,10 +165,7 @@ impl Zygote {
         let mut cmd = Command::new(program);
         cmd.args(args)
             .env_clear()
-            .env(
-                "PATH",
-                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            )
+            .env("PATH", DEFAULT_PATH)
             .current_dir("/")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -207,13 +205,7 @@ impl Zygote {
     /// The zygote's pid.
     /// Whether the zygote process still runs (not exited, not a zombie).
     pub fn is_alive(&self) -> bool {
-        match std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) {
-            // The state is the first field after the ")" that closes the command name.
-            Ok(stat) => stat
-                .rsplit_once(')')
-                .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X'])),
-            Err(_) => false,
-        }
+        !has_exited(self.pid)
     }
 
     pub fn pid(&self) -> i32 {
@@ -229,40 +221,35 @@ impl Zygote {
     pub async fn create_container(&self, req: CreateRequest) -> Result<Created, MonitorError> {
         validate_create(&req)?;
         let id = req.id.clone();
-        let fd = self.call(|seq| ZygoteRequest::Create { seq, req }).await?;
         let failed = |message: String| MonitorError::Create {
             id: id.clone(),
             message,
         };
-        let mut report = report_stream(fd)?;
-        match read_report(&mut report).await.map_err(&failed)? {
-            Report::Created {
-                init_pid,
-                monitor_pid,
-            } => {
-                report.write_all(&[ACK]).await.map_err(|e| {
-                    failed(format!("monitor went away before the acknowledgement: {e}"))
-                })?;
-                tracing::debug!(container = %id, init_pid, monitor_pid, "container created");
-                Ok(Created {
-                    init_pid,
-                    monitor_pid,
-                })
-            }
-            Report::Failed { message, fault } => {
-                wait_for_exit(&mut report).await;
-                tracing::debug!(container = %id, error = %message, "container creation failed");
-                Err(match fault {
-                    Fault::Invalid => {
-                        MonitorError::InvalidRequest(format!("container {id}: {message}"))
-                    }
-                    _ => failed(message),
-                })
-            }
-            other => Err(MonitorError::Protocol(format!(
-                "unexpected report {other:?}"
-            ))),
-        }
+        let created = self
+            .create_acknowledged(
+                |seq| ZygoteRequest::Create { seq, req },
+                &format!("container {id}"),
+                "monitor",
+                failed,
+                |report| match report {
+                    Report::Created {
+                        init_pid,
+                        monitor_pid,
+                    } => Ok(Created {
+                        init_pid,
+                        monitor_pid,
+                    }),
+                    other => Err(other),
+                },
+            )
+            .await?;
+        tracing::debug!(
+            container = %id,
+            init_pid = created.init_pid,
+            monitor_pid = created.monitor_pid,
+            "container created"
+        );
+        Ok(created)
     }
 
     /// Forks a pod's namespace holder: new net/ipc/uts/pid namespaces as requested, hostname,
@@ -272,33 +259,59 @@ impl Zygote {
     pub async fn spawn_sandbox(&self, req: SandboxRequest) -> Result<SandboxCreated, MonitorError> {
         sandbox::validate(&req)?;
         let id = req.id.clone();
-        let fd = self.call(|seq| ZygoteRequest::Sandbox { seq, req }).await?;
         let failed = |message: String| MonitorError::Sandbox {
             id: id.clone(),
             message,
         };
+        self.create_acknowledged(
+            |seq| ZygoteRequest::Sandbox { seq, req },
+            &format!("sandbox {id}"),
+            "holder setup",
+            failed,
+            |report| match report {
+                Report::Sandbox(created) => Ok(created),
+                other => Err(other),
+            },
+        )
+        .await
+    }
+
+    /// The exchange both creations share: send the request, read the forked child's
+    /// first report. A success (`accept` picks it out) is acknowledged, which lets the
+    /// child carry on; without the acknowledgement (this future dropped) it undoes its
+    /// work. A failure is awaited until the child has undone its work and exited.
+    /// `subject` ("container <id>") prefixes a refused request; `child` names who went
+    /// away when the acknowledgement cannot be sent.
+    async fn create_acknowledged<T>(
+        &self,
+        make: impl FnOnce(u64) -> ZygoteRequest,
+        subject: &str,
+        child: &str,
+        failed: impl Fn(String) -> MonitorError,
+        accept: impl FnOnce(Report) -> Result<T, Report>,
+    ) -> Result<T, MonitorError> {
+        let fd = self.call(make).await?;
         let mut report = report_stream(fd)?;
         match read_report(&mut report).await.map_err(&failed)? {
-            Report::Sandbox(created) => {
-                report.write_all(&[ACK]).await.map_err(|e| {
-                    failed(format!(
-                        "holder setup went away before the acknowledgement: {e}"
-                    ))
-                })?;
-                Ok(created)
-            }
             Report::Failed { message, fault } => {
                 wait_for_exit(&mut report).await;
+                tracing::debug!(%subject, error = %message, "creation failed");
                 Err(match fault {
-                    Fault::Invalid => {
-                        MonitorError::InvalidRequest(format!("sandbox {id}: {message}"))
-                    }
+                    Fault::Invalid => MonitorError::InvalidRequest(format!("{subject}: {message}")),
                     _ => failed(message),
                 })
             }
-            other => Err(MonitorError::Protocol(format!(
-                "unexpected report {other:?}"
-            ))),
+            other => match accept(other) {
+                Ok(created) => {
+                    report.write_all(&[ACK]).await.map_err(|e| {
+                        failed(format!("{child} went away before the acknowledgement: {e}"))
+                    })?;
+                    Ok(created)
+                }
+                Err(other) => Err(MonitorError::Protocol(format!(
+                    "unexpected report {other:?}"
+                ))),
+            },
         }
     }
 
@@ -732,30 +745,9 @@ mod tests {
         assert!(err.contains("multi-threaded"), "{err}");
     }
 
-    #[test]
-    fn tty_and_long_state_dirs_are_refused_before_forking() {
-        let mut req = CreateRequest {
-            id: "a".repeat(64),
-            bundle: "/b".into(),
-            state_dir: "/run/s".into(),
-            runtime_root: "/run/l".into(),
-            log_path: None,
-            max_log_line_size: 0,
-            oom_score_adj: None,
-            exec_max_output: 0,
-            tty: true,
-            runtime: RuntimeKind::Libcontainer,
-        };
-        assert!(validate_create(&req).is_err());
-        req.tty = false;
-        assert!(validate_create(&req).is_ok());
-        req.state_dir = PathBuf::from("/run/").join("x".repeat(120));
-        assert!(validate_create(&req).is_err());
-    }
-
-    #[test]
-    fn crun_requests_need_absolute_paths_and_default_to_libcontainer() {
-        let mut req = CreateRequest {
+    /// A valid create request for `runtime`.
+    fn request(runtime: RuntimeKind) -> CreateRequest {
+        CreateRequest {
             id: "a".repeat(64),
             bundle: "/b".into(),
             state_dir: "/run/s".into(),
@@ -765,11 +757,27 @@ mod tests {
             oom_score_adj: None,
             exec_max_output: 0,
             tty: false,
-            runtime: RuntimeKind::Crun {
-                path: "crun".into(),
-                v1_view: false,
-            },
-        };
+            runtime,
+        }
+    }
+
+    #[test]
+    fn tty_and_long_state_dirs_are_refused_before_forking() {
+        let mut req = request(RuntimeKind::Libcontainer);
+        req.tty = true;
+        assert!(validate_create(&req).is_err());
+        req.tty = false;
+        assert!(validate_create(&req).is_ok());
+        req.state_dir = PathBuf::from("/run/").join("x".repeat(120));
+        assert!(validate_create(&req).is_err());
+    }
+
+    #[test]
+    fn crun_requests_need_absolute_paths_and_default_to_libcontainer() {
+        let mut req = request(RuntimeKind::Crun {
+            path: "crun".into(),
+            v1_view: false,
+        });
         assert!(validate_create(&req)
             .unwrap_err()
             .to_string()

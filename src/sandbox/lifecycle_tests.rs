@@ -214,3 +214,19 @@ async fn a_backend_failing_to_stop_keeps_the_pod_ready_and_says_why() {
     assert_eq!(code(e), Code::Internal);
     assert_eq!(w.sandboxes.get(&id).unwrap().state(), SandboxState::Ready);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_failing_to_remove_keeps_the_record_to_retry() {
+    let w = World::new();
+    let id = run_pod_sandbox(&w.ctx(), pod(), "").await.unwrap();
+    w.fake.fail_at(FailAt::RemovePod(Kind::Unavailable));
+    let e = remove_pod_sandbox(&w.ctx(), &id).await.unwrap_err();
+    assert_eq!(code(e), Code::Unavailable);
+    assert!(
+        w.sandboxes.get(&id).is_ok(),
+        "the record stays for kubelet's retry"
+    );
+    w.fake.fail.lock().unwrap().clear();
+    remove_pod_sandbox(&w.ctx(), &id).await.unwrap();
+    w.assert_empty();
+}

@@ -8,7 +8,6 @@ use k8s_cri::v1::PodSandboxConfig;
 use super::{sandbox_name, Sandbox, SandboxError, SandboxPaths, SandboxRecord, SandboxState};
 use crate::backend::PodParams;
 use crate::context::Ctx;
-use crate::image::content::random_hex;
 use crate::rollback::Rollback;
 
 pub async fn run_pod_sandbox(
@@ -20,7 +19,7 @@ pub async fn run_pod_sandbox(
     let (backend, decision) = ctx
         .backends
         .for_pod(ctx.selector, runtime_handler, &config)?;
-    let id = random_hex(32);
+    let id = crate::store::new_id();
     let mut rb = Rollback::new(format!("run pod sandbox {id}"));
 
     ctx.names.reserve(&name, &id)?;
@@ -30,14 +29,8 @@ pub async fn run_pod_sandbox(
     }
 
     let state_dir = ctx.sandboxes.record_dir(&id);
-    std::fs::create_dir_all(&state_dir)
+    rb.create_dir_all(&state_dir)
         .map_err(|e| SandboxError::io(format!("create {}", state_dir.display()), e))?;
-    {
-        let dir = state_dir.clone();
-        rb.push("state dir", move || {
-            let _ = std::fs::remove_dir_all(&dir);
-        });
-    }
 
     let paths = SandboxPaths::new(ctx.run_dir, &id);
     let made = backend
@@ -55,7 +48,7 @@ pub async fn run_pod_sandbox(
         runtime_handler: runtime_handler.to_owned(),
         backend: backend.name().to_owned(),
         backend_reason: decision.reason,
-        created_at: chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default(),
+        created_at: crate::store::now_nanos(),
         state: SandboxState::Ready,
         holder_pid: made.holder_pid,
         namespaces: made.namespaces,
