@@ -56,7 +56,10 @@ pub async fn create_container(
     let image_config = image.config.config().clone().unwrap_or_default();
     let stop_signal = spec::stop_signal(&image_config)?;
     resolve_mount_sources(&mut config)?;
-    let devices = resolve_devices(&config)?;
+    let mut devices = resolve_devices(&config)?;
+    if spec::security_context_privileged(&config) {
+        add_host_devices(&mut devices)?;
+    }
     let seccomp_profile = match spec::seccomp_localhost_path(&config)? {
         Some(path) => Some(std::fs::read_to_string(&path).map_err(|e| {
             ContainerError::Invalid(format!("seccomp profile {}: {e}", path.display()))
@@ -259,6 +262,65 @@ fn resolve_devices(config: &ContainerConfig) -> Result<Vec<ResolvedDevice>, Cont
     Ok(out)
 }
 
+/// Directories of /dev a privileged container gets its own of, or that hold no devices
+/// (containerd's and runc's list).
+const HOST_DEV_SKIPPED_DIRS: [&str; 7] =
+    ["pts", "shm", "fd", "mqueue", ".lxc", ".lxd-mounts", ".udev"];
+
+/// A privileged container sees the host's device nodes (containerd's `HostDevices`): every
+/// character and block device under /dev, except the console (the container has its own)
+/// and those in [`HOST_DEV_SKIPPED_DIRS`]. Devices the request names keep their request's
+/// container path and permissions.
+fn add_host_devices(devices: &mut Vec<ResolvedDevice>) -> Result<(), ContainerError> {
+    let mut dirs = vec![PathBuf::from("/dev")];
+    let mut found = Vec::new();
+    while let Some(dir) = dirs.pop() {
+        let entries = std::fs::read_dir(&dir).map_err(|e| {
+            ContainerError::io(format!("list host devices in {}", dir.display()), e)
+        })?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name();
+            // Not following symlinks: /dev/fd, /dev/stdin and friends point into /proc.
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue; // gone meanwhile (hotplug)
+            };
+            let kind = meta.file_type();
+            if kind.is_dir() {
+                if !(dir == Path::new("/dev") && HOST_DEV_SKIPPED_DIRS.iter().any(|d| name == *d)) {
+                    dirs.push(path);
+                }
+                continue;
+            }
+            let kind = if kind.is_char_device() {
+                'c'
+            } else if kind.is_block_device() {
+                'b'
+            } else {
+                continue;
+            };
+            if path == Path::new("/dev/console") {
+                continue;
+            }
+            let rdev = meta.rdev();
+            found.push(ResolvedDevice {
+                container_path: path.to_string_lossy().into_owned(),
+                kind,
+                major: nix::sys::stat::major(rdev) as i64,
+                minor: nix::sys::stat::minor(rdev) as i64,
+                file_mode: meta.mode() & 0o7777,
+                uid: meta.uid(),
+                gid: meta.gid(),
+                permissions: String::new(),
+            });
+        }
+    }
+    found.sort_by(|a, b| a.container_path.cmp(&b.container_path));
+    found.retain(|d| devices.iter().all(|r| r.container_path != d.container_path));
+    devices.extend(found);
+    Ok(())
+}
+
 /// For pid mode TARGET: the target container's pid namespace.
 fn target_pid_ns(d: &Daemon, config: &ContainerConfig) -> Result<Option<PathBuf>, ContainerError> {
     let target = config
@@ -307,3 +369,4 @@ fn ensure_workdir(rootfs: &Path, spec: &oci_spec::runtime::Spec) -> Result<(), C
     }
     Ok(())
 }
+
