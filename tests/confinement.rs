@@ -164,6 +164,12 @@ async fn all_capabilities_without_privileged_stay_confined() {
     assert_eq!(hex(status_field(&out, "CapEff")), bounding, "{out}");
     assert_eq!(status_field(&out, "Seccomp"), "2", "still filtered: {out}");
 
-    let _ = id;
+    let status = env.exec_ok(&id, &["cat", "/proc/self/status"]).await;
+    assert_eq!(hex(status_field(&status, "CapEff")), bounding);
+    assert_eq!(
+        status_field(&status, "Seccomp"),
+        "2",
+        "ExecSync is filtered too"
+    );
     env.remove_pod(&pod.id).await.unwrap();
 }
