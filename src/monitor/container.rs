@@ -190,6 +190,12 @@ fn create(req: &CreateRequest, rb: &mut Rollback) -> Result<Built, Failure> {
         }
     };
 
+    if let Engine::Libcontainer(_) = engine {
+        // libcontainer 0.7 ignores bind mounts' propagation options (crun applies them).
+        super::propagation::apply(init_pid, &spec)
+            .map_err(|message| (Fault::Internal, format!("mount propagation: {message}")))?;
+    }
+
     if let Some(adj) = req.oom_score_adj {
         fs::write(format!("/proc/{init_pid}/oom_score_adj"), adj.to_string())
             .map_err(|e| internal(&format!("set oom_score_adj {adj} of the init"), &e))?;

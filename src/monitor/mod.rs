@@ -35,6 +35,7 @@ mod exec;
 mod executor;
 mod oom;
 mod process;
+mod propagation;
 mod protocol;
 mod sandbox;
 mod status;

@@ -151,6 +151,8 @@ pub enum SpecError {
     BadUserDbFile { path: String, reason: String },
     #[error("mount {destination:?}: {reason}")]
     InvalidMount { destination: String, reason: String },
+    #[error("mount {destination:?}: BIDIRECTIONAL propagation needs a privileged container")]
+    BidirectionalNeedsPrivileged { destination: String },
     #[error("device {path:?}: {reason}")]
     InvalidDevice { path: String, reason: String },
     #[error("unknown capability {0:?}")]
@@ -198,7 +200,8 @@ impl Classify for SpecError {
         match self {
             SpecError::PrivilegedNotAllowed { .. }
             | SpecError::NamespaceUnavailable { .. }
-            | SpecError::CapabilityNotHeld(_) => Kind::FailedPrecondition,
+            | SpecError::CapabilityNotHeld(_)
+            | SpecError::BidirectionalNeedsPrivileged { .. } => Kind::FailedPrecondition,
             SpecError::ReadUserDb { .. }
             | SpecError::SeccompNotLoaded { .. }
             | SpecError::Build(_) => Kind::Internal,
