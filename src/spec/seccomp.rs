@@ -570,7 +570,13 @@ mod tests {
             "",
         );
         let err = seccomp_choice(Some(&sc), false).unwrap_err();
-        assert!(err.to_string().contains("type 9"), "{err}");
+        assert!(
+            err.to_string().contains("type 9")
+                && err
+                    .to_string()
+                    .contains("expected RuntimeDefault, Unconfined or Localhost"),
+            "{err}"
+        );
         // The typed Localhost field as some clients send it, with the string form's prefix.
         let sc = sc_with(
             Some(profile(ProfileType::Localhost, "localhost//p.json")),
