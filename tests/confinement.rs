@@ -173,3 +173,51 @@ async fn all_capabilities_without_privileged_stay_confined() {
     );
     env.remove_pod(&pod.id).await.unwrap();
 }
+
+/// ExecSync takes the main process's identity: user, groups, capabilities, no_new_privs,
+/// cwd and environment (it used to come from libcontainer's tenant exec; proxrt now enters
+/// the container itself).
+#[tokio::test]
+async fn exec_has_the_main_process_identity() {
+    let mut env = PodEnv::start().await;
+    let pod = env.run_pod(env.pod_config("identity")).await;
+    let probe =
+        "id -u; id -g; grep -E '^(Groups|CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status; \
+                 pwd; echo HOME=$HOME FOO=$FOO";
+    let mut c = env.container_config(
+        &pod,
+        "nobody",
+        &[
+            "sh",
+            "-c",
+            &format!("{{ {probe}; }} > /tmp/main.txt; sleep 1000"),
+        ],
+    );
+    c.working_dir = "/tmp".into();
+    c.envs = vec![key_value("FOO", "bar")];
+    let sc = security(&mut c);
+    sc.run_as_user = Some(k8s_cri::v1::Int64Value { value: 65534 });
+    sc.supplemental_groups = vec![1234];
+    sc.no_new_privs = true;
+    sc.seccomp = runtime_default();
+    let id = env.create_start(&pod, c).await;
+
+    let main = loop {
+        let r = env
+            .try_exec(&id, &["cat", "/tmp/main.txt"], 5)
+            .await
+            .unwrap();
+        let out = String::from_utf8_lossy(&r.stdout).into_owned();
+        if out.contains("FOO=") {
+            break out;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let exec = env.exec_ok(&id, &["sh", "-c", probe]).await;
+    assert_eq!(exec, main, "ExecSync and the main process");
+    assert!(main.starts_with("65534\n65534\n"), "{main}");
+    assert!(main.contains("NoNewPrivs:\t1"), "{main}");
+    assert!(main.contains("Seccomp:\t2"), "{main}");
+    assert!(main.contains("/tmp\nHOME=/home FOO=bar"), "{main}");
+    env.remove_pod(&pod.id).await.unwrap();
+}
