@@ -267,7 +267,7 @@ fn load_seccomp(seccomp: &Option<LinuxSeccomp>) -> Result<(), String> {
     let Some(seccomp) = seccomp else {
         return Ok(());
     };
-    let notify = libcontainer::seccomp::initialize_seccomp(&seccomp)
+    let notify = libcontainer::seccomp::initialize_seccomp(seccomp)
         .map_err(|e| format!("load the seccomp filter: {e}"))?;
     if let Some(fd) = notify {
         // SAFETY: the notify fd was just created for this process and is not used elsewhere.

@@ -598,15 +598,17 @@ mod tests {
                 "{legacy}"
             );
         }
-        let mut config = ContainerConfig::default();
-        config.linux = Some(k8s_cri::v1::LinuxContainerConfig {
-            security_context: Some(LinuxContainerSecurityContext {
-                privileged: true,
-                seccomp: Some(profile(ProfileType::Localhost, "/p.json")),
+        let config = ContainerConfig {
+            linux: Some(k8s_cri::v1::LinuxContainerConfig {
+                security_context: Some(LinuxContainerSecurityContext {
+                    privileged: true,
+                    seccomp: Some(profile(ProfileType::Localhost, "/p.json")),
+                    ..Default::default()
+                }),
                 ..Default::default()
             }),
             ..Default::default()
-        });
+        };
         assert_eq!(seccomp_localhost_path(&config).unwrap(), None);
     }
 
