@@ -368,15 +368,19 @@ async fn shutdown_signal() {
 
 /// Facts about this host the spec translation needs, read once at start.
 fn probe_host() -> HostView {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let cap_mask = |field: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .unwrap_or(0)
+    };
     // CAP_SYS_RESOURCE (bit 24) decides whether a negative oom_score_adj may be written.
-    let cap_eff = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))
-                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        })
-        .unwrap_or(0);
+    let cap_eff = cap_mask("CapEff:");
+    // "All capabilities" for containers: what this process may pass on. A host or LXC guest
+    // without some capability has it missing here, and asking the kernel for it would fail.
+    let capabilities = crate::spec::capabilities::from_mask(cap_mask("CapBnd:"));
     let oom_score_adj_min = if cap_eff & (1 << 24) != 0 { -1000 } else { 0 };
     let cgroup_v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
     let mut hugepage_sizes = Vec::new();
@@ -400,5 +404,6 @@ fn probe_host() -> HostView {
         oom_score_adj_min,
         cgroup_v2,
         hugepage_sizes,
+        capabilities,
     }
 }

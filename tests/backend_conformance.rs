@@ -24,8 +24,9 @@ use std::time::{Duration, Instant};
 
 use common::pods::*;
 use k8s_cri::v1::{
-    ContainerState, ContainerStatusRequest, PodSandboxStatusRequest, RunPodSandboxRequest,
-    StopPodSandboxRequest,
+    security_profile::ProfileType, Capability, ContainerConfig, ContainerState,
+    ContainerStatusRequest, PodSandboxConfig, PodSandboxStatusRequest, RunPodSandboxRequest,
+    SecurityProfile, StopPodSandboxRequest,
 };
 use proxrt::backend::crun::CrunProbe;
 use proxrt::config::{CrunConfig, HybridCgroups};
@@ -78,7 +79,15 @@ impl Suite {
 
     /// A pod on this suite's backend (RuntimeClass handler = the backend's name).
     async fn pod(&mut self, name: &str) -> Pod {
-        run_pod_on(&mut self.env, name, self.backend).await
+        let config = self.env.pod_config(name);
+        run_pod_on(&mut self.env, config, self.backend).await
+    }
+
+    /// A privileged pod on this suite's backend.
+    async fn privileged_pod(&mut self, name: &str) -> Pod {
+        let mut config = self.env.pod_config(name);
+        pod_security(&mut config).privileged = true;
+        run_pod_on(&mut self.env, config, self.backend).await
     }
 
     /// A running container in its own pod, so that the cgroup parents and the runtime's
@@ -126,8 +135,12 @@ impl Suite {
     }
 }
 
-async fn run_pod_on(env: &mut PodEnv, name: &str, handler: &str) -> Pod {
-    let config = env.pod_config(name);
+async fn run_pod_on(env: &mut PodEnv, config: PodSandboxConfig, handler: &str) -> Pod {
+    let name = config
+        .metadata
+        .as_ref()
+        .map(|m| m.name.clone())
+        .unwrap_or_default();
     let id = env
         .cri
         .runtime
@@ -204,6 +217,7 @@ every_backend!(
     containers_survive_a_daemon_restart,
     removing_a_pod_with_running_containers_leaves_nothing,
     a_missing_executable_fails_and_leaves_nothing,
+    seccomp_profile_binds_the_main_process_and_exec,
 );
 
 async fn create_start_logs_exit_code_remove(backend: &'static str) {
@@ -412,6 +426,111 @@ async fn exec_sync_runs_in_the_container(backend: &'static str) {
         Code::FailedPrecondition,
         "exec in an exited container: {st:?}"
     );
+}
+
+/// What the probe below prints when the filter refuses both calls.
+const REFUSED: [&str; 2] = ["chmod-refused", "hostname-refused"];
+const ALLOWED: [&str; 2] = ["chmod-ok", "hostname-ok"];
+const PROBE: &str = "touch /tmp/f; chmod 600 /tmp/f && echo chmod-ok || echo chmod-refused; \
+                     hostname probe && echo hostname-ok || echo hostname-refused";
+
+/// Starts `cfg` running PROBE then sleeping; returns its id and what the main process
+/// printed.
+async fn probe_main(s: &mut Suite, pod: &Pod, mut cfg: ContainerConfig) -> (String, Vec<String>) {
+    cfg.command = vec!["sh".into(), "-c".into(), format!("{PROBE}; sleep 1000")];
+    let log = pod.log_path(&cfg);
+    let id = s.env.create_start(pod, cfg).await;
+    let records = wait_log(&log, "the probe's two lines", |r| {
+        log_lines(r, "stdout").len() >= 2
+    })
+    .await;
+    (id, log_lines(&records, "stdout"))
+}
+
+/// PROBE run by ExecSync: its stdout lines and stderr.
+async fn probe_exec(s: &mut Suite, id: &str) -> (Vec<String>, String) {
+    let r = s.env.try_exec(id, &["sh", "-c", PROBE], 10).await.unwrap();
+    let stdout = String::from_utf8_lossy(&r.stdout);
+    (
+        stdout.lines().map(String::from).collect(),
+        String::from_utf8_lossy(&r.stderr).into_owned(),
+    )
+}
+
+/// A localhost profile refusing chmod and sethostname (EPERM) binds the container's main
+/// process and its ExecSync alike (an exec that escapes the filter is a security hole);
+/// a privileged container is unconfined whatever it asks for.
+async fn seccomp_profile_binds_the_main_process_and_exec(backend: &'static str) {
+    let Some(mut s) = Suite::start(backend).await else {
+        return;
+    };
+    let profile = s.env.daemon().dir().join("no-chmod-no-sethostname.json");
+    std::fs::write(
+        &profile,
+        r#"{
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{
+                "names": ["chmod", "fchmod", "fchmodat", "fchmodat2", "sethostname"],
+                "action": "SCMP_ACT_ERRNO",
+                "errnoRet": 1
+            }]
+        }"#,
+    )
+    .unwrap();
+    let localhost = || {
+        Some(SecurityProfile {
+            profile_type: ProfileType::Localhost as i32,
+            localhost_ref: profile.display().to_string(),
+        })
+    };
+    // CAP_SYS_ADMIN, so that only the filter can refuse sethostname.
+    let sys_admin = || {
+        Some(Capability {
+            add_capabilities: vec!["SYS_ADMIN".into()],
+            ..Default::default()
+        })
+    };
+
+    let pod = s.pod("seccomp").await;
+    let mut cfg = s.env.container_config(&pod, "confined", &[]);
+    let sc = security(&mut cfg);
+    sc.capabilities = sys_admin();
+    sc.seccomp = localhost();
+    let (id, main) = probe_main(&mut s, &pod, cfg).await;
+    assert_eq!(main, REFUSED, "main process");
+    let (exec, stderr) = probe_exec(&mut s, &id).await;
+    assert_eq!(exec, REFUSED, "ExecSync: {stderr}");
+    assert!(stderr.contains("Operation not permitted"), "{stderr}");
+
+    // The deprecated string form, with no_new_privs (the filter is then loaded last).
+    let mut cfg = s.env.container_config(&pod, "legacy-nnp", &[]);
+    let sc = security(&mut cfg);
+    sc.capabilities = sys_admin();
+    sc.no_new_privs = true;
+    #[allow(deprecated)]
+    {
+        sc.seccomp_profile_path = format!("localhost/{}", profile.display());
+    }
+    let (id, main) = probe_main(&mut s, &pod, cfg).await;
+    assert_eq!(main, REFUSED, "main process");
+    assert_eq!(probe_exec(&mut s, &id).await.0, REFUSED, "ExecSync");
+
+    // Without the profile the same container may do both.
+    let mut cfg = s.env.container_config(&pod, "unconfined", &[]);
+    security(&mut cfg).capabilities = sys_admin();
+    let (id, main) = probe_main(&mut s, &pod, cfg).await;
+    assert_eq!(main, ALLOWED, "main process");
+    assert_eq!(probe_exec(&mut s, &id).await.0, ALLOWED, "ExecSync");
+
+    // Privileged: unconfined, profile or not.
+    let pod = s.privileged_pod("seccomp-privileged").await;
+    let mut cfg = s.env.container_config(&pod, "privileged", &[]);
+    let sc = security(&mut cfg);
+    sc.privileged = true;
+    sc.seccomp = localhost();
+    let (id, main) = probe_main(&mut s, &pod, cfg).await;
+    assert_eq!(main, ALLOWED, "main process");
+    assert_eq!(probe_exec(&mut s, &id).await.0, ALLOWED, "ExecSync");
 }
 
 async fn oom_kill_is_reported(backend: &'static str) {
@@ -624,8 +743,9 @@ async fn interleaved_latency() {
                 }
             };
             let name = format!("bench-{backend}-{round}");
+            let config = env.pod_config(&name);
             let start = Instant::now();
-            let pod = run_pod_on(&mut env, &name, backend).await;
+            let pod = run_pod_on(&mut env, config, backend).await;
             t("RunPodSandbox", start.elapsed());
 
             let cfg = env.container_config(&pod, "sleeper", &["sleep", "1000"]);

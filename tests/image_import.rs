@@ -263,6 +263,46 @@ async fn oci_layout_directory() {
     assert_eq!(store.count("content/ingest"), 0);
 }
 
+/// `umoci insert` (Debian 12's umoci) writes its layer with nothing after the last entry's
+/// data: no padding to 512 bytes and no end-of-archive blocks. containerd accepts such
+/// layers; so must proxrt.
+#[tokio::test]
+async fn layer_from_umoci_insert_without_end_of_archive() {
+    require_root!();
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = busybox_layout(&tmp.path().join("layout"), None);
+    let file = tmp.path().join("hello.txt");
+    fs::write(&file, "inserted by umoci\n").unwrap();
+    let status = Command::new("umoci")
+        .arg("insert")
+        .arg("--image")
+        .arg(format!("{}:latest", layout.display()))
+        .arg(&file)
+        .arg("/etc/umoci-hello")
+        .status()
+        .expect("run umoci (hack/setup installs it)");
+    assert!(status.success(), "umoci insert failed");
+    let (_, id, layers) = layout_digests(&layout);
+    let added = gunzip(&fs::read(blob(&layout, layers.last().unwrap())).unwrap());
+    assert_ne!(
+        added.len() % 512,
+        0,
+        "umoci's layer should stop right after the file's data ({} bytes)",
+        added.len()
+    );
+
+    let store = Store::open();
+    let imported = store.import(&layout, &[]).await.unwrap();
+    assert_eq!(imported.len(), 1);
+    store.assert_busybox(BUSYBOX, &id);
+    let lowers = store.images.lower_dirs(&imported[0]).unwrap();
+    let found: Vec<String> = lowers
+        .iter()
+        .filter_map(|l| fs::read_to_string(l.join("etc/umoci-hello")).ok())
+        .collect();
+    assert_eq!(found, ["inserted by umoci\n"]);
+}
+
 #[tokio::test]
 async fn oci_archive_plain_and_gzip() {
     require_root!();

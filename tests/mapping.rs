@@ -256,6 +256,15 @@ struct SharedDir {
 
 impl SharedDir {
     fn new(path: PathBuf) -> SharedDir {
+        SharedDir::with(path, &[MsFlags::MS_PRIVATE, MsFlags::MS_SHARED])
+    }
+
+    /// A private mount point: nothing made below it propagates anywhere.
+    fn private(path: PathBuf) -> SharedDir {
+        SharedDir::with(path, &[MsFlags::MS_PRIVATE])
+    }
+
+    fn with(path: PathBuf, propagation: &[MsFlags]) -> SharedDir {
         fs::create_dir_all(&path).unwrap();
         mount(
             Some(&path),
@@ -268,7 +277,7 @@ impl SharedDir {
         let dir = SharedDir { path };
         // Private first: a peer group of its own, whatever the host's / is, so that what
         // the test mounts below propagates to its containers and nowhere else.
-        for flag in [MsFlags::MS_PRIVATE, MsFlags::MS_SHARED] {
+        for &flag in propagation {
             mount(None::<&str>, &dir.path, None::<&str>, flag, None::<&str>)
                 .expect("set the dir's propagation");
         }
@@ -373,8 +382,6 @@ async fn mount_propagation_host_to_container() {
 }
 
 #[tokio::test]
-#[ignore = "bug: libcontainer 0.7 binds CRI mounts with open_tree/move_mount and never applies their \
-            propagation option (rprivate/rslave/rshared); a PRIVATE mount inherits the rootfs' rslave"]
 async fn private_mount_does_not_see_later_host_mounts() {
     let mut env = PodEnv::start().await;
     let pod = env.run_pod(env.pod_config("private")).await;
@@ -403,6 +410,144 @@ async fn private_mount_does_not_see_later_host_mounts() {
         !mounts.contains("master:"),
         "a PRIVATE mount is no slave: {mounts}"
     );
+    env.remove_pod(&pod.id).await.unwrap();
+}
+
+/// The mounts under the daemon's temp dir, as /proc/self/mountinfo lists them.
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let dir = dir.display().to_string();
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(&dir))
+        .map(|l| l.split(' ').skip(3).collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+/// PRIVATE, HOST_TO_CONTAINER and BIDIRECTIONAL, each way, with real mounts: one privileged
+/// container (so it may mount) binds the same shared host dir three times.
+#[tokio::test]
+async fn mount_propagation_both_ways() {
+    let mut env = PodEnv::start().await;
+    let before = mounts_under(env.daemon().dir());
+    let mut config = env.pod_config("both-ways");
+    pod_security(&mut config).privileged = true;
+    let pod = env.run_pod(config).await;
+    let volume = SharedDir::new(env.daemon().dir().join("volume"));
+    for dir in ["from-host", "private-c", "slave-c", "shared-c"] {
+        fs::create_dir(volume.path.join(dir)).unwrap();
+    }
+    let mut c = env.container_config(&pod, "mounts", &["sleep", "1000"]);
+    security(&mut c).privileged = true;
+    c.mounts = vec![
+        bind(
+            &volume.path,
+            "/private",
+            MountPropagation::PropagationPrivate,
+            false,
+        ),
+        bind(
+            &volume.path,
+            "/slave",
+            MountPropagation::PropagationHostToContainer,
+            false,
+        ),
+        bind(
+            &volume.path,
+            "/shared",
+            MountPropagation::PropagationBidirectional,
+            false,
+        ),
+    ];
+    let id = env.create_start(&pod, c).await;
+
+    // Host → container: HOST_TO_CONTAINER and BIDIRECTIONAL see it, PRIVATE does not.
+    let from_host = volume.path.join("from-host");
+    tmpfs(&from_host);
+    fs::write(from_host.join("hello"), "from the host\n").unwrap();
+    let seen = env
+        .exec_ok(
+            &id,
+            &[
+                "sh",
+                "-c",
+                "for m in private slave shared; do echo $m $(cat /$m/from-host/hello 2>/dev/null); done",
+            ],
+        )
+        .await;
+    assert_eq!(
+        seen, "private\nslave from the host\nshared from the host\n",
+        "host to container"
+    );
+
+    // Container → host: only BIDIRECTIONAL's mount reaches the host.
+    for (via, dir) in [
+        ("private", "private-c"),
+        ("slave", "slave-c"),
+        ("shared", "shared-c"),
+    ] {
+        env.exec_ok(
+            &id,
+            &[
+                "sh",
+                "-c",
+                &format!("mount -t tmpfs c /{via}/{dir} && echo made > /{via}/{dir}/file"),
+            ],
+        )
+        .await;
+    }
+    let reached: Vec<bool> = ["private-c", "slave-c", "shared-c"]
+        .iter()
+        .map(|d| volume.path.join(d).join("file").exists())
+        .collect();
+    assert_eq!(
+        reached,
+        [false, false, true],
+        "container to host (private, slave, shared)"
+    );
+
+    env.remove_pod(&pod.id).await.unwrap();
+    drop(volume);
+    assert_eq!(
+        mounts_under(env.daemon().dir()),
+        before,
+        "mounts left behind"
+    );
+}
+
+#[tokio::test]
+async fn bidirectional_needs_privileged_and_a_shared_source() {
+    let mut env = PodEnv::start().await;
+    let mut config = env.pod_config("bidi");
+    pod_security(&mut config).privileged = true;
+    let pod = env.run_pod(config).await;
+    let shared = SharedDir::new(env.daemon().dir().join("shared"));
+    let private = SharedDir::private(env.daemon().dir().join("private"));
+    fs::create_dir(private.path.join("sub")).unwrap();
+
+    let mut c = env.container_config(&pod, "unprivileged", &["sleep", "1000"]);
+    c.mounts = vec![bind(
+        &shared.path,
+        "/data",
+        MountPropagation::PropagationBidirectional,
+        false,
+    )];
+    let s = env.create(&pod, c).await.unwrap_err();
+    assert_eq!(s.code(), tonic::Code::FailedPrecondition, "{s:?}");
+    assert!(s.message().contains("privileged"), "{s:?}");
+
+    let mut c = env.container_config(&pod, "not-shared", &["sleep", "1000"]);
+    security(&mut c).privileged = true;
+    let sub = private.path.join("sub");
+    c.mounts = vec![bind(
+        &sub,
+        "/data",
+        MountPropagation::PropagationBidirectional,
+        false,
+    )];
+    let s = env.create(&pod, c).await.unwrap_err();
+    assert_eq!(s.code(), tonic::Code::FailedPrecondition, "{s:?}");
+    assert!(s.message().contains("shared mount"), "{s:?}");
     env.remove_pod(&pod.id).await.unwrap();
 }
 

@@ -7,7 +7,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use k8s_cri::v1::{ContainerConfig, PodSandboxConfig};
+use k8s_cri::v1::{ContainerConfig, MountPropagation, PodSandboxConfig};
 
 use super::{container_name, rootfs, Container, ContainerError, ContainerPaths, ContainerRecord};
 use crate::backend::CreateParams;
@@ -59,7 +59,11 @@ pub async fn create_container(
     let image_config = image.config.config().clone().unwrap_or_default();
     let stop_signal = spec::stop_signal(&image_config)?;
     resolve_mount_sources(&mut config)?;
-    let devices = resolve_devices(&config)?;
+    require_shared_sources(&config)?;
+    let mut devices = resolve_devices(&config)?;
+    if spec::security_context_privileged(&config) {
+        add_host_devices(&mut devices)?;
+    }
     let seccomp_profile = match spec::seccomp_localhost_path(&config)? {
         Some(path) => Some(std::fs::read_to_string(&path).map_err(|e| {
             ContainerError::Invalid(format!("seccomp profile {}: {e}", path.display()))
@@ -209,6 +213,82 @@ fn resolve_mount_sources(config: &mut ContainerConfig) -> Result<(), ContainerEr
     Ok(())
 }
 
+/// A BIDIRECTIONAL mount propagates both ways only if its source sits on a shared mount of
+/// the host (kubelet's volume dirs are; a plain directory on a private mount is not): said
+/// here, rather than a container whose mounts silently never reach the host.
+fn require_shared_sources(config: &ContainerConfig) -> Result<(), ContainerError> {
+    let bidirectional: Vec<&str> = config
+        .mounts
+        .iter()
+        .filter(|m| m.propagation == MountPropagation::PropagationBidirectional as i32)
+        .map(|m| m.host_path.as_str())
+        .collect();
+    if bidirectional.is_empty() {
+        return Ok(());
+    }
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| ContainerError::io("read /proc/self/mountinfo", e))?;
+    for source in bidirectional {
+        let (point, shared) = mount_of(&mountinfo, Path::new(source)).unwrap_or_default();
+        if !shared {
+            return Err(ContainerError::MountNotShared {
+                path: source.to_string(),
+                mount_point: point,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The mount point `path` sits on (the deepest mount containing it; the last one mounted
+/// there when several are stacked) and whether that mount is shared.
+fn mount_of(mountinfo: &str, path: &Path) -> Option<(String, bool)> {
+    let mut best: Option<(String, bool)> = None;
+    for line in mountinfo.lines() {
+        let Some((left, _)) = line.split_once(" - ") else {
+            continue;
+        };
+        let fields: Vec<&str> = left.split(' ').collect();
+        let Some(point) = fields.get(4).map(|p| unescape_mountinfo(p)) else {
+            continue;
+        };
+        if !path.starts_with(&point) {
+            continue;
+        }
+        let shared = fields.iter().skip(6).any(|f| f.starts_with("shared:"));
+        let deeper = best.as_ref().is_none_or(|(b, _)| {
+            Path::new(&point).components().count() >= Path::new(b).components().count()
+        });
+        if deeper {
+            best = Some((point, shared));
+        }
+    }
+    best
+}
+
+/// mountinfo writes space, tab, newline and backslash in paths as `\ooo`.
+fn unescape_mountinfo(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
+        match (bytes[i], octal) {
+            (b'\\', Some(d)) => {
+                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+                i += 4;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Stats each requested device node on the host.
 fn resolve_devices(config: &ContainerConfig) -> Result<Vec<ResolvedDevice>, ContainerError> {
     let mut out = Vec::new();
@@ -242,6 +322,65 @@ fn resolve_devices(config: &ContainerConfig) -> Result<Vec<ResolvedDevice>, Cont
         });
     }
     Ok(out)
+}
+
+/// Directories of /dev a privileged container gets its own of, or that hold no devices
+/// (containerd's and runc's list).
+const HOST_DEV_SKIPPED_DIRS: [&str; 7] =
+    ["pts", "shm", "fd", "mqueue", ".lxc", ".lxd-mounts", ".udev"];
+
+/// A privileged container sees the host's device nodes (containerd's `HostDevices`): every
+/// character and block device under /dev, except the console (the container has its own)
+/// and those in [`HOST_DEV_SKIPPED_DIRS`]. Devices the request names keep their request's
+/// container path and permissions.
+fn add_host_devices(devices: &mut Vec<ResolvedDevice>) -> Result<(), ContainerError> {
+    let mut dirs = vec![PathBuf::from("/dev")];
+    let mut found = Vec::new();
+    while let Some(dir) = dirs.pop() {
+        let entries = std::fs::read_dir(&dir).map_err(|e| {
+            ContainerError::io(format!("list host devices in {}", dir.display()), e)
+        })?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name();
+            // Not following symlinks: /dev/fd, /dev/stdin and friends point into /proc.
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue; // gone meanwhile (hotplug)
+            };
+            let kind = meta.file_type();
+            if kind.is_dir() {
+                if !(dir == Path::new("/dev") && HOST_DEV_SKIPPED_DIRS.iter().any(|d| name == *d)) {
+                    dirs.push(path);
+                }
+                continue;
+            }
+            let kind = if kind.is_char_device() {
+                'c'
+            } else if kind.is_block_device() {
+                'b'
+            } else {
+                continue;
+            };
+            if path == Path::new("/dev/console") {
+                continue;
+            }
+            let rdev = meta.rdev();
+            found.push(ResolvedDevice {
+                container_path: path.to_string_lossy().into_owned(),
+                kind,
+                major: nix::sys::stat::major(rdev) as i64,
+                minor: nix::sys::stat::minor(rdev) as i64,
+                file_mode: meta.mode() & 0o7777,
+                uid: meta.uid(),
+                gid: meta.gid(),
+                permissions: String::new(),
+            });
+        }
+    }
+    found.sort_by(|a, b| a.container_path.cmp(&b.container_path));
+    found.retain(|d| devices.iter().all(|r| r.container_path != d.container_path));
+    devices.extend(found);
+    Ok(())
 }
 
 /// For pid mode TARGET: the target container's pid namespace.
@@ -293,4 +432,31 @@ fn ensure_workdir(rootfs: &Path, spec: &oci_spec::runtime::Spec) -> Result<(), C
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MOUNTINFO: &str = "\
+22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+40 22 0:50 / /var/lib/kubelet rw shared:20 - tmpfs tmpfs rw
+41 22 0:51 / /srv/private rw - tmpfs tmpfs rw
+42 41 0:52 / /srv/private/with\\040space rw shared:30 - tmpfs tmpfs rw
+";
+
+    #[test]
+    fn the_deepest_mount_decides_whether_a_source_is_shared() {
+        let of = |p: &str| mount_of(MOUNTINFO, Path::new(p)).unwrap();
+        assert_eq!(
+            of("/var/lib/kubelet/pods/x"),
+            ("/var/lib/kubelet".into(), true)
+        );
+        assert_eq!(of("/srv/private/dir"), ("/srv/private".into(), false));
+        assert_eq!(
+            of("/srv/private/with space/d"),
+            ("/srv/private/with space".into(), true)
+        );
+        assert_eq!(of("/srv/privatex"), ("/".into(), true));
+    }
 }

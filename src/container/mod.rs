@@ -58,6 +58,11 @@ pub enum ContainerError {
     Select(#[from] crate::select::SelectError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    #[error(
+        "mount source {path:?} is not on a shared mount (it sits on {mount_point:?}): \
+         BIDIRECTIONAL propagation needs one (mount --make-shared)"
+    )]
+    MountNotShared { path: String, mount_point: String },
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -79,7 +84,9 @@ impl Classify for ContainerError {
         match self {
             ContainerError::Invalid(_) | ContainerError::Ambiguous(_) => Kind::InvalidArgument,
             ContainerError::NotFound(_) => Kind::NotFound,
-            ContainerError::WrongState { .. } => Kind::FailedPrecondition,
+            ContainerError::WrongState { .. } | ContainerError::MountNotShared { .. } => {
+                Kind::FailedPrecondition
+            }
             ContainerError::Name(e) => e.kind(),
             ContainerError::Sandbox(e) => e.kind(),
             ContainerError::Image(e) => e.kind(),

@@ -37,6 +37,7 @@
 //! A rejected layer is an `InvalidArgument`-kind error and may leave a partial snapshot in `dest`
 //! (inside it only); the caller discards `dest`.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::ffi::{CStr, CString};
 use std::fs::File;
@@ -186,7 +187,13 @@ pub fn unpack_reader(
         inner: decoded,
         hasher: Sha256::new(),
     };
-    let mut archive = tar::Archive::new(BufReader::with_capacity(BUF_SIZE, hashing));
+    let pos = Rc::new(StreamPos::default());
+    let stream = TrailerReader {
+        inner: BufReader::with_capacity(BUF_SIZE, hashing),
+        pos: Rc::clone(&pos),
+        synthesize_until: None,
+    };
+    let mut archive = tar::Archive::new(stream);
     let mut unpacker = Unpacker {
         root,
         parent: None,
@@ -207,6 +214,7 @@ pub fn unpack_reader(
         last = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         unpacker.stats.entries += 1;
         unpacker.unpack_entry(&mut entry, &last)?;
+        pos.entry_end.set(Some(pos.read.get()));
     }
     // The tar reader stops at the first zero block; the diff_id covers the rest too.
     let mut rest = archive.into_inner();
@@ -218,7 +226,7 @@ pub fn unpack_reader(
     let mut stats = unpacker.stats;
     stats.diff_id = format!(
         "sha256:{}",
-        hex::encode(rest.into_inner().hasher.finalize())
+        hex::encode(rest.inner.into_inner().hasher.finalize())
     );
     tracing::debug!(
         entries = stats.entries,
@@ -252,6 +260,67 @@ impl<R: Read> Read for HashingReader<R> {
         self.hasher.update(&buf[..n]);
         Ok(n)
     }
+}
+
+/// How far the tar reader has read, and where the last entry it handed out (and that was
+/// unpacked whole) ended.
+#[derive(Default)]
+struct StreamPos {
+    read: Cell<u64>,
+    entry_end: Cell<Option<u64>>,
+}
+
+/// Supplies the end-of-archive a layer left out.
+///
+/// Some writers stop right after the last entry's data: no padding to 512 bytes, no two zero
+/// blocks (`umoci insert` in Debian 12's umoci 0.4.7). containerd and Docker (Go's
+/// archive/tar) accept such layers; the tar crate fails them with "unexpected EOF during skip"
+/// while skipping the missing padding. When the stream ends exactly where the last complete
+/// entry ended, or inside its padding, this reader goes on with zeros up to the padding's end
+/// plus two zero blocks, so the tar reader finds a regular end. A stream that ends anywhere
+/// else (inside an entry's data or header) still ends there and stays an error. The zeros
+/// are added above the hashing reader: the diff_id covers the bytes the layer really has.
+struct TrailerReader<R> {
+    inner: R,
+    pos: Rc<StreamPos>,
+    /// Set once the trailer is being supplied: the stream offset where it ends.
+    synthesize_until: Option<u64>,
+}
+
+impl<R: Read> Read for TrailerReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let at = self.pos.read.get();
+        let n = match self.synthesize_until {
+            Some(end) => {
+                let n = (end - at).min(buf.len() as u64) as usize;
+                buf[..n].fill(0);
+                n
+            }
+            None => {
+                let n = self.inner.read(buf)?;
+                if n == 0 && !buf.is_empty() {
+                    if let Some(end) = missing_trailer_end(at, self.pos.entry_end.get()) {
+                        self.synthesize_until = Some(end);
+                        return self.read(buf);
+                    }
+                }
+                n
+            }
+        };
+        self.pos.read.set(at + n as u64);
+        Ok(n)
+    }
+}
+
+/// Where the synthesized end of archive stops, if a stream ending at `at` only lacks
+/// padding and zero blocks after the last complete entry (which ended at `entry_end`).
+fn missing_trailer_end(at: u64, entry_end: Option<u64>) -> Option<u64> {
+    const BLOCK: u64 = 512;
+    let entry_end = entry_end?;
+    let padded = entry_end.div_ceil(BLOCK) * BLOCK;
+    (entry_end..=padded)
+        .contains(&at)
+        .then_some(padded + 2 * BLOCK)
 }
 
 /// Ownership, permissions, time and xattrs of one entry, from its header and PAX records.
@@ -2087,6 +2156,74 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.kind(), Kind::Internal);
+    }
+
+    /// `etc/` then `etc/a` (3 bytes) then `etc/b` (700 bytes): the offsets the cuts use.
+    fn two_file_layer() -> Vec<u8> {
+        let mut l = Layer::new();
+        l.dir("etc")
+            .file("etc/a", b"abc")
+            .file("etc/b", &[b'x'; 700]);
+        let tar = l.finish();
+        // dir header 512, a: header 512 + data 3 (+509 padding), b: header 512 + 700 data
+        // (+324 padding), two zero blocks; the tar crate pads no further.
+        assert_eq!(tar.len(), 512 + 1024 + 512 + 1024 + 1024);
+        tar
+    }
+
+    #[test]
+    fn layer_without_end_of_archive_is_accepted() {
+        let tar = two_file_layer();
+        let b_end = 512 + 1024 + 512 + 700;
+        // As umoci insert writes them: nothing after the last entry's data; then partial
+        // padding, whole padding, and one of the two zero blocks.
+        for cut in [b_end, b_end + 100, 3072, 3072 + 512] {
+            let blob = &tar[..cut];
+            let want = format!("sha256:{}", hex::encode(Sha256::digest(blob)));
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            gz.write_all(blob).unwrap();
+            let gz = gz.finish().unwrap();
+            for (bytes, compression) in [(blob, Compression::None), (&gz[..], Compression::Gzip)] {
+                let sb = sandbox();
+                let stats = unpack_reader(bytes, compression, &sb.dest)
+                    .unwrap_or_else(|e| panic!("cut at {cut} ({compression:?}): {e}"));
+                assert_eq!(
+                    stats.diff_id, want,
+                    "the diff_id covers the bytes as they are"
+                );
+                assert_eq!(stats.entries, 3);
+                assert_eq!(read(sb.dest.join("etc/a")), b"abc");
+                assert_eq!(read(sb.dest.join("etc/b")), [b'x'; 700]);
+            }
+        }
+    }
+
+    #[test]
+    fn layer_cut_inside_an_entry_is_refused() {
+        let tar = two_file_layer();
+        // Inside etc/a's data, inside etc/b's header, inside etc/b's data (short by one),
+        // and a header whose data is missing entirely.
+        for cut in [
+            512 + 512 + 2,
+            1536 + 100,
+            512 + 1024 + 512 + 699,
+            512 + 1024 + 512,
+        ] {
+            let sb = sandbox();
+            let e = assert_refused(unpack_reader(&tar[..cut], Compression::None, &sb.dest));
+            assert!(matches!(e, UnpackError::Stream { .. }), "cut at {cut}: {e}");
+        }
+    }
+
+    #[test]
+    fn missing_trailer_is_only_supplied_right_after_an_entry() {
+        assert_eq!(missing_trailer_end(0, None), None);
+        assert_eq!(missing_trailer_end(515, Some(515)), Some(2048));
+        assert_eq!(missing_trailer_end(1000, Some(515)), Some(2048));
+        assert_eq!(missing_trailer_end(1024, Some(515)), Some(2048));
+        assert_eq!(missing_trailer_end(1025, Some(515)), None);
+        assert_eq!(missing_trailer_end(514, Some(515)), None);
+        assert_eq!(missing_trailer_end(1024, Some(1024)), Some(2048));
     }
 
     #[test]

@@ -186,6 +186,12 @@ fn create(req: &CreateRequest, rb: &mut Rollback) -> Result<Built, Failure> {
         }
     };
 
+    if let Engine::Libcontainer(_) = engine {
+        // libcontainer 0.7 ignores bind mounts' propagation options (crun applies them).
+        super::propagation::apply(init_pid, &spec)
+            .map_err(|message| (Fault::Internal, format!("mount propagation: {message}")))?;
+    }
+
     if let Some(adj) = req.oom_score_adj {
         fs::write(format!("/proc/{init_pid}/oom_score_adj"), adj.to_string())
             .map_err(|e| internal(&format!("set oom_score_adj {adj} of the init"), &e))?;
@@ -711,41 +717,18 @@ impl Monitor {
         while let Ok(Some(_)) = self.sigfd.read_signal() {}
         let init = self.init_pid;
         let mut exited = None;
-        let mut execs_done = false;
         let exec_children = &mut self.exec_children;
         super::process::reap_all_nonblocking(|status| match status.pid() {
             Some(pid) if pid == init => exited = Some(status),
             Some(pid) => {
                 if let Some(i) = exec_children.iter().position(|&p| p == pid) {
                     exec_children.swap_remove(i);
-                    execs_done = exec_children.is_empty();
                 }
             }
             None => {}
         });
         if exited.is_some() {
             self.exited = exited;
-        }
-        if execs_done {
-            self.sweep_tenant_sockets();
-        }
-    }
-
-    /// libcontainer leaves each exec's `tenant-notify-*.sock` in the container's state dir;
-    /// once no exec is in flight none of them is in use.
-    fn sweep_tenant_sockets(&self) {
-        if !matches!(self.engine, Engine::Libcontainer(_)) {
-            return;
-        }
-        let dir = self.req.runtime_root.join(&self.req.id);
-        if let Ok(entries) = fs::read_dir(&dir) {
-            for e in entries.flatten() {
-                let name = e.file_name();
-                let name = name.to_string_lossy();
-                if name.starts_with("tenant-notify-") && name.ends_with(".sock") {
-                    let _ = fs::remove_file(e.path());
-                }
-            }
         }
     }
 
@@ -890,23 +873,13 @@ impl Monitor {
                 &MonitorReply::error(Fault::Invalid, "empty command"),
             );
         }
-        let process = self.spec.process().as_ref();
-        let user = process.map(|p| p.user());
         let job = ExecJob {
-            crun: self.engine.crun_exec(process),
-            id: self.req.id.clone(),
-            runtime_root: self.req.runtime_root.clone(),
+            crun: self.engine.crun_exec(self.spec.process().as_ref()),
+            init_pid: self.init_pid,
+            spec: self.spec.clone(),
             args,
             timeout: timeout_ms.map(Duration::from_millis),
             max_output: self.req.exec_max_output,
-            uid: user.map(|u| u.uid()).unwrap_or(0),
-            gid: user.map(|u| u.gid()).unwrap_or(0),
-            additional_gids: user
-                .and_then(|u| u.additional_gids().clone())
-                .unwrap_or_default(),
-            cwd: process
-                .map(|p| p.cwd().clone())
-                .unwrap_or_else(|| PathBuf::from("/")),
         };
         // SAFETY: the monitor is single-threaded.
         match unsafe { nix::unistd::fork() } {

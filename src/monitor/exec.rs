@@ -1,25 +1,22 @@
-//! ExecSync: a child of the monitor runs libcontainer's tenant exec (or `crun exec
-//! --detach`) into the running container, collects the output, enforces the deadline and
+//! ExecSync: a child of the monitor enters the running container (`enter.rs`; or runs `crun
+//! exec --detach` for crun's containers), collects the output, enforces the deadline and
 //! answers the client itself.
 //!
 //! A dedicated child keeps the monitor responsive (it goes on serving while an exec runs)
-//! and contains libcontainer's process-wide `chdir` (LIBCONTAINER.md pitfall 2).
+//! and is the one that joins the container's pid namespace for its children.
 
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use libcontainer::container::builder::ContainerBuilder;
-use libcontainer::syscall::syscall::SyscallType;
 use nix::fcntl::OFlag;
 use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
+use oci_spec::runtime::Spec;
 
-use super::container::error_chain;
 use super::crun::CrunExec;
-use super::executor::CleanSignalsExecutor;
+use super::enter::{self, Target};
 use super::process::{close_fds_except, exit_code_of, pidfd_open, set_nonblocking, wait_pid};
 use super::protocol::{encode_line, Fault, MonitorReply};
 
@@ -29,19 +26,18 @@ const DEFAULT_MAX_OUTPUT: usize = 16 * 1024 * 1024;
 /// child it left behind) before the output is returned without waiting for EOF.
 const DRAIN_GRACE: Duration = Duration::from_millis(500);
 
-/// What one exec runs, with the container process's identity (from config.json).
+/// What one exec runs, and in which container.
 pub(crate) struct ExecJob {
     /// Some: the container was created by crun, and crun execs into it.
     pub crun: Option<CrunExec>,
-    pub id: String,
-    pub runtime_root: PathBuf,
+    /// The container's init (the monitor's unreaped child: its pid cannot be reused).
+    pub init_pid: Pid,
+    /// The container's spec (config.json as the backend got it): the exec'd process gets
+    /// its process identity, capabilities, AppArmor profile, seccomp filter and namespaces.
+    pub spec: Spec,
     pub args: Vec<String>,
     pub timeout: Option<Duration>,
     pub max_output: usize,
-    pub uid: u32,
-    pub gid: u32,
-    pub additional_gids: Vec<u32>,
-    pub cwd: PathBuf,
 }
 
 struct Outcome {
@@ -95,28 +91,12 @@ fn run(job: &ExecJob) -> Result<Outcome, (Fault, String)> {
         return collect(pid, [out_r, err_r], deadline, max_output(job))
             .map_err(|e| internal("exec output", &e));
     }
-    let pid = ContainerBuilder::new(job.id.clone(), SyscallType::default())
-        .with_executor(CleanSignalsExecutor)
-        .with_root_path(&job.runtime_root)
-        .map(|b| {
-            b.with_stdin(stdin)
-                .with_stdout(out_w)
-                .with_stderr(err_w)
-                .as_tenant()
-                .with_container_args(job.args.clone())
-                .with_cwd(Some(job.cwd.clone()))
-                .with_user(Some(job.uid))
-                .with_group(Some(job.gid))
-                .with_additional_gids(job.additional_gids.clone())
-                .with_detach(true)
-        })
-        .and_then(|b| b.build())
-        .map_err(|e| {
-            (
-                Fault::Internal,
-                format!("exec {:?}: {}", job.args, error_chain(&e)),
-            )
-        })?;
+    let target = Target {
+        init_pid: job.init_pid,
+        spec: &job.spec,
+    };
+    let pid = enter::spawn(&target, &job.args, [stdin.into(), out_w, err_w])
+        .map_err(|message| (Fault::Internal, format!("exec {:?}: {message}", job.args)))?;
     let deadline = job.timeout.map(|t| started + t);
     collect(pid, [out_r, err_r], deadline, max_output(job)).map_err(|e| internal("exec output", &e))
 }

@@ -11,8 +11,8 @@
 //!   ├──▶ monitor (one per container, single-threaded for life, child subreaper)
 //!   │      libcontainer build() or `crun create` → report init pid → serve <state_dir>/monitor.sock
 //!   │      stdout/stderr pipes → CRI log; reaps the init; status.json; delete; exits
-//!   │      └──▶ exec child (one per ExecSync: libcontainer tenant exec or `crun exec
-//!   │           --detach`, collects output)
+//!   │      └──▶ exec child (one per ExecSync: enters the container itself, see enter.rs,
+//!   │           or runs `crun exec --detach`; collects output)
 //!   └──▶ sandbox setup (unshare, hostname, lo up, sysctls, bind-mounts the ns files)
 //!          └──▶ holder ("proxrt-pause": pid 1 of the pod's pid namespace, sleeps, reaps)
 //! ```
@@ -30,10 +30,12 @@
 mod client;
 mod container;
 mod crun;
+mod enter;
 mod exec;
 mod executor;
 mod oom;
 mod process;
+mod propagation;
 mod protocol;
 mod sandbox;
 mod status;

@@ -47,6 +47,7 @@ impl World {
                 oom_score_adj_min: 0,
                 cgroup_v2: false,
                 hugepage_sizes: Vec::new(),
+                capabilities: Default::default(),
             },
             run_dir: dir.path().join("run"),
             _dir: dir,

@@ -7,9 +7,11 @@ use oci_spec::runtime::{Capabilities, Capability, LinuxCapabilities, Spec};
 
 use super::{process_mut, security_context, SpecError, SpecInput};
 
-/// Every capability proxrt knows, by kernel name without the `CAP_` prefix. "ALL" and
-/// privileged mode mean this list. All of them exist on the kernels proxrt targets (5.9+ for
-/// CHECKPOINT_RESTORE; Proxmox VE 8 ships 6.x).
+/// Every capability proxrt knows, by kernel name without the `CAP_` prefix, in kernel order
+/// (the index is the capability's bit number). All of them exist on the kernels proxrt
+/// targets (5.9+ for CHECKPOINT_RESTORE; Proxmox VE 8 ships 6.x). "ALL" and privileged mode
+/// do not mean this list but what the daemon holds (`HostView::capabilities`): a host or an
+/// LXC guest may have a smaller bounding set, and asking for more fails in the kernel.
 pub const ALL_CAPABILITIES: [(&str, Capability); 41] = [
     ("CHOWN", Capability::Chown),
     ("DAC_OVERRIDE", Capability::DacOverride),
@@ -78,7 +80,7 @@ pub fn apply_capabilities(
     privileged: bool,
 ) -> Result<(), SpecError> {
     let requested = security_context(input.config).and_then(|sc| sc.capabilities.as_ref());
-    let caps = container_capabilities(requested, privileged)?;
+    let caps = container_capabilities(requested, privileged, &input.host.capabilities)?;
     process_mut(spec).set_capabilities(Some(caps));
     Ok(())
 }
@@ -87,27 +89,36 @@ pub fn apply_capabilities(
 /// (containerd's choice: ambient caps would survive exec of non-root programs) unless the
 /// request names ambient capabilities, which must be in the set and are then inheritable too.
 ///
-/// The set: privileged = all; else the default set, then `ALL` in add (all), then `ALL` in
-/// drop (none), then the named adds, then the named drops. Names are case-insensitive, with or
-/// without `CAP_`; an unknown name is an error (except under privileged, which ignores add and
-/// drop, as the CRI allows).
+/// The set: privileged = all the daemon holds (`held`, its bounding set); else the default
+/// set (less what the daemon lacks), then `ALL` in add (all held), then `ALL` in drop (none),
+/// then the named adds, then the named drops. Names are case-insensitive, with or without
+/// `CAP_`; an unknown name is an error (except under privileged, which ignores add and drop,
+/// as the CRI allows), and so is a named add the daemon does not hold: the kernel would
+/// refuse it when the container starts, with a message that names nothing.
 pub fn container_capabilities(
     requested: Option<&CriCapability>,
     privileged: bool,
+    held: &Capabilities,
 ) -> Result<LinuxCapabilities, SpecError> {
     let set: Capabilities = if privileged {
-        all_capabilities()
+        held.clone()
     } else {
         let empty = CriCapability::default();
         let requested = requested.unwrap_or(&empty);
-        let mut set: Capabilities = DEFAULT_CAPABILITIES.into_iter().collect();
+        let mut set: Capabilities = DEFAULT_CAPABILITIES
+            .into_iter()
+            .filter(|c| held.contains(c))
+            .collect();
         let adds = parse_names(&requested.add_capabilities)?;
         let drops = parse_names(&requested.drop_capabilities)?;
         if adds.all {
-            set = all_capabilities();
+            set = held.clone();
         }
         if drops.all {
             set.clear();
+        }
+        if let Some(missing) = adds.named.iter().find(|c| !held.contains(c)) {
+            return Err(SpecError::CapabilityNotHeld(name_of(*missing)));
         }
         set.extend(adds.named);
         for cap in &drops.named {
@@ -136,8 +147,29 @@ pub fn container_capabilities(
     Ok(caps)
 }
 
+/// Every capability proxrt knows (what a full-powered root holds).
 pub fn all_capabilities() -> Capabilities {
     ALL_CAPABILITIES.iter().map(|(_, c)| *c).collect()
+}
+
+/// The capabilities of a kernel bit mask (`CapBnd:` in /proc/<pid>/status). Bits proxrt has
+/// no name for (capabilities newer than this build) are left out.
+pub fn from_mask(mask: u64) -> Capabilities {
+    ALL_CAPABILITIES
+        .iter()
+        .enumerate()
+        .filter(|(bit, _)| mask & (1u64 << bit) != 0)
+        .map(|(_, (_, c))| *c)
+        .collect()
+}
+
+/// The kernel bit mask of a capability set (as /proc/<pid>/status shows it).
+pub fn to_mask(caps: &Capabilities) -> u64 {
+    ALL_CAPABILITIES
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, c))| caps.contains(c))
+        .fold(0, |mask, (bit, _)| mask | (1u64 << bit))
 }
 
 /// Parses a capability name: `NET_ADMIN`, `CAP_NET_ADMIN`, `net_admin`.
@@ -209,7 +241,7 @@ mod tests {
 
     #[test]
     fn default_set_is_containerds() {
-        let c = container_capabilities(None, false).unwrap();
+        let c = container_capabilities(None, false, &all_capabilities()).unwrap();
         let set = bounding(&c);
         assert_eq!(set.len(), 14);
         assert!(set.contains(&Capability::NetBindService));
@@ -233,8 +265,12 @@ mod tests {
 
     #[test]
     fn add_and_drop() {
-        let c =
-            container_capabilities(Some(&req(&["SYS_ADMIN"], &["CAP_NET_RAW"])), false).unwrap();
+        let c = container_capabilities(
+            Some(&req(&["SYS_ADMIN"], &["CAP_NET_RAW"])),
+            false,
+            &all_capabilities(),
+        )
+        .unwrap();
         let set = bounding(&c);
         assert!(set.contains(&Capability::SysAdmin));
         assert!(!set.contains(&Capability::NetRaw));
@@ -243,7 +279,9 @@ mod tests {
 
     #[test]
     fn add_all_then_drop_named() {
-        let c = container_capabilities(Some(&req(&["ALL"], &["CHOWN"])), false).unwrap();
+        let c =
+            container_capabilities(Some(&req(&["ALL"], &["CHOWN"])), false, &all_capabilities())
+                .unwrap();
         let set = bounding(&c);
         assert_eq!(set.len(), ALL_CAPABILITIES.len() - 1);
         assert!(!set.contains(&Capability::Chown));
@@ -251,7 +289,12 @@ mod tests {
 
     #[test]
     fn drop_all_then_add_named() {
-        let c = container_capabilities(Some(&req(&["NET_BIND_SERVICE"], &["all"])), false).unwrap();
+        let c = container_capabilities(
+            Some(&req(&["NET_BIND_SERVICE"], &["all"])),
+            false,
+            &all_capabilities(),
+        )
+        .unwrap();
         assert_eq!(
             bounding(&c),
             [Capability::NetBindService]
@@ -262,14 +305,19 @@ mod tests {
 
     #[test]
     fn drop_wins_over_add_of_the_same_name() {
-        let c = container_capabilities(Some(&req(&["SYS_TIME"], &["SYS_TIME"])), false).unwrap();
+        let c = container_capabilities(
+            Some(&req(&["SYS_TIME"], &["SYS_TIME"])),
+            false,
+            &all_capabilities(),
+        )
+        .unwrap();
         assert!(!bounding(&c).contains(&Capability::SysTime));
     }
 
     #[test]
     fn unknown_names_are_errors() {
         for r in [req(&["SYS_WIZARD"], &[]), req(&[], &["CAP_NOPE"])] {
-            let err = container_capabilities(Some(&r), false).unwrap_err();
+            let err = container_capabilities(Some(&r), false, &all_capabilities()).unwrap_err();
             assert!(matches!(err, SpecError::UnknownCapability(_)), "{err}");
             assert_eq!(err.kind(), Kind::InvalidArgument);
         }
@@ -277,7 +325,8 @@ mod tests {
 
     #[test]
     fn privileged_gets_everything_and_ignores_add_drop() {
-        let c = container_capabilities(Some(&req(&["BOGUS"], &["ALL"])), true).unwrap();
+        let c = container_capabilities(Some(&req(&["BOGUS"], &["ALL"])), true, &all_capabilities())
+            .unwrap();
         assert_eq!(bounding(&c).len(), ALL_CAPABILITIES.len());
     }
 
@@ -285,16 +334,60 @@ mod tests {
     fn ambient_caps_must_be_in_the_set() {
         let mut r = req(&[], &[]);
         r.add_ambient_capabilities = vec!["NET_BIND_SERVICE".into()];
-        let c = container_capabilities(Some(&r), false).unwrap();
+        let c = container_capabilities(Some(&r), false, &all_capabilities()).unwrap();
         let amb = c.ambient().clone().unwrap();
         assert!(amb.contains(&Capability::NetBindService));
         assert_eq!(c.inheritable().clone().unwrap(), amb);
 
         r.add_ambient_capabilities = vec!["SYS_ADMIN".into()];
         assert!(matches!(
-            container_capabilities(Some(&r), false),
+            container_capabilities(Some(&r), false, &all_capabilities()),
             Err(SpecError::AmbientNotInSet(ref n)) if n == "CAP_SYS_ADMIN"
         ));
+    }
+
+    /// This machine's root: everything but CAP_SYS_RESOURCE (bit 24).
+    fn reduced() -> Capabilities {
+        from_mask(0x01ff_ffff_ffff & !(1 << 24))
+    }
+
+    #[test]
+    fn masks_follow_kernel_bit_numbers() {
+        assert_eq!(from_mask(0x01ff_ffff_ffff), all_capabilities());
+        assert_eq!(
+            from_mask(1 << 21 | 1),
+            [Capability::SysAdmin, Capability::Chown]
+                .into_iter()
+                .collect()
+        );
+        assert_eq!(to_mask(&from_mask(0xa80425fb)), 0xa80425fb);
+        // Bits beyond the table (a newer kernel's capabilities) are not invented.
+        assert_eq!(from_mask(1 << 63), Capabilities::new());
+        assert!(!reduced().contains(&Capability::SysResource));
+        assert_eq!(reduced().len(), ALL_CAPABILITIES.len() - 1);
+    }
+
+    #[test]
+    fn all_and_privileged_mean_what_the_daemon_holds() {
+        let held = reduced();
+        let privileged = container_capabilities(None, true, &held).unwrap();
+        assert_eq!(bounding(&privileged), held);
+        assert_eq!(privileged.effective().as_ref(), Some(&held));
+        assert_eq!(privileged.permitted().as_ref(), Some(&held));
+        let all = container_capabilities(Some(&req(&["ALL"], &[])), false, &held).unwrap();
+        assert_eq!(bounding(&all), held);
+        let err =
+            container_capabilities(Some(&req(&["SYS_RESOURCE"], &[])), false, &held).unwrap_err();
+        assert!(
+            matches!(err, SpecError::CapabilityNotHeld(ref n) if n == "CAP_SYS_RESOURCE"),
+            "{err}"
+        );
+        assert_eq!(err.kind(), Kind::FailedPrecondition);
+        // A default capability the daemon lacks is left out rather than refused.
+        let mut no_mknod = held.clone();
+        no_mknod.remove(&Capability::Mknod);
+        let default = container_capabilities(None, false, &no_mknod).unwrap();
+        assert_eq!(bounding(&default).len(), DEFAULT_CAPABILITIES.len() - 1);
     }
 
     #[test]

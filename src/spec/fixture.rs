@@ -52,6 +52,7 @@ impl Fixture {
                 oom_score_adj_min: -1000,
                 cgroup_v2: true,
                 hugepage_sizes: vec!["2MB".into(), "1GB".into()],
+                capabilities: super::capabilities::all_capabilities(),
             },
             cgroups_path: "/kubepods/pod-uid/ctr".into(),
             seccomp_localhost: None,

@@ -119,6 +119,8 @@ pub struct HostView {
     pub cgroup_v2: bool,
     /// Hugepage sizes the host supports, in the CRI/cgroup spelling ("2MB", "1GB").
     pub hugepage_sizes: Vec<String>,
+    /// The daemon's own bounding set: what "all capabilities" (privileged, `ALL`) means here.
+    pub capabilities: oci_spec::runtime::Capabilities,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -149,10 +151,14 @@ pub enum SpecError {
     BadUserDbFile { path: String, reason: String },
     #[error("mount {destination:?}: {reason}")]
     InvalidMount { destination: String, reason: String },
+    #[error("mount {destination:?}: BIDIRECTIONAL propagation needs a privileged container")]
+    BidirectionalNeedsPrivileged { destination: String },
     #[error("device {path:?}: {reason}")]
     InvalidDevice { path: String, reason: String },
     #[error("unknown capability {0:?}")]
     UnknownCapability(String),
+    #[error("capability {0} is not in the runtime's bounding set: this host cannot grant it")]
+    CapabilityNotHeld(String),
     #[error("ambient capability {0} is not in the container's capability set")]
     AmbientNotInSet(String),
     #[error("container {container} is privileged but its sandbox is not")]
@@ -192,9 +198,10 @@ pub enum SpecError {
 impl Classify for SpecError {
     fn kind(&self) -> Kind {
         match self {
-            SpecError::PrivilegedNotAllowed { .. } | SpecError::NamespaceUnavailable { .. } => {
-                Kind::FailedPrecondition
-            }
+            SpecError::PrivilegedNotAllowed { .. }
+            | SpecError::NamespaceUnavailable { .. }
+            | SpecError::CapabilityNotHeld(_)
+            | SpecError::BidirectionalNeedsPrivileged { .. } => Kind::FailedPrecondition,
             SpecError::ReadUserDb { .. }
             | SpecError::SeccompNotLoaded { .. }
             | SpecError::Build(_) => Kind::Internal,
@@ -245,6 +252,12 @@ pub fn container_spec(input: &SpecInput) -> Result<Spec, SpecError> {
 /// The container's Linux security context, if the request has one.
 pub(crate) fn security_context(config: &ContainerConfig) -> Option<&LinuxContainerSecurityContext> {
     config.linux.as_ref()?.security_context.as_ref()
+}
+
+/// Whether the request asks for a privileged container (whether it may is
+/// [`check_privileged`]'s question).
+pub fn security_context_privileged(config: &ContainerConfig) -> bool {
+    security_context(config).is_some_and(|sc| sc.privileged)
 }
 
 /// Whether the container runs privileged. CRI: a privileged container MUST only run in a

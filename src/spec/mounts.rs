@@ -32,6 +32,13 @@ pub fn apply_mounts(
     let mut propagation = RootfsPropagation::Private;
     for m in &input.config.mounts {
         let (mount, p) = cri_mount(m)?;
+        if p == RootfsPropagation::Shared && !privileged {
+            // Mounts made in the container would reach the host: kubelet only allows it for
+            // privileged containers, and so does every runtime.
+            return Err(SpecError::BidirectionalNeedsPrivileged {
+                destination: m.container_path.clone(),
+            });
+        }
         propagation = propagation.max(p);
         cri.push(mount);
     }
@@ -616,7 +623,7 @@ mod tests {
         let mut shared = cri("/b", "/b");
         shared.propagation = MountPropagation::PropagationBidirectional as i32;
         f.config.mounts = vec![shared, slave];
-        let spec = build(&f, false);
+        let spec = build(&f, true);
         assert_eq!(
             spec.linux()
                 .as_ref()
@@ -625,5 +632,22 @@ mod tests {
                 .as_deref(),
             Some("shared")
         );
+    }
+
+    #[test]
+    fn bidirectional_needs_a_privileged_container() {
+        let mut f = Fixture::new();
+        let mut shared = cri("/b", "/b");
+        shared.propagation = MountPropagation::PropagationBidirectional as i32;
+        f.config.mounts = vec![shared];
+        let opts =
+            super::super::security_context(&f.config).and_then(|sc| sc.namespace_options.as_ref());
+        let plan = plan_namespaces(opts, &f.sandbox, &f.host).unwrap();
+        let err = apply_mounts(&mut Spec::default(), &f.input(), false, &plan).unwrap_err();
+        assert!(
+            matches!(err, SpecError::BidirectionalNeedsPrivileged { ref destination } if destination == "/b"),
+            "{err}"
+        );
+        assert_eq!(err.kind(), Kind::FailedPrecondition);
     }
 }

@@ -98,8 +98,9 @@ fn choice_from_profile(profile: &SecurityProfile) -> Result<SeccompChoice, SpecE
             localhost(r, r.strip_prefix("localhost/").unwrap_or(r))
         }
         Err(_) => Err(SpecError::InvalidSeccomp {
-            profile: profile.localhost_ref.clone(),
-            reason: format!("unknown profile type {}", profile.profile_type),
+            profile: format!("type {} {:?}", profile.profile_type, profile.localhost_ref),
+            reason: "unknown profile type (expected RuntimeDefault, Unconfined or Localhost)"
+                .into(),
         }),
     }
 }
@@ -550,6 +551,65 @@ mod tests {
             "",
         );
         assert!(seccomp_choice(Some(&sc), false).is_err());
+    }
+
+    #[test]
+    fn errors_name_the_value() {
+        for s in ["bogus", "localhost/relative.json", "docker/bogus"] {
+            let err = seccomp_choice(Some(&sc_with(None, s)), false).unwrap_err();
+            assert!(err.to_string().contains(&format!("{s:?}")), "{err}");
+        }
+        let sc = sc_with(Some(profile(ProfileType::Localhost, "rel/p.json")), "");
+        let err = seccomp_choice(Some(&sc), false).unwrap_err();
+        assert!(err.to_string().contains("\"rel/p.json\""), "{err}");
+        let sc = sc_with(
+            Some(SecurityProfile {
+                profile_type: 9,
+                localhost_ref: String::new(),
+            }),
+            "",
+        );
+        let err = seccomp_choice(Some(&sc), false).unwrap_err();
+        assert!(
+            err.to_string().contains("type 9")
+                && err
+                    .to_string()
+                    .contains("expected RuntimeDefault, Unconfined or Localhost"),
+            "{err}"
+        );
+        // The typed Localhost field as some clients send it, with the string form's prefix.
+        let sc = sc_with(
+            Some(profile(ProfileType::Localhost, "localhost//p.json")),
+            "",
+        );
+        assert_eq!(
+            seccomp_choice(Some(&sc), false).unwrap(),
+            SeccompChoice::Localhost("/p.json".into())
+        );
+    }
+
+    #[test]
+    fn privileged_is_unconfined_whatever_is_asked() {
+        for legacy in ["runtime/default", "localhost//p.json", "bogus"] {
+            let sc = sc_with(None, legacy);
+            assert_eq!(
+                seccomp_choice(Some(&sc), true).unwrap(),
+                SeccompChoice::Unconfined,
+                "{legacy}"
+            );
+        }
+        let config = ContainerConfig {
+            linux: Some(k8s_cri::v1::LinuxContainerConfig {
+                security_context: Some(LinuxContainerSecurityContext {
+                    privileged: true,
+                    seccomp: Some(profile(ProfileType::Localhost, "/p.json")),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(seccomp_localhost_path(&config).unwrap(), None);
     }
 
     #[test]

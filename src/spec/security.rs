@@ -124,10 +124,11 @@ fn apparmor_from_profile(profile: &SecurityProfile) -> Result<Option<String>, Sp
             }
             Ok(Some(name.to_string()))
         }
-        Err(_) => Err(invalid(&format!(
-            "unknown profile type {}",
-            profile.profile_type
-        ))),
+        Err(_) => Err(SpecError::InvalidApparmor {
+            profile: format!("type {} {:?}", profile.profile_type, profile.localhost_ref),
+            reason: "unknown profile type (expected RuntimeDefault, Unconfined or Localhost)"
+                .into(),
+        }),
     }
 }
 
@@ -247,6 +248,17 @@ mod tests {
         // The structured field wins over the string.
         sc.apparmor = Some(profile(ProfileType::Unconfined, ""));
         assert_eq!(apparmor_profile(Some(&sc), false).unwrap(), None);
+    }
+
+    #[test]
+    fn apparmor_privileged_is_unconfined_whatever_is_asked() {
+        let sc = LinuxContainerSecurityContext {
+            apparmor_profile: "bogus".into(),
+            ..Default::default()
+        };
+        assert_eq!(apparmor_profile(Some(&sc), true).unwrap(), None);
+        let err = apparmor_profile(Some(&sc), false).unwrap_err();
+        assert!(err.to_string().contains("\"bogus\""), "{err}");
     }
 
     #[test]
