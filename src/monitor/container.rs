@@ -33,7 +33,8 @@ use super::process::{
     now_nanos, poll_one, set_nonblocking, stdio_to_dev_null,
 };
 use super::protocol::{
-    encode_line, write_frame, Fault, MonitorReply, MonitorRequest, Report, ACK, MAX_REQUEST_LINE,
+    acknowledged, encode_line, write_frame, Fault, MonitorReply, MonitorRequest, Report,
+    MAX_REQUEST_LINE,
 };
 use super::status::{write_status, ContainerStatusFile, STATUS_FILE};
 use super::zygote::{CreateRequest, RuntimeKind};
@@ -42,9 +43,6 @@ use crate::logs::{CriLogWriter, Stream};
 use crate::rollback::Rollback;
 use crate::store::atomic_write;
 
-/// How long the monitor waits for the daemon to acknowledge its report before deciding the
-/// daemon is gone and deleting the container.
-const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 /// After the init exited: how long exec children get to report before they are killed,
 /// and how long the pipes get to reach EOF (processes outside the container's cgroup may
 /// hold them open).
@@ -112,16 +110,6 @@ pub(crate) fn run_monitor(req: CreateRequest, report: OwnedFd) -> i32 {
 fn fail(report: &mut UnixStream, (fault, message): Failure) -> i32 {
     let _ = write_frame(report, &Report::Failed { message, fault });
     1
-}
-
-fn acknowledged(report: &mut UnixStream) -> bool {
-    match poll_one(report.as_raw_fd(), libc::POLLIN, Some(ACK_TIMEOUT)) {
-        Ok(true) => {
-            let mut byte = [0u8; 1];
-            matches!(report.read(&mut byte), Ok(1) if byte[0] == ACK)
-        }
-        _ => false,
-    }
 }
 
 /// What `create` made and the loop needs.
@@ -214,17 +202,8 @@ fn create(req: &CreateRequest, rb: &mut Rollback) -> Result<Built, Failure> {
         .set_nonblocking(true)
         .map_err(|e| internal("monitor socket", &e))?;
 
-    let status = ContainerStatusFile {
-        monitor_pid: std::process::id() as i32,
-        init_pid: init_pid.as_raw(),
-        created_at: now_nanos(),
-        started_at: None,
-        finished_at: None,
-        exit_code: None,
-        signal: None,
-        oom_killed: false,
-        message: None,
-    };
+    let status =
+        ContainerStatusFile::created(std::process::id() as i32, init_pid.as_raw(), now_nanos());
     write_status(&req.state_dir, &status).map_err(|e| internal("write status", &e))?;
     {
         let path = req.state_dir.join(STATUS_FILE);
@@ -477,21 +456,7 @@ fn cgroup_roots() -> Vec<PathBuf> {
     roots
 }
 
-/// An error and its sources, one after the other: libcontainer's top-level messages
-/// ("failed to create container") say little without them.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
-}
+pub(crate) use crate::error::error_chain;
 
 /// What created the container, and is asked to start, kill and delete it.
 enum Engine {
@@ -512,7 +477,7 @@ impl Engine {
                 (fault, error_chain(&e))
             }),
             Engine::Crun(c) => c.start().map_err(|message| {
-                let fault = match has_exited(init_pid) {
+                let fault = match super::process::has_exited(init_pid.as_raw()) {
                     true => Fault::State,
                     false => Fault::Internal,
                 };
@@ -528,7 +493,7 @@ impl Engine {
             // crun refuses to signal a container whose init has just exited (not reaped
             // yet): what is left in the cgroup then goes with `delete -f` in `finish`.
             Engine::Crun(c) => match c.kill_all(libc::SIGKILL) {
-                Err(_) if has_exited(init_pid) => Ok(()),
+                Err(_) if super::process::has_exited(init_pid.as_raw()) => Ok(()),
                 other => other,
             },
         }
@@ -567,16 +532,6 @@ impl Engine {
                 process: process.cloned().unwrap_or_default(),
             }),
         }
-    }
-}
-
-/// The init has exited (a zombie waiting for us, or gone).
-fn has_exited(pid: Pid) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
-        Err(_) => true,
     }
 }
 
