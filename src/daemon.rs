@@ -12,6 +12,7 @@ use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::admin::admin_server::AdminServer;
+use crate::authority::AuthorityRewrite;
 use crate::backend::Backends;
 use crate::config::Config;
 use crate::container::{ContainerStore, Phase};
@@ -330,7 +331,7 @@ pub async fn serve(config: Config, zygote: Zygote) -> Result<(), DaemonError> {
         .add_service(runtime)
         .add_service(images)
         .add_service(admin)
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
+        .serve_with_incoming_shutdown(lenient_authority(listener), async move {
             shutdown_signal().await;
             notify.notify_one();
         });
@@ -349,6 +350,16 @@ pub async fn serve(config: Config, zygote: Zygote) -> Result<(), DaemonError> {
     let _ = fs::remove_file(&socket);
     tracing::info!("proxrt stopped");
     result.map_err(|e| DaemonError::Server(e.to_string()))
+}
+
+/// The unix socket's connections, each behind the layer that replaces an `:authority`
+/// h2 would refuse (the socket path grpc-go, grpcio and grpc-java send) with
+/// `localhost`: see src/authority. A TCP listener would be served without it.
+fn lenient_authority(
+    listener: UnixListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<AuthorityRewrite<tokio::net::UnixStream>>> {
+    use tokio_stream::StreamExt as _;
+    UnixListenerStream::new(listener).map(|conn| conn.map(AuthorityRewrite::new))
 }
 
 async fn shutdown_signal() {

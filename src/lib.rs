@@ -3,6 +3,7 @@
 //! The flow of a pod through these modules is drawn in docs/architecture.md.
 
 pub mod admin;
+pub mod authority;
 pub mod backend;
 pub mod client;
 pub mod config;

@@ -1,0 +1,418 @@
+//! Clients that are not proxrt's own, against a real daemon: grpcio (Python, from PyPI
+//! in the venv hack/setup makes), grpc-go (built here from Debian's
+//! golang-google-grpc-dev, dialing the bare socket path the way older kubelets and
+//! crictl ≤ 1.26 do) and a raw HTTP/2 client that sends any `:authority` it likes.
+//! Each must be served whatever it puts in `:authority` (docs/kubelet.md, src/authority).
+//!
+//! A missing tool fails the test and says to run hack/setup.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::{output_within, TestDaemon};
+use loona_hpack::{Decoder, Encoder};
+
+/// A client that hangs should fail the test, not hang it.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The daemon logs the authorities its unix socket layer replaces at debug level.
+const DEBUG_AUTHORITY: &str = "[daemon]\nlog_level = \"info,proxrt::authority=debug\"\n";
+const REPLACED: &str = "the server would refuse this :authority";
+
+fn repo_file(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn show(out: &Output) -> String {
+    format!(
+        "{}\n---- stdout ----\n{}---- stderr ----\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// What every client prints when the three calls went as kubelet expects.
+fn assert_served(client: &str, out: &Output, d: &TestDaemon) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("all ok"),
+        "{client} failed: {}\n---- daemon log ----\n{}",
+        show(out),
+        d.log()
+    );
+    for line in [
+        "Version ok runtime_name=proxrt runtime_api_version=v1",
+        "ListContainers ok containers=0",
+        "ContainerStatus unknown id: NOT_FOUND ok",
+    ] {
+        assert!(stdout.contains(line), "{client}: no {line:?} in\n{stdout}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// grpcio
+// ---------------------------------------------------------------------------------------
+
+/// The venv's python, with grpcio (hack/setup makes it).
+fn grpcio_python() -> PathBuf {
+    let venv = std::env::var_os("PROXRT_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/proxrt-test/venv"));
+    let python = venv.join("bin/python3");
+    let probe = Command::new(&python).args(["-c", "import grpc"]).output();
+    match probe {
+        Ok(out) if out.status.success() => python,
+        Ok(out) => panic!(
+            "{} cannot import grpc ({}): run hack/setup",
+            python.display(),
+            show(&out)
+        ),
+        Err(e) => panic!(
+            "no grpcio venv at {} ({e}): run hack/setup (or set PROXRT_TEST_VENV)",
+            venv.display()
+        ),
+    }
+}
+
+fn grpcio_client(mode: &str) -> (TestDaemon, Output) {
+    let python = grpcio_python();
+    let d = TestDaemon::start_with(DEBUG_AUTHORITY);
+    let out = output_within(
+        Command::new(python)
+            .arg(repo_file("tests/interop/cri_client.py"))
+            .arg(&d.socket)
+            .arg(mode),
+        CLIENT_TIMEOUT,
+    );
+    assert_served("grpcio", &out, &d);
+    (d, out)
+}
+
+#[test]
+fn grpcio_with_its_default_authority() {
+    let (d, _) = grpcio_client("default");
+    // grpcio ≥ 1.57 sends the %-encoded socket path (1.85: without its leading slash).
+    let log = d.log();
+    let replaced = log.lines().find(|l| l.contains(REPLACED));
+    assert!(
+        replaced.is_some_and(|l| l.contains("%2Frun%2Fproxrt.sock")),
+        "grpcio did not send the %-encoded socket path; daemon log:\n{log}"
+    );
+}
+
+#[test]
+fn grpcio_with_the_socket_path_as_authority() {
+    let (d, _) = grpcio_client("path");
+    let wanted = format!("authority={}", d.socket.display());
+    assert!(
+        d.log().contains(REPLACED) && d.log().contains(&wanted),
+        "no replaced {wanted:?} in the daemon log:\n{}",
+        d.log()
+    );
+}
+
+#[test]
+fn grpcio_with_localhost() {
+    let (d, _) = grpcio_client("localhost");
+    assert!(
+        !d.log().contains(REPLACED),
+        "localhost is valid: nothing to replace; daemon log:\n{}",
+        d.log()
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// grpc-go
+// ---------------------------------------------------------------------------------------
+
+/// Builds tests/interop/go-cri-client against Debian's grpc-go sources (GOPATH mode:
+/// nothing is downloaded). The build cache lives in the target dir.
+fn build_go_client() -> PathBuf {
+    let gocode = Path::new("/usr/share/gocode");
+    assert!(
+        gocode.join("src/google.golang.org/grpc").is_dir(),
+        "no grpc-go sources under {}: run hack/setup (Debian golang-google-grpc-dev)",
+        gocode.display()
+    );
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let bin = tmp.join("go-cri-client");
+    let out = Command::new("go")
+        .arg("build")
+        .arg("-o")
+        .arg(&bin)
+        .arg(repo_file("tests/interop/go-cri-client/main.go"))
+        .env("GO111MODULE", "off")
+        .env("GOPATH", gocode)
+        .env("GOCACHE", tmp.join("go-build-cache"))
+        .env("GOFLAGS", "")
+        .current_dir(tmp)
+        .output()
+        .unwrap_or_else(|e| panic!("run go ({e}): run hack/setup (Debian golang-go)"));
+    assert!(
+        out.status.success(),
+        "go build of the grpc-go client failed: {}",
+        show(&out)
+    );
+    bin
+}
+
+#[test]
+fn grpc_go_dialing_the_socket_path() {
+    let bin = build_go_client();
+    let d = TestDaemon::start_with(DEBUG_AUTHORITY);
+    let out = output_within(Command::new(bin).arg(&d.socket), CLIENT_TIMEOUT);
+    assert_served("grpc-go", &out, &d);
+    let wanted = format!("authority={}", d.socket.display());
+    assert!(
+        d.log().contains(&wanted),
+        "grpc-go did not send the socket path as :authority; daemon log:\n{}",
+        d.log()
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// A raw HTTP/2 client
+// ---------------------------------------------------------------------------------------
+
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const HEADERS: u8 = 0x1;
+const END_STREAM: u8 = 0x1;
+const END_HEADERS: u8 = 0x4;
+
+/// One HTTP/2 connection, written by hand: the client's HPACK encoder indexes fields
+/// in its dynamic table, as real clients' do.
+struct RawClient {
+    conn: UnixStream,
+    encoder: Encoder<'static>,
+    decoder: Decoder<'static>,
+    next_stream: u32,
+}
+
+/// What came back on one stream.
+#[derive(Debug, Default)]
+struct Reply {
+    headers: Vec<(String, String)>,
+    data: Vec<u8>,
+}
+
+impl Reply {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = (payload.len() as u32).to_be_bytes();
+    let mut out = len[1..].to_vec();
+    out.push(kind);
+    out.push(flags);
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+impl RawClient {
+    fn connect(socket: &Path) -> RawClient {
+        let conn = UnixStream::connect(socket).expect("connect to the daemon's socket");
+        conn.set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("read timeout");
+        let mut c = RawClient {
+            conn,
+            encoder: Encoder::new(),
+            decoder: Decoder::new(),
+            next_stream: 1,
+        };
+        let mut hello = PREFACE.to_vec();
+        hello.extend(frame(0x4, 0, 0, &[]));
+        c.conn.write_all(&hello).expect("send preface");
+        c
+    }
+
+    /// A unary call with `authority` as `:authority` (none when None).
+    fn call(&mut self, authority: Option<&str>, method: &str, message: &[u8]) -> Reply {
+        let stream = self.next_stream;
+        self.next_stream += 2;
+        let path = format!("/runtime.v1.RuntimeService/{method}");
+        let mut fields: Vec<(&str, &str)> = vec![(":method", "POST"), (":scheme", "http")];
+        fields.push((":path", &path));
+        if let Some(a) = authority {
+            fields.push((":authority", a));
+        }
+        fields.extend([
+            ("content-type", "application/grpc"),
+            ("te", "trailers"),
+            ("user-agent", "proxrt-raw-h2-test"),
+            ("x-request-marker", "the same value on every request"),
+        ]);
+        let block = self
+            .encoder
+            .encode(fields.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())));
+        let mut grpc = vec![0];
+        grpc.extend_from_slice(&(message.len() as u32).to_be_bytes());
+        grpc.extend_from_slice(message);
+        let mut bytes = frame(HEADERS, END_HEADERS, stream, &block);
+        bytes.extend(frame(0x0, END_STREAM, stream, &grpc));
+        self.conn.write_all(&bytes).expect("send request");
+        self.read_reply(stream)
+    }
+
+    fn read_frame(&mut self) -> (u8, u8, u32, Vec<u8>) {
+        let mut head = [0u8; 9];
+        self.conn
+            .read_exact(&mut head)
+            .expect("the daemon closed the connection or did not answer");
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+        let mut payload = vec![0; len];
+        self.conn.read_exact(&mut payload).expect("frame payload");
+        (head[3], head[4], stream, payload)
+    }
+
+    fn read_reply(&mut self, stream: u32) -> Reply {
+        let mut reply = Reply::default();
+        let mut block = Vec::new();
+        // END_STREAM of the HEADERS frame whose block is being read.
+        let mut block_ends_stream = false;
+        loop {
+            let (kind, flags, on, payload) = self.read_frame();
+            match kind {
+                0x4 if flags & 1 == 0 => {
+                    let ack = frame(0x4, 1, 0, &[]);
+                    self.conn.write_all(&ack).expect("ack settings");
+                }
+                0x6 if flags & 1 == 0 => {
+                    let pong = frame(0x6, 1, 0, &payload);
+                    self.conn.write_all(&pong).expect("answer ping");
+                }
+                0x3 => panic!(
+                    "stream {on} reset by the daemon: error code {:?}",
+                    payload.get(..4)
+                ),
+                0x7 => panic!(
+                    "connection closed by the daemon (GOAWAY {:?}): {}",
+                    payload.get(4..8),
+                    String::from_utf8_lossy(payload.get(8..).unwrap_or_default())
+                ),
+                // HEADERS and CONTINUATION: decoded on every stream, the table is shared.
+                0x1 | 0x9 => {
+                    if kind == HEADERS {
+                        block_ends_stream = flags & END_STREAM != 0;
+                    }
+                    block.extend_from_slice(&payload);
+                    if flags & END_HEADERS != 0 {
+                        let fields = self
+                            .decoder
+                            .decode(&block)
+                            .expect("decode the daemon's headers");
+                        block.clear();
+                        if on == stream {
+                            reply.headers.extend(fields.into_iter().map(|(n, v)| {
+                                (
+                                    String::from_utf8_lossy(&n).into_owned(),
+                                    String::from_utf8_lossy(&v).into_owned(),
+                                )
+                            }));
+                        }
+                    }
+                    if on == stream && flags & END_HEADERS != 0 && block_ends_stream {
+                        return reply;
+                    }
+                }
+                0x0 if on == stream => {
+                    reply.data.extend_from_slice(&payload);
+                    if flags & END_STREAM != 0 {
+                        return reply;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Calls Version and ListContainers with `authority`, and ContainerStatus of an unknown
+/// id (NotFound: grpc-status 5).
+fn three_calls(c: &mut RawClient, authority: Option<&str>) {
+    let what = format!("authority {authority:?}");
+    let version = c.call(authority, "Version", b"\x0a\x02v1");
+    assert_eq!(version.get(":status"), Some("200"), "{what}: {version:?}");
+    assert_eq!(version.get("grpc-status"), Some("0"), "{what}: {version:?}");
+    assert!(
+        version.data.windows(6).any(|w| w == b"proxrt"),
+        "{what}: Version reply {:?}",
+        version.data
+    );
+    let list = c.call(authority, "ListContainers", b"");
+    assert_eq!(list.get("grpc-status"), Some("0"), "{what}: {list:?}");
+    let id = "0123456789abcdef".repeat(4);
+    let mut req = vec![0x0a, id.len() as u8];
+    req.extend_from_slice(id.as_bytes());
+    let status = c.call(authority, "ContainerStatus", &req);
+    assert_eq!(status.get("grpc-status"), Some("5"), "{what}: {status:?}");
+}
+
+#[test]
+fn raw_http2_any_authority_on_one_connection() {
+    let d = TestDaemon::start();
+    let socket = d.socket.display().to_string();
+    let encoded = socket.replace('/', "%2F");
+    // Absent first (the connection passes as sent), then refused ones (from then on
+    // every block is re-encoded), then valid and absent again; the client's dynamic
+    // table carries fields from one request to the next throughout.
+    let mut c = RawClient::connect(&d.socket);
+    for authority in [
+        None,
+        None,
+        Some(socket.as_str()),
+        Some(encoded.as_str()),
+        Some("localhost"),
+        None,
+        Some(""),
+        Some(socket.as_str()),
+    ] {
+        three_calls(&mut c, authority);
+    }
+    // Refused from the first request on.
+    let mut c = RawClient::connect(&d.socket);
+    for _ in 0..3 {
+        three_calls(&mut c, Some(&socket));
+    }
+    // Valid first: the rest of the connection goes to the server undecoded (gRPC
+    // clients keep one authority per connection); it keeps working as it is.
+    let mut c = RawClient::connect(&d.socket);
+    for _ in 0..3 {
+        three_calls(&mut c, Some("localhost"));
+    }
+}
+
+#[test]
+fn raw_http2_many_requests_cycle_the_dynamic_table() {
+    let d = TestDaemon::start();
+    let socket = d.socket.display().to_string();
+    let mut c = RawClient::connect(&d.socket);
+    let mut statuses = HashMap::new();
+    for i in 0..300 {
+        // A new value each time: the client's table fills and evicts (4 KiB).
+        let authority = match i % 3 {
+            _ if i == 0 => socket.clone(),
+            0 => socket.clone(),
+            1 => format!("localhost:{}", 1000 + i),
+            _ => format!("{socket}.{i}"),
+        };
+        let reply = c.call(Some(&authority), "Version", b"\x0a\x02v1");
+        *statuses
+            .entry(reply.get("grpc-status").unwrap_or("none").to_owned())
+            .or_insert(0) += 1;
+    }
+    assert_eq!(statuses, HashMap::from([("0".to_owned(), 300)]));
+}

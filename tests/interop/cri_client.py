@@ -1,0 +1,92 @@
+#!/usr/bin/env python3
+"""A CRI client on grpcio (the Python gRPC stack, C core): Version, ListContainers and
+ContainerStatus of an unknown id (NOT_FOUND) on a unix socket, with raw method names and
+hand-encoded protobuf bytes (no generated CRI stubs).
+
+Usage: cri_client.py SOCKET_PATH {default,path,localhost}
+  default    grpcio's own :authority for a unix: target (since 1.57 the %-encoded path)
+  path       the socket path itself, as grpc-go and grpc-java send it
+  localhost  what newer kubelets send
+
+Run by tests/interop.rs with the venv hack/setup makes. Prints one line per call and
+"all ok"; exits 1 with the reason otherwise.
+"""
+import sys
+
+import grpc
+
+UNKNOWN_ID = "0123456789abcdef" * 4
+
+
+def fields(msg):
+    """Top-level length-delimited fields of a protobuf message: {number: [bytes]}."""
+    out, i = {}, 0
+
+    def varint():
+        nonlocal i
+        value, shift = 0, 0
+        while True:
+            b = msg[i]
+            i += 1
+            value |= (b & 0x7F) << shift
+            if b < 0x80:
+                return value
+            shift += 7
+
+    while i < len(msg):
+        key = varint()
+        if key & 7 == 0:
+            varint()
+        elif key & 7 == 2:
+            n = varint()
+            out.setdefault(key >> 3, []).append(msg[i : i + n])
+            i += n
+        else:
+            raise ValueError(f"unexpected wire type {key & 7}")
+    return out
+
+
+def string(msg, n):
+    return fields(msg).get(n, [b""])[0].decode()
+
+
+def main():
+    if len(sys.argv) != 3 or sys.argv[2] not in ("default", "path", "localhost"):
+        sys.exit(__doc__)
+    socket, mode = sys.argv[1], sys.argv[2]
+    options = []
+    if mode == "path":
+        options.append(("grpc.default_authority", socket))
+    elif mode == "localhost":
+        options.append(("grpc.default_authority", "localhost"))
+    print(f"grpcio {grpc.__version__}, authority {mode}")
+    with grpc.insecure_channel("unix:" + socket, options=options) as channel:
+        grpc.channel_ready_future(channel).result(timeout=30)
+
+        def call(method, request):
+            rpc = channel.unary_unary(f"/runtime.v1.RuntimeService/{method}")
+            return rpc(request, timeout=30)
+
+        try:
+            reply = call("Version", b"\x0a\x02v1")
+            print(
+                f"Version ok runtime_name={string(reply, 2)} "
+                f"runtime_api_version={string(reply, 4)}"
+            )
+            reply = call("ListContainers", b"")
+            print(f"ListContainers ok containers={len(fields(reply).get(1, []))}")
+        except grpc.RpcError as e:
+            sys.exit(f"cri_client.py: {e.code()}: {e.details()}")
+
+        try:
+            call("ContainerStatus", b"\x0a" + bytes([len(UNKNOWN_ID)]) + UNKNOWN_ID.encode())
+            sys.exit("cri_client.py: ContainerStatus of an unknown id succeeded")
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.NOT_FOUND:
+                sys.exit(f"cri_client.py: ContainerStatus: want NOT_FOUND, got {e.code()}: {e.details()}")
+            print(f"ContainerStatus unknown id: {e.code().name} ok")
+    print("all ok")
+
+
+if __name__ == "__main__":
+    main()
