@@ -404,7 +404,6 @@ fn raw_http2_many_requests_cycle_the_dynamic_table() {
     for i in 0..300 {
         // A new value each time: the client's table fills and evicts (4 KiB).
         let authority = match i % 3 {
-            _ if i == 0 => socket.clone(),
             0 => socket.clone(),
             1 => format!("localhost:{}", 1000 + i),
             _ => format!("{socket}.{i}"),
