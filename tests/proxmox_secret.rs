@@ -87,6 +87,11 @@ async fn the_secret_is_absent_from_trace_output_and_errors() {
     // The capture works: it holds the client's own trace and debug lines.
     assert!(text.contains("proxmox request"), "no client trace captured");
     assert!(text.contains("TRACE"), "no TRACE lines captured");
+    // `log` records of the TLS and HTTP crates are captured too.
+    assert!(
+        text.contains("rustls") || text.contains("reqwest"),
+        "no log records captured"
+    );
     assert!(!text.contains(&sim.secret), "secret in trace output");
     for e in &errors {
         for s in [
