@@ -372,6 +372,8 @@ async fn a_bad_token_is_a_typed_401_that_does_not_quote_the_secret() {
     o.secret = Secret::new("wrong-secret-5f3a9c");
     let e = Client::new(o).unwrap().list_lxc().await.unwrap_err();
     assert!(matches!(e, ProxmoxError::Unauthorized { .. }), "{e:?}");
+    // No body: the message comes from the status line, as pveproxy sends it.
+    assert_eq!(e.pve_message(), Some("authentication failure"));
     assert_eq!(e.grpc_code(), Code::Unauthenticated);
     for text in [
         e.to_string(),

@@ -10,6 +10,7 @@
 //!     left, so any method is retried, and the next endpoint is tried first (failover);
 //!   * reads (GET) after a timeout, a connection lost mid-request, or a gateway-type
 //!     5xx (502/503/504, pveproxy's 595/596).
+//!
 //!   A POST/PUT/DELETE that may have reached PVE is never repeated: creating a guest
 //!   twice, or acting on a VMID reused meanwhile, is worse than an error. A 500 is not
 //!   retried either: PVE uses it for definitive answers ("already exists").

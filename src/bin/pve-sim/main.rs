@@ -203,8 +203,11 @@ async fn main() {
     let _ = std::io::stdout().flush();
 
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .unwrap_or_else(|e| fail(format!("SIGTERM handler: {e}")));
     tokio::select! {
         _ = server::serve(listener, acceptor, sim) => {}
         _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
     }
 }

@@ -344,7 +344,9 @@ mod tests {
             ("ostemplate", "local:vztmpl/x.tar.zst"),
         ]);
         assert!(s.validate(CREATE, "POST", &ok).is_ok());
-        let cases: &[(&[(&str, &str)], &str, &str)] = &[
+        // (extra parameters, the key in `errors`, what its reason says)
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+        let cases: &[Case] = &[
             (
                 &[("vmid", "99")],
                 "vmid",
