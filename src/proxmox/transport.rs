@@ -567,6 +567,55 @@ mod tests {
     }
 
     #[test]
+    fn options_from_config_read_the_secret_and_pick_the_tls_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("token");
+        std::fs::write(&secret, "0123-abcd\n").unwrap();
+        let mut c = crate::config::Config::default().proxmox;
+        let e = ClientOptions::from_config(&c).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Proxmox client configuration: no [proxmox] endpoints configured"
+        );
+        c.endpoints = vec!["https://pve1".into()];
+        c.token_secret_file = secret.clone();
+        let o = ClientOptions::from_config(&c).unwrap();
+        assert_eq!(o.secret.expose(), "0123-abcd");
+        assert!(matches!(o.tls, TlsMode::System));
+        assert!(!format!("{o:?}").contains("0123-abcd"));
+        c.fingerprint = ["ab"; 32].join(":");
+        assert!(
+            matches!(ClientOptions::from_config(&c).unwrap().tls, TlsMode::Fingerprint(f) if f.0 == [0xab; 32])
+        );
+        c.fingerprint.clear();
+        c.ca_file = "/etc/pve/pve-root-ca.pem".into();
+        assert!(matches!(
+            ClientOptions::from_config(&c).unwrap().tls,
+            TlsMode::CaFile(_)
+        ));
+        c.insecure = true;
+        assert!(matches!(
+            ClientOptions::from_config(&c).unwrap().tls,
+            TlsMode::Insecure
+        ));
+        c.token_secret_file = dir.path().join("missing");
+        assert!(matches!(
+            ClientOptions::from_config(&c),
+            Err(ProxmoxError::TokenFile { .. })
+        ));
+        // Client::new accepts the options (the CA file is only read when it exists).
+        c.insecure = false;
+        c.ca_file = std::path::PathBuf::new();
+        c.token_secret_file = secret;
+        assert_eq!(
+            Client::new(ClientOptions::from_config(&c).unwrap())
+                .unwrap()
+                .node(),
+            "pve"
+        );
+    }
+
+    #[test]
     fn token_ids_need_user_realm_and_token() {
         assert!(check_token_id("proxrt@pve!cri").is_ok());
         assert!(check_token_id("root@pam!proxrt-1").is_ok());
