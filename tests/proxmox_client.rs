@@ -333,6 +333,21 @@ async fn tls_ca_and_pinned_fingerprint_are_accepted() {
 }
 
 #[tokio::test]
+async fn a_pinned_fingerprint_skips_the_host_name_check_and_a_ca_does_not() {
+    // The node's certificate names only "pve.example" while we connect to 127.0.0.1, as
+    // when a PVE node is reached by IP.
+    let sim = PveSim::with(SimOptions {
+        extra_args: vec!["--leaf-name".into(), "pve.example".into()],
+        ..Default::default()
+    });
+    let e = sim.client().nextid().await.unwrap_err();
+    assert!(matches!(e, ProxmoxError::Tls { .. }), "{e:?}");
+    let mut o = sim.options();
+    o.tls = TlsMode::Fingerprint(sim.fingerprint.parse().unwrap());
+    assert_eq!(Client::new(o).unwrap().nextid().await.unwrap(), 100);
+}
+
+#[tokio::test]
 async fn a_fingerprint_mismatch_is_refused_before_any_request() {
     let sim = PveSim::start();
     let mut o = sim.options();

@@ -26,7 +26,8 @@ pub fn fingerprint(der: &[u8]) -> String {
         .join(":")
 }
 
-pub fn generate(node: &str) -> Result<Identity, rcgen::Error> {
+/// `names`: the leaf's subject alternative names (IP addresses or DNS names).
+pub fn generate(node: &str, names: &[String]) -> Result<Identity, rcgen::Error> {
     let ca_key = KeyPair::generate()?;
     let mut ca = CertificateParams::new(Vec::<String>::new())?;
     ca.distinguished_name
@@ -41,11 +42,7 @@ pub fn generate(node: &str) -> Result<Identity, rcgen::Error> {
     let issuer = Issuer::new(ca, ca_key);
 
     let leaf_key = KeyPair::generate()?;
-    let mut leaf = CertificateParams::new(vec![
-        "127.0.0.1".to_owned(),
-        "localhost".to_owned(),
-        node.to_owned(),
-    ])?;
+    let mut leaf = CertificateParams::new(names.to_vec())?;
     leaf.distinguished_name
         .push(DnType::CommonName, format!("{node}.pve-sim"));
     leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];

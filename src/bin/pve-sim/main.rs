@@ -75,6 +75,10 @@ struct Args {
     /// Storages that can hold container root filesystems.
     #[arg(long = "rootdir-storage", default_values_t = vec!["local-lvm".to_owned()])]
     rootdir_storages: Vec<String>,
+    /// Names in the leaf certificate (default: 127.0.0.1, localhost and the node). A
+    /// leaf without 127.0.0.1 shows that fingerprint pinning skips the host name check.
+    #[arg(long = "leaf-name")]
+    leaf_names: Vec<String>,
     /// Faults at start, JSON (or TOML if it ends in .toml); see src/bin/pve-sim/faults.rs.
     #[arg(long)]
     faults: Option<PathBuf>,
@@ -151,8 +155,16 @@ async fn main() {
         Some(p) => faults::Faults::load(p).unwrap_or_else(|e| fail(e)),
         None => faults::Faults::default(),
     };
-    let identity =
-        certs::generate(&args.node).unwrap_or_else(|e| fail(format!("certificates: {e}")));
+    let leaf_names = match args.leaf_names.is_empty() {
+        true => vec![
+            "127.0.0.1".to_owned(),
+            "localhost".to_owned(),
+            args.node.clone(),
+        ],
+        false => args.leaf_names.clone(),
+    };
+    let identity = certs::generate(&args.node, &leaf_names)
+        .unwrap_or_else(|e| fail(format!("certificates: {e}")));
     let ca_file = args.state_dir.join("ca.pem");
     std::fs::write(&ca_file, &identity.ca_pem)
         .unwrap_or_else(|e| fail(format!("{}: {e}", ca_file.display())));
