@@ -615,6 +615,40 @@ async fn wait_task_reports_ok_warnings_failure_with_log_tail_and_deadline() {
 }
 
 #[tokio::test]
+async fn a_shutdown_the_guest_ignores_fails_or_force_stops() {
+    let sim = PveSim::start();
+    let c = sim.client();
+    let upid = c
+        .create_lxc(&CreateLxc {
+            vmid: 100,
+            ..guest("a")
+        })
+        .await
+        .unwrap();
+    c.wait_task(&upid, DEADLINE).await.unwrap();
+    let start = c.start(100).await.unwrap();
+    c.wait_task(&start, DEADLINE).await.unwrap();
+    sim.set_faults(json!({"ignore_shutdown": true})).await;
+    let shut = c
+        .shutdown(100, Some(Duration::from_secs(1)), false)
+        .await
+        .unwrap();
+    let e = c.wait_task(&shut, DEADLINE).await.unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("lxc-stop -n 100 --nokill --timeout 1"),
+        "{e}"
+    );
+    assert!(c.status_current(100).await.unwrap().is_running());
+    let shut = c
+        .shutdown(100, Some(Duration::from_secs(1)), true)
+        .await
+        .unwrap();
+    c.wait_task(&shut, DEADLINE).await.unwrap();
+    assert!(!c.status_current(100).await.unwrap().is_running());
+}
+
+#[tokio::test]
 async fn twenty_concurrent_creators_never_share_a_vmid() {
     let sim = PveSim::start();
     let c = Arc::new(sim.client());

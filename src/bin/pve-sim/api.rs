@@ -274,7 +274,7 @@ impl Sim {
             ("GET", t) if t.ends_with("/status/current") => self.status(vmid),
             ("POST", t) if t.ends_with("/start") => self.start(vmid, user).await,
             ("POST", t) if t.ends_with("/stop") => self.stop(vmid, "vzstop", user),
-            ("POST", t) if t.ends_with("/shutdown") => self.stop(vmid, "vzshutdown", user),
+            ("POST", t) if t.ends_with("/shutdown") => self.shutdown(vmid, &params, user),
             ("GET", t) if t.ends_with("/config") => self.config(vmid),
             ("PUT", _) => self.set_config(vmid, params).await,
             ("GET", t) if t.ends_with("/interfaces") => self.interfaces(vmid),
@@ -469,10 +469,21 @@ impl Sim {
         task_type: &str,
         finish: impl FnOnce(&mut State, bool) -> (Vec<String>, Result<(), String>) + Send + 'static,
     ) {
+        self.run_task_for(upid, task_type, None, finish)
+    }
+
+    /// `run_task` with a run time set by the call rather than the faults.
+    fn run_task_for(
+        self: &Arc<Self>,
+        upid: String,
+        task_type: &str,
+        ms: Option<u64>,
+        finish: impl FnOnce(&mut State, bool) -> (Vec<String>, Result<(), String>) + Send + 'static,
+    ) {
         let (ms, fail, warn) = {
             let mut f = self.faults();
             (
-                f.task_ms(task_type, self.settings.task_ms),
+                ms.unwrap_or_else(|| f.task_ms(task_type, self.settings.task_ms)),
                 f.take_failure(task_type),
                 f.take_warning(task_type),
             )
@@ -770,6 +781,42 @@ impl Sim {
             g.pid = Some(20000 + vmid % 10000);
             g.started = Some(Instant::now());
             (vec![], Ok(()))
+        });
+        Reply::Data(Value::String(upid))
+    }
+
+    /// A clean shutdown; with the `ignore_shutdown` fault the guest ignores it, so the
+    /// task lasts `timeout` seconds and then either hard-stops it (`forceStop=1`) or fails.
+    fn shutdown(self: &Arc<Self>, vmid: u32, params: &Params, user: &str) -> Reply {
+        if !self.faults().ignore_shutdown {
+            return self.stop(vmid, "vzshutdown", user);
+        }
+        let timeout: u64 = params
+            .get("timeout")
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(60);
+        let force = params.get("forceStop").is_some_and(|f| f == "1");
+        let mut st = self.state();
+        if !st.guests.get(&vmid).is_some_and(|g| g.running) {
+            return err(500, format!("CT {vmid} not running"));
+        }
+        let upid = self.new_task(&mut st, "vzshutdown", &vmid.to_string(), user);
+        drop(st);
+        self.run_task_for(upid.clone(), "vzshutdown", Some(timeout * 1000), move |st, _| {
+            if !force {
+                return (
+                    vec![],
+                    Err(format!(
+                        "command 'lxc-stop -n {vmid} --nokill --timeout {timeout}' failed: exit code 1"
+                    )),
+                );
+            }
+            if let Some(g) = st.guests.get_mut(&vmid) {
+                g.running = false;
+                g.pid = None;
+                g.started = None;
+            }
+            (vec!["shutdown timeout reached, forcing stop".into()], Ok(()))
         });
         Reply::Data(Value::String(upid))
     }

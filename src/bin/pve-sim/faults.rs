@@ -6,6 +6,7 @@
 //!   "fail_next_tasks": {"vzcreate": 2, "vzstart": 1},
 //!   "warn_next_tasks": {"vzcreate": 1},
 //!   "close_next_connections": 1,
+//!   "ignore_shutdown": true,
 //!   "rules": [{"method": "GET", "path": "/cluster/nextid", "action": "status",
 //!              "status": 503, "count": 2}] }
 //! ```
@@ -64,6 +65,9 @@ pub struct Faults {
     pub warn_next_tasks: BTreeMap<String, u32>,
     /// The next N TCP connections are closed at once, before TLS.
     pub close_next_connections: u32,
+    /// Guests ignore a clean shutdown (the task waits its `timeout`, then force-stops
+    /// with `forceStop=1` or fails).
+    pub ignore_shutdown: bool,
     pub rules: Vec<Rule>,
 }
 
@@ -73,6 +77,7 @@ impl Faults {
         self.fail_next_tasks.extend(other.fail_next_tasks);
         self.warn_next_tasks.extend(other.warn_next_tasks);
         self.close_next_connections += other.close_next_connections;
+        self.ignore_shutdown |= other.ignore_shutdown;
         self.rules.extend(other.rules);
     }
 
