@@ -16,6 +16,7 @@ pub mod image;
 pub mod logs;
 pub mod monitor;
 pub mod names;
+pub mod proxmox;
 pub mod rollback;
 pub mod sandbox;
 pub mod select;

@@ -173,11 +173,42 @@ impl<'a> PodChoice<'a> {
     }
 }
 
+/// A compiled `match` + `pattern` pair; `[[proxmox.templates]]` uses the same matching.
 #[derive(Debug)]
-enum Matcher {
+pub(crate) enum Matcher {
     Prefix(String),
     Glob(globset::GlobMatcher),
     Regex(regex::Regex),
+}
+
+impl Matcher {
+    pub(crate) fn compile(kind: MatchKind, pattern: &str) -> Result<Matcher, String> {
+        if pattern.is_empty() {
+            return Err("pattern is empty".into());
+        }
+        Ok(match kind {
+            MatchKind::Prefix => Matcher::Prefix(pattern.to_owned()),
+            MatchKind::Glob => globset::GlobBuilder::new(pattern)
+                .literal_separator(true)
+                .build()
+                .map(|g| Matcher::Glob(g.compile_matcher()))
+                .map_err(|e| format!("glob {pattern:?}: {e}"))?,
+            // Full-match semantics: the pattern must match a whole name form, as a glob does.
+            MatchKind::Regex => regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
+                .size_limit(1 << 20)
+                .build()
+                .map(Matcher::Regex)
+                .map_err(|e| format!("regex {pattern:?}: {e}"))?,
+        })
+    }
+
+    pub(crate) fn matches(&self, form: &str) -> bool {
+        match self {
+            Matcher::Prefix(p) => form.starts_with(p.as_str()),
+            Matcher::Glob(g) => g.is_match(form),
+            Matcher::Regex(r) => r.is_match(form),
+        }
+    }
 }
 
 /// One `[[image_rules]]` entry, compiled.
@@ -194,23 +225,7 @@ struct Rule {
 
 impl Rule {
     fn compile(number: usize, r: &ImageRuleConfig) -> Result<Rule, String> {
-        if r.pattern.is_empty() {
-            return Err("pattern is empty".into());
-        }
-        let matcher = match r.kind {
-            MatchKind::Prefix => Matcher::Prefix(r.pattern.clone()),
-            MatchKind::Glob => globset::GlobBuilder::new(&r.pattern)
-                .literal_separator(true)
-                .build()
-                .map(|g| Matcher::Glob(g.compile_matcher()))
-                .map_err(|e| format!("glob {:?}: {e}", r.pattern))?,
-            // Full-match semantics: the pattern must match a whole name form, as a glob does.
-            MatchKind::Regex => regex::RegexBuilder::new(&format!("^(?:{})$", r.pattern))
-                .size_limit(1 << 20)
-                .build()
-                .map(Matcher::Regex)
-                .map_err(|e| format!("regex {:?}: {e}", r.pattern))?,
-        };
+        let matcher = Matcher::compile(r.kind, &r.pattern)?;
         Ok(Rule {
             number,
             kind: r.kind,
@@ -222,11 +237,7 @@ impl Rule {
     }
 
     fn matches(&self, form: &str) -> bool {
-        match &self.matcher {
-            Matcher::Prefix(p) => form.starts_with(p.as_str()),
-            Matcher::Glob(g) => g.is_match(form),
-            Matcher::Regex(r) => r.is_match(form),
-        }
+        self.matcher.matches(form)
     }
 
     /// "image rule #2 prefix lxc/"

@@ -46,6 +46,7 @@ pub struct Config {
     pub crun: CrunConfig,
     pub images: ImagesConfig,
     pub registries: BTreeMap<String, RegistryConfig>,
+    pub proxmox: ProxmoxConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -152,6 +153,57 @@ pub struct RegistryConfig {
     pub mirrors_only: bool,
 }
 
+/// `[proxmox]`: the Proxmox VE API the `proxmox-lxc` backend creates guests through
+/// (docs/proxmox.md). Key names are fixed by issue 10: docs and outside tooling use them.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ProxmoxConfig {
+    /// `https://host[:port]`, tried in order; empty: the backend is unavailable.
+    pub endpoints: Vec<String>,
+    /// The node guests are created on.
+    pub node: String,
+    /// `user@realm!tokenid`.
+    pub token_id: String,
+    /// A file holding the token secret (never the secret itself in the config).
+    pub token_secret_file: PathBuf,
+    /// PEM CA certificates (`""`: none).
+    pub ca_file: PathBuf,
+    /// Pinned SHA-256 fingerprint of the node's leaf certificate (`""`: none).
+    pub fingerprint: String,
+    pub insecure: bool,
+    /// Storage of guest root filesystems.
+    pub storage: String,
+    pub rootfs_size_gb: u32,
+    pub bridge: String,
+    pub task_timeout_secs: u64,
+    /// `pct`, for ExecSync (the API has no exec for LXC guests).
+    pub pct_path: String,
+    /// `[[proxmox.templates]]`: image → template volid, first match wins.
+    #[serde(default)]
+    pub templates: Vec<TemplateRuleConfig>,
+}
+
+impl ProxmoxConfig {
+    /// Why the backend is unavailable when no endpoint is configured.
+    pub const NO_ENDPOINTS: &'static str = "no [proxmox] endpoints configured";
+
+    /// `Some(reason)` when the config cannot reach a Proxmox API at all.
+    pub fn unavailable_reason(&self) -> Option<&'static str> {
+        self.endpoints.is_empty().then_some(Self::NO_ENDPOINTS)
+    }
+}
+
+/// One `[[proxmox.templates]]` entry.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateRuleConfig {
+    #[serde(rename = "match")]
+    pub kind: MatchKind,
+    pub pattern: String,
+    /// A template volid, `local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst`.
+    pub template: String,
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config::from_toml_str(DEFAULT_TOML, Path::new("<embedded default>"))
@@ -233,6 +285,7 @@ impl Config {
         // runtime.default_backend, [handlers] and [[image_rules]]: compiled once here so
         // that a bad rule stops startup naming it.
         crate::select::Selector::new(self)?;
+        crate::proxmox::validate_config(&self.proxmox)?;
         if self.crun.path.is_empty() {
             return bad("crun.path", "must name the crun binary".into());
         }
@@ -393,6 +446,74 @@ mod tests {
         ] {
             let err = parse(text).unwrap_err().to_string();
             assert!(err.contains(key), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn proxmox_defaults_leave_the_backend_unavailable() {
+        let c = Config::default();
+        assert_eq!(
+            c.proxmox.unavailable_reason(),
+            Some("no [proxmox] endpoints configured")
+        );
+        assert_eq!(c.proxmox.storage, "local-lvm");
+        assert_eq!(c.proxmox.rootfs_size_gb, 8);
+        assert_eq!(c.proxmox.bridge, "vmbr0");
+        assert_eq!(c.proxmox.task_timeout_secs, 300);
+        assert_eq!(c.proxmox.pct_path, "pct");
+        assert!(c.proxmox.templates.is_empty());
+    }
+
+    #[test]
+    fn proxmox_section_parses_with_templates() {
+        let c = parse(
+            "[proxmox]\nendpoints = [\"https://pve1:8006\", \"https://10.0.0.2\"]\n\
+             token_id = \"proxrt@pve!cri\"\ntoken_secret_file = \"/etc/proxrt/proxmox-token\"\n\
+             fingerprint = \"aa:bb:cc:dd:ee:ff:00:11:22:33:44:55:66:77:88:99:aa:bb:cc:dd:ee:ff:00:11:22:33:44:55:66:77:88:99\"\n\
+             [[proxmox.templates]]\nmatch = \"prefix\"\npattern = \"lxc/debian-12\"\n\
+             template = \"local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst\"\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.proxmox.endpoints.len(), 2);
+        assert_eq!(c.proxmox.unavailable_reason(), None);
+        assert_eq!(c.proxmox.templates[0].kind, MatchKind::Prefix);
+        assert_eq!(c.proxmox.node, "pve");
+    }
+
+    #[test]
+    fn invalid_proxmox_values_name_the_key() {
+        for (extra, key) in [
+            ("", ""),
+            ("endpoints = [\"http://pve1\"]\n", "proxmox.endpoints[0]"),
+            ("token_id = \"proxrt@pve\"\n", "proxmox.token_id"),
+            ("fingerprint = \"AA:BB\"\n", "proxmox.fingerprint"),
+            ("ca_file = \"/x.pem\"\nfingerprint = \"AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99\"\n", "proxmox.fingerprint"),
+            ("insecure = true\nca_file = \"/x.pem\"\n", "proxmox.insecure"),
+            ("storage = \"Local LVM\"\n", "proxmox.storage"),
+            ("node = \"-pve\"\n", "proxmox.node"),
+            ("rootfs_size_gb = 0\n", "proxmox.rootfs_size_gb"),
+            ("bridge = \"vmbr0,tag=5\"\n", "proxmox.bridge"),
+            ("task_timeout_secs = 0\n", "proxmox.task_timeout_secs"),
+            ("token_secret_file = \"relative\"\n", "proxmox.token_secret_file"),
+            ("[[proxmox.templates]]\nmatch = \"regex\"\npattern = \"(\"\ntemplate = \"local:vztmpl/x.tar.zst\"\n", "proxmox.templates[0]"),
+            ("[[proxmox.templates]]\nmatch = \"prefix\"\npattern = \"lxc/\"\ntemplate = \"x.tar.zst\"\n", "proxmox.templates[0].template"),
+            ("endpointz = []\n", "endpointz"),
+        ] {
+            let mut text = "[proxmox]\n".to_owned();
+            if !extra.contains("endpoints =") {
+                text += "endpoints = [\"https://pve1:8006\"]\n";
+            }
+            if !extra.contains("token_id =") {
+                text += "token_id = \"proxrt@pve!cri\"\n";
+            }
+            text += extra;
+            match (key, parse(&text)) {
+                ("", r) => assert!(r.is_ok(), "{text}: {r:?}"),
+                (key, r) => {
+                    let err = r.unwrap_err().to_string();
+                    assert!(err.contains(key), "{text}: {err}");
+                }
+            }
         }
     }
 
