@@ -15,11 +15,7 @@ pub async fn stop_pod_sandbox(ctx: &Ctx<'_>, id: &str) -> Result<(), SandboxErro
     for c in ctx.containers.in_sandbox(&sandbox.id) {
         crate::container::stop_container(ctx, &c.id, 0)
             .await
-            .map_err(|e| SandboxError::Container {
-                id: c.id.clone(),
-                pod: sandbox.id.clone(),
-                source: Box::new(e),
-            })?;
+            .map_err(of_container(&c.id, &sandbox.id))?;
     }
     let record = sandbox.record();
     if record.state == SandboxState::Ready || record.holder_pid.is_some() {
@@ -44,11 +40,7 @@ pub async fn remove_pod_sandbox(ctx: &Ctx<'_>, id: &str) -> Result<(), SandboxEr
     for c in ctx.containers.in_sandbox(&sandbox.id) {
         crate::container::remove_container(ctx, &c.id)
             .await
-            .map_err(|e| SandboxError::Container {
-                id: c.id.clone(),
-                pod: sandbox.id.clone(),
-                source: Box::new(e),
-            })?;
+            .map_err(of_container(&c.id, &sandbox.id))?;
     }
     let record = sandbox.record();
     ctx.backends
@@ -69,4 +61,16 @@ pub async fn remove_pod_sandbox(ctx: &Ctx<'_>, id: &str) -> Result<(), SandboxEr
     ctx.sandboxes.remove(&record.id);
     tracing::info!(sandbox = %record.id, "pod sandbox removed");
     Ok(())
+}
+
+/// A container of the pod failed to stop or go: the pod operation fails with its error.
+fn of_container<'a>(
+    id: &'a str,
+    pod: &'a str,
+) -> impl FnOnce(crate::container::ContainerError) -> SandboxError + 'a {
+    move |e| SandboxError::Container {
+        id: id.to_owned(),
+        pod: pod.to_owned(),
+        source: Box::new(e),
+    }
 }
