@@ -2,10 +2,11 @@
 
 use super::stream::missing_trailer_end;
 use super::*;
+use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::sync::atomic::{AtomicU32, Ordering};
-use tar::{Builder, Header};
+use tar::{Builder, EntryType, Header};
 
 const MTIME: u64 = 1_600_000_000;
 
