@@ -1,0 +1,309 @@
+//! Building the container: with libcontainer or the crun binary, the monitor's socket, pipes,
+//! CRI log and status file, each step's undo pushed onto the rollback.
+
+use std::fs;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::syscall::syscall::SyscallType;
+use nix::fcntl::OFlag;
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use oci_spec::runtime::Spec;
+
+use crate::logs::CriLogWriter;
+use crate::monitor::crun::Crun;
+use crate::monitor::executor::CleanSignalsExecutor;
+use crate::monitor::process::now_nanos;
+use crate::monitor::protocol::Fault;
+use crate::monitor::status::{write_status, ContainerStatusFile, STATUS_FILE};
+use crate::monitor::zygote::{CreateRequest, RuntimeKind};
+use crate::monitor::MONITOR_SOCKET;
+use crate::rollback::Rollback;
+use crate::store::atomic_write;
+
+use super::engine::Engine;
+use super::remove_cgroup_leaf;
+use super::{error_chain, Failure};
+
+/// What `create` made and the loop needs.
+pub(super) struct Built {
+    pub(super) engine: Engine,
+    pub(super) init_pid: Pid,
+    pub(super) spec: Spec,
+    pub(super) stdout: OwnedFd,
+    pub(super) stderr: OwnedFd,
+    pub(super) log: CriLogWriter,
+    pub(super) listener: UnixListener,
+    pub(super) status: ContainerStatusFile,
+}
+
+/// Builds the container and everything the monitor serves it with; every step pushes its
+/// undo onto `rb`.
+pub(super) fn create(req: &CreateRequest, rb: &mut Rollback) -> Result<Built, Failure> {
+    let internal =
+        |what: &str, e: &dyn std::fmt::Display| (Fault::Internal, format!("{what}: {e}"));
+    if req.tty {
+        return Err((
+            Fault::Invalid,
+            "tty containers are not supported yet".into(),
+        ));
+    }
+    crate::monitor::zygote::validate_id(&req.id).map_err(|e| (Fault::Invalid, e.to_string()))?;
+
+    if !req.state_dir.exists() {
+        fs::create_dir_all(&req.state_dir)
+            .map_err(|e| internal(&format!("create state dir {}", req.state_dir.display()), &e))?;
+        let dir = req.state_dir.clone();
+        rb.push("state dir", move || {
+            let _ = fs::remove_dir(&dir);
+        });
+    }
+
+    let spec = load_spec(&req.bundle, &req.runtime)?;
+    let cgroups_path = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone());
+
+    let log_existed = req.log_path.as_deref().is_some_and(Path::exists);
+    let log = CriLogWriter::open(req.log_path.as_deref(), req.max_log_line_size)
+        .map_err(|e| internal("open log", &e))?;
+    if let (Some(path), false) = (req.log_path.clone(), log_existed) {
+        rb.push("log file", move || {
+            let _ = fs::remove_file(&path);
+        });
+    }
+
+    let (stdout, stdout_w) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| internal("pipe", &e))?;
+    let (stderr, stderr_w) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| internal("pipe", &e))?;
+    let stdin = fs::File::open("/dev/null").map_err(|e| internal("open /dev/null", &e))?;
+
+    let (engine, init_pid) = match &req.runtime {
+        RuntimeKind::Libcontainer => {
+            create_with_libcontainer(req, stdin, stdout_w, stderr_w, &cgroups_path, rb)?
+        }
+        RuntimeKind::Crun { path, v1_view } => {
+            let crun = Crun::new(path, &req.runtime_root, &req.id, *v1_view, &req.state_dir);
+            create_with_crun(req, crun, stdin, stdout_w, stderr_w, &cgroups_path, rb)?
+        }
+    };
+
+    if let Engine::Libcontainer(_) = engine {
+        // libcontainer 0.7 ignores bind mounts' propagation options (crun applies them).
+        crate::monitor::propagation::apply(init_pid, &spec)
+            .map_err(|message| (Fault::Internal, format!("mount propagation: {message}")))?;
+    }
+
+    if let Some(adj) = req.oom_score_adj {
+        fs::write(format!("/proc/{init_pid}/oom_score_adj"), adj.to_string())
+            .map_err(|e| internal(&format!("set oom_score_adj {adj} of the init"), &e))?;
+    }
+
+    let sock_path = req.state_dir.join(MONITOR_SOCKET);
+    let _ = fs::remove_file(&sock_path);
+    // Bound only now, after build(): the init (cloned during build) must not inherit the
+    // listener, or it would accept-queue clients after the monitor died.
+    let listener = UnixListener::bind(&sock_path)
+        .map_err(|e| internal(&format!("listen on {}", sock_path.display()), &e))?;
+    {
+        let sock_path = sock_path.clone();
+        rb.push("monitor socket", move || {
+            let _ = fs::remove_file(&sock_path);
+        });
+    }
+    let _ = fs::set_permissions(&sock_path, fs::Permissions::from_mode(0o600));
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| internal("monitor socket", &e))?;
+
+    let status =
+        ContainerStatusFile::created(std::process::id() as i32, init_pid.as_raw(), now_nanos());
+    write_status(&req.state_dir, &status).map_err(|e| internal("write status", &e))?;
+    {
+        let path = req.state_dir.join(STATUS_FILE);
+        rb.push("status file", move || {
+            let _ = fs::remove_file(&path);
+        });
+    }
+
+    Ok(Built {
+        engine,
+        init_pid,
+        spec,
+        stdout,
+        stderr,
+        log,
+        listener,
+        status,
+    })
+}
+
+/// libcontainer `build()`: the init is cloned by this process and waits for `start()`.
+fn create_with_libcontainer(
+    req: &CreateRequest,
+    stdin: fs::File,
+    stdout_w: OwnedFd,
+    stderr_w: OwnedFd,
+    cgroups_path: &Option<PathBuf>,
+    rb: &mut Rollback,
+) -> Result<(Engine, Pid), Failure> {
+    fs::create_dir_all(&req.runtime_root).map_err(|e| {
+        (
+            Fault::Internal,
+            format!("create {}: {e}", req.runtime_root.display()),
+        )
+    })?;
+    let container_dir = req.runtime_root.join(&req.id);
+    if container_dir.exists() {
+        return Err((
+            Fault::State,
+            format!(
+                "libcontainer state {} already exists",
+                container_dir.display()
+            ),
+        ));
+    }
+
+    let built = ContainerBuilder::new(req.id.clone(), SyscallType::default())
+        .with_executor(CleanSignalsExecutor)
+        .with_root_path(&req.runtime_root)
+        .and_then(|b| b.validate_id())
+        .map(|b| {
+            b.with_stdin(stdin)
+                .with_stdout(stdout_w)
+                .with_stderr(stderr_w)
+                .as_init(&req.bundle)
+                .with_systemd(false)
+                .with_detach(true)
+        })
+        .and_then(|b| b.build());
+    // libcontainer marks its caller non-dumpable (LIBCONTAINER.md pitfall 3); a dumpable
+    // monitor keeps /proc/<monitor> readable for the daemon and debuggers.
+    let _ = nix::sys::prctl::set_dumpable(true);
+    let container = match built {
+        Ok(c) => c,
+        Err(e) => {
+            // libcontainer removes the cgroup and its state dir itself when the failure
+            // came from cloning the init; failures before that (a bad spec, a state save)
+            // leave the dir behind.
+            let _ = fs::remove_dir_all(&container_dir);
+            if let Some(cg) = &cgroups_path {
+                remove_cgroup_leaf(cg);
+            }
+            return Err((Fault::Internal, error_chain(&e)));
+        }
+    };
+    let init_pid = container.pid();
+    {
+        let mut container = container.clone();
+        let cgroups_path = cgroups_path.clone();
+        rb.push("container", move || {
+            if let Some(pid) = init_pid {
+                let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+                let _ = nix::sys::wait::waitpid(pid, None);
+            }
+            if container.delete(true).is_err() {
+                let _ = fs::remove_dir_all(container.root.as_path());
+            }
+            if let Some(cg) = &cgroups_path {
+                remove_cgroup_leaf(cg);
+            }
+        });
+    }
+    let init_pid = init_pid.ok_or_else(|| {
+        (
+            Fault::Internal,
+            "libcontainer reported no init pid".to_string(),
+        )
+    })?;
+    Ok((Engine::Libcontainer(container), init_pid))
+}
+
+/// `crun create`: crun clones the init, which waits for `crun start`; once crun has exited
+/// the init is this (subreaper) monitor's child.
+fn create_with_crun(
+    req: &CreateRequest,
+    crun: Crun,
+    stdin: fs::File,
+    stdout_w: OwnedFd,
+    stderr_w: OwnedFd,
+    cgroups_path: &Option<PathBuf>,
+    rb: &mut Rollback,
+) -> Result<(Engine, Pid), Failure> {
+    let state = crun.state_path();
+    if let Some(root) = state.parent() {
+        fs::create_dir_all(root)
+            .map_err(|e| (Fault::Internal, format!("create {}: {e}", root.display())))?;
+    }
+    if state.exists() {
+        return Err((
+            Fault::State,
+            format!("crun state {} already exists", state.display()),
+        ));
+    }
+    let undo = {
+        let crun = crun.clone();
+        let cgroups_path = cgroups_path.clone();
+        move |init: Option<Pid>| {
+            if let Some(pid) = init {
+                let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+                let _ = nix::sys::wait::waitpid(pid, None);
+            }
+            if crun.delete().is_err() {
+                let _ = fs::remove_dir_all(crun.state_path());
+            }
+            crun.remove_files();
+            if let Some(cg) = &cgroups_path {
+                remove_cgroup_leaf(cg);
+            }
+        }
+    };
+    let init_pid = match crun.create(&req.bundle, stdin, stdout_w, stderr_w) {
+        Ok(pid) => pid,
+        Err(message) => {
+            undo(None);
+            return Err((Fault::Internal, message));
+        }
+    };
+    rb.push("container", move || undo(Some(init_pid)));
+    Ok((Engine::Crun(crun), init_pid))
+}
+
+/// Loads the bundle's spec. For libcontainer a `process.oomScoreAdj` is removed from
+/// config.json (the daemon's libcontainer engine already does; this is the safety net):
+/// libcontainer writes it into its caller's own /proc/self/oom_score_adj
+/// (docs/libcontainer.md); the monitor sets the init's instead, from the request. crun
+/// applies the spec's value itself.
+fn load_spec(bundle: &Path, runtime: &RuntimeKind) -> Result<Spec, Failure> {
+    let path = bundle.join("config.json");
+    let mut spec = Spec::load(&path).map_err(|e| {
+        (
+            Fault::Internal,
+            format!("load {}: {}", path.display(), error_chain(&e)),
+        )
+    })?;
+    if spec.process().as_ref().and_then(|p| p.terminal()) == Some(true) {
+        return Err((
+            Fault::Invalid,
+            "tty containers are not supported yet".into(),
+        ));
+    }
+    let has_adj = *runtime == RuntimeKind::Libcontainer
+        && spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.oom_score_adj())
+            .is_some();
+    if has_adj {
+        if let Some(p) = spec.process_mut().as_mut() {
+            p.set_oom_score_adj(None);
+        }
+        let bytes = serde_json::to_vec(&spec)
+            .map_err(|e| (Fault::Internal, format!("serialize spec: {e}")))?;
+        atomic_write(&path, &bytes).map_err(|e| (Fault::Internal, e.to_string()))?;
+    }
+    Ok(spec)
+}

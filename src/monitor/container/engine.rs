@@ -1,0 +1,95 @@
+//! The engine that created the container (libcontainer or crun): start, kill, delete, and
+//! how an exec child reaches the container.
+
+use std::fs;
+use std::path::Path;
+
+use libcontainer::container::Container;
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
+use crate::monitor::crun::{Crun, CrunExec};
+use crate::monitor::protocol::Fault;
+
+use super::remove_cgroup_leaf;
+use super::{error_chain, Failure};
+
+/// What created the container, and is asked to start, kill and delete it.
+pub(super) enum Engine {
+    Libcontainer(Container),
+    Crun(Crun),
+}
+
+impl Engine {
+    /// Lets the created init run the container's process.
+    pub(super) fn start(&mut self, init_pid: Pid) -> Result<(), Failure> {
+        match self {
+            Engine::Libcontainer(c) => c.start().map_err(|e| {
+                // IncorrectStatus: the init died before it was started (killed, OOM).
+                let fault = match e {
+                    libcontainer::error::LibcontainerError::IncorrectStatus(_) => Fault::State,
+                    _ => Fault::Internal,
+                };
+                (fault, error_chain(&e))
+            }),
+            Engine::Crun(c) => c.start().map_err(|message| {
+                let fault = match crate::monitor::process::has_exited(init_pid.as_raw()) {
+                    true => Fault::State,
+                    false => Fault::Internal,
+                };
+                (fault, message)
+            }),
+        }
+    }
+
+    /// SIGKILL to every process of the container's cgroup (frozen first by libcontainer).
+    pub(super) fn kill_all(&mut self, init_pid: Pid) -> Result<(), String> {
+        match self {
+            Engine::Libcontainer(c) => c.kill(Signal::SIGKILL, true).map_err(|e| error_chain(&e)),
+            // crun refuses to signal a container whose init has just exited (not reaped
+            // yet): what is left in the cgroup then goes with `delete -f` in `finish`.
+            Engine::Crun(c) => match c.kill_all(libc::SIGKILL) {
+                Err(_) if crate::monitor::process::has_exited(init_pid.as_raw()) => Ok(()),
+                other => other,
+            },
+        }
+    }
+
+    /// After the init was reaped: kills what is left in the cgroup, removes the cgroup and
+    /// the runtime's state. On failure the state dir and the leaf cgroup are removed anyway.
+    pub(super) fn delete(&mut self, cgroups_path: Option<&Path>) -> Result<(), String> {
+        let result = match self {
+            Engine::Libcontainer(c) => c.delete(true).map_err(|e| {
+                let _ = fs::remove_dir_all(c.root.as_path());
+                error_chain(&e)
+            }),
+            Engine::Crun(c) => {
+                let deleted = c.delete().inspect_err(|_| {
+                    let _ = fs::remove_dir_all(c.state_path());
+                });
+                c.remove_files();
+                deleted
+            }
+        };
+        if result.is_err() {
+            if let Some(cg) = cgroups_path {
+                remove_cgroup_leaf(cg);
+            }
+        }
+        result
+    }
+
+    /// How an exec child reaches the container through crun (None: libcontainer).
+    pub(super) fn crun_exec(
+        &self,
+        process: Option<&oci_spec::runtime::Process>,
+    ) -> Option<CrunExec> {
+        match self {
+            Engine::Libcontainer(_) => None,
+            Engine::Crun(c) => Some(CrunExec {
+                crun: c.clone(),
+                process: process.cloned().unwrap_or_default(),
+            }),
+        }
+    }
+}

@@ -1,0 +1,488 @@
+//! The monitor's event loop: one `poll(2)` over the signalfd, the output pipes, the socket and
+//! its connections; serves requests, reaps the init and exec children, records how it ended.
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use nix::sys::signalfd::SignalFd;
+use nix::sys::wait::WaitStatus;
+use nix::unistd::Pid;
+use oci_spec::runtime::Spec;
+
+use crate::logs::{CriLogWriter, Stream};
+use crate::monitor::exec::{self, ExecJob};
+use crate::monitor::oom::oom_kill_count;
+use crate::monitor::process::{exit_code_of, exit_now, now_nanos, poll_one, set_nonblocking};
+use crate::monitor::protocol::{
+    encode_line, Fault, MonitorReply, MonitorRequest, MAX_REQUEST_LINE,
+};
+use crate::monitor::status::{write_status, ContainerStatusFile};
+use crate::monitor::zygote::CreateRequest;
+use crate::monitor::MONITOR_SOCKET;
+
+use super::cgroup::sweep_cgroup_leaf;
+use super::create::Built;
+use super::engine::Engine;
+
+/// After the init exited: how long exec children get to report before they are killed,
+/// and how long the pipes get to reach EOF (processes outside the container's cgroup may
+/// hold them open).
+const EXEC_GRACE: Duration = Duration::from_secs(2);
+const DRAIN_GRACE: Duration = Duration::from_secs(1);
+const READ_CHUNK: usize = 64 * 1024;
+
+/// A client connection whose request line is not complete yet.
+struct Conn {
+    stream: UnixStream,
+    buf: Vec<u8>,
+}
+
+pub(super) struct Monitor {
+    req: CreateRequest,
+    engine: Engine,
+    init_pid: Pid,
+    spec: Spec,
+    cgroups_path: Option<PathBuf>,
+    sigfd: SignalFd,
+    listener: UnixListener,
+    /// stdout and stderr read ends; None after EOF.
+    streams: [Option<OwnedFd>; 2],
+    log: CriLogWriter,
+    conns: Vec<Conn>,
+    waiters: Vec<UnixStream>,
+    exec_children: Vec<Pid>,
+    status: ContainerStatusFile,
+    exited: Option<WaitStatus>,
+    /// Scratch buffer for the output pipes.
+    buf: Vec<u8>,
+}
+
+const STREAMS: [Stream; 2] = [Stream::Stdout, Stream::Stderr];
+
+#[derive(Clone, Copy)]
+enum Source {
+    Signals,
+    Listener,
+    Output(usize),
+    Conn(usize),
+    Waiter(usize),
+}
+
+impl Monitor {
+    pub(super) fn new(req: CreateRequest, built: Built, sigfd: SignalFd) -> Monitor {
+        for fd in [&built.stdout, &built.stderr] {
+            let _ = set_nonblocking(fd.as_raw_fd(), true);
+        }
+        let cgroups_path = built
+            .spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.cgroups_path().clone());
+        Monitor {
+            req,
+            engine: built.engine,
+            init_pid: built.init_pid,
+            spec: built.spec,
+            cgroups_path,
+            sigfd,
+            listener: built.listener,
+            streams: [Some(built.stdout), Some(built.stderr)],
+            log: built.log,
+            conns: Vec::new(),
+            waiters: Vec::new(),
+            exec_children: Vec::new(),
+            status: built.status,
+            exited: None,
+            buf: vec![0u8; READ_CHUNK],
+        }
+    }
+
+    pub(super) fn run(mut self) -> i32 {
+        while self.exited.is_none() {
+            let mut sources = vec![Source::Signals, Source::Listener];
+            let mut fds = vec![
+                pollin(self.sigfd.as_raw_fd()),
+                pollin(self.listener.as_raw_fd()),
+            ];
+            for (i, s) in self.streams.iter().enumerate() {
+                if let Some(fd) = s {
+                    sources.push(Source::Output(i));
+                    fds.push(pollin(fd.as_raw_fd()));
+                }
+            }
+            for (i, c) in self.conns.iter().enumerate() {
+                sources.push(Source::Conn(i));
+                fds.push(pollin(c.stream.as_raw_fd()));
+            }
+            // Waiters are watched too, so that a client that gave up (a daemon restarted)
+            // does not pin a connection until the container exits.
+            for (i, w) in self.waiters.iter().enumerate() {
+                sources.push(Source::Waiter(i));
+                fds.push(pollin(w.as_raw_fd()));
+            }
+            // SAFETY: fds is a valid array of pollfd.
+            let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+            if rc < 0 {
+                if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                // poll itself failing is a bug; keep the container's record consistent anyway.
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+            let mut ready_conns = Vec::new();
+            let mut ready_waiters = Vec::new();
+            for (src, pfd) in sources.iter().zip(&fds) {
+                if pfd.revents == 0 {
+                    continue;
+                }
+                match *src {
+                    Source::Signals => self.reap(),
+                    Source::Listener => self.accept(),
+                    Source::Output(i) => self.read_output(i),
+                    Source::Conn(i) => ready_conns.push(i),
+                    Source::Waiter(i) => ready_waiters.push(i),
+                }
+            }
+            // Before the connections: handling a request may add a waiter.
+            for i in ready_waiters.into_iter().rev() {
+                let mut sink = [0u8; 256];
+                match (&self.waiters[i]).read(&mut sink) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Ok(n) if n > 0 => {}
+                    _ => {
+                        self.waiters.swap_remove(i);
+                    }
+                }
+            }
+            // Highest index first so that removing a connection keeps the others' indices.
+            for i in ready_conns.into_iter().rev() {
+                self.read_conn(i);
+            }
+        }
+        self.finish()
+    }
+
+    fn reap(&mut self) {
+        while let Ok(Some(_)) = self.sigfd.read_signal() {}
+        let init = self.init_pid;
+        let mut exited = None;
+        let exec_children = &mut self.exec_children;
+        crate::monitor::process::reap_all_nonblocking(|status| match status.pid() {
+            Some(pid) if pid == init => exited = Some(status),
+            Some(pid) => {
+                if let Some(i) = exec_children.iter().position(|&p| p == pid) {
+                    exec_children.swap_remove(i);
+                }
+            }
+            None => {}
+        });
+        if exited.is_some() {
+            self.exited = exited;
+        }
+    }
+
+    fn accept(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((stream, _)) => {
+                    if stream.set_nonblocking(true).is_ok() {
+                        self.conns.push(Conn {
+                            stream,
+                            buf: Vec::new(),
+                        });
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Copies what is available on one output pipe into the log.
+    fn read_output(&mut self, i: usize) {
+        while self.read_output_once(i) {}
+    }
+
+    fn read_conn(&mut self, i: usize) {
+        let conn = &mut self.conns[i];
+        let mut chunk = [0u8; 4096];
+        let mut closed = false;
+        loop {
+            match conn.stream.read(&mut chunk) {
+                Ok(0) => {
+                    closed = true;
+                    break;
+                }
+                Ok(n) => conn.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    closed = true;
+                    break;
+                }
+            }
+        }
+        if let Some(nl) = conn.buf.iter().position(|&b| b == b'\n') {
+            let conn = self.conns.swap_remove(i);
+            let line = conn.buf[..nl].to_vec();
+            self.handle(conn.stream, &line);
+        } else if closed || conn.buf.len() > MAX_REQUEST_LINE {
+            self.conns.swap_remove(i);
+        }
+    }
+
+    fn handle(&mut self, stream: UnixStream, line: &[u8]) {
+        let request: MonitorRequest = match serde_json::from_slice(line) {
+            Ok(r) => r,
+            Err(e) => {
+                return reply(
+                    stream,
+                    &MonitorReply::error(Fault::Invalid, format!("bad request: {e}")),
+                )
+            }
+        };
+        match request {
+            MonitorRequest::Start => reply(stream, &self.start()),
+            MonitorRequest::Signal { signal } => reply(stream, &self.signal(signal)),
+            MonitorRequest::Wait => self.waiters.push(stream),
+            MonitorRequest::Exec { args, timeout_ms } => self.exec(stream, args, timeout_ms),
+            MonitorRequest::ReopenLog => reply(
+                stream,
+                &match self.log.reopen() {
+                    Ok(()) => MonitorReply::Ok,
+                    Err(e) => MonitorReply::error(Fault::Internal, format!("reopen log: {e}")),
+                },
+            ),
+        }
+    }
+
+    fn start(&mut self) -> MonitorReply {
+        if self.exited.is_some() {
+            return MonitorReply::error(Fault::State, "container has exited");
+        }
+        if self.status.started_at.is_some() {
+            return MonitorReply::error(Fault::State, "container was already started");
+        }
+        if let Err((fault, message)) = self.engine.start(self.init_pid) {
+            return MonitorReply::error(fault, format!("start: {message}"));
+        }
+        self.status.started_at = Some(now_nanos());
+        if let Err(e) = write_status(&self.req.state_dir, &self.status) {
+            return MonitorReply::error(Fault::Internal, format!("container started, but {e}"));
+        }
+        MonitorReply::Ok
+    }
+
+    fn signal(&mut self, signal: i32) -> MonitorReply {
+        if !(1..=64).contains(&signal) {
+            return MonitorReply::error(Fault::Invalid, format!("invalid signal {signal}"));
+        }
+        if self.exited.is_some() {
+            // Stopping a container that already exited succeeds (CRI).
+            return MonitorReply::Ok;
+        }
+        // The init is our child and not yet reaped, so its pid cannot have been reused.
+        // SAFETY: plain kill(2).
+        let rc = unsafe { libc::kill(self.init_pid.as_raw(), signal) };
+        if rc != 0 {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::ESRCH) {
+                return MonitorReply::error(
+                    Fault::Internal,
+                    format!("kill {}: {err}", self.init_pid),
+                );
+            }
+        }
+        if signal == libc::SIGKILL {
+            // Also every other process of the cgroup (frozen first, so none can fork away):
+            // a container sharing the pod's pid namespace does not die with its init.
+            if let Err(message) = self.engine.kill_all(self.init_pid) {
+                return MonitorReply::error(Fault::Internal, format!("kill all: {message}"));
+            }
+        }
+        MonitorReply::Ok
+    }
+
+    fn exec(&mut self, stream: UnixStream, args: Vec<String>, timeout_ms: Option<u64>) {
+        if self.exited.is_some() {
+            return reply(
+                stream,
+                &MonitorReply::error(Fault::State, "container has exited"),
+            );
+        }
+        if self.status.started_at.is_none() {
+            return reply(
+                stream,
+                &MonitorReply::error(Fault::State, "container is not running"),
+            );
+        }
+        if args.is_empty() {
+            return reply(
+                stream,
+                &MonitorReply::error(Fault::Invalid, "empty command"),
+            );
+        }
+        let job = ExecJob {
+            crun: self.engine.crun_exec(self.spec.process().as_ref()),
+            init_pid: self.init_pid,
+            spec: self.spec.clone(),
+            args,
+            timeout: timeout_ms.map(Duration::from_millis),
+            max_output: self.req.exec_max_output,
+        };
+        // SAFETY: the monitor is single-threaded.
+        match unsafe { nix::unistd::fork() } {
+            Ok(nix::unistd::ForkResult::Child) => exit_now(exec::run_exec_child(stream, job)),
+            Ok(nix::unistd::ForkResult::Parent { child }) => self.exec_children.push(child),
+            Err(e) => reply(
+                stream,
+                &MonitorReply::error(Fault::Internal, format!("fork exec: {e}")),
+            ),
+        }
+    }
+
+    /// The init has exited: record how, clean up, answer the waiters.
+    fn finish(mut self) -> i32 {
+        let status = self.exited.take().unwrap_or(WaitStatus::StillAlive);
+        let (exit_code, signal) = exit_code_of(&status).unwrap_or((255, None));
+        let oom_killed = self
+            .cgroups_path
+            .as_deref()
+            .and_then(oom_kill_count)
+            .is_some_and(|n| n > 0);
+        self.drain_output(Duration::ZERO);
+
+        let mut problems = Vec::new();
+        // Kills whatever is left in the cgroup (exec'd processes, daemons of a container
+        // sharing a pid namespace), removes the cgroup and the runtime's state.
+        if let Err(message) = self.engine.delete(self.cgroups_path.as_deref()) {
+            problems.push(format!("delete: {message}"));
+        }
+        self.wait_exec_children();
+        if let Some(cg) = self.cgroups_path.as_deref() {
+            sweep_cgroup_leaf(cg);
+        }
+        self.drain_output(DRAIN_GRACE);
+        for (i, s) in STREAMS.iter().enumerate() {
+            let _ = self.log.close_stream(*s, chrono::Utc::now());
+            self.streams[i] = None;
+        }
+
+        self.status.finished_at = Some(now_nanos());
+        self.status.exit_code = Some(exit_code);
+        self.status.signal = signal;
+        self.status.oom_killed = oom_killed;
+        if !problems.is_empty() {
+            self.status.message = Some(problems.join("; "));
+        }
+        // Final status first, then the socket goes: a client that cannot connect any more
+        // always finds the final status.
+        let wrote = write_status(&self.req.state_dir, &self.status);
+        let _ = fs::remove_file(self.req.state_dir.join(MONITOR_SOCKET));
+        let answer = match wrote {
+            Ok(()) => MonitorReply::Exited,
+            Err(e) => MonitorReply::error(Fault::Internal, format!("container exited, but {e}")),
+        };
+        for w in std::mem::take(&mut self.waiters) {
+            reply(w, &answer);
+        }
+        0
+    }
+
+    /// Gives running exec children a moment to report (their processes were just killed),
+    /// then kills and reaps the rest. Reaps any other exited child on the way.
+    fn wait_exec_children(&mut self) {
+        let deadline = Instant::now() + EXEC_GRACE;
+        while !self.exec_children.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let _ = poll_one(self.sigfd.as_raw_fd(), libc::POLLIN, Some(left));
+            self.reap();
+        }
+        for pid in std::mem::take(&mut self.exec_children) {
+            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(pid, None);
+        }
+        crate::monitor::process::reap_all_nonblocking(|_| {});
+    }
+
+    /// Copies what is left in the pipes into the log, waiting up to `grace` for EOF.
+    fn drain_output(&mut self, grace: Duration) {
+        let deadline = Instant::now() + grace;
+        loop {
+            for i in 0..2 {
+                while self.streams[i].is_some() && self.read_output_once(i) {}
+            }
+            let open: Vec<RawFd> = self
+                .streams
+                .iter()
+                .flatten()
+                .map(|f| f.as_raw_fd())
+                .collect();
+            let left = deadline.saturating_duration_since(Instant::now());
+            if open.is_empty() || left.is_zero() {
+                return;
+            }
+            let mut fds: Vec<libc::pollfd> = open.iter().map(|&fd| pollin(fd)).collect();
+            // SAFETY: valid pollfd array.
+            unsafe {
+                libc::poll(
+                    fds.as_mut_ptr(),
+                    fds.len() as libc::nfds_t,
+                    left.as_millis().min(i32::MAX as u128) as i32,
+                )
+            };
+        }
+    }
+
+    /// One read; true when more may be available right away.
+    fn read_output_once(&mut self, i: usize) -> bool {
+        let Some(fd) = &self.streams[i] else {
+            return false;
+        };
+        match nix::unistd::read(fd.as_raw_fd(), &mut self.buf) {
+            Ok(0) => {
+                let _ = self.log.close_stream(STREAMS[i], chrono::Utc::now());
+                self.streams[i] = None;
+                false
+            }
+            Ok(n) => {
+                let _ = self
+                    .log
+                    .write_chunk(STREAMS[i], &self.buf[..n], chrono::Utc::now());
+                true
+            }
+            Err(nix::errno::Errno::EINTR) => true,
+            Err(nix::errno::Errno::EAGAIN) => false,
+            Err(_) => {
+                self.streams[i] = None;
+                false
+            }
+        }
+    }
+}
+
+fn pollin(fd: RawFd) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }
+}
+
+/// Writes one reply line and closes the connection. Replies are small; a client that does
+/// not read them within a second loses them rather than stalling the monitor.
+fn reply(mut stream: UnixStream, reply: &MonitorReply) {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+    let _ = stream.write_all(&encode_line(reply));
+}

@@ -1,0 +1,95 @@
+//! The per-container monitor: creates the container with libcontainer (or the crun binary,
+//! see `crun.rs`), then serves its socket, copies its output into the CRI log, reaps it and
+//! records how it ended.
+//!
+//! Single-threaded for its whole life (libcontainer is unsafe otherwise, LIBCONTAINER.md
+//! pitfall 1); one `poll(2)` loop over a signalfd (SIGCHLD), the stdout/stderr pipes, the
+//! listening socket and the client connections.
+//!
+//! `create.rs` builds the container, `engine.rs` starts, kills and deletes it through
+//! libcontainer or crun, `event_loop.rs` is the poll loop, `cgroup.rs` cleans its leaf cgroups.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+use super::process::{
+    clear_env, close_fds_except, ignore_sigpipe, kill_and_reap_children, stdio_to_dev_null,
+};
+use super::protocol::{acknowledged, write_frame, Fault, Report};
+use super::zygote::CreateRequest;
+use crate::rollback::Rollback;
+
+mod cgroup;
+mod create;
+mod engine;
+mod event_loop;
+
+pub(crate) use crate::error::error_chain;
+pub(crate) use cgroup::remove_cgroup_leaf;
+use create::create;
+use event_loop::Monitor;
+
+type Failure = (Fault, String);
+
+/// The monitor process's main: runs in the detached grandchild of the zygote, returns the
+/// process's exit code.
+pub(crate) fn run_monitor(req: CreateRequest, report: OwnedFd) -> i32 {
+    close_fds_except(&[report.as_raw_fd()]);
+    let _ = stdio_to_dev_null();
+    clear_env();
+    ignore_sigpipe();
+    let _ = nix::unistd::chdir("/");
+    let _ = nix::sys::prctl::set_name(c"proxrt-monitor");
+    // Orphans of a container without its own pid namespace are re-parented here, not to
+    // the host's init.
+    let _ = nix::sys::prctl::set_child_subreaper(true);
+    let mut report = UnixStream::from(report);
+
+    // SIGCHLD is blocked before anything can exit so that no exit is lost; the signalfd
+    // turns it into a readable fd for the poll loop.
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGCHLD);
+    let sigfd = mask
+        .thread_block()
+        .and_then(|_| SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC));
+    let sigfd = match sigfd {
+        Ok(s) => s,
+        Err(e) => return fail(&mut report, (Fault::Internal, format!("signalfd: {e}"))),
+    };
+
+    let mut rollback = Rollback::new(format!("create container {}", req.id));
+    let built = match create(&req, &mut rollback) {
+        Ok(built) => built,
+        Err(failure) => {
+            drop(rollback);
+            kill_and_reap_children();
+            return fail(&mut report, failure);
+        }
+    };
+
+    let reported = write_frame(
+        &mut report,
+        &Report::Created {
+            init_pid: built.init_pid.as_raw(),
+            monitor_pid: std::process::id() as i32,
+        },
+    );
+    if reported.is_err() || !acknowledged(&mut report) {
+        // Nobody took ownership of the container (the daemon died or dropped the request).
+        drop(rollback);
+        kill_and_reap_children();
+        return 1;
+    }
+    rollback.commit();
+    drop(report);
+
+    Monitor::new(req, built, sigfd).run()
+}
+
+fn fail(report: &mut UnixStream, (fault, message): Failure) -> i32 {
+    let _ = write_frame(report, &Report::Failed { message, fault });
+    1
+}
