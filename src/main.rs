@@ -345,7 +345,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         config.daemon.run_dir = r;
     }
     // The zygote must be forked while this process has one thread: libcontainer is only
-    // ever called from single-threaded processes (DESIGN.md decision 1). It is forked
+    // ever called from single-threaded processes (docs/libcontainer.md, pitfall 1). It is forked
     // before logging is set up on purpose: a container's init is forked from a monitor
     // with the container's stdio as fd 2, and libcontainer's (and libseccomp's) log lines
     // from inside it would otherwise land in the container's CRI log. Monitors report

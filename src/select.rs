@@ -1,6 +1,6 @@
 //! Runtime selection: which backend gets a pod and each of its containers, and why.
 //!
-//! The order (docs/runtime-selection.md, DESIGN.md "Runtime selection"), first match wins:
+//! The order (docs/runtime-selection.md), first match wins:
 //! 1. the RuntimeClass handler of RunPodSandbox (`runtime_handler`), a configured
 //!    `[handlers.<name>]`; an unknown handler is refused (InvalidArgument);
 //! 2. the pod annotation `proxrt.io/runtime`, whose value names a configured handler;

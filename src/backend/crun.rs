@@ -5,7 +5,7 @@
 //! Whether crun can create containers on this host is decided once, at startup: the binary
 //! must run, and crun (1.x) refuses a hybrid cgroup host whose cgroup2 hierarchy at
 //! /sys/fs/cgroup/unified still lists controllers ("cgroups in hybrid mode not supported,
-//! drop all controllers from cgroupv2"; LIBCONTAINER.md). Unless `[crun] hybrid_cgroups =
+//! drop all controllers from cgroupv2"; docs/libcontainer.md). Unless `[crun] hybrid_cgroups =
 //! "v1-view"` works around that, the backend is then unavailable with that reason: new
 //! containers are refused with FailedPrecondition, existing ones are still supervised.
 

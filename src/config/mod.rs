@@ -126,7 +126,7 @@ pub struct CrunConfig {
 }
 
 /// What the crun backend does on a hybrid cgroup host whose cgroup2 hierarchy still has
-/// controllers, which crun refuses (LIBCONTAINER.md).
+/// controllers, which crun refuses (docs/libcontainer.md).
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum HybridCgroups {

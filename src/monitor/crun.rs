@@ -91,7 +91,7 @@ impl Crun {
         unsafe {
             cmd.pre_exec(move || {
                 // The monitor blocks SIGCHLD and ignores SIGPIPE; crun's container process
-                // must not inherit either (LIBCONTAINER.md pitfall 5 applies to crun too).
+                // must not inherit either (docs/libcontainer.md pitfall 5 applies to crun too).
                 super::process::reset_signals();
                 if v1_view {
                     enter_v1_view()?;

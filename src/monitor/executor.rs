@@ -9,7 +9,7 @@ use super::process::reset_signals;
 /// libcontainer's default executor (validate the executable in `$PATH`, then `execvp`),
 /// after resetting the signal mask and every handler to its default. The monitor blocks
 /// SIGCHLD and ignores SIGPIPE, and both would otherwise be inherited by the container's
-/// process across exec (LIBCONTAINER.md pitfall 5: `yes | head` would never end).
+/// process across exec (docs/libcontainer.md pitfall 5: `yes | head` would never end).
 #[derive(Clone)]
 pub(crate) struct CleanSignalsExecutor;
 

@@ -1,4 +1,4 @@
-//! The process model (DESIGN.md decisions 1 and 2): a single-threaded zygote, one monitor
+//! The process model (docs/architecture.md, "The process model"): a single-threaded zygote, one monitor
 //! process per container, and pod namespace holders.
 //!
 //! ```text
@@ -18,7 +18,7 @@
 //! ```
 //!
 //! Why: libcontainer clones and runs Rust code in the child, which deadlocks when the caller
-//! is multi-threaded (LIBCONTAINER.md pitfall 1), and it `chdir`s process-wide (pitfall 2).
+//! is multi-threaded (docs/libcontainer.md pitfall 1), and it `chdir`s process-wide (pitfall 2).
 //! A monitor per container also lets containers and their logs outlive the daemon.
 //!
 //! Creation is a handshake: the zygote answers with one end of a fresh socketpair whose other

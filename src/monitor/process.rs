@@ -100,7 +100,7 @@ pub(crate) fn stdio_to_dev_null() -> io::Result<()> {
 
 /// Unblocks every signal and restores every disposition to its default. Run before exec'ing
 /// container processes: the Rust runtime ignores SIGPIPE and the monitor blocks SIGCHLD, and
-/// both are inherited across exec (LIBCONTAINER.md pitfall 5).
+/// both are inherited across exec (docs/libcontainer.md pitfall 5).
 pub(crate) fn reset_signals() {
     let _ = signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
     for sig in 1..libc::SIGRTMAX() {
@@ -125,7 +125,7 @@ pub(crate) fn ignore_sigpipe() {
 }
 
 /// Removes every environment variable: libcontainer's init reads `LISTEN_FDS` and friends
-/// from its own environment (LIBCONTAINER.md pitfall 6).
+/// from its own environment (docs/libcontainer.md pitfall 6).
 pub(crate) fn clear_env() {
     let keys: Vec<_> = std::env::vars_os().map(|(k, _)| k).collect();
     for k in keys {

@@ -1,5 +1,5 @@
 //! The Proxmox VE API client: what the `proxmox-lxc` backend will use to run pods as LXC
-//! guests (the backend itself comes later; see issue 10 and ../shared/PROXMOX.md).
+//! guests (the backend itself comes later; docs/proxmox.md).
 //!
 //! - `transport`: one HTTPS client over several endpoints (failover), the API token header,
 //!   PVE's response envelope turned into typed errors, retries only where they are safe.

@@ -37,7 +37,7 @@ pub fn apply_resources(spec: &mut Spec, input: &SpecInput) -> Result<(), SpecErr
 }
 
 /// Clamps to what the daemon may set: the kernel's [-1000, 1000], raised to the host's
-/// minimum where root lacks CAP_SYS_RESOURCE and negative values are refused (LIBCONTAINER.md).
+/// minimum where root lacks CAP_SYS_RESOURCE and negative values are refused (docs/libcontainer.md).
 pub fn oom_score_adj(requested: i64, host_min: i32) -> i32 {
     let low = i64::from(host_min.clamp(OOM_SCORE_ADJ_MIN, OOM_SCORE_ADJ_MAX));
     // The clamp keeps the value inside i32, so the conversion cannot fail.

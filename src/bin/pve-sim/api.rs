@@ -1,4 +1,4 @@
-//! The PVE endpoints of PROXMOX.md, with PVE's status codes and messages.
+//! The PVE endpoints the client uses (docs/proxmox.md), with PVE's status codes and messages.
 //!
 //! Guests are state only: no container is ever made. A guest is a config map, a status
 //! and a lock; tasks are timers that apply their effect when they end (a create that

@@ -5,7 +5,7 @@
 //! `trusted.overlay.opaque=y` xattr on their directory. The `diff_id` is the sha256 of the whole
 //! uncompressed stream, read to its end (trailer and padding included).
 //!
-//! # Hostile layers (DESIGN.md decision 5)
+//! # Hostile layers
 //!
 //! Unpacking never creates, changes or deletes anything outside `dest`, whatever the tar says.
 //! The policy is **clamp**, with `dest` acting as `/` for every path in the layer, the way a

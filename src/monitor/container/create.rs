@@ -180,7 +180,7 @@ fn create_with_libcontainer(
                 .with_detach(true)
         })
         .and_then(|b| b.build());
-    // libcontainer marks its caller non-dumpable (LIBCONTAINER.md pitfall 3); a dumpable
+    // libcontainer marks its caller non-dumpable (docs/libcontainer.md pitfall 3); a dumpable
     // monitor keeps /proc/<monitor> readable for the daemon and debuggers.
     let _ = nix::sys::prctl::set_dumpable(true);
     let container = match built {

@@ -2,7 +2,7 @@
 //! see `crun.rs`), then serves its socket, copies its output into the CRI log, reaps it and
 //! records how it ended.
 //!
-//! Single-threaded for its whole life (libcontainer is unsafe otherwise, LIBCONTAINER.md
+//! Single-threaded for its whole life (libcontainer is unsafe otherwise, docs/libcontainer.md
 //! pitfall 1); one `poll(2)` loop over a signalfd (SIGCHLD), the stdout/stderr pipes, the
 //! listening socket and the client connections.
 //!
