@@ -2,14 +2,22 @@
 //! every call, and fails where a test tells it to. With temp stores it lets rollback paths
 //! and error codes be tested without a zygote, mounts or root.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use oci_spec::runtime::Spec;
 
 use super::{Backend, BackendError, CreateParams, PodParams, PodRuntime, PreparedSpec};
+use crate::backend::Backends;
+use crate::config::Config;
+use crate::container::ContainerStore;
+use crate::context::Ctx;
 use crate::error::Kind;
-use crate::sandbox::SandboxRecord;
+use crate::image::Images;
+use crate::names::NameRegistry;
+use crate::sandbox::{SandboxRecord, SandboxStore};
+use crate::select::Selector;
+use crate::spec::HostView;
 
 /// Where the fake fails, and with which error class.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,5 +124,58 @@ impl Backend for FakeBackend {
 
     fn is_alive(&self, _run_dir: &Path) -> bool {
         false
+    }
+}
+
+/// Temp stores, a default config and a `FakeBackend` registered as the default backend:
+/// what pod and container operations need, without a zygote, mounts or root.
+pub(crate) struct FakeWorld {
+    _dir: tempfile::TempDir,
+    pub(crate) sandboxes: SandboxStore,
+    pub(crate) containers: ContainerStore,
+    pub(crate) names: Arc<NameRegistry>,
+    pub(crate) images: Images,
+    pub(crate) backends: Backends,
+    pub(crate) selector: Selector,
+    pub(crate) host: HostView,
+    pub(crate) run_dir: PathBuf,
+    pub(crate) fake: Arc<FakeBackend>,
+}
+
+impl FakeWorld {
+    pub(crate) fn new() -> FakeWorld {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::default();
+        let fake = FakeBackend::new();
+        FakeWorld {
+            sandboxes: SandboxStore::load(&dir.path().join("sandboxes")).unwrap(),
+            containers: ContainerStore::load(&dir.path().join("containers")).unwrap(),
+            names: Arc::default(),
+            images: Images::open(dir.path(), &config).unwrap(),
+            backends: Backends::with(vec![fake.clone()], &config.runtime.default_backend),
+            selector: Selector::new(&config).unwrap(),
+            host: HostView {
+                oom_score_adj_min: 0,
+                cgroup_v2: false,
+                hugepage_sizes: Vec::new(),
+                capabilities: Default::default(),
+            },
+            run_dir: dir.path().join("run"),
+            _dir: dir,
+            fake,
+        }
+    }
+
+    pub(crate) fn ctx(&self) -> Ctx<'_> {
+        Ctx {
+            sandboxes: &self.sandboxes,
+            containers: &self.containers,
+            names: &self.names,
+            images: &self.images,
+            backends: &self.backends,
+            selector: &self.selector,
+            host: &self.host,
+            run_dir: &self.run_dir,
+        }
     }
 }

@@ -8,6 +8,8 @@
 mod create;
 mod exec;
 mod lifecycle;
+#[cfg(test)]
+mod lifecycle_tests;
 pub mod rootfs;
 
 use std::path::{Path, PathBuf};

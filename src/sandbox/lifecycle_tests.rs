@@ -1,73 +1,20 @@
 //! RunPodSandbox, StopPodSandbox and RemovePodSandbox against a fake backend and temp
 //! stores: every failure leaves nothing behind and maps to its gRPC code.
 
-use std::sync::Arc;
-
 use k8s_cri::v1::{PodSandboxConfig, PodSandboxMetadata};
 use tonic::Code;
 
 use super::*;
-use crate::backend::fake::{FailAt, FakeBackend};
-use crate::backend::Backends;
-use crate::config::Config;
-use crate::container::ContainerStore;
-use crate::context::Ctx;
+use crate::backend::fake::{FailAt, FakeWorld};
 use crate::error::Kind;
-use crate::image::Images;
-use crate::names::NameRegistry;
-use crate::select::Selector;
-use crate::spec::HostView;
 
-struct World {
-    _dir: tempfile::TempDir,
-    sandboxes: SandboxStore,
-    containers: ContainerStore,
-    names: Arc<NameRegistry>,
-    images: Images,
-    backends: Backends,
-    selector: Selector,
-    host: HostView,
-    run_dir: PathBuf,
-    fake: Arc<FakeBackend>,
+type World = FakeWorld;
+
+trait Empty {
+    fn assert_empty(&self);
 }
 
-impl World {
-    fn new() -> World {
-        let dir = tempfile::tempdir().unwrap();
-        let config = Config::default();
-        let fake = FakeBackend::new();
-        World {
-            sandboxes: SandboxStore::load(&dir.path().join("sandboxes")).unwrap(),
-            containers: ContainerStore::load(&dir.path().join("containers")).unwrap(),
-            names: Arc::default(),
-            images: Images::open(dir.path(), &config).unwrap(),
-            backends: Backends::with(vec![fake.clone()], &config.runtime.default_backend),
-            selector: Selector::new(&config).unwrap(),
-            host: HostView {
-                oom_score_adj_min: 0,
-                cgroup_v2: false,
-                hugepage_sizes: Vec::new(),
-                capabilities: Default::default(),
-            },
-            run_dir: dir.path().join("run"),
-            _dir: dir,
-            fake,
-        }
-    }
-
-    fn ctx(&self) -> Ctx<'_> {
-        Ctx {
-            sandboxes: &self.sandboxes,
-            containers: &self.containers,
-            names: &self.names,
-            images: &self.images,
-            backends: &self.backends,
-            selector: &self.selector,
-            host: &self.host,
-            run_dir: &self.run_dir,
-        }
-    }
-
+impl Empty for FakeWorld {
     /// Nothing of any pod is left: no record, no state dir, no name.
     fn assert_empty(&self) {
         assert!(self.sandboxes.all().is_empty());
