@@ -179,3 +179,17 @@ impl FakeWorld {
         }
     }
 }
+
+/// The pod config the unit tests run: `web` in `default`, uid `uid-1`, attempt 0.
+pub(crate) fn pod_config() -> k8s_cri::v1::PodSandboxConfig {
+    k8s_cri::v1::PodSandboxConfig {
+        metadata: Some(k8s_cri::v1::PodSandboxMetadata {
+            name: "web".into(),
+            namespace: "default".into(),
+            uid: "uid-1".into(),
+            attempt: 0,
+        }),
+        hostname: "web".into(),
+        ..Default::default()
+    }
+}

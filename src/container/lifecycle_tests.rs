@@ -2,24 +2,14 @@
 //! stores: requests refused before anything is made, with their gRPC codes, and nothing
 //! left behind (no name, no dir, no record).
 
-use k8s_cri::v1::{
-    ContainerConfig, ContainerMetadata, ImageSpec, PodSandboxConfig, PodSandboxMetadata,
-};
+use k8s_cri::v1::{ContainerConfig, ContainerMetadata, ImageSpec, PodSandboxConfig};
 use tonic::Code;
 
 use super::*;
 use crate::backend::fake::FakeWorld;
 
 fn pod() -> PodSandboxConfig {
-    PodSandboxConfig {
-        metadata: Some(PodSandboxMetadata {
-            name: "web".into(),
-            namespace: "default".into(),
-            uid: "uid-1".into(),
-            attempt: 0,
-        }),
-        ..Default::default()
-    }
+    crate::backend::fake::pod_config()
 }
 
 fn container(image: &str) -> ContainerConfig {

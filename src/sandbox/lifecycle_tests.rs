@@ -1,7 +1,7 @@
 //! RunPodSandbox, StopPodSandbox and RemovePodSandbox against a fake backend and temp
 //! stores: every failure leaves nothing behind and maps to its gRPC code.
 
-use k8s_cri::v1::{PodSandboxConfig, PodSandboxMetadata};
+use k8s_cri::v1::PodSandboxConfig;
 use tonic::Code;
 
 use super::*;
@@ -34,16 +34,7 @@ fn name() -> String {
 }
 
 fn pod() -> PodSandboxConfig {
-    PodSandboxConfig {
-        metadata: Some(PodSandboxMetadata {
-            name: "web".into(),
-            namespace: "default".into(),
-            uid: "uid-1".into(),
-            attempt: 0,
-        }),
-        hostname: "web".into(),
-        ..Default::default()
-    }
+    crate::backend::fake::pod_config()
 }
 
 fn code(e: SandboxError) -> Code {
