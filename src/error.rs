@@ -17,8 +17,11 @@ pub enum Kind {
     Unavailable,
     /// The caller's deadline passed.
     DeadlineExceeded,
-    /// The caller is not allowed (registry auth refused).
+    /// The caller is not allowed (registry auth refused, a Proxmox token lacking a
+    /// privilege).
     PermissionDenied,
+    /// Credentials were refused (a Proxmox API token PVE does not accept).
+    Unauthenticated,
     /// Content did not match its digest (corrupt download or store).
     DataLoss,
     /// A bug or a host fault: disk, kernel, a corrupt state file.

@@ -957,7 +957,7 @@ pub(crate) mod tests {
         for round in 0..2000 {
             let len = (next() % 300) as usize;
             // A rewritten request first, so that nothing is forwarded unexamined.
-            let mut input = with_preface(&[rewritten.clone()]);
+            let mut input = with_preface(std::slice::from_ref(&rewritten));
             let at = input.len();
             // Mostly plausible frame headers, so the HPACK side gets garbage too.
             let kind = [TYPE_HEADERS, TYPE_CONTINUATION, 0, 4][(next() % 4) as usize];

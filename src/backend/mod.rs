@@ -17,12 +17,13 @@ pub mod crun;
 #[cfg(test)]
 pub(crate) mod fake;
 pub mod host;
+pub mod proxmox;
 pub mod registry;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use k8s_cri::v1::PodSandboxConfig;
+use k8s_cri::v1::{ContainerConfig, PodSandboxConfig};
 use oci_spec::runtime::Spec;
 
 use crate::error::{Classify, Kind};
@@ -35,6 +36,8 @@ pub use registry::Backends;
 pub enum BackendError {
     #[error(transparent)]
     Monitor(#[from] MonitorError),
+    #[error("proxmox-lxc: {0}")]
+    Proxmox(#[from] crate::proxmox::ProxmoxError),
     #[error("backend {backend}: {message}")]
     Failed {
         backend: &'static str,
@@ -58,6 +61,7 @@ impl Classify for BackendError {
     fn kind(&self) -> Kind {
         match self {
             BackendError::Monitor(e) => e.kind(),
+            BackendError::Proxmox(e) => e.kind(),
             BackendError::Failed { kind, .. } => *kind,
         }
     }
@@ -87,17 +91,55 @@ pub struct PodRuntime {
     pub shm_mounted: bool,
 }
 
-/// What `create` needs; the bundle (config.json + mounted rootfs) is ready.
+/// What a backend makes its containers from; CreateContainer prepares that and nothing
+/// else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerForm {
+    /// An OCI bundle: config.json from the CRI request and the image config, and the
+    /// image's layers mounted as an overlay rootfs (libcontainer, crun).
+    Bundle,
+    /// A guest made from a template image on a remote host (Proxmox LXC): no bundle, no
+    /// rootfs on this host.
+    Guest,
+}
+
+/// What `create` needs.
 #[derive(Debug, Clone)]
 pub struct CreateParams {
     pub id: String,
-    pub bundle: PathBuf,
     /// The container's run dir: the backend's handle for every later call.
     pub run_dir: PathBuf,
     pub log_path: Option<PathBuf>,
     pub tty: bool,
-    /// What `prepare_spec` took out of the spec for the backend to apply itself.
-    pub prepared: PreparedSpec,
+    pub payload: Payload,
+}
+
+/// The container itself, in the backend's [`ContainerForm`].
+#[derive(Debug, Clone)]
+pub enum Payload {
+    /// The bundle (config.json + mounted rootfs) is ready.
+    Bundle {
+        bundle: PathBuf,
+        /// What `prepare_spec` took out of the spec for the backend to apply itself.
+        prepared: PreparedSpec,
+    },
+    Guest(Box<GuestRequest>),
+}
+
+/// A guest container: its template, its CRI config and its pod.
+#[derive(Debug, Clone)]
+pub struct GuestRequest {
+    /// The template volid the image was pulled as (`local:vztmpl/…`).
+    pub template: String,
+    pub config: ContainerConfig,
+    pub pod: SandboxRecord,
+}
+
+/// A template a backend provides for an image name (PullImage of a Proxmox template).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateImage {
+    pub template: String,
+    pub size: u64,
 }
 
 /// Settings a backend takes out of the spec in `prepare_spec` and applies another way.
@@ -126,6 +168,27 @@ pub trait Backend: Send + Sync {
         serde_json::Value::Object(Default::default())
     }
 
+    /// What this backend's containers are made from.
+    fn container_form(&self) -> ContainerForm {
+        ContainerForm::Bundle
+    }
+
+    // ----- images -----
+
+    /// The template this backend runs `image` as, when an image name maps to one (Proxmox
+    /// `[[proxmox.templates]]`); None: the image comes from a registry.
+    fn template_for(&self, _image: &str) -> Option<String> {
+        None
+    }
+
+    /// Checks that `template` exists where the backend will need it, and its size.
+    async fn pull_template(&self, template: &str) -> Result<TemplateImage, BackendError> {
+        Err(BackendError::internal(
+            self.name(),
+            format!("backend has no templates ({template})"),
+        ))
+    }
+
     // ----- pods -----
 
     /// Makes the pod: its namespaces, files, guest. On error nothing it made remains.
@@ -141,6 +204,12 @@ pub trait Backend: Send + Sync {
     /// Whether a ready pod is still alive (its namespaces, its guest), for PodSandboxStatus
     /// after a restart.
     fn pod_alive(&self, pod: &SandboxRecord) -> bool;
+
+    /// The pod's IP addresses as the backend knows them without asking anyone (no call
+    /// on the RPC path): a guest's addresses as last seen. Host pods have none until CNI.
+    fn pod_ips(&self, _pod: &SandboxRecord) -> Vec<String> {
+        Vec::new()
+    }
 
     // ----- containers -----
 
@@ -171,6 +240,35 @@ pub trait Backend: Send + Sync {
         Ok(MonitorClient::new(run_dir).wait().await?)
     }
 
+    /// Stops a created or running container: `stop_signal`, up to `timeout` for it to
+    /// exit (zero: no grace), then SIGKILL. Resolves once the exit is recorded.
+    async fn stop(
+        &self,
+        run_dir: &Path,
+        stop_signal: i32,
+        timeout: Duration,
+    ) -> Result<(), BackendError> {
+        if !timeout.is_zero() {
+            self.signal(run_dir, stop_signal).await?;
+            match tokio::time::timeout(timeout, self.wait(run_dir)).await {
+                Ok(r) => return r.map(drop),
+                Err(_) => tracing::info!(
+                    run_dir = %run_dir.display(),
+                    timeout_secs = timeout.as_secs(),
+                    "stop signal ignored; killing"
+                ),
+            }
+        }
+        self.signal(run_dir, libc::SIGKILL).await?;
+        self.wait(run_dir).await.map(drop)
+    }
+
+    /// Removes what `create` made, once the container has exited. The host backends'
+    /// monitors remove their runtime state when the container exits: nothing is left.
+    async fn remove(&self, _run_dir: &Path) -> Result<(), BackendError> {
+        Ok(())
+    }
+
     async fn exec_sync(
         &self,
         run_dir: &Path,
@@ -185,6 +283,9 @@ pub trait Backend: Send + Sync {
     async fn reopen_log(&self, run_dir: &Path) -> Result<(), BackendError> {
         Ok(MonitorClient::new(run_dir).reopen_log().await?)
     }
+
+    /// Work after startup, off the RPC path (the Proxmox backend looks for orphan guests).
+    async fn reconcile(&self) {}
 
     /// Whether something still supervises the container (its monitor answers).
     fn is_alive(&self, run_dir: &Path) -> bool {

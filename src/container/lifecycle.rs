@@ -54,29 +54,16 @@ async fn stop_locked(
 ) -> Result<(), ContainerError> {
     let snap = c.refresh();
     let backend = ctx.backends.get(&c.record.backend)?;
-    match snap.phase() {
+    let grace = match snap.phase() {
         Phase::Exited => return Ok(()),
         Phase::Unknown if !backend.is_alive(&c.record.run_dir) => return Ok(()),
-        Phase::Running if timeout_secs > 0 => {
-            backend
-                .signal(&c.record.run_dir, c.record.stop_signal)
-                .await?;
-            let waited = tokio::time::timeout(
-                Duration::from_secs(timeout_secs as u64),
-                backend.wait(&c.record.run_dir),
-            )
-            .await;
-            if let Ok(r) = waited {
-                r?;
-                c.refresh();
-                return Ok(());
-            }
-            tracing::info!(container = %c.id, timeout_secs, "stop signal ignored; killing");
-        }
-        _ => {}
-    }
-    backend.signal(&c.record.run_dir, libc::SIGKILL).await?;
-    backend.wait(&c.record.run_dir).await?;
+        Phase::Running => Duration::from_secs(timeout_secs.max(0) as u64),
+        // Never started (or unknown): nothing to shut down gracefully.
+        _ => Duration::ZERO,
+    };
+    backend
+        .stop(&c.record.run_dir, c.record.stop_signal, grace)
+        .await?;
     c.refresh();
     Ok(())
 }
@@ -90,6 +77,7 @@ pub async fn remove_container(ctx: &Ctx<'_>, id: &str) -> Result<(), ContainerEr
     let _op = c.op_lock.lock().await;
     stop_locked(ctx, &c, 0).await?;
     let r = &c.record;
+    ctx.backends.get(&r.backend)?.remove(&r.run_dir).await?;
     let paths = ctx.containers.paths(r);
     rootfs::unmount(&paths.rootfs()).map_err(|e| ContainerError::io("remove rootfs", e))?;
     for dir in [&paths.run_dir, &paths.state_dir] {

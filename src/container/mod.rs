@@ -5,6 +5,7 @@
 //! `…/upper`, `…/work` (overlay); `<run_dir>/c/<id16>/` is the monitor's dir
 //! (status.json, monitor.sock) and `<run_dir>/c/<id16>/rootfs` the overlay mount.
 
+mod bundle;
 mod create;
 mod exec;
 mod lifecycle;
@@ -45,6 +46,10 @@ pub enum ContainerError {
         state: &'static str,
         what: String,
     },
+    /// The image cannot run on the container's backend (a Proxmox template in a host pod,
+    /// an OCI image in a Proxmox pod).
+    #[error("{0}")]
+    WrongImage(String),
     #[error(transparent)]
     Name(#[from] NameTaken),
     #[error(transparent)]
@@ -86,9 +91,9 @@ impl Classify for ContainerError {
         match self {
             ContainerError::Invalid(_) | ContainerError::Ambiguous(_) => Kind::InvalidArgument,
             ContainerError::NotFound(_) => Kind::NotFound,
-            ContainerError::WrongState { .. } | ContainerError::MountNotShared { .. } => {
-                Kind::FailedPrecondition
-            }
+            ContainerError::WrongState { .. }
+            | ContainerError::MountNotShared { .. }
+            | ContainerError::WrongImage(_) => Kind::FailedPrecondition,
             ContainerError::Name(e) => e.kind(),
             ContainerError::Sandbox(e) => e.kind(),
             ContainerError::Image(e) => e.kind(),

@@ -13,6 +13,7 @@ pub fn code(kind: Kind) -> Code {
         Kind::Unavailable => Code::Unavailable,
         Kind::DeadlineExceeded => Code::DeadlineExceeded,
         Kind::PermissionDenied => Code::PermissionDenied,
+        Kind::Unauthenticated => Code::Unauthenticated,
         Kind::DataLoss => Code::DataLoss,
         Kind::Internal => Code::Internal,
     }

@@ -18,7 +18,7 @@ use oci_spec::runtime::Spec;
 pub use engine::Engine;
 
 use super::crun::CrunProbe;
-use super::{Backend, BackendError, CreateParams, PodParams, PodRuntime, PreparedSpec};
+use super::{Backend, BackendError, CreateParams, Payload, PodParams, PodRuntime, PreparedSpec};
 use crate::config::Config;
 use crate::monitor::{CreateRequest, Zygote};
 use crate::sandbox::SandboxRecord;
@@ -101,16 +101,22 @@ impl Backend for HostBackend {
     }
 
     async fn create(&self, p: CreateParams) -> Result<(), BackendError> {
+        let Payload::Bundle { bundle, prepared } = p.payload else {
+            return Err(BackendError::internal(
+                self.name(),
+                "a host backend runs OCI bundles, not guests",
+            ));
+        };
         let runtime = self.engine.runtime_kind()?;
         self.zygote()?
             .create_container(CreateRequest {
                 id: p.id,
-                bundle: p.bundle,
+                bundle,
                 state_dir: p.run_dir,
                 runtime_root: self.engine.root().to_owned(),
                 log_path: p.log_path,
                 max_log_line_size: self.max_log_line_size,
-                oom_score_adj: p.prepared.oom_score_adj,
+                oom_score_adj: prepared.oom_score_adj,
                 exec_max_output: self.exec_max_output,
                 tty: p.tty,
                 runtime,
