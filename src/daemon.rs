@@ -315,6 +315,10 @@ pub async fn serve(config: Config, zygote: Zygote) -> Result<(), DaemonError> {
     let socket = config.daemon.socket.clone();
     let daemon = Daemon::open(config, zygote)?;
     daemon.watch_running();
+    {
+        let d = daemon.clone();
+        tokio::spawn(async move { d.backends().reconcile().await });
+    }
     tracing::info!(socket = %socket.display(), version = env!("CARGO_PKG_VERSION"), "proxrt serving");
 
     const MAX_MESSAGE: usize = 64 * 1024 * 1024;

@@ -56,7 +56,7 @@ pub const KNOWN_BACKENDS: &[KnownBackend] = &[
     KnownBackend {
         name: "proxmox-lxc",
         family: "proxmox-lxc",
-        implemented: false,
+        implemented: true,
         options: None,
     },
 ];

@@ -130,6 +130,24 @@ pub fn load_records<R: DeserializeOwned>(dir: &Path, file: &str) -> io::Result<V
     Ok(out)
 }
 
+/// Reads every `<dir>/*.json` (one record per file). A torn or unreadable record is
+/// skipped with a warning naming it.
+pub fn load_flat<R: DeserializeOwned>(dir: &Path) -> io::Result<Vec<R>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir)?.flatten() {
+        let path = entry.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("json") {
+            continue;
+        }
+        match read_json::<R>(&path) {
+            Ok(Some(r)) => out.push(r),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "state record skipped"),
+        }
+    }
+    Ok(out)
+}
+
 /// Live objects by id, with the lookups CRI clients use: full id, or a unique prefix.
 pub struct ById<T> {
     map: std::sync::RwLock<std::collections::HashMap<String, std::sync::Arc<T>>>,

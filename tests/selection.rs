@@ -284,7 +284,7 @@ async fn a_backend_that_is_not_implemented_is_refused_before_anything_is_made() 
         );
         assert!(
             msg.contains(
-                "backend proxmox-lxc is not available on this daemon (not implemented yet)"
+                "backend proxmox-lxc is not available on this daemon (no [proxmox] endpoints configured)"
             ),
             "{msg}"
         );
@@ -525,7 +525,7 @@ async fn crun_refused_by_the_hosts_cgroups_is_reported_and_refused() {
     assert_eq!(backends["crun"]["reason"], reason.as_str(), "{backends}");
     assert_eq!(backends["libcontainer"]["available"], true, "{backends}");
     assert_eq!(
-        backends["proxmox-lxc"]["reason"], "not implemented yet",
+        backends["proxmox-lxc"]["reason"], "no [proxmox] endpoints configured",
         "{backends}"
     );
     // The default backend works, so the runtime is ready.
@@ -583,7 +583,8 @@ async fn a_default_backend_that_cannot_run_makes_the_runtime_not_ready() {
     assert!(!ready.status, "{ready:?}");
     assert_eq!(ready.reason, "DefaultBackendUnavailable");
     assert!(
-        ready.message.contains("proxmox-lxc") && ready.message.contains("not implemented yet"),
+        ready.message.contains("proxmox-lxc")
+            && ready.message.contains("no [proxmox] endpoints configured"),
         "{ready:?}"
     );
     let msg = expect_code(
@@ -711,7 +712,7 @@ fn proxrt_select_explains_the_decision_offline() {
     );
     assert_eq!(code, 1);
     assert!(
-        out.contains("RunPodSandbox fails (FailedPrecondition): backend proxmox-lxc is not available on this daemon (not implemented yet)"),
+        out.contains("RunPodSandbox fails (FailedPrecondition): backend proxmox-lxc is not available on this daemon (no [proxmox] endpoints configured)"),
         "{out}"
     );
     let (code, out, _) = select(
@@ -747,7 +748,7 @@ fn proxrt_select_explains_the_decision_offline() {
     assert_eq!(v["container"]["Ok"]["backend"], "libcontainer", "{v}");
     assert_eq!(v["container"]["Ok"]["reason"], "default", "{v}");
     assert_eq!(
-        v["unavailable"]["proxmox-lxc"], "not implemented yet",
+        v["unavailable"]["proxmox-lxc"], "no [proxmox] endpoints configured",
         "{v}"
     );
     let (code, _, err) = select(&path, &["--image", "busybox", "--annotation", "novalue"]);

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use k8s_cri::v1::{ImageSpec, PodSandboxConfig};
 
 use super::host::HostBackend;
+use super::proxmox::ProxmoxBackend;
 use super::{Backend, BackendError};
 use crate::config::Config;
 use crate::error::Kind;
@@ -29,9 +30,11 @@ impl Backends {
     /// The backends of this build, probed on this host. `zygote` is None for offline use
     /// (`proxrt select`): availability is known, nothing can run.
     pub fn probe(config: &Config, zygote: Option<Arc<Zygote>>) -> Backends {
+        let online = zygote.is_some();
         let list: Vec<Arc<dyn Backend>> = vec![
             Arc::new(HostBackend::libcontainer(config, zygote.clone())),
             Arc::new(HostBackend::crun(config, zygote)),
+            Arc::new(ProxmoxBackend::new(config, online)),
         ];
         Backends::with(list, &config.runtime.default_backend)
     }
@@ -140,6 +143,19 @@ impl Backends {
         }
         let decision = selector.for_container(pod, written, &names)?;
         Ok((self.for_new(&decision)?, decision))
+    }
+
+    /// The backend that provides `image` as a template, and the template: PullImage
+    /// checks it there instead of pulling from a registry.
+    pub fn template_for(&self, image: &str) -> Option<(Arc<dyn Backend>, String)> {
+        self.registered
+            .values()
+            .find_map(|b| b.template_for(image).map(|t| (b.clone(), t)))
+    }
+
+    /// Runs every backend's after-startup work (orphan reports), concurrently.
+    pub async fn reconcile(&self) {
+        futures_util::future::join_all(self.registered.values().map(|b| b.reconcile())).await;
     }
 
     /// Every backend proxrt knows and whether it takes new pods here, for Status verbose

@@ -1,8 +1,8 @@
 use std::collections::HashMap;
 
 use k8s_cri::v1::{
-    LinuxPodSandboxStatus, Namespace, PodSandboxNetworkStatus, PodSandboxState, PodSandboxStatus,
-    PodSandboxStatusRequest, PodSandboxStatusResponse,
+    LinuxPodSandboxStatus, Namespace, PodIp, PodSandboxNetworkStatus, PodSandboxState,
+    PodSandboxStatus, PodSandboxStatusRequest, PodSandboxStatusResponse,
 };
 use tonic::Status;
 
@@ -17,6 +17,11 @@ pub fn pod_sandbox_status(
 ) -> Result<PodSandboxStatusResponse, Status> {
     let sandbox = d.sandboxes().get(&req.pod_sandbox_id).map_err(to_status)?;
     let r = sandbox.record();
+    let ips = d
+        .backends()
+        .get(&r.backend)
+        .map(|b| b.pod_ips(&r))
+        .unwrap_or_default();
     let mut info = HashMap::new();
     if req.verbose {
         info.insert(
@@ -29,13 +34,16 @@ pub fn pod_sandbox_status(
                 "namespaces": r.namespaces,
                 "runDir": r.run_dir,
                 "cgroupParent": r.cgroup_parent(),
-                "network": "loopback only (no CNI)",
+                "network": match ips.is_empty() {
+                    true => "loopback only (no CNI)",
+                    false => "the backend's (guest interfaces)",
+                },
             })
             .to_string(),
         );
     }
     Ok(PodSandboxStatusResponse {
-        status: Some(to_cri_status(&r)),
+        status: Some(to_cri_status(&r, &ips)),
         info,
         ..Default::default()
     })
@@ -48,7 +56,7 @@ pub(super) fn cri_state(state: SandboxState) -> PodSandboxState {
     }
 }
 
-fn to_cri_status(r: &SandboxRecord) -> PodSandboxStatus {
+fn to_cri_status(r: &SandboxRecord, ips: &[String]) -> PodSandboxStatus {
     let options = r
         .config
         .linux
@@ -61,8 +69,16 @@ fn to_cri_status(r: &SandboxRecord) -> PodSandboxStatus {
         metadata: r.config.metadata.clone(),
         state: cri_state(r.state) as i32,
         created_at: r.created_at,
-        // No CNI yet: a pod has no IP beyond loopback (host-network pods use the node's).
-        network: Some(PodSandboxNetworkStatus::default()),
+        // Host pods have no CNI yet: no IP beyond loopback (host-network pods use the
+        // node's). A guest has the addresses its interfaces last showed.
+        network: Some(PodSandboxNetworkStatus {
+            ip: ips.first().cloned().unwrap_or_default(),
+            additional_ips: ips
+                .iter()
+                .skip(1)
+                .map(|ip| PodIp { ip: ip.clone() })
+                .collect(),
+        }),
         linux: Some(LinuxPodSandboxStatus {
             namespaces: Some(Namespace {
                 options: Some(options),

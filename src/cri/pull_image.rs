@@ -18,7 +18,17 @@ pub async fn pull_image(d: &Daemon, req: PullImageRequest) -> Result<PullImageRe
         None => Credentials::Anonymous,
     };
     let started = std::time::Instant::now();
-    let entry = d.images().pull(&name, &creds).await.map_err(to_status)?;
+    let entry = match d.backends().template_for(&name) {
+        // A Proxmox template: checked on its storage and recorded, never downloaded.
+        Some((backend, template)) => {
+            let found = backend.pull_template(&template).await.map_err(to_status)?;
+            d.images()
+                .record_template(&name, &found.template, found.size)
+                .await
+                .map_err(to_status)?
+        }
+        None => d.images().pull(&name, &creds).await.map_err(to_status)?,
+    };
     tracing::info!(image = %name, id = %entry.record.id, elapsed_ms = started.elapsed().as_millis() as u64, "pulled");
     Ok(PullImageResponse {
         image_ref: entry.record.id.clone(),

@@ -39,6 +39,10 @@ pub struct ImageRecord {
     pub size: u64,
     /// Unix seconds of the pull or import.
     pub stored_at: i64,
+    /// A Proxmox template (`local:vztmpl/…`) this image name maps to: the image has no
+    /// layers and runs only on the proxmox-lxc backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
 }
 
 /// One image as the daemon holds it: the record and its parsed config, shared with

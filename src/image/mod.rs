@@ -37,6 +37,9 @@ use locks::KeyedLocks;
 pub use locks::StoreGuard;
 use reference::{parse_query, parse_reference};
 pub use registry::Credentials;
+
+/// The config label naming the Proxmox template an image record stands for.
+pub const TEMPLATE_LABEL: &str = "io.proxrt.proxmox.template";
 use snapshot::SnapshotStore;
 use unpack::Compression;
 
@@ -241,6 +244,49 @@ impl Images {
         Ok(entry)
     }
 
+    /// Records `name` as the Proxmox template `template` of `size` bytes: an image with no
+    /// layers whose config (kept in the content store like any image's) names the
+    /// template, so that ImageStatus, ListImages and RemoveImage work for it as for any
+    /// image. Removing it forgets the record; the template on its storage is never touched.
+    pub async fn record_template(
+        &self,
+        name: &str,
+        template: &str,
+        size: u64,
+    ) -> Result<Arc<ImageEntry>, ImageError> {
+        let r = parse_reference(name)?;
+        let tag = reference::tag_name(&r).ok_or_else(|| ImageError::InvalidReference {
+            reference: name.to_owned(),
+            reason: "a Proxmox template is pulled by tag, not by digest".into(),
+        })?;
+        let config_raw = serde_json::to_vec(&serde_json::json!({
+            "architecture": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
+            "os": "linux",
+            "config": { "Labels": { TEMPLATE_LABEL: template } },
+            "rootfs": { "type": "layers", "diff_ids": [] },
+        }))
+        .map_err(|e| ImageError::Store(format!("template config: {e}")))?;
+        let config: ImageConfiguration = serde_json::from_slice(&config_raw)
+            .map_err(|e| ImageError::Store(format!("template config: {e}")))?;
+        let id = content::sha256_bytes(&config_raw);
+        let _shared = self.gc_lock.read().await;
+        self.content.write_bytes(&id, &config_raw)?;
+        let record = ImageRecord {
+            id: id.clone(),
+            repo_tags: Vec::new(),
+            repo_digests: Vec::new(),
+            manifest_digest: id,
+            index_digest: None,
+            layers: Vec::new(),
+            size,
+            stored_at: chrono::Utc::now().timestamp(),
+            template: Some(template.to_owned()),
+        };
+        let entry = self.record_image(record, config, (vec![tag], Vec::new()))?;
+        self.invalidate_usage();
+        Ok(entry)
+    }
+
     /// Keeps garbage collection away while an importer adds blobs no record references yet.
     pub async fn guard(&self) -> StoreGuard<'_> {
         StoreGuard(self.gc_lock.read().await)
@@ -408,6 +454,7 @@ fn new_record(
         layers,
         size,
         stored_at: chrono::Utc::now().timestamp(),
+        template: None,
     }
 }
 

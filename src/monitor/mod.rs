@@ -46,6 +46,7 @@ use std::path::PathBuf;
 
 pub use client::{ExecSyncRequest, ExecSyncResult, ExitStatus, MonitorClient};
 pub use sandbox::{teardown_sandbox, SandboxCreated, SandboxRequest, HOLDER_NAME};
+pub(crate) use status::write_status;
 pub use status::{read_status, ContainerStatusFile, STATUS_FILE};
 pub use zygote::{
     zygote_main, CreateRequest, Created, RuntimeKind, Zygote, ZYGOTE_FD, ZYGOTE_SUBCOMMAND,

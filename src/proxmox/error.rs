@@ -200,6 +200,23 @@ impl ProxmoxError {
         }
     }
 
+    /// The error's class, for the one place errors become gRPC codes (`cri::errors`).
+    pub fn kind(&self) -> crate::error::Kind {
+        use crate::error::Kind;
+        use tonic::Code;
+        match self.grpc_code() {
+            Code::InvalidArgument => Kind::InvalidArgument,
+            Code::NotFound => Kind::NotFound,
+            Code::AlreadyExists => Kind::AlreadyExists,
+            Code::FailedPrecondition => Kind::FailedPrecondition,
+            Code::Unavailable => Kind::Unavailable,
+            Code::DeadlineExceeded => Kind::DeadlineExceeded,
+            Code::PermissionDenied => Kind::PermissionDenied,
+            Code::Unauthenticated => Kind::Unauthenticated,
+            _ => Kind::Internal,
+        }
+    }
+
     /// The error as a gRPC status, with the full message (PVE's text included).
     pub fn to_status(&self) -> tonic::Status {
         tonic::Status::new(self.grpc_code(), self.to_string())

@@ -429,6 +429,13 @@ fn flag(k: &str, v: bool) -> (String, String) {
 }
 
 impl Client {
+    /// PVE's version (`GET /version`): a cheap call that proves the endpoint answers and
+    /// accepts the token.
+    pub async fn version(&self) -> Result<String, ProxmoxError> {
+        let v = self.get(&["version"], &[]).await?;
+        Ok(v["version"].as_str().unwrap_or_default().to_owned())
+    }
+
     /// The next free VMID. Not a reservation: a create may still find it taken.
     pub async fn nextid(&self) -> Result<u32, ProxmoxError> {
         let v = self.get(&["cluster", "nextid"], &[]).await?;

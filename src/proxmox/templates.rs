@@ -41,6 +41,11 @@ impl TemplateRules {
         Ok(TemplateRules { rules: out })
     }
 
+    /// No rules: no image maps to a template.
+    pub fn none() -> TemplateRules {
+        TemplateRules { rules: Vec::new() }
+    }
+
     /// The template of the first rule matching any name form of `image`.
     pub fn template_for(&self, image: &str) -> Option<&str> {
         let forms = image_forms(image);

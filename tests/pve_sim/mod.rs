@@ -175,6 +175,16 @@ impl PveSim {
         }
     }
 
+    /// The guest powers itself off (as `poweroff` inside it would).
+    pub async fn power_off(&self, vmid: u64) {
+        self.ctl(
+            reqwest::Method::POST,
+            &format!("guests/{vmid}/poweroff"),
+            None,
+        )
+        .await;
+    }
+
     /// Calls seen on the API, `{method, path, status}` (status 0: connection dropped).
     pub async fn requests(&self) -> Vec<Value> {
         match self.ctl(reqwest::Method::GET, "requests", None).await {

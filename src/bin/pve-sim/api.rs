@@ -169,6 +169,20 @@ impl Sim {
         )
     }
 
+    /// A running guest powers itself off. False: no such running guest.
+    pub fn power_off(&self, vmid: u32) -> bool {
+        let mut st = self.state();
+        match st.guests.get_mut(&vmid) {
+            Some(g) if g.running => {
+                g.running = false;
+                g.pid = None;
+                g.started = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
     pub fn tasks_json(&self) -> Value {
         let st = self.state();
         Value::Array(

@@ -245,6 +245,17 @@ fn control(sim: &Arc<Sim>, method: &str, path: &str, body: &Bytes) -> Response<F
     let data = |v: Value| json_response(200, json!({ "data": v }), None);
     match (method, path.trim_end_matches('/')) {
         ("GET", "guests") => data(sim.guests_json()),
+        // The guest stops by itself (`poweroff` inside it), with no task.
+        ("POST", p) if p.starts_with("guests/") && p.ends_with("/poweroff") => {
+            let vmid = p
+                .trim_start_matches("guests/")
+                .trim_end_matches("/poweroff")
+                .parse::<u32>();
+            match vmid.map(|v| sim.power_off(v)) {
+                Ok(true) => data(Value::Null),
+                _ => respond(err(404, format!("no running guest at /_sim/{p}"))),
+            }
+        }
         ("GET", "tasks") => data(sim.tasks_json()),
         ("GET", "requests") => data(Value::Array(
             sim.requests
