@@ -40,7 +40,7 @@ pub fn list_container_stats(
                         ..Default::default()
                     }
                 });
-            to_cri_stats(d, &c, &usage)
+            to_cri_stats(d.containers().dir(), &c, &usage)
         })
         .collect();
     d.stats().forget_gone(

@@ -60,7 +60,7 @@ pub(super) fn to_cri_stats_of_pod(d: &Daemon, r: &SandboxRecord, u: &PodUsage) -
             containers: u
                 .containers
                 .iter()
-                .map(|(c, cu)| to_cri_stats(d, c, cu))
+                .map(|(c, cu)| to_cri_stats(d.containers().dir(), c, cu))
                 .collect(),
         }),
         windows: None,
@@ -87,5 +87,37 @@ fn network_usage(timestamp: i64, interfaces: &[InterfaceUsage]) -> NetworkUsage 
             .filter(|i| i.name != DEFAULT_INTERFACE)
             .map(cri)
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn interface(name: &str, tx_bytes: u64) -> InterfaceUsage {
+        InterfaceUsage {
+            name: name.into(),
+            rx_bytes: 1,
+            rx_errors: 2,
+            tx_bytes,
+            tx_errors: 3,
+        }
+    }
+
+    #[test]
+    fn eth0_is_the_default_interface_and_the_rest_are_listed() {
+        let n = network_usage(7, &[interface("net1", 5), interface("eth0", 9)]);
+        assert_eq!(n.timestamp, 7);
+        let eth0 = n.default_interface.unwrap();
+        assert_eq!(
+            (eth0.name.as_str(), eth0.tx_bytes.unwrap().value),
+            ("eth0", 9)
+        );
+        assert_eq!(eth0.rx_errors.unwrap().value, 2);
+        let names: Vec<&str> = n.interfaces.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["net1"]);
+
+        let none = network_usage(7, &[]);
+        assert!(none.default_interface.is_none() && none.interfaces.is_empty());
     }
 }
