@@ -132,47 +132,57 @@ impl Cgroups {
     }
 
     /// Pure part of [`Cgroups::probe`]: v1 hierarchies win when any is mounted (a hybrid
-    /// host's cgroup2 holds no container), else the cgroup2 mount (preferring
-    /// /sys/fs/cgroup).
+    /// host's cgroup2 holds no container), else the cgroup2 mount. A hierarchy mounted more
+    /// than once is read where it shows its whole tree (mount root `/`) under
+    /// /sys/fs/cgroup, as the runtimes resolve it; else the first mount seen.
     pub fn from_mountinfo(mountinfo: &str) -> Cgroups {
-        let (mut cpuacct, mut memory, mut pids, mut unified) = (None, None, None, None);
+        // (how well the mount suits, mount point) per hierarchy.
+        type Slot = Option<(u8, PathBuf)>;
+        fn offer(slot: &mut Slot, score: u8, point: &Path) {
+            if slot.as_ref().is_none_or(|(best, _)| score > *best) {
+                *slot = Some((score, point.to_owned()));
+            }
+        }
+        let (mut cpuacct, mut memory, mut pids, mut unified): (Slot, Slot, Slot, Slot) =
+            (None, None, None, None);
         for line in mountinfo.lines() {
             let Some((left, right)) = line.split_once(" - ") else {
                 continue;
             };
-            let (Some(point), mut tail) = (left.split(' ').nth(4), right.split(' ')) else {
+            let mut fields = left.split(' ');
+            let (Some(root), Some(point)) = (fields.nth(3), fields.next()) else {
                 continue;
             };
+            let mut tail = right.split(' ');
             let (Some(fstype), Some(options)) = (tail.next(), tail.nth(1)) else {
                 continue;
             };
             let point = PathBuf::from(unescape_mount_path(point));
+            let score = u8::from(root == "/") * 2 + u8::from(point.starts_with("/sys/fs/cgroup"));
             match fstype {
-                "cgroup2" if unified.is_none() || point == Path::new("/sys/fs/cgroup") => {
-                    unified = Some(point)
-                }
+                "cgroup2" => offer(&mut unified, score, &point),
                 "cgroup" => {
                     for option in options.split(',') {
-                        let slot = match option {
-                            "cpuacct" => &mut cpuacct,
-                            "memory" => &mut memory,
-                            "pids" => &mut pids,
-                            _ => continue,
-                        };
-                        slot.get_or_insert_with(|| point.clone());
+                        match option {
+                            "cpuacct" => offer(&mut cpuacct, score, &point),
+                            "memory" => offer(&mut memory, score, &point),
+                            "pids" => offer(&mut pids, score, &point),
+                            _ => {}
+                        }
                     }
                 }
                 _ => {}
             }
         }
-        match unified {
+        let path = |slot: Slot| slot.map(|(_, p)| p);
+        match path(unified) {
             Some(root) if cpuacct.is_none() && memory.is_none() && pids.is_none() => {
                 Cgroups::V2 { root }
             }
             _ => Cgroups::V1 {
-                cpuacct,
-                memory,
-                pids,
+                cpuacct: path(cpuacct),
+                memory: path(memory),
+                pids: path(pids),
             },
         }
     }
@@ -353,6 +363,32 @@ mod tests {
 ";
         assert_eq!(
             Cgroups::from_mountinfo(m),
+            Cgroups::V2 {
+                root: "/sys/fs/cgroup".into()
+            }
+        );
+    }
+
+    /// A bind mount of part of a hierarchy (a container runtime's, mounted earlier or
+    /// later) does not hide the host's mount of the whole tree.
+    #[test]
+    fn the_whole_tree_under_sys_fs_cgroup_wins_over_other_mounts() {
+        let m = "\
+90 80 0:32 /lxc/100 /var/lib/lxc/100/rootfs/sys/fs/cgroup/memory rw - cgroup cgroup rw,memory
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+91 80 0:32 / /mnt/memory rw - cgroup cgroup rw,memory
+92 80 0:38 /sub /mnt/unified rw - cgroup2 cgroup2 rw
+";
+        let Cgroups::V1 { memory, .. } = Cgroups::from_mountinfo(m) else {
+            panic!("v1 expected");
+        };
+        assert_eq!(memory, Some("/sys/fs/cgroup/memory".into()));
+        let v2 = "\
+92 80 0:38 /sub /mnt/unified rw - cgroup2 cgroup2 rw
+30 23 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw
+";
+        assert_eq!(
+            Cgroups::from_mountinfo(v2),
             Cgroups::V2 {
                 root: "/sys/fs/cgroup".into()
             }
