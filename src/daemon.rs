@@ -24,6 +24,7 @@ use crate::names::NameRegistry;
 use crate::sandbox::SandboxStore;
 use crate::select::Selector;
 use crate::spec::HostView;
+use crate::stats::StatsReader;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -64,6 +65,7 @@ pub struct Daemon {
     backends: Backends,
     selector: Selector,
     host: HostView,
+    stats: StatsReader,
 }
 
 /// Why a runtime condition is false: (reason, message). `None` means healthy.
@@ -113,6 +115,7 @@ impl Daemon {
             backends,
             selector,
             host: probe_host(),
+            stats: StatsReader::probe(),
         }))
     }
 
@@ -184,6 +187,11 @@ impl Daemon {
 
     pub fn backends(&self) -> &Backends {
         &self.backends
+    }
+
+    /// The stats RPCs' reader: this host's cgroup layout and the previous CPU readings.
+    pub fn stats(&self) -> &StatsReader {
+        &self.stats
     }
 
     /// What the pod and container operations use of the daemon.

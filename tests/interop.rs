@@ -128,6 +128,50 @@ fn grpcio_with_localhost() {
     );
 }
 
+/// ListContainerStats from grpcio, of a running container: the figures a Python client
+/// decodes from the wire are there (CPU time and memory of a live cgroup).
+#[tokio::test]
+async fn grpcio_list_container_stats() {
+    let python = grpcio_python();
+    let mut env = common::pods::PodEnv::start().await;
+    let pod = env.run_pod(env.pod_config("pystats")).await;
+    let id = env
+        .create_start(
+            &pod,
+            env.container_config(&pod, "sleeper", &["sleep", "1000"]),
+        )
+        .await;
+    let out = output_within(
+        Command::new(python)
+            .arg(repo_file("tests/interop/cri_client.py"))
+            .arg(&env.daemon().socket)
+            .args(["stats", &id]),
+        CLIENT_TIMEOUT,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("all ok"),
+        "grpcio stats failed: {}\n---- daemon log ----\n{}",
+        show(&out),
+        env.daemon().log()
+    );
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("ListContainerStats ok"))
+        .unwrap_or_else(|| panic!("no ListContainerStats line in\n{stdout}"));
+    let figure = |name: &str| -> u64 {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+    };
+    assert!(line.contains(&format!("id={id}")), "{line}");
+    assert!(figure("cpu_ns") > 0, "{line}");
+    assert!(figure("cpu_timestamp") > 0, "{line}");
+    assert!(figure("working_set") > 0, "{line}");
+    env.remove_pod(&pod.id).await.unwrap();
+}
+
 // ---------------------------------------------------------------------------------------
 // grpc-go
 // ---------------------------------------------------------------------------------------

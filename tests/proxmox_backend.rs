@@ -239,6 +239,22 @@ async fn a_pod_lives_its_whole_life_as_one_guest() {
     let status = env.pods.status(&cid).await;
     assert_eq!(status.state, ContainerState::ContainerRunning as i32);
     assert_eq!(env.guests().await[0]["status"], "running");
+    // Stats: a guest is listed (its figures live on the node, not in this host's cgroups).
+    let stats = env
+        .pods
+        .cri
+        .runtime
+        .list_container_stats(k8s_cri::v1::ListContainerStatsRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats;
+    assert!(
+        stats
+            .iter()
+            .any(|s| s.attributes.as_ref().is_some_and(|a| a.id == cid)),
+        "{stats:?}"
+    );
     let pod_status = env.pods.pod_status(&pod.id).await.unwrap();
     let ip = pod_status.network.unwrap().ip;
     assert!(

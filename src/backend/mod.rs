@@ -287,6 +287,14 @@ pub trait Backend: Send + Sync {
     /// Work after startup, off the RPC path (the Proxmox backend looks for orphan guests).
     async fn reconcile(&self) {}
 
+    /// Whether this backend's containers and pods live in this host's cgroups (their
+    /// `linux.cgroupsPath`, the pod's `cgroup_parent`), so the stats RPCs read them there. A
+    /// backend whose containers run elsewhere (a Proxmox guest) says false: its containers
+    /// are reported with what is known without cgroups (the writable layer, if on this host).
+    fn host_cgroups(&self) -> bool {
+        true
+    }
+
     /// Whether something still supervises the container (its monitor answers).
     fn is_alive(&self, run_dir: &Path) -> bool {
         MonitorClient::new(run_dir).is_alive()

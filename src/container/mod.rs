@@ -14,7 +14,7 @@ mod lifecycle_tests;
 pub mod rootfs;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use k8s_cri::v1::ContainerConfig;
 use serde::{Deserialize, Serialize};
@@ -232,6 +232,8 @@ pub struct Container {
     status: Mutex<Option<ContainerStatusFile>>,
     /// Serializes start/stop/remove of this container.
     pub op_lock: tokio::sync::Mutex<()>,
+    /// `linux.cgroupsPath` of the container's spec, read once: see [`ContainerStore::cgroup`].
+    cgroup: OnceLock<Option<String>>,
 }
 
 impl Container {
@@ -241,6 +243,7 @@ impl Container {
             record,
             status: Mutex::new(status),
             op_lock: tokio::sync::Mutex::new(()),
+            cgroup: OnceLock::new(),
         }
     }
 
@@ -337,6 +340,24 @@ impl ContainerStore {
         }
     }
 
+    /// The cgroup the container was created in, as its runtime was told: `linux.cgroupsPath`
+    /// of the spec in its bundle (create decides it once; nothing derives it again). Read
+    /// once per container and kept. None when the spec has none or cannot be read.
+    pub fn cgroup(&self, c: &Container) -> Option<String> {
+        c.cgroup
+            .get_or_init(|| {
+                let path = self.paths(&c.record).bundle().join("config.json");
+                match spec_cgroups_path(&path) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::warn!(container = %c.id, error = %e, "no cgroup path");
+                        None
+                    }
+                }
+            })
+            .clone()
+    }
+
     pub fn insert(&self, c: Arc<Container>) {
         self.items.insert(c.id.clone(), c);
     }
@@ -374,6 +395,23 @@ impl crate::image::ImageUsers for ContainerStore {
     }
 }
 
+/// `linux.cgroupsPath` of the OCI spec at `path`, reading only that field.
+fn spec_cgroups_path(path: &Path) -> Result<Option<String>, String> {
+    #[derive(Deserialize)]
+    struct Spec {
+        linux: Option<Linux>,
+    }
+    #[derive(Deserialize)]
+    struct Linux {
+        #[serde(rename = "cgroupsPath")]
+        cgroups_path: Option<String>,
+    }
+    let bytes = std::fs::read(path).map_err(|e| format!("read {}: {e}", path.display()))?;
+    let spec: Spec =
+        serde_json::from_slice(&bytes).map_err(|e| format!("parse {}: {e}", path.display()))?;
+    Ok(spec.linux.and_then(|l| l.cgroups_path))
+}
+
 /// The name CRI reserves for a container.
 pub fn container_name(
     config: &ContainerConfig,
@@ -402,4 +440,59 @@ pub fn container_name(
         "{}_{}_{}_{}_{}",
         m.name, p.name, p.namespace, p.uid, m.attempt
     ))
+}
+
+#[cfg(test)]
+mod cgroup_tests {
+    use super::*;
+
+    fn record(id: &str) -> ContainerRecord {
+        ContainerRecord {
+            id: id.into(),
+            name: "n_p_ns_uid_0".into(),
+            sandbox_id: "s".repeat(64),
+            config: Default::default(),
+            image_name: "busybox".into(),
+            image_id: "sha256:00".into(),
+            image_ref: "sha256:00".into(),
+            created_at: 1,
+            log_path: None,
+            backend: "libcontainer".into(),
+            backend_reason: "default".into(),
+            stop_signal: 15,
+            run_dir: "/nonexistent".into(),
+        }
+    }
+
+    /// The cgroup is the one the bundle's spec names, read once: a spec rewritten later
+    /// does not move a container's stats elsewhere.
+    #[test]
+    fn a_containers_cgroup_is_its_specs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContainerStore::load(dir.path()).unwrap();
+        let (a, b) = ("a".repeat(64), "b".repeat(64));
+        let write = |id: &str, json: &str| {
+            let bundle = store.paths(&record(id)).bundle();
+            std::fs::create_dir_all(&bundle).unwrap();
+            std::fs::write(bundle.join("config.json"), json).unwrap();
+        };
+        write(
+            &a,
+            r#"{"ociVersion":"1.0.2","linux":{"cgroupsPath":"/kubepods/pod1/proxrt-a","namespaces":[]}}"#,
+        );
+        write(&b, r#"{"ociVersion":"1.0.2","linux":{}}"#);
+        let ca = Container::new(record(&a), None);
+        assert_eq!(
+            store.cgroup(&ca).as_deref(),
+            Some("/kubepods/pod1/proxrt-a")
+        );
+        write(&a, r#"{"linux":{"cgroupsPath":"/elsewhere"}}"#);
+        assert_eq!(
+            store.cgroup(&ca).as_deref(),
+            Some("/kubepods/pod1/proxrt-a")
+        );
+        assert_eq!(store.cgroup(&Container::new(record(&b), None)), None);
+        let missing = Container::new(record(&"c".repeat(64)), None);
+        assert_eq!(store.cgroup(&missing), None);
+    }
 }

@@ -2,6 +2,7 @@
 //! its own file (validate → call the domain → map the result). No business logic
 //! lives here; every domain error becomes a gRPC status in `errors`.
 
+mod container_stats;
 mod container_status;
 mod create_container;
 pub mod errors;
@@ -9,9 +10,12 @@ mod exec_sync;
 mod image_fs_info;
 mod image_status;
 mod import_image;
+mod list_container_stats;
 mod list_containers;
 mod list_images;
 mod list_pod_sandbox;
+mod list_pod_sandbox_stats;
+mod pod_sandbox_stats;
 mod pod_sandbox_status;
 mod pull_image;
 mod remove_container;
@@ -49,6 +53,19 @@ type Reply<T> = Result<Response<T>, Status>;
 
 fn reply<T>(r: Result<T, Status>) -> Reply<T> {
     r.map(Response::new)
+}
+
+/// Runs a handler that reads many files (the stats RPCs: cgroup files, a walk of each
+/// writable layer) on the blocking pool, off the runtime's workers.
+async fn blocking<T: Send + 'static>(
+    d: &Arc<Daemon>,
+    f: impl FnOnce(&Daemon) -> Result<T, Status> + Send + 'static,
+) -> Reply<T> {
+    let d = d.clone();
+    let r = tokio::task::spawn_blocking(move || f(&d))
+        .await
+        .map_err(|e| Status::internal(format!("handler task: {e}")))?;
+    reply(r)
 }
 
 /// An RPC proxrt does not implement yet: kubelet tolerates `Unimplemented`.
@@ -167,27 +184,40 @@ impl RuntimeService for RuntimeApi {
     }
     async fn container_stats(
         &self,
-        _: Request<ContainerStatsRequest>,
+        r: Request<ContainerStatsRequest>,
     ) -> Reply<ContainerStatsResponse> {
-        not_yet("ContainerStats")
+        let req = r.into_inner();
+        blocking(&self.0, move |d| container_stats::container_stats(d, req)).await
     }
     async fn list_container_stats(
         &self,
-        _: Request<ListContainerStatsRequest>,
+        r: Request<ListContainerStatsRequest>,
     ) -> Reply<ListContainerStatsResponse> {
-        not_yet("ListContainerStats")
+        let req = r.into_inner();
+        blocking(&self.0, move |d| {
+            list_container_stats::list_container_stats(d, req)
+        })
+        .await
     }
     async fn pod_sandbox_stats(
         &self,
-        _: Request<PodSandboxStatsRequest>,
+        r: Request<PodSandboxStatsRequest>,
     ) -> Reply<PodSandboxStatsResponse> {
-        not_yet("PodSandboxStats")
+        let req = r.into_inner();
+        blocking(&self.0, move |d| {
+            pod_sandbox_stats::pod_sandbox_stats(d, req)
+        })
+        .await
     }
     async fn list_pod_sandbox_stats(
         &self,
-        _: Request<ListPodSandboxStatsRequest>,
+        r: Request<ListPodSandboxStatsRequest>,
     ) -> Reply<ListPodSandboxStatsResponse> {
-        not_yet("ListPodSandboxStats")
+        let req = r.into_inner();
+        blocking(&self.0, move |d| {
+            list_pod_sandbox_stats::list_pod_sandbox_stats(d, req)
+        })
+        .await
     }
     async fn update_runtime_config(
         &self,

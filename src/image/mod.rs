@@ -499,15 +499,28 @@ fn layer_compression(media_type: &str, blob: &Path) -> Result<Compression, Image
     Ok(Compression::sniff(&head[..n]))
 }
 
-fn disk_usage(root: &Path) -> std::io::Result<FsUsage> {
+/// Bytes (allocated blocks) and inodes under `root`, each hard-linked file once: what the
+/// image store occupies (ImageFsInfo), and a container's writable layer (its stats).
+/// Entries removed while the walk runs (a running container's files) are skipped.
+pub fn disk_usage(root: &Path) -> std::io::Result<FsUsage> {
     use std::os::unix::fs::MetadataExt;
+    let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
     let mut usage = FsUsage::default();
     let mut stack = vec![root.to_owned()];
     let mut seen = HashSet::new();
     while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir)? {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if gone(&e) && dir != root => continue,
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
             let entry = entry?;
-            let meta = entry.metadata()?;
+            let meta = match entry.metadata() {
+                Ok(meta) => meta,
+                Err(e) if gone(&e) => continue,
+                Err(e) => return Err(e),
+            };
             if meta.nlink() > 1 && !meta.is_dir() && !seen.insert((meta.dev(), meta.ino())) {
                 continue;
             }

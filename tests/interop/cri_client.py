@@ -4,9 +4,12 @@ ContainerStatus of an unknown id (NOT_FOUND) on a unix socket, with raw method n
 hand-encoded protobuf bytes (no generated CRI stubs).
 
 Usage: cri_client.py SOCKET_PATH {default,path,localhost}
+       cri_client.py SOCKET_PATH stats CONTAINER_ID
   default    grpcio's own :authority for a unix: target (since 1.57 the %-encoded path)
   path       the socket path itself, as grpc-go and grpc-java send it
   localhost  what newer kubelets send
+  stats      ListContainerStats filtered by CONTAINER_ID: prints the figures of the one
+             container answered
 
 Run by tests/interop.rs with the venv hack/setup makes. Prints one line per call and
 "all ok"; exits 1 with the reason otherwise.
@@ -36,7 +39,7 @@ def fields(msg):
     while i < len(msg):
         key = varint()
         if key & 7 == 0:
-            varint()
+            out.setdefault(key >> 3, []).append(varint())
         elif key & 7 == 2:
             n = varint()
             out.setdefault(key >> 3, []).append(msg[i : i + n])
@@ -50,8 +53,58 @@ def string(msg, n):
     return fields(msg).get(n, [b""])[0].decode()
 
 
+def length_delimited(number, payload):
+    """One length-delimited field: key, varint length, bytes."""
+    out, n = bytearray([number << 3 | 2]), len(payload)
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out) + payload
+
+
+def path(msg, *numbers):
+    """The first value at a path of nested message fields (None when absent)."""
+    for n in numbers:
+        values = fields(msg).get(n)
+        if not values:
+            return None
+        msg = values[0]
+    return msg
+
+
+def container_stats(channel, container_id):
+    """ListContainerStats{filter: {id}}: the one container's id, CPU and memory figures."""
+    rpc = channel.unary_unary("/runtime.v1.RuntimeService/ListContainerStats")
+    request = length_delimited(1, length_delimited(1, container_id.encode()))
+    try:
+        reply = rpc(request, timeout=30)
+    except grpc.RpcError as e:
+        sys.exit(f"cri_client.py: ListContainerStats: {e.code()}: {e.details()}")
+    stats = fields(reply).get(1, [])
+    if len(stats) != 1:
+        sys.exit(f"cri_client.py: ListContainerStats: want 1 container, got {len(stats)}")
+    s = stats[0]
+    got_id = path(s, 1, 1).decode()
+    cpu_ns = path(s, 2, 2, 1)  # cpu.usage_core_nano_seconds.value
+    cpu_ts = path(s, 2, 1)  # cpu.timestamp
+    working_set = path(s, 3, 2, 1)  # memory.working_set_bytes.value
+    layer_bytes = path(s, 4, 3, 1)  # writable_layer.used_bytes.value
+    print(
+        f"ListContainerStats ok id={got_id} cpu_ns={cpu_ns} cpu_timestamp={cpu_ts} "
+        f"working_set={working_set} writable_layer_bytes={layer_bytes}"
+    )
+
+
 def main():
-    if len(sys.argv) != 3 or sys.argv[2] not in ("default", "path", "localhost"):
+    modes = ("default", "path", "localhost")
+    if len(sys.argv) == 4 and sys.argv[2] == "stats":
+        with grpc.insecure_channel("unix:" + sys.argv[1]) as channel:
+            grpc.channel_ready_future(channel).result(timeout=30)
+            container_stats(channel, sys.argv[3])
+        print("all ok")
+        return
+    if len(sys.argv) != 3 or sys.argv[2] not in modes:
         sys.exit(__doc__)
     socket, mode = sys.argv[1], sys.argv[2]
     options = []

@@ -628,6 +628,11 @@ impl Backend for ProxmoxBackend {
         self.guests.get(run_dir).is_some()
     }
 
+    /// Guests run on the Proxmox node, in its cgroups, not this host's.
+    fn host_cgroups(&self) -> bool {
+        false
+    }
+
     async fn reconcile(&self) {
         if self.client.is_err() {
             return;
