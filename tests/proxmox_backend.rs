@@ -575,3 +575,116 @@ async fn the_token_stays_out_of_a_full_lifecycle_at_trace_level() {
     );
     env.assert_no_guest("lifecycle at trace level").await;
 }
+
+/// Median and p99 of `samples` in ms.
+fn summary(samples: &mut [f64]) -> String {
+    samples.sort_by(f64::total_cmp);
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+    format!(
+        "median {:7.2} ms  p99 {:7.2} ms  (n={})",
+        at(0.5),
+        at(0.99),
+        samples.len()
+    )
+}
+
+async fn timed<T>(f: impl std::future::Future<Output = T>) -> (T, f64) {
+    let t = std::time::Instant::now();
+    let out = f.await;
+    (out, t.elapsed().as_secs_f64() * 1000.0)
+}
+
+/// proxrt's own cost per operation on top of PVE: the same guest operations through CRI
+/// and straight through the API client, interleaved, with tasks that take no time (so
+/// what remains is round trips plus proxrt's work); then pods from nothing with task
+/// times like a real node's. Prints medians and p99; asserts nothing about speed.
+/// `cargo nextest run --test proxmox_backend --run-ignored only --no-capture`
+#[tokio::test]
+#[ignore = "benchmark: run with --run-ignored only --no-capture"]
+async fn overhead_on_top_of_the_api() {
+    const N: usize = 40;
+    let mut env = Env::start().await;
+    env.sim.set_faults(json!({"task_ms": {"default": 0}})).await;
+    env.pull(DEBIAN).await.unwrap();
+    let client = env.sim.client();
+    let wait = Duration::from_secs(10);
+    let names = ["create", "start", "stop", "remove"];
+    let mut cri: Vec<Vec<f64>> = vec![Vec::new(); 4];
+    let mut api: Vec<Vec<f64>> = vec![Vec::new(); 4];
+    let pod = env.run_pod("bench").await;
+    let config = env.guest_config(&pod, DEBIAN);
+    let params = proxrt::backend::proxmox::create_params(
+        "bench",
+        DEBIAN_VOLID,
+        &config,
+        &pod.config,
+        &proxrt::config::Config::default().proxmox,
+    )
+    .unwrap();
+    for _ in 0..N {
+        let (vmid, ms) = timed(async {
+            let (vmid, upid) = client.create_with_next_vmid(&params, 5).await.unwrap();
+            client.wait_task(&upid, wait).await.unwrap();
+            vmid
+        })
+        .await;
+        api[0].push(ms);
+        let (_, ms) = timed(async {
+            let upid = client.start(vmid).await.unwrap();
+            client.wait_task(&upid, wait).await.unwrap();
+        })
+        .await;
+        api[1].push(ms);
+        let (_, ms) = timed(async {
+            let upid = client.stop(vmid).await.unwrap();
+            client.wait_task(&upid, wait).await.unwrap();
+        })
+        .await;
+        api[2].push(ms);
+        let (_, ms) = timed(async {
+            let upid = client.destroy(vmid, true, true).await.unwrap();
+            client.wait_task(&upid, wait).await.unwrap();
+        })
+        .await;
+        api[3].push(ms);
+
+        let (cid, ms) = timed(env.pods.create(&pod, config.clone())).await;
+        let cid = cid.unwrap();
+        cri[0].push(ms);
+        let (r, ms) = timed(env.pods.start_container(&cid)).await;
+        r.unwrap();
+        cri[1].push(ms);
+        let (r, ms) = timed(env.pods.stop_container(&cid, 0)).await;
+        r.unwrap();
+        cri[2].push(ms);
+        let (r, ms) = timed(env.pods.remove_container(&cid)).await;
+        r.unwrap();
+        cri[3].push(ms);
+    }
+    println!("\nguest operations, tasks of 0 ms, interleaved ({N} rounds):");
+    for (i, name) in names.iter().enumerate() {
+        let mut overhead: Vec<f64> = cri[i].iter().zip(&api[i]).map(|(c, a)| c - a).collect();
+        println!("  {name:7} CRI {}", summary(&mut cri[i]));
+        println!("  {name:7} API {}", summary(&mut api[i]));
+        println!("  {name:7} CRI − API per round: {}", summary(&mut overhead));
+    }
+
+    // Task times of a real node creating from a local template on LVM-thin.
+    env.sim
+        .set_faults(json!({"task_ms": {"vzcreate": 4000, "vzstart": 1200, "vzstop": 600, "vzdestroy": 800, "default": 500}}))
+        .await;
+    let mut e2e = Vec::new();
+    for i in 0..5 {
+        let (_, ms) = timed(async {
+            let pod = env.run_pod(&format!("e2e{i}")).await;
+            let c = env.guest_config(&pod, DEBIAN);
+            env.pods.create_start(&pod, c).await;
+        })
+        .await;
+        e2e.push(ms);
+    }
+    println!(
+        "pod from nothing (runp + create + start), vzcreate 4 s + vzstart 1.2 s: {}",
+        summary(&mut e2e)
+    );
+}
