@@ -427,6 +427,67 @@ async fn every_failure_on_the_way_leaves_no_guest_and_no_container() {
 }
 
 #[tokio::test]
+async fn a_default_pod_whose_first_image_goes_to_proxmox_becomes_a_guest_pod() {
+    let mut env = Env::start().await;
+    env.pull(DEBIAN).await.unwrap();
+    // No handler, no annotation: the pod gets the default backend (namespaces, holder).
+    let pod = env.pods.run_pod(env.pods.pod_config("ruled")).await;
+    let before = env.pods.pod_status(&pod.id).await.unwrap();
+    assert!(before.network.unwrap().ip.is_empty());
+    // Its first container's image matches the shipped `lxc/` rule: the pod moves.
+    let cid = env
+        .pods
+        .create_start(&pod, env.guest_config(&pod, DEBIAN))
+        .await;
+    env.guest_vmid(&pod).await;
+    let ip = env
+        .pods
+        .pod_status(&pod.id)
+        .await
+        .unwrap()
+        .network
+        .unwrap()
+        .ip;
+    assert!(ip.starts_with("10."), "{ip:?}");
+    let info = env
+        .pods
+        .cri
+        .runtime
+        .pod_sandbox_status(k8s_cri::v1::PodSandboxStatusRequest {
+            pod_sandbox_id: pod.id.clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .info;
+    let info: Value = serde_json::from_str(&info["info"]).unwrap();
+    assert_eq!(info["backend"], "proxmox-lxc", "{info}");
+    assert!(
+        info["backendReason"].as_str().unwrap().contains("lxc/"),
+        "{info}"
+    );
+    assert!(
+        info["pid"].is_null(),
+        "the host pod's holder is gone: {info}"
+    );
+    env.pods.remove_container(&cid).await.unwrap();
+
+    // A pod that already runs a host container stays a host pod: the image is refused.
+    let host = env.pods.run_pod(env.pods.pod_config("mixed")).await;
+    let c = env.pods.container_config(&host, "app", &["sleep", "60"]);
+    env.pods.create_start(&host, c).await;
+    let e = env
+        .pods
+        .create(&host, env.guest_config(&host, DEBIAN))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("proxmox-lxc"), "{e:?}");
+    env.assert_no_guest("refused in a host pod").await;
+}
+
+#[tokio::test]
 async fn twenty_pods_created_at_once_get_twenty_vmids() {
     let mut env = Env::start().await;
     env.pull(DEBIAN).await.unwrap();

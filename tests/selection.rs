@@ -310,6 +310,10 @@ async fn image_rules_refuse_a_container_of_another_family_in_every_spelling() {
         .expect("imported")
         .id;
     let pod = run_pod_on(&mut env, "mixed", "", &[]).await;
+    // A pod with a host container stays a host pod (an empty default pod would move to
+    // the rule's backend instead: tests/proxmox_backend.rs).
+    let first = env.container_config(&pod, "first", &["sleep", "600"]);
+    env.create_start(&pod, first).await;
     steady(&mut env).await;
     let before = settled(&env).await;
     let spellings: Vec<(&str, String, &str)> = vec![

@@ -81,6 +81,16 @@ impl Backends {
         }
     }
 
+    /// Backend `name` when it can take new pods, else why not (`reason`: why it was chosen).
+    pub fn available(&self, name: &str, reason: &str) -> Result<Arc<dyn Backend>, SelectError> {
+        self.for_new(&Decision {
+            backend: name.to_owned(),
+            reason: reason.to_owned(),
+            source: crate::select::Source::ImageRule,
+            options: Default::default(),
+        })
+    }
+
     /// The backend a decision names, when it can take something new.
     fn for_new(&self, decision: &Decision) -> Result<Arc<dyn Backend>, SelectError> {
         let unavailable = |why| SelectError::Unavailable {

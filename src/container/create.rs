@@ -16,6 +16,7 @@ use crate::context::Ctx;
 use crate::image::ImageEntry;
 use crate::rollback::Rollback;
 use crate::sandbox::{SandboxRecord, SandboxState};
+use crate::select::SelectError;
 use crate::spec;
 
 pub async fn create_container(
@@ -25,7 +26,7 @@ pub async fn create_container(
     sandbox_config: Option<PodSandboxConfig>,
 ) -> Result<String, ContainerError> {
     let sandbox = ctx.sandboxes.get(sandbox_id)?;
-    let sb = sandbox.record();
+    let mut sb = sandbox.record();
     if sb.state != SandboxState::Ready {
         return Err(crate::sandbox::SandboxError::NotReady {
             id: sb.id.clone(),
@@ -50,12 +51,24 @@ pub async fn create_container(
     }
     // Before anything is made and before the image is looked up: an image rule may send
     // this image to a backend that cannot take it (another family, not available here).
-    let (backend, decision) = ctx.backends.for_container(
-        ctx.selector,
-        ctx.images,
-        &sb,
-        config.image.as_ref().unwrap_or(&Default::default()),
-    )?;
+    let image_spec = config.image.clone().unwrap_or_default();
+    let (backend, decision) =
+        match ctx
+            .backends
+            .for_container(ctx.selector, ctx.images, &sb, &image_spec)
+        {
+            // The pod's first container decides its family (sandbox/rehome.rs).
+            Err(SelectError::MixedPod { target, rule, .. })
+                if crate::sandbox::can_move(ctx, &sandbox) =>
+            {
+                let to = ctx.backends.available(&target, &rule)?;
+                crate::sandbox::move_pod(ctx, &sandbox, to, rule).await?;
+                sb = sandbox.record();
+                ctx.backends
+                    .for_container(ctx.selector, ctx.images, &sb, &image_spec)?
+            }
+            other => other?,
+        };
     // CreateContainer never pulls: the image must be present.
     let image = ctx.images.get(&image_name)?;
     let image_config = image.config.config().clone().unwrap_or_default();

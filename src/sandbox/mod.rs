@@ -7,6 +7,7 @@
 
 #[cfg(test)]
 mod lifecycle_tests;
+mod rehome;
 mod run;
 mod stop;
 
@@ -20,6 +21,7 @@ use crate::error::{Classify, Kind};
 use crate::names::NameTaken;
 use crate::store::{ById, Lookup};
 
+pub use rehome::{can_move, move_pod};
 pub use run::run_pod_sandbox;
 pub use stop::{remove_pod_sandbox, stop_pod_sandbox};
 
