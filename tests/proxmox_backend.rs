@@ -51,7 +51,7 @@ token_secret_file = "{secret}"
 {ca}
 storage = "local-lvm"
 bridge = "vmbr0"
-task_timeout_secs = 30
+{timeout}
 pct_path = "{pct}"
 {extra}
 
@@ -73,6 +73,10 @@ template = "{MISSING_VOLID}"
             false => format!("ca_file = \"{}\"", sim.ca_file.display()),
         },
         pct = pct.display(),
+        timeout = match extra.contains("task_timeout_secs") {
+            true => "",
+            false => "task_timeout_secs = 30",
+        },
     )
 }
 
@@ -485,6 +489,36 @@ async fn a_default_pod_whose_first_image_goes_to_proxmox_becomes_a_guest_pod() {
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
     assert!(e.message().contains("proxmox-lxc"), "{e:?}");
     env.assert_no_guest("refused in a host pod").await;
+}
+
+#[tokio::test]
+async fn a_create_task_that_outlives_its_timeout_and_a_failed_destroy_leave_no_guest() {
+    let mut env = Env::with(SimOptions::default(), "task_timeout_secs = 1", "").await;
+    env.pull(DEBIAN).await.unwrap();
+    let pod = env.run_pod("slow").await;
+    let config = env.guest_config(&pod, DEBIAN);
+    // The create task takes 1.5 s, the daemon waits 1 s: DeadlineExceeded, and the guest
+    // (locked by the task until it ends) is destroyed once the lock is gone.
+    env.sim
+        .set_faults(json!({"task_ms": {"vzcreate": 1500}}))
+        .await;
+    let e = env.pods.create(&pod, config.clone()).await.unwrap_err();
+    assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
+    env.assert_no_guest("create task timed out").await;
+    env.sim.clear_faults().await;
+
+    // A destroy task that fails: RemoveContainer fails and keeps the container, so the
+    // next RemoveContainer (kubelet retries) destroys the guest.
+    let cid = env.pods.create(&pod, config).await.unwrap();
+    env.sim
+        .set_faults(json!({"fail_next_tasks": {"vzdestroy": 1}}))
+        .await;
+    let e = env.pods.remove_container(&cid).await.unwrap_err();
+    assert!(!e.message().is_empty(), "{e:?}");
+    assert_eq!(env.guests().await.len(), 1);
+    assert!(env.pods.try_status(&cid).await.is_ok(), "kept for a retry");
+    env.pods.remove_container(&cid).await.unwrap();
+    env.assert_no_guest("destroy retried").await;
 }
 
 #[tokio::test]

@@ -139,10 +139,11 @@ impl ProxmoxBackend {
     }
 
     /// Destroys the guest (purge), waiting out tasks that hold its lock, then forgets it.
-    /// A guest that no longer exists is destroyed already.
+    /// A guest that no longer exists is destroyed already. The lock may belong to a create
+    /// task that outlived our wait for it: up to twice the task timeout is waited.
     async fn destroy(&self, g: &GuestRecord) -> Result<(), BackendError> {
         let client = self.client()?;
-        let deadline = tokio::time::Instant::now() + self.task_timeout();
+        let deadline = tokio::time::Instant::now() + 2 * self.task_timeout();
         loop {
             let result = match client.destroy(g.vmid, true, true).await {
                 Ok(upid) => client.wait_task(&upid, self.task_timeout()).await.map(drop),
