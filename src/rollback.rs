@@ -55,17 +55,6 @@ impl Rollback {
     pub fn commit(mut self) {
         self.steps.clear();
     }
-
-    /// Runs the undos now (newest first); same as dropping, but explicit.
-    pub fn undo(self) {}
-
-    pub fn len(&self) -> usize {
-        self.steps.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.steps.is_empty()
-    }
 }
 
 impl Drop for Rollback {

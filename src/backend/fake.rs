@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 
 use oci_spec::runtime::Spec;
 
-use super::{Backend, BackendError, CreateParams, PodParams, PodRuntime, PreparedSpec};
+use super::{
+    Backend, BackendError, ContainerForm, CreateParams, PodParams, PodRuntime, PreparedSpec,
+};
 use crate::backend::Backends;
 use crate::config::Config;
 use crate::container::ContainerStore;
@@ -25,8 +27,6 @@ pub enum FailAt {
     RunPod(Kind),
     StopPod(Kind),
     RemovePod(Kind),
-    /// Used by the CreateContainer tests once the bundle step moves into the backend.
-    #[allow(dead_code)]
     Create(Kind),
 }
 
@@ -39,6 +39,8 @@ pub struct FakeBackend {
     pub calls: Mutex<Vec<String>>,
     /// Runs inside `run_pod` with the pod id (a test's way to sabotage a later step).
     pub on_run_pod: Mutex<Option<Hook>>,
+    /// Guest: containers need no bundle (no mounts, no root), like a Proxmox guest's.
+    pub guest_form: std::sync::atomic::AtomicBool,
 }
 
 impl FakeBackend {
@@ -109,6 +111,13 @@ impl Backend for FakeBackend {
 
     fn pod_alive(&self, _pod: &SandboxRecord) -> bool {
         true
+    }
+
+    fn container_form(&self) -> ContainerForm {
+        match self.guest_form.load(std::sync::atomic::Ordering::Relaxed) {
+            true => ContainerForm::Guest,
+            false => ContainerForm::Bundle,
+        }
     }
 
     fn prepare_spec(&self, _spec: &mut Spec) -> Result<PreparedSpec, BackendError> {

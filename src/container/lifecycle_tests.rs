@@ -126,3 +126,59 @@ async fn operations_on_missing_containers_are_not_found_or_already_done() {
     remove_container(&ctx, &missing).await.unwrap();
     assert!(w.fake.calls().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_backend_create_rolls_everything_back_and_keeps_its_code() {
+    let w = FakeWorld::new();
+    w.fake
+        .guest_form
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    w.images
+        .record_template("tpl/debian", "local:vztmpl/debian.tar.zst", 10)
+        .await
+        .unwrap();
+    let ctx = w.ctx();
+    let pod_id = crate::sandbox::run_pod_sandbox(&ctx, pod(), "")
+        .await
+        .unwrap();
+    for kind in [
+        crate::error::Kind::Unavailable,
+        crate::error::Kind::Internal,
+        crate::error::Kind::DeadlineExceeded,
+    ] {
+        w.fake.fail.lock().unwrap().clear();
+        w.fake.fail_at(crate::backend::fake::FailAt::Create(kind));
+        let e = create_container(&ctx, &pod_id, container("tpl/debian"), None)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            code(e),
+            crate::cri::errors::to_status(ContainerError::Backend(
+                crate::backend::BackendError::Failed {
+                    backend: "x",
+                    kind,
+                    message: String::new()
+                }
+            ))
+            .code()
+        );
+        assert_no_container(&w);
+        let run_dirs: Vec<_> = std::fs::read_dir(w.run_dir.join("c"))
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        assert!(run_dirs.is_empty(), "run dirs left: {run_dirs:?}");
+    }
+    w.fake.fail.lock().unwrap().clear();
+    let id = create_container(&ctx, &pod_id, container("tpl/debian"), None)
+        .await
+        .unwrap();
+    // A guest pod takes one container; an OCI image is not a template.
+    let mut second = container("tpl/debian");
+    second.metadata.as_mut().unwrap().name = "second".into();
+    let e = create_container(&ctx, &pod_id, second, None)
+        .await
+        .unwrap_err();
+    assert_eq!(code(e), Code::FailedPrecondition);
+    assert_eq!(w.containers.all().len(), 1);
+    assert_eq!(w.containers.all()[0].id, id);
+}

@@ -9,4 +9,4 @@
 
 mod writer;
 
-pub use writer::{CriLogWriter, Stream, DEFAULT_MAX_LINE_SIZE};
+pub use writer::{CriLogWriter, Stream};

@@ -70,6 +70,7 @@ impl CriLogWriter {
     }
 
     /// The log file this writer appends to, if any.
+    #[cfg(test)]
     pub fn path(&self) -> Option<&Path> {
         self.path.as_deref()
     }

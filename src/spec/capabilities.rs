@@ -148,6 +148,7 @@ pub fn container_capabilities(
 }
 
 /// Every capability proxrt knows (what a full-powered root holds).
+#[cfg(test)]
 pub fn all_capabilities() -> Capabilities {
     ALL_CAPABILITIES.iter().map(|(_, c)| *c).collect()
 }
@@ -164,6 +165,7 @@ pub fn from_mask(mask: u64) -> Capabilities {
 }
 
 /// The kernel bit mask of a capability set (as /proc/<pid>/status shows it).
+#[cfg(test)]
 pub fn to_mask(caps: &Capabilities) -> u64 {
     ALL_CAPABILITIES
         .iter()

@@ -52,7 +52,9 @@ mod fixture;
 pub use devices::ResolvedDevice;
 pub use seccomp::{for_libcontainer, seccomp_localhost_path};
 pub use signal::stop_signal;
-pub use user::{parse_group, parse_passwd, read_user_db, GroupEntry, PasswdEntry, UserDb};
+#[cfg(test)]
+use user::parse_group;
+pub use user::{parse_passwd, read_user_db, UserDb};
 
 /// Annotation telling runtimes and hooks that this spec is an application container (not a
 /// sandbox/pause container); containerd and CRI-O set the same key.

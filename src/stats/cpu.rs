@@ -25,12 +25,9 @@ impl CpuSamples {
         samples.retain(|k, _| keep(k));
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
