@@ -281,6 +281,22 @@ async fn a_pod_lives_its_whole_life_as_one_guest() {
     let slow = env.pods.try_exec(&cid, &["sleep", "5"], 1).await.unwrap();
     assert_eq!(slow.exit_code, 137, "timed out exec: {slow:?}");
 
+    // UpdateContainerResources becomes guest config.
+    env.pods
+        .cri
+        .runtime
+        .update_container_resources(k8s_cri::v1::UpdateContainerResourcesRequest {
+            container_id: cid.clone(),
+            linux: Some(LinuxContainerResources {
+                memory_limit_in_bytes: 1 << 30,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(env.guests().await[0]["config"]["memory"], json!(1024));
+
     env.pods.stop_container(&cid, 10).await.unwrap();
     let exited = env.pods.status(&cid).await;
     assert_eq!(exited.state, ContainerState::ContainerExited as i32);

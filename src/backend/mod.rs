@@ -23,8 +23,8 @@ pub mod registry;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use k8s_cri::v1::{ContainerConfig, PodSandboxConfig};
-use oci_spec::runtime::Spec;
+use k8s_cri::v1::{ContainerConfig, LinuxContainerResources, PodSandboxConfig};
+use oci_spec::runtime::{LinuxResources, Spec};
 
 use crate::error::{Classify, Kind};
 use crate::monitor::{ExecSyncRequest, ExecSyncResult, ExitStatus, MonitorClient, MonitorError};
@@ -282,6 +282,23 @@ pub trait Backend: Send + Sync {
 
     async fn reopen_log(&self, run_dir: &Path) -> Result<(), BackendError> {
         Ok(MonitorClient::new(run_dir).reopen_log().await?)
+    }
+
+    /// Applies new limits to a created or running container (UpdateContainerResources):
+    /// `requested` as CRI sent them, `computed` as the OCI spec would carry them.
+    /// `cgroup` is the container's `linux.cgroupsPath` when it has one on this host.
+    async fn update_resources(
+        &self,
+        _run_dir: &Path,
+        _cgroup: Option<&str>,
+        _requested: &LinuxContainerResources,
+        _computed: &LinuxResources,
+    ) -> Result<(), BackendError> {
+        Err(BackendError::Failed {
+            backend: self.name(),
+            kind: Kind::FailedPrecondition,
+            message: "this backend cannot change a container's resources".into(),
+        })
     }
 
     /// Work after startup, off the RPC path (the Proxmox backend looks for orphan guests).

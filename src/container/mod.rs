@@ -12,11 +12,12 @@ mod lifecycle;
 #[cfg(test)]
 mod lifecycle_tests;
 pub mod rootfs;
+mod update;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use k8s_cri::v1::ContainerConfig;
+use k8s_cri::v1::{ContainerConfig, LinuxContainerResources};
 use serde::{Deserialize, Serialize};
 
 use crate::backend::BackendError;
@@ -31,6 +32,7 @@ use crate::store::{ById, Lookup};
 pub use create::create_container;
 pub use exec::{exec_sync, reopen_log};
 pub use lifecycle::{remove_container, start_container, stop_container, watch_exit};
+pub use update::update_resources;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerError {
@@ -234,17 +236,34 @@ pub struct Container {
     pub op_lock: tokio::sync::Mutex<()>,
     /// `linux.cgroupsPath` of the container's spec, read once: see [`ContainerStore::cgroup`].
     cgroup: OnceLock<Option<String>>,
+    /// The resources in force: the create request's, then each UpdateContainerResources'.
+    resources: Mutex<Option<LinuxContainerResources>>,
 }
 
 impl Container {
     pub fn new(record: ContainerRecord, status: Option<ContainerStatusFile>) -> Container {
         Container {
             id: record.id.clone(),
-            record,
             status: Mutex::new(status),
             op_lock: tokio::sync::Mutex::new(()),
             cgroup: OnceLock::new(),
+            resources: Mutex::new(
+                record
+                    .config
+                    .linux
+                    .as_ref()
+                    .and_then(|l| l.resources.clone()),
+            ),
+            record,
         }
+    }
+
+    /// The resources in force (ContainerStatus reports them).
+    pub fn resources(&self) -> Option<LinuxContainerResources> {
+        self.resources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// One consistent reading of the container's status. Every answer about the
@@ -305,6 +324,8 @@ impl Container {
 }
 
 pub const RECORD_FILE: &str = "container.json";
+/// The resources of the last UpdateContainerResources, beside the record.
+const RESOURCES_FILE: &str = "resources.json";
 
 /// Every container, by id, with an index by sandbox.
 pub struct ContainerStore {
@@ -323,13 +344,33 @@ impl ContainerStore {
             dir: dir.to_owned(),
             items: ById::new(records.into_iter().map(|r| {
                 let status = crate::monitor::read_status(&r.run_dir).ok().flatten();
-                (r.id.clone(), Arc::new(Container::new(r, status)))
+                let updated = crate::store::read_json::<LinuxContainerResources>(
+                    &dir.join(&r.id).join(RESOURCES_FILE),
+                )
+                .ok()
+                .flatten();
+                let c = Container::new(r, status);
+                if updated.is_some() {
+                    *c.resources.lock().unwrap_or_else(|e| e.into_inner()) = updated;
+                }
+                (c.id.clone(), Arc::new(c))
             })),
         })
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Records the resources an update put in force, on disk first.
+    pub fn set_resources(
+        &self,
+        c: &Container,
+        r: LinuxContainerResources,
+    ) -> Result<(), ContainerError> {
+        crate::store::write_json(&self.dir.join(&c.id).join(RESOURCES_FILE), &r)?;
+        *c.resources.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+        Ok(())
     }
 
     /// The paths of a container this store holds (or is about to).

@@ -1,8 +1,8 @@
 use std::collections::HashMap;
 
 use k8s_cri::v1::{
-    ContainerState, ContainerStatus, ContainerStatusRequest, ContainerStatusResponse, ImageSpec,
-    Mount,
+    ContainerResources, ContainerState, ContainerStatus, ContainerStatusRequest,
+    ContainerStatusResponse, ImageSpec, Mount,
 };
 use tonic::Status;
 
@@ -99,6 +99,10 @@ fn to_cri_status(c: &Container, snap: &StatusSnapshot) -> ContainerStatus {
             .map(|p| p.display().to_string())
             .unwrap_or_default(),
         image_id: r.image_id.clone(),
+        resources: c.resources().map(|linux| ContainerResources {
+            linux: Some(linux),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }

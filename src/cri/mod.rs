@@ -28,6 +28,7 @@ mod start_container;
 mod status;
 mod stop_container;
 mod stop_pod_sandbox;
+mod update_container_resources;
 mod version;
 
 use std::pin::Pin;
@@ -160,9 +161,9 @@ impl RuntimeService for RuntimeApi {
     }
     async fn update_container_resources(
         &self,
-        _: Request<UpdateContainerResourcesRequest>,
+        r: Request<UpdateContainerResourcesRequest>,
     ) -> Reply<UpdateContainerResourcesResponse> {
-        not_yet("UpdateContainerResources")
+        reply(update_container_resources::update_container_resources(&self.0, r.into_inner()).await)
     }
     async fn reopen_container_log(
         &self,

@@ -11,9 +11,11 @@ mod engine;
 mod files;
 mod pod;
 
+use std::path::Path;
 use std::sync::Arc;
 
-use oci_spec::runtime::Spec;
+use k8s_cri::v1::LinuxContainerResources;
+use oci_spec::runtime::{LinuxResources, Spec};
 
 pub use engine::Engine;
 
@@ -24,6 +26,37 @@ use crate::monitor::{CreateRequest, Zygote};
 use crate::sandbox::SandboxRecord;
 
 pub use files::{check_hostname, hosts, resolv_conf};
+
+/// Applies `resources` to the existing cgroup at `path` (`linux.cgroupsPath`). A cgroup
+/// that is gone (the container exited meanwhile) is not made again.
+fn update_cgroup(path: &str, resources: &LinuxResources) -> Result<(), String> {
+    use libcgroups::common::{CgroupConfig, CgroupManager, ControllerOpt};
+    let exists = ["memory", "cpu", "pids", ""].iter().any(|c| {
+        Path::new("/sys/fs/cgroup")
+            .join(c)
+            .join(path.trim_start_matches('/'))
+            .is_dir()
+    });
+    if !exists {
+        return Err(format!(
+            "cgroup {path} does not exist (has the container exited?)"
+        ));
+    }
+    let manager = libcgroups::common::create_cgroup_manager(CgroupConfig {
+        cgroup_path: path.into(),
+        systemd_cgroup: false,
+        container_name: String::new(),
+    })
+    .map_err(|e| format!("cgroup manager for {path}: {e}"))?;
+    manager
+        .apply(&ControllerOpt {
+            resources,
+            disable_oom_killer: false,
+            oom_score_adj: None,
+            freezer_state: None,
+        })
+        .map_err(|e| format!("apply resources to {path}: {e}"))
+}
 
 pub struct HostBackend {
     engine: Engine,
@@ -98,6 +131,28 @@ impl Backend for HostBackend {
 
     fn prepare_spec(&self, spec: &mut Spec) -> Result<PreparedSpec, BackendError> {
         self.engine.prepare_spec(spec)
+    }
+
+    /// Writes the new limits into the container's cgroup (libcgroups, as libcontainer and
+    /// crun manage it: v1, hybrid or v2).
+    async fn update_resources(
+        &self,
+        _run_dir: &Path,
+        cgroup: Option<&str>,
+        _requested: &LinuxContainerResources,
+        computed: &LinuxResources,
+    ) -> Result<(), BackendError> {
+        let Some(cgroup) = cgroup else {
+            return Err(BackendError::internal(
+                self.name(),
+                "container has no cgroup path",
+            ));
+        };
+        let (name, path, resources) = (self.name(), cgroup.to_owned(), computed.clone());
+        tokio::task::spawn_blocking(move || update_cgroup(&path, &resources))
+            .await
+            .map_err(|e| BackendError::internal(name, format!("update task: {e}")))?
+            .map_err(|e| BackendError::internal(name, e))
     }
 
     async fn create(&self, p: CreateParams) -> Result<(), BackendError> {

@@ -22,7 +22,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use oci_spec::runtime::Spec;
+use k8s_cri::v1::LinuxContainerResources;
+use oci_spec::runtime::{LinuxResources, Spec};
 
 pub use translate::{create_params, is_proxrt_guest, PROXRT_TAG};
 
@@ -618,6 +619,27 @@ impl Backend for ProxmoxBackend {
         )
         .await
         .map_err(|e| internal(format!("exec in guest VMID {}: {e}", g.vmid)))
+    }
+
+    /// Memory, swap and CPU limits as guest config (PVE applies them to a running guest).
+    async fn update_resources(
+        &self,
+        run_dir: &Path,
+        _cgroup: Option<&str>,
+        requested: &LinuxContainerResources,
+        _computed: &LinuxResources,
+    ) -> Result<(), BackendError> {
+        let g = self.guest(run_dir)?;
+        let params = translate::config_update(requested).map_err(invalid)?;
+        if params.is_empty() {
+            return Ok(());
+        }
+        self.client()?.set_config(g.vmid, &params).await?;
+        log_event(
+            g.log_path.as_deref(),
+            &format!("guest VMID {} resources updated", g.vmid),
+        );
+        Ok(())
     }
 
     /// Nothing to reopen: each lifecycle line opens the log file anew.

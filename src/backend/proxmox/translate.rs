@@ -1,7 +1,7 @@
 //! CRI container + pod → the parameters of `POST /nodes/{node}/lxc`. Pure: no I/O, every
 //! refusal an InvalidArgument message naming the field.
 
-use k8s_cri::v1::{ContainerConfig, PodSandboxConfig};
+use k8s_cri::v1::{ContainerConfig, LinuxContainerResources, PodSandboxConfig};
 
 use crate::config::ProxmoxConfig;
 use crate::proxmox::{CreateLxc, NetConfig, RootFs};
@@ -64,6 +64,28 @@ pub fn create_params(
         )),
         ssh_public_keys: None,
     })
+}
+
+/// The `PUT …/config` form for new limits (UpdateContainerResources); limits not given
+/// are left as they are.
+pub fn config_update(r: &LinuxContainerResources) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    let (memory, swap) = memory(r.memory_limit_in_bytes, r.memory_swap_limit_in_bytes)?;
+    if let (Some(m), Some(s)) = (memory, swap) {
+        out.push(("memory".to_owned(), m.to_string()));
+        out.push(("swap".to_owned(), s.to_string()));
+    }
+    if let (Some(cores), Some(limit)) = cpu(r.cpu_quota, r.cpu_period) {
+        out.push(("cores".to_owned(), cores.to_string()));
+        out.push((
+            "cpulimit".to_owned(),
+            format!("{}", (limit * 100.0).round() / 100.0),
+        ));
+    }
+    if let Some(w) = cpu_weight(r.cpu_shares) {
+        out.push(("cpuunits".to_owned(), w.to_string()));
+    }
+    Ok(out)
 }
 
 /// What a guest cannot take: host paths and devices need `mpN`/`devN` with host paths,
