@@ -94,7 +94,8 @@ pub struct CreateParams {
     pub bundle: PathBuf,
     /// The container's run dir: the backend's handle for every later call.
     pub run_dir: PathBuf,
-    pub log_path: Option<PathBuf>,
+    /// The CRI log file, confined to the pod's log directory.
+    pub log: Option<crate::logs::LogTarget>,
     pub tty: bool,
     /// What `prepare_spec` took out of the spec for the backend to apply itself.
     pub prepared: PreparedSpec,

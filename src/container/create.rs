@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use k8s_cri::v1::{ContainerConfig, MountPropagation, PodSandboxConfig};
 
-use super::{container_name, rootfs, Container, ContainerError, ContainerPaths, ContainerRecord};
+use super::{
+    confine, container_name, rootfs, Container, ContainerError, ContainerPaths, ContainerRecord,
+};
 use crate::backend::CreateParams;
 use crate::context::Ctx;
 use crate::rollback::Rollback;
@@ -36,6 +38,7 @@ pub async fn create_container(
         .filter(|c| c.metadata.is_some())
         .unwrap_or_else(|| sb.config.clone());
     let name = container_name(&config, &sb.config)?;
+    let log = confine::log_target(&sb.config.log_directory, &config.log_path)?;
     let image_name = config
         .image
         .as_ref()
@@ -115,7 +118,7 @@ pub async fn create_container(
         ipc_ns: sb.namespaces.ipc.clone(),
         uts_ns: sb.namespaces.uts.clone(),
         pid_ns: sb.namespaces.pid.clone(),
-        target_pid_ns: target_pid_ns(ctx, &config)?,
+        target_pid_ns: target_pid_ns(ctx, &config, &sb.id)?,
         hostname: sb.hostname.clone(),
         hostname_path: Some(sb.paths().hostname()),
         hosts_path: Some(sb.paths().hosts()),
@@ -123,10 +126,7 @@ pub async fn create_container(
         shm_path: sb.shm_mounted.then(|| sb.paths().shm()),
         privileged: sb.privileged(),
     };
-    let cgroups_path = match sb.cgroup_parent() {
-        "" => format!("/proxrt/{id}"),
-        parent => format!("{}/proxrt-{id}", parent.trim_end_matches('/')),
-    };
+    let cgroups_path = confine::cgroups_path(sb.cgroup_parent(), &id)?;
     let input = SpecInput {
         container_id: &id,
         config: &config,
@@ -148,10 +148,6 @@ pub async fn create_container(
     // Derived from the record, so not fsync'd: after a crash the container is gone anyway.
     crate::store::replace_file(&bundle.join("config.json"), &spec_json)?;
 
-    let log_path = match (sb.config.log_directory.as_str(), config.log_path.as_str()) {
-        ("", _) | (_, "") => None,
-        (dir, file) => Some(Path::new(dir).join(file)),
-    };
     let image_ref = image
         .record
         .repo_digests
@@ -167,7 +163,7 @@ pub async fn create_container(
         image_id: image.record.id.clone(),
         image_ref,
         created_at: crate::store::now_nanos(),
-        log_path: log_path.clone(),
+        log_path: log.as_ref().map(|l| l.path()),
         backend: backend.name().to_owned(),
         backend_reason: decision.reason,
         stop_signal,
@@ -181,7 +177,7 @@ pub async fn create_container(
             id: id.clone(),
             bundle,
             run_dir: paths.run_dir.clone(),
-            log_path,
+            log,
             tty: record.config.tty,
             prepared,
         })
@@ -387,6 +383,7 @@ fn add_host_devices(devices: &mut Vec<ResolvedDevice>) -> Result<(), ContainerEr
 fn target_pid_ns(
     ctx: &Ctx<'_>,
     config: &ContainerConfig,
+    sandbox_id: &str,
 ) -> Result<Option<PathBuf>, ContainerError> {
     let target = config
         .linux
@@ -399,6 +396,7 @@ fn target_pid_ns(
         return Ok(None);
     };
     let c = ctx.containers.get(&target)?;
+    confine::check_pid_target(&c.id, &c.record.sandbox_id, sandbox_id)?;
     let snap = c.snapshot();
     let pid = snap
         .status()

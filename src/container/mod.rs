@@ -5,6 +5,7 @@
 //! `…/upper`, `…/work` (overlay); `<run_dir>/c/<id16>/` is the monitor's dir
 //! (status.json, monitor.sock) and `<run_dir>/c/<id16>/rootfs` the overlay mount.
 
+pub mod confine;
 mod create;
 mod exec;
 mod lifecycle;
@@ -53,6 +54,9 @@ pub enum ContainerError {
     Image(#[from] ImageError),
     #[error(transparent)]
     Spec(#[from] SpecError),
+    /// A path or reference of the request reaches outside what the container may use.
+    #[error(transparent)]
+    Confine(#[from] confine::ConfineError),
     #[error(transparent)]
     Backend(#[from] BackendError),
     /// Runtime selection refused the request (unknown handler, unavailable backend, mixed pod).
@@ -93,6 +97,7 @@ impl Classify for ContainerError {
             ContainerError::Sandbox(e) => e.kind(),
             ContainerError::Image(e) => e.kind(),
             ContainerError::Spec(e) => e.kind(),
+            ContainerError::Confine(e) => e.kind(),
             ContainerError::Backend(e) => e.kind(),
             ContainerError::Select(e) => e.kind(),
             ContainerError::Store(_) | ContainerError::Io { .. } => Kind::Internal,

