@@ -13,11 +13,86 @@
 
 mod common;
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use common::pods::*;
-use k8s_cri::v1::NamespaceMode;
+use k8s_cri::v1::{Int64Value, NamespaceMode};
 use tonic::Code;
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+/// The `Umask:` line of /proc/<pid>/status.
+fn umask_of(pid: u32) -> u32 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let v = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Umask:"))
+        .expect("Umask in /proc/<pid>/status")
+        .trim();
+    u32::from_str_radix(v, 8).unwrap()
+}
+
+#[tokio::test]
+async fn state_dirs_are_private_and_containers_still_read_their_files() {
+    let mut env = PodEnv::start().await;
+    let pod = env.run_pod(env.pod_config("private-dirs")).await;
+    let mut c = env.container_config(
+        &pod,
+        "nobody",
+        &[
+            "sh",
+            "-c",
+            "stat -c %a / .; cat /etc/hosts /etc/resolv.conf /etc/hostname >/dev/null && \
+             touch /tmp/x && ls . && echo readable",
+        ],
+    );
+    // A working directory the image lacks is made by the daemon: 0755 like runc's.
+    c.working_dir = "/srv/app".into();
+    security(&mut c).run_as_user = Some(Int64Value { value: 65534 });
+    let log = pod.log_path(&c);
+    let id = env.create_start(&pod, c).await;
+    let status = env.wait_exit(&id).await;
+    let out = log_lines(&read_log(&log), "stdout");
+    assert_eq!(
+        (status.exit_code, out.clone()),
+        (0, vec!["755".into(), "755".into(), "readable".into()]),
+        "a non-root container reads its pod files and its root is 0755: {:?}",
+        log_lines(&read_log(&log), "stderr")
+    );
+
+    let d = env.daemon();
+    assert_eq!(umask_of(d.pid().unwrap()), 0o077, "the daemon's umask");
+    let mut private = vec![
+        d.root.clone(),
+        d.root.join("images"),
+        d.root.join("containers"),
+        d.root.join("sandboxes"),
+        d.run_dir.join("c"),
+        d.run_dir.join("s"),
+    ];
+    private.extend(
+        ["libcontainer", "crun"]
+            .iter()
+            .map(|r| d.run_dir.join(r))
+            .filter(|p| p.exists()),
+    );
+    for dir in &private {
+        assert_eq!(mode(dir), 0o700, "{} is private", dir.display());
+    }
+    // The socket stays reachable by its group (0660, in a run dir others may traverse).
+    assert_eq!(mode(&d.socket), 0o660, "CRI socket");
+    assert_eq!(mode(&d.run_dir) & 0o700, 0o700);
+    // The log file kubelet reads (as root) is there and well-formed.
+    assert!(log.is_file());
+    env.remove_pod(&pod.id).await.unwrap();
+}
 
 #[tokio::test]
 async fn log_paths_are_confined_to_the_log_directory() {
@@ -109,4 +184,3 @@ async fn pid_target_must_be_in_the_same_pod() {
     env.remove_pod(&a.id).await.unwrap();
     env.remove_pod(&b.id).await.unwrap();
 }
-

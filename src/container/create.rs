@@ -423,7 +423,7 @@ fn ensure_workdir(rootfs: &Path, spec: &oci_spec::runtime::Spec) -> Result<(), C
                 // A symlink or file in the way: leave it to the runtime, which resolves
                 // it inside the container's root.
                 Ok(_) => return Ok(()),
-                Err(_) => std::fs::create_dir(&dir).map_err(|e| {
+                Err(_) => rootfs::create_dir_0755(&dir).map_err(|e| {
                     ContainerError::io(format!("create workdir {}", dir.display()), e)
                 })?,
             }
