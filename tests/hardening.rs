@@ -15,10 +15,15 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::time::Duration;
 
 use common::pods::*;
-use k8s_cri::v1::{Int64Value, NamespaceMode};
+use k8s_cri::v1::{ContainerState, Int64Value, NamespaceMode, ReopenContainerLogRequest};
 use tonic::Code;
+
+/// Long enough for any of these RPCs on a busy 2-core machine; a deaf monitor makes them
+/// hang forever, which this turns into a failure.
+const RPC_DEADLINE: Duration = Duration::from_secs(60);
 
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path)
@@ -183,4 +188,116 @@ async fn pid_target_must_be_in_the_same_pod() {
     assert!(ps.contains("sleep 1000"), "shares the target's pids: {ps}");
     env.remove_pod(&a.id).await.unwrap();
     env.remove_pod(&b.id).await.unwrap();
+}
+
+/// Fails the test instead of hanging when an RPC does not come back.
+async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(RPC_DEADLINE, f)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not complete within {RPC_DEADLINE:?}"))
+}
+
+#[tokio::test]
+async fn a_flooding_container_does_not_make_its_monitor_deaf() {
+    let mut env = PodEnv::start().await;
+    let pod = env.run_pod(env.pod_config("flood")).await;
+    // Several writers keep the pipe full: the monitor never sees it empty.
+    let c = env.container_config(&pod, "yes", &["sh", "-c", "yes & yes & yes & exec yes"]);
+    let log = pod.log_path(&c);
+    let id = env.create_start(&pod, c).await;
+    // Let the pipe fill up and the monitor fall behind.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        log.metadata().map(|m| m.len()).unwrap_or(0) > 0,
+        "yes writes"
+    );
+
+    let rotated = log.with_extension("log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    let reopen = env
+        .cri
+        .runtime
+        .reopen_container_log(ReopenContainerLogRequest {
+            container_id: id.clone(),
+        });
+    within("ReopenContainerLog", reopen)
+        .await
+        .expect("ReopenContainerLog");
+    assert!(log.exists(), "a new log file after ReopenContainerLog");
+    let _ = std::fs::remove_file(&rotated);
+
+    within("StopContainer", env.stop_container(&id, 2))
+        .await
+        .expect("StopContainer");
+    let s = env.status(&id).await;
+    assert_eq!(s.state, ContainerState::ContainerExited as i32, "{s:?}");
+    within("RemoveContainer", env.remove_container(&id))
+        .await
+        .expect("RemoveContainer");
+    env.remove_pod(&pod.id).await.unwrap();
+}
+
+/// The monitor pid of a container, from its status.json under the daemon's run dir.
+fn monitor_pid(env: &PodEnv, id: &str) -> i32 {
+    let path = env
+        .daemon()
+        .run_dir
+        .join("c")
+        .join(&id[..16])
+        .join("status.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["monitor_pid"].as_i64().expect("monitor_pid") as i32
+}
+
+#[tokio::test]
+async fn a_container_whose_monitor_died_can_be_stopped_and_removed() {
+    let mut env = PodEnv::start().await;
+    let pod = env.run_pod(env.pod_config("orphan")).await;
+    let stopped = env
+        .create_start(
+            &pod,
+            env.container_config(&pod, "stopped", &["sleep", "1000"]),
+        )
+        .await;
+    let removed = env
+        .create_start(
+            &pod,
+            env.container_config(&pod, "removed", &["sleep", "1000"]),
+        )
+        .await;
+    for id in [&stopped, &removed] {
+        let pid = monitor_pid(&env, id);
+        assert!(comm(pid).starts_with("proxrt"), "{pid} is the monitor");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !is_dead(pid) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    within("StopContainer", env.stop_container(&stopped, 2))
+        .await
+        .expect("StopContainer of a container whose monitor died");
+    let s = env.status(&stopped).await;
+    assert_eq!(s.state, ContainerState::ContainerExited as i32, "{s:?}");
+    assert!(!s.message.is_empty(), "the reason is reported: {s:?}");
+    let cgroups = cgroup_dirs_of(&env.cgroup_parent, &format!("proxrt-{stopped}"));
+    assert!(cgroups.is_empty(), "cgroups left: {cgroups:?}");
+
+    within("RemoveContainer", env.remove_container(&removed))
+        .await
+        .expect("RemoveContainer of a container whose monitor died");
+    within("RemoveContainer", env.remove_container(&stopped))
+        .await
+        .expect("RemoveContainer");
+    for id in [&stopped, &removed] {
+        let state = env.daemon().run_dir.join("libcontainer").join(id);
+        assert!(!state.exists(), "{} left", state.display());
+    }
+    env.remove_pod(&pod.id).await.unwrap();
 }

@@ -101,6 +101,17 @@ pub struct CreateParams {
     pub prepared: PreparedSpec,
 }
 
+/// A container whose supervisor does not answer, as `kill_unsupervised` needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct Unsupervised<'a> {
+    pub id: &'a str,
+    pub run_dir: &'a Path,
+    /// Holds config.json, which names the container's cgroup.
+    pub bundle: &'a Path,
+    /// Why the daemon kills it; shown as the exit's message.
+    pub reason: &'a str,
+}
+
 /// Settings a backend takes out of the spec in `prepare_spec` and applies another way.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PreparedSpec {
@@ -190,5 +201,18 @@ pub trait Backend: Send + Sync {
     /// Whether something still supervises the container (its monitor answers).
     fn is_alive(&self, run_dir: &Path) -> bool {
         MonitorClient::new(run_dir).is_alive()
+    }
+
+    /// The container's supervisor did not answer or is gone: kill every process of the
+    /// container, remove what the runtime kept for it and record its exit with `reason`,
+    /// so that Stop and Remove still work. Succeeds when it has already exited.
+    async fn kill_unsupervised(&self, c: Unsupervised<'_>) -> Result<(), BackendError> {
+        Err(BackendError::internal(
+            self.name(),
+            format!(
+                "container {} has no supervisor and cannot be killed without one",
+                c.id
+            ),
+        ))
     }
 }

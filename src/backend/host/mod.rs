@@ -10,6 +10,7 @@
 mod engine;
 mod files;
 mod pod;
+mod unsupervised;
 
 use std::sync::Arc;
 
@@ -18,7 +19,9 @@ use oci_spec::runtime::Spec;
 pub use engine::Engine;
 
 use super::crun::CrunProbe;
-use super::{Backend, BackendError, CreateParams, PodParams, PodRuntime, PreparedSpec};
+use super::{
+    Backend, BackendError, CreateParams, PodParams, PodRuntime, PreparedSpec, Unsupervised,
+};
 use crate::config::Config;
 use crate::monitor::{CreateRequest, Zygote};
 use crate::sandbox::SandboxRecord;
@@ -98,6 +101,10 @@ impl Backend for HostBackend {
 
     fn prepare_spec(&self, spec: &mut Spec) -> Result<PreparedSpec, BackendError> {
         self.engine.prepare_spec(spec)
+    }
+
+    async fn kill_unsupervised(&self, c: Unsupervised<'_>) -> Result<(), BackendError> {
+        unsupervised::kill(self.name(), self.engine.root(), c).await
     }
 
     async fn create(&self, p: CreateParams) -> Result<(), BackendError> {
