@@ -238,12 +238,52 @@ impl Daemon {
     }
 }
 
+/// The daemon's umask: whatever it creates is its own unless it says otherwise
+/// (issue 12, item 2; files containers or kubelet read get explicit modes).
+const DAEMON_UMASK: u32 = 0o077;
+/// The state root and the trees under it and under the run dir: an unprivileged host user
+/// must not reach unpacked layers (setuid binaries, device nodes, private images' files:
+/// CVE-2021-41103 in containerd), container upper dirs, or pod files.
+const PRIVATE_DIR_MODE: u32 = 0o700;
+/// The run dir itself stays traversable: the CRI socket in it is 0660 for its group.
+const RUN_DIR_MODE: u32 = 0o711;
+
+/// Gives the state root's and the run dir's trees [`PRIVATE_DIR_MODE`], also when an
+/// older daemon made them 0755: `images/`, `containers/`, `sandboxes/` under the root,
+/// `c/`, `s/` and the runtimes' state under the run dir.
+fn make_state_dirs_private(config: &Config) -> Result<(), DaemonError> {
+    let (root, run) = (&config.daemon.root, &config.daemon.run_dir);
+    create_missing_dir(run, RUN_DIR_MODE)?;
+    let private = ["images", "containers", "sandboxes"]
+        .iter()
+        .map(|d| root.join(d))
+        .chain(
+            ["c", "s", "libcontainer", "crun"]
+                .iter()
+                .map(|d| run.join(d)),
+        );
+    for dir in private {
+        crate::store::ensure_dir_mode(&dir, PRIVATE_DIR_MODE)
+            .map_err(io_err(format!("create {}", dir.display())))?;
+    }
+    Ok(())
+}
+
+/// Creates `dir` with exactly `mode` when it is missing; an existing one is left as it
+/// is (it may be a directory proxrt does not own, like `/run` for `/run/proxrt.sock`).
+fn create_missing_dir(dir: &Path, mode: u32) -> Result<(), DaemonError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    crate::store::ensure_dir_mode(dir, mode).map_err(io_err(format!("create {}", dir.display())))
+}
+
 /// Holds the state root's lock for the daemon's lifetime.
 pub struct RootLock(#[allow(dead_code)] File);
 
 /// Takes the state root: refuses when another daemon holds it.
 pub fn lock_root(root: &Path) -> Result<RootLock, DaemonError> {
-    crate::store::create_dir_mode(root, 0o711)
+    crate::store::ensure_dir_mode(root, PRIVATE_DIR_MODE)
         .map_err(io_err(format!("create state root {}", root.display())))?;
     let path = root.join("proxrt.lock");
     let file = fs::OpenOptions::new()
@@ -281,8 +321,7 @@ pub fn lock_root(root: &Path) -> Result<RootLock, DaemonError> {
 pub fn bind_socket(config: &Config) -> Result<UnixListener, DaemonError> {
     let path = &config.daemon.socket;
     if let Some(dir) = path.parent() {
-        crate::store::create_dir_mode(dir, 0o711)
-            .map_err(io_err(format!("create {}", dir.display())))?;
+        create_missing_dir(dir, RUN_DIR_MODE)?;
     }
     if fs::symlink_metadata(path).is_ok() {
         if StdUnixStream::connect(path).is_ok() {
@@ -314,11 +353,11 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 /// Runs the daemon until SIGTERM or SIGINT, then drains in-flight RPCs and removes
 /// the socket. Containers keep running: they belong to their monitors.
 pub async fn serve(config: Config, zygote: Zygote) -> Result<(), DaemonError> {
+    // Only this process: the zygote (forked before) keeps the umask proxrt was started
+    // with, so monitors, containers and exec'd processes see the usual one.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(DAEMON_UMASK));
     let _lock = lock_root(&config.daemon.root)?;
-    crate::store::create_dir_mode(&config.daemon.run_dir, 0o711).map_err(io_err(format!(
-        "create run dir {}",
-        config.daemon.run_dir.display()
-    )))?;
+    make_state_dirs_private(&config)?;
     let listener = bind_socket(&config)?;
     let socket = config.daemon.socket.clone();
     let daemon = Daemon::open(config, zygote)?;

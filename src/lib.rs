@@ -13,7 +13,7 @@ pub(crate) mod cri;
 pub mod daemon;
 pub mod error;
 pub mod image;
-pub(crate) mod logs;
+pub mod logs;
 pub mod monitor;
 pub(crate) mod names;
 pub mod proxmox;

@@ -111,6 +111,14 @@ pub fn create_dir_mode(path: &Path, mode: u32) -> io::Result<()> {
         .create(path)
 }
 
+/// Creates `path` (and its parents) and gives it exactly `mode`, whatever the umask and
+/// whatever mode an older daemon created it with.
+pub fn ensure_dir_mode(path: &Path, mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    create_dir_mode(path, mode)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+}
+
 /// Reads `<dir>/<id>/<file>` for every subdirectory of `dir` (created if missing).
 /// A subdirectory without the file is what a create interrupted before its record was
 /// written leaves: it is removed. A torn or unreadable record is skipped with a warning

@@ -129,7 +129,10 @@ impl Fixture {
             bundle,
             state_dir: self.tmp.path().join("s").join(short),
             runtime_root: self.tmp.path().join("lc"),
-            log_path: Some(self.tmp.path().join("logs").join(format!("{short}.log"))),
+            log: Some(proxrt::logs::LogTarget {
+                dir: self.tmp.path().join("logs"),
+                file: format!("{short}.log").into(),
+            }),
             max_log_line_size: 0,
             oom_score_adj: None,
             exec_max_output: 0,
@@ -278,7 +281,7 @@ fn wait_until_dead(pid: i32) -> bool {
 }
 
 fn log_lines(req: &CreateRequest) -> Vec<String> {
-    fs::read_to_string(req.log_path.as_ref().unwrap())
+    fs::read_to_string(req.log.as_ref().unwrap().path())
         .unwrap_or_default()
         .lines()
         // drop the timestamp
@@ -588,7 +591,7 @@ async fn reopen_log_continues_in_a_new_file() {
     fx.create(&req).await.unwrap();
     let client = MonitorClient::new(&req.state_dir);
     client.start().await.unwrap();
-    let log = req.log_path.clone().unwrap();
+    let log = req.log.as_ref().unwrap().path();
     let deadline = Instant::now() + Duration::from_secs(10);
     while !log_lines(&req).contains(&"stdout F one".to_string()) {
         assert!(Instant::now() < deadline, "first line never logged");

@@ -32,6 +32,10 @@ use crate::sandbox::{SandboxNamespaces, SandboxRecord};
 
 pub use registry::Backends;
 
+/// How long a SIGKILLed container's monitor gets to report the exit before the daemon
+/// kills the cgroup itself (`Backend::kill_unsupervised`).
+const KILL_WAIT: Duration = Duration::from_secs(10);
+
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     #[error(transparent)]
@@ -109,7 +113,8 @@ pub struct CreateParams {
     pub id: String,
     /// The container's run dir: the backend's handle for every later call.
     pub run_dir: PathBuf,
-    pub log_path: Option<PathBuf>,
+    /// The CRI log file, confined to the pod's log directory.
+    pub log: Option<crate::logs::LogTarget>,
     pub tty: bool,
     pub payload: Payload,
 }
@@ -140,6 +145,17 @@ pub struct GuestRequest {
 pub struct TemplateImage {
     pub template: String,
     pub size: u64,
+}
+
+/// A container whose supervisor does not answer, as `kill_unsupervised` needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct Unsupervised<'a> {
+    pub id: &'a str,
+    pub run_dir: &'a Path,
+    /// Holds config.json, which names the container's cgroup.
+    pub bundle: &'a Path,
+    /// Why the daemon kills it; shown as the exit's message.
+    pub reason: &'a str,
 }
 
 /// Settings a backend takes out of the spec in `prepare_spec` and applies another way.
@@ -260,7 +276,10 @@ pub trait Backend: Send + Sync {
             }
         }
         self.signal(run_dir, libc::SIGKILL).await?;
-        self.wait(run_dir).await.map(drop)
+        tokio::time::timeout(KILL_WAIT, self.wait(run_dir))
+            .await
+            .map_err(|_| MonitorError::Timeout("wait after SIGKILL".into()))?
+            .map(drop)
     }
 
     /// Removes what `create` made, once the container has exited. The host backends'
@@ -315,5 +334,18 @@ pub trait Backend: Send + Sync {
     /// Whether something still supervises the container (its monitor answers).
     fn is_alive(&self, run_dir: &Path) -> bool {
         MonitorClient::new(run_dir).is_alive()
+    }
+
+    /// The container's supervisor did not answer or is gone: kill every process of the
+    /// container, remove what the runtime kept for it and record its exit with `reason`,
+    /// so that Stop and Remove still work. Succeeds when it has already exited.
+    async fn kill_unsupervised(&self, c: Unsupervised<'_>) -> Result<(), BackendError> {
+        Err(BackendError::internal(
+            self.name(),
+            format!(
+                "container {} has no supervisor and cannot be killed without one",
+                c.id
+            ),
+        ))
     }
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use k8s_cri::v1::{ContainerConfig, MountPropagation, PodSandboxConfig};
 
-use super::{rootfs, ContainerError, ContainerPaths};
+use super::{confine, rootfs, ContainerError, ContainerPaths};
 use crate::backend::{Backend, Payload};
 use crate::context::Ctx;
 use crate::image::ImageEntry;
@@ -91,7 +91,7 @@ impl BundleInputs {
             ipc_ns: sb.namespaces.ipc.clone(),
             uts_ns: sb.namespaces.uts.clone(),
             pid_ns: sb.namespaces.pid.clone(),
-            target_pid_ns: target_pid_ns(ctx, config)?,
+            target_pid_ns: target_pid_ns(ctx, config, &sb.id)?,
             hostname: sb.hostname.clone(),
             hostname_path: Some(sb.paths().hostname()),
             hosts_path: Some(sb.paths().hosts()),
@@ -99,10 +99,7 @@ impl BundleInputs {
             shm_path: sb.shm_mounted.then(|| sb.paths().shm()),
             privileged: sb.privileged(),
         };
-        let cgroups_path = match sb.cgroup_parent() {
-            "" => format!("/proxrt/{id}"),
-            parent => format!("{}/proxrt-{id}", parent.trim_end_matches('/')),
-        };
+        let cgroups_path = confine::cgroups_path(sb.cgroup_parent(), id)?;
         let image_config = image.config.config().clone().unwrap_or_default();
         let input = SpecInput {
             container_id: id,
@@ -321,6 +318,7 @@ fn add_host_devices(devices: &mut Vec<ResolvedDevice>) -> Result<(), ContainerEr
 fn target_pid_ns(
     ctx: &Ctx<'_>,
     config: &ContainerConfig,
+    sandbox_id: &str,
 ) -> Result<Option<PathBuf>, ContainerError> {
     let target = config
         .linux
@@ -333,6 +331,7 @@ fn target_pid_ns(
         return Ok(None);
     };
     let c = ctx.containers.get(&target)?;
+    confine::check_pid_target(&c.id, &c.record.sandbox_id, sandbox_id)?;
     let snap = c.snapshot();
     let pid = snap
         .status()
@@ -359,7 +358,7 @@ fn ensure_workdir(rootfs: &Path, spec: &oci_spec::runtime::Spec) -> Result<(), C
                 // A symlink or file in the way: leave it to the runtime, which resolves
                 // it inside the container's root.
                 Ok(_) => return Ok(()),
-                Err(_) => std::fs::create_dir(&dir).map_err(|e| {
+                Err(_) => rootfs::create_dir_0755(&dir).map_err(|e| {
                     ContainerError::io(format!("create workdir {}", dir.display()), e)
                 })?,
             }

@@ -4,13 +4,12 @@
 //! something pushes its undo; any failure leaves no name, dir, mount, cgroup, process or
 //! guest behind.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use k8s_cri::v1::{ContainerConfig, PodSandboxConfig};
 
 use super::bundle::BundleInputs;
-use super::{container_name, Container, ContainerError, ContainerPaths, ContainerRecord};
+use super::{confine, container_name, Container, ContainerError, ContainerPaths, ContainerRecord};
 use crate::backend::{ContainerForm, CreateParams, GuestRequest, Payload};
 use crate::context::Ctx;
 use crate::image::ImageEntry;
@@ -39,6 +38,7 @@ pub async fn create_container(
         .filter(|c| c.metadata.is_some())
         .unwrap_or_else(|| sb.config.clone());
     let name = container_name(&config, &sb.config)?;
+    let log = confine::log_target(&sb.config.log_directory, &config.log_path)?;
     let image_name = config
         .image
         .as_ref()
@@ -121,10 +121,6 @@ pub async fn create_container(
         })),
     };
 
-    let log_path = match (sb.config.log_directory.as_str(), config.log_path.as_str()) {
-        ("", _) | (_, "") => None,
-        (dir, file) => Some(Path::new(dir).join(file)),
-    };
     let image_ref = image
         .record
         .repo_digests
@@ -140,7 +136,7 @@ pub async fn create_container(
         image_id: image.record.id.clone(),
         image_ref,
         created_at: crate::store::now_nanos(),
-        log_path: log_path.clone(),
+        log_path: log.as_ref().map(|l| l.path()),
         backend: backend.name().to_owned(),
         backend_reason: decision.reason,
         stop_signal,
@@ -153,7 +149,7 @@ pub async fn create_container(
         .create(CreateParams {
             id: id.clone(),
             run_dir: paths.run_dir.clone(),
-            log_path,
+            log,
             tty: record.config.tty,
             payload,
         })

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{rootfs, Container, ContainerError, Phase};
-use crate::backend::Backend;
+use crate::backend::{Backend, BackendError, Unsupervised};
 use crate::context::Ctx;
 
 pub async fn start_container(ctx: &Ctx<'_>, id: &str) -> Result<(), ContainerError> {
@@ -47,13 +47,68 @@ pub async fn stop_container(
     stop_locked(ctx, &c, timeout_secs).await
 }
 
+/// Stops through the container's monitor; when the monitor does not answer (a flooded
+/// or wedged loop) or is gone (killed), the daemon kills the container's cgroup itself
+/// and records the exit with the reason, instead of hanging or refusing forever.
 async fn stop_locked(
     ctx: &Ctx<'_>,
     c: &Arc<Container>,
     timeout_secs: i64,
 ) -> Result<(), ContainerError> {
-    let snap = c.refresh();
     let backend = ctx.backends.get(&c.record.backend)?;
+    let run_dir = &c.record.run_dir;
+    let recorded = crate::monitor::read_status(run_dir)
+        .ok()
+        .flatten()
+        .is_some_and(|s| s.is_final());
+    // Exited in memory without a final status.json: its monitor was lost (after a daemon
+    // restart), and what it ran may still be alive.
+    let lost = c.snapshot().phase() == Phase::Exited && !recorded;
+    let outcome = match lost {
+        true => Err(BackendError::Monitor(
+            crate::monitor::MonitorError::MonitorGone {
+                state_dir: run_dir.clone(),
+            },
+        )),
+        false => stop_through_monitor(backend.as_ref(), c, timeout_secs).await,
+    };
+    match outcome {
+        Err(BackendError::Monitor(e)) if e.is_unresponsive() => {
+            let reason = format!(
+                "killed by proxrt: the container's monitor {}",
+                unresponsive(&e)
+            );
+            tracing::warn!(container = %c.id, error = %e, "monitor unresponsive; killing the container's cgroup");
+            let bundle = ctx.containers.paths(&c.record).bundle();
+            backend
+                .kill_unsupervised(Unsupervised {
+                    id: &c.id,
+                    run_dir,
+                    bundle: &bundle,
+                    reason: &reason,
+                })
+                .await?;
+            c.refresh();
+            Ok(())
+        }
+        other => Ok(other?),
+    }
+}
+
+/// The reason's wording for a monitor that timed out or is gone.
+fn unresponsive(e: &crate::monitor::MonitorError) -> &'static str {
+    match e {
+        crate::monitor::MonitorError::Timeout(_) => "did not answer",
+        _ => "is gone",
+    }
+}
+
+async fn stop_through_monitor(
+    backend: &dyn Backend,
+    c: &Arc<Container>,
+    timeout_secs: i64,
+) -> Result<(), BackendError> {
+    let snap = c.refresh();
     let grace = match snap.phase() {
         Phase::Exited => return Ok(()),
         Phase::Unknown if !backend.is_alive(&c.record.run_dir) => return Ok(()),

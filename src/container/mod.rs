@@ -6,6 +6,7 @@
 //! (status.json, monitor.sock) and `<run_dir>/c/<id16>/rootfs` the overlay mount.
 
 mod bundle;
+pub mod confine;
 mod create;
 mod exec;
 mod lifecycle;
@@ -60,6 +61,9 @@ pub enum ContainerError {
     Image(#[from] ImageError),
     #[error(transparent)]
     Spec(#[from] SpecError),
+    /// A path or reference of the request reaches outside what the container may use.
+    #[error(transparent)]
+    Confine(#[from] confine::ConfineError),
     #[error(transparent)]
     Backend(#[from] BackendError),
     /// Runtime selection refused the request (unknown handler, unavailable backend, mixed pod).
@@ -100,6 +104,7 @@ impl Classify for ContainerError {
             ContainerError::Sandbox(e) => e.kind(),
             ContainerError::Image(e) => e.kind(),
             ContainerError::Spec(e) => e.kind(),
+            ContainerError::Confine(e) => e.kind(),
             ContainerError::Backend(e) => e.kind(),
             ContainerError::Select(e) => e.kind(),
             ContainerError::Store(_) | ContainerError::Io { .. } => Kind::Internal,

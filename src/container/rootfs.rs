@@ -22,6 +22,9 @@ pub fn mount_overlay(
             "image has no layers",
         ));
     }
+    // The merged root takes the upper dir's mode: 0755 as runc's rootfs, not the 0700 the
+    // daemon's umask gave it, or a non-root container could not even list "/".
+    set_mode(upper, 0o755)?;
     let lowers: Vec<String> = lower.iter().map(|p| escape(p)).collect::<io::Result<_>>()?;
     let options = format!(
         "lowerdir={},upperdir={},workdir={}",
@@ -76,4 +79,17 @@ fn escape(p: &Path) -> io::Result<String> {
         ));
     }
     Ok(s.to_owned())
+}
+
+/// Gives `path` exactly `mode`, whatever the umask made it.
+fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
+
+/// Creates one directory in a container's rootfs with mode 0755 (as runc creates a
+/// missing working directory), not the daemon's umask's 0700.
+pub fn create_dir_0755(dir: &Path) -> io::Result<()> {
+    std::fs::create_dir(dir)?;
+    set_mode(dir, 0o755)
 }

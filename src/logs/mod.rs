@@ -7,6 +7,8 @@
 //! The writer runs inside each container's monitor process (see `crate::monitor`), which
 //! owns the container's stdout/stderr pipes; it is plain blocking code with no threads.
 
+mod target;
 mod writer;
 
+pub use target::{split_confined, LogTarget};
 pub use writer::{CriLogWriter, Stream};

@@ -1,11 +1,11 @@
 //! `CriLogWriter`: turns raw stdout/stderr chunks into CRI log lines.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
+
+use super::LogTarget;
 
 /// containerd's default `max_container_log_line_size`: lines longer than this are split
 /// into partial (`P`) records so one runaway line cannot make kubelet buffer megabytes.
@@ -41,24 +41,25 @@ impl Stream {
 ///
 /// Each stream keeps its own pending partial line, so interleaved stdout and stderr
 /// never mix inside one record. With no path every byte is discarded (CRI allows a
-/// container without `log_path`).
+/// container without `log_path`). The file is opened confined to its directory
+/// ([`LogTarget`]), also when it is reopened.
 pub struct CriLogWriter {
-    path: Option<PathBuf>,
+    target: Option<LogTarget>,
     file: Option<File>,
     max_line_size: usize,
     pending: [Vec<u8>; 2],
 }
 
 impl CriLogWriter {
-    /// Opens (appending, creating it and its parent directories) the log file at `path`.
+    /// Opens (appending, creating it and its parent directories) the log file of `target`.
     /// `max_line_size` of 0 means `DEFAULT_MAX_LINE_SIZE`.
-    pub fn open(path: Option<&Path>, max_line_size: usize) -> io::Result<Self> {
-        let file = match path {
-            Some(p) => Some(open_log(p)?),
+    pub fn open(target: Option<&LogTarget>, max_line_size: usize) -> io::Result<Self> {
+        let file = match target {
+            Some(t) => Some(t.open_append()?.0),
             None => None,
         };
         Ok(CriLogWriter {
-            path: path.map(Path::to_owned),
+            target: target.cloned(),
             file,
             max_line_size: if max_line_size == 0 {
                 DEFAULT_MAX_LINE_SIZE
@@ -71,8 +72,8 @@ impl CriLogWriter {
 
     /// The log file this writer appends to, if any.
     #[cfg(test)]
-    pub fn path(&self) -> Option<&Path> {
-        self.path.as_deref()
+    pub fn target(&self) -> Option<&LogTarget> {
+        self.target.as_ref()
     }
 
     /// Feeds raw bytes read from `stream` at time `now`: every complete line becomes an `F`
@@ -84,7 +85,7 @@ impl CriLogWriter {
         data: &[u8],
         now: DateTime<Utc>,
     ) -> io::Result<()> {
-        if self.path.is_none() || data.is_empty() {
+        if self.target.is_none() || data.is_empty() {
             return Ok(());
         }
         let max = self.max_line_size;
@@ -115,7 +116,7 @@ impl CriLogWriter {
     /// as containerd does.
     pub fn close_stream(&mut self, stream: Stream, now: DateTime<Utc>) -> io::Result<()> {
         let rest = std::mem::take(&mut self.pending[stream.index()]);
-        if rest.is_empty() || self.path.is_none() {
+        if rest.is_empty() || self.target.is_none() {
             return Ok(());
         }
         let mut out = Vec::with_capacity(rest.len() + 64);
@@ -127,8 +128,8 @@ impl CriLogWriter {
     /// at the same path. Pending partial lines are kept and go to the new file.
     pub fn reopen(&mut self) -> io::Result<()> {
         self.file = None;
-        if let Some(p) = &self.path {
-            self.file = Some(open_log(p)?);
+        if let Some(t) = &self.target {
+            self.file = Some(t.open_append()?.0);
         }
         Ok(())
     }
@@ -140,8 +141,8 @@ impl CriLogWriter {
         if self.file.is_none() {
             // A failed reopen (directory briefly missing during rotation) is retried here
             // rather than losing the rest of the container's output.
-            if let Some(p) = &self.path {
-                self.file = Some(open_log(p)?);
+            if let Some(t) = &self.target {
+                self.file = Some(t.open_append()?.0);
             }
         }
         match &mut self.file {
@@ -149,21 +150,6 @@ impl CriLogWriter {
             None => Ok(()),
         }
     }
-}
-
-fn open_log(path: &Path) -> io::Result<File> {
-    if let Some(parent) = path.parent() {
-        if !parent.as_os_str().is_empty() {
-            fs::create_dir_all(parent)?;
-        }
-    }
-    OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o640)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| io::Error::new(e.kind(), format!("open log {}: {e}", path.display())))
 }
 
 /// RFC 3339 with nanoseconds, always nine fraction digits, UTC (`2026-11-26T06:08:02.123456789Z`).
@@ -186,17 +172,26 @@ fn push_record(out: &mut Vec<u8>, stamp: &str, stream: Stream, tag: char, text: 
 mod tests {
     use super::*;
     use chrono::TimeZone;
+    use std::fs;
+    use std::path::{Path, PathBuf};
 
     fn at(nanos: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 11, 26, 6, 8, 2).unwrap()
             + chrono::Duration::nanoseconds(nanos as i64)
     }
 
+    fn log_target(dir: &tempfile::TempDir) -> LogTarget {
+        LogTarget {
+            dir: dir.path().join("pods/p"),
+            file: "c/0.log".into(),
+        }
+    }
+
     fn writer(max: usize) -> (tempfile::TempDir, PathBuf, CriLogWriter) {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("pods/p/c/0.log");
-        let w = CriLogWriter::open(Some(&path), max).unwrap();
-        (dir, path, w)
+        let target = log_target(&dir);
+        let w = CriLogWriter::open(Some(&target), max).unwrap();
+        (dir, target.path(), w)
     }
 
     fn read(path: &Path) -> String {
@@ -300,15 +295,15 @@ mod tests {
         w.write_chunk(Stream::Stdout, b"x\ny", at(0)).unwrap();
         w.close_stream(Stream::Stdout, at(0)).unwrap();
         w.reopen().unwrap();
-        assert!(w.path().is_none());
+        assert!(w.target().is_none());
     }
 
     #[test]
     fn appends_to_an_existing_file() {
-        let (_d, path, mut w) = writer(100);
+        let (d, path, mut w) = writer(100);
         w.write_chunk(Stream::Stdout, b"one\n", at(0)).unwrap();
         drop(w);
-        let mut w = CriLogWriter::open(Some(&path), 100).unwrap();
+        let mut w = CriLogWriter::open(Some(&log_target(&d)), 100).unwrap();
         w.write_chunk(Stream::Stdout, b"two\n", at(0)).unwrap();
         assert_eq!(read(&path).lines().count(), 2);
     }

@@ -14,6 +14,12 @@ use super::{MonitorError, MONITOR_SOCKET};
 /// (the monitor enforces the timeout itself; this only guards against a wedged monitor).
 const EXEC_GUARD: Duration = Duration::from_secs(10);
 
+/// How long start, signal and reopen_log may take: a monitor answers them from one turn of
+/// its loop, in milliseconds. One that does not answer in this time is wedged (or its loop
+/// is flooded) and the caller falls back (StopContainer kills the cgroup) instead of
+/// hanging with the container's lock held.
+pub const CALL_DEADLINE: Duration = Duration::from_secs(15);
+
 /// How a container ended, from its final status.json.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ExitStatus {
@@ -84,14 +90,17 @@ impl MonitorClient {
     /// Starts the created container (libcontainer `start()`); `started_at` is in status.json
     /// when this returns.
     pub async fn start(&self) -> Result<(), MonitorError> {
-        let (reply, _) = self.call("start", MonitorRequest::Start).await?;
+        let (reply, _) = self.call_within("start", MonitorRequest::Start).await?;
         expect_ok("start", reply)
     }
 
     /// Sends `signal` to the container's init; SIGKILL goes to every process of the
     /// container's cgroup. Succeeds when the container has already exited.
     pub async fn signal(&self, signal: i32) -> Result<(), MonitorError> {
-        match self.call("signal", MonitorRequest::Signal { signal }).await {
+        match self
+            .call_within("signal", MonitorRequest::Signal { signal })
+            .await
+        {
             Ok((reply, _)) => expect_ok("signal", reply),
             Err(MonitorError::MonitorGone { .. }) if self.final_status()?.is_some() => Ok(()),
             Err(e) => Err(e),
@@ -99,7 +108,8 @@ impl MonitorClient {
     }
 
     /// Resolves when the container has exited and status.json is final (at once if it
-    /// already is, also when the monitor is long gone).
+    /// already is, also when the monitor is long gone). No deadline of its own: the wait
+    /// lasts as long as the container; callers bound it.
     pub async fn wait(&self) -> Result<ExitStatus, MonitorError> {
         if let Some(done) = self.final_status()? {
             return Ok(done);
@@ -169,7 +179,9 @@ impl MonitorClient {
 
     /// ReopenContainerLog: the monitor reopens the CRI log file at its path.
     pub async fn reopen_log(&self) -> Result<(), MonitorError> {
-        let (reply, _) = self.call("reopen log", MonitorRequest::ReopenLog).await?;
+        let (reply, _) = self
+            .call_within("reopen log", MonitorRequest::ReopenLog)
+            .await?;
         expect_ok("reopen log", reply)
     }
 
@@ -188,6 +200,19 @@ impl MonitorClient {
             .as_ref()
             .filter(|s| s.is_final())
             .and_then(ExitStatus::from_status))
+    }
+
+    /// [`Self::call`] bounded by [`CALL_DEADLINE`]; `Timeout` when the monitor does not answer.
+    async fn call_within(
+        &self,
+        op: &'static str,
+        request: MonitorRequest,
+    ) -> Result<(MonitorReply, BufReader<UnixStream>), MonitorError> {
+        tokio::time::timeout(CALL_DEADLINE, self.call(op, request))
+            .await
+            .map_err(|_| {
+                MonitorError::Timeout(format!("{op} (monitor in {})", self.state_dir.display()))
+            })?
     }
 
     /// One request on a fresh connection; returns the reply line and the reader positioned

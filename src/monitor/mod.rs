@@ -45,6 +45,7 @@ use std::io;
 use std::path::PathBuf;
 
 pub use client::{ExecSyncRequest, ExecSyncResult, ExitStatus, MonitorClient};
+pub use container::kill_cgroup;
 pub use sandbox::{teardown_sandbox, SandboxCreated, SandboxRequest, HOLDER_NAME};
 pub(crate) use status::write_status;
 pub use status::{read_status, ContainerStatusFile, STATUS_FILE};
@@ -130,6 +131,15 @@ pub enum MonitorError {
 }
 
 impl MonitorError {
+    /// The monitor did not answer in time or is gone: whoever supervises the container
+    /// now, it is not that monitor.
+    pub fn is_unresponsive(&self) -> bool {
+        matches!(
+            self,
+            MonitorError::MonitorGone { .. } | MonitorError::Timeout(_)
+        )
+    }
+
     pub(crate) fn io(what: impl Into<String>, source: io::Error) -> Self {
         MonitorError::Io {
             what: what.into(),

@@ -54,8 +54,9 @@ pub struct CreateRequest {
     pub state_dir: PathBuf,
     /// The runtime's state root: libcontainer's `with_root_path`, crun's `--root`.
     pub runtime_root: PathBuf,
-    /// The CRI log file; None discards the container's output.
-    pub log_path: Option<PathBuf>,
+    /// The CRI log file, opened confined to its directory; None discards the
+    /// container's output.
+    pub log: Option<crate::logs::LogTarget>,
     /// Lines longer than this are split into `P` records; 0 means 16 KiB.
     pub max_log_line_size: usize,
     /// Written to `/proc/<init>/oom_score_adj` between build() and start(); the caller has
@@ -752,7 +753,7 @@ mod tests {
             bundle: "/b".into(),
             state_dir: "/run/s".into(),
             runtime_root: "/run/l".into(),
-            log_path: None,
+            log: None,
             max_log_line_size: 0,
             oom_score_adj: None,
             exec_max_output: 0,

@@ -16,6 +16,9 @@ pub async fn run_pod_sandbox(
     runtime_handler: &str,
 ) -> Result<String, SandboxError> {
     let name = sandbox_name(&config)?;
+    let cgroup_parent = config.linux.as_ref().map(|l| l.cgroup_parent.as_str());
+    crate::container::confine::check_cgroup_parent(cgroup_parent.unwrap_or_default())
+        .map_err(|e| SandboxError::Invalid(e.to_string()))?;
     let (backend, decision) = ctx
         .backends
         .for_pod(ctx.selector, runtime_handler, &config)?;

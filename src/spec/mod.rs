@@ -44,6 +44,7 @@ pub mod seccomp;
 mod seccomp_default;
 pub mod security;
 pub mod signal;
+pub mod unified;
 pub mod user;
 
 #[cfg(test)]

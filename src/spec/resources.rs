@@ -126,11 +126,15 @@ pub fn container_resources(
             keys.sort();
             return Err(SpecError::UnifiedOnCgroupV1 { keys });
         }
-        if let Some(bad) = r.unified.keys().find(|k| k.is_empty() || k.contains('/')) {
-            return Err(SpecError::InvalidResource {
-                field: "unified",
-                reason: format!("{bad:?} is not a cgroup file name"),
-            });
+        let mut keys: Vec<&String> = r.unified.keys().collect();
+        keys.sort();
+        for key in keys {
+            if let Some(why) = super::unified::unified_key_refusal(key) {
+                return Err(SpecError::InvalidResource {
+                    field: "unified",
+                    reason: format!("{key:?} {why}"),
+                });
+            }
         }
         out.set_unified(Some(
             r.unified
@@ -385,6 +389,18 @@ mod tests {
             ..Default::default()
         };
         assert!(container_resources(&r, &v2()).is_err());
+    }
+
+    #[test]
+    fn unified_core_files_are_refused() {
+        for key in ["cgroup.procs", "cgroup.subtree_control", "cgroup.kill"] {
+            let r = LinuxContainerResources {
+                unified: [(key.to_string(), "1".to_string())].into(),
+                ..Default::default()
+            };
+            let err = container_resources(&r, &v2()).unwrap_err();
+            assert_eq!(err.kind(), Kind::InvalidArgument, "{key}: {err}");
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@
 mod engine;
 mod files;
 mod pod;
+mod unsupervised;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -20,7 +21,9 @@ use oci_spec::runtime::{LinuxResources, Spec};
 pub use engine::Engine;
 
 use super::crun::CrunProbe;
-use super::{Backend, BackendError, CreateParams, Payload, PodParams, PodRuntime, PreparedSpec};
+use super::{
+    Backend, BackendError, CreateParams, Payload, PodParams, PodRuntime, PreparedSpec, Unsupervised,
+};
 use crate::config::Config;
 use crate::monitor::{CreateRequest, Zygote};
 use crate::sandbox::SandboxRecord;
@@ -155,6 +158,10 @@ impl Backend for HostBackend {
             .map_err(|e| BackendError::internal(name, e))
     }
 
+    async fn kill_unsupervised(&self, c: Unsupervised<'_>) -> Result<(), BackendError> {
+        unsupervised::kill(self.name(), self.engine.root(), c).await
+    }
+
     async fn create(&self, p: CreateParams) -> Result<(), BackendError> {
         let Payload::Bundle { bundle, prepared } = p.payload else {
             return Err(BackendError::internal(
@@ -169,7 +176,7 @@ impl Backend for HostBackend {
                 bundle,
                 state_dir: p.run_dir,
                 runtime_root: self.engine.root().to_owned(),
-                log_path: p.log_path,
+                log: p.log,
                 max_log_line_size: self.max_log_line_size,
                 oom_score_adj: prepared.oom_score_adj,
                 exec_max_output: self.exec_max_output,

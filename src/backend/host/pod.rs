@@ -65,7 +65,9 @@ pub(super) async fn run(zygote: &Zygote, pod: &PodParams<'_>) -> Result<PodRunti
     }
 
     let write = |path: &Path, text: &str| {
-        std::fs::write(path, text).map_err(|e| io(format!("write {}", path.display()), e))
+        std::fs::write(path, text)
+            .and_then(|()| make_world_readable(path))
+            .map_err(|e| io(format!("write {}", path.display()), e))
     };
     write(&paths.hostname(), &format!("{hostname}\n"))?;
     if host_net {
@@ -177,10 +179,18 @@ pub(super) fn alive(r: &SandboxRecord) -> bool {
 
 fn copy_host_file(from: &str, to: &Path) -> Result<(), BackendError> {
     match std::fs::copy(from, to) {
-        Ok(_) => Ok(()),
+        Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::write(to, "").map_err(|e| io(format!("write {}", to.display()), e))
+            std::fs::write(to, "").map_err(|e| io(format!("write {}", to.display()), e))?
         }
-        Err(e) => Err(io(format!("copy {from} to {}", to.display()), e)),
+        Err(e) => return Err(io(format!("copy {from} to {}", to.display()), e)),
     }
+    make_world_readable(to).map_err(|e| io(format!("chmod {}", to.display()), e))
+}
+
+/// hostname, hosts and resolv.conf are bind-mounted into containers whose processes may
+/// run as any user: 0644, whatever the daemon's umask (077) made them.
+fn make_world_readable(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
 }

@@ -16,7 +16,8 @@ pub struct GuestRecord {
     pub vmid: u32,
     pub node: String,
     pub template: String,
-    pub log_path: Option<PathBuf>,
+    /// The container's CRI log file (lifecycle lines).
+    pub log: Option<crate::logs::LogTarget>,
     /// The container's run dir (status.json): the key every backend call comes with.
     pub run_dir: PathBuf,
     /// IPv4/IPv6 addresses (no prefix) as last read from the guest's interfaces.

@@ -34,6 +34,7 @@ use super::{
 };
 use crate::config::{Config, ProxmoxConfig};
 use crate::error::Kind;
+use crate::logs::LogTarget;
 use crate::monitor::{ContainerStatusFile, ExecSyncResult, ExitStatus};
 use crate::proxmox::{Client, ClientOptions, ProxmoxError, TemplateRules};
 use crate::sandbox::SandboxRecord;
@@ -158,7 +159,7 @@ impl ProxmoxBackend {
                 }
                 Err(e) => {
                     log_event(
-                        g.log_path.as_deref(),
+                        g.log.as_ref(),
                         &format!("destroying guest VMID {} failed: {e}", g.vmid),
                     );
                     return Err(e.into());
@@ -198,7 +199,7 @@ impl ProxmoxBackend {
             vmid,
             node: self.settings.node.clone(),
             template: template.to_owned(),
-            log_path: p.log_path.clone(),
+            log: p.log.clone(),
             run_dir: p.run_dir.clone(),
             ips: Vec::new(),
         }
@@ -232,7 +233,7 @@ impl ProxmoxBackend {
             s.exit_code = Some(exit_code);
             s.signal = (exit_code == 128 + libc::SIGKILL).then_some(libc::SIGKILL);
             s.message = Some(message.to_owned());
-            log_event(g.log_path.as_deref(), message);
+            log_event(g.log.as_ref(), message);
         })?;
         Ok(exit_status(&s))
     }
@@ -284,10 +285,10 @@ fn exit_status(s: &ContainerStatusFile) -> ExitStatus {
 
 /// Appends one line to the container's CRI log (`kubectl logs` shows a guest's
 /// lifecycle); a log that cannot be written never fails the operation.
-fn log_event(path: Option<&Path>, text: &str) {
-    let Some(path) = path else { return };
+fn log_event(target: Option<&LogTarget>, text: &str) {
+    let Some(target) = target else { return };
     let line = format!("proxrt: {text}\n");
-    let written = crate::logs::CriLogWriter::open(Some(path), 0).and_then(|mut w| {
+    let written = crate::logs::CriLogWriter::open(Some(target), 0).and_then(|mut w| {
         w.write_chunk(
             crate::logs::Stream::Stdout,
             line.as_bytes(),
@@ -295,7 +296,7 @@ fn log_event(path: Option<&Path>, text: &str) {
         )
     });
     if let Err(e) = written {
-        tracing::warn!(log = %path.display(), error = %e, "write guest lifecycle to the container log");
+        tracing::warn!(log = %target.path().display(), error = %e, "write guest lifecycle to the container log");
     }
 }
 
@@ -422,7 +423,7 @@ impl Backend for ProxmoxBackend {
             &self.settings,
         )
         .map_err(invalid)?;
-        let log = p.log_path.as_deref();
+        let log = p.log.as_ref();
         log_event(
             log,
             &format!(
@@ -472,17 +473,14 @@ impl Backend for ProxmoxBackend {
         };
         if let Err(e) = started {
             log_event(
-                g.log_path.as_deref(),
+                g.log.as_ref(),
                 &format!("start of guest VMID {} failed: {e}", g.vmid),
             );
             return Err(e.into());
         }
         self.update_status(run_dir, |s| s.started_at = Some(crate::store::now_nanos()))?;
         self.refresh_ips(&g).await;
-        log_event(
-            g.log_path.as_deref(),
-            &format!("started guest VMID {}", g.vmid),
-        );
+        log_event(g.log.as_ref(), &format!("started guest VMID {}", g.vmid));
         Ok(())
     }
 
@@ -581,7 +579,7 @@ impl Backend for ProxmoxBackend {
             }
             Err(e) => {
                 log_event(
-                    g.log_path.as_deref(),
+                    g.log.as_ref(),
                     &format!("stopping guest VMID {} failed: {e}", g.vmid),
                 );
                 return Err(e.into());
@@ -596,10 +594,7 @@ impl Backend for ProxmoxBackend {
             return Ok(());
         };
         self.destroy(&g).await?;
-        log_event(
-            g.log_path.as_deref(),
-            &format!("destroyed guest VMID {}", g.vmid),
-        );
+        log_event(g.log.as_ref(), &format!("destroyed guest VMID {}", g.vmid));
         Ok(())
     }
 
@@ -636,7 +631,7 @@ impl Backend for ProxmoxBackend {
         }
         self.client()?.set_config(g.vmid, &params).await?;
         log_event(
-            g.log_path.as_deref(),
+            g.log.as_ref(),
             &format!("guest VMID {} resources updated", g.vmid),
         );
         Ok(())

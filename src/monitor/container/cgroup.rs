@@ -63,6 +63,52 @@ pub(super) fn sweep_cgroup_leaf(cgroups_path: &Path) {
     }
 }
 
+/// Kills every process of the container's cgroup, in every hierarchy, and removes the
+/// leaves once they are empty: what the daemon does itself when the container's monitor
+/// does not answer or is gone (issue 12, items 5 and 6). On cgroup v2 `cgroup.kill` kills
+/// the whole cgroup at once, forks included; on v1 the listing is killed until it stays
+/// empty. The processes are not the caller's children: their parent (the monitor, or init
+/// after the monitor died) reaps them. Err names what is still alive at `deadline`.
+pub fn kill_cgroup(cgroups_path: &Path, deadline: Duration) -> Result<(), String> {
+    let rel = cgroups_path.strip_prefix("/").unwrap_or(cgroups_path);
+    if rel.as_os_str().is_empty() {
+        return Err("the container has no cgroup of its own".into());
+    }
+    let leaves: Vec<PathBuf> = cgroup_roots()
+        .into_iter()
+        .map(|root| root.join(rel))
+        .filter(|leaf| leaf.join("cgroup.procs").is_file())
+        .collect();
+    for leaf in &leaves {
+        let _ = fs::write(leaf.join("cgroup.kill"), "1");
+    }
+    let until = Instant::now() + deadline;
+    loop {
+        let mut alive = Vec::new();
+        for leaf in &leaves {
+            let procs = fs::read_to_string(leaf.join("cgroup.procs")).unwrap_or_default();
+            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+                alive.push(pid);
+            }
+        }
+        if alive.is_empty() {
+            break;
+        }
+        if Instant::now() >= until {
+            return Err(format!(
+                "processes {alive:?} still alive in {}",
+                rel.display()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for leaf in &leaves {
+        let _ = fs::remove_dir(leaf);
+    }
+    Ok(())
+}
+
 /// Every cgroup hierarchy's root: `/sys/fs/cgroup` (cgroup v2) and each v1 controller
 /// mount below it.
 fn cgroup_roots() -> Vec<PathBuf> {

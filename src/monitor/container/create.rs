@@ -66,14 +66,20 @@ pub(super) fn create(req: &CreateRequest, rb: &mut Rollback) -> Result<Built, Fa
     let spec = load_spec(&req.bundle, &req.runtime)?;
     let cgroups_path = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone());
 
-    let log_existed = req.log_path.as_deref().is_some_and(Path::exists);
-    let log = CriLogWriter::open(req.log_path.as_deref(), req.max_log_line_size)
-        .map_err(|e| internal("open log", &e))?;
-    if let (Some(path), false) = (req.log_path.clone(), log_existed) {
-        rb.push("log file", move || {
-            let _ = fs::remove_file(&path);
-        });
+    // Opened here first (not by the writer) to learn whether this create made the file.
+    if let Some(target) = &req.log {
+        let (_, created) = target
+            .open_append()
+            .map_err(|e| (log_fault(&e), format!("open log: {e}")))?;
+        if created {
+            let target = target.clone();
+            rb.push("log file", move || {
+                let _ = target.remove();
+            });
+        }
     }
+    let log = CriLogWriter::open(req.log.as_ref(), req.max_log_line_size)
+        .map_err(|e| internal("open log", &e))?;
 
     let (stdout, stdout_w) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| internal("pipe", &e))?;
@@ -277,6 +283,16 @@ fn create_with_crun(
 /// libcontainer writes it into its caller's own /proc/self/oom_score_adj
 /// (docs/libcontainer.md); the monitor sets the init's instead, from the request. crun
 /// applies the spec's value itself.
+/// A log path that leads through a symlink or out of its directory is the request's
+/// fault (`LogTarget` says so with `InvalidInput`); anything else (disk full,
+/// permissions) is the host's.
+fn log_fault(e: &std::io::Error) -> Fault {
+    match e.kind() {
+        std::io::ErrorKind::InvalidInput => Fault::Invalid,
+        _ => Fault::Internal,
+    }
+}
+
 fn load_spec(bundle: &Path, runtime: &RuntimeKind) -> Result<Spec, Failure> {
     let path = bundle.join("config.json");
     let mut spec = Spec::load(&path).map_err(|e| {

@@ -35,6 +35,10 @@ use super::engine::Engine;
 const EXEC_GRACE: Duration = Duration::from_secs(2);
 const DRAIN_GRACE: Duration = Duration::from_secs(1);
 const READ_CHUNK: usize = 64 * 1024;
+/// Bytes one stream may move into the log per wakeup of the loop. A container that writes
+/// without pause (`yes`) keeps its pipe full: draining it "until empty" never ends, and the
+/// socket (stop, reopen_log) and the signalfd were never looked at again.
+const OUTPUT_BUDGET: usize = 4 * READ_CHUNK;
 
 /// A client connection whose request line is not complete yet.
 struct Conn {
@@ -205,9 +209,24 @@ impl Monitor {
         }
     }
 
-    /// Copies what is available on one output pipe into the log.
+    /// Copies what is available on one output pipe into the log, at most
+    /// [`OUTPUT_BUDGET`]: the rest waits for the next turn of the loop.
     fn read_output(&mut self, i: usize) {
-        while self.read_output_once(i) {}
+        let Some(fd) = self.streams[i].as_ref().map(|f| f.as_raw_fd()) else {
+            return;
+        };
+        let (log, stream) = (&mut self.log, STREAMS[i]);
+        let pumped = pump(fd, &mut self.buf, OUTPUT_BUDGET, |data| {
+            let _ = log.write_chunk(stream, data, chrono::Utc::now());
+        });
+        match pumped {
+            Pumped::Eof => {
+                let _ = self.log.close_stream(stream, chrono::Utc::now());
+                self.streams[i] = None;
+            }
+            Pumped::Failed => self.streams[i] = None,
+            Pumped::Empty | Pumped::Budget => {}
+        }
     }
 
     fn read_conn(&mut self, i: usize) {
@@ -419,8 +438,10 @@ impl Monitor {
     fn drain_output(&mut self, grace: Duration) {
         let deadline = Instant::now() + grace;
         loop {
+            // Budgeted like the loop's reads: a writer outside the container's cgroup that
+            // keeps the pipe full must not hold the exit past the deadline.
             for i in 0..2 {
-                while self.streams[i].is_some() && self.read_output_once(i) {}
+                self.read_output(i);
             }
             let open: Vec<RawFd> = self
                 .streams
@@ -443,32 +464,39 @@ impl Monitor {
             };
         }
     }
+}
 
-    /// One read; true when more may be available right away.
-    fn read_output_once(&mut self, i: usize) -> bool {
-        let Some(fd) = &self.streams[i] else {
-            return false;
-        };
-        match nix::unistd::read(fd.as_raw_fd(), &mut self.buf) {
-            Ok(0) => {
-                let _ = self.log.close_stream(STREAMS[i], chrono::Utc::now());
-                self.streams[i] = None;
-                false
-            }
+/// How a turn of [`pump`] ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Pumped {
+    /// The pipe is empty for now.
+    Empty,
+    /// The budget was used up; more may be waiting.
+    Budget,
+    /// Every writer closed the pipe.
+    Eof,
+    /// The pipe cannot be read (it is dropped).
+    Failed,
+}
+
+/// Reads the non-blocking pipe `fd` through `buf` into `sink` until it is empty, reaches
+/// EOF, or `budget` bytes were read.
+fn pump(fd: RawFd, buf: &mut [u8], budget: usize, mut sink: impl FnMut(&[u8])) -> Pumped {
+    let mut read = 0;
+    while read < budget {
+        let room = buf.len().min(budget - read);
+        match nix::unistd::read(fd, &mut buf[..room]) {
+            Ok(0) => return Pumped::Eof,
             Ok(n) => {
-                let _ = self
-                    .log
-                    .write_chunk(STREAMS[i], &self.buf[..n], chrono::Utc::now());
-                true
+                sink(&buf[..n]);
+                read += n;
             }
-            Err(nix::errno::Errno::EINTR) => true,
-            Err(nix::errno::Errno::EAGAIN) => false,
-            Err(_) => {
-                self.streams[i] = None;
-                false
-            }
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(nix::errno::Errno::EAGAIN) => return Pumped::Empty,
+            Err(_) => return Pumped::Failed,
         }
     }
+    Pumped::Budget
 }
 
 fn pollin(fd: RawFd) -> libc::pollfd {
@@ -485,4 +513,45 @@ fn reply(mut stream: UnixStream, reply: &MonitorReply) {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
     let _ = stream.write_all(&encode_line(reply));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    /// A pipe holding `fill` bytes of `y\n` (its capacity raised to hold them), read end
+    /// non-blocking.
+    fn full_pipe(fill: usize) -> (OwnedFd, OwnedFd) {
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        nix::fcntl::fcntl(
+            w.as_raw_fd(),
+            nix::fcntl::FcntlArg::F_SETPIPE_SZ(fill as i32),
+        )
+        .unwrap();
+        set_nonblocking(r.as_raw_fd(), true).unwrap();
+        let data = b"y\n".repeat(fill / 2);
+        assert_eq!(nix::unistd::write(w.as_fd(), &data).unwrap(), fill);
+        (r, w)
+    }
+
+    #[test]
+    fn a_full_pipe_is_read_up_to_the_budget_and_no_further() {
+        let (r, _w) = full_pipe(1024 * 1024);
+        let mut buf = vec![0u8; READ_CHUNK];
+        let mut got = 0;
+        let pumped = pump(r.as_raw_fd(), &mut buf, OUTPUT_BUDGET, |d| got += d.len());
+        assert_eq!((pumped, got), (Pumped::Budget, OUTPUT_BUDGET));
+        // The rest is there for the next turns; then the pipe is empty, then at EOF.
+        let mut turns = 1;
+        while pump(r.as_raw_fd(), &mut buf, OUTPUT_BUDGET, |d| got += d.len()) == Pumped::Budget {
+            turns += 1;
+        }
+        assert_eq!((got, turns), (1024 * 1024, 4));
+        drop(_w);
+        assert_eq!(
+            pump(r.as_raw_fd(), &mut buf, OUTPUT_BUDGET, |_| {}),
+            Pumped::Eof
+        );
+    }
 }

@@ -23,6 +23,7 @@ use super::zygote::CreateRequest;
 use crate::rollback::Rollback;
 
 mod cgroup;
+pub use cgroup::kill_cgroup;
 mod create;
 mod engine;
 mod event_loop;

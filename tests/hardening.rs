@@ -1,0 +1,303 @@
+//! Issue 12 ("Hardening"), items 2, 3, 5 and 6, observed on real daemons, containers,
+//! files and cgroups:
+//! - the state root, `images/`, `containers/`, `sandboxes/` and the run dir's trees are
+//!   0700 and the daemon's umask is 077, while a non-root container still reads its
+//!   /etc/hosts and resolv.conf and its root stays 0755;
+//! - paths from requests are confined: log paths stay under the pod's log directory
+//!   (no `..`, no absolute path, no symlink followed), `..` in a cgroup parent is refused,
+//!   pid mode TARGET only joins a container of the same pod;
+//! - a container writing without pause (`yes`) does not make its monitor deaf:
+//!   ReopenContainerLog, StopContainer and RemoveContainer complete;
+//! - a container whose monitor was SIGKILLed can still be stopped and removed, and is
+//!   reported EXITED with a reason.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use common::pods::*;
+use k8s_cri::v1::{ContainerState, Int64Value, NamespaceMode, ReopenContainerLogRequest};
+use tonic::Code;
+
+/// Long enough for any of these RPCs on a busy 2-core machine; a deaf monitor makes them
+/// hang forever, which this turns into a failure.
+const RPC_DEADLINE: Duration = Duration::from_secs(60);
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+/// The `Umask:` line of /proc/<pid>/status.
+fn umask_of(pid: u32) -> u32 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let v = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Umask:"))
+        .expect("Umask in /proc/<pid>/status")
+        .trim();
+    u32::from_str_radix(v, 8).unwrap()
+}
+
+#[tokio::test]
+async fn state_dirs_are_private_and_containers_still_read_their_files() {
+    let mut env = PodEnv::start().await;
+    let pod = env.run_pod(env.pod_config("private-dirs")).await;
+    let mut c = env.container_config(
+        &pod,
+        "nobody",
+        &[
+            "sh",
+            "-c",
+            "stat -c %a / .; cat /etc/hosts /etc/resolv.conf /etc/hostname >/dev/null && \
+             touch /tmp/x && ls . && echo readable",
+        ],
+    );
+    // A working directory the image lacks is made by the daemon: 0755 like runc's.
+    c.working_dir = "/srv/app".into();
+    security(&mut c).run_as_user = Some(Int64Value { value: 65534 });
+    let log = pod.log_path(&c);
+    let id = env.create_start(&pod, c).await;
+    let status = env.wait_exit(&id).await;
+    let out = log_lines(&read_log(&log), "stdout");
+    assert_eq!(
+        (status.exit_code, out.clone()),
+        (0, vec!["755".into(), "755".into(), "readable".into()]),
+        "a non-root container reads its pod files and its root is 0755: {:?}",
+        log_lines(&read_log(&log), "stderr")
+    );
+
+    let d = env.daemon();
+    assert_eq!(umask_of(d.pid().unwrap()), 0o077, "the daemon's umask");
+    let mut private = vec![
+        d.root.clone(),
+        d.root.join("images"),
+        d.root.join("containers"),
+        d.root.join("sandboxes"),
+        d.run_dir.join("c"),
+        d.run_dir.join("s"),
+    ];
+    private.extend(
+        ["libcontainer", "crun"]
+            .iter()
+            .map(|r| d.run_dir.join(r))
+            .filter(|p| p.exists()),
+    );
+    for dir in &private {
+        assert_eq!(mode(dir), 0o700, "{} is private", dir.display());
+    }
+    // The socket stays reachable by its group (0660, in a run dir others may traverse).
+    assert_eq!(mode(&d.socket), 0o660, "CRI socket");
+    assert_eq!(mode(&d.run_dir) & 0o700, 0o700);
+    // The log file kubelet reads (as root) is there and well-formed.
+    assert!(log.is_file());
+    env.remove_pod(&pod.id).await.unwrap();
+}
+
+#[tokio::test]
+async fn log_paths_are_confined_to_the_log_directory() {
+    let mut env = PodEnv::start().await;
+    let pod = env.run_pod(env.pod_config("log-confined")).await;
+    let log_dir = Path::new(&pod.config.log_directory).to_owned();
+    std::fs::create_dir_all(&log_dir).unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let target = outside.path().join("profile.sh");
+    std::fs::write(&target, "").unwrap();
+
+    for (n, path) in ["../escape.log", "/tmp/absolute.log", "a/../../escape.log"]
+        .iter()
+        .enumerate()
+    {
+        let mut c = env.container_config(&pod, &format!("bad{n}"), &["echo", "pwned"]);
+        c.log_path = path.to_string();
+        let err = env.create(&pod, c).await.expect_err(path);
+        assert_eq!(err.code(), Code::InvalidArgument, "{path}: {err:?}");
+    }
+
+    // A symlink as the log file, and as a directory on the way to it.
+    std::os::unix::fs::symlink(&target, log_dir.join("link.log")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), log_dir.join("linkdir")).unwrap();
+    for (n, path) in ["link.log", "linkdir/profile.sh"].iter().enumerate() {
+        let mut c = env.container_config(&pod, &format!("sym{n}"), &["echo", "pwned"]);
+        c.log_path = path.to_string();
+        if let Ok(id) = env.create(&pod, c).await {
+            let _ = env.start_container(&id).await;
+            let _ = env.wait_exit(&id).await;
+        }
+        assert_eq!(
+            std::fs::read_to_string(&target).unwrap(),
+            "",
+            "{path}: container output went through a symlink out of the log directory"
+        );
+    }
+
+    // A plain nested path still works.
+    let mut c = env.container_config(&pod, "nested", &["echo", "fine"]);
+    c.log_path = "nested/deeper/0.log".into();
+    let (status, records) = env.run_to_exit(&pod, c).await;
+    assert_eq!(status.exit_code, 0);
+    assert_eq!(log_lines(&records, "stdout"), vec!["fine".to_string()]);
+    env.remove_pod(&pod.id).await.unwrap();
+}
+
+#[tokio::test]
+async fn cgroup_parent_with_dot_dot_is_refused() {
+    let mut env = PodEnv::start().await;
+    let mut config = env.pod_config("cg-escape");
+    config.linux.as_mut().unwrap().cgroup_parent = format!("{}/../../escape", env.cgroup_parent);
+    let err = env
+        .try_run_pod(config)
+        .await
+        .expect_err("cgroup parent with ..");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+}
+
+#[tokio::test]
+async fn pid_target_must_be_in_the_same_pod() {
+    let mut env = PodEnv::start().await;
+    let a = env.run_pod(env.pod_config("target-a")).await;
+    let b = env.run_pod(env.pod_config("target-b")).await;
+    let target = env
+        .create_start(&a, env.container_config(&a, "t", &["sleep", "1000"]))
+        .await;
+
+    let mut other = env.container_config(&b, "joiner", &["sleep", "1000"]);
+    let ns = security(&mut other).namespace_options.as_mut().unwrap();
+    ns.pid = NamespaceMode::Target as i32;
+    ns.target_id = target.clone();
+    let err = env
+        .create(&b, other)
+        .await
+        .expect_err("TARGET in another pod");
+    assert!(
+        matches!(err.code(), Code::InvalidArgument | Code::FailedPrecondition),
+        "{err:?}"
+    );
+
+    let mut same = env.container_config(&a, "joiner", &["sleep", "1000"]);
+    let ns = security(&mut same).namespace_options.as_mut().unwrap();
+    ns.pid = NamespaceMode::Target as i32;
+    ns.target_id = target.clone();
+    let id = env.create_start(&a, same).await;
+    let ps = env.exec_ok(&id, &["ps", "-o", "args"]).await;
+    assert!(ps.contains("sleep 1000"), "shares the target's pids: {ps}");
+    env.remove_pod(&a.id).await.unwrap();
+    env.remove_pod(&b.id).await.unwrap();
+}
+
+/// Fails the test instead of hanging when an RPC does not come back.
+async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(RPC_DEADLINE, f)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not complete within {RPC_DEADLINE:?}"))
+}
+
+#[tokio::test]
+async fn a_flooding_container_does_not_make_its_monitor_deaf() {
+    let mut env = PodEnv::start().await;
+    let pod = env.run_pod(env.pod_config("flood")).await;
+    // Several writers keep the pipe full: the monitor never sees it empty.
+    let c = env.container_config(&pod, "yes", &["sh", "-c", "yes & yes & yes & exec yes"]);
+    let log = pod.log_path(&c);
+    let id = env.create_start(&pod, c).await;
+    // Let the pipe fill up and the monitor fall behind.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        log.metadata().map(|m| m.len()).unwrap_or(0) > 0,
+        "yes writes"
+    );
+
+    let rotated = log.with_extension("log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    let reopen = env
+        .cri
+        .runtime
+        .reopen_container_log(ReopenContainerLogRequest {
+            container_id: id.clone(),
+        });
+    within("ReopenContainerLog", reopen)
+        .await
+        .expect("ReopenContainerLog");
+    assert!(log.exists(), "a new log file after ReopenContainerLog");
+    let _ = std::fs::remove_file(&rotated);
+
+    within("StopContainer", env.stop_container(&id, 2))
+        .await
+        .expect("StopContainer");
+    let s = env.status(&id).await;
+    assert_eq!(s.state, ContainerState::ContainerExited as i32, "{s:?}");
+    within("RemoveContainer", env.remove_container(&id))
+        .await
+        .expect("RemoveContainer");
+    env.remove_pod(&pod.id).await.unwrap();
+}
+
+/// The monitor pid of a container, from its status.json under the daemon's run dir.
+fn monitor_pid(env: &PodEnv, id: &str) -> i32 {
+    let path = env
+        .daemon()
+        .run_dir
+        .join("c")
+        .join(&id[..16])
+        .join("status.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["monitor_pid"].as_i64().expect("monitor_pid") as i32
+}
+
+#[tokio::test]
+async fn a_container_whose_monitor_died_can_be_stopped_and_removed() {
+    let mut env = PodEnv::start().await;
+    let pod = env.run_pod(env.pod_config("orphan")).await;
+    let stopped = env
+        .create_start(
+            &pod,
+            env.container_config(&pod, "stopped", &["sleep", "1000"]),
+        )
+        .await;
+    let removed = env
+        .create_start(
+            &pod,
+            env.container_config(&pod, "removed", &["sleep", "1000"]),
+        )
+        .await;
+    for id in [&stopped, &removed] {
+        let pid = monitor_pid(&env, id);
+        assert!(comm(pid).starts_with("proxrt"), "{pid} is the monitor");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !is_dead(pid) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    within("StopContainer", env.stop_container(&stopped, 2))
+        .await
+        .expect("StopContainer of a container whose monitor died");
+    let s = env.status(&stopped).await;
+    assert_eq!(s.state, ContainerState::ContainerExited as i32, "{s:?}");
+    assert!(!s.message.is_empty(), "the reason is reported: {s:?}");
+    let cgroups = cgroup_dirs_of(&env.cgroup_parent, &format!("proxrt-{stopped}"));
+    assert!(cgroups.is_empty(), "cgroups left: {cgroups:?}");
+
+    within("RemoveContainer", env.remove_container(&removed))
+        .await
+        .expect("RemoveContainer of a container whose monitor died");
+    within("RemoveContainer", env.remove_container(&stopped))
+        .await
+        .expect("RemoveContainer");
+    for id in [&stopped, &removed] {
+        let state = env.daemon().run_dir.join("libcontainer").join(id);
+        assert!(!state.exists(), "{} left", state.display());
+    }
+    env.remove_pod(&pod.id).await.unwrap();
+}
