@@ -1,10 +1,11 @@
 //! `proxrt serve`: the daemon's state and its life on a unix socket.
 
 use std::fs::{self, File};
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use k8s_cri::v1::image_service_server::ImageServiceServer;
 use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
@@ -19,6 +20,7 @@ use crate::container::{ContainerStore, Phase};
 use crate::context::Ctx;
 use crate::cri::{AdminApi, ImageApi, RuntimeApi};
 use crate::image::{ImageError, Images};
+use crate::metrics::{MetricsError, RpcMetricsLayer, StateSource};
 use crate::monitor::Zygote;
 use crate::names::NameRegistry;
 use crate::sandbox::SandboxStore;
@@ -46,6 +48,8 @@ pub enum DaemonError {
     Config(String, String),
     #[error("gRPC server: {0}")]
     Server(String),
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
 }
 
 fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> DaemonError {
@@ -64,6 +68,8 @@ pub struct Daemon {
     backends: Backends,
     selector: Selector,
     host: HostView,
+    /// Where `/metrics` is served, once bound (`[metrics] address` may ask for port 0).
+    metrics_address: OnceLock<SocketAddr>,
 }
 
 /// Why a runtime condition is false: (reason, message). `None` means healthy.
@@ -113,6 +119,7 @@ impl Daemon {
             backends,
             selector,
             host: probe_host(),
+            metrics_address: OnceLock::new(),
         }))
     }
 
@@ -224,6 +231,14 @@ impl Daemon {
         }
     }
 
+    /// Where Prometheus metrics are served, for Status verbose info (`proxrt info`).
+    pub fn metrics_url(&self) -> String {
+        match self.metrics_address.get() {
+            Some(a) => format!("http://{a}/metrics"),
+            None => "off ([metrics] address is empty)".to_owned(),
+        }
+    }
+
     /// The effective configuration, for Status verbose info.
     pub fn config_json(&self) -> String {
         serde_json::to_string(&self.config).unwrap_or_default()
@@ -312,9 +327,23 @@ pub async fn serve(config: Config, zygote: Zygote) -> Result<(), DaemonError> {
         config.daemon.run_dir.display()
     )))?;
     let listener = bind_socket(&config)?;
+    let metrics_listener = match config.metrics.socket_addr() {
+        Ok(Some(address)) => Some(crate::metrics::bind(address).await?),
+        Ok(None) => None,
+        Err(message) => return Err(DaemonError::Config("metrics.address".into(), message)),
+    };
     let socket = config.daemon.socket.clone();
     let daemon = Daemon::open(config, zygote)?;
     daemon.watch_running();
+    if let Some(listener) = metrics_listener {
+        let address = listener
+            .local_addr()
+            .map_err(io_err("metrics endpoint address"))?;
+        let _ = daemon.metrics_address.set(address);
+        let registry = crate::metrics::registry(Box::new(DaemonState(daemon.clone())));
+        tokio::spawn(crate::metrics::serve(listener, registry));
+        tracing::info!(url = %daemon.metrics_url(), "serving metrics");
+    }
     tracing::info!(socket = %socket.display(), version = env!("CARGO_PKG_VERSION"), "proxrt serving");
 
     const MAX_MESSAGE: usize = 64 * 1024 * 1024;
@@ -328,6 +357,7 @@ pub async fn serve(config: Config, zygote: Zygote) -> Result<(), DaemonError> {
     let stopping = Arc::new(tokio::sync::Notify::new());
     let notify = stopping.clone();
     let server = tonic::transport::Server::builder()
+        .layer(RpcMetricsLayer)
         .add_service(runtime)
         .add_service(images)
         .add_service(admin)
@@ -350,6 +380,36 @@ pub async fn serve(config: Config, zygote: Zygote) -> Result<(), DaemonError> {
     let _ = fs::remove_file(&socket);
     tracing::info!("proxrt stopped");
     result.map_err(|e| DaemonError::Server(e.to_string()))
+}
+
+/// The daemon's stores as the metrics' state gauges see them.
+struct DaemonState(Arc<Daemon>);
+
+impl StateSource for DaemonState {
+    fn containers(&self) -> Vec<(&'static str, String)> {
+        self.0
+            .containers
+            .all()
+            .iter()
+            .map(|c| (c.snapshot().phase().name(), c.record.backend.clone()))
+            .collect()
+    }
+
+    fn pods(&self) -> Vec<(&'static str, String)> {
+        self.0
+            .sandboxes
+            .all()
+            .iter()
+            .map(|s| {
+                let r = s.record();
+                let state = match r.state {
+                    crate::sandbox::SandboxState::Ready => "ready",
+                    crate::sandbox::SandboxState::NotReady => "notready",
+                };
+                (state, r.backend)
+            })
+            .collect()
+    }
 }
 
 /// The unix socket's connections, each behind the layer that replaces an `:authority`

@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod error;
 pub mod image;
 pub mod logs;
+pub mod metrics;
 pub mod monitor;
 pub mod names;
 pub mod proxmox;

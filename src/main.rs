@@ -40,7 +40,8 @@ enum Command {
     Config(ConfigCommand),
     /// Show the runtime's name and versions (CRI Version).
     Version,
-    /// Show the runtime's conditions and configuration (CRI Status, verbose).
+    /// Show the runtime's conditions and configuration (CRI Status, verbose), and where
+    /// metrics are served.
     Info,
     /// Pull an image from its registry.
     Pull {

@@ -4,6 +4,7 @@ use tonic::Status;
 use super::errors::{invalid, to_status};
 use crate::daemon::Daemon;
 use crate::image::Credentials;
+use crate::metrics::{self, PullOutcome};
 
 #[tracing::instrument(skip_all, fields(image))]
 pub async fn pull_image(d: &Daemon, req: PullImageRequest) -> Result<PullImageResponse, Status> {
@@ -18,7 +19,13 @@ pub async fn pull_image(d: &Daemon, req: PullImageRequest) -> Result<PullImageRe
         None => Credentials::Anonymous,
     };
     let started = std::time::Instant::now();
-    let entry = d.images().pull(&name, &creds).await.map_err(to_status)?;
+    let pulled = d.images().pull(&name, &creds).await;
+    let outcome = match pulled {
+        Ok(_) => PullOutcome::Success,
+        Err(_) => PullOutcome::Failure,
+    };
+    metrics::pull_finished(outcome, started.elapsed());
+    let entry = pulled.map_err(to_status)?;
     tracing::info!(image = %name, id = %entry.record.id, elapsed_ms = started.elapsed().as_millis() as u64, "pulled");
     Ok(PullImageResponse {
         image_ref: entry.record.id.clone(),
