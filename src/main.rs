@@ -43,6 +43,10 @@ enum Command {
     /// Show the runtime's conditions and configuration (CRI Status, verbose), and where
     /// metrics are served.
     Info,
+    /// Exit 0 when the runtime reports RuntimeReady (CRI Status); otherwise print the
+    /// reason and exit 1 (also when the daemon cannot be reached). Waits at most 10 s
+    /// unless --timeout says otherwise.
+    Health,
     /// Pull an image from its registry.
     Pull {
         image: String,
@@ -438,6 +442,8 @@ fn run_client(endpoint: &str, timeout: Option<u64>, command: Command) -> ExitCod
     // For exec, --timeout is the command's: the answer may come that much later.
     let rpc_timeout = match (&command, timeout) {
         (Command::Exec { .. }, Some(t)) => Duration::from_secs(t.saturating_add(30)),
+        // A health check that hangs is a failed check: systemd and probes want an answer.
+        (Command::Health, t) => Duration::from_secs(t.unwrap_or(10)),
         (_, t) => Duration::from_secs(t.unwrap_or(600)),
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -455,6 +461,7 @@ fn run_client(endpoint: &str, timeout: Option<u64>, command: Command) -> ExitCod
         match command {
             Command::Version => client::version(&mut cri).await,
             Command::Info => client::info(&mut cri).await,
+            Command::Health => client::health(&mut cri).await,
             Command::Pull {
                 image,
                 creds,
