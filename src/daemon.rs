@@ -23,6 +23,7 @@ use crate::image::{ImageError, Images};
 use crate::metrics::{MetricsError, RpcMetricsLayer, StateSource};
 use crate::monitor::Zygote;
 use crate::names::NameRegistry;
+use crate::notify::Notifier;
 use crate::sandbox::SandboxStore;
 use crate::select::Selector;
 use crate::spec::HostView;
@@ -320,7 +321,7 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Runs the daemon until SIGTERM or SIGINT, then drains in-flight RPCs and removes
 /// the socket. Containers keep running: they belong to their monitors.
-pub async fn serve(config: Config, zygote: Zygote) -> Result<(), DaemonError> {
+pub async fn serve(config: Config, zygote: Zygote, notifier: Notifier) -> Result<(), DaemonError> {
     let _lock = lock_root(&config.daemon.root)?;
     crate::store::create_dir_mode(&config.daemon.run_dir, 0o711).map_err(io_err(format!(
         "create run dir {}",
@@ -356,6 +357,8 @@ pub async fn serve(config: Config, zygote: Zygote) -> Result<(), DaemonError> {
     let admin = AdminServer::new(AdminApi(daemon.clone()));
     let stopping = Arc::new(tokio::sync::Notify::new());
     let notify = stopping.clone();
+    // The connections are already accepted into the listener's backlog from here on.
+    notifier.ready(&format!("serving CRI on {}", socket.display()));
     let server = tonic::transport::Server::builder()
         .layer(RpcMetricsLayer)
         .add_service(runtime)
@@ -363,6 +366,7 @@ pub async fn serve(config: Config, zygote: Zygote) -> Result<(), DaemonError> {
         .add_service(admin)
         .serve_with_incoming_shutdown(lenient_authority(listener), async move {
             shutdown_signal().await;
+            notifier.stopping();
             notify.notify_one();
         });
     // In-flight RPCs get a grace period; a stuck one (a pull from a dead registry)

@@ -17,6 +17,7 @@ pub mod logs;
 pub mod metrics;
 pub mod monitor;
 pub mod names;
+pub mod notify;
 pub mod proxmox;
 pub mod rollback;
 pub mod sandbox;

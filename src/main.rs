@@ -355,6 +355,8 @@ fn serve(args: ServeArgs) -> ExitCode {
     // with the container's stdio as fd 2, and libcontainer's (and libseccomp's) log lines
     // from inside it would otherwise land in the container's CRI log. Monitors report
     // their errors to the daemon over their sockets instead.
+    // Before the zygote and any thread: it is taken out of the environment.
+    let notifier = proxrt::notify::Notifier::from_env();
     let zygote = match proxrt::monitor::Zygote::spawn() {
         Ok(z) => z,
         Err(e) => {
@@ -373,7 +375,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(proxrt::daemon::serve(config, zygote)) {
+    match runtime.block_on(proxrt::daemon::serve(config, zygote, notifier)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
