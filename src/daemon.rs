@@ -327,12 +327,13 @@ pub async fn serve(config: Config, zygote: Zygote, notifier: Notifier) -> Result
         "create run dir {}",
         config.daemon.run_dir.display()
     )))?;
-    let listener = bind_socket(&config)?;
+    // Before the CRI socket: a port in use stops startup without leaving a socket file.
     let metrics_listener = match config.metrics.socket_addr() {
         Ok(Some(address)) => Some(crate::metrics::bind(address).await?),
         Ok(None) => None,
         Err(message) => return Err(DaemonError::Config("metrics.address".into(), message)),
     };
+    let listener = bind_socket(&config)?;
     let socket = config.daemon.socket.clone();
     let daemon = Daemon::open(config, zygote)?;
     daemon.watch_running();

@@ -183,14 +183,14 @@ fn metrics_are_off_by_default_and_info_says_so() {
     assert!(metrics_url(&d).starts_with("off"));
 }
 
-#[test]
-fn a_bad_metrics_address_stops_startup_naming_the_key() {
+/// `proxrt serve` with `[metrics] address` set, in a temp dir: (exit code, stderr, dir).
+fn serve_with_metrics_address(address: &str) -> (Option<i32>, String, tempfile::TempDir) {
     let dir = common::temp_dir("proxrt-metrics-");
     let config = dir.path().join("config.toml");
     std::fs::write(
         &config,
         format!(
-            "[daemon]\nroot = \"{0}/root\"\nrun_dir = \"{0}/run\"\nsocket = \"{0}/run/s.sock\"\n[metrics]\naddress = \"localhost:9712\"\n",
+            "[daemon]\nroot = \"{0}/root\"\nrun_dir = \"{0}/run\"\nsocket = \"{0}/run/s.sock\"\n[metrics]\naddress = \"{address}\"\n",
             dir.path().display()
         ),
     )
@@ -202,7 +202,29 @@ fn a_bad_metrics_address_stops_startup_naming_the_key() {
             .arg(&config),
         Duration::from_secs(30),
     );
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.code(), stderr, dir)
+}
+
+#[test]
+fn a_bad_metrics_address_stops_startup_naming_the_key() {
+    let (code, stderr, _dir) = serve_with_metrics_address("localhost:9712");
+    assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("metrics.address"), "{stderr}");
+}
+
+#[test]
+fn a_metrics_port_in_use_stops_startup_naming_it() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let (code, stderr, dir) = serve_with_metrics_address(&address);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("metrics address {address}")),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("run/s.sock").exists(),
+        "no CRI socket is left behind"
+    );
 }
