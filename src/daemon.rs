@@ -1,10 +1,11 @@
 //! `proxrt serve`: the daemon's state and its life on a unix socket.
 
 use std::fs::{self, File};
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use k8s_cri::v1::image_service_server::ImageServiceServer;
 use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
@@ -19,8 +20,10 @@ use crate::container::{ContainerStore, Phase};
 use crate::context::Ctx;
 use crate::cri::{AdminApi, ImageApi, RuntimeApi};
 use crate::image::{ImageError, Images};
+use crate::metrics::{MetricsError, RpcMetricsLayer, StateSource};
 use crate::monitor::Zygote;
 use crate::names::NameRegistry;
+use crate::notify::Notifier;
 use crate::sandbox::SandboxStore;
 use crate::select::Selector;
 use crate::spec::HostView;
@@ -47,6 +50,8 @@ pub enum DaemonError {
     Config(String, String),
     #[error("gRPC server: {0}")]
     Server(String),
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
 }
 
 fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> DaemonError {
@@ -66,6 +71,8 @@ pub struct Daemon {
     selector: Selector,
     host: HostView,
     stats: StatsReader,
+    /// Where `/metrics` is served, once bound (`[metrics] address` may ask for port 0).
+    metrics_address: OnceLock<SocketAddr>,
 }
 
 /// Why a runtime condition is false: (reason, message). `None` means healthy.
@@ -116,6 +123,7 @@ impl Daemon {
             selector,
             host: probe_host(),
             stats: StatsReader::probe(),
+            metrics_address: OnceLock::new(),
         }))
     }
 
@@ -229,6 +237,14 @@ impl Daemon {
                 "NetworkPluginNotReady".into(),
                 "proxrt has no CNI support yet: pods with their own network namespace get loopback only; host-network pods work".into(),
             )),
+        }
+    }
+
+    /// Where Prometheus metrics are served, for Status verbose info (`proxrt info`).
+    pub fn metrics_url(&self) -> String {
+        match self.metrics_address.get() {
+            Some(a) => format!("http://{a}/metrics"),
+            None => "off ([metrics] address is empty)".to_owned(),
         }
     }
 
@@ -352,12 +368,18 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Runs the daemon until SIGTERM or SIGINT, then drains in-flight RPCs and removes
 /// the socket. Containers keep running: they belong to their monitors.
-pub async fn serve(config: Config, zygote: Zygote) -> Result<(), DaemonError> {
+pub async fn serve(config: Config, zygote: Zygote, notifier: Notifier) -> Result<(), DaemonError> {
     // Only this process: the zygote (forked before) keeps the umask proxrt was started
     // with, so monitors, containers and exec'd processes see the usual one.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(DAEMON_UMASK));
     let _lock = lock_root(&config.daemon.root)?;
     make_state_dirs_private(&config)?;
+    // Before the CRI socket: a port in use stops startup without leaving a socket file.
+    let metrics_listener = match config.metrics.socket_addr() {
+        Ok(Some(address)) => Some(crate::metrics::bind(address).await?),
+        Ok(None) => None,
+        Err(message) => return Err(DaemonError::Config("metrics.address".into(), message)),
+    };
     let listener = bind_socket(&config)?;
     let socket = config.daemon.socket.clone();
     let daemon = Daemon::open(config, zygote)?;
@@ -365,6 +387,15 @@ pub async fn serve(config: Config, zygote: Zygote) -> Result<(), DaemonError> {
     {
         let d = daemon.clone();
         tokio::spawn(async move { d.backends().reconcile().await });
+    }
+    if let Some(listener) = metrics_listener {
+        let address = listener
+            .local_addr()
+            .map_err(io_err("metrics endpoint address"))?;
+        let _ = daemon.metrics_address.set(address);
+        let registry = crate::metrics::registry(Box::new(DaemonState(daemon.clone())));
+        tokio::spawn(crate::metrics::serve(listener, registry));
+        tracing::info!(url = %daemon.metrics_url(), "serving metrics");
     }
     tracing::info!(socket = %socket.display(), version = env!("CARGO_PKG_VERSION"), "proxrt serving");
 
@@ -378,12 +409,16 @@ pub async fn serve(config: Config, zygote: Zygote) -> Result<(), DaemonError> {
     let admin = AdminServer::new(AdminApi(daemon.clone()));
     let stopping = Arc::new(tokio::sync::Notify::new());
     let notify = stopping.clone();
+    // The connections are already accepted into the listener's backlog from here on.
+    notifier.ready(&format!("serving CRI on {}", socket.display()));
     let server = tonic::transport::Server::builder()
+        .layer(RpcMetricsLayer)
         .add_service(runtime)
         .add_service(images)
         .add_service(admin)
         .serve_with_incoming_shutdown(lenient_authority(listener), async move {
             shutdown_signal().await;
+            notifier.stopping();
             notify.notify_one();
         });
     // In-flight RPCs get a grace period; a stuck one (a pull from a dead registry)
@@ -401,6 +436,36 @@ pub async fn serve(config: Config, zygote: Zygote) -> Result<(), DaemonError> {
     let _ = fs::remove_file(&socket);
     tracing::info!("proxrt stopped");
     result.map_err(|e| DaemonError::Server(e.to_string()))
+}
+
+/// The daemon's stores as the metrics' state gauges see them.
+struct DaemonState(Arc<Daemon>);
+
+impl StateSource for DaemonState {
+    fn containers(&self) -> Vec<(&'static str, String)> {
+        self.0
+            .containers
+            .all()
+            .iter()
+            .map(|c| (c.snapshot().phase().name(), c.record.backend.clone()))
+            .collect()
+    }
+
+    fn pods(&self) -> Vec<(&'static str, String)> {
+        self.0
+            .sandboxes
+            .all()
+            .iter()
+            .map(|s| {
+                let r = s.record();
+                let state = match r.state {
+                    crate::sandbox::SandboxState::Ready => "ready",
+                    crate::sandbox::SandboxState::NotReady => "notready",
+                };
+                (state, r.backend)
+            })
+            .collect()
+    }
 }
 
 /// The unix socket's connections, each behind the layer that replaces an `:authority`

@@ -40,8 +40,13 @@ enum Command {
     Config(ConfigCommand),
     /// Show the runtime's name and versions (CRI Version).
     Version,
-    /// Show the runtime's conditions and configuration (CRI Status, verbose).
+    /// Show the runtime's conditions and configuration (CRI Status, verbose), and where
+    /// metrics are served.
     Info,
+    /// Exit 0 when the runtime reports RuntimeReady (CRI Status); otherwise print the
+    /// reason and exit 1 (also when the daemon cannot be reached). Waits at most 10 s
+    /// unless --timeout says otherwise.
+    Health,
     /// Pull an image from its registry.
     Pull {
         image: String,
@@ -350,6 +355,8 @@ fn serve(args: ServeArgs) -> ExitCode {
     // with the container's stdio as fd 2, and libcontainer's (and libseccomp's) log lines
     // from inside it would otherwise land in the container's CRI log. Monitors report
     // their errors to the daemon over their sockets instead.
+    // Before the zygote and any thread: it is taken out of the environment.
+    let notifier = proxrt::notify::Notifier::from_env();
     let zygote = match proxrt::monitor::Zygote::spawn() {
         Ok(z) => z,
         Err(e) => {
@@ -368,7 +375,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(proxrt::daemon::serve(config, zygote)) {
+    match runtime.block_on(proxrt::daemon::serve(config, zygote, notifier)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -437,6 +444,8 @@ fn run_client(endpoint: &str, timeout: Option<u64>, command: Command) -> ExitCod
     // For exec, --timeout is the command's: the answer may come that much later.
     let rpc_timeout = match (&command, timeout) {
         (Command::Exec { .. }, Some(t)) => Duration::from_secs(t.saturating_add(30)),
+        // A health check that hangs is a failed check: systemd and probes want an answer.
+        (Command::Health, t) => Duration::from_secs(t.unwrap_or(10)),
         (_, t) => Duration::from_secs(t.unwrap_or(600)),
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -454,6 +463,7 @@ fn run_client(endpoint: &str, timeout: Option<u64>, command: Command) -> ExitCod
         match command {
             Command::Version => client::version(&mut cri).await,
             Command::Info => client::info(&mut cri).await,
+            Command::Health => client::health(&mut cri).await,
             Command::Pull {
                 image,
                 creds,

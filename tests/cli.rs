@@ -258,3 +258,44 @@ fn pod_and_container_lifecycle_through_the_cli() {
     assert!(ok(&d, &["pods", "-q"]).is_empty());
     assert!(ok(&d, &["ps", "-a", "-q"]).is_empty());
 }
+
+/// `proxrt health` runs the CRI Status call and answers with its exit code.
+fn health(endpoint: &str) -> Output {
+    output_within(
+        Command::new(proxrt_bin())
+            .arg("--endpoint")
+            .arg(endpoint)
+            .arg("health"),
+        CALL_TIMEOUT,
+    )
+}
+
+#[test]
+fn health_exits_0_when_ready_and_says_why_not_otherwise() {
+    let d = TestDaemon::start();
+    let out = health(&d.endpoint());
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("RuntimeReady"));
+
+    // A default backend that cannot create containers here (no [proxmox] endpoints, or
+    // not implemented yet in this build) makes the runtime not ready.
+    let unready = TestDaemon::start_with("[runtime]\ndefault_backend = \"proxmox-lxc\"\n");
+    let out = health(&unready.endpoint());
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("runtime not ready: DefaultBackendUnavailable")
+            && stderr.contains("the default backend proxmox-lxc cannot create containers"),
+        "{stderr}"
+    );
+
+    // No daemon at all: the socket is absent.
+    let missing = d.dir().join("no-such.sock");
+    let out = health(&format!("unix://{}", missing.display()));
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot connect") && stderr.contains("no-such.sock"),
+        "{stderr}"
+    );
+}

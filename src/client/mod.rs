@@ -40,6 +40,8 @@ pub enum ClientError {
     },
     #[error("{0}")]
     Usage(String),
+    #[error("runtime not ready: {reason}: {message}")]
+    NotReady { reason: String, message: String },
 }
 
 impl ClientError {
@@ -133,6 +135,32 @@ pub async fn info(cri: &mut Cri) -> Result<(), ClientError> {
     }
     println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
     Ok(())
+}
+
+/// `proxrt health`: Ok when Status reports RuntimeReady; the reason otherwise. Network
+/// readiness is not asked: it is the CNI plugin's, and kubelet reports it on its own.
+pub async fn health(cri: &mut Cri) -> Result<(), ClientError> {
+    let s = cri
+        .runtime
+        .status(k8s_cri::v1::StatusRequest { verbose: false })
+        .await
+        .map_err(|s| ClientError::rpc("Status", s))?
+        .into_inner();
+    let conditions = s.status.map(|st| st.conditions).unwrap_or_default();
+    match conditions.into_iter().find(|c| c.r#type == "RuntimeReady") {
+        Some(c) if c.status => {
+            println!("ok: RuntimeReady");
+            Ok(())
+        }
+        Some(c) => Err(ClientError::NotReady {
+            reason: c.reason,
+            message: c.message,
+        }),
+        None => Err(ClientError::NotReady {
+            reason: "NoRuntimeReadyCondition".into(),
+            message: "Status answered without a RuntimeReady condition".into(),
+        }),
+    }
 }
 
 /// The default endpoint: the daemon's default socket.

@@ -47,6 +47,7 @@ pub struct Config {
     pub images: ImagesConfig,
     pub registries: BTreeMap<String, RegistryConfig>,
     pub proxmox: ProxmoxConfig,
+    pub metrics: MetricsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -193,6 +194,30 @@ impl ProxmoxConfig {
     }
 }
 
+/// `[metrics]`: the Prometheus endpoint (docs/configuration.md, src/metrics).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `ip:port` served over plain HTTP at `/metrics`; `""`: no endpoint.
+    pub address: String,
+}
+
+impl MetricsConfig {
+    /// The address to serve on: `None` when metrics are off. Only an IP literal and a
+    /// port: a name would be resolved at every start, and could resolve off-host.
+    pub fn socket_addr(&self) -> Result<Option<std::net::SocketAddr>, String> {
+        if self.address.is_empty() {
+            return Ok(None);
+        }
+        self.address.parse().map(Some).map_err(|_| {
+            format!(
+                "{:?} is not an address like \"127.0.0.1:9712\" or \"[::1]:9712\" (an IP and a port)",
+                self.address
+            )
+        })
+    }
+}
+
 /// One `[[proxmox.templates]]` entry.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -286,6 +311,9 @@ impl Config {
         // that a bad rule stops startup naming it.
         crate::select::Selector::new(self)?;
         crate::proxmox::validate_config(&self.proxmox)?;
+        if let Err(message) = self.metrics.socket_addr() {
+            return bad("metrics.address", message);
+        }
         if self.crun.path.is_empty() {
             return bad("crun.path", "must name the crun binary".into());
         }
@@ -443,10 +471,26 @@ mod tests {
                 "mirrors[0]",
             ),
             ("[registries.\"r.io\"]\nmirrorz = []\n", "mirrorz"),
+            (
+                "[metrics]\naddress = \"localhost:9712\"\n",
+                "metrics.address",
+            ),
+            ("[metrics]\naddress = \"127.0.0.1\"\n", "metrics.address"),
+            ("[metrics]\nport = 9712\n", "port"),
         ] {
             let err = parse(text).unwrap_err().to_string();
             assert!(err.contains(key), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn metrics_are_off_by_default_and_take_an_ip_and_port() {
+        assert_eq!(Config::default().metrics.socket_addr(), Ok(None));
+        let c = parse("[metrics]\naddress = \"[::1]:9712\"\n").unwrap();
+        assert_eq!(
+            c.metrics.socket_addr(),
+            Ok(Some("[::1]:9712".parse().unwrap()))
+        );
     }
 
     #[test]

@@ -25,7 +25,9 @@ pub async fn start_container(ctx: &Ctx<'_>, id: &str) -> Result<(), ContainerErr
 
 /// Keeps the cached status true when the container exits, without anyone polling.
 pub fn watch_exit(backend: Arc<dyn Backend>, c: Arc<Container>) {
+    let watched = crate::metrics::monitor_watched();
     tokio::spawn(async move {
+        let _watched = watched;
         if let Err(e) = backend.wait(&c.record.run_dir).await {
             tracing::debug!(container = %c.id, error = %e, "wait for exit");
         }

@@ -19,6 +19,7 @@ pub fn status(d: &Daemon, req: StatusRequest) -> Result<StatusResponse, Status> 
         info.insert("config".into(), d.config_json());
         // Which backends take new containers here, and why not (docs/runtime-selection.md).
         info.insert("backends".into(), d.backends().describe().to_string());
+        info.insert("metrics".into(), d.metrics_url());
     }
     Ok(StatusResponse {
         status: Some(RuntimeStatus {

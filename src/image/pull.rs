@@ -145,6 +145,7 @@ impl Images {
             .fetch_blob(resolved, reference, desc, &tmp.0)
             .await?;
         self.content.commit_file(&tmp.0, &desc.digest, false)?;
+        crate::metrics::blob_downloaded(desc.size.max(0) as u64);
         Ok(())
     }
 }

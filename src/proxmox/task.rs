@@ -108,6 +108,15 @@ impl Client {
             let st = self.task_status(upid).await?;
             if st.status != "running" {
                 let exit = st.exitstatus.unwrap_or_else(|| "unknown".into());
+                crate::metrics::proxmox_task(
+                    task_kind(upid),
+                    if outcome(&exit).is_some() {
+                        "ok"
+                    } else {
+                        "failed"
+                    },
+                    started.elapsed(),
+                );
                 if let Some(o) = outcome(&exit) {
                     debug!(%upid, ?o, elapsed_ms = started.elapsed().as_millis() as u64, "task done");
                     return Ok(o);
@@ -132,6 +141,7 @@ impl Client {
             }
             let elapsed = started.elapsed();
             if elapsed >= deadline {
+                crate::metrics::proxmox_task(task_kind(upid), "timeout", elapsed);
                 return Err(ProxmoxError::TaskTimeout {
                     upid: upid.to_string(),
                     waited: elapsed,
@@ -141,6 +151,22 @@ impl Client {
             tokio::time::sleep(pause.min(deadline - elapsed)).await;
         }
     }
+}
+
+/// A task's type as a metrics label (a fixed set; anything else is `other`).
+fn task_kind(upid: &Upid) -> &'static str {
+    const KINDS: [&str; 6] = [
+        "vzcreate",
+        "vzstart",
+        "vzstop",
+        "vzshutdown",
+        "vzdestroy",
+        "vzmigrate",
+    ];
+    KINDS
+        .into_iter()
+        .find(|k| upid.task_type == *k)
+        .unwrap_or("other")
 }
 
 #[cfg(test)]

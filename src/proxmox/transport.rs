@@ -382,7 +382,25 @@ impl Client {
             trace!(%method, %path, "proxmox request");
         }
         let started = Instant::now();
-        let sent = |e: reqwest::Error| self.send_error(e, &endpoint, method, path);
+        let result = self.exchange(req, &endpoint, method, path).await;
+        crate::metrics::proxmox_call(
+            call_name(method, segments),
+            call_outcome(&result),
+            started.elapsed(),
+        );
+        result
+    }
+
+    /// Sends one request and decodes PVE's answer.
+    async fn exchange(
+        &self,
+        req: reqwest::RequestBuilder,
+        endpoint: &str,
+        method: &Method,
+        path: &str,
+    ) -> Result<Value, ProxmoxError> {
+        let started = Instant::now();
+        let sent = |e: reqwest::Error| self.send_error(e, endpoint, method, path);
         let resp = req.send().await.map_err(sent)?;
         let status = resp.status();
         let reason = resp
@@ -545,6 +563,54 @@ fn decode(
             message,
         },
     })
+}
+
+/// The API call as a metrics label: the path's template, never a VMID, node or UPID.
+fn call_name(method: &Method, segments: &[&str]) -> &'static str {
+    let get = *method == Method::GET;
+    match (method.as_str(), segments) {
+        (_, ["version"]) => "GET /version",
+        (_, ["cluster", "nextid"]) => "GET /cluster/nextid",
+        ("POST", ["nodes", _, "lxc"]) => "POST /nodes/{node}/lxc",
+        (_, ["nodes", _, "lxc"]) => "GET /nodes/{node}/lxc",
+        ("DELETE", ["nodes", _, "lxc", _]) => "DELETE /nodes/{node}/lxc/{vmid}",
+        (_, ["nodes", _, "lxc", _, "status", "current"]) => {
+            "GET /nodes/{node}/lxc/{vmid}/status/current"
+        }
+        (_, ["nodes", _, "lxc", _, "status", "start"]) => {
+            "POST /nodes/{node}/lxc/{vmid}/status/start"
+        }
+        (_, ["nodes", _, "lxc", _, "status", "stop"]) => {
+            "POST /nodes/{node}/lxc/{vmid}/status/stop"
+        }
+        (_, ["nodes", _, "lxc", _, "status", "shutdown"]) => {
+            "POST /nodes/{node}/lxc/{vmid}/status/shutdown"
+        }
+        (_, ["nodes", _, "lxc", _, "config"]) if get => "GET /nodes/{node}/lxc/{vmid}/config",
+        (_, ["nodes", _, "lxc", _, "config"]) => "PUT /nodes/{node}/lxc/{vmid}/config",
+        (_, ["nodes", _, "lxc", _, "interfaces"]) => "GET /nodes/{node}/lxc/{vmid}/interfaces",
+        (_, ["nodes", _, "tasks", _, "status"]) => "GET /nodes/{node}/tasks/{upid}/status",
+        (_, ["nodes", _, "tasks", _, "log"]) => "GET /nodes/{node}/tasks/{upid}/log",
+        (_, ["nodes", _, "storage", _, "content"]) => "GET /nodes/{node}/storage/{storage}/content",
+        _ => "other",
+    }
+}
+
+/// How a call ended, as one of the few words the metrics label takes.
+fn call_outcome(result: &Result<Value, ProxmoxError>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(ProxmoxError::Timeout { .. }) => "timeout",
+        Err(ProxmoxError::Connect { .. } | ProxmoxError::Transport { .. }) => "connect",
+        Err(ProxmoxError::Tls { .. } | ProxmoxError::FingerprintMismatch { .. }) => "tls",
+        Err(
+            ProxmoxError::BadRequest { .. }
+            | ProxmoxError::Unauthorized { .. }
+            | ProxmoxError::Forbidden { .. },
+        ) => "http_4xx",
+        Err(ProxmoxError::Server { .. } | ProxmoxError::NotImplemented { .. }) => "http_5xx",
+        Err(_) => "other",
+    }
 }
 
 #[cfg(test)]

@@ -96,6 +96,8 @@ pub struct TestDaemon {
     /// The config file it was started with.
     pub config: PathBuf,
     log_path: PathBuf,
+    /// Extra environment of the daemon process (`start_with_env`).
+    env: Vec<(String, String)>,
     child: Option<Child>,
     /// Runs the connections `cri()` makes, apart from the test's runtime: a daemon
     /// stopping on SIGTERM waits for each client to acknowledge its HTTP/2 GOAWAY,
@@ -114,6 +116,11 @@ impl TestDaemon {
     /// paths (`root`, `run_dir`, `socket`). `extra_toml` may have its own `[daemon]`
     /// keys (say `log_level`), but not those three.
     pub fn start_with(extra_toml: &str) -> TestDaemon {
+        TestDaemon::start_with_env(extra_toml, &[])
+    }
+
+    /// As `start_with`, with `env` added to the daemon's environment (say NOTIFY_SOCKET).
+    pub fn start_with_env(extra_toml: &str, env: &[(&str, &str)]) -> TestDaemon {
         let dir = temp_dir("proxrt-test-");
         let root = dir.path().join("root");
         let run_dir = dir.path().join("run");
@@ -141,6 +148,10 @@ impl TestDaemon {
             run_dir,
             log_path: dir.path().join("daemon.log"),
             config,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             child: None,
             clients: Some(
                 tokio::runtime::Builder::new_multi_thread()
@@ -254,6 +265,7 @@ impl TestDaemon {
             .arg("serve")
             .arg("--config")
             .arg(&self.config)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log)
