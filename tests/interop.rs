@@ -172,6 +172,55 @@ async fn grpcio_list_container_stats() {
     env.remove_pod(&pod.id).await.unwrap();
 }
 
+/// UpdateContainerResources from grpcio: the new memory limit reaches the container's
+/// cgroup and ContainerStatus.
+#[tokio::test]
+async fn grpcio_update_container_resources() {
+    let python = grpcio_python();
+    let mut env = common::pods::PodEnv::start().await;
+    let pod = env.run_pod(env.pod_config("pyupdate")).await;
+    let id = env
+        .create_start(
+            &pod,
+            env.container_config(&pod, "sleeper", &["sleep", "1000"]),
+        )
+        .await;
+    let limit: i64 = 96 << 20;
+    let out = output_within(
+        Command::new(python)
+            .arg(repo_file("tests/interop/cri_client.py"))
+            .arg(&env.daemon().socket)
+            .args(["update", &id, &limit.to_string()]),
+        CLIENT_TIMEOUT,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("all ok"),
+        "grpcio update failed: {}\n---- daemon log ----\n{}",
+        show(&out),
+        env.daemon().log()
+    );
+    let status = env.status(&id).await;
+    let memory = status
+        .resources
+        .and_then(|r| r.linux)
+        .map(|l| l.memory_limit_in_bytes);
+    assert_eq!(memory, Some(limit));
+    let rel = format!("{}/proxrt-{id}", env.cgroup_parent.trim_start_matches('/'));
+    let file = [
+        format!("/sys/fs/cgroup/memory/{rel}/memory.limit_in_bytes"),
+        format!("/sys/fs/cgroup/{rel}/memory.max"),
+    ]
+    .into_iter()
+    .find(|p| std::path::Path::new(p).exists())
+    .expect("the container's memory cgroup file");
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap().trim(),
+        limit.to_string()
+    );
+    env.remove_pod(&pod.id).await.unwrap();
+}
+
 // ---------------------------------------------------------------------------------------
 // grpc-go
 // ---------------------------------------------------------------------------------------

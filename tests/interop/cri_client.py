@@ -5,11 +5,13 @@ hand-encoded protobuf bytes (no generated CRI stubs).
 
 Usage: cri_client.py SOCKET_PATH {default,path,localhost}
        cri_client.py SOCKET_PATH stats CONTAINER_ID
+       cri_client.py SOCKET_PATH update CONTAINER_ID MEMORY_BYTES
   default    grpcio's own :authority for a unix: target (since 1.57 the %-encoded path)
   path       the socket path itself, as grpc-go and grpc-java send it
   localhost  what newer kubelets send
   stats      ListContainerStats filtered by CONTAINER_ID: prints the figures of the one
              container answered
+  update     UpdateContainerResources of CONTAINER_ID to a memory limit of MEMORY_BYTES
 
 Run by tests/interop.rs with the venv hack/setup makes. Prints one line per call and
 "all ok"; exits 1 with the reason otherwise.
@@ -96,12 +98,37 @@ def container_stats(channel, container_id):
     )
 
 
+def varint_field(number, value):
+    """One varint field (non-negative int64)."""
+    out = bytearray([number << 3])
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def update_resources(channel, container_id, memory_bytes):
+    """UpdateContainerResources{container_id, linux: {memory_limit_in_bytes}}."""
+    rpc = channel.unary_unary("/runtime.v1.RuntimeService/UpdateContainerResources")
+    linux = varint_field(4, memory_bytes)
+    request = length_delimited(1, container_id.encode()) + length_delimited(2, linux)
+    try:
+        rpc(request, timeout=30)
+    except grpc.RpcError as e:
+        sys.exit(f"cri_client.py: UpdateContainerResources: {e.code()}: {e.details()}")
+    print(f"UpdateContainerResources ok id={container_id} memory={memory_bytes}")
+
+
 def main():
     modes = ("default", "path", "localhost")
-    if len(sys.argv) == 4 and sys.argv[2] == "stats":
+    if len(sys.argv) in (4, 5) and sys.argv[2] in ("stats", "update"):
         with grpc.insecure_channel("unix:" + sys.argv[1]) as channel:
             grpc.channel_ready_future(channel).result(timeout=30)
-            container_stats(channel, sys.argv[3])
+            if sys.argv[2] == "stats":
+                container_stats(channel, sys.argv[3])
+            else:
+                update_resources(channel, sys.argv[3], int(sys.argv[4]))
         print("all ok")
         return
     if len(sys.argv) != 3 or sys.argv[2] not in modes:
