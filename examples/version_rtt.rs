@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use k8s_cri::v1::VersionRequest;
-use proxrt::client::bench::Report;
+use proxrt::client::bench_report::Report;
 
 const WARM_UP: usize = 100;
 

@@ -15,14 +15,16 @@ use proxrt::config::{self, Config};
     about = "Kubernetes CRI runtime for Proxmox VE hosts"
 )]
 struct Cli {
-    /// CRI endpoint of the daemon the client commands talk to.
+    /// CRI endpoint of the daemon the client commands talk to (`bench` takes two, to
+    /// compare them).
     #[arg(
         long,
         global = true,
         env = "PROXRT_ENDPOINT",
-        default_value = "unix:///run/proxrt/proxrt.sock"
+        default_value = "unix:///run/proxrt/proxrt.sock",
+        action = clap::ArgAction::Append
     )]
-    endpoint: String,
+    endpoint: Vec<String>,
     /// Seconds a client command waits for the daemon's answer (default 600); for `exec`,
     /// the command's own timeout (default none).
     #[arg(long, global = true)]
@@ -231,7 +233,8 @@ enum Command {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
-    /// Time CRI calls against the endpoint (any CRI runtime): median, p99, min, max.
+    /// Time CRI calls against one endpoint, or two interleaved (any CRI runtime):
+    /// median, p90, p99, max, throughput, and B/A ratios.
     Bench(client::BenchArgs),
     /// Explain which backend a pod with one container of IMAGE would get, and why.
     ///
@@ -440,7 +443,7 @@ fn init_logging(flag: Option<&str>, configured: &str) {
         .init();
 }
 
-fn run_client(endpoint: &str, timeout: Option<u64>, command: Command) -> ExitCode {
+fn run_client(endpoints: &[String], timeout: Option<u64>, command: Command) -> ExitCode {
     // For exec, --timeout is the command's: the answer may come that much later.
     let rpc_timeout = match (&command, timeout) {
         (Command::Exec { .. }, Some(t)) => Duration::from_secs(t.saturating_add(30)),
@@ -459,6 +462,17 @@ fn run_client(endpoint: &str, timeout: Option<u64>, command: Command) -> ExitCod
         }
     };
     let result: Result<(), ClientError> = runtime.block_on(async {
+        let endpoint = match (endpoints, &command) {
+            (_, Command::Bench(args)) => {
+                return client::bench::run(endpoints, rpc_timeout, args).await
+            }
+            ([endpoint], _) => endpoint,
+            _ => {
+                return Err(ClientError::Usage(
+                    "only `bench` takes more than one --endpoint".into(),
+                ))
+            }
+        };
         let mut cri = client::connect(endpoint, rpc_timeout).await?;
         match command {
             Command::Version => client::version(&mut cri).await,
@@ -587,14 +601,15 @@ fn run_client(endpoint: &str, timeout: Option<u64>, command: Command) -> ExitCod
                     client::exec(&mut cri, &id, &command, timeout.unwrap_or(0) as i64).await?;
                 std::process::exit(code.clamp(0, 255));
             }
-            Command::Bench(args) => client::bench::run(&mut cri, &args).await,
-            Command::Serve(_) | Command::Config(_) | Command::Select(_) => {
+            Command::Serve(_) | Command::Config(_) | Command::Select(_) | Command::Bench(_) => {
                 unreachable!("handled before connecting")
             }
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The shell's code for a command ended by SIGINT.
+        Err(ClientError::Interrupted) => ExitCode::from(130),
         Err(e) => {
             eprintln!("proxrt: {e}");
             ExitCode::FAILURE

@@ -106,7 +106,9 @@ async fn pull_image_codes() {
     );
 
     // Repaired, the same pull works.
-    let id = pull(&mut cri, &image.name).await.expect("pull once repaired");
+    let id = pull(&mut cri, &image.name)
+        .await
+        .expect("pull once repaired");
     assert_eq!(id, image.id);
 }
 

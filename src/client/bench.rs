@@ -1,27 +1,33 @@
-//! `proxrt bench`: times CRI calls against any CRI endpoint (proxrt, containerd,
-//! CRI-O) and prints, per call, how many were timed and their median, p99, min and
-//! max in milliseconds.
+//! `proxrt bench`: times CRI calls against one or two CRI endpoints (proxrt, containerd,
+//! CRI-O) and prints, per call, how many were timed and their median, p90, p99 and max
+//! in milliseconds, with the run's throughput.
 //!
-//! One async function per workload (`images` today; pods and containers fit the same
-//! shape) records each timed call in a `Report` under the RPC's name; setup and
-//! cleanup calls are made but not timed.
+//! With two `--endpoint`s the rounds alternate A, B, A, B, so that noise on a shared
+//! machine hits both alike, and a comparison of medians (B/A) follows the two tables.
+//! One async function per workload (`images` here, `pods` in bench_pods.rs) records each
+//! timed call in a `Report` under the RPC's name; setup and cleanup calls are made but
+//! not timed. Ctrl-C stops after the calls in flight and cleans up (bench_pods.rs).
 
-use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::{IsTerminal as _, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_cri::v1::{
     ImageSpec, ImageStatusRequest, ListImagesRequest, PullImageRequest, RemoveImageRequest,
+    VersionRequest,
 };
 
+use super::bench_report::{median_ratios, print_comparison, Report};
 use super::{ClientError, Cri};
 
-/// `proxrt bench [--json] WORKLOAD`
+/// `proxrt bench [--json FILE] WORKLOAD`
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
-    /// Print the results as JSON instead of a table.
-    #[arg(long, global = true)]
-    pub json: bool,
+    /// Also write the results as JSON to FILE ("-": print only JSON, on stdout).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub json: Option<PathBuf>,
     #[command(subcommand)]
     pub workload: Workload,
 }
@@ -38,291 +44,348 @@ pub enum Workload {
         #[arg(short = 'n', long = "rounds", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
         n: u32,
     },
-    /// Per round: a pod and a container from nothing to running, each lifecycle call
-    /// timed (RunPodSandbox … RemovePodSandbox, ExecSync `true`); see bench_pods.rs.
+    /// Per pod: a pod and a container from nothing to running, each lifecycle call
+    /// timed (RunPodSandbox … RemovePodSandbox, ContainerStatus, ListContainers,
+    /// ExecSync `true`); see bench_pods.rs.
     Pods {
         /// The container image; must already be present (pull or import it first).
         #[arg(long)]
         image: String,
-        /// Rounds.
-        #[arg(short = 'n', long = "rounds", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+        /// Pods measured on each endpoint.
+        #[arg(short = 'n', long = "pods", visible_alias = "rounds", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
         n: u32,
-        /// Idle containers (one pod each) to start before timing.
+        /// Idle containers (one pod each) started on each endpoint before timing, and
+        /// kept running while measuring.
         #[arg(long, default_value_t = 0)]
         live: u32,
+        /// Pod lifecycles run at once.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
+        parallel: u32,
+        /// Pods in the host's network namespace (hostNetwork: no CNI on any runtime).
+        #[arg(long)]
+        host_network: bool,
     },
 }
 
-/// Runs the workload `args` names against `cri` and prints its report.
-pub async fn run(cri: &mut Cri, args: &BenchArgs) -> Result<(), ClientError> {
-    let (report, about) = match &args.workload {
-        Workload::Images { image, n } => (
-            images(cri, image, *n as usize).await?,
-            format!("image {image}"),
-        ),
-        Workload::Pods { image, n, live } => (
-            super::bench_pods::pods(cri, image, *n as usize, *live as usize).await?,
-            format!("pods: image {image}, {n} rounds, {live} live containers"),
-        ),
-    };
-    let mut out = std::io::stdout().lock();
-    let written = if args.json {
-        let mut value = report.to_json();
-        value["workload"] = serde_json::Value::String(about);
-        writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&value).unwrap_or_default()
-        )
-    } else {
-        writeln!(out, "# {about}").and_then(|_| report.print_table(&mut out))
-    };
-    written.map_err(|e| ClientError::Usage(format!("write report: {e}")))
+/// One endpoint under test.
+pub struct Target {
+    pub endpoint: String,
+    /// `RuntimeName RuntimeVersion` from its Version answer.
+    pub runtime: String,
+    pub cri: Cri,
 }
 
-/// The images workload: what kubelet's image manager and image GC call.
-pub async fn images(cri: &mut Cri, image: &str, n: usize) -> Result<Report, ClientError> {
+/// What one endpoint's run measured.
+pub struct Measured {
+    pub report: Report,
+    /// Wall time of the timed part on this endpoint (its rounds only).
+    pub wall: Duration,
+    /// Units of work done in `wall` (pods, pulls): the throughput's numerator.
+    pub units: usize,
+}
+
+/// Set by Ctrl-C: the workloads stop starting work and clean up.
+#[derive(Clone, Default)]
+pub struct Stop(Arc<AtomicBool>);
+
+impl Stop {
+    /// A flag set by the first Ctrl-C; a second one ends the process at once (exit 130,
+    /// no cleanup).
+    fn on_ctrl_c() -> Stop {
+        let stop = Stop::default();
+        let flag = stop.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!(
+                    "\nproxrt: bench interrupted: finishing the calls in flight, then cleaning up (Ctrl-C again to quit now)"
+                );
+                flag.0.store(true, Ordering::SeqCst);
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(130);
+                }
+            }
+        });
+        stop
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    /// `Err(Interrupted)` once Ctrl-C was pressed.
+    pub fn check(&self) -> Result<(), ClientError> {
+        match self.is_set() {
+            true => Err(ClientError::Interrupted),
+            false => Ok(()),
+        }
+    }
+}
+
+/// `done/total` on stderr, rewritten in place, only when stderr is a terminal.
+pub struct Progress {
+    what: String,
+    total: usize,
+    done: usize,
+    on: bool,
+}
+
+impl Progress {
+    pub fn new(what: impl Into<String>, total: usize) -> Progress {
+        Progress {
+            what: what.into(),
+            total,
+            done: 0,
+            on: std::io::stderr().is_terminal(),
+        }
+    }
+
+    pub fn advance(&mut self, by: usize) {
+        self.done += by;
+        if self.on {
+            eprint!("\r{} {}/{}   ", self.what, self.done, self.total);
+        }
+    }
+
+    pub fn finish(&mut self) {
+        if self.on {
+            eprint!("\r{:width$}\r", "", width = self.what.len() + 24);
+        }
+    }
+}
+
+/// Connects to every endpoint, runs the workload `args` names (interleaved across the
+/// endpoints) and prints its report.
+pub async fn run(
+    endpoints: &[String],
+    rpc_timeout: Duration,
+    args: &BenchArgs,
+) -> Result<(), ClientError> {
+    if endpoints.is_empty() || endpoints.len() > 2 {
+        return Err(ClientError::Usage(format!(
+            "bench compares one or two endpoints, got {} --endpoint",
+            endpoints.len()
+        )));
+    }
+    let mut targets = Vec::new();
+    for endpoint in endpoints {
+        let mut cri = super::connect(endpoint, rpc_timeout).await?;
+        let v = cri
+            .runtime
+            .version(VersionRequest {
+                version: "v1".into(),
+            })
+            .await
+            .map_err(|s| ClientError::rpc("Version", s))?
+            .into_inner();
+        targets.push(Target {
+            endpoint: endpoint.clone(),
+            runtime: format!("{} {}", v.runtime_name, v.runtime_version),
+            cri,
+        });
+    }
+    let stop = Stop::on_ctrl_c();
+    let (about, unit, results) = match &args.workload {
+        Workload::Images { image, n } => (
+            serde_json::json!({"workload": "images", "image": image, "rounds": n}),
+            "pulls",
+            images(&mut targets, image, *n as usize, &stop).await?,
+        ),
+        Workload::Pods {
+            image,
+            n,
+            live,
+            parallel,
+            host_network,
+        } => (
+            serde_json::json!({
+                "workload": "pods", "image": image, "pods": n, "live": live,
+                "parallel": parallel, "host_network": host_network,
+            }),
+            "pods",
+            super::bench_pods::pods(
+                &targets,
+                &super::bench_pods::PodsArgs {
+                    image: image.clone(),
+                    pods: *n as usize,
+                    live: *live as usize,
+                    parallel: *parallel as usize,
+                    host_network: *host_network,
+                },
+                &stop,
+            )
+            .await?,
+        ),
+    };
+    let json = to_json(about.clone(), unit, &targets, &results);
+    let write_err = |e: std::io::Error| ClientError::Usage(format!("write report: {e}"));
+    match &args.json {
+        Some(path) if path.as_os_str() == "-" => {
+            let text = serde_json::to_string_pretty(&json).unwrap_or_default();
+            return writeln!(std::io::stdout().lock(), "{text}").map_err(write_err);
+        }
+        Some(path) => {
+            let text = serde_json::to_string_pretty(&json).unwrap_or_default() + "\n";
+            std::fs::write(path, text).map_err(|e| {
+                ClientError::Usage(format!("write JSON report {}: {e}", path.display()))
+            })?;
+        }
+        None => {}
+    }
+    print_tables(
+        &about,
+        unit,
+        &targets,
+        &results,
+        &mut std::io::stdout().lock(),
+    )
+    .map_err(write_err)
+}
+
+fn throughput(m: &Measured) -> f64 {
+    match m.wall.as_secs_f64() {
+        w if w > 0.0 => m.units as f64 / w,
+        _ => 0.0,
+    }
+}
+
+fn label(i: usize) -> &'static str {
+    ["A", "B"].get(i).copied().unwrap_or("?")
+}
+
+fn print_tables(
+    about: &serde_json::Value,
+    unit: &str,
+    targets: &[Target],
+    results: &[Measured],
+    out: &mut impl Write,
+) -> std::io::Result<()> {
+    writeln!(out, "# {about}")?;
+    for (i, (t, m)) in targets.iter().zip(results).enumerate() {
+        writeln!(out, "\n## {} = {} ({})", label(i), t.endpoint, t.runtime)?;
+        m.report.print_table(out)?;
+        writeln!(
+            out,
+            "throughput: {:.1} {unit}/s ({} in {:.2} s)",
+            throughput(m),
+            m.units,
+            m.wall.as_secs_f64()
+        )?;
+    }
+    if let [a, b] = results {
+        writeln!(out, "\n## B/A (medians, ms)")?;
+        print_comparison(&a.report, &b.report, out)?;
+    }
+    Ok(())
+}
+
+/// `{"workload", ..., "unit": "ms", "endpoints": [{"endpoint", "runtime", "throughput",
+/// "wall_secs", "units", "ops": [...]}], "ratios": [{"op", "median_b_over_a"}]}`
+fn to_json(
+    mut about: serde_json::Value,
+    unit: &str,
+    targets: &[Target],
+    results: &[Measured],
+) -> serde_json::Value {
+    let endpoints: Vec<serde_json::Value> = targets
+        .iter()
+        .zip(results)
+        .map(|(t, m)| {
+            serde_json::json!({
+                "endpoint": t.endpoint,
+                "runtime": t.runtime,
+                "units": m.units,
+                "wall_secs": m.wall.as_secs_f64(),
+                "throughput": throughput(m),
+                "ops": m.report.to_json(),
+            })
+        })
+        .collect();
+    about["unit"] = "ms".into();
+    about["throughput_unit"] = format!("{unit}/s").into();
+    about["endpoints"] = endpoints.into();
+    if let [a, b] = results {
+        about["ratios"] = median_ratios(&a.report, &b.report)
+            .into_iter()
+            .map(|(op, r)| serde_json::json!({"op": op, "median_b_over_a": r}))
+            .collect::<Vec<_>>()
+            .into();
+    }
+    about
+}
+
+/// The images workload, what kubelet's image manager and image GC call, interleaved
+/// across the endpoints call by call.
+async fn images(
+    targets: &mut [Target],
+    image: &str,
+    n: usize,
+    stop: &Stop,
+) -> Result<Vec<Measured>, ClientError> {
     let spec = || {
         Some(ImageSpec {
             image: image.to_owned(),
             ..Default::default()
         })
     };
-    let mut report = Report::default();
+    let mut results: Vec<Measured> = targets
+        .iter()
+        .map(|_| Measured {
+            report: Report::default(),
+            wall: Duration::ZERO,
+            units: 0,
+        })
+        .collect();
+    let mut progress = Progress::new("bench images: pulls", n * targets.len());
     for _ in 0..n {
-        // Removing an image that is not there succeeds (CRI), so the first round is alike.
-        cri.images
-            .remove_image(RemoveImageRequest { image: spec() })
-            .await
-            .map_err(|s| ClientError::rpc("RemoveImage", s))?;
-        let req = PullImageRequest {
-            image: spec(),
-            auth: None,
-            sandbox_config: None,
-        };
-        report
-            .time("PullImage", cri.images.pull_image(req))
-            .await
-            .map_err(|s| ClientError::rpc("PullImage", s))?;
+        for (t, m) in targets.iter_mut().zip(results.iter_mut()) {
+            stop.check()?;
+            // Removing an image that is not there succeeds (CRI), so the first round is alike.
+            t.cri
+                .images
+                .remove_image(RemoveImageRequest { image: spec() })
+                .await
+                .map_err(|s| ClientError::rpc("RemoveImage", s))?;
+            let req = PullImageRequest {
+                image: spec(),
+                auth: None,
+                sandbox_config: None,
+            };
+            let started = Instant::now();
+            m.report
+                .time("PullImage", t.cri.images.pull_image(req))
+                .await
+                .map_err(|s| ClientError::rpc("PullImage", s))?;
+            m.wall += started.elapsed();
+            m.units += 1;
+            progress.advance(1);
+        }
     }
+    progress.finish();
     for _ in 0..n {
-        let req = ImageStatusRequest {
-            image: spec(),
-            verbose: false,
-        };
-        let status = report
-            .time("ImageStatus", cri.images.image_status(req))
-            .await
-            .map_err(|s| ClientError::rpc("ImageStatus", s))?;
-        if status.into_inner().image.is_none() {
-            return Err(ClientError::Usage(format!(
-                "ImageStatus: {image} is gone right after its pull"
-            )));
+        for (t, m) in targets.iter_mut().zip(results.iter_mut()) {
+            let req = ImageStatusRequest {
+                image: spec(),
+                verbose: false,
+            };
+            let status = m
+                .report
+                .time("ImageStatus", t.cri.images.image_status(req))
+                .await
+                .map_err(|s| ClientError::rpc("ImageStatus", s))?;
+            if status.into_inner().image.is_none() {
+                return Err(ClientError::Usage(format!(
+                    "ImageStatus: {image} is gone from {} right after its pull",
+                    t.endpoint
+                )));
+            }
+            m.report
+                .time(
+                    "ListImages",
+                    t.cri.images.list_images(ListImagesRequest { filter: None }),
+                )
+                .await
+                .map_err(|s| ClientError::rpc("ListImages", s))?;
         }
     }
-    for _ in 0..n {
-        report
-            .time(
-                "ListImages",
-                cri.images.list_images(ListImagesRequest { filter: None }),
-            )
-            .await
-            .map_err(|s| ClientError::rpc("ListImages", s))?;
-    }
-    Ok(report)
-}
-
-/// Durations of one operation.
-#[derive(Debug, Clone, Default)]
-pub struct Samples {
-    durations: Vec<Duration>,
-}
-
-impl Samples {
-    pub fn add(&mut self, d: Duration) {
-        self.durations.push(d);
-    }
-
-    pub fn len(&self) -> usize {
-        self.durations.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.durations.is_empty()
-    }
-
-    fn sorted(&self) -> Vec<Duration> {
-        let mut v = self.durations.clone();
-        v.sort_unstable();
-        v
-    }
-
-    /// The middle value; the mean of the two middle values for an even count.
-    pub fn median(&self) -> Duration {
-        let v = self.sorted();
-        match v.len() {
-            0 => Duration::ZERO,
-            n if n % 2 == 1 => v[n / 2],
-            n => (v[n / 2 - 1] + v[n / 2]) / 2,
-        }
-    }
-
-    /// The nearest-rank percentile: the smallest sample with at least `p` percent of
-    /// the samples at or below it. With fewer than 100 samples p99 is the maximum.
-    pub fn percentile(&self, p: f64) -> Duration {
-        let v = self.sorted();
-        if v.is_empty() {
-            return Duration::ZERO;
-        }
-        let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
-        v[rank.clamp(1, v.len()) - 1]
-    }
-
-    pub fn p99(&self) -> Duration {
-        self.percentile(99.0)
-    }
-
-    pub fn min(&self) -> Duration {
-        self.durations.iter().min().copied().unwrap_or_default()
-    }
-
-    pub fn max(&self) -> Duration {
-        self.durations.iter().max().copied().unwrap_or_default()
-    }
-}
-
-/// Samples per operation, printed in the order the operations were first timed.
-#[derive(Debug, Default)]
-pub struct Report {
-    order: Vec<String>,
-    ops: BTreeMap<String, Samples>,
-}
-
-impl Report {
-    /// The samples of `op`, created empty on first use.
-    pub fn samples(&mut self, op: &str) -> &mut Samples {
-        if !self.ops.contains_key(op) {
-            self.order.push(op.to_owned());
-        }
-        self.ops.entry(op.to_owned()).or_default()
-    }
-
-    /// Awaits `call`, adding its wall time to `op` whether it succeeds or not.
-    pub async fn time<T>(&mut self, op: &str, call: impl std::future::Future<Output = T>) -> T {
-        let started = Instant::now();
-        let out = call.await;
-        self.samples(op).add(started.elapsed());
-        out
-    }
-
-    /// `op  n  median  p99  min  max`, times in milliseconds.
-    pub fn print_table(&self, out: &mut impl Write) -> std::io::Result<()> {
-        let width = self.order.iter().map(String::len).max().unwrap_or(2).max(2);
-        writeln!(
-            out,
-            "{:<width$}  {:>5}  {:>9}  {:>9}  {:>9}  {:>9}",
-            "op", "n", "median", "p99", "min", "max"
-        )?;
-        for op in &self.order {
-            let s = &self.ops[op];
-            writeln!(
-                out,
-                "{op:<width$}  {:>5}  {:>9.3}  {:>9.3}  {:>9.3}  {:>9.3}",
-                s.len(),
-                ms(s.median()),
-                ms(s.p99()),
-                ms(s.min()),
-                ms(s.max())
-            )?;
-        }
-        Ok(())
-    }
-
-    /// `{"unit": "ms", "ops": [{"op", "n", "median", "p99", "min", "max"}, ...]}`
-    pub fn to_json(&self) -> serde_json::Value {
-        let ops: Vec<serde_json::Value> = self
-            .order
-            .iter()
-            .map(|op| {
-                let s = &self.ops[op];
-                serde_json::json!({
-                    "op": op,
-                    "n": s.len(),
-                    "median": ms(s.median()),
-                    "p99": ms(s.p99()),
-                    "min": ms(s.min()),
-                    "max": ms(s.max()),
-                })
-            })
-            .collect();
-        serde_json::json!({ "unit": "ms", "ops": ops })
-    }
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn samples(ms: &[u64]) -> Samples {
-        let mut s = Samples::default();
-        for &m in ms {
-            s.add(Duration::from_millis(m));
-        }
-        s
-    }
-
-    #[test]
-    fn median_of_odd_and_even_counts() {
-        assert_eq!(samples(&[5, 1, 3]).median(), Duration::from_millis(3));
-        assert_eq!(samples(&[4, 1, 3, 2]).median(), Duration::from_micros(2500));
-        assert_eq!(samples(&[]).median(), Duration::ZERO);
-    }
-
-    #[test]
-    fn p99_is_nearest_rank() {
-        // 1..=200: rank ceil(0.99 * 200) = 198.
-        let s = samples(&(1..=200).rev().collect::<Vec<_>>());
-        assert_eq!(s.p99(), Duration::from_millis(198));
-        assert_eq!(s.percentile(50.0), Duration::from_millis(100));
-        assert_eq!(s.percentile(0.0), Duration::from_millis(1));
-        // Fewer than 100 samples: p99 is the maximum.
-        assert_eq!(samples(&[7, 9, 8]).p99(), Duration::from_millis(9));
-        assert_eq!(
-            (s.min(), s.max()),
-            (Duration::from_millis(1), Duration::from_millis(200))
-        );
-    }
-
-    #[test]
-    fn table_and_json_keep_first_timed_order() {
-        let mut r = Report::default();
-        r.samples("PullImage").add(Duration::from_millis(12));
-        r.samples("ImageStatus").add(Duration::from_micros(250));
-        r.samples("PullImage").add(Duration::from_millis(14));
-        let mut out = Vec::new();
-        r.print_table(&mut out).unwrap();
-        let text = String::from_utf8(out).unwrap();
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 3);
-        assert!(
-            lines[0].starts_with("op ") && lines[0].ends_with("max"),
-            "{text}"
-        );
-        assert!(
-            lines[1].starts_with("PullImage") && lines[1].contains("13.000"),
-            "{text}"
-        );
-        assert!(
-            lines[2].starts_with("ImageStatus") && lines[2].contains("0.250"),
-            "{text}"
-        );
-        let json = r.to_json();
-        assert_eq!(json["ops"][0]["op"], "PullImage");
-        assert_eq!(json["ops"][0]["n"], 2);
-        assert_eq!(json["ops"][1]["max"], 0.25);
-    }
+    Ok(results)
 }

@@ -1,13 +1,16 @@
 //! `proxrt bench pods`: the pod and container lifecycle kubelet drives, each CRI call
-//! timed, against any CRI endpoint.
+//! timed, against one or two CRI endpoints.
 //!
-//! Per round: RunPodSandbox, CreateContainer, StartContainer (and their sum, "pod +
+//! Per pod: RunPodSandbox, CreateContainer, StartContainer (and their sum, "pod +
 //! container to running"), ContainerStatus, ListContainers, ExecSync `true`,
-//! StopContainer, RemoveContainer, StopPodSandbox, RemovePodSandbox. One untimed round
+//! StopContainer, RemoveContainer, StopPodSandbox, RemovePodSandbox. One untimed pod
 //! first warms caches (the image's snapshots, the daemon's first-use paths). With
-//! `live`, that many idle containers (one pod each) are started before timing, to
-//! show whether latency stays flat as the node fills up. Everything the benchmark made
-//! is removed at the end, also after an error.
+//! `live`, that many idle containers (one pod each) are started on each endpoint before
+//! timing and kept running, to show whether latency stays flat as the node fills up.
+//! `parallel` lifecycles run at once; with two endpoints each batch runs on A, then on
+//! B. Every pod carries the label `proxrt.io/bench-run=<run>`; at the end, after an
+//! error and after Ctrl-C, the pods with this run's label are listed and removed, so
+//! a pod whose RunPodSandbox was in flight is found too.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -16,12 +19,14 @@ use k8s_cri::v1::{
     ContainerConfig, ContainerMetadata, ContainerStatusRequest, CreateContainerRequest,
     ExecSyncRequest, ImageSpec, ImageStatusRequest, LinuxContainerConfig,
     LinuxContainerSecurityContext, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
-    ListContainersRequest, NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata,
-    RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
-    StopContainerRequest, StopPodSandboxRequest,
+    ListContainersRequest, ListPodSandboxRequest, NamespaceMode, NamespaceOption, PodSandboxConfig,
+    PodSandboxFilter, PodSandboxMetadata, RemoveContainerRequest, RemovePodSandboxRequest,
+    RunPodSandboxRequest, StartContainerRequest, StopContainerRequest, StopPodSandboxRequest,
 };
+use tokio::task::JoinSet;
 
-use super::bench::Report;
+use super::bench::{Measured, Progress, Stop, Target};
+use super::bench_report::Report;
 use super::{ClientError, Cri};
 
 /// The container under test: exits 0 on SIGTERM at once. A pid 1 without a handler
@@ -32,79 +37,198 @@ const SCRIPT: &str = "trap 'exit 0' TERM; sleep 3600 & wait";
 const STOP_TIMEOUT: i64 = 2;
 /// The time from nothing to a running container, as a row of the report.
 pub const POD_TO_RUNNING: &str = "pod+container to running";
+/// The label every pod of a run carries: what the cleanup lists.
+pub const RUN_LABEL: &str = "proxrt.io/bench-run";
 
-/// Runs the workload; `image` must already be present on the endpoint.
+pub struct PodsArgs {
+    pub image: String,
+    /// Pods measured per endpoint.
+    pub pods: usize,
+    /// Idle containers kept running on each endpoint while measuring.
+    pub live: usize,
+    /// Lifecycles at once.
+    pub parallel: usize,
+    /// Pods in the host's network namespace (no CNI).
+    pub host_network: bool,
+}
+
+/// Runs the workload on every target; `image` must already be present on each.
 pub async fn pods(
-    cri: &mut Cri,
-    image: &str,
-    rounds: usize,
-    live: usize,
-) -> Result<Report, ClientError> {
-    let present = cri
-        .images
-        .image_status(ImageStatusRequest {
-            image: Some(ImageSpec {
-                image: image.to_owned(),
-                ..Default::default()
-            }),
-            verbose: false,
+    targets: &[Target],
+    args: &PodsArgs,
+    stop: &Stop,
+) -> Result<Vec<Measured>, ClientError> {
+    let run = crate::store::random_hex(4);
+    let logs = std::env::temp_dir().join(format!("proxrt-bench-{run}"));
+    let benches: Vec<Bench> = targets
+        .iter()
+        .map(|t| Bench {
+            cri: t.cri.clone(),
+            endpoint: t.endpoint.clone(),
+            image: args.image.clone(),
+            run: run.clone(),
+            logs: logs.clone(),
+            host_network: args.host_network,
         })
-        .await
-        .map_err(|s| ClientError::rpc("ImageStatus", s))?
-        .into_inner()
-        .image
-        .is_some();
-    if !present {
-        return Err(ClientError::Usage(format!(
-            "image {image} is not present on the endpoint: pull or import it first"
-        )));
+        .collect();
+    let result = measure(&benches, args, stop).await;
+    let mut removed = 0;
+    for b in &benches {
+        removed += b.clean_up().await;
     }
-    let mut bench = Bench {
-        cri: cri.clone(),
-        image: image.to_owned(),
-        run: crate::store::random_hex(4),
-        logs: std::env::temp_dir().join(format!("proxrt-bench-{}", crate::store::random_hex(6))),
-        pods: Vec::new(),
-    };
-    let result = bench.measure(rounds, live).await;
-    bench.clean_up().await;
+    let _ = std::fs::remove_dir_all(&logs);
+    if matches!(result, Err(ClientError::Interrupted)) {
+        eprintln!("proxrt: bench interrupted: removed the {removed} pod(s) it had made");
+    }
     result
 }
 
+async fn measure(
+    benches: &[Bench],
+    args: &PodsArgs,
+    stop: &Stop,
+) -> Result<Vec<Measured>, ClientError> {
+    for b in benches {
+        b.check_image().await?;
+    }
+    let batches = |total: usize| {
+        (0..total)
+            .step_by(args.parallel)
+            .map(move |first| first..(first + args.parallel).min(total))
+    };
+    let mut progress = Progress::new("bench pods: live containers", args.live * benches.len());
+    for b in benches {
+        for batch in batches(args.live) {
+            stop.check()?;
+            let n = batch.len();
+            b.batch(
+                batch.map(|i| format!("live-{i}")).collect(),
+                Round::KeepRunning,
+            )
+            .await?;
+            progress.advance(n);
+        }
+    }
+    progress.finish();
+    for b in benches {
+        stop.check()?;
+        b.batch(vec!["warmup".into()], Round::Full).await?;
+    }
+    let mut results: Vec<Measured> = benches
+        .iter()
+        .map(|_| Measured {
+            report: Report::default(),
+            wall: std::time::Duration::ZERO,
+            units: 0,
+        })
+        .collect();
+    let mut progress = Progress::new("bench pods: pods", args.pods * benches.len());
+    for batch in batches(args.pods) {
+        for (b, m) in benches.iter().zip(results.iter_mut()) {
+            stop.check()?;
+            let n = batch.len();
+            let started = Instant::now();
+            let report = b
+                .batch(
+                    batch.clone().map(|i| format!("p{i}")).collect(),
+                    Round::Full,
+                )
+                .await?;
+            m.wall += started.elapsed();
+            m.report.merge(report);
+            m.units += n;
+            progress.advance(n);
+        }
+    }
+    progress.finish();
+    Ok(results)
+}
+
+/// What a lifecycle does once its container runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Round {
+    /// The whole lifecycle down to RemovePodSandbox, timed.
+    Full,
+    /// Leave it running (a live container), untimed.
+    KeepRunning,
+}
+
+#[derive(Clone)]
 struct Bench {
     cri: Cri,
+    endpoint: String,
     image: String,
-    /// Distinguishes this run's pod names from another run's on the same endpoint.
+    /// Distinguishes this run's pods from another run's on the same endpoint.
     run: String,
     /// Pods' log directories live under it; removed at the end.
     logs: PathBuf,
-    /// Every pod made and not yet removed: the cleanup list.
-    pods: Vec<String>,
+    host_network: bool,
 }
 
 impl Bench {
-    async fn measure(&mut self, rounds: usize, live: usize) -> Result<Report, ClientError> {
-        for i in 0..live {
-            let (pod, config) = self
-                .run_pod(&mut Report::default(), &format!("live-{i}"))
-                .await?;
-            let id = self.create(&mut Report::default(), &pod, &config).await?;
-            self.start(&mut Report::default(), &id).await?;
+    async fn check_image(&self) -> Result<(), ClientError> {
+        let present = self
+            .cri
+            .clone()
+            .images
+            .image_status(ImageStatusRequest {
+                image: Some(ImageSpec {
+                    image: self.image.clone(),
+                    ..Default::default()
+                }),
+                verbose: false,
+            })
+            .await
+            .map_err(|s| ClientError::rpc("ImageStatus", s))?
+            .into_inner()
+            .image
+            .is_some();
+        match present {
+            true => Ok(()),
+            false => Err(ClientError::Usage(format!(
+                "image {} is not present on {}: pull or import it first",
+                self.image, self.endpoint
+            ))),
         }
-        self.round(&mut Report::default(), "warmup").await?;
-        let mut report = Report::default();
-        for i in 0..rounds {
-            self.round(&mut report, &format!("round-{i}")).await?;
-        }
-        Ok(report)
     }
 
-    async fn round(&mut self, report: &mut Report, name: &str) -> Result<(), ClientError> {
+    /// The lifecycles named `names`, all at once; their reports merged.
+    async fn batch(&self, names: Vec<String>, round: Round) -> Result<Report, ClientError> {
+        let mut set = JoinSet::new();
+        for name in names {
+            let bench = self.clone();
+            set.spawn(async move { bench.lifecycle(&name, round).await });
+        }
+        let mut report = Report::default();
+        let mut first_error = None;
+        while let Some(done) = set.join_next().await {
+            match done {
+                Ok(Ok(r)) => report.merge(r),
+                Ok(Err(e)) => {
+                    first_error.get_or_insert(e);
+                }
+                Err(e) => {
+                    first_error
+                        .get_or_insert(ClientError::Usage(format!("bench worker failed: {e}")));
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(report),
+        }
+    }
+
+    async fn lifecycle(mut self, name: &str, round: Round) -> Result<Report, ClientError> {
+        let mut report = Report::default();
         let started = Instant::now();
-        let (pod, config) = self.run_pod(report, name).await?;
-        let id = self.create(report, &pod, &config).await?;
-        self.start(report, &id).await?;
+        let (pod, config) = self.run_pod(&mut report, name).await?;
+        let id = self.create(&mut report, &pod, &config).await?;
+        self.start(&mut report, &id).await?;
         report.samples(POD_TO_RUNNING).add(started.elapsed());
+        if round == Round::KeepRunning {
+            return Ok(Report::default());
+        }
 
         let runtime = &mut self.cri.runtime;
         report
@@ -178,8 +302,7 @@ impl Bench {
             )
             .await
             .map_err(|s| ClientError::rpc("RemovePodSandbox", s))?;
-        self.pods.retain(|p| *p != pod);
-        Ok(())
+        Ok(report)
     }
 
     async fn run_pod(
@@ -188,7 +311,12 @@ impl Bench {
         name: &str,
     ) -> Result<(String, PodSandboxConfig), ClientError> {
         let name = format!("bench-{}-{name}", self.run);
-        let config = pod_config(&name, &self.logs);
+        let config = pod_config(&name, &self.run, &self.logs, self.host_network);
+        // kubelet makes the pod's and the container's log directories; runtimes
+        // (containerd among them) expect them.
+        let container_logs = Path::new(&config.log_directory).join("bench");
+        std::fs::create_dir_all(&container_logs)
+            .map_err(|e| ClientError::Usage(format!("create {}: {e}", container_logs.display())))?;
         let id = report
             .time(
                 "RunPodSandbox",
@@ -201,7 +329,6 @@ impl Bench {
             .map_err(|s| ClientError::rpc("RunPodSandbox", s))?
             .into_inner()
             .pod_sandbox_id;
-        self.pods.push(id.clone());
         Ok((id, config))
     }
 
@@ -235,38 +362,64 @@ impl Bench {
         Ok(())
     }
 
-    /// Removes every pod still listed (their containers go with them) and the logs.
-    async fn clean_up(&mut self) {
-        for pod in std::mem::take(&mut self.pods) {
-            let runtime = &mut self.cri.runtime;
+    /// Stops and removes every pod carrying this run's label (their containers go with
+    /// them); returns how many were removed.
+    async fn clean_up(&self) -> usize {
+        let mut runtime = self.cri.runtime.clone();
+        let filter = PodSandboxFilter {
+            label_selector: [(RUN_LABEL.to_owned(), self.run.clone())].into(),
+            ..Default::default()
+        };
+        let pods = match runtime
+            .list_pod_sandbox(ListPodSandboxRequest {
+                filter: Some(filter),
+            })
+            .await
+        {
+            Ok(r) => r.into_inner().items,
+            Err(s) => {
+                eprintln!(
+                    "proxrt: bench cleanup on {}: ListPodSandbox: {}",
+                    self.endpoint,
+                    s.message()
+                );
+                return 0;
+            }
+        };
+        let mut removed = 0;
+        for pod in pods {
+            let id = pod.id;
             if let Err(s) = runtime
                 .stop_pod_sandbox(StopPodSandboxRequest {
-                    pod_sandbox_id: pod.clone(),
+                    pod_sandbox_id: id.clone(),
                 })
                 .await
             {
                 eprintln!(
-                    "proxrt: bench cleanup: StopPodSandbox {pod}: {}",
+                    "proxrt: bench cleanup: StopPodSandbox {id}: {}",
                     s.message()
                 );
             }
-            if let Err(s) = runtime
+            match runtime
                 .remove_pod_sandbox(RemovePodSandboxRequest {
-                    pod_sandbox_id: pod.clone(),
+                    pod_sandbox_id: id.clone(),
                 })
                 .await
             {
-                eprintln!(
-                    "proxrt: bench cleanup: RemovePodSandbox {pod}: {}",
-                    s.message()
-                );
+                Ok(_) => removed += 1,
+                Err(s) => {
+                    eprintln!(
+                        "proxrt: bench cleanup: RemovePodSandbox {id}: {}",
+                        s.message()
+                    )
+                }
             }
         }
-        let _ = std::fs::remove_dir_all(&self.logs);
+        removed
     }
 }
 
-fn pod_config(name: &str, logs: &Path) -> PodSandboxConfig {
+fn pod_config(name: &str, run: &str, logs: &Path, host_network: bool) -> PodSandboxConfig {
     PodSandboxConfig {
         metadata: Some(PodSandboxMetadata {
             name: name.into(),
@@ -276,9 +429,10 @@ fn pod_config(name: &str, logs: &Path) -> PodSandboxConfig {
         }),
         hostname: name.into(),
         log_directory: logs.join(name).display().to_string(),
+        labels: [(RUN_LABEL.to_owned(), run.to_owned())].into(),
         linux: Some(LinuxPodSandboxConfig {
             security_context: Some(LinuxSandboxSecurityContext {
-                namespace_options: Some(namespaces()),
+                namespace_options: Some(namespaces(host_network)),
                 ..Default::default()
             }),
             ..Default::default()
@@ -287,10 +441,14 @@ fn pod_config(name: &str, logs: &Path) -> PodSandboxConfig {
     }
 }
 
-/// What kubelet asks for a pod without hostNetwork/hostPID/shareProcessNamespace.
-fn namespaces() -> NamespaceOption {
+/// What kubelet asks for a pod without hostPID/shareProcessNamespace, with or without
+/// hostNetwork.
+fn namespaces(host_network: bool) -> NamespaceOption {
     NamespaceOption {
-        network: NamespaceMode::Pod as i32,
+        network: match host_network {
+            true => NamespaceMode::Node,
+            false => NamespaceMode::Pod,
+        } as i32,
         pid: NamespaceMode::Container as i32,
         ipc: NamespaceMode::Pod as i32,
         ..Default::default()
@@ -312,7 +470,11 @@ fn container_config(image: &str, pod: &PodSandboxConfig) -> ContainerConfig {
         labels: pod.labels.clone(),
         linux: Some(LinuxContainerConfig {
             security_context: Some(LinuxContainerSecurityContext {
-                namespace_options: Some(namespaces()),
+                namespace_options: pod
+                    .linux
+                    .as_ref()
+                    .and_then(|l| l.security_context.as_ref())
+                    .and_then(|s| s.namespace_options.clone()),
                 ..Default::default()
             }),
             ..Default::default()

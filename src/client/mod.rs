@@ -5,6 +5,7 @@
 
 pub mod bench;
 mod bench_pods;
+pub mod bench_report;
 pub mod config_file;
 mod containers;
 mod images;
@@ -42,6 +43,8 @@ pub enum ClientError {
     Usage(String),
     #[error("runtime not ready: {reason}: {message}")]
     NotReady { reason: String, message: String },
+    #[error("interrupted")]
+    Interrupted,
 }
 
 impl ClientError {
