@@ -427,7 +427,12 @@ fn pod_config(name: &str, run: &str, logs: &Path, host_network: bool) -> PodSand
             uid: name.into(),
             attempt: 0,
         }),
-        hostname: name.into(),
+        // kubelet leaves the hostname empty for hostNetwork pods (runc refuses to set one
+        // without a private UTS namespace).
+        hostname: match host_network {
+            true => String::new(),
+            false => name.into(),
+        },
         log_directory: logs.join(name).display().to_string(),
         labels: [(RUN_LABEL.to_owned(), run.to_owned())].into(),
         linux: Some(LinuxPodSandboxConfig {
