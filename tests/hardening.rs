@@ -301,3 +301,65 @@ async fn a_container_whose_monitor_died_can_be_stopped_and_removed() {
     }
     env.remove_pod(&pod.id).await.unwrap();
 }
+
+/// Item 1: in a pod with `shareProcessNamespace: true` the holder is every container's
+/// `/proc/1`. A container with SYS_PTRACE used to read the host's root through
+/// `/proc/1/root` and the host's mount table in `/proc/1/mountinfo`, and the holder ran
+/// with every capability. Now its root is an empty read-only tmpfs in a mount namespace
+/// of its own, with no capabilities, no_new_privs and a seccomp filter.
+#[tokio::test]
+async fn the_pod_holder_gives_nothing_away_through_proc_1() {
+    let mut env = PodEnv::start().await;
+    let mut config = env.pod_config("holder-confined");
+    pod_security(&mut config)
+        .namespace_options
+        .get_or_insert_with(pod_namespaces)
+        .pid = NamespaceMode::Pod as i32;
+    let pod = env.run_pod(config.clone()).await;
+    let mut c = env.container_config(&pod, "peek", &["sleep", "3600"]);
+    let sc = security(&mut c);
+    sc.namespace_options.get_or_insert_with(pod_namespaces).pid = NamespaceMode::Pod as i32;
+    sc.capabilities = Some(k8s_cri::v1::Capability {
+        add_capabilities: vec!["SYS_PTRACE".into()],
+        ..Default::default()
+    });
+    let id = env.create_start(&pod, c).await;
+
+    let comm = env.exec_ok(&id, &["cat", "/proc/1/comm"]).await;
+    assert_eq!(comm.trim(), "proxrt-pause", "pid 1 is the holder");
+    let root = env.exec_ok(&id, &["ls", "-A", "/proc/1/root/"]).await;
+    assert_eq!(
+        root.trim(),
+        "",
+        "the holder's root is empty, not the host's"
+    );
+    let mounts = env.exec_ok(&id, &["cat", "/proc/1/mountinfo"]).await;
+    assert_eq!(
+        mounts.lines().count(),
+        1,
+        "one mount (its empty root), not the host's table:\n{mounts}"
+    );
+    assert!(
+        mounts.contains(" tmpfs ") && mounts.contains(" ro"),
+        "{mounts}"
+    );
+    let status = env.exec_ok(&id, &["cat", "/proc/1/status"]).await;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("{name} in /proc/1/status:\n{status}"))
+            .trim()
+            .to_owned()
+    };
+    for caps in ["CapInh:", "CapPrm:", "CapEff:", "CapBnd:", "CapAmb:"] {
+        assert_eq!(field(caps), "0000000000000000", "{caps}");
+    }
+    assert_eq!(field("NoNewPrivs:"), "1");
+    assert_eq!(field("Seccomp:"), "2", "a seccomp filter is loaded");
+
+    // Still the pod's init: it reaps, and stopping the pod ends it and its containers.
+    env.exec_ok(&id, &["sh", "-c", "sleep 0 & wait"]).await;
+    env.stop_pod(&pod.id).await.expect("stop pod");
+    env.remove_pod(&pod.id).await.expect("remove pod");
+}

@@ -33,6 +33,7 @@ mod crun;
 mod enter;
 mod exec;
 mod executor;
+mod holder_confine;
 mod oom;
 mod process;
 mod propagation;

@@ -196,6 +196,9 @@ fn setup(
     }
     unshare(flags).map_err(|e| internal("unshare namespaces", &e))?;
 
+    // The holder says on this pipe whether it confined itself ("ok" or the failure).
+    let (ready_r, ready_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| internal("pipe", &e))?;
     // Named before the fork so the holder carries its name from its first instant:
     // teardown recognizes holders by it.
     let _ = nix::sys::prctl::set_name(c"proxrt-pause");
@@ -203,12 +206,15 @@ fn setup(
     let holder = match unsafe { fork() }.map_err(|e| internal("fork holder", &e))? {
         ForkResult::Child => {
             let _ = nix::unistd::close(report_fd);
-            hold()
+            drop(ready_r);
+            hold(ready_w, &req.dir)
         }
         ForkResult::Parent { child } => child,
     };
+    drop(ready_w);
     let _ = nix::sys::prctl::set_name(c"proxrt-sandbox");
     rb.push("holder", move || kill_holder(holder));
+    holder_ready(ready_r).map_err(|e| internal("confine the pod holder", &e))?;
 
     if let (true, Some(h)) = (req.new_uts, &req.hostname) {
         nix::unistd::sethostname(h).map_err(|e| internal(&format!("set hostname {h:?}"), &e))?;
@@ -288,10 +294,11 @@ fn bind_ns(
     Ok(target)
 }
 
-/// The holder: sleeps until SIGTERM/SIGINT/SIGKILL, reaping children (it is pid 1 of the
-/// pod's pid namespace). Signals are blocked and taken with sigwait: blocked signals reach a
+/// The holder: confines itself (holder_confine.rs), says so on `ready`, then sleeps
+/// until SIGTERM/SIGINT/SIGKILL, reaping children (it is pid 1 of the pod's pid
+/// namespace). Signals are blocked and taken with sigwait: blocked signals reach a
 /// pid-namespace init even without a handler, and no handler code ever runs.
-fn hold() -> ! {
+fn hold(ready: OwnedFd, empty_dir: &Path) -> ! {
     reset_signals();
     let mut set = SigSet::empty();
     for s in [
@@ -303,12 +310,40 @@ fn hold() -> ! {
         set.add(s);
     }
     let _ = set.thread_block();
+    let mut ready = fs::File::from(ready);
+    match super::holder_confine::confine_holder(empty_dir) {
+        Ok(()) => {
+            let _ = ready.write_all(b"ok");
+            drop(ready);
+        }
+        Err(e) => {
+            let _ = ready.write_all(e.as_bytes());
+            exit_now(1)
+        }
+    }
     loop {
         match set.wait() {
             Ok(Signal::SIGCHLD) => super::process::reap_all_nonblocking(|_| {}),
             Ok(Signal::SIGTERM | Signal::SIGINT) => exit_now(0),
             _ => {}
         }
+    }
+}
+
+/// Waits for the holder's word on `ready`: "ok" once it is confined, else why not.
+fn holder_ready(ready: OwnedFd) -> Result<(), String> {
+    use std::io::Read as _;
+    if !poll_one(ready.as_raw_fd(), libc::POLLIN, Some(HOLDER_EXIT_WAIT)).unwrap_or(false) {
+        return Err(format!("no answer in {HOLDER_EXIT_WAIT:?}"));
+    }
+    let mut word = String::new();
+    fs::File::from(ready)
+        .read_to_string(&mut word)
+        .map_err(|e| format!("read its answer: {e}"))?;
+    match word.as_str() {
+        "ok" => Ok(()),
+        "" => Err("it exited without an answer".into()),
+        why => Err(why.to_owned()),
     }
 }
 
