@@ -380,6 +380,9 @@ pub async fn serve(config: Config, zygote: Zygote, notifier: Notifier) -> Result
         Ok(None) => None,
         Err(message) => return Err(DaemonError::Config("metrics.address".into(), message)),
     };
+    // The handlers are installed before the socket exists: a client that got an answer
+    // may stop the daemon at once, and SIGTERM's default action would kill it uncleanly.
+    let signals = ShutdownSignals::install()?;
     let listener = bind_socket(&config)?;
     let socket = config.daemon.socket.clone();
     let daemon = Daemon::open(config, zygote)?;
@@ -417,7 +420,7 @@ pub async fn serve(config: Config, zygote: Zygote, notifier: Notifier) -> Result
         .add_service(images)
         .add_service(admin)
         .serve_with_incoming_shutdown(lenient_authority(listener), async move {
-            shutdown_signal().await;
+            signals.received().await;
             notifier.stopping();
             notify.notify_one();
         });
@@ -478,18 +481,27 @@ fn lenient_authority(
     UnixListenerStream::new(listener).map(|conn| conn.map(AuthorityRewrite::new))
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+/// SIGTERM and SIGINT, taken by the daemon from the moment it is installed.
+struct ShutdownSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> Result<ShutdownSignals, DaemonError> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let install = |kind| signal(kind).map_err(io_err("install signal handlers"));
+        Ok(ShutdownSignals {
+            term: install(SignalKind::terminate())?,
+            int: install(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn received(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = self.int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
     }
 }
 
