@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::container::{ContainerStore, Phase};
 use crate::context::Ctx;
 use crate::cri::{AdminApi, ImageApi, RuntimeApi};
+use crate::events::Events;
 use crate::image::{ImageError, Images};
 use crate::metrics::{MetricsError, RpcMetricsLayer, StateSource};
 use crate::monitor::Zygote;
@@ -64,8 +65,10 @@ pub struct Daemon {
     config: Config,
     images: Arc<Images>,
     zygote: Arc<Zygote>,
-    sandboxes: SandboxStore,
+    sandboxes: Arc<SandboxStore>,
     containers: Arc<ContainerStore>,
+    /// Lifecycle events for GetContainerEvents, published by both stores.
+    events: Events,
     names: Arc<NameRegistry>,
     backends: Backends,
     selector: Selector,
@@ -87,12 +90,16 @@ impl Daemon {
     pub fn open(config: Config, zygote: Zygote) -> Result<Arc<Daemon>, DaemonError> {
         let root = config.daemon.root.clone();
         let images = Arc::new(Images::open(&root, &config)?);
-        let sandboxes = SandboxStore::load(&root.join("sandboxes"))
-            .map_err(|e| DaemonError::Recover(e.to_string()))?;
-        let containers = Arc::new(
-            ContainerStore::load(&root.join("containers"))
+        let events = Events::default();
+        let sandboxes = Arc::new(
+            SandboxStore::load(&root.join("sandboxes"), events.clone())
                 .map_err(|e| DaemonError::Recover(e.to_string()))?,
         );
+        let containers = Arc::new(
+            ContainerStore::load(&root.join("containers"), events.clone())
+                .map_err(|e| DaemonError::Recover(e.to_string()))?,
+        );
+        events.set_stores(&sandboxes, &containers);
         let zygote = Arc::new(zygote);
         let backends = Backends::probe(&config, Some(zygote.clone()));
         backends.log_unavailable();
@@ -118,6 +125,7 @@ impl Daemon {
             zygote,
             sandboxes,
             containers,
+            events,
             names,
             backends,
             selector,
@@ -179,6 +187,11 @@ impl Daemon {
 
     pub fn containers(&self) -> &ContainerStore {
         &self.containers
+    }
+
+    /// Where GetContainerEvents subscribes.
+    pub fn events(&self) -> &Events {
+        &self.events
     }
 
     pub fn names(&self) -> &NameRegistry {

@@ -7,6 +7,7 @@ mod container_status;
 mod create_container;
 pub mod errors;
 mod exec_sync;
+mod get_container_events;
 mod image_fs_info;
 mod image_status;
 mod import_image;
@@ -31,7 +32,6 @@ mod stop_pod_sandbox;
 mod update_container_resources;
 mod version;
 
-use std::pin::Pin;
 use std::sync::Arc;
 
 use k8s_cri::v1::image_service_server::ImageService;
@@ -232,18 +232,15 @@ impl RuntimeService for RuntimeApi {
     ) -> Reply<CheckpointContainerResponse> {
         not_yet("CheckpointContainer")
     }
-    type GetContainerEventsStream = Pin<
-        Box<
-            dyn tokio_stream::Stream<Item = Result<ContainerEventResponse, Status>>
-                + Send
-                + 'static,
-        >,
-    >;
+    type GetContainerEventsStream = get_container_events::EventStream;
     async fn get_container_events(
         &self,
-        _: Request<GetEventsRequest>,
+        r: Request<GetEventsRequest>,
     ) -> Reply<Self::GetContainerEventsStream> {
-        not_yet("GetContainerEvents")
+        reply(Ok(get_container_events::get_container_events(
+            &self.0,
+            r.into_inner(),
+        )))
     }
     async fn list_metric_descriptors(
         &self,
