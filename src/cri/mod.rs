@@ -14,7 +14,9 @@ mod import_image;
 mod list_container_stats;
 mod list_containers;
 mod list_images;
+mod list_metric_descriptors;
 mod list_pod_sandbox;
+mod list_pod_sandbox_metrics;
 mod list_pod_sandbox_stats;
 mod pod_sandbox_stats;
 mod pod_sandbox_status;
@@ -244,15 +246,21 @@ impl RuntimeService for RuntimeApi {
     }
     async fn list_metric_descriptors(
         &self,
-        _: Request<ListMetricDescriptorsRequest>,
+        r: Request<ListMetricDescriptorsRequest>,
     ) -> Reply<ListMetricDescriptorsResponse> {
-        not_yet("ListMetricDescriptors")
+        reply(list_metric_descriptors::list_metric_descriptors(
+            r.into_inner(),
+        ))
     }
     async fn list_pod_sandbox_metrics(
         &self,
-        _: Request<ListPodSandboxMetricsRequest>,
+        r: Request<ListPodSandboxMetricsRequest>,
     ) -> Reply<ListPodSandboxMetricsResponse> {
-        not_yet("ListPodSandboxMetrics")
+        let req = r.into_inner();
+        blocking(&self.0, move |d| {
+            list_pod_sandbox_metrics::list_pod_sandbox_metrics(d, req)
+        })
+        .await
     }
 }
 
