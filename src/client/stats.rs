@@ -46,7 +46,7 @@ async fn list_containers(
         .into_iter()
         .filter(|s| selected(ids, &id_of(s)))
         .collect();
-    stats.sort_by_key(|s| name_of(s));
+    stats.sort_by_key(name_of);
     Ok(stats)
 }
 
