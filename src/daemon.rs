@@ -422,6 +422,7 @@ pub async fn serve(config: Config, zygote: Zygote, notifier: Notifier) -> Result
     let admin = AdminServer::new(AdminApi(daemon.clone()));
     let stopping = Arc::new(tokio::sync::Notify::new());
     let notify = stopping.clone();
+    let events = daemon.events().clone();
     // The connections are already accepted into the listener's backlog from here on.
     notifier.ready(&format!("serving CRI on {}", socket.display()));
     let server = tonic::transport::Server::builder()
@@ -432,6 +433,9 @@ pub async fn serve(config: Config, zygote: Zygote, notifier: Notifier) -> Result
         .serve_with_incoming_shutdown(lenient_authority(listener), async move {
             shutdown_signal().await;
             notifier.stopping();
+            // Event streams never end by themselves: end them, or they hold up the
+            // graceful shutdown until its grace runs out.
+            events.close();
             notify.notify_one();
         });
     // In-flight RPCs get a grace period; a stuck one (a pull from a dead registry)

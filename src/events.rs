@@ -80,6 +80,8 @@ pub struct Events {
     /// Where an event finds the pod's record and containers; set once the daemon holds
     /// its stores.
     stores: Arc<OnceLock<Stores>>,
+    /// Set at shutdown: every subscription ends, so no open stream holds the daemon up.
+    closed: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 struct Stores {
@@ -98,7 +100,13 @@ impl Events {
         Events {
             tx: broadcast::channel(capacity.max(1)).0,
             stores: Arc::new(OnceLock::new()),
+            closed: Arc::new(tokio::sync::watch::channel(false).0),
         }
+    }
+
+    /// Ends every subscription (the daemon is stopping); later ones end at once.
+    pub fn close(&self) {
+        self.closed.send_replace(true);
     }
 
     /// Lets events carry their pod's record and containers.
@@ -139,7 +147,10 @@ impl Events {
     }
 
     pub fn subscribe(&self) -> Subscription {
-        Subscription(self.tx.subscribe())
+        Subscription {
+            rx: self.tx.subscribe(),
+            closed: self.closed.subscribe(),
+        }
     }
 
     /// Whether anyone listens: publishers build nothing when no one does.
@@ -194,15 +205,22 @@ impl Events {
 }
 
 /// One subscriber's view of the channel, from the moment it subscribed.
-pub struct Subscription(broadcast::Receiver<Event>);
+pub struct Subscription {
+    rx: broadcast::Receiver<Event>,
+    closed: tokio::sync::watch::Receiver<bool>,
+}
 
 impl Subscription {
-    /// The next event; None once the publisher is gone (daemon shutdown).
+    /// The next event; None once the daemon is stopping (or the publisher is gone).
     pub async fn next(&mut self) -> Option<Result<Event, Lagged>> {
-        match self.0.recv().await {
-            Ok(e) => Some(Ok(e)),
-            Err(broadcast::error::RecvError::Lagged(n)) => Some(Err(Lagged(n))),
-            Err(broadcast::error::RecvError::Closed) => None,
+        tokio::select! {
+            biased;
+            _ = self.closed.wait_for(|closed| *closed) => None,
+            r = self.rx.recv() => match r {
+                Ok(e) => Some(Ok(e)),
+                Err(broadcast::error::RecvError::Lagged(n)) => Some(Err(Lagged(n))),
+                Err(broadcast::error::RecvError::Closed) => None,
+            },
         }
     }
 }
@@ -277,5 +295,17 @@ mod tests {
         let mut s = events.subscribe();
         drop(events);
         assert!(s.next().await.is_none());
+    }
+
+    /// Shutdown ends every open subscription, and any made after it, even with events
+    /// still unread.
+    #[tokio::test]
+    async fn closing_ends_every_subscription() {
+        let events = Events::new(8);
+        let mut before = events.subscribe();
+        events.sandbox(EventKind::Created, || record("p4"));
+        events.close();
+        assert!(before.next().await.is_none());
+        assert!(events.subscribe().next().await.is_none());
     }
 }

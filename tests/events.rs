@@ -179,3 +179,25 @@ async fn a_subscriber_that_leaves_disturbs_nothing() {
     expect(&mut late, ContainerDeletedEvent, &app, &pod).await;
     expect(&mut late, ContainerDeletedEvent, &pod.id, &pod).await;
 }
+
+/// A stopping daemon ends its event streams (kubelet sees the stream end and subscribes
+/// again to the next daemon) instead of waiting on them until its grace runs out.
+#[tokio::test]
+async fn a_stopping_daemon_ends_the_streams() {
+    let mut d = common::TestDaemon::start();
+    let cri = d.cri().await;
+    let mut events = cri
+        .runtime
+        .clone()
+        .get_container_events(GetEventsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let (status, killed) = d.stop();
+    assert!(status.success() && !killed, "{status}\n{}", d.log());
+    let end = tokio::time::timeout(Duration::from_secs(60), events.message())
+        .await
+        .expect("the stream ends");
+    assert!(matches!(end, Ok(None)), "{end:?}");
+    assert!(!d.log().contains("still running after"), "{}", d.log());
+}

@@ -298,7 +298,11 @@ impl Container {
     ///
     /// This is where every start and every exit is first seen (whoever caused it: a
     /// StartContainer, a process ending on its own, a stop), so the started and stopped
-    /// events are published here, once per step forward.
+    /// events are published here, once per step forward. They are sent after the lock is
+    /// released (capturing the pod's other containers takes their locks); their order still
+    /// holds because the steps cannot race: only StartContainer (under the op lock) sees the
+    /// start, and the exit watcher is spawned after it; an exit is published by whichever
+    /// reader sees it first, the others find nothing new.
     pub(crate) fn advance_status(&self, next: ContainerStatusFile) -> StatusSnapshot {
         let mut cur = self.status.lock().unwrap_or_else(|e| e.into_inner());
         let before = cur.as_ref().map(progress);
