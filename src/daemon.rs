@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::container::{ContainerStore, Phase};
 use crate::context::Ctx;
 use crate::cri::{AdminApi, ImageApi, RuntimeApi};
+use crate::events::Events;
 use crate::image::{ImageError, Images};
 use crate::metrics::{MetricsError, RpcMetricsLayer, StateSource};
 use crate::monitor::Zygote;
@@ -64,8 +65,10 @@ pub struct Daemon {
     config: Config,
     images: Arc<Images>,
     zygote: Arc<Zygote>,
-    sandboxes: SandboxStore,
+    sandboxes: Arc<SandboxStore>,
     containers: Arc<ContainerStore>,
+    /// Lifecycle events for GetContainerEvents, published by both stores.
+    events: Events,
     names: Arc<NameRegistry>,
     backends: Backends,
     selector: Selector,
@@ -87,12 +90,16 @@ impl Daemon {
     pub fn open(config: Config, zygote: Zygote) -> Result<Arc<Daemon>, DaemonError> {
         let root = config.daemon.root.clone();
         let images = Arc::new(Images::open(&root, &config)?);
-        let sandboxes = SandboxStore::load(&root.join("sandboxes"))
-            .map_err(|e| DaemonError::Recover(e.to_string()))?;
-        let containers = Arc::new(
-            ContainerStore::load(&root.join("containers"))
+        let events = Events::default();
+        let sandboxes = Arc::new(
+            SandboxStore::load(&root.join("sandboxes"), events.clone())
                 .map_err(|e| DaemonError::Recover(e.to_string()))?,
         );
+        let containers = Arc::new(
+            ContainerStore::load(&root.join("containers"), events.clone())
+                .map_err(|e| DaemonError::Recover(e.to_string()))?,
+        );
+        events.set_stores(&sandboxes, &containers);
         let zygote = Arc::new(zygote);
         let backends = Backends::probe(&config, Some(zygote.clone()));
         backends.log_unavailable();
@@ -118,6 +125,7 @@ impl Daemon {
             zygote,
             sandboxes,
             containers,
+            events,
             names,
             backends,
             selector,
@@ -179,6 +187,11 @@ impl Daemon {
 
     pub fn containers(&self) -> &ContainerStore {
         &self.containers
+    }
+
+    /// Where GetContainerEvents subscribes.
+    pub fn events(&self) -> &Events {
+        &self.events
     }
 
     pub fn names(&self) -> &NameRegistry {
@@ -412,6 +425,7 @@ pub async fn serve(config: Config, zygote: Zygote, notifier: Notifier) -> Result
     let admin = AdminServer::new(AdminApi(daemon.clone()));
     let stopping = Arc::new(tokio::sync::Notify::new());
     let notify = stopping.clone();
+    let events = daemon.events().clone();
     // The connections are already accepted into the listener's backlog from here on.
     notifier.ready(&format!("serving CRI on {}", socket.display()));
     let server = tonic::transport::Server::builder()
@@ -422,6 +436,9 @@ pub async fn serve(config: Config, zygote: Zygote, notifier: Notifier) -> Result
         .serve_with_incoming_shutdown(lenient_authority(listener), async move {
             signals.received().await;
             notifier.stopping();
+            // Event streams never end by themselves: end them, or they hold up the
+            // graceful shutdown until its grace runs out.
+            events.close();
             notify.notify_one();
         });
     // In-flight RPCs get a grace period; a stuck one (a pull from a dead registry)

@@ -12,6 +12,7 @@ pub(crate) mod context;
 pub(crate) mod cri;
 pub mod daemon;
 pub mod error;
+pub mod events;
 pub mod image;
 pub mod logs;
 pub mod metrics;

@@ -233,6 +233,47 @@ enum Command {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// Show resource usage of containers (ListContainerStats) or, with --pods, of pods.
+    Stats {
+        /// Only these containers (or pods) by id or unique prefix.
+        ids: Vec<String>,
+        /// Pod stats (ListPodSandboxStats) instead of container stats.
+        #[arg(long)]
+        pods: bool,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = client::Output::Table)]
+        output: client::Output,
+    },
+    /// Change a container's CPU and memory limits (UpdateContainerResources); what is not
+    /// given stays as ContainerStatus reports it.
+    Update {
+        /// Container id (or a unique prefix).
+        id: String,
+        /// Memory limit: bytes, or with k, m or g (e.g. 64m).
+        #[arg(long)]
+        memory: Option<String>,
+        #[arg(long)]
+        cpu_shares: Option<i64>,
+        /// CFS quota in microseconds per period.
+        #[arg(long)]
+        cpu_quota: Option<i64>,
+        /// CFS period in microseconds.
+        #[arg(long)]
+        cpu_period: Option<i64>,
+        /// CPUs the container may use, e.g. 0-1.
+        #[arg(long)]
+        cpuset_cpus: Option<String>,
+        /// Memory nodes the container may use, e.g. 0.
+        #[arg(long)]
+        cpuset_mems: Option<String>,
+    },
+    /// Print container and pod lifecycle events as they happen (GetContainerEvents), one
+    /// line each, until Ctrl-C.
+    Events {
+        /// Output format (json: one ContainerEventResponse per line).
+        #[arg(short, long, value_enum, default_value_t = client::Output::Table)]
+        output: client::Output,
+    },
     /// Time CRI calls against one endpoint, or two interleaved (any CRI runtime):
     /// median, p90, p99, max, throughput, and B/A ratios.
     Bench(client::BenchArgs),
@@ -601,6 +642,31 @@ fn run_client(endpoints: &[String], timeout: Option<u64>, command: Command) -> E
                     client::exec(&mut cri, &id, &command, timeout.unwrap_or(0) as i64).await?;
                 std::process::exit(code.clamp(0, 255));
             }
+            Command::Stats { ids, pods, output } => {
+                let opts = client::StatsOptions { ids, pods, output };
+                client::stats(&mut cri, &opts).await
+            }
+            Command::Update {
+                id,
+                memory,
+                cpu_shares,
+                cpu_quota,
+                cpu_period,
+                cpuset_cpus,
+                cpuset_mems,
+            } => {
+                let opts = client::UpdateOptions {
+                    id,
+                    memory,
+                    cpu_shares,
+                    cpu_quota,
+                    cpu_period,
+                    cpuset_cpus,
+                    cpuset_mems,
+                };
+                client::update(&mut cri, &opts).await
+            }
+            Command::Events { output } => client::events(&mut cri, output).await,
             Command::Serve(_) | Command::Config(_) | Command::Select(_) | Command::Bench(_) => {
                 unreachable!("handled before connecting")
             }

@@ -189,11 +189,12 @@ impl<T> ById<T> {
             .insert(id, item);
     }
 
-    pub fn remove(&self, id: &str) {
+    /// Forgets `id`, returning what was held.
+    pub fn remove(&self, id: &str) -> Option<std::sync::Arc<T>> {
         self.map
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(id);
+            .remove(id)
     }
 
     /// By full id first (the hot path: one hash lookup), else a unique prefix.

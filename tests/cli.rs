@@ -299,3 +299,187 @@ fn health_exits_0_when_ready_and_says_why_not_otherwise() {
         "{stderr}"
     );
 }
+
+/// A running `proxrt events`: its stdout lines as they come.
+struct EventsCommand {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl EventsCommand {
+    /// Starts `proxrt events ARGS` and waits until it says it is watching (the runtime
+    /// has subscribed it: everything after this is shown).
+    fn start(d: &TestDaemon, args: &[&str]) -> EventsCommand {
+        use std::io::BufRead;
+        let mut child = Command::new(proxrt_bin())
+            .arg("--endpoint")
+            .arg(d.endpoint())
+            .arg("events")
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut first = String::new();
+        stderr.read_line(&mut first).unwrap();
+        assert!(first.contains("watching"), "events said: {first:?}");
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        EventsCommand { child, lines }
+    }
+
+    /// Lines until one contains `last` (a hang guard of a minute per line).
+    fn until(&self, last: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(CALL_TIMEOUT)
+                .unwrap_or_else(|e| panic!("no event line ({e}) after {out:#?}"));
+            let done = line.contains(last);
+            out.push(line);
+            if done {
+                return out;
+            }
+        }
+    }
+
+    /// Ctrl-C: the command ends with success.
+    fn interrupt(mut self) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "events after Ctrl-C: {status}");
+    }
+}
+
+#[test]
+fn stats_update_and_events_through_the_cli() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let d = TestDaemon::start();
+    let layout = busybox_layout();
+    ok(&d, &["image", "import", layout.to_str().unwrap()]);
+    let table = EventsCommand::start(&d, &[]);
+    let json = EventsCommand::start(&d, &["-o", "json"]);
+
+    let pod = ok(&d, &["runp", "--name", "obs"]).trim().to_owned();
+    let ctr = ok(
+        &d,
+        &[
+            "create", &pod, "--name", "app", "--image", BUSYBOX, "--", "sleep", "600",
+        ],
+    )
+    .trim()
+    .to_owned();
+    ok(&d, &["start", &ctr]);
+
+    // update: the flags given change, ContainerStatus shows them.
+    assert_eq!(
+        ok(
+            &d,
+            &[
+                "update",
+                &ctr[..12],
+                "--memory",
+                "64m",
+                "--cpu-quota",
+                "20000",
+                "--cpu-period",
+                "100000"
+            ]
+        )
+        .trim(),
+        ctr
+    );
+    let inspect: serde_json::Value = serde_json::from_str(&ok(&d, &["inspect", &ctr])).unwrap();
+    let linux = &inspect["status"]["resources"]["linux"];
+    assert_eq!(linux["memory_limit_in_bytes"], 64 << 20, "{linux}");
+    assert_eq!(linux["cpu_quota"], 20000, "{linux}");
+    ok(&d, &["update", &ctr, "--cpu-shares", "512"]);
+    let inspect: serde_json::Value = serde_json::from_str(&ok(&d, &["inspect", &ctr])).unwrap();
+    let linux = &inspect["status"]["resources"]["linux"];
+    assert_eq!(
+        (&linux["cpu_shares"], &linux["memory_limit_in_bytes"]),
+        (&serde_json::json!(512), &serde_json::json!(64 << 20)),
+        "what is not given stays: {linux}"
+    );
+    let out = proxrt(&d, &["update", &ctr, "--memory", "lots"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--memory"));
+    let out = proxrt(&d, &["update", &"f".repeat(64), "--memory", "64m"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NotFound"));
+
+    // stats: the table, JSON, pods, an id that matches nothing.
+    let stats = ok(&d, &["stats"]);
+    let mut lines = stats.lines();
+    assert!(lines.next().unwrap().starts_with("CONTAINER"), "{stats}");
+    let row = lines.next().expect("a row for the container");
+    assert!(
+        row.starts_with(&ctr[..13]) && row.contains("app"),
+        "{stats}"
+    );
+    let stats: serde_json::Value =
+        serde_json::from_str(&ok(&d, &["stats", &ctr[..8], "-o", "json"])).unwrap();
+    let s = &stats["stats"][0];
+    assert_eq!(s["attributes"]["id"], ctr.as_str());
+    assert!(
+        s["memory"]["working_set_bytes"]["value"].as_u64().unwrap() > 0,
+        "{s}"
+    );
+    let pods = ok(&d, &["stats", "--pods"]);
+    assert!(pods.lines().next().unwrap().starts_with("POD"), "{pods}");
+    assert!(pods.contains(&pod[..13]) && pods.contains("obs"), "{pods}");
+    let out = proxrt(&d, &["stats", "nosuchid"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no container matches"));
+
+    ok(&d, &["rmp", "--force", &pod]);
+
+    let seen = table.until(&format!("deleted pod {}", &pod[..13]));
+    let kinds: Vec<String> = seen
+        .iter()
+        .map(|l| l.split(' ').skip(1).take(3).collect::<Vec<_>>().join(" "))
+        .collect();
+    let (p, c) = (&pod[..13], &ctr[..13]);
+    assert_eq!(
+        kinds,
+        [
+            format!("created pod {p}"),
+            format!("started pod {p}"),
+            format!("created container {c}"),
+            format!("started container {c}"),
+            format!("stopped container {c}"),
+            format!("stopped pod {p}"),
+            format!("deleted container {c}"),
+            format!("deleted pod {p}"),
+        ]
+    );
+    assert!(seen[2].ends_with(" app default/obs"), "{}", seen[2]);
+    table.interrupt();
+
+    let seen = json.until(&format!(
+        "\"container_id\":\"{pod}\",\"container_event_type\":3"
+    ));
+    assert_eq!(seen.len(), 8, "{seen:#?}");
+    let started: serde_json::Value = serde_json::from_str(&seen[3]).unwrap();
+    assert_eq!(started["container_id"], ctr.as_str());
+    assert_eq!(started["pod_sandbox_status"]["id"], pod.as_str());
+    assert_eq!(started["containers_statuses"][0]["state"], 1, "running");
+    json.interrupt();
+}

@@ -221,6 +221,94 @@ async fn grpcio_update_container_resources() {
     env.remove_pod(&pod.id).await.unwrap();
 }
 
+/// GetContainerEvents from grpcio, a server-streaming call decoded by hand: a pod's and a
+/// container's life arrives as kubelet's Evented PLEG reads it (type, id, the pod's uid and
+/// state, the containers' states).
+#[tokio::test]
+async fn grpcio_get_container_events() {
+    use std::io::BufRead;
+    let python = grpcio_python();
+    let mut env = common::pods::PodEnv::start().await;
+    let mut child = Command::new(python)
+        .arg(repo_file("tests/interop/cri_client.py"))
+        .arg(&env.daemon().socket)
+        .args(["events", "8"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let next = || {
+        lines
+            .recv_timeout(CLIENT_TIMEOUT)
+            .expect("a line from the grpcio client")
+    };
+    assert_eq!(next(), "subscribed");
+
+    let config = env.pod_config("pyevents");
+    let uid = config.metadata.as_ref().unwrap().uid.clone();
+    let pod = env.run_pod(config).await;
+    let id = env
+        .create_start(
+            &pod,
+            env.container_config(&pod, "sleeper", &["sleep", "1000"]),
+        )
+        .await;
+    env.stop_container(&id, 0).await.unwrap();
+    env.remove_pod(&pod.id).await.unwrap();
+
+    let events: Vec<String> = (0..8).map(|_| next()).collect();
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(
+        status.success(),
+        "grpcio events: {status}\n{stderr}\n{events:#?}"
+    );
+    let field = |line: &str, name: &str| -> String {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(name)?.strip_prefix('='))
+            .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+            .to_owned()
+    };
+    // (type, subject, pod state, the containers' id:state list)
+    let (created, started, stopped, deleted) = ("0", "1", "2", "3");
+    let (ready, notready) = ("0", "1");
+    let want = [
+        (created, &pod.id, ready, String::new()),
+        (started, &pod.id, ready, String::new()),
+        (created, &id, ready, format!("{id}:0")),
+        (started, &id, ready, format!("{id}:1")),
+        (stopped, &id, ready, format!("{id}:2")),
+        (stopped, &pod.id, notready, format!("{id}:2")),
+        (deleted, &id, notready, String::new()),
+        (deleted, &pod.id, notready, String::new()),
+    ];
+    for (line, (kind, subject, pod_state, containers)) in events.iter().zip(want) {
+        assert_eq!(field(line, "type"), kind, "{line}");
+        assert_eq!(&field(line, "id"), subject, "{line}");
+        assert_eq!(field(line, "pod"), pod.id, "{line}");
+        assert_eq!(field(line, "pod_uid"), uid, "{line}");
+        assert_eq!(field(line, "pod_state"), pod_state, "{line}");
+        assert_eq!(field(line, "containers"), containers, "{line}");
+        assert!(
+            field(line, "created_at").parse::<i64>().unwrap() > 0,
+            "{line}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // grpc-go
 // ---------------------------------------------------------------------------------------

@@ -365,9 +365,33 @@ async fn a_guest_that_stops_by_itself_is_exited_and_removing_the_pod_destroys_it
         .create_start(&pod, env.guest_config(&pod, DEBIAN))
         .await;
     let vmid = env.guest_vmid(&pod).await;
+    let mut events = env
+        .pods
+        .cri
+        .runtime
+        .clone()
+        .get_container_events(k8s_cri::v1::GetEventsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     env.sim.power_off(vmid).await;
     let st = env.pods.wait_exit(&cid).await;
     assert!(st.message.contains("stopped"), "{st:?}");
+    // The watcher's finding is an event too, for kubelet's Evented PLEG.
+    let e = tokio::time::timeout(Duration::from_secs(60), events.message())
+        .await
+        .expect("an event within a minute")
+        .unwrap()
+        .expect("the stream stays open");
+    assert_eq!(
+        (e.container_id.as_str(), e.container_event_type),
+        (
+            cid.as_str(),
+            k8s_cri::v1::ContainerEventType::ContainerStoppedEvent as i32
+        )
+    );
+    let exited = e.containers_statuses.iter().find(|c| c.id == cid).unwrap();
+    assert!(exited.message.contains("stopped"), "{exited:?}");
 
     // RemovePodSandbox alone takes the container and its guest with it.
     env.pods.remove_pod(&pod.id).await.unwrap();

@@ -140,8 +140,9 @@ impl Backend for FakeBackend {
 /// what pod and container operations need, without a zygote, mounts or root.
 pub(crate) struct FakeWorld {
     _dir: tempfile::TempDir,
-    pub(crate) sandboxes: SandboxStore,
-    pub(crate) containers: ContainerStore,
+    pub(crate) sandboxes: Arc<SandboxStore>,
+    pub(crate) containers: Arc<ContainerStore>,
+    pub(crate) events: crate::events::Events,
     pub(crate) names: Arc<NameRegistry>,
     pub(crate) images: Images,
     pub(crate) backends: Backends,
@@ -156,9 +157,16 @@ impl FakeWorld {
         let dir = tempfile::tempdir().unwrap();
         let config = Config::default();
         let fake = FakeBackend::new();
+        let events = crate::events::Events::default();
+        let sandboxes =
+            Arc::new(SandboxStore::load(&dir.path().join("sandboxes"), events.clone()).unwrap());
+        let containers =
+            Arc::new(ContainerStore::load(&dir.path().join("containers"), events.clone()).unwrap());
+        events.set_stores(&sandboxes, &containers);
         FakeWorld {
-            sandboxes: SandboxStore::load(&dir.path().join("sandboxes")).unwrap(),
-            containers: ContainerStore::load(&dir.path().join("containers")).unwrap(),
+            sandboxes,
+            containers,
+            events,
             names: Arc::default(),
             images: Images::open(dir.path(), &config).unwrap(),
             backends: Backends::with(vec![fake.clone()], &config.runtime.default_backend),

@@ -1,6 +1,6 @@
 //! The debugging client: `proxrt version|info|pull|images|rmi|inspecti|image import`,
-//! pods (`pods|runp|stopp|rmp|inspectp`) and containers (`create|start|stop|rm|ps|
-//! inspect|logs|exec`), speaking CRI to a daemon (proxrt's, or any CRI endpoint for
+//! pods (`pods|runp|stopp|rmp|inspectp`), containers (`create|start|stop|rm|ps|
+//! inspect|logs|exec|update`) and observation (`stats|events`), speaking CRI to a daemon (proxrt's, or any CRI endpoint for
 //! the CRI calls).
 
 pub mod bench;
@@ -8,10 +8,13 @@ mod bench_pods;
 pub mod bench_report;
 pub mod config_file;
 mod containers;
+mod events;
 mod images;
 mod pods;
 pub mod run;
+mod stats;
 pub mod table;
+mod update;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -25,9 +28,20 @@ use crate::error::error_chain;
 
 pub use bench::BenchArgs;
 pub use containers::{create, exec, inspect, logs, ps, rm, start, stop, CreateOptions, PsOptions};
+pub use events::events;
 pub use images::{images, import, inspecti, pull, rmi};
 pub use pods::{inspectp, pods, rmp, runp, stopp, PodsOptions, RunpOptions};
 pub use run::{run, RunOptions};
+pub use stats::{stats, StatsOptions};
+pub use update::{update, UpdateOptions};
+
+/// `-o`: how a listing command prints.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    #[default]
+    Table,
+    Json,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

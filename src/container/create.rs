@@ -156,7 +156,11 @@ pub async fn create_container(
         .await?;
     rb.commit();
 
-    let container = Arc::new(Container::new(record, None));
+    let container = Arc::new(Container::new(
+        record,
+        None,
+        ctx.containers.events().clone(),
+    ));
     container.refresh();
     ctx.containers.insert(container);
     tracing::info!(container = %id, sandbox = %sb.id, backend = backend.name(), "container created");

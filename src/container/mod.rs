@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::BackendError;
 use crate::error::{Classify, Kind};
+use crate::events::{ContainerView, EventKind, Events};
 use crate::image::ImageError;
 use crate::monitor::ContainerStatusFile;
 use crate::names::NameTaken;
@@ -243,13 +244,20 @@ pub struct Container {
     cgroup: OnceLock<Option<String>>,
     /// The resources in force: the create request's, then each UpdateContainerResources'.
     resources: Mutex<Option<LinuxContainerResources>>,
+    /// Where its status changes are told (started, stopped).
+    events: Events,
 }
 
 impl Container {
-    pub fn new(record: ContainerRecord, status: Option<ContainerStatusFile>) -> Container {
+    pub fn new(
+        record: ContainerRecord,
+        status: Option<ContainerStatusFile>,
+        events: Events,
+    ) -> Container {
         Container {
             id: record.id.clone(),
             status: Mutex::new(status),
+            events,
             op_lock: tokio::sync::Mutex::new(()),
             cgroup: OnceLock::new(),
             resources: Mutex::new(
@@ -287,13 +295,51 @@ impl Container {
     /// Replaces the cached status, never moving it backwards: a reader that loaded an
     /// older status.json (created, running) must not overwrite the exit another task
     /// recorded meanwhile. Returns the status now cached.
+    ///
+    /// This is where every start and every exit is first seen (whoever caused it: a
+    /// StartContainer, a process ending on its own, a stop), so the started and stopped
+    /// events are published here, once per step forward. They are sent after the lock is
+    /// released (capturing the pod's other containers takes their locks); their order still
+    /// holds because the steps cannot race: only StartContainer (under the op lock) sees the
+    /// start, and the exit watcher is spawned after it; an exit is published by whichever
+    /// reader sees it first, the others find nothing new.
     pub(crate) fn advance_status(&self, next: ContainerStatusFile) -> StatusSnapshot {
         let mut cur = self.status.lock().unwrap_or_else(|e| e.into_inner());
-        let keep = cur.as_ref().is_some_and(|c| progress(c) > progress(&next));
+        let before = cur.as_ref().map(progress);
+        let keep = before.is_some_and(|b| b > progress(&next));
         if !keep {
             *cur = Some(next);
         }
-        StatusSnapshot(cur.clone())
+        let snap = StatusSnapshot(cur.clone());
+        drop(cur);
+        self.publish_progress(before, &snap);
+        snap
+    }
+
+    /// Started and stopped events for the steps between `before` and `now`. A container
+    /// whose exit is seen before its start was still started first (kubelet's Evented
+    /// PLEG reacts to each).
+    fn publish_progress(&self, before: Option<u8>, now: &StatusSnapshot) {
+        let Some(after) = now.status().map(progress) else {
+            return;
+        };
+        let before = before.unwrap_or(0);
+        let started = now.status().is_some_and(|s| s.started_at.is_some());
+        if before < 1 && after >= 1 && started {
+            self.events.container(EventKind::Started, || self.view(now));
+        }
+        if before < 2 && after >= 2 {
+            self.events.container(EventKind::Stopped, || self.view(now));
+        }
+    }
+
+    /// The container as of `snap`, for an event.
+    pub fn view(&self, snap: &StatusSnapshot) -> ContainerView {
+        ContainerView {
+            record: self.record.clone(),
+            snapshot: snap.clone(),
+            resources: self.resources(),
+        }
     }
 
     /// The monitor died without recording an exit (killed, host trouble): the container
@@ -312,6 +358,10 @@ impl Container {
         next.message =
             Some("the container's monitor exited without recording an exit status".into());
         *s = Some(next);
+        let snap = StatusSnapshot(s.clone());
+        drop(s);
+        self.events
+            .container(EventKind::Stopped, || self.view(&snap));
     }
 
     /// Refreshes the cached status from the monitor's status.json and returns the
@@ -336,17 +386,20 @@ const RESOURCES_FILE: &str = "resources.json";
 pub struct ContainerStore {
     dir: PathBuf,
     items: ById<Container>,
+    events: Events,
 }
 
 impl ContainerStore {
     /// Loads every record; each container's status comes from its monitor's status.json.
-    pub fn load(dir: &Path) -> Result<ContainerStore, ContainerError> {
+    /// Changes from now on are published to `events`.
+    pub fn load(dir: &Path, events: Events) -> Result<ContainerStore, ContainerError> {
         let records =
             crate::store::load_records::<ContainerRecord>(dir, RECORD_FILE).map_err(|e| {
                 ContainerError::io(format!("load containers from {}", dir.display()), e)
             })?;
         Ok(ContainerStore {
             dir: dir.to_owned(),
+            events: events.clone(),
             items: ById::new(records.into_iter().map(|r| {
                 let status = crate::monitor::read_status(&r.run_dir).ok().flatten();
                 let updated = crate::store::read_json::<LinuxContainerResources>(
@@ -354,7 +407,7 @@ impl ContainerStore {
                 )
                 .ok()
                 .flatten();
-                let c = Container::new(r, status);
+                let c = Container::new(r, status, events.clone());
                 if updated.is_some() {
                     *c.resources.lock().unwrap_or_else(|e| e.into_inner()) = updated;
                 }
@@ -365,6 +418,11 @@ impl ContainerStore {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// What a new container publishes its changes to.
+    pub fn events(&self) -> &Events {
+        &self.events
     }
 
     /// Records the resources an update put in force, on disk first.
@@ -404,12 +462,19 @@ impl ContainerStore {
             .clone()
     }
 
+    /// A created container becomes visible: the created event.
     pub fn insert(&self, c: Arc<Container>) {
-        self.items.insert(c.id.clone(), c);
+        self.items.insert(c.id.clone(), c.clone());
+        self.events
+            .container(EventKind::Created, || c.view(&c.snapshot()));
     }
 
+    /// A removed container is forgotten: the deleted event, with its last status.
     pub fn remove(&self, id: &str) {
-        self.items.remove(id);
+        if let Some(c) = self.items.remove(id) {
+            self.events
+                .container(EventKind::Deleted, || c.view(&c.snapshot()));
+        }
     }
 
     /// By full id or unique prefix.
@@ -515,7 +580,7 @@ mod cgroup_tests {
     #[test]
     fn a_containers_cgroup_is_its_specs() {
         let dir = tempfile::tempdir().unwrap();
-        let store = ContainerStore::load(dir.path()).unwrap();
+        let store = ContainerStore::load(dir.path(), Events::default()).unwrap();
         let (a, b) = ("a".repeat(64), "b".repeat(64));
         let write = |id: &str, json: &str| {
             let bundle = store.paths(&record(id)).bundle();
@@ -527,7 +592,7 @@ mod cgroup_tests {
             r#"{"ociVersion":"1.0.2","linux":{"cgroupsPath":"/kubepods/pod1/proxrt-a","namespaces":[]}}"#,
         );
         write(&b, r#"{"ociVersion":"1.0.2","linux":{}}"#);
-        let ca = Container::new(record(&a), None);
+        let ca = Container::new(record(&a), None, Events::default());
         assert_eq!(
             store.cgroup(&ca).as_deref(),
             Some("/kubepods/pod1/proxrt-a")
@@ -537,8 +602,11 @@ mod cgroup_tests {
             store.cgroup(&ca).as_deref(),
             Some("/kubepods/pod1/proxrt-a")
         );
-        assert_eq!(store.cgroup(&Container::new(record(&b), None)), None);
-        let missing = Container::new(record(&"c".repeat(64)), None);
+        assert_eq!(
+            store.cgroup(&Container::new(record(&b), None, Events::default())),
+            None
+        );
+        let missing = Container::new(record(&"c".repeat(64)), None, Events::default());
         assert_eq!(store.cgroup(&missing), None);
     }
 }

@@ -109,7 +109,7 @@ mod tests {
             stop_signal: 15,
             run_dir: "/nonexistent".into(),
         };
-        Container::new(record, None)
+        Container::new(record, None, Default::default())
     }
 
     #[test]

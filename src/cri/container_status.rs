@@ -2,12 +2,12 @@ use std::collections::HashMap;
 
 use k8s_cri::v1::{
     ContainerResources, ContainerState, ContainerStatus, ContainerStatusRequest,
-    ContainerStatusResponse, ImageSpec, Mount,
+    ContainerStatusResponse, ImageSpec, LinuxContainerResources, Mount,
 };
 use tonic::Status;
 
 use super::errors::to_status;
-use crate::container::{Container, Phase, StatusSnapshot};
+use crate::container::{ContainerRecord, Phase, StatusSnapshot};
 use crate::daemon::Daemon;
 
 #[tracing::instrument(level = "debug", skip_all, fields(container = %req.container_id))]
@@ -38,7 +38,7 @@ pub fn container_status(
         );
     }
     Ok(ContainerStatusResponse {
-        status: Some(to_cri_status(&c, &snap)),
+        status: Some(to_cri_status(&c.record, &snap, c.resources())),
         info,
     })
 }
@@ -52,10 +52,13 @@ pub(super) fn cri_state(phase: Phase) -> ContainerState {
     }
 }
 
-/// The CRI status of `c` as of `snap`: every field and the state come from that one
-/// snapshot (see `Container::snapshot`).
-fn to_cri_status(c: &Container, snap: &StatusSnapshot) -> ContainerStatus {
-    let r = &c.record;
+/// The CRI status of the container `r` as of `snap`: every field and the state come from
+/// that one snapshot (see `Container::snapshot`).
+pub(super) fn to_cri_status(
+    r: &ContainerRecord,
+    snap: &StatusSnapshot,
+    resources: Option<LinuxContainerResources>,
+) -> ContainerStatus {
     let s = snap.status();
     let phase = snap.phase();
     let exit_code = s.and_then(|s| s.exit_code).unwrap_or(0);
@@ -99,7 +102,7 @@ fn to_cri_status(c: &Container, snap: &StatusSnapshot) -> ContainerStatus {
             .map(|p| p.display().to_string())
             .unwrap_or_default(),
         image_id: r.image_id.clone(),
-        resources: c.resources().map(|linux| ContainerResources {
+        resources: resources.map(|linux| ContainerResources {
             linux: Some(linux),
             ..Default::default()
         }),
@@ -113,7 +116,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::container::ContainerRecord;
+    use crate::container::{Container, ContainerRecord};
     use crate::monitor::ContainerStatusFile;
 
     fn running() -> ContainerStatusFile {
@@ -146,7 +149,7 @@ mod tests {
             stop_signal: 15,
             run_dir: "/nonexistent".into(),
         };
-        Container::new(record, Some(running()))
+        Container::new(record, Some(running()), Default::default())
     }
 
     /// The exit lands while another thread builds answers as fast as it can: every
@@ -169,7 +172,7 @@ mod tests {
             };
             loop {
                 let done = exited.load(Ordering::Acquire);
-                let a = to_cri_status(&c, &c.snapshot());
+                let a = to_cri_status(&c.record, &c.snapshot(), c.resources());
                 if a.state == ContainerState::ContainerExited as i32 {
                     assert_eq!(
                         (a.finished_at, a.exit_code, a.reason.as_str()),

@@ -7,13 +7,16 @@ mod container_status;
 mod create_container;
 pub mod errors;
 mod exec_sync;
+mod get_container_events;
 mod image_fs_info;
 mod image_status;
 mod import_image;
 mod list_container_stats;
 mod list_containers;
 mod list_images;
+mod list_metric_descriptors;
 mod list_pod_sandbox;
+mod list_pod_sandbox_metrics;
 mod list_pod_sandbox_stats;
 mod pod_sandbox_stats;
 mod pod_sandbox_status;
@@ -31,7 +34,6 @@ mod stop_pod_sandbox;
 mod update_container_resources;
 mod version;
 
-use std::pin::Pin;
 use std::sync::Arc;
 
 use k8s_cri::v1::image_service_server::ImageService;
@@ -232,30 +234,33 @@ impl RuntimeService for RuntimeApi {
     ) -> Reply<CheckpointContainerResponse> {
         not_yet("CheckpointContainer")
     }
-    type GetContainerEventsStream = Pin<
-        Box<
-            dyn tokio_stream::Stream<Item = Result<ContainerEventResponse, Status>>
-                + Send
-                + 'static,
-        >,
-    >;
+    type GetContainerEventsStream = get_container_events::EventStream;
     async fn get_container_events(
         &self,
-        _: Request<GetEventsRequest>,
+        r: Request<GetEventsRequest>,
     ) -> Reply<Self::GetContainerEventsStream> {
-        not_yet("GetContainerEvents")
+        reply(Ok(get_container_events::get_container_events(
+            &self.0,
+            r.into_inner(),
+        )))
     }
     async fn list_metric_descriptors(
         &self,
-        _: Request<ListMetricDescriptorsRequest>,
+        r: Request<ListMetricDescriptorsRequest>,
     ) -> Reply<ListMetricDescriptorsResponse> {
-        not_yet("ListMetricDescriptors")
+        reply(list_metric_descriptors::list_metric_descriptors(
+            r.into_inner(),
+        ))
     }
     async fn list_pod_sandbox_metrics(
         &self,
-        _: Request<ListPodSandboxMetricsRequest>,
+        r: Request<ListPodSandboxMetricsRequest>,
     ) -> Reply<ListPodSandboxMetricsResponse> {
-        not_yet("ListPodSandboxMetrics")
+        let req = r.into_inner();
+        blocking(&self.0, move |d| {
+            list_pod_sandbox_metrics::list_pod_sandbox_metrics(d, req)
+        })
+        .await
     }
 }
 

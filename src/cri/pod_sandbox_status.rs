@@ -56,7 +56,7 @@ pub(super) fn cri_state(state: SandboxState) -> PodSandboxState {
     }
 }
 
-fn to_cri_status(r: &SandboxRecord, ips: &[String]) -> PodSandboxStatus {
+pub(super) fn to_cri_status(r: &SandboxRecord, ips: &[String]) -> PodSandboxStatus {
     let options = r
         .config
         .linux

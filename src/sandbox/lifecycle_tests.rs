@@ -169,3 +169,45 @@ async fn a_backend_failing_to_remove_keeps_the_record_to_retry() {
     remove_pod_sandbox(&w.ctx(), &id).await.unwrap();
     w.assert_empty();
 }
+
+/// A pod's life is told as created, started, stopped, deleted, each naming the sandbox
+/// and carrying its record as of that moment; a failed RunPodSandbox tells nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pods_life_is_published_and_a_failed_run_is_not() {
+    use crate::events::EventKind;
+    let failing = World::new();
+    let mut sub = failing.events.subscribe();
+    failing.fake.fail_at(FailAt::RunPod(Kind::Internal));
+    assert!(run_pod_sandbox(&failing.ctx(), pod(), "").await.is_err());
+    drop(failing);
+    assert!(sub.next().await.is_none(), "a failed run publishes nothing");
+
+    let w = World::new();
+    let ctx = w.ctx();
+    let mut sub = w.events.subscribe();
+    let id = run_pod_sandbox(&ctx, pod(), "").await.unwrap();
+    stop_pod_sandbox(&ctx, &id).await.unwrap();
+    stop_pod_sandbox(&ctx, &id).await.unwrap();
+    remove_pod_sandbox(&ctx, &id).await.unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let e = sub.next().await.unwrap().unwrap();
+        assert_eq!(
+            (e.id.as_str(), e.sandbox_id.as_str()),
+            (id.as_str(), id.as_str())
+        );
+        let pod = e.pod.expect("the pod's record");
+        seen.push((e.kind, pod.state));
+    }
+    assert_eq!(
+        seen,
+        [
+            (EventKind::Created, SandboxState::Ready),
+            (EventKind::Started, SandboxState::Ready),
+            (EventKind::Stopped, SandboxState::NotReady),
+            (EventKind::Deleted, SandboxState::NotReady),
+        ]
+    );
+    drop(w);
+    assert!(sub.next().await.is_none(), "nothing more was published");
+}

@@ -18,6 +18,7 @@ use k8s_cri::v1::PodSandboxConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Classify, Kind};
+use crate::events::{EventKind, Events};
 use crate::names::NameTaken;
 use crate::store::{ById, Lookup};
 
@@ -186,14 +187,17 @@ pub struct Sandbox {
     record: Mutex<SandboxRecord>,
     /// Serializes stop/remove of this sandbox.
     pub op_lock: tokio::sync::Mutex<()>,
+    /// Where the pod turning NotReady is told.
+    events: Events,
 }
 
 impl Sandbox {
-    pub fn new(record: SandboxRecord) -> Sandbox {
+    pub fn new(record: SandboxRecord, events: Events) -> Sandbox {
         Sandbox {
             id: record.id.clone(),
             record: Mutex::new(record),
             op_lock: tokio::sync::Mutex::new(()),
+            events,
         }
     }
 
@@ -208,7 +212,8 @@ impl Sandbox {
         self.record.lock().unwrap_or_else(|e| e.into_inner()).state
     }
 
-    /// Changes the record and persists it atomically.
+    /// Changes the record and persists it atomically. A pod that goes from ready to not
+    /// ready (stopped, or found gone) publishes the stopped event.
     pub fn update(
         &self,
         store_dir: &Path,
@@ -218,7 +223,12 @@ impl Sandbox {
         let mut next = r.clone();
         f(&mut next);
         crate::store::write_json(&store_dir.join(&self.id).join(RECORD_FILE), &next)?;
-        *r = next;
+        let stopped = r.state == SandboxState::Ready && next.state == SandboxState::NotReady;
+        *r = next.clone();
+        drop(r);
+        if stopped {
+            self.events.sandbox(EventKind::Stopped, || next);
+        }
         Ok(())
     }
 }
@@ -229,11 +239,13 @@ pub const RECORD_FILE: &str = "sandbox.json";
 pub struct SandboxStore {
     dir: PathBuf,
     items: ById<Sandbox>,
+    events: Events,
 }
 
 impl SandboxStore {
-    /// Loads every record under `<root>/sandboxes`; unreadable ones are skipped with a warning.
-    pub fn load(dir: &Path) -> Result<SandboxStore, SandboxError> {
+    /// Loads every record under `<root>/sandboxes`; unreadable ones are skipped with a
+    /// warning. Changes from now on are published to `events`.
+    pub fn load(dir: &Path, events: Events) -> Result<SandboxStore, SandboxError> {
         let records = crate::store::load_records::<SandboxRecord>(dir, RECORD_FILE)
             .map_err(|e| SandboxError::io(format!("load sandboxes from {}", dir.display()), e))?;
         Ok(SandboxStore {
@@ -241,8 +253,9 @@ impl SandboxStore {
             items: ById::new(
                 records
                     .into_iter()
-                    .map(|r| (r.id.clone(), Arc::new(Sandbox::new(r)))),
+                    .map(|r| (r.id.clone(), Arc::new(Sandbox::new(r, events.clone())))),
             ),
+            events,
         })
     }
 
@@ -261,12 +274,26 @@ impl SandboxStore {
         Ok(crate::store::write_json(&path, record)?)
     }
 
-    pub fn insert(&self, sandbox: Arc<Sandbox>) {
-        self.items.insert(sandbox.id.clone(), sandbox);
+    /// What a new sandbox publishes its changes to.
+    pub fn events(&self) -> &Events {
+        &self.events
     }
 
+    /// A pod made and ready becomes visible: the created and started events (a pod
+    /// runs from the moment it exists, as containerd reports its sandboxes).
+    pub fn insert(&self, sandbox: Arc<Sandbox>) {
+        self.items.insert(sandbox.id.clone(), sandbox.clone());
+        self.events.sandbox(EventKind::Created, || sandbox.record());
+        if sandbox.state() == SandboxState::Ready {
+            self.events.sandbox(EventKind::Started, || sandbox.record());
+        }
+    }
+
+    /// A removed pod is forgotten: the deleted event, with its last record.
     pub fn remove(&self, id: &str) {
-        self.items.remove(id);
+        if let Some(s) = self.items.remove(id) {
+            self.events.sandbox(EventKind::Deleted, || s.record());
+        }
     }
 
     /// By full id or unique prefix.

@@ -72,7 +72,10 @@ pub async fn run_pod_sandbox(
     }
     ctx.sandboxes.persist(&record)?;
     rb.commit();
-    ctx.sandboxes.insert(Arc::new(Sandbox::new(record)));
+    ctx.sandboxes.insert(Arc::new(Sandbox::new(
+        record,
+        ctx.sandboxes.events().clone(),
+    )));
     tracing::info!(sandbox = %id, backend = backend.name(), "pod sandbox ready");
     Ok(id)
 }

@@ -6,12 +6,15 @@ hand-encoded protobuf bytes (no generated CRI stubs).
 Usage: cri_client.py SOCKET_PATH {default,path,localhost}
        cri_client.py SOCKET_PATH stats CONTAINER_ID
        cri_client.py SOCKET_PATH update CONTAINER_ID MEMORY_BYTES
+       cri_client.py SOCKET_PATH events COUNT
   default    grpcio's own :authority for a unix: target (since 1.57 the %-encoded path)
   path       the socket path itself, as grpc-go and grpc-java send it
   localhost  what newer kubelets send
   stats      ListContainerStats filtered by CONTAINER_ID: prints the figures of the one
              container answered
   update     UpdateContainerResources of CONTAINER_ID to a memory limit of MEMORY_BYTES
+  events     GetContainerEvents (server streaming): prints "subscribed" once the stream is
+             open, then one line per event until COUNT events were read
 
 Run by tests/interop.rs with the venv hack/setup makes. Prints one line per call and
 "all ok"; exits 1 with the reason otherwise.
@@ -120,13 +123,47 @@ def update_resources(channel, container_id, memory_bytes):
     print(f"UpdateContainerResources ok id={container_id} memory={memory_bytes}")
 
 
+def varint_value(msg, n):
+    """A top-level varint field (0 when absent, as protobuf reads it)."""
+    return fields(msg).get(n, [0])[0]
+
+
+def container_events(channel, count):
+    """GetContainerEvents{}: COUNT events, each as the fields kubelet's Evented PLEG reads."""
+    rpc = channel.unary_stream("/runtime.v1.RuntimeService/GetContainerEvents")
+    stream = rpc(b"", timeout=120)
+    try:
+        stream.initial_metadata()  # the server has answered: the stream is subscribed
+        print("subscribed", flush=True)
+        for n, event in enumerate(stream, 1):
+            pod = path(event, 4) or b""
+            containers = ",".join(
+                f"{string(c, 1)}:{varint_value(c, 3)}" for c in fields(event).get(5, [])
+            )
+            print(
+                f"event type={varint_value(event, 2)} id={string(event, 1)} "
+                f"created_at={varint_value(event, 3)} pod={string(pod, 1)} "
+                f"pod_uid={string(path(pod, 2) or b'', 2)} pod_state={varint_value(pod, 3)} "
+                f"containers={containers}",
+                flush=True,
+            )
+            if n == count:
+                stream.cancel()
+                return
+    except grpc.RpcError as e:
+        sys.exit(f"cri_client.py: GetContainerEvents: {e.code()}: {e.details()}")
+    sys.exit("cri_client.py: GetContainerEvents: the stream ended early")
+
+
 def main():
     modes = ("default", "path", "localhost")
-    if len(sys.argv) in (4, 5) and sys.argv[2] in ("stats", "update"):
+    if len(sys.argv) in (4, 5) and sys.argv[2] in ("stats", "update", "events"):
         with grpc.insecure_channel("unix:" + sys.argv[1]) as channel:
             grpc.channel_ready_future(channel).result(timeout=30)
             if sys.argv[2] == "stats":
                 container_stats(channel, sys.argv[3])
+            elif sys.argv[2] == "events":
+                container_events(channel, int(sys.argv[3]))
             else:
                 update_resources(channel, sys.argv[3], int(sys.argv[4]))
         print("all ok")
