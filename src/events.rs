@@ -230,21 +230,7 @@ mod tests {
     use super::*;
 
     fn record(id: &str) -> SandboxRecord {
-        SandboxRecord {
-            id: id.into(),
-            name: "p_ns_uid_0".into(),
-            config: Default::default(),
-            runtime_handler: String::new(),
-            backend: "fake".into(),
-            backend_reason: "default".into(),
-            created_at: 1,
-            state: crate::sandbox::SandboxState::Ready,
-            holder_pid: None,
-            namespaces: Default::default(),
-            hostname: String::new(),
-            run_dir: "/nonexistent".into(),
-            shm_mounted: false,
-        }
+        SandboxRecord::for_tests(id, crate::sandbox::SandboxState::Ready)
     }
 
     #[tokio::test]

@@ -18,20 +18,6 @@ use tonic::Code;
 
 const NO_SUCH_ID: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
 
-fn expect_code<T: std::fmt::Debug>(
-    result: Result<T, tonic::Status>,
-    code: Code,
-    what: &str,
-) -> tonic::Status {
-    match result {
-        Ok(v) => panic!("{what}: expected {code:?}, got Ok({v:?})"),
-        Err(s) => {
-            assert_eq!(s.code(), code, "{what}: {s:?}");
-            s
-        }
-    }
-}
-
 /// A directory of the store swapped for a regular file until `repair`.
 struct Broken {
     dir: PathBuf,
@@ -76,15 +62,15 @@ async fn pull_image_codes() {
             ..Default::default()
         })
         .await;
-    expect_code(empty, Code::InvalidArgument, "PullImage with no image");
-    expect_code(
+    assert_code(empty, Code::InvalidArgument, "PullImage with no image");
+    assert_code(
         pull(&mut cri, "UPPER/Case::bad").await,
         Code::InvalidArgument,
         "PullImage of a malformed reference",
     );
     // Missing object: a tag the registry does not have.
     let missing = format!("{}:no-such-tag", image.name.rsplit_once(':').unwrap().0);
-    expect_code(
+    assert_code(
         pull(&mut cri, &missing).await,
         Code::NotFound,
         "PullImage of a missing tag",
@@ -92,7 +78,7 @@ async fn pull_image_codes() {
 
     // Internal: downloads cannot be written (the ingest dir is a file).
     let broken = Broken::dir(&d.ingest_dir());
-    let s = expect_code(
+    let s = assert_code(
         pull(&mut cri, &image.name).await,
         Code::Internal,
         "PullImage with an unwritable store",
@@ -117,12 +103,12 @@ async fn image_status_and_list_images_codes() {
     let d = TestDaemon::start();
     let mut cri = d.cri().await;
 
-    expect_code(
+    assert_code(
         try_image_status(&mut cri, "", false).await,
         Code::InvalidArgument,
         "ImageStatus with no image",
     );
-    expect_code(
+    assert_code(
         try_image_status(&mut cri, "bad::ref", false).await,
         Code::InvalidArgument,
         "ImageStatus of a malformed reference",
@@ -146,7 +132,7 @@ async fn image_status_and_list_images_codes() {
             }),
         })
         .await;
-    expect_code(
+    assert_code(
         filtered,
         Code::InvalidArgument,
         "ListImages filtered by a malformed reference",
@@ -171,8 +157,8 @@ async fn remove_image_codes() {
             image: Some(ImageSpec::default()),
         })
         .await;
-    expect_code(empty, Code::InvalidArgument, "RemoveImage with no image");
-    expect_code(
+    assert_code(empty, Code::InvalidArgument, "RemoveImage with no image");
+    assert_code(
         remove_image(&mut cri, "bad::ref").await,
         Code::InvalidArgument,
         "RemoveImage of a malformed reference",
@@ -185,7 +171,7 @@ async fn remove_image_codes() {
     // Internal: the record cannot be deleted (the records dir is a file). The image
     // stays, whole, so kubelet's retry can remove it.
     let broken = Broken::dir(&d.records_dir());
-    expect_code(
+    assert_code(
         remove_image(&mut cri, &image.name).await,
         Code::Internal,
         "RemoveImage with an unwritable store",
@@ -213,7 +199,7 @@ async fn image_fs_info_codes() {
     let images = d.images_dir();
     let aside = images.with_extension("aside");
     fs::rename(&images, &aside).expect("move the image store aside");
-    let s = expect_code(
+    let s = assert_code(
         cri.images.image_fs_info(ImageFsInfoRequest {}).await,
         Code::Internal,
         "ImageFsInfo with the store gone",

@@ -16,20 +16,6 @@ use tonic::Code;
 
 const NO_SUCH_ID: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
 
-fn assert_code<T: std::fmt::Debug>(
-    result: Result<T, tonic::Status>,
-    code: Code,
-    what: &str,
-) -> tonic::Status {
-    match result {
-        Ok(v) => panic!("{what}: expected {code:?}, got Ok({v:?})"),
-        Err(s) => {
-            assert_eq!(s.code(), code, "{what}: {s:?}");
-            s
-        }
-    }
-}
-
 /// A busybox image in the shared registry under a repository of this test's own.
 fn busybox(registry: &Registry, what: &str) -> Pushed {
     push_busybox(registry, &format!("{}:1", unique_repo(what)))

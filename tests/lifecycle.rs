@@ -6,26 +6,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::assert_code;
 use common::pods::*;
 use k8s_cri::v1::{
     ContainerFilter, ContainerState, ContainerStateValue, PodSandboxFilter, PodSandboxState,
     PodSandboxStateValue,
 };
 use tonic::Code;
-
-fn assert_code<T: std::fmt::Debug>(
-    result: Result<T, tonic::Status>,
-    code: Code,
-    what: &str,
-) -> tonic::Status {
-    match result {
-        Ok(v) => panic!("{what}: expected {code:?}, got Ok({v:?})"),
-        Err(s) => {
-            assert_eq!(s.code(), code, "{what}: {s:?}");
-            s
-        }
-    }
-}
 
 #[tokio::test]
 async fn full_pod_lifecycle() {

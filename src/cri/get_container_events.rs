@@ -105,29 +105,10 @@ mod tests {
 
     #[test]
     fn a_pod_event_names_the_sandbox_and_carries_its_status() {
-        let record = crate::sandbox::SandboxRecord {
-            id: "p".repeat(64),
-            name: "web_default_uid_0".into(),
-            config: k8s_cri::v1::PodSandboxConfig {
-                metadata: Some(k8s_cri::v1::PodSandboxMetadata {
-                    name: "web".into(),
-                    namespace: "default".into(),
-                    uid: "uid".into(),
-                    attempt: 0,
-                }),
-                ..Default::default()
-            },
-            runtime_handler: String::new(),
-            backend: "fake".into(),
-            backend_reason: "default".into(),
-            created_at: 5,
-            state: crate::sandbox::SandboxState::NotReady,
-            holder_pid: None,
-            namespaces: Default::default(),
-            hostname: String::new(),
-            run_dir: "/nonexistent".into(),
-            shm_mounted: false,
-        };
+        let record = crate::sandbox::SandboxRecord::for_tests(
+            &"p".repeat(64),
+            crate::sandbox::SandboxState::NotReady,
+        );
         let e = Event {
             kind: EventKind::Stopped,
             id: record.id.clone(),

@@ -147,29 +147,10 @@ mod tests {
             .into_iter()
             .map(|d| (d.name, d.label_keys.len()))
             .collect();
-        let pod = crate::sandbox::SandboxRecord {
-            id: "p".repeat(64),
-            name: "web_default_uid_0".into(),
-            config: k8s_cri::v1::PodSandboxConfig {
-                metadata: Some(k8s_cri::v1::PodSandboxMetadata {
-                    name: "web".into(),
-                    namespace: "default".into(),
-                    uid: "uid".into(),
-                    attempt: 0,
-                }),
-                ..Default::default()
-            },
-            runtime_handler: String::new(),
-            backend: "fake".into(),
-            backend_reason: "default".into(),
-            created_at: 5,
-            state: crate::sandbox::SandboxState::Ready,
-            holder_pid: None,
-            namespaces: Default::default(),
-            hostname: String::new(),
-            run_dir: "/nonexistent".into(),
-            shm_mounted: false,
-        };
+        let pod = crate::sandbox::SandboxRecord::for_tests(
+            &"p".repeat(64),
+            crate::sandbox::SandboxState::Ready,
+        );
         let usage = PodUsage {
             timestamp: 1,
             cgroup: Some(CgroupUsage {

@@ -123,6 +123,37 @@ pub struct SandboxRecord {
     pub shm_mounted: bool,
 }
 
+#[cfg(test)]
+impl SandboxRecord {
+    /// A record for unit tests: pod `web` of namespace `default` (uid `uid`) on the fake
+    /// backend, created at 5 ns, with no holder, namespaces or files.
+    pub(crate) fn for_tests(id: &str, state: SandboxState) -> SandboxRecord {
+        SandboxRecord {
+            id: id.into(),
+            name: "web_default_uid_0".into(),
+            config: PodSandboxConfig {
+                metadata: Some(k8s_cri::v1::PodSandboxMetadata {
+                    name: "web".into(),
+                    namespace: "default".into(),
+                    uid: "uid".into(),
+                    attempt: 0,
+                }),
+                ..Default::default()
+            },
+            runtime_handler: String::new(),
+            backend: "fake".into(),
+            backend_reason: "default".into(),
+            created_at: 5,
+            state,
+            holder_pid: None,
+            namespaces: Default::default(),
+            hostname: String::new(),
+            run_dir: "/nonexistent".into(),
+            shm_mounted: false,
+        }
+    }
+}
+
 /// Where a pod's files live under the daemon's run dir: `<run_dir>/s/<id16>/` holds
 /// what its backend keeps for it (a host pod: hostname, hosts, resolv.conf, shm, ns/).
 /// The one place these paths are spelled.

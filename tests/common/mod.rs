@@ -832,6 +832,21 @@ fn spec(image: &str) -> Option<ImageSpec> {
 }
 
 /// PullImage; the image ref (the image id) or the daemon's status.
+/// The status of a call that must fail with `code`; panics with `what` otherwise.
+pub fn assert_code<T: std::fmt::Debug>(
+    result: Result<T, tonic::Status>,
+    code: tonic::Code,
+    what: &str,
+) -> tonic::Status {
+    match result {
+        Ok(v) => panic!("{what}: expected {code:?}, got Ok({v:?})"),
+        Err(s) => {
+            assert_eq!(s.code(), code, "{what}: {s:?}");
+            s
+        }
+    }
+}
+
 pub async fn pull(cri: &mut Cri, image: &str) -> Result<String, tonic::Status> {
     cri.images
         .pull_image(PullImageRequest {
