@@ -54,7 +54,10 @@ fn pod_config() -> impl Strategy<Value = PodSandboxConfig> {
             0..3,
         ),
         prop::collection::hash_map(hostile(), hostile(), 0..3),
-        (hostile(), prop::collection::btree_map(hostile(), hostile(), 0..3)),
+        (
+            hostile(),
+            prop::collection::btree_map(hostile(), hostile(), 0..3),
+        ),
         (any::<i32>(), any::<i32>(), any::<i32>(), any::<bool>()),
         prop::option::of(number()),
     )

@@ -268,7 +268,12 @@ impl Images {
         let lease = self.leases.take(Held {
             image: Some(entry.record.id.clone()),
             blobs: Vec::new(),
-            diffs: entry.record.layers.iter().map(|l| l.diff_id.clone()).collect(),
+            diffs: entry
+                .record
+                .layers
+                .iter()
+                .map(|l| l.diff_id.clone())
+                .collect(),
             everything: false,
         });
         Ok((entry, lease))

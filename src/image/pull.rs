@@ -82,7 +82,8 @@ impl Images {
             blobs: vec![resolved.manifest_digest.clone(), config_digest.clone()],
             ..Default::default()
         };
-        held.blobs.extend(resolved.index.as_ref().map(|(_, d)| d.clone()));
+        held.blobs
+            .extend(resolved.index.as_ref().map(|(_, d)| d.clone()));
         held.blobs
             .extend(manifest.layers().iter().map(|l| l.digest().to_string()));
         if let Some(existing) = &existing {

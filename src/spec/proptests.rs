@@ -70,7 +70,7 @@ pub(crate) fn hostile() -> impl Strategy<Value = String> {
         )
         .prop_map(|parts| parts.concat()),
         1 => Just(String::new()),
-        1 => (1usize..4).prop_map(|n| "a/".repeat(n * 16 << 10)),
+        1 => (1usize..4).prop_map(|n| "a/".repeat((n * 16) << 10)),
     ]
 }
 
@@ -100,16 +100,23 @@ fn map(max: usize) -> impl Strategy<Value = HashMap<String, String>> {
 }
 
 fn mount() -> impl Strategy<Value = Mount> {
-    (hostile(), hostile(), any::<bool>(), enum_value(), any::<bool>()).prop_map(
-        |(container_path, host_path, readonly, propagation, recursive_read_only)| Mount {
-            container_path,
-            host_path,
-            readonly,
-            propagation,
-            recursive_read_only,
-            ..Default::default()
-        },
+    (
+        hostile(),
+        hostile(),
+        any::<bool>(),
+        enum_value(),
+        any::<bool>(),
     )
+        .prop_map(
+            |(container_path, host_path, readonly, propagation, recursive_read_only)| Mount {
+                container_path,
+                host_path,
+                readonly,
+                propagation,
+                recursive_read_only,
+                ..Default::default()
+            },
+        )
 }
 
 fn profile() -> impl Strategy<Value = Option<SecurityProfile>> {
@@ -181,10 +188,8 @@ fn resources() -> impl Strategy<Value = LinuxContainerResources> {
         (number(), number(), number(), number(), number(), number()),
         (hostile(), hostile()),
         prop::collection::vec(
-            (hostile(), any::<u64>()).prop_map(|(page_size, limit)| HugepageLimit {
-                page_size,
-                limit,
-            }),
+            (hostile(), any::<u64>())
+                .prop_map(|(page_size, limit)| HugepageLimit { page_size, limit }),
             0..3,
         ),
         map(4),
