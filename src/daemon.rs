@@ -107,6 +107,8 @@ impl Daemon {
             Selector::new(&config).map_err(|(key, message)| DaemonError::Config(key, message))?;
         let users: Arc<dyn crate::image::ImageUsers> = containers.clone();
         images.set_users(Arc::downgrade(&users));
+        // Only now: the collection must know which images the loaded containers use.
+        images.collect_garbage_at_start()?;
         let names = Arc::new(NameRegistry::default());
         for s in sandboxes.all() {
             let r = s.record();

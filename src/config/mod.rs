@@ -144,6 +144,7 @@ pub struct ImagesConfig {
     pub max_concurrent_downloads: usize,
     pub connect_timeout_secs: u64,
     pub read_timeout_secs: u64,
+    pub pull_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
@@ -337,6 +338,9 @@ impl Config {
                 "images.max_concurrent_downloads",
                 "must be at least 1".into(),
             );
+        }
+        if self.images.pull_timeout_secs == 0 {
+            return bad("images.pull_timeout_secs", "must be at least 1".into());
         }
         for (host, registry) in &self.registries {
             if host.is_empty() || host.contains('/') {

@@ -69,8 +69,9 @@ pub async fn create_container(
             }
             other => other?,
         };
-    // CreateContainer never pulls: the image must be present.
-    let image = ctx.images.get(&image_name)?;
+    // CreateContainer never pulls: the image must be present. The lease keeps
+    // RemoveImage from taking it (and its layers) until the container is in the store.
+    let (image, _image_lease) = ctx.images.lease_for_container(&image_name)?;
     let image_config = image.config.config().clone().unwrap_or_default();
     let stop_signal = spec::stop_signal(&image_config)?;
     let form = backend.container_form();

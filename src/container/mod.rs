@@ -504,6 +504,18 @@ impl crate::image::ImageUsers for ContainerStore {
             .map(|c| c.id.clone())
             .collect()
     }
+
+    fn images_in_use(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .items
+            .all()
+            .into_iter()
+            .map(|c| c.record.image_id.clone())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
 }
 
 /// `linux.cgroupsPath` of the OCI spec at `path`, reading only that field.

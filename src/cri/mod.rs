@@ -292,3 +292,6 @@ impl crate::admin::admin_server::Admin for AdminApi {
         reply(import_image::import_image(&self.0, r.into_inner()).await)
     }
 }
+
+#[cfg(test)]
+mod proptests;

@@ -76,6 +76,7 @@ impl ContentStore {
         fs::File::open(tmp)
             .and_then(|f| f.sync_data())
             .and_then(|_| fs::rename(tmp, &dest))
+            .and_then(|_| super::snapshot::sync_dir(&self.blobs))
             .map_err(|e| {
                 let _ = fs::remove_file(tmp);
                 ImageError::io(format!("store blob {digest}"), e)

@@ -59,11 +59,15 @@ pub struct ImageIndex {
     by_id: HashMap<String, Arc<ImageEntry>>,
     /// tag names and digest names → id
     by_name: HashMap<String, String>,
+    /// Records that could not be read at load, and why: what they reference is unknown,
+    /// so garbage collection removes nothing while one is there.
+    unreadable: Vec<(PathBuf, String)>,
 }
 
 impl ImageIndex {
-    /// Loads every record; a torn or unreadable record is skipped with a warning (its
-    /// blobs become garbage for the next GC) rather than stopping the daemon.
+    /// Loads every record; a torn or unreadable record is skipped with a warning rather
+    /// than stopping the daemon, and remembered (`unreadable`): its blobs and snapshots
+    /// are not garbage, since a container may run on them.
     pub fn load(dir: &Path, content: &ContentStore) -> Result<ImageIndex, ImageError> {
         fs::create_dir_all(dir)
             .map_err(|e| ImageError::io(format!("create {}", dir.display()), e))?;
@@ -71,6 +75,7 @@ impl ImageIndex {
             dir: dir.to_owned(),
             by_id: HashMap::new(),
             by_name: HashMap::new(),
+            unreadable: Vec::new(),
         };
         let entries =
             fs::read_dir(dir).map_err(|e| ImageError::io(format!("read {}", dir.display()), e))?;
@@ -79,16 +84,19 @@ impl ImageIndex {
             if path.extension().and_then(|e| e.to_str()) != Some("json") {
                 continue;
             }
-            match crate::store::read_json::<ImageRecord>(&path) {
+            let error = match crate::store::read_json::<ImageRecord>(&path) {
                 Ok(Some(record)) => match load_config(content, &record.id) {
-                    Ok(config) => index.insert_entry(Arc::new(ImageEntry { record, config })),
-                    Err(e) => {
-                        tracing::warn!(record = %path.display(), error = %e, "image record skipped")
+                    Ok(config) => {
+                        index.insert_entry(Arc::new(ImageEntry { record, config }));
+                        continue;
                     }
+                    Err(e) => e.to_string(),
                 },
-                Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, "image record skipped"),
-            }
+                Ok(None) => continue,
+                Err(e) => e.to_string(),
+            };
+            tracing::warn!(record = %path.display(), %error, "image record skipped");
+            index.unreadable.push((path, error));
         }
         Ok(index)
     }
@@ -209,6 +217,22 @@ impl ImageIndex {
 
     pub fn all(&self) -> impl Iterator<Item = &Arc<ImageEntry>> {
         self.by_id.values()
+    }
+
+    /// Records that could not be read at load and are still there, unreplaced by a
+    /// pull of the same image.
+    pub fn unreadable(&self) -> Vec<(&Path, &str)> {
+        self.unreadable
+            .iter()
+            .filter(|(path, _)| {
+                let id = path
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .map(|hex| format!("sha256:{hex}"));
+                path.exists() && !id.is_some_and(|id| self.by_id.contains_key(&id))
+            })
+            .map(|(p, e)| (p.as_path(), e.as_str()))
+            .collect()
     }
 }
 

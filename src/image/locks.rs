@@ -1,12 +1,13 @@
 //! The image store's locks: one operation per name at a time (a pull per reference,
-//! a download or unpack per blob), and the guard that keeps garbage collection away
-//! from blobs no image record references yet.
+//! a download per blob, an unpack per snapshot), and the guard that keeps garbage
+//! collection away from blobs no image record references yet.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
-/// Held while blobs are added that no image record references yet (see `Images::guard`).
-pub struct StoreGuard<'a>(#[allow(dead_code)] pub(super) tokio::sync::RwLockReadGuard<'a, ()>);
+/// Held while blobs are added that no image record references yet (see `Images::guard`):
+/// a lease on the whole store, not a lock, so garbage collection never waits for it.
+pub struct StoreGuard(#[allow(dead_code)] pub(super) super::lease::Lease);
 
 /// Async locks by name, created on demand and dropped when nobody holds them.
 #[derive(Default)]

@@ -10,11 +10,19 @@
 //! An image becomes visible only when its record is written, after every blob and
 //! snapshot it needs is complete; a failed or cancelled pull is followed by a garbage
 //! collection, so it leaves nothing behind.
+//!
+//! Concurrency: garbage collection holds `gc_lock` exclusively; it never waits for the
+//! network. A pull downloads without any lock, holding a lease (`lease.rs`) on what it
+//! fetches; it takes `gc_lock` shared only to take its lease and while it unpacks (local
+//! work, so that a collection after a failed pull sees the unpack's result). Blobs are
+//! downloaded once per digest (`blob:` lock), snapshots made once per diff_id (`layer:`
+//! lock): two differently compressed copies of one layer make one snapshot.
 
 pub mod content;
 pub mod import;
 pub mod index;
 mod ingest;
+mod lease;
 mod locks;
 mod pull;
 pub mod reference;
@@ -33,6 +41,8 @@ use crate::error::{Classify, Kind};
 use content::ContentStore;
 use index::ImageIndex;
 pub use index::{ImageEntry, ImageRecord, LayerRecord};
+pub use lease::Lease;
+use lease::{Held, Leases};
 use locks::KeyedLocks;
 pub use locks::StoreGuard;
 use reference::{parse_query, parse_reference};
@@ -55,6 +65,18 @@ pub enum ImageError {
     AmbiguousId(String),
     #[error("image {image} is in use by container(s) {containers}")]
     InUse { image: String, containers: String },
+    #[error("image {0} is in use by a container being created")]
+    InUseByCreate(String),
+    #[error("{what} is over the limit of {limit} bytes")]
+    TooLarge { what: String, limit: u64 },
+    #[error("{what}: the registry sent {got} bytes where the descriptor says {expected}")]
+    SizeMismatch {
+        what: String,
+        expected: u64,
+        got: String,
+    },
+    #[error("pulling {reference} took longer than [images] pull_timeout_secs = {secs}")]
+    PullTimeout { reference: String, secs: u64 },
     #[error("{message}")]
     Registry { kind: Kind, message: String },
     #[error("pulling {reference} failed on every endpoint: {details}")]
@@ -104,7 +126,12 @@ impl Classify for ImageError {
             | ImageError::InvalidAuth(_)
             | ImageError::AmbiguousId(_) => Kind::InvalidArgument,
             ImageError::NotFound(_) | ImageError::NoPlatform { .. } => Kind::NotFound,
-            ImageError::InUse { .. } => Kind::FailedPrecondition,
+            ImageError::InUse { .. } | ImageError::InUseByCreate(_) => Kind::FailedPrecondition,
+            // What a registry served is refused, like a layer that is not a tar.
+            ImageError::TooLarge { .. } => Kind::InvalidArgument,
+            // Bytes that are not what the descriptor promised, like a digest mismatch.
+            ImageError::SizeMismatch { .. } => Kind::DataLoss,
+            ImageError::PullTimeout { .. } => Kind::DeadlineExceeded,
             ImageError::Registry { kind, .. } | ImageError::AllEndpointsFailed { kind, .. } => {
                 *kind
             }
@@ -121,6 +148,8 @@ impl Classify for ImageError {
 pub trait ImageUsers: Send + Sync {
     /// Ids of the containers created from image `image_id`.
     fn containers_using(&self, image_id: &str) -> Vec<String>;
+    /// Ids of every image some container was created from.
+    fn images_in_use(&self) -> Vec<String>;
 }
 
 /// Bytes and inodes the image store occupies (ImageFsInfo).
@@ -137,17 +166,23 @@ pub struct Images {
     index: RwLock<ImageIndex>,
     registry: registry::Registry,
     max_downloads: usize,
-    /// One pull per reference at a time; one download or unpack per blob at a time.
+    /// One pull per reference at a time; one download per blob, one unpack per
+    /// snapshot at a time.
     locks: KeyedLocks,
-    /// Pulls and imports hold it shared; garbage collection holds it exclusively.
-    gc_lock: tokio::sync::RwLock<()>,
+    /// Garbage collection holds it exclusively; taking a lease and unpacking hold it
+    /// shared (never across network I/O).
+    gc_lock: Arc<tokio::sync::RwLock<()>>,
+    leases: Leases,
+    /// A whole pull's deadline (`[images] pull_timeout_secs`).
+    pull_timeout: std::time::Duration,
     usage: Mutex<Option<FsUsage>>,
     users: RwLock<Option<Weak<dyn ImageUsers>>>,
 }
 
 impl Images {
-    /// Opens (or creates) the store under `<state root>/images`, loads every record
-    /// and removes what an earlier crash left half-made.
+    /// Opens (or creates) the store under `<state root>/images` and loads every record.
+    /// The owner runs `collect_garbage_at_start` once it knows which images its
+    /// containers use.
     pub fn open(state_root: &Path, config: &Config) -> Result<Images, ImageError> {
         let root = state_root.join("images");
         let io = |what: &str, e| {
@@ -165,12 +200,27 @@ impl Images {
             registry: registry::Registry::new(config),
             max_downloads: config.images.max_concurrent_downloads,
             locks: KeyedLocks::default(),
-            gc_lock: tokio::sync::RwLock::new(()),
+            gc_lock: Arc::new(tokio::sync::RwLock::new(())),
+            leases: Leases::default(),
+            pull_timeout: std::time::Duration::from_secs(config.images.pull_timeout_secs),
             usage: Mutex::new(None),
             users: RwLock::new(None),
         };
-        images.collect_garbage_now()?;
         Ok(images)
+    }
+
+    /// The collection at start: removes what a crash left half-made (downloads,
+    /// unpacks) and what no record references. Runs after the containers are loaded
+    /// (`set_users`): while a container uses an image whose record is missing, or any
+    /// record could not be read, no blob or snapshot is removed (the warning says
+    /// which), since one of them may be what a container's rootfs is made of.
+    pub fn collect_garbage_at_start(&self) -> Result<(), ImageError> {
+        let io = |what: &str, e| ImageError::io(format!("garbage collection: {what}"), e);
+        self.content.clear_ingest().map_err(|e| io("ingest", e))?;
+        self.snapshots
+            .clear_temp()
+            .map_err(|e| io("snapshots", e))?;
+        self.sweep()
     }
 
     /// Lets the container store veto removal of images it uses.
@@ -183,15 +233,50 @@ impl Images {
     }
 
     /// Unpacks a stored layer blob into its snapshot, off the async runtime. The caller
-    /// holds the layer's lock and found no snapshot.
+    /// holds the snapshot's (`layer:<diff_id>`) lock and a lease on it, and found no
+    /// snapshot. The unpack holds `gc_lock` shared until it ends, even if the caller is
+    /// cancelled: a collection after a failed pull then sees (and removes) its result.
     async fn unpack_layer(&self, layer: &LayerRecord) -> Result<(), ImageError> {
         let blob = self.content.path(&layer.digest)?;
         let compression = layer_compression(&layer.media_type, &blob)?;
         let (snapshots, diff_id) = (self.snapshots.clone(), layer.diff_id.clone());
-        tokio::task::spawn_blocking(move || snapshots.create(&diff_id, &blob, compression))
-            .await
-            .map_err(|e| ImageError::Store(format!("unpack task: {e}")))??;
+        let shared = self.gc_lock.clone().read_owned().await;
+        tokio::task::spawn_blocking(move || {
+            let _shared = shared;
+            snapshots.create(&diff_id, &blob, compression)
+        })
+        .await
+        .map_err(|e| ImageError::Store(format!("unpack task: {e}")))??;
         Ok(())
+    }
+
+    /// Takes a lease on content about to be added, at a moment no collection runs.
+    async fn lease(&self, held: Held) -> Lease {
+        let _shared = self.gc_lock.read().await;
+        self.leases.take(held)
+    }
+
+    /// Looks up the image a container is created from and leases it: until the lease
+    /// is dropped (once the container is in the container store), RemoveImage refuses
+    /// the image, so its snapshots stay under the rootfs being mounted.
+    pub fn lease_for_container(&self, image: &str) -> Result<(Arc<ImageEntry>, Lease), ImageError> {
+        let query = parse_query(image)?;
+        let index = self.index();
+        let entry = index
+            .find(&query)?
+            .ok_or_else(|| ImageError::NotFound(image.to_owned()))?;
+        let lease = self.leases.take(Held {
+            image: Some(entry.record.id.clone()),
+            blobs: Vec::new(),
+            diffs: entry
+                .record
+                .layers
+                .iter()
+                .map(|l| l.diff_id.clone())
+                .collect(),
+            everything: false,
+        });
+        Ok((entry, lease))
     }
 
     /// Adds or updates the record for a complete image and gives it `names`.
@@ -213,7 +298,7 @@ impl Images {
     /// so that no garbage collection removes them in between.
     pub async fn store_local(
         self: &Arc<Self>,
-        _guard: &StoreGuard<'_>,
+        _guard: &StoreGuard,
         manifest_raw: Vec<u8>,
         tags: Vec<String>,
     ) -> Result<Arc<ImageEntry>, ImageError> {
@@ -225,7 +310,7 @@ impl Images {
         let config = index::load_config(&self.content, &config_digest)?;
         let layers = layer_records(manifest.layers(), &config, "imported image")?;
         for layer in &layers {
-            let _one = self.locks.lock(&format!("layer:{}", layer.digest)).await;
+            let _one = self.locks.lock(&format!("layer:{}", layer.diff_id)).await;
             if self.snapshots.exists(&layer.diff_id) {
                 continue;
             }
@@ -269,7 +354,12 @@ impl Images {
         let config: ImageConfiguration = serde_json::from_slice(&config_raw)
             .map_err(|e| ImageError::Store(format!("template config: {e}")))?;
         let id = content::sha256_bytes(&config_raw);
-        let _shared = self.gc_lock.read().await;
+        let _lease = self
+            .lease(Held {
+                blobs: vec![id.clone()],
+                ..Default::default()
+            })
+            .await;
         self.content.write_bytes(&id, &config_raw)?;
         let record = ImageRecord {
             id: id.clone(),
@@ -287,9 +377,16 @@ impl Images {
         Ok(entry)
     }
 
-    /// Keeps garbage collection away while an importer adds blobs no record references yet.
-    pub async fn guard(&self) -> StoreGuard<'_> {
-        StoreGuard(self.gc_lock.read().await)
+    /// Keeps garbage collection from removing anything while an importer adds blobs no
+    /// record references yet (a lease on everything: collections run, and remove nothing).
+    pub async fn guard(&self) -> StoreGuard {
+        StoreGuard(
+            self.lease(Held {
+                everything: true,
+                ..Default::default()
+            })
+            .await,
+        )
     }
 
     /// The content store, for importers that verify and add blobs themselves.
@@ -323,32 +420,41 @@ impl Images {
 
     /// Removes an image by any name (all its names go with it) and collects the blobs
     /// and snapshots no other image needs. Removing a missing image succeeds (CRI
-    /// contract); removing one a container was created from is refused.
+    /// contract); removing one a container was created from, or is being created from,
+    /// is refused with FailedPrecondition (CRI-O's choice: containerd instead drops the
+    /// record and keeps the layers while containers use them; refusing keeps
+    /// ListImages true about what is on disk).
     pub async fn remove(&self, image: &str) -> Result<Option<Arc<ImageEntry>>, ImageError> {
         let query = parse_query(image)?;
-        let Some(entry) = self.index().find(&query)? else {
-            return Ok(None);
-        };
         let users = self
             .users
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
             .and_then(|w| w.upgrade());
-        if let Some(users) = users {
-            let containers = users.containers_using(&entry.record.id);
-            if !containers.is_empty() {
-                return Err(ImageError::InUse {
-                    image: image.to_owned(),
-                    containers: containers.join(", "),
-                });
+        let removed = {
+            // Checked and removed under the index's write lock, which
+            // `lease_for_container` reads under: a create either leased the image before
+            // this check (refused here) or finds it gone (NotFound there). A created
+            // container is in the container store before its lease ends.
+            let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
+            let Some(entry) = index.find(&query)? else {
+                return Ok(None);
+            };
+            if self.leases.image_leased(&entry.record.id) {
+                return Err(ImageError::InUseByCreate(image.to_owned()));
             }
-        }
-        let removed = self
-            .index
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&entry.record.id)?;
+            if let Some(users) = &users {
+                let containers = users.containers_using(&entry.record.id);
+                if !containers.is_empty() {
+                    return Err(ImageError::InUse {
+                        image: image.to_owned(),
+                        containers: containers.join(", "),
+                    });
+                }
+            }
+            index.remove(&entry.record.id)?
+        };
         self.collect_garbage().await?;
         Ok(removed)
     }
@@ -364,18 +470,20 @@ impl Images {
             .collect()
     }
 
-    /// Removes every blob and snapshot no image record references, and whatever
-    /// downloads or unpacks a crash left. Waits for running pulls to finish.
+    /// Removes every blob and snapshot that no image record references and no lease
+    /// holds. Waits for running unpacks, never for downloads: downloads in flight own
+    /// their ingest files and remove them themselves.
     pub async fn collect_garbage(&self) -> Result<(), ImageError> {
         let _exclusive = self.gc_lock.write().await;
-        self.collect_garbage_now()
+        self.sweep()
     }
 
-    fn collect_garbage_now(&self) -> Result<(), ImageError> {
-        let (blobs, diffs): (HashSet<String>, HashSet<String>) = {
+    fn sweep(&self) -> Result<(), ImageError> {
+        let kept = self.leases.kept();
+        let (mut blobs, mut diffs) = (kept.blobs, kept.diffs);
+        let mut keep_all = kept.everything;
+        {
             let index = self.index();
-            let mut blobs = HashSet::new();
-            let mut diffs = HashSet::new();
             for e in index.all() {
                 let r = &e.record;
                 blobs.insert(r.id.clone());
@@ -386,13 +494,36 @@ impl Images {
                     diffs.insert(l.diff_id.clone());
                 }
             }
-            (blobs, diffs)
-        };
+            for (path, error) in index.unreadable() {
+                tracing::warn!(
+                    record = %path.display(), %error,
+                    "image record unreadable: keeping every blob and snapshot until it is \
+                     repaired or removed"
+                );
+                keep_all = true;
+            }
+            let users = self
+                .users
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .and_then(|w| w.upgrade());
+            for id in users.map(|u| u.images_in_use()).unwrap_or_default() {
+                if index.get(&id).is_none() {
+                    tracing::warn!(
+                        image = %id,
+                        containers = %self.users_of(&id).join(", "),
+                        "a container uses an image that has no record: keeping every blob \
+                         and snapshot"
+                    );
+                    keep_all = true;
+                }
+            }
+        }
+        if keep_all {
+            return Ok(());
+        }
         let io = |what: &str, e| ImageError::io(format!("garbage collection: {what}"), e);
-        self.content.clear_ingest().map_err(|e| io("ingest", e))?;
-        self.snapshots
-            .clear_temp()
-            .map_err(|e| io("snapshots", e))?;
         let mut removed = 0;
         for digest in self.content.list().map_err(|e| io("blobs", e))? {
             if !blobs.contains(&digest) {
@@ -411,6 +542,16 @@ impl Images {
         }
         self.invalidate_usage();
         Ok(())
+    }
+
+    fn users_of(&self, image_id: &str) -> Vec<String> {
+        self.users
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .and_then(|w| w.upgrade())
+            .map(|u| u.containers_using(image_id))
+            .unwrap_or_default()
     }
 
     fn invalidate_usage(&self) {

@@ -1,7 +1,9 @@
-//! Pulling an image: resolve its manifest through the registry client, download
-//! the config and the layers this store lacks (at most `max_concurrent_downloads`
-//! at a time, each blob once whoever else wants it), unpack each layer once, then
-//! record the image. The HTTP side is `registry`'s.
+//! Pulling an image: resolve its manifest through the registry client, lease what it
+//! names, download the config and the layers this store lacks (at most
+//! `max_concurrent_downloads` at a time, each blob once whoever else wants it), unpack
+//! each layer once per diff_id, then record the image. No lock is held across network
+//! I/O; the whole pull has a deadline (`[images] pull_timeout_secs`). The HTTP side
+//! is `registry`'s.
 
 use std::sync::Arc;
 
@@ -12,9 +14,10 @@ use oci_spec::image::Descriptor;
 
 use super::ingest::IngestFile;
 use super::reference::{self, parse_reference};
-use super::registry::{self, Credentials};
+use super::registry::{self, Credentials, MAX_MANIFEST_BYTES};
 use super::{
-    index, layer_records, new_record, CollectOnDrop, ImageEntry, ImageError, Images, LayerRecord,
+    index, layer_records, new_record, CollectOnDrop, Held, ImageEntry, ImageError, Images,
+    LayerRecord,
 };
 
 impl Images {
@@ -29,10 +32,17 @@ impl Images {
         let key = reference.whole();
         let _one_pull = self.locks.lock(&format!("pull:{key}")).await;
         let mut cleanup = CollectOnDrop(Some(self.clone()));
-        let result = {
-            let _shared = self.gc_lock.read().await;
-            self.pull_locked(&reference, creds).await
-        };
+        // On the deadline the pull's future is dropped: downloads stop and remove their
+        // ingest files, running unpacks finish under `gc_lock`, and the collection
+        // below removes what the pull stored.
+        let result = tokio::time::timeout(self.pull_timeout, self.pull_leased(&reference, creds))
+            .await
+            .unwrap_or_else(|_| {
+                Err(ImageError::PullTimeout {
+                    reference: key.clone(),
+                    secs: self.pull_timeout.as_secs(),
+                })
+            });
         cleanup.0 = None;
         match result {
             Ok(entry) => {
@@ -49,7 +59,7 @@ impl Images {
         }
     }
 
-    async fn pull_locked(
+    async fn pull_leased(
         &self,
         reference: &Reference,
         creds: &Credentials,
@@ -58,6 +68,29 @@ impl Images {
         let manifest = &resolved.manifest;
         let config_digest = manifest.config().digest().to_string();
         let names = names_for(reference, &resolved);
+        if manifest.config().size() > MAX_MANIFEST_BYTES {
+            return Err(ImageError::TooLarge {
+                what: format!("config {config_digest} of {}", reference.whole()),
+                limit: MAX_MANIFEST_BYTES,
+            });
+        }
+
+        // Everything this pull may store, leased before anything is looked at or stored
+        // (a RemoveImage's collection may run meanwhile; it keeps what a lease names).
+        let existing = self.index().get(&config_digest);
+        let mut held = Held {
+            blobs: vec![resolved.manifest_digest.clone(), config_digest.clone()],
+            ..Default::default()
+        };
+        held.blobs
+            .extend(resolved.index.as_ref().map(|(_, d)| d.clone()));
+        held.blobs
+            .extend(manifest.layers().iter().map(|l| l.digest().to_string()));
+        if let Some(existing) = &existing {
+            held.diffs
+                .extend(existing.record.layers.iter().map(|l| l.diff_id.clone()));
+        }
+        let _lease = self.lease(held).await;
 
         // Fast path: the image is already complete; only its names may be new.
         let existing = self.index().get(&config_digest);
@@ -82,6 +115,12 @@ impl Images {
         self.fetch_blob(&resolved, reference, &config_desc).await?;
         let config = index::load_config(&self.content, &config_digest)?;
         let layers = layer_records(manifest.layers(), &config, &reference.whole())?;
+        let _snapshots = self
+            .lease(Held {
+                diffs: layers.iter().map(|l| l.diff_id.clone()).collect(),
+                ..Default::default()
+            })
+            .await;
 
         let work: Vec<(Descriptor, LayerRecord)> = manifest
             .layers()
@@ -108,7 +147,8 @@ impl Images {
     }
 
     /// Makes sure one layer's snapshot exists: download (unless the blob is stored)
-    /// and unpack, once, whoever else pulls an image sharing the layer right now.
+    /// and unpack, once per diff_id, whoever else pulls an image sharing the layer right
+    /// now, compressed the same way or not. A snapshot found after waiting is success.
     async fn ensure_layer(
         &self,
         resolved: &registry::Resolved,
@@ -116,7 +156,7 @@ impl Images {
         desc: &Descriptor,
         layer: &LayerRecord,
     ) -> Result<(), ImageError> {
-        let _one = self.locks.lock(&format!("layer:{}", layer.digest)).await;
+        let _one = self.locks.lock(&format!("layer:{}", layer.diff_id)).await;
         if self.snapshots.exists(&layer.diff_id) {
             return Ok(());
         }
@@ -140,9 +180,16 @@ impl Images {
         if self.content.exists(&desc.digest) {
             return Ok(());
         }
+        // Created here, synchronously, right after its guard: a cancelled pull can never
+        // leave an ingest file its guard did not remove.
         let tmp = IngestFile(self.content.ingest_path());
+        let file = std::fs::File::options()
+            .write(true)
+            .create_new(true)
+            .open(&tmp.0)
+            .map_err(|e| ImageError::io(format!("create {}", tmp.0.display()), e))?;
         self.registry
-            .fetch_blob(resolved, reference, desc, &tmp.0)
+            .fetch_blob(resolved, reference, desc, file, &tmp.0)
             .await?;
         self.content.commit_file(&tmp.0, &desc.digest, false)?;
         crate::metrics::blob_downloaded(desc.size.max(0) as u64);

@@ -1,17 +1,20 @@
 //! Talking to OCI / Docker v2 registries: endpoint choice (mirrors, plain HTTP),
 //! credentials, manifest resolution (index → this host's platform), blob download.
 //!
-//! The HTTP work is oci-client's (it verifies every blob's digest while streaming);
-//! this module decides where to ask and what to accept.
+//! oci-client does the token dance and streams blobs (verifying their digests); this
+//! module decides where to ask and what to accept, fetches manifests itself (reading
+//! at most `MAX_MANIFEST_BYTES`, which oci-client cannot bound), and counts every
+//! blob's bytes against its descriptor as they arrive.
 
 use std::path::Path;
 use std::time::Duration;
 
+use futures_util::StreamExt as _;
 use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::errors::OciDistributionError;
+use oci_client::errors::{DigestError, OciDistributionError};
 use oci_client::manifest::OciDescriptor;
 use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
+use oci_client::{Client, Reference, RegistryOperation};
 use oci_spec::image::{ImageIndex, ImageManifest};
 
 use super::content::sha256_bytes;
@@ -23,6 +26,9 @@ pub const MEDIA_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json
 pub const MEDIA_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const MEDIA_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 pub const MEDIA_DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+/// Manifests, indexes and image configs larger than this are refused (containerd's
+/// limit for manifests and configs): they are read into memory whole.
+pub const MAX_MANIFEST_BYTES: u64 = 4 << 20;
 const ACCEPTED: &[&str] = &[
     MEDIA_OCI_MANIFEST,
     MEDIA_OCI_INDEX,
@@ -131,6 +137,8 @@ pub struct Registry {
     connect_timeout: Duration,
     read_timeout: Duration,
     registries: std::collections::BTreeMap<String, RegistryConfig>,
+    /// Manifest requests (with oci-client's tokens), read with a size cap.
+    http: reqwest::Client,
 }
 
 /// Clients kept for distinct credentials before the cache is emptied.
@@ -144,6 +152,15 @@ impl Registry {
             connect_timeout: Duration::from_secs(config.images.connect_timeout_secs),
             read_timeout: Duration::from_secs(config.images.read_timeout_secs),
             registries: config.registries.clone(),
+            http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(config.images.connect_timeout_secs))
+                .read_timeout(Duration::from_secs(config.images.read_timeout_secs))
+                .user_agent(concat!("proxrt/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "registry HTTP client: using defaults");
+                    reqwest::Client::default()
+                }),
         }
     }
 
@@ -244,12 +261,9 @@ impl Registry {
         original: &Reference,
     ) -> Result<Resolved, ImageError> {
         let client = self.client(endpoint, creds);
-        let auth = &creds.to_oci();
-        let (raw, _) = client
-            .pull_manifest_raw(remote, auth, ACCEPTED)
-            .await
-            .map_err(|e| registry_error(&endpoint.host, original, e))?;
-        let raw = raw.to_vec();
+        let raw = self
+            .get_manifest(&client, endpoint, remote, creds, original)
+            .await?;
         let digest = sha256_bytes(&raw);
         if let Some(want) = remote.digest() {
             if want != digest {
@@ -270,11 +284,9 @@ impl Registry {
                 platform: host_platform_name(),
             })?;
             let by_digest = remote.clone_with_digest(chosen.clone());
-            let (mraw, _) = client
-                .pull_manifest_raw(&by_digest, auth, ACCEPTED)
-                .await
-                .map_err(|e| registry_error(&endpoint.host, original, e))?;
-            let mraw = mraw.to_vec();
+            let mraw = self
+                .get_manifest(&client, endpoint, &by_digest, creds, original)
+                .await?;
             let mdigest = sha256_bytes(&mraw);
             if mdigest != chosen {
                 return Err(ImageError::DigestMismatch {
@@ -306,29 +318,184 @@ impl Registry {
         })
     }
 
-    /// Downloads one blob to `dest`; oci-client checks the digest while streaming and
-    /// fails on a mismatch, so a completed file holds exactly `descriptor.digest`.
+    /// GETs one manifest or index, with oci-client's token for the repository (or the
+    /// basic credentials a registry without a token service takes), reading at most
+    /// `MAX_MANIFEST_BYTES`: a bigger body fails as soon as it is seen to be bigger.
+    async fn get_manifest(
+        &self,
+        client: &Client,
+        endpoint: &Endpoint,
+        remote: &Reference,
+        creds: &Credentials,
+        original: &Reference,
+    ) -> Result<Vec<u8>, ImageError> {
+        let host = &endpoint.host;
+        let token = client
+            .auth(remote, &creds.to_oci(), RegistryOperation::Pull)
+            .await
+            .map_err(|e| registry_error(host, original, e))?;
+        let url = format!(
+            "{scheme}://{registry}/v2/{repository}/manifests/{reference}",
+            scheme = if endpoint.plain_http { "http" } else { "https" },
+            registry = remote.resolve_registry(),
+            repository = remote.repository(),
+            reference = remote
+                .digest()
+                .unwrap_or_else(|| remote.tag().unwrap_or("latest")),
+        );
+        let mut request = self
+            .http
+            .get(&url)
+            .header(reqwest::header::ACCEPT, ACCEPTED.join(", "));
+        request = match (token, creds) {
+            (Some(token), _) => request.bearer_auth(token),
+            (None, Credentials::Basic { username, password }) => {
+                request.basic_auth(username, Some(password))
+            }
+            (None, _) => request,
+        };
+        let what = format!("manifest of {}", original.whole());
+        let http_error = |e: reqwest::Error| http_error(host, original, e);
+        let mut response = request.send().await.map_err(http_error)?;
+        let status = response.status();
+        if !status.is_success() {
+            let mut body = Vec::new();
+            while let Ok(Some(chunk)) = response.chunk().await {
+                body.extend_from_slice(&chunk);
+                if body.len() > 4096 {
+                    break;
+                }
+            }
+            return Err(status_error(host, original, status, &body));
+        }
+        let too_large = || ImageError::TooLarge {
+            what: what.clone(),
+            limit: MAX_MANIFEST_BYTES,
+        };
+        if response
+            .content_length()
+            .is_some_and(|n| n > MAX_MANIFEST_BYTES)
+        {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(http_error)? {
+            if (body.len() + chunk.len()) as u64 > MAX_MANIFEST_BYTES {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+
+    /// Downloads one blob into `out` (a fresh ingest file). oci-client checks the digest
+    /// as the stream ends; the bytes are counted as they come, and more than the
+    /// descriptor's size fails at once, so a completed file holds exactly
+    /// `descriptor.digest`.
     pub async fn fetch_blob(
         &self,
         resolved: &Resolved,
         original: &Reference,
         descriptor: &OciDescriptor,
+        out: std::fs::File,
         dest: &Path,
     ) -> Result<(), ImageError> {
-        let file = tokio::fs::File::create(dest)
-            .await
-            .map_err(|e| ImageError::io(format!("create {}", dest.display()), e))?;
-        let mut writer = tokio::io::BufWriter::with_capacity(256 * 1024, file);
-        self.client(&resolved.endpoint, &resolved.creds)
-            .pull_blob(&resolved.remote, descriptor, &mut writer)
-            .await
-            .map_err(|e| registry_error(&resolved.endpoint.host, original, e))?;
         use tokio::io::AsyncWriteExt as _;
-        writer
-            .flush()
+        let host = &resolved.endpoint.host;
+        let what = format!("blob {} of {}", descriptor.digest, original.whole());
+        let expected = u64::try_from(descriptor.size).map_err(|_| {
+            ImageError::InvalidContent(format!("{what}: negative size {}", descriptor.size))
+        })?;
+        let mismatch = |got: String| ImageError::SizeMismatch {
+            what: format!("{what} from {host}"),
+            expected,
+            got,
+        };
+        let mut stream = self
+            .client(&resolved.endpoint, &resolved.creds)
+            .pull_blob_stream(&resolved.remote, descriptor)
             .await
-            .map_err(|e| ImageError::io(format!("write {}", dest.display()), e))
+            .map_err(|e| registry_error(host, original, e))?;
+        if let Some(len) = stream.content_length.filter(|n| *n > expected) {
+            return Err(mismatch(len.to_string()));
+        }
+        let mut writer =
+            tokio::io::BufWriter::with_capacity(256 * 1024, tokio::fs::File::from_std(out));
+        let write_err = |e| ImageError::io(format!("write {}", dest.display()), e);
+        let mut got = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| stream_error(host, &what, e))?;
+            got += chunk.len() as u64;
+            if got > expected {
+                return Err(mismatch(format!("more than {expected}")));
+            }
+            writer.write_all(&chunk).await.map_err(write_err)?;
+        }
+        if got != expected {
+            return Err(mismatch(got.to_string()));
+        }
+        writer.flush().await.map_err(write_err)
     }
+}
+
+/// An error from a blob stream: a digest mismatch (oci-client's, as the stream ends),
+/// or the connection failing.
+fn stream_error(host: &str, what: &str, e: std::io::Error) -> ImageError {
+    use crate::error::Kind;
+    let digest = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<DigestError>());
+    match digest {
+        // oci-client's message already says "Expected <digest>, got <digest>".
+        Some(d) => ImageError::Registry {
+            kind: Kind::DataLoss,
+            message: format!("{what} from {host}: {d}"),
+        },
+        None => ImageError::Registry {
+            kind: Kind::Unavailable,
+            message: format!("{what} from {host}: {}", error_chain(&e)),
+        },
+    }
+}
+
+fn http_error(host: &str, original: &Reference, e: reqwest::Error) -> ImageError {
+    let message = if e.is_connect() || e.is_timeout() {
+        format!("registry {host} unreachable: {}", error_chain(&e))
+    } else {
+        format!(
+            "registry {host} for {}: {}",
+            original.whole(),
+            error_chain(&e)
+        )
+    };
+    ImageError::Registry {
+        kind: crate::error::Kind::Unavailable,
+        message,
+    }
+}
+
+/// A registry's non-2xx answer to a manifest request.
+fn status_error(
+    host: &str,
+    original: &Reference,
+    status: reqwest::StatusCode,
+    body: &[u8],
+) -> ImageError {
+    use crate::error::Kind;
+    let name = original.whole();
+    let text: String = String::from_utf8_lossy(body).chars().take(512).collect();
+    let (kind, message) = match status.as_u16() {
+        404 => (Kind::NotFound, format!("{name} not found on {host}")),
+        401 | 403 => (
+            Kind::PermissionDenied,
+            format!("registry {host} refused access to {name} ({status}): {text}"),
+        ),
+        _ => (
+            Kind::Unavailable,
+            format!("registry {host} answered {status} for {name}: {text}"),
+        ),
+    };
+    ImageError::Registry { kind, message }
 }
 
 fn rewrite(reference: &Reference, endpoint: &Endpoint) -> Reference {

@@ -34,8 +34,11 @@ impl SnapshotStore {
         self.path(diff_id).map(|p| p.is_dir()).unwrap_or(false)
     }
 
-    /// Unpacks `blob` into a temp dir, checks the result's diff_id, then renames it
-    /// into place: a snapshot dir exists only complete and verified.
+    /// Unpacks `blob` into a temp dir, checks the result's diff_id, flushes it to disk,
+    /// then renames it into place: a snapshot dir exists only complete and verified,
+    /// and survives a power loss once it exists. A snapshot that appeared meanwhile
+    /// (another copy of the layer, compressed differently) is the same content: the
+    /// temp dir is dropped and that one is kept.
     pub fn create(
         &self,
         diff_id: &str,
@@ -58,8 +61,19 @@ impl SnapshotStore {
                 for skipped in &stats.skipped {
                     tracing::warn!(layer = diff_id, %skipped, "layer entry skipped");
                 }
-                fs::rename(&tmp, &dest)
-                    .map_err(|e| ImageError::io(format!("store snapshot {diff_id}"), e))
+                sync_filesystem(&tmp)
+                    .map_err(|e| ImageError::io(format!("sync {}", tmp.display()), e))?;
+                match fs::rename(&tmp, &dest) {
+                    Ok(()) => sync_dir(&self.dir)
+                        .map_err(|e| ImageError::io(format!("sync {}", self.dir.display()), e)),
+                    // rename(2) of a dir onto a non-empty dir: ENOTEMPTY (or EEXIST).
+                    Err(e) if dest.is_dir() => {
+                        tracing::debug!(layer = diff_id, error = %e, "snapshot already there");
+                        let _ = remove_tree(&tmp);
+                        Ok(())
+                    }
+                    Err(e) => Err(ImageError::io(format!("store snapshot {diff_id}"), e)),
+                }
             });
         if let Err(e) = result {
             let _ = remove_tree(&tmp);
@@ -97,6 +111,19 @@ impl SnapshotStore {
         }
         Ok(())
     }
+}
+
+/// Flushes every file and dir of the filesystem holding `path` (syncfs(2)): one call
+/// for a whole unpacked layer, where fsync per file would be thousands.
+fn sync_filesystem(path: &Path) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let dir = fs::File::open(path)?;
+    nix::unistd::syncfs(dir.as_raw_fd()).map_err(io::Error::from)
+}
+
+/// fsync(2) of a directory: makes a rename into it durable.
+pub(super) fn sync_dir(path: &Path) -> io::Result<()> {
+    fs::File::open(path)?.sync_all()
 }
 
 fn remove_tree(path: &Path) -> io::Result<()> {

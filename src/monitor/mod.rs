@@ -38,7 +38,7 @@ mod oom;
 mod process;
 mod propagation;
 mod protocol;
-mod sandbox;
+pub(crate) mod sandbox;
 mod status;
 mod zygote;
 

@@ -49,6 +49,8 @@ pub mod user;
 
 #[cfg(test)]
 mod fixture;
+#[cfg(test)]
+pub(crate) mod proptests;
 
 pub use devices::ResolvedDevice;
 pub use seccomp::{for_libcontainer, seccomp_localhost_path};

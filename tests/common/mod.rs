@@ -6,6 +6,7 @@
 //! and goes away on drop, so tests run in parallel (nextest: one process per test).
 //! Each test binary uses a different subset of this module.
 #![allow(dead_code)]
+pub mod fake_registry;
 pub mod pods;
 
 use std::fs;
@@ -704,6 +705,8 @@ pub struct TestImage {
     raw_layer: Option<Vec<u8>>,
     media_type: Option<String>,
     diff_id: Option<String>,
+    gzip: bool,
+    label: Option<String>,
 }
 
 impl TestImage {
@@ -727,6 +730,18 @@ impl TestImage {
     /// Declares the layer with this media type (default: uncompressed OCI tar).
     pub fn media_type(mut self, media_type: &str) -> TestImage {
         self.media_type = Some(media_type.to_owned());
+        self
+    }
+
+    /// Pushes the layer gzip-compressed (the diff_id stays the tar's digest).
+    pub fn gzip(mut self) -> TestImage {
+        self.gzip = true;
+        self
+    }
+
+    /// A config label: two images of one layer with different labels are two images.
+    pub fn label(mut self, value: &str) -> TestImage {
+        self.label = Some(value.to_owned());
         self
     }
 
@@ -766,13 +781,26 @@ impl TestImage {
             fs::write(blobs.join(&digest["sha256:".len()..]), bytes).expect("write blob");
             (digest, bytes.len())
         };
-        let layer = self.layer_tar();
+        let tar = self.layer_tar();
+        let layer = if self.gzip {
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            gz.write_all(&tar).expect("gzip layer");
+            gz.finish().expect("gzip layer")
+        } else {
+            tar.clone()
+        };
         let (layer_digest, layer_size) = put(&layer);
-        let diff_id = self.diff_id.clone().unwrap_or_else(|| layer_digest.clone());
+        let diff_id = self.diff_id.clone().unwrap_or_else(|| sha256(&tar));
+        let default_type = if self.gzip {
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+        } else {
+            "application/vnd.oci.image.layer.v1.tar"
+        };
         let config = serde_json::json!({
             "architecture": "amd64",
             "os": "linux",
-            "config": {"Cmd": ["/hello"], "Env": ["PATH=/usr/bin:/bin"]},
+            "config": {"Cmd": ["/hello"], "Env": ["PATH=/usr/bin:/bin"],
+                       "Labels": {"test": self.label.clone().unwrap_or_default()}},
             "rootfs": {"type": "layers", "diff_ids": [diff_id]},
         });
         let (config_digest, config_size) = put(&serde_json::to_vec(&config).expect("config JSON"));
@@ -781,7 +809,7 @@ impl TestImage {
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
             "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
             "layers": [{
-                "mediaType": self.media_type.as_deref().unwrap_or("application/vnd.oci.image.layer.v1.tar"),
+                "mediaType": self.media_type.as_deref().unwrap_or(default_type),
                 "digest": layer_digest,
                 "size": layer_size,
             }],
