@@ -23,6 +23,7 @@ use crate::image::{ImageError, Images};
 use crate::metrics::{MetricsError, RpcMetricsLayer, StateSource};
 use crate::monitor::Zygote;
 use crate::names::NameRegistry;
+use crate::network::Network;
 use crate::notify::Notifier;
 use crate::sandbox::SandboxStore;
 use crate::select::Selector;
@@ -68,6 +69,8 @@ pub struct Daemon {
     containers: Arc<ContainerStore>,
     names: Arc<NameRegistry>,
     backends: Backends,
+    /// CNI: NetworkReady, the pod CIDR; the host backends hold the same one.
+    network: Arc<Network>,
     selector: Selector,
     host: HostView,
     stats: StatsReader,
@@ -94,7 +97,8 @@ impl Daemon {
                 .map_err(|e| DaemonError::Recover(e.to_string()))?,
         );
         let zygote = Arc::new(zygote);
-        let backends = Backends::probe(&config, Some(zygote.clone()));
+        let network = Arc::new(Network::new(&config.cni));
+        let backends = Backends::probe(&config, Some(zygote.clone()), network.clone());
         backends.log_unavailable();
         let selector =
             Selector::new(&config).map_err(|(key, message)| DaemonError::Config(key, message))?;
@@ -120,6 +124,7 @@ impl Daemon {
             containers,
             names,
             backends,
+            network,
             selector,
             host: probe_host(),
             stats: StatsReader::probe(),
@@ -197,6 +202,10 @@ impl Daemon {
         &self.backends
     }
 
+    pub fn network(&self) -> &Network {
+        &self.network
+    }
+
     /// The stats RPCs' reader: this host's cgroup layout and the previous CPU readings.
     pub fn stats(&self) -> &StatsReader {
         &self.stats
@@ -233,10 +242,7 @@ impl Daemon {
         };
         Health {
             runtime,
-            network: Some((
-                "NetworkPluginNotReady".into(),
-                "proxrt has no CNI support yet: pods with their own network namespace get loopback only; host-network pods work".into(),
-            )),
+            network: self.network.not_ready(),
         }
     }
 

@@ -120,6 +120,10 @@ pub struct SandboxRecord {
     pub run_dir: PathBuf,
     /// Whether `<run_dir>/shm` is a tmpfs this sandbox mounted.
     pub shm_mounted: bool,
+    /// The pod's CNI attachment until StopPodSandbox has run DEL (records of older
+    /// daemons have none).
+    #[serde(default)]
+    pub network: Option<crate::network::PodNetwork>,
 }
 
 /// Where a pod's files live under the daemon's run dir: `<run_dir>/s/<id16>/` holds
