@@ -614,3 +614,64 @@ async fn update_runtime_config_hands_the_pod_cidr_to_cni() {
     env.remove_pod(&pod.id).await.expect("RemovePodSandbox");
     net.assert_clean("after RemovePodSandbox");
 }
+
+#[test]
+fn del_is_idempotent_also_without_a_netns() {
+    use proxrt::network::{AttachRequest, Network};
+    let net = Net::new('h');
+    net.write_config("10-test.conflist", &net.conflist(&[]));
+    let pod_ns = format!("prxpod{}", std::process::id());
+    run_ok(Command::new("ip").args(["netns", "add", &pod_ns]));
+    let pod_ns_path = Path::new("/run/netns").join(&pod_ns);
+    let mut cni = proxrt::config::Config::default().cni;
+    cni.conf_dir = net.conf_dir();
+    cni.bin_dirs = vec!["/usr/lib/cni".into(), net.bin_dir()];
+    let pod = k8s_cri::v1::PodSandboxConfig {
+        metadata: Some(k8s_cri::v1::PodSandboxMetadata {
+            name: "direct".into(),
+            namespace: "default".into(),
+            uid: "u-direct".into(),
+            attempt: 0,
+        }),
+        ..Default::default()
+    };
+    // The plugins run in the test's namespace: from a thread that entered it.
+    let (ns_file, pod_path) = (net.netns_path(), pod_ns_path.clone());
+    let ip = std::thread::spawn(move || {
+        let file = fs::File::open(&ns_file).expect("open netns");
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let network = Network::new(&cni);
+            let attached = network
+                .attach(AttachRequest {
+                    id: "direct0123456789",
+                    config: &pod,
+                    netns: &pod_path,
+                })
+                .await
+                .expect("ADD");
+            network
+                .detach(&attached, Some(&pod_path))
+                .await
+                .expect("DEL");
+            network
+                .detach(&attached, Some(&pod_path))
+                .await
+                .expect("DEL again");
+            let _ = Command::new("ip").args(["netns", "del", &pod_ns]).status();
+            network
+                .detach(&attached, Some(&pod_path))
+                .await
+                .expect("DEL once the netns is gone");
+            attached.ips[0].clone()
+        })
+    })
+    .join()
+    .expect("cni thread");
+    assert!(ip.starts_with(&net.prefix), "{ip}");
+    net.assert_clean("after three DELs");
+}
