@@ -675,3 +675,53 @@ fn del_is_idempotent_also_without_a_netns() {
     assert!(ip.starts_with(&net.prefix), "{ip}");
     net.assert_clean("after three DELs");
 }
+
+/// RunPodSandbox with the bridge CNI (bridge + host-local + portmap) beside a
+/// host-network pod, interleaved; prints median and p99. Measures, asserts nothing:
+/// `cargo nextest run --test cni --run-ignored only -E 'test(bench_)' --no-capture`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore]
+async fn bench_run_pod_sandbox_bridge_vs_host_network() {
+    let rounds: usize = std::env::var("PROXRT_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    let net = Net::new('z');
+    net.write_config("10-test.conflist", &net.conflist(&[]));
+    let mut env = PodEnv::start_in_netns(&net.toml(), &net.netns_path()).await;
+    let (mut bridge, mut host) = (Vec::new(), Vec::new());
+    for i in 0..rounds + 1 {
+        for host_net in [false, true] {
+            let mut config = env.pod_config(&format!("bench-{i}-{host_net}"));
+            if host_net {
+                pod_security(&mut config)
+                    .namespace_options
+                    .as_mut()
+                    .unwrap()
+                    .network = NamespaceMode::Node as i32;
+            }
+            let start = Instant::now();
+            let pod = env.run_pod(config).await;
+            let took = start.elapsed();
+            // Round 0 warms up (first plugin exec, page cache).
+            if i > 0 {
+                if host_net { &mut host } else { &mut bridge }.push(took);
+            }
+            env.remove_pod(&pod.id).await.expect("RemovePodSandbox");
+        }
+    }
+    for (what, mut samples) in [("bridge CNI", bridge), ("host network", host)] {
+        samples.sort();
+        let q = |p: f64| {
+            samples[((samples.len() as f64 * p).ceil() as usize).clamp(1, samples.len()) - 1]
+        };
+        println!(
+            "RunPodSandbox {what}: n={} median {:.1} ms, p99 {:.1} ms, min {:.1} ms",
+            samples.len(),
+            q(0.5).as_secs_f64() * 1e3,
+            q(0.99).as_secs_f64() * 1e3,
+            samples[0].as_secs_f64() * 1e3
+        );
+    }
+    net.assert_clean("after the benchmark");
+}
