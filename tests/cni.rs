@@ -725,3 +725,44 @@ async fn bench_run_pod_sandbox_bridge_vs_host_network() {
     }
     net.assert_clean("after the benchmark");
 }
+
+/// PodSandboxStatus from grpcio (not proxrt's own client): the pod IP CNI gave is on the
+/// wire where kubelet reads it.
+#[tokio::test(flavor = "multi_thread")]
+async fn grpcio_reads_the_pod_ip() {
+    let venv = std::env::var_os("PROXRT_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/proxrt-test/venv"));
+    let python = venv.join("bin/python3");
+    assert!(
+        python.exists(),
+        "no grpcio venv at {}: run hack/setup",
+        venv.display()
+    );
+    let net = Net::new('p');
+    net.write_config("10-test.conflist", &net.conflist(&[]));
+    let mut env = PodEnv::start_in_netns(&net.toml(), &net.netns_path()).await;
+    let pod = env.run_pod(env.pod_config("pyip")).await;
+    let ip = pod_ip(&mut env, &pod.id).await;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/cri_client.py");
+    let out = common::output_within(
+        Command::new(python)
+            .arg(script)
+            .arg(&env.daemon().socket)
+            .args(["podip", &pod.id]),
+        Duration::from_secs(120),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("all ok"),
+        "grpcio podip: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("id={} ip={ip} additional=\n", pod.id)),
+        "{stdout}"
+    );
+    assert!(ip.starts_with(&net.prefix), "{ip}");
+    env.remove_pod(&pod.id).await.expect("RemovePodSandbox");
+    net.assert_clean("after RemovePodSandbox");
+}
