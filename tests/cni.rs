@@ -766,3 +766,15 @@ async fn grpcio_reads_the_pod_ip() {
     env.remove_pod(&pod.id).await.expect("RemovePodSandbox");
     net.assert_clean("after RemovePodSandbox");
 }
+
+/// The config hack/run installs is one proxrt takes (valid, every plugin installed).
+#[test]
+fn the_hack_run_default_config_is_valid() {
+    let dir = temp_dir("proxrt-cni-default-");
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("hack/cni/10-proxrt-bridge.conflist");
+    fs::copy(&file, dir.path().join("10-proxrt-bridge.conflist")).unwrap();
+    let list = proxrt::network::cni::config::load_dir(dir.path(), &[PathBuf::from("/usr/lib/cni")])
+        .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    assert_eq!(list.types(), ["loopback", "bridge", "portmap"]);
+    assert_eq!(list.cni_version, "1.0.0");
+}
