@@ -24,6 +24,7 @@ use crate::image::{ImageError, Images};
 use crate::metrics::{MetricsError, RpcMetricsLayer, StateSource};
 use crate::monitor::Zygote;
 use crate::names::NameRegistry;
+use crate::network::Network;
 use crate::notify::Notifier;
 use crate::sandbox::SandboxStore;
 use crate::select::Selector;
@@ -71,6 +72,8 @@ pub struct Daemon {
     events: Events,
     names: Arc<NameRegistry>,
     backends: Backends,
+    /// CNI: NetworkReady, the pod CIDR; the host backends hold the same one.
+    network: Arc<Network>,
     selector: Selector,
     host: HostView,
     stats: StatsReader,
@@ -101,7 +104,8 @@ impl Daemon {
         );
         events.set_stores(&sandboxes, &containers);
         let zygote = Arc::new(zygote);
-        let backends = Backends::probe(&config, Some(zygote.clone()));
+        let network = Arc::new(Network::new(&config.cni));
+        let backends = Backends::probe(&config, Some(zygote.clone()), network.clone());
         backends.log_unavailable();
         let selector =
             Selector::new(&config).map_err(|(key, message)| DaemonError::Config(key, message))?;
@@ -130,6 +134,7 @@ impl Daemon {
             events,
             names,
             backends,
+            network,
             selector,
             host: probe_host(),
             stats: StatsReader::probe(),
@@ -212,6 +217,10 @@ impl Daemon {
         &self.backends
     }
 
+    pub fn network(&self) -> &Network {
+        &self.network
+    }
+
     /// The stats RPCs' reader: this host's cgroup layout and the previous CPU readings.
     pub fn stats(&self) -> &StatsReader {
         &self.stats
@@ -248,10 +257,7 @@ impl Daemon {
         };
         Health {
             runtime,
-            network: Some((
-                "NetworkPluginNotReady".into(),
-                "proxrt has no CNI support yet: pods with their own network namespace get loopback only; host-network pods work".into(),
-            )),
+            network: self.network.not_ready(),
         }
     }
 

@@ -18,6 +18,7 @@ pub mod logs;
 pub mod metrics;
 pub mod monitor;
 pub(crate) mod names;
+pub mod network;
 pub mod notify;
 pub mod proxmox;
 pub(crate) mod rollback;

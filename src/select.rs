@@ -623,7 +623,8 @@ pub fn explain_offline(
     annotations: &HashMap<String, String>,
 ) -> Result<Explanation, ConfigProblem> {
     let selector = Selector::new(config)?;
-    let backends = crate::backend::Backends::probe(config, None);
+    let network = std::sync::Arc::new(crate::network::Network::new(&config.cni));
+    let backends = crate::backend::Backends::probe(config, None, network);
     Ok(
         selector.explain_on_host(image, runtime_handler, annotations, |name| {
             backends.why_unavailable(name)

@@ -93,6 +93,8 @@ pub struct PodRuntime {
     pub namespaces: SandboxNamespaces,
     /// Whether `<run_dir>/shm` is a tmpfs this pod mounted.
     pub shm_mounted: bool,
+    /// What CNI ADD set up in the pod's network namespace (host pods with their own).
+    pub network: Option<crate::network::PodNetwork>,
 }
 
 /// What a backend makes its containers from; CreateContainer prepares that and nothing
@@ -222,9 +224,13 @@ pub trait Backend: Send + Sync {
     fn pod_alive(&self, pod: &SandboxRecord) -> bool;
 
     /// The pod's IP addresses as the backend knows them without asking anyone (no call
-    /// on the RPC path): a guest's addresses as last seen. Host pods have none until CNI.
-    fn pod_ips(&self, _pod: &SandboxRecord) -> Vec<String> {
-        Vec::new()
+    /// on the RPC path): a guest's addresses as last seen; a host pod's from its CNI
+    /// result (none for host-network pods and after StopPodSandbox).
+    fn pod_ips(&self, pod: &SandboxRecord) -> Vec<String> {
+        pod.network
+            .as_ref()
+            .map(|n| n.ips.clone())
+            .unwrap_or_default()
     }
 
     // ----- containers -----

@@ -16,6 +16,7 @@ use crate::error::Kind;
 use crate::image::reference::{parse_query, ImageQuery};
 use crate::image::Images;
 use crate::monitor::Zygote;
+use crate::network::Network;
 use crate::sandbox::SandboxRecord;
 use crate::select::{known_backend, Decision, PodChoice, SelectError, Selector, KNOWN_BACKENDS};
 
@@ -29,11 +30,16 @@ pub struct Backends {
 impl Backends {
     /// The backends of this build, probed on this host. `zygote` is None for offline use
     /// (`proxrt select`): availability is known, nothing can run.
-    pub fn probe(config: &Config, zygote: Option<Arc<Zygote>>) -> Backends {
+    /// `network` is the CNI setup the host backends attach their pods with.
+    pub fn probe(config: &Config, zygote: Option<Arc<Zygote>>, network: Arc<Network>) -> Backends {
         let online = zygote.is_some();
         let list: Vec<Arc<dyn Backend>> = vec![
-            Arc::new(HostBackend::libcontainer(config, zygote.clone())),
-            Arc::new(HostBackend::crun(config, zygote)),
+            Arc::new(HostBackend::libcontainer(
+                config,
+                zygote.clone(),
+                network.clone(),
+            )),
+            Arc::new(HostBackend::crun(config, zygote, network)),
             Arc::new(ProxmoxBackend::new(config, online)),
         ];
         Backends::with(list, &config.runtime.default_backend)

@@ -48,6 +48,7 @@ pub struct Config {
     pub registries: BTreeMap<String, RegistryConfig>,
     pub proxmox: ProxmoxConfig,
     pub metrics: MetricsConfig,
+    pub cni: CniConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -219,6 +220,22 @@ impl MetricsConfig {
     }
 }
 
+/// `[cni]`: pod networking for pods with their own network namespace on the host backends
+/// (docs/networking.md).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CniConfig {
+    /// Where network configs are read (`.conflist`, `.conf`, `.json`; the first valid one
+    /// in lexical order is used).
+    pub conf_dir: PathBuf,
+    /// Where plugin binaries are looked up, in order (CNI_PATH).
+    pub bin_dirs: Vec<PathBuf>,
+    /// A config file with `{{.PodCIDR}}` placeholders, written to
+    /// `<conf_dir>/10-proxrt-net.conflist` when UpdateRuntimeConfig hands over a pod CIDR
+    /// and no valid config exists (containerd's `conf_template`); `""`: none.
+    pub conf_template: PathBuf,
+}
+
 /// One `[[proxmox.templates]]` entry.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -297,10 +314,24 @@ impl Config {
             ("daemon.socket", &self.daemon.socket),
             ("daemon.root", &self.daemon.root),
             ("daemon.run_dir", &self.daemon.run_dir),
+            ("cni.conf_dir", &self.cni.conf_dir),
         ] {
             if !path.is_absolute() {
                 return bad(key, format!("{} is not an absolute path", path.display()));
             }
+        }
+        if let Some(dir) = self.cni.bin_dirs.iter().find(|d| !d.is_absolute()) {
+            return bad(
+                "cni.bin_dirs",
+                format!("{} is not an absolute path", dir.display()),
+            );
+        }
+        let template = &self.cni.conf_template;
+        if !template.as_os_str().is_empty() && !template.is_absolute() {
+            return bad(
+                "cni.conf_template",
+                format!("{} is not an absolute path", template.display()),
+            );
         }
         if tracing_subscriber::EnvFilter::try_new(&self.daemon.log_level).is_err() {
             return bad(

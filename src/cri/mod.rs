@@ -32,6 +32,7 @@ mod status;
 mod stop_container;
 mod stop_pod_sandbox;
 mod update_container_resources;
+mod update_runtime_config;
 mod version;
 
 use std::sync::Arc;
@@ -224,9 +225,12 @@ impl RuntimeService for RuntimeApi {
     }
     async fn update_runtime_config(
         &self,
-        _: Request<UpdateRuntimeConfigRequest>,
+        r: Request<UpdateRuntimeConfigRequest>,
     ) -> Reply<UpdateRuntimeConfigResponse> {
-        not_yet("UpdateRuntimeConfig")
+        reply(update_runtime_config::update_runtime_config(
+            &self.0,
+            r.into_inner(),
+        ))
     }
     async fn checkpoint_container(
         &self,

@@ -34,9 +34,15 @@ pub fn pod_sandbox_status(
                 "namespaces": r.namespaces,
                 "runDir": r.run_dir,
                 "cgroupParent": r.cgroup_parent(),
-                "network": match ips.is_empty() {
-                    true => "loopback only (no CNI)",
-                    false => "the backend's (guest interfaces)",
+                "network": match (&r.network, ips.is_empty()) {
+                    (Some(n), _) => serde_json::json!({
+                        "cni": n.file,
+                        "ifname": n.ifname,
+                        "args": n.args,
+                        "result": serde_json::from_str::<serde_json::Value>(&n.result).ok(),
+                    }),
+                    (None, true) => "the host's, or loopback only when stopped".into(),
+                    (None, false) => "the backend's (guest interfaces)".into(),
                 },
             })
             .to_string(),
@@ -69,8 +75,8 @@ pub(super) fn to_cri_status(r: &SandboxRecord, ips: &[String]) -> PodSandboxStat
         metadata: r.config.metadata.clone(),
         state: cri_state(r.state) as i32,
         created_at: r.created_at,
-        // Host pods have no CNI yet: no IP beyond loopback (host-network pods use the
-        // node's). A guest has the addresses its interfaces last showed.
+        // A host pod has the addresses CNI gave it (host-network pods use the node's and
+        // show none, as with containerd). A guest has those its interfaces last showed.
         network: Some(PodSandboxNetworkStatus {
             ip: ips.first().cloned().unwrap_or_default(),
             additional_ips: ips

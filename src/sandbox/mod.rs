@@ -121,6 +121,10 @@ pub struct SandboxRecord {
     pub run_dir: PathBuf,
     /// Whether `<run_dir>/shm` is a tmpfs this sandbox mounted.
     pub shm_mounted: bool,
+    /// The pod's CNI attachment until StopPodSandbox has run DEL (records of older
+    /// daemons have none).
+    #[serde(default)]
+    pub network: Option<crate::network::PodNetwork>,
 }
 
 #[cfg(test)]
@@ -150,6 +154,7 @@ impl SandboxRecord {
             hostname: String::new(),
             run_dir: "/nonexistent".into(),
             shm_mounted: false,
+            network: None,
         }
     }
 }

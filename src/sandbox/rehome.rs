@@ -52,6 +52,7 @@ pub async fn move_pod(
                     sandbox.update(ctx.sandboxes.dir(), |r| {
                         r.state = SandboxState::NotReady;
                         r.holder_pid = None;
+                        r.network = None;
                     })?;
                     return Err(e.into());
                 }
@@ -65,6 +66,7 @@ pub async fn move_pod(
         r.namespaces = made.namespaces;
         r.hostname = made.hostname;
         r.shm_mounted = made.shm_mounted;
+        r.network = made.network;
     })?;
     tracing::info!(sandbox = %old.id, from = from.name(), to = backend, "pod moved to the backend its first container's image asks for");
     result

@@ -58,6 +58,7 @@ pub async fn run_pod_sandbox(
         hostname: made.hostname,
         run_dir: paths.run_dir,
         shm_mounted: made.shm_mounted,
+        network: made.network,
     };
     {
         let (backend, record) = (backend.clone(), record.clone());

@@ -18,11 +18,17 @@ pub async fn stop_pod_sandbox(ctx: &Ctx<'_>, id: &str) -> Result<(), SandboxErro
             .map_err(of_container(&c.id, &sandbox.id))?;
     }
     let record = sandbox.record();
-    if record.state == SandboxState::Ready || record.holder_pid.is_some() {
+    // A pod still attached to its network is stopped (CNI DEL) also when its
+    // namespaces are already gone (holder killed, host rebooted).
+    if record.state == SandboxState::Ready
+        || record.holder_pid.is_some()
+        || record.network.is_some()
+    {
         ctx.backends.get(&record.backend)?.stop_pod(&record).await?;
         sandbox.update(ctx.sandboxes.dir(), |r| {
             r.state = SandboxState::NotReady;
             r.holder_pid = None;
+            r.network = None;
         })?;
         tracing::info!(sandbox = %sandbox.id, "pod sandbox stopped");
     }

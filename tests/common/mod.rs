@@ -84,6 +84,11 @@ where
 // The daemon
 // ---------------------------------------------------------------------------------------
 
+/// The CNI config every `TestDaemon` gets unless its test gives `[cni] conf_dir`: the
+/// loopback plugin alone, so pods with their own network namespace have `lo` only.
+pub const LOOPBACK_CNI: &str =
+    r#"{"cniVersion":"1.0.0","name":"proxrt-test-lo","plugins":[{"type":"loopback"}]}"#;
+
 /// A `proxrt serve` process with its own state root, run dir and socket in a temp dir.
 ///
 /// Drop stops it (SIGTERM, SIGKILL after `STOP_GRACE`) and removes the temp dir. When
@@ -99,6 +104,9 @@ pub struct TestDaemon {
     log_path: PathBuf,
     /// Extra environment of the daemon process (`start_with_env`).
     env: Vec<(String, String)>,
+    /// A network namespace file the daemon runs in (and with it every CNI plugin it
+    /// runs: bridges, veths, iptables rules and sysctls stay in the test's namespace).
+    netns: Option<PathBuf>,
     child: Option<Child>,
     /// Runs the connections `cri()` makes, apart from the test's runtime: a daemon
     /// stopping on SIGTERM waits for each client to acknowledge its HTTP/2 GOAWAY,
@@ -122,6 +130,16 @@ impl TestDaemon {
 
     /// As `start_with`, with `env` added to the daemon's environment (say NOTIFY_SOCKET).
     pub fn start_with_env(extra_toml: &str, env: &[(&str, &str)]) -> TestDaemon {
+        TestDaemon::start_full(extra_toml, env, None)
+    }
+
+    /// As `start_with`, the daemon (also after `restart`) in the network namespace
+    /// `netns` (a file such as /run/netns/<name>).
+    pub fn start_in_netns(extra_toml: &str, netns: &Path) -> TestDaemon {
+        TestDaemon::start_full(extra_toml, &[], Some(netns.to_owned()))
+    }
+
+    fn start_full(extra_toml: &str, env: &[(&str, &str)], netns: Option<PathBuf>) -> TestDaemon {
         let dir = temp_dir("proxrt-test-");
         let root = dir.path().join("root");
         let run_dir = dir.path().join("run");
@@ -141,6 +159,23 @@ impl TestDaemon {
             );
             daemon.insert(key.into(), toml::Value::String(path.display().to_string()));
         }
+        // Pods get loopback only from CNI unless the test brings its own network
+        // (tests/cni.rs): NetworkReady needs a config, and /etc/cni/net.d is the host's.
+        let cni = table
+            .entry("cni")
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .expect("[cni] must be a table");
+        if !cni.contains_key("conf_dir") {
+            let conf_dir = dir.path().join("cni");
+            fs::create_dir_all(&conf_dir).expect("create cni conf dir");
+            fs::write(conf_dir.join("10-loopback.conflist"), LOOPBACK_CNI)
+                .expect("write cni config");
+            cni.insert(
+                "conf_dir".into(),
+                toml::Value::String(conf_dir.display().to_string()),
+            );
+        }
         fs::write(&config, toml::to_string(&table).expect("serialize config"))
             .expect("write config");
         let mut d = TestDaemon {
@@ -153,6 +188,7 @@ impl TestDaemon {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            netns,
             child: None,
             clients: Some(
                 tokio::runtime::Builder::new_multi_thread()
@@ -262,16 +298,34 @@ impl TestDaemon {
             "---- test fixture: proxrt serve --config {}",
             self.config.display()
         );
-        let child = Command::new(proxrt_bin())
-            .arg("serve")
+        let mut cmd = Command::new(proxrt_bin());
+        cmd.arg("serve")
             .arg("--config")
             .arg(&self.config)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn proxrt serve");
+            .stderr(log);
+        // Opened here: the child only calls setns(2) between fork and exec.
+        let netns = self.netns.as_ref().map(|p| {
+            fs::File::open(p).unwrap_or_else(|e| panic!("open netns {}: {e}", p.display()))
+        });
+        if let Some(ns) = &netns {
+            use std::os::fd::AsRawFd;
+            use std::os::unix::process::CommandExt;
+            let fd = ns.as_raw_fd();
+            // SAFETY: setns is async-signal-safe; nothing is allocated in the child.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd.spawn().expect("spawn proxrt serve");
+        drop(netns);
         self.child = Some(child);
         self.wait_ready();
     }

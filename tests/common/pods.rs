@@ -77,11 +77,21 @@ impl PodEnv {
 
     /// A daemon started with `extra_toml` (see `TestDaemon::start_with`).
     pub async fn start_with(extra_toml: &str) -> PodEnv {
+        PodEnv::start_daemon(|| TestDaemon::start_with(extra_toml)).await
+    }
+
+    /// A daemon started with `extra_toml` in the network namespace `netns`
+    /// (`TestDaemon::start_in_netns`): the CNI tests' bridges and rules stay there.
+    pub async fn start_in_netns(extra_toml: &str, netns: &Path) -> PodEnv {
+        PodEnv::start_daemon(|| TestDaemon::start_in_netns(extra_toml, netns)).await
+    }
+
+    async fn start_daemon(start: impl FnOnce() -> TestDaemon) -> PodEnv {
         assert!(
             nix::unistd::geteuid().is_root(),
             "pods need root (namespaces, mounts, cgroups): run the tests with sudo (hack/test)"
         );
-        let daemon = TestDaemon::start_with(extra_toml);
+        let daemon = start();
         let cgroup_parent = format!("/proxrt-test-{}", random_hex(6));
         let mut env = PodEnv {
             cri: daemon.cri().await,

@@ -7,6 +7,7 @@ Usage: cri_client.py SOCKET_PATH {default,path,localhost}
        cri_client.py SOCKET_PATH stats CONTAINER_ID
        cri_client.py SOCKET_PATH update CONTAINER_ID MEMORY_BYTES
        cri_client.py SOCKET_PATH events COUNT
+       cri_client.py SOCKET_PATH podip POD_ID
   default    grpcio's own :authority for a unix: target (since 1.57 the %-encoded path)
   path       the socket path itself, as grpc-go and grpc-java send it
   localhost  what newer kubelets send
@@ -15,6 +16,7 @@ Usage: cri_client.py SOCKET_PATH {default,path,localhost}
   update     UpdateContainerResources of CONTAINER_ID to a memory limit of MEMORY_BYTES
   events     GetContainerEvents (server streaming): prints "subscribed" once the stream is
              open, then one line per event until COUNT events were read
+  podip      PodSandboxStatus of POD_ID: prints its network's ip and additional ips
 
 Run by tests/interop.rs with the venv hack/setup makes. Prints one line per call and
 "all ok"; exits 1 with the reason otherwise.
@@ -155,15 +157,30 @@ def container_events(channel, count):
     sys.exit("cri_client.py: GetContainerEvents: the stream ended early")
 
 
+def pod_ip(channel, pod_id):
+    """PodSandboxStatus{pod_sandbox_id}: status.network.ip and .additional_ips[].ip."""
+    rpc = channel.unary_unary("/runtime.v1.RuntimeService/PodSandboxStatus")
+    try:
+        reply = rpc(length_delimited(1, pod_id.encode()), timeout=30)
+    except grpc.RpcError as e:
+        sys.exit(f"cri_client.py: PodSandboxStatus: {e.code()}: {e.details()}")
+    network = path(reply, 1, 5) or b""
+    ip = string(network, 1)
+    additional = [string(a, 1) for a in fields(network).get(2, [])]
+    print(f"PodSandboxStatus ok id={string(path(reply, 1), 1)} ip={ip} additional={','.join(additional)}")
+
+
 def main():
     modes = ("default", "path", "localhost")
-    if len(sys.argv) in (4, 5) and sys.argv[2] in ("stats", "update", "events"):
+    if len(sys.argv) in (4, 5) and sys.argv[2] in ("stats", "update", "events", "podip"):
         with grpc.insecure_channel("unix:" + sys.argv[1]) as channel:
             grpc.channel_ready_future(channel).result(timeout=30)
             if sys.argv[2] == "stats":
                 container_stats(channel, sys.argv[3])
             elif sys.argv[2] == "events":
                 container_events(channel, int(sys.argv[3]))
+            elif sys.argv[2] == "podip":
+                pod_ip(channel, sys.argv[3])
             else:
                 update_resources(channel, sys.argv[3], int(sys.argv[4]))
         print("all ok")

@@ -3,12 +3,13 @@
 
 use k8s_cri::v1::DnsConfig;
 
-/// /etc/hosts of a pod with its own network namespace (loopback only until CNI).
-pub fn hosts(hostname: &str) -> String {
+/// /etc/hosts of a pod with its own network namespace: the hostname on the pod's IP
+/// (its CNI address), or on 127.0.1.1 while it has none.
+pub fn hosts(hostname: &str, pod_ip: Option<&str>) -> String {
     let mut s = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
     s.push_str("fe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n");
     if !hostname.is_empty() {
-        s.push_str(&format!("127.0.1.1\t{hostname}\n"));
+        s.push_str(&format!("{}\t{hostname}\n", pod_ip.unwrap_or("127.0.1.1")));
     }
     s
 }
@@ -81,8 +82,9 @@ mod tests {
 
     #[test]
     fn hosts_names_the_pod() {
-        assert!(hosts("web-0").contains("127.0.1.1\tweb-0\n"));
-        assert!(hosts("").starts_with("127.0.0.1\tlocalhost\n"));
+        assert!(hosts("web-0", None).contains("127.0.1.1\tweb-0\n"));
+        assert!(hosts("web-0", Some("10.22.0.5")).ends_with("\n10.22.0.5\tweb-0\n"));
+        assert!(hosts("", None).starts_with("127.0.0.1\tlocalhost\n"));
     }
 
     #[test]

@@ -26,6 +26,7 @@ use super::{
 };
 use crate::config::Config;
 use crate::monitor::{CreateRequest, Zygote};
+use crate::network::Network;
 use crate::sandbox::SandboxRecord;
 
 pub use files::{check_hostname, hosts, resolv_conf};
@@ -68,31 +69,47 @@ pub struct HostBackend {
     zygote: Option<Arc<Zygote>>,
     max_log_line_size: usize,
     exec_max_output: usize,
+    /// CNI for pods with their own network namespace (shared by the host backends).
+    network: Arc<Network>,
 }
 
 impl HostBackend {
-    pub fn new(engine: Engine, zygote: Option<Arc<Zygote>>, config: &Config) -> HostBackend {
+    pub fn new(
+        engine: Engine,
+        zygote: Option<Arc<Zygote>>,
+        config: &Config,
+        network: Arc<Network>,
+    ) -> HostBackend {
         HostBackend {
             engine,
             zygote,
+            network,
             max_log_line_size: config.runtime.max_log_line_size,
             exec_max_output: config.runtime.exec_sync_max_output,
         }
     }
 
     /// libcontainer, with its state under `<run_dir>/libcontainer`.
-    pub fn libcontainer(config: &Config, zygote: Option<Arc<Zygote>>) -> HostBackend {
+    pub fn libcontainer(
+        config: &Config,
+        zygote: Option<Arc<Zygote>>,
+        network: Arc<Network>,
+    ) -> HostBackend {
         let root = config.daemon.run_dir.join("libcontainer");
-        HostBackend::new(Engine::Libcontainer { root }, zygote, config)
+        HostBackend::new(Engine::Libcontainer { root }, zygote, config, network)
     }
 
     /// crun as probed on this host, with its state under `<run_dir>/crun`.
-    pub fn crun(config: &Config, zygote: Option<Arc<Zygote>>) -> HostBackend {
+    pub fn crun(
+        config: &Config,
+        zygote: Option<Arc<Zygote>>,
+        network: Arc<Network>,
+    ) -> HostBackend {
         let engine = Engine::Crun {
             probe: CrunProbe::run(&config.crun),
             root: config.daemon.run_dir.join("crun"),
         };
-        HostBackend::new(engine, zygote, config)
+        HostBackend::new(engine, zygote, config, network)
     }
 
     fn zygote(&self) -> Result<&Zygote, BackendError> {
@@ -117,11 +134,11 @@ impl Backend for HostBackend {
     }
 
     async fn run_pod(&self, pod: PodParams<'_>) -> Result<PodRuntime, BackendError> {
-        pod::run(self.zygote()?, &pod).await
+        pod::run(self.zygote()?, &self.network, &pod).await
     }
 
     async fn stop_pod(&self, pod: &SandboxRecord) -> Result<(), BackendError> {
-        pod::stop(pod).await
+        pod::stop(&self.network, pod).await
     }
 
     async fn remove_pod(&self, pod: &SandboxRecord) -> Result<(), BackendError> {

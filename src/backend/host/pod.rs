@@ -1,8 +1,10 @@
-//! A host pod: the files its containers see, a private /dev/shm, and namespaces made by
-//! the zygote and held open by a holder process (`proxrt-pause`, pid 1 of the pod's pid
-//! namespace when it has one). Every step pushes its undo; a failure leaves nothing.
+//! A host pod: the files its containers see, a private /dev/shm, namespaces made by the
+//! zygote and held open by a holder process (`proxrt-pause`, pid 1 of the pod's pid
+//! namespace when it has one), and, when the pod has its own network namespace, its CNI
+//! network (src/network). Every step pushes its undo; a failure leaves nothing.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use k8s_cri::v1::NamespaceMode;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -11,6 +13,7 @@ use super::files;
 use crate::backend::{BackendError, PodParams, PodRuntime};
 use crate::error::Kind;
 use crate::monitor::{teardown_sandbox, SandboxRequest, Zygote, HOLDER_NAME};
+use crate::network::{AttachRequest, Network, NetworkError};
 use crate::rollback::Rollback;
 use crate::sandbox::{SandboxNamespaces, SandboxPaths, SandboxRecord};
 
@@ -29,7 +32,20 @@ fn io(what: String, e: std::io::Error) -> BackendError {
     BackendError::internal("host", format!("{what}: {e}"))
 }
 
-pub(super) async fn run(zygote: &Zygote, pod: &PodParams<'_>) -> Result<PodRuntime, BackendError> {
+fn network_error(e: NetworkError) -> BackendError {
+    use crate::error::Classify;
+    BackendError::Failed {
+        backend: "host",
+        kind: e.kind(),
+        message: e.to_string(),
+    }
+}
+
+pub(super) async fn run(
+    zygote: &Zygote,
+    network: &Arc<Network>,
+    pod: &PodParams<'_>,
+) -> Result<PodRuntime, BackendError> {
     let config = pod.config;
     let ns = config
         .linux
@@ -73,7 +89,7 @@ pub(super) async fn run(zygote: &Zygote, pod: &PodParams<'_>) -> Result<PodRunti
     if host_net {
         copy_host_file("/etc/hosts", &paths.hosts())?;
     } else {
-        write(&paths.hosts(), &files::hosts(&hostname))?;
+        write(&paths.hosts(), &files::hosts(&hostname, None))?;
     }
     match resolv {
         Some(text) => write(&paths.resolv_conf(), &text)?,
@@ -122,8 +138,42 @@ pub(super) async fn run(zygote: &Zygote, pod: &PodParams<'_>) -> Result<PodRunti
             sysctls: sysctls.into_iter().collect(),
         })
         .await?;
+    {
+        let (dir, pid) = (ns_dir.clone(), created.holder_pid);
+        rb.push("namespaces", move || {
+            if let Err(e) = teardown_sandbox(&dir, Some(pid)) {
+                tracing::warn!(error = %e, "rollback: tear down pod namespaces");
+            }
+        });
+    }
+
+    let network = match &created.net_ns {
+        Some(netns) => {
+            let attached = network
+                .attach(AttachRequest {
+                    id: pod.id,
+                    config,
+                    netns,
+                })
+                .await
+                .map_err(network_error)?;
+            {
+                let (network, attached, netns) = (network.clone(), attached.clone(), netns.clone());
+                rb.push_async("cni network", move || async move {
+                    if let Err(e) = network.detach(&attached, Some(&netns)).await {
+                        tracing::warn!(error = %e, "rollback: CNI DEL");
+                    }
+                });
+            }
+            let ip = attached.ips.first().map(String::as_str);
+            write(&paths.hosts(), &files::hosts(&hostname, ip))?;
+            Some(attached)
+        }
+        None => None,
+    };
     rb.commit();
     Ok(PodRuntime {
+        network,
         hostname,
         holder_pid: Some(created.holder_pid),
         namespaces: SandboxNamespaces {
@@ -136,8 +186,16 @@ pub(super) async fn run(zygote: &Zygote, pod: &PodParams<'_>) -> Result<PodRunti
     })
 }
 
-/// Kills the holder and unmounts the namespace files.
-pub(super) async fn stop(pod: &SandboxRecord) -> Result<(), BackendError> {
+/// CNI DEL (while the netns still exists), then kills the holder and unmounts the
+/// namespace files. A failed DEL fails the stop before anything else goes, so that a
+/// retry finds the namespace still there.
+pub(super) async fn stop(network: &Network, pod: &SandboxRecord) -> Result<(), BackendError> {
+    if let Some(attached) = &pod.network {
+        network
+            .detach(attached, pod.namespaces.net.as_deref())
+            .await
+            .map_err(network_error)?;
+    }
     let (dir, pid) = (pod.paths().ns_dir(), pod.holder_pid);
     tokio::task::spawn_blocking(move || teardown_sandbox(&dir, pid))
         .await
