@@ -27,3 +27,4 @@ pub mod select;
 pub(crate) mod spec;
 pub(crate) mod stats;
 pub(crate) mod store;
+pub(crate) mod streaming;
