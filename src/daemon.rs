@@ -147,7 +147,11 @@ impl Daemon {
     pub fn watch_running(&self) {
         for s in self.sandboxes.all() {
             let r = s.record();
-            let alive = self.backends.get(&r.backend).is_ok_and(|b| b.pod_alive(&r));
+            let backend = self.backends.get(&r.backend);
+            let alive = backend.as_ref().is_ok_and(|b| b.pod_alive(&r));
+            if let (Ok(backend), true) = (&backend, alive) {
+                crate::sandbox::watch_pod(backend, s.clone(), self.sandboxes.dir().to_owned());
+            }
             if r.state == crate::sandbox::SandboxState::Ready && !alive {
                 tracing::warn!(sandbox = %r.id, "pod namespaces are gone; marking the sandbox NotReady");
                 if let Err(e) = s.update(self.sandboxes.dir(), |r| {

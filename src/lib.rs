@@ -5,6 +5,8 @@
 pub mod admin;
 pub mod authority;
 pub mod backend;
+#[doc(hidden)]
+pub mod bench_api;
 pub mod client;
 pub mod config;
 pub(crate) mod container;

@@ -363,3 +363,75 @@ async fn the_pod_holder_gives_nothing_away_through_proc_1() {
     env.stop_pod(&pod.id).await.expect("stop pod");
     env.remove_pod(&pod.id).await.expect("remove pod");
 }
+
+/// Item 7: a pod holder that dies under a running pod (killed, OOM) is noticed at once:
+/// the pod turns NotReady (kubelet then makes a new one), containers of a shared pid
+/// namespace die with it, no new container joins what is left, and the pod still stops
+/// and goes away cleanly. Before the fix the pod stayed READY until the daemon restarted,
+/// and CreateContainer went on to join whatever `/proc/<holder pid>/ns/pid` named.
+#[tokio::test]
+async fn a_dead_pod_holder_turns_the_pod_not_ready_at_once() {
+    let mut env = PodEnv::start().await;
+    let before = env.settled_snapshot().await;
+    let mut config = env.pod_config("holder-dies");
+    pod_security(&mut config)
+        .namespace_options
+        .get_or_insert_with(pod_namespaces)
+        .pid = NamespaceMode::Pod as i32;
+    let pod = env.run_pod(config).await;
+    let mut c = env.container_config(&pod, "shared", &["sleep", "3600"]);
+    security(&mut c)
+        .namespace_options
+        .get_or_insert_with(pod_namespaces)
+        .pid = NamespaceMode::Pod as i32;
+    let id = env.create_start(&pod, c).await;
+
+    let record: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            env.daemon()
+                .root
+                .join("sandboxes")
+                .join(&pod.id)
+                .join("sandbox.json"),
+        )
+        .expect("sandbox record"),
+    )
+    .expect("sandbox record is JSON");
+    let holder = record["holder_pid"].as_i64().expect("holder pid") as i32;
+    assert_eq!(comm(holder), "proxrt-pause");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(holder),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the holder");
+
+    // No restart, no Stop: the daemon notices by itself.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let state = env.pod_status(&pod.id).await.expect("pod status").state;
+        if state == k8s_cri::v1::PodSandboxState::SandboxNotready as i32 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pod is still READY 20 s after its holder died\n{}",
+            env.daemon().log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Its pid namespace died with pid 1, and the container with it.
+    let exited = env.wait_exit(&id).await;
+    assert_eq!(exited.state, ContainerState::ContainerExited as i32);
+
+    let late = env.container_config(&pod, "late", &["sleep", "1"]);
+    let err = env
+        .create(&pod, late)
+        .await
+        .expect_err("no container joins a dead pod");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+
+    env.stop_pod(&pod.id).await.expect("stop pod");
+    env.remove_pod(&pod.id).await.expect("remove pod");
+    env.assert_back_to(&before, "after a pod whose holder died")
+        .await;
+}

@@ -23,6 +23,7 @@ pub mod registry;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use k8s_cri::v1::{ContainerConfig, LinuxContainerResources, PodSandboxConfig};
 use oci_spec::runtime::{LinuxResources, Spec};
 
@@ -222,6 +223,13 @@ pub trait Backend: Send + Sync {
     /// Whether a ready pod is still alive (its namespaces, its guest), for PodSandboxStatus
     /// after a restart.
     fn pod_alive(&self, pod: &SandboxRecord) -> bool;
+
+    /// A future that resolves when a ready pod's namespaces die under it (its holder
+    /// exits), for marking the pod NotReady at once; None when the backend has nothing to
+    /// watch (no holder, or a guest polled by other means).
+    fn pod_gone(&self, _pod: &SandboxRecord) -> Option<BoxFuture<'static, ()>> {
+        None
+    }
 
     /// The pod's IP addresses as the backend knows them without asking anyone (no call
     /// on the RPC path): a guest's addresses as last seen; a host pod's from its CNI

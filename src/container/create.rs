@@ -33,6 +33,15 @@ pub async fn create_container(
         }
         .into());
     }
+    // The holder may have died a moment ago (the watch marks the pod soon): never join
+    // namespaces that are gone, or a recycled pid's.
+    if !ctx.backends.get(&sb.backend)?.pod_alive(&sb) {
+        return Err(crate::sandbox::SandboxError::NotReady {
+            id: sb.id.clone(),
+            state: "its namespace holder has exited",
+        }
+        .into());
+    }
     // kubelet sends the pod config again; the one the sandbox was made with is authoritative.
     let sandbox_config = sandbox_config
         .filter(|c| c.metadata.is_some())

@@ -1,9 +1,13 @@
+use std::sync::Arc;
+
 use k8s_cri::v1::{
-    Container as CriContainer, ImageSpec, ListContainersRequest, ListContainersResponse,
+    Container as CriContainer, ContainerFilter, ImageSpec, ListContainersRequest,
+    ListContainersResponse,
 };
 use tonic::Status;
 
 use super::container_status::cri_state;
+use crate::container::Container;
 use crate::daemon::Daemon;
 
 #[tracing::instrument(level = "debug", skip_all)]
@@ -20,10 +24,18 @@ pub fn list_containers(
             Err(_) => Vec::new(),
         }
     };
-    let containers = candidates
+    Ok(ListContainersResponse {
+        containers: answer(candidates, &f),
+    })
+}
+
+/// The answer for `candidates` under the filter's id, state and label parts (the pod part
+/// chose the candidates): one status snapshot per container, so the state filtered on is
+/// the state answered. Pure over the in-memory store; the criterion bench runs it on 1000.
+pub(crate) fn answer(candidates: Vec<Arc<Container>>, f: &ContainerFilter) -> Vec<CriContainer> {
+    candidates
         .into_iter()
         .filter(|c| f.id.is_empty() || c.id.starts_with(&f.id))
-        // One status snapshot per container: the state filtered on is the state answered.
         .map(|c| {
             let state = cri_state(c.snapshot().phase()) as i32;
             (c, state)
@@ -53,6 +65,5 @@ pub fn list_containers(
                 image_id: r.image_id.clone(),
             }
         })
-        .collect();
-    Ok(ListContainersResponse { containers })
+        .collect()
 }

@@ -12,7 +12,7 @@ mod image_fs_info;
 mod image_status;
 mod import_image;
 mod list_container_stats;
-mod list_containers;
+pub(crate) mod list_containers;
 mod list_images;
 mod list_metric_descriptors;
 mod list_pod_sandbox;

@@ -426,12 +426,7 @@ impl Images {
     /// ListImages true about what is on disk).
     pub async fn remove(&self, image: &str) -> Result<Option<Arc<ImageEntry>>, ImageError> {
         let query = parse_query(image)?;
-        let users = self
-            .users
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .and_then(|w| w.upgrade());
+        let users = self.users();
         let removed = {
             // Checked and removed under the index's write lock, which
             // `lease_for_container` reads under: a create either leased the image before
@@ -502,12 +497,7 @@ impl Images {
                 );
                 keep_all = true;
             }
-            let users = self
-                .users
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .as_ref()
-                .and_then(|w| w.upgrade());
+            let users = self.users();
             for id in users.map(|u| u.images_in_use()).unwrap_or_default() {
                 if index.get(&id).is_none() {
                     tracing::warn!(
@@ -544,12 +534,17 @@ impl Images {
         Ok(())
     }
 
-    fn users_of(&self, image_id: &str) -> Vec<String> {
+    /// Who uses images (the container store), while it lives.
+    fn users(&self) -> Option<Arc<dyn ImageUsers>> {
         self.users
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
             .and_then(|w| w.upgrade())
+    }
+
+    fn users_of(&self, image_id: &str) -> Vec<String> {
+        self.users()
             .map(|u| u.containers_using(image_id))
             .unwrap_or_default()
     }

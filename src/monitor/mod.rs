@@ -47,6 +47,7 @@ use std::path::PathBuf;
 
 pub use client::{ExecSyncRequest, ExecSyncResult, ExitStatus, MonitorClient};
 pub use container::kill_cgroup;
+pub(crate) use process::pidfd_open;
 pub use sandbox::{teardown_sandbox, SandboxCreated, SandboxRequest, HOLDER_NAME};
 pub(crate) use status::write_status;
 pub use status::{read_status, ContainerStatusFile, STATUS_FILE};

@@ -97,6 +97,10 @@ pub struct SandboxNamespaces {
     pub ipc: Option<PathBuf>,
     pub uts: Option<PathBuf>,
     pub pid: Option<PathBuf>,
+    /// The inode of `pid` when the pod was made: the pid namespace's identity, checked
+    /// before a container joins it (records from before it have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_inode: Option<u64>,
 }
 
 /// What is persisted for a sandbox.
@@ -267,6 +271,37 @@ impl Sandbox {
         }
         Ok(())
     }
+}
+
+/// Marks a ready pod NotReady as soon as its backend says its namespaces died under it
+/// (the holder killed or crashed: with a shared pid namespace every container died with
+/// it), so kubelet sees the pod gone and makes a new one. A stop in progress holds the
+/// pod's op lock and marks it NotReady itself, so a deliberate stop is never reported
+/// twice. The holder's pid stays in the record: StopPodSandbox still tears down what is
+/// left (namespace files, network), and checks the pid's name before signalling it.
+pub fn watch_pod(
+    backend: &Arc<dyn crate::backend::Backend>,
+    sandbox: Arc<Sandbox>,
+    store_dir: PathBuf,
+) {
+    let record = sandbox.record();
+    if record.state != SandboxState::Ready {
+        return;
+    }
+    let Some(gone) = backend.pod_gone(&record) else {
+        return;
+    };
+    tokio::spawn(async move {
+        gone.await;
+        let _op = sandbox.op_lock.lock().await;
+        if sandbox.state() != SandboxState::Ready {
+            return;
+        }
+        tracing::warn!(sandbox = %sandbox.id, "pod namespace holder exited; marking the sandbox NotReady");
+        if let Err(e) = sandbox.update(&store_dir, |r| r.state = SandboxState::NotReady) {
+            tracing::warn!(sandbox = %sandbox.id, error = %e, "update sandbox record");
+        }
+    });
 }
 
 pub const RECORD_FILE: &str = "sandbox.json";

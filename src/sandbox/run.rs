@@ -73,10 +73,9 @@ pub async fn run_pod_sandbox(
     }
     ctx.sandboxes.persist(&record)?;
     rb.commit();
-    ctx.sandboxes.insert(Arc::new(Sandbox::new(
-        record,
-        ctx.sandboxes.events().clone(),
-    )));
+    let sandbox = Arc::new(Sandbox::new(record, ctx.sandboxes.events().clone()));
+    ctx.sandboxes.insert(sandbox.clone());
+    super::watch_pod(&backend, sandbox, ctx.sandboxes.dir().to_owned());
     tracing::info!(sandbox = %id, backend = backend.name(), "pod sandbox ready");
     Ok(id)
 }

@@ -148,7 +148,6 @@ pub fn container_capabilities(
 }
 
 /// Every capability proxrt knows (what a full-powered root holds).
-#[cfg(test)]
 pub fn all_capabilities() -> Capabilities {
     ALL_CAPABILITIES.iter().map(|(_, c)| *c).collect()
 }

@@ -47,8 +47,9 @@ pub mod signal;
 pub mod unified;
 pub mod user;
 
-#[cfg(test)]
-mod fixture;
+// Test data; also what the criterion benches translate (src/bench_api.rs).
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) mod fixture;
 #[cfg(test)]
 pub(crate) mod proptests;
 

@@ -15,6 +15,7 @@ mod unsupervised;
 use std::path::Path;
 use std::sync::Arc;
 
+use futures_util::future::BoxFuture;
 use k8s_cri::v1::LinuxContainerResources;
 use oci_spec::runtime::{LinuxResources, Spec};
 
@@ -147,6 +148,10 @@ impl Backend for HostBackend {
 
     fn pod_alive(&self, pod: &SandboxRecord) -> bool {
         pod::alive(pod)
+    }
+
+    fn pod_gone(&self, pod: &SandboxRecord) -> Option<BoxFuture<'static, ()>> {
+        pod::gone(pod)
     }
 
     fn prepare_spec(&self, spec: &mut Spec) -> Result<PreparedSpec, BackendError> {

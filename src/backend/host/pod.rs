@@ -3,16 +3,19 @@
 //! namespace when it has one), and, when the pod has its own network namespace, its CNI
 //! network (src/network). Every step pushes its undo; a failure leaves nothing.
 
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
 
+use futures_util::future::BoxFuture;
 use k8s_cri::v1::NamespaceMode;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
 use super::files;
 use crate::backend::{BackendError, PodParams, PodRuntime};
 use crate::error::Kind;
-use crate::monitor::{teardown_sandbox, SandboxRequest, Zygote, HOLDER_NAME};
+use crate::monitor::{pidfd_open, teardown_sandbox, SandboxRequest, Zygote, HOLDER_NAME};
 use crate::network::{AttachRequest, Network, NetworkError};
 use crate::rollback::Rollback;
 use crate::sandbox::{SandboxNamespaces, SandboxPaths, SandboxRecord};
@@ -180,6 +183,7 @@ pub(super) async fn run(
             net: created.net_ns,
             ipc: created.ipc_ns,
             uts: created.uts_ns,
+            pid_inode: created.pid_ns.as_deref().and_then(ns_inode),
             pid: created.pid_ns,
         },
         shm_mounted,
@@ -220,19 +224,72 @@ pub(super) fn remove(pod: &SandboxRecord) -> Result<(), BackendError> {
     }
 }
 
-/// Whether a ready pod's namespaces still exist: its holder runs (when it has one) and
-/// its namespace files are still mounted.
+/// Whether a ready pod's namespaces still exist: its holder runs (when it has one), its
+/// pid namespace is still the one the pod was made with (a recycled pid would hand a new
+/// container another process's namespace), and its namespace files are still mounted.
 pub(super) fn alive(r: &SandboxRecord) -> bool {
     let holder_ok = match r.holder_pid {
         Some(pid) => std::fs::read_to_string(format!("/proc/{pid}/comm"))
             .is_ok_and(|c| c.trim_end() == HOLDER_NAME),
         None => true,
     };
+    let pid_ns_ok = match (&r.namespaces.pid, r.namespaces.pid_inode) {
+        (Some(path), Some(inode)) => ns_inode(path) == Some(inode),
+        _ => true,
+    };
     let files_ok = [&r.namespaces.net, &r.namespaces.ipc, &r.namespaces.uts]
         .into_iter()
         .flatten()
         .all(|p| p.exists());
-    holder_ok && files_ok
+    holder_ok && pid_ns_ok && files_ok
+}
+
+/// The inode of a namespace file (`/proc/<pid>/ns/pid`): what identifies the namespace.
+fn ns_inode(path: &Path) -> Option<u64> {
+    std::fs::metadata(path).ok().map(|m| m.ino())
+}
+
+/// Resolves when the pod's holder exits (its pidfd turns readable); at once when it is
+/// already gone or its pid now names another process. None for a pod without a holder.
+pub(super) fn gone(r: &SandboxRecord) -> Option<BoxFuture<'static, ()>> {
+    let pid = r.holder_pid?;
+    let pidfd = match pidfd_open(pid) {
+        Ok(fd) => fd,
+        Err(_) => return Some(Box::pin(async {})),
+    };
+    // The pidfd pins whichever process has the pid now: check it is still this pod's
+    // holder (the pid could have been recycled since the record was written).
+    if !alive(r) {
+        return Some(Box::pin(async {}));
+    }
+    Some(Box::pin(async move {
+        // SAFETY: `pidfd` is owned by this future and outlives the registration, which is
+        // dropped at the end of the match, before it.
+        let registered = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(
+                Fd(pidfd.as_raw_fd()),
+                tokio::io::Interest::READABLE,
+            )
+        };
+        match registered {
+            Ok(fd) => {
+                let _ = fd.readable().await;
+            }
+            Err(e) => {
+                tracing::warn!(pid, error = %e, "cannot watch the pod holder; its death is seen at the next restart");
+                std::future::pending::<()>().await;
+            }
+        }
+    }))
+}
+
+/// A borrowed descriptor for the reactor (the owner keeps it open).
+struct Fd(std::os::fd::RawFd);
+
+impl std::os::fd::AsRawFd for Fd {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0
+    }
 }
 
 fn copy_host_file(from: &str, to: &Path) -> Result<(), BackendError> {
