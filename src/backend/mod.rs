@@ -27,7 +27,10 @@ use k8s_cri::v1::{ContainerConfig, LinuxContainerResources, PodSandboxConfig};
 use oci_spec::runtime::{LinuxResources, Spec};
 
 use crate::error::{Classify, Kind};
-use crate::monitor::{ExecSyncRequest, ExecSyncResult, ExitStatus, MonitorClient, MonitorError};
+use crate::monitor::{
+    AttachInput, AttachOutput, AttachStreams, ExecSyncRequest, ExecSyncResult, ExitStatus,
+    MonitorClient, MonitorError,
+};
 use crate::sandbox::{SandboxNamespaces, SandboxRecord};
 
 pub use registry::Backends;
@@ -118,6 +121,10 @@ pub struct CreateParams {
     /// The CRI log file, confined to the pod's log directory.
     pub log: Option<crate::logs::LogTarget>,
     pub tty: bool,
+    /// The container keeps a stdin open for attach sessions (CRI `stdin`).
+    pub stdin: bool,
+    /// Its stdin closes when the first attach session that fed it ends (CRI `stdin_once`).
+    pub stdin_once: bool,
     pub payload: Payload,
 }
 
@@ -307,6 +314,23 @@ pub trait Backend: Send + Sync {
 
     async fn reopen_log(&self, run_dir: &Path) -> Result<(), BackendError> {
         Ok(MonitorClient::new(run_dir).reopen_log().await?)
+    }
+
+    /// Why this backend cannot attach to its containers' stdio, or None when it can
+    /// (asked by the Attach RPC before it hands out a URL).
+    fn attach_unsupported(&self) -> Option<String> {
+        None
+    }
+
+    /// Joins a running container's stdio (Attach): its output from now on and, with
+    /// `streams.stdin`, its stdin; the session lasts until the container exits or either
+    /// side closes it.
+    async fn attach(
+        &self,
+        run_dir: &Path,
+        streams: AttachStreams,
+    ) -> Result<(AttachOutput, AttachInput), BackendError> {
+        Ok(MonitorClient::new(run_dir).attach(streams).await?)
     }
 
     /// Applies new limits to a created or running container (UpdateContainerResources):

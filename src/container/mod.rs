@@ -5,6 +5,7 @@
 //! `…/upper`, `…/work` (overlay); `<run_dir>/c/<id16>/` is the monitor's dir
 //! (status.json, monitor.sock) and `<run_dir>/c/<id16>/rootfs` the overlay mount.
 
+mod attach;
 mod bundle;
 pub mod confine;
 mod create;
@@ -31,6 +32,9 @@ use crate::sandbox::SandboxError;
 use crate::spec::SpecError;
 use crate::store::{ById, Lookup};
 
+// Wired in by the streaming server (its /attach/ route) and the CRI Attach RPC.
+#[allow(unused_imports)]
+pub(crate) use attach::{attach, validate_attach};
 pub use create::create_container;
 pub use exec::{exec_sync, reopen_log};
 pub use lifecycle::{remove_container, start_container, stop_container, watch_exit};

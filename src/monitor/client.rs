@@ -4,9 +4,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 
-use super::protocol::{encode_line, Fault, MonitorReply, MonitorRequest};
+use super::protocol::{
+    encode_line, AttachFrame, Fault, MonitorReply, MonitorRequest, MAX_ATTACH_PAYLOAD,
+};
 use super::status::{read_status, ContainerStatusFile};
 use super::{MonitorError, MONITOR_SOCKET};
 
@@ -65,6 +68,113 @@ pub struct ExecSyncResult {
     pub stderr: Vec<u8>,
     /// The timeout expired and the process was killed.
     pub timed_out: bool,
+}
+
+/// Which of the container's streams an attach session joins.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AttachStreams {
+    /// Feed the container's stdin (ignored when the container has none).
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+}
+
+/// What the monitor sends an attached client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AttachEvent {
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
+    /// The container exited and all its output was sent: the session is over.
+    Exited,
+}
+
+/// The container's output, as an attached client receives it.
+#[derive(Debug)]
+pub struct AttachOutput {
+    reader: OwnedReadHalf,
+    buf: Vec<u8>,
+}
+
+/// An attached client's input to the container.
+#[derive(Debug)]
+pub struct AttachInput {
+    writer: OwnedWriteHalf,
+}
+
+impl AttachOutput {
+    /// The next event. None: the monitor closed the session without `Exited` (it
+    /// disconnects a client that falls too far behind the output; or it died).
+    pub async fn next(&mut self) -> std::io::Result<Option<AttachEvent>> {
+        loop {
+            let decoded = AttachFrame::decode(&self.buf)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+            if let Some((frame, n)) = decoded {
+                self.buf.drain(..n);
+                return match frame {
+                    AttachFrame::Stdout(d) => Ok(Some(AttachEvent::Stdout(d))),
+                    AttachFrame::Stderr(d) => Ok(Some(AttachEvent::Stderr(d))),
+                    AttachFrame::Exited => Ok(Some(AttachEvent::Exited)),
+                    other => Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("unexpected attach frame from the monitor: {other:?}"),
+                    )),
+                };
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            let n = self.reader.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(None);
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+impl AttachInput {
+    /// Bytes for the container's stdin (or terminal).
+    pub async fn stdin(&mut self, data: &[u8]) -> std::io::Result<()> {
+        for chunk in data.chunks(MAX_ATTACH_PAYLOAD) {
+            self.send(AttachFrame::Stdin(chunk.to_vec())).await?;
+        }
+        Ok(())
+    }
+
+    /// The client's stdin ended (with `stdin_once`, the container's stdin closes).
+    pub async fn close_stdin(&mut self) -> std::io::Result<()> {
+        self.send(AttachFrame::StdinEof).await
+    }
+
+    /// The client's terminal has a new size (tty containers).
+    pub async fn resize(&mut self, width: u16, height: u16) -> std::io::Result<()> {
+        self.send(AttachFrame::Resize { width, height }).await
+    }
+
+    async fn send(&mut self, frame: AttachFrame) -> std::io::Result<()> {
+        let mut bytes = Vec::new();
+        frame.encode_into(&mut bytes);
+        self.writer.write_all(&bytes).await
+    }
+}
+
+/// Both ends of an attach session over `stream` (its other end plays the monitor).
+#[cfg(test)]
+pub(crate) fn attach_session_for_tests(stream: UnixStream) -> (AttachOutput, AttachInput) {
+    let (reader, writer) = stream.into_split();
+    (
+        AttachOutput {
+            reader,
+            buf: Vec::new(),
+        },
+        AttachInput { writer },
+    )
+}
+
+/// The bytes of a stdout frame carrying `data`, as a monitor sends it.
+#[cfg(test)]
+pub(crate) fn encode_attach_output_for_tests(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    AttachFrame::encode_output(0, data, &mut out);
+    out
 }
 
 /// A connection to one container's monitor (unix socket `<state_dir>/monitor.sock`). Holds
@@ -183,6 +293,26 @@ impl MonitorClient {
             .call_within("reopen log", MonitorRequest::ReopenLog)
             .await?;
         expect_ok("reopen log", reply)
+    }
+
+    /// Joins the running container's stdio: its output from now on (what came before is
+    /// in the log) and, with `streams.stdin`, its stdin. The session lasts until the
+    /// container exits or either side closes it.
+    pub async fn attach(
+        &self,
+        streams: AttachStreams,
+    ) -> Result<(AttachOutput, AttachInput), MonitorError> {
+        let request = MonitorRequest::Attach {
+            stdin: streams.stdin,
+            stdout: streams.stdout,
+            stderr: streams.stderr,
+        };
+        let (reply, reader) = self.call_within("attach", request).await?;
+        expect_ok("attach", reply)?;
+        // Frames may already sit in the reader's buffer behind the reply line.
+        let buf = reader.buffer().to_vec();
+        let (reader, writer) = reader.into_inner().into_split();
+        Ok((AttachOutput { reader, buf }, AttachInput { writer }))
     }
 
     /// True when a monitor listens on the socket (it is connectable).

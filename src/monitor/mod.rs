@@ -45,7 +45,12 @@ mod zygote;
 use std::io;
 use std::path::PathBuf;
 
-pub use client::{ExecSyncRequest, ExecSyncResult, ExitStatus, MonitorClient};
+#[cfg(test)]
+pub(crate) use client::{attach_session_for_tests, encode_attach_output_for_tests};
+pub use client::{
+    AttachEvent, AttachInput, AttachOutput, AttachStreams, ExecSyncRequest, ExecSyncResult,
+    ExitStatus, MonitorClient,
+};
 pub use container::kill_cgroup;
 pub use sandbox::{teardown_sandbox, SandboxCreated, SandboxRequest, HOLDER_NAME};
 pub(crate) use status::write_status;
