@@ -32,7 +32,8 @@ use crate::spec::SpecError;
 use crate::store::{ById, Lookup};
 
 pub use create::create_container;
-pub use exec::{exec_sync, reopen_log};
+// `exec::check_stream_opts` and `exec::check_streamable` are what Attach checks too.
+pub use exec::{check_exec_stream, exec_stream, exec_sync, reopen_log};
 pub use lifecycle::{remove_container, start_container, stop_container, watch_exit};
 pub use update::update_resources;
 

@@ -217,9 +217,7 @@ impl CrunExec {
     pub(crate) fn spawn(
         &self,
         args: &[String],
-        stdin: File,
-        stdout: OwnedFd,
-        stderr: OwnedFd,
+        [stdin, stdout, stderr]: [OwnedFd; 3],
     ) -> Result<Pid, String> {
         let me = std::process::id();
         let json = self.crun.state_dir.join(format!("exec-{me}.json"));

@@ -32,6 +32,7 @@ mod container;
 mod crun;
 mod enter;
 mod exec;
+mod exec_stream;
 mod executor;
 mod holder_confine;
 mod oom;
@@ -45,7 +46,9 @@ mod zygote;
 use std::io;
 use std::path::PathBuf;
 
-pub use client::{ExecSyncRequest, ExecSyncResult, ExitStatus, MonitorClient};
+pub use client::{
+    ExecSession, ExecStreamRequest, ExecSyncRequest, ExecSyncResult, ExitStatus, MonitorClient,
+};
 pub use container::kill_cgroup;
 pub use sandbox::{teardown_sandbox, SandboxCreated, SandboxRequest, HOLDER_NAME};
 pub(crate) use status::write_status;
