@@ -28,10 +28,11 @@ use oci_spec::runtime::{LinuxResources, Spec};
 
 use crate::error::{Classify, Kind};
 use crate::monitor::{
-    AttachInput, AttachOutput, AttachStreams, ExecSyncRequest, ExecSyncResult, ExitStatus,
-    MonitorClient, MonitorError,
+    AttachInput, AttachOutput, AttachStreams, ExecStreamRequest, ExecSyncRequest, ExecSyncResult,
+    ExitStatus, MonitorClient, MonitorError,
 };
 use crate::sandbox::{SandboxNamespaces, SandboxRecord};
+use crate::streaming::session::{Dialer, Outcome, StdioStreams, StreamOpts};
 
 pub use registry::Backends;
 
@@ -310,6 +311,41 @@ pub trait Backend: Send + Sync {
         Ok(MonitorClient::new(run_dir)
             .exec_sync(ExecSyncRequest { args, timeout })
             .await?)
+    }
+
+    /// Why this backend cannot serve streaming sessions (Exec, Attach, PortForward), or
+    /// None when it can. Asked at the CRI call, before a URL is handed out.
+    fn streaming_unsupported(&self) -> Option<String> {
+        None
+    }
+
+    /// Runs a streaming exec (CRI Exec) in the running container with the client's streams,
+    /// until it ends. Errors are those before the process ran.
+    async fn exec_stream(
+        &self,
+        run_dir: &Path,
+        args: Vec<String>,
+        opts: StreamOpts,
+        streams: StdioStreams,
+    ) -> Result<Outcome, BackendError> {
+        let session = MonitorClient::new(run_dir)
+            .exec_stream(ExecStreamRequest {
+                args,
+                tty: opts.tty,
+                stdin: opts.stdin,
+                stdout: opts.stdout,
+                stderr: opts.stderr && !opts.tty,
+            })
+            .await?;
+        Ok(crate::streaming::pump::exec_session(session, streams).await)
+    }
+
+    /// Opens TCP connections to ports on the pod's loopback, inside its network namespace
+    /// (the host's for a host-network pod): PortForward.
+    fn pod_dialer(&self, pod: &SandboxRecord) -> Result<Dialer, BackendError> {
+        Ok(crate::streaming::port_forward::netns_dialer(
+            pod.namespaces.net.clone(),
+        ))
     }
 
     async fn reopen_log(&self, run_dir: &Path) -> Result<(), BackendError> {

@@ -1,5 +1,3 @@
-#![allow(dead_code)] // wired in by the streaming server's /attach/ route and the CRI Attach RPC
-
 //! Attach: a streaming client joins a running container's stdio through its backend.
 //!
 //! What happens when the client's stdin ends follows containerd (and kubectl's

@@ -13,7 +13,7 @@
 //! because during `create` stderr is the container's own stderr pipe.
 
 use std::ffi::OsString;
-use std::fs::{self, File};
+use std::fs;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
@@ -223,9 +223,7 @@ impl CrunExec {
     pub(crate) fn spawn(
         &self,
         args: &[String],
-        stdin: File,
-        stdout: OwnedFd,
-        stderr: OwnedFd,
+        [stdin, stdout, stderr]: [OwnedFd; 3],
     ) -> Result<Pid, String> {
         let me = std::process::id();
         let json = self.crun.state_dir.join(format!("exec-{me}.json"));

@@ -32,6 +32,7 @@ mod container;
 mod crun;
 mod enter;
 mod exec;
+mod exec_stream;
 mod executor;
 mod holder_confine;
 mod oom;
@@ -48,8 +49,8 @@ use std::path::PathBuf;
 #[cfg(test)]
 pub(crate) use client::{attach_session_for_tests, encode_attach_output_for_tests};
 pub use client::{
-    AttachEvent, AttachInput, AttachOutput, AttachStreams, ExecSyncRequest, ExecSyncResult,
-    ExitStatus, MonitorClient,
+    AttachEvent, AttachInput, AttachOutput, AttachStreams, ExecSession, ExecStreamRequest,
+    ExecSyncRequest, ExecSyncResult, ExitStatus, MonitorClient,
 };
 pub use container::kill_cgroup;
 pub use sandbox::{teardown_sandbox, SandboxCreated, SandboxRequest, HOLDER_NAME};

@@ -103,6 +103,15 @@ pub(crate) enum MonitorRequest {
         args: Vec<String>,
         timeout_ms: Option<u64>,
     },
+    /// A streaming exec (CRI Exec): answered by `ExecStarted` carrying the daemon's ends
+    /// of the process's stdio, then `ExecExited` when it exits.
+    ExecStream {
+        args: Vec<String>,
+        tty: bool,
+        stdin: bool,
+        stdout: bool,
+        stderr: bool,
+    },
     ReopenLog,
     /// Joins the container's stdio: the `Ok` reply is followed by [`AttachFrame`]s.
     /// Output the client did not ask for is not sent; `stdin` is ignored when the
@@ -112,6 +121,29 @@ pub(crate) enum MonitorRequest {
         stdout: bool,
         stderr: bool,
     },
+}
+
+/// Which fds an `ExecStarted` reply carries (SCM_RIGHTS, in this order: stdin, stdout,
+/// stderr, pty; those that are true).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct ExecFds {
+    /// The write end of the process's stdin pipe.
+    pub stdin: bool,
+    /// The read end of its stdout pipe.
+    pub stdout: bool,
+    /// The read end of its stderr pipe.
+    pub stderr: bool,
+    /// The master side of its terminal (stdin, stdout and stderr at once).
+    pub pty: bool,
+}
+
+impl ExecFds {
+    pub(crate) fn count(&self) -> usize {
+        [self.stdin, self.stdout, self.stderr, self.pty]
+            .iter()
+            .filter(|b| **b)
+            .count()
+    }
 }
 
 #[derive(Serialize, Deserialize, Debug)]
@@ -126,6 +158,14 @@ pub(crate) enum MonitorReply {
         timed_out: bool,
         stdout_len: usize,
         stderr_len: usize,
+    },
+    /// A streaming exec runs; the fds are attached to this line.
+    ExecStarted {
+        fds: ExecFds,
+    },
+    /// A streaming exec's process exited (status, or 128 + the signal).
+    ExecExited {
+        exit_code: i32,
     },
     Error {
         message: String,

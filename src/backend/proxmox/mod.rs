@@ -600,6 +600,39 @@ impl Backend for ProxmoxBackend {
         Ok(())
     }
 
+    fn streaming_unsupported(&self) -> Option<String> {
+        Some(
+            "proxmox-lxc guests have no streaming Exec, Attach or PortForward yet \
+             (ExecSync works: `proxrt exec` without -i/-t)"
+                .into(),
+        )
+    }
+
+    async fn exec_stream(
+        &self,
+        _run_dir: &Path,
+        _args: Vec<String>,
+        _opts: crate::streaming::session::StreamOpts,
+        _streams: crate::streaming::session::StdioStreams,
+    ) -> Result<crate::streaming::session::Outcome, BackendError> {
+        Err(BackendError::Failed {
+            backend: self.name(),
+            kind: Kind::FailedPrecondition,
+            message: self.streaming_unsupported().unwrap_or_default(),
+        })
+    }
+
+    fn pod_dialer(
+        &self,
+        _pod: &SandboxRecord,
+    ) -> Result<crate::streaming::session::Dialer, BackendError> {
+        Err(BackendError::Failed {
+            backend: self.name(),
+            kind: Kind::FailedPrecondition,
+            message: self.streaming_unsupported().unwrap_or_default(),
+        })
+    }
+
     async fn exec_sync(
         &self,
         run_dir: &Path,

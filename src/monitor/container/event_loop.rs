@@ -16,6 +16,7 @@ use oci_spec::runtime::Spec;
 
 use crate::logs::{CriLogWriter, Stream};
 use crate::monitor::exec::{self, ExecJob};
+use crate::monitor::exec_stream::{self, ExecStreamJob};
 use crate::monitor::oom::oom_kill_count;
 use crate::monitor::process::{exit_code_of, exit_now, now_nanos, poll_one, set_nonblocking};
 use crate::monitor::protocol::{
@@ -419,6 +420,25 @@ impl Monitor {
                 stdout,
                 stderr,
             } => self.attach(stream, stdin, [stdout, stderr], rest),
+            MonitorRequest::ExecStream {
+                args,
+                tty,
+                stdin,
+                stdout,
+                stderr,
+            } => self.exec_stream(
+                stream,
+                ExecStreamJob {
+                    crun: self.engine.crun_exec(self.spec.process().as_ref()),
+                    init_pid: self.init_pid,
+                    spec: self.spec.clone(),
+                    args,
+                    tty,
+                    stdin,
+                    stdout,
+                    stderr,
+                },
+            ),
             MonitorRequest::ReopenLog => reply(
                 stream,
                 &match self.log.reopen() {
@@ -476,24 +496,43 @@ impl Monitor {
         MonitorReply::Ok
     }
 
-    fn exec(&mut self, stream: UnixStream, args: Vec<String>, timeout_ms: Option<u64>) {
+    /// Why an exec cannot run now, if it cannot.
+    fn exec_refused(&self, args: &[String]) -> Option<MonitorReply> {
         if self.exited.is_some() {
-            return reply(
-                stream,
-                &MonitorReply::error(Fault::State, "container has exited"),
-            );
+            return Some(MonitorReply::error(Fault::State, "container has exited"));
         }
         if self.status.started_at.is_none() {
-            return reply(
-                stream,
-                &MonitorReply::error(Fault::State, "container is not running"),
-            );
+            return Some(MonitorReply::error(
+                Fault::State,
+                "container is not running",
+            ));
         }
         if args.is_empty() {
-            return reply(
+            return Some(MonitorReply::error(Fault::Invalid, "empty command"));
+        }
+        None
+    }
+
+    fn exec_stream(&mut self, stream: UnixStream, job: ExecStreamJob) {
+        if let Some(refusal) = self.exec_refused(&job.args) {
+            return reply(stream, &refusal);
+        }
+        // SAFETY: the monitor is single-threaded.
+        match unsafe { nix::unistd::fork() } {
+            Ok(nix::unistd::ForkResult::Child) => {
+                exit_now(exec_stream::run_exec_stream_child(stream, job))
+            }
+            Ok(nix::unistd::ForkResult::Parent { child }) => self.exec_children.push(child),
+            Err(e) => reply(
                 stream,
-                &MonitorReply::error(Fault::Invalid, "empty command"),
-            );
+                &MonitorReply::error(Fault::Internal, format!("fork exec: {e}")),
+            ),
+        }
+    }
+
+    fn exec(&mut self, stream: UnixStream, args: Vec<String>, timeout_ms: Option<u64>) {
+        if let Some(refusal) = self.exec_refused(&args) {
+            return reply(stream, &refusal);
         }
         let job = ExecJob {
             crun: self.engine.crun_exec(self.spec.process().as_ref()),
