@@ -152,7 +152,7 @@ async fn exec_with_a_tty_applies_the_clients_terminal_size() {
     let mut env = PodEnv::start().await;
     let (pod, id) = running(&mut env, "exec-tty").await;
     // The size is sent before the line `read` waits for.
-    let script = "read line; stty size; tty >/dev/null && echo is-a-tty; exit 7";
+    let script = "read line; stty size; [ -t 0 ] && [ -t 2 ] && echo is-a-tty; exit 7";
     let url = exec_url(
         &mut env,
         exec_request(&id, &["sh", "-c", script], true, true),
