@@ -152,7 +152,7 @@ async fn exec_with_a_tty_applies_the_clients_terminal_size() {
     let mut env = PodEnv::start().await;
     let (pod, id) = running(&mut env, "exec-tty").await;
     // The size is sent before the line `read` waits for.
-    let script = "read line; stty size; tty >/dev/null && echo is-a-tty; exit 7";
+    let script = "read line; stty size; [ -t 0 ] && [ -t 2 ] && echo is-a-tty; exit 7";
     let url = exec_url(
         &mut env,
         exec_request(&id, &["sh", "-c", script], true, true),
@@ -708,5 +708,52 @@ async fn attach_refuses_at_the_cri_call_what_cannot_run() {
     both.stderr = true;
     let r = env.cri.runtime.attach(both).await;
     assert_code(r, Code::InvalidArgument, "Attach with tty and stderr");
+    teardown(&mut env, &pod).await;
+}
+
+/// Not a check: how long one streaming exec of `true` takes end to end (CRI Exec, the
+/// WebSocket upgrade, the process, the Status), printed for docs/benchmarks.md. Run with
+/// `cargo nextest run --test streaming -E 'test(exec_latency)' --no-capture`.
+#[tokio::test]
+async fn exec_latency_is_printed() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut env = PodEnv::start().await;
+    let (pod, id) = running(&mut env, "exec-latency").await;
+    let mut times = Vec::new();
+    for _ in 0..30 {
+        let start = std::time::Instant::now();
+        let url = exec_url(&mut env, exec_request(&id, &["true"], false, false)).await;
+        let mut req = url
+            .replacen("http://", "ws://", 1)
+            .into_client_request()
+            .unwrap();
+        req.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            "v5.channel.k8s.io".parse().unwrap(),
+        );
+        let host = req.uri().authority().unwrap().to_string();
+        let tcp = tokio::net::TcpStream::connect(host).await.unwrap();
+        let (mut ws, _) = tokio_tungstenite::client_async(req, tcp).await.unwrap();
+        let mut status = Vec::new();
+        while let Some(Ok(m)) = ws.next().await {
+            if let tokio_tungstenite::tungstenite::Message::Binary(d) = m {
+                if d.first() == Some(&3) {
+                    status.extend_from_slice(&d[1..]);
+                }
+            }
+        }
+        times.push(start.elapsed());
+        let v: Value = serde_json::from_slice(&status).unwrap();
+        assert_eq!(v["status"], "Success", "{v}");
+    }
+    times.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    eprintln!(
+        "streaming exec of `true` (CRI Exec + WebSocket session), 30 runs: median {:.1} ms, p90 {:.1} ms, max {:.1} ms",
+        ms(times[15]),
+        ms(times[27]),
+        ms(times[29])
+    );
     teardown(&mut env, &pod).await;
 }

@@ -101,11 +101,7 @@ where
                 continue;
             };
             match channel {
-                CLOSE if closes_streams => {
-                    if body.first() == Some(&STDIN) {
-                        stdin = None;
-                    }
-                }
+                CLOSE if closes_streams && body.first() == Some(&STDIN) => stdin = None,
                 STDIN => {
                     if let Some(tx) = &stdin {
                         if tx.send(data.slice(1..)).await.is_err() {
