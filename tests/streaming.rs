@@ -471,19 +471,9 @@ fn spawn_attached(url: &str, extra: &[&str]) -> std::process::Child {
     child
 }
 
-/// Waits (bounded) for a background client and parses its JSON answer.
+/// Waits for a background client (its own waits are bounded by --timeout) and parses its
+/// JSON answer. Its stdout is read first: a large answer would fill the pipe.
 fn finish_client(mut child: std::process::Child) -> Value {
-    let deadline = std::time::Instant::now() + CLIENT_TIMEOUT;
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("ws_stream.py attach did not end");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
     let mut stdout = String::new();
     child
         .stdout
@@ -491,6 +481,7 @@ fn finish_client(mut child: std::process::Child) -> Value {
         .unwrap()
         .read_to_string(&mut stdout)
         .unwrap();
+    let status = child.wait().unwrap();
     assert!(status.success(), "ws_stream.py attach: {status}: {stdout}");
     serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
 }
