@@ -30,6 +30,7 @@ use crate::sandbox::SandboxStore;
 use crate::select::Selector;
 use crate::spec::HostView;
 use crate::stats::StatsReader;
+use crate::streaming::{Streaming, StreamingError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -54,6 +55,8 @@ pub enum DaemonError {
     Server(String),
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    #[error(transparent)]
+    Streaming(#[from] StreamingError),
 }
 
 fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> DaemonError {
@@ -79,6 +82,8 @@ pub struct Daemon {
     stats: StatsReader,
     /// Where `/metrics` is served, once bound (`[metrics] address` may ask for port 0).
     metrics_address: OnceLock<SocketAddr>,
+    /// Exec/Attach/PortForward URLs: the pending tokens and the server's address.
+    streaming: Streaming,
 }
 
 /// Why a runtime condition is false: (reason, message). `None` means healthy.
@@ -126,6 +131,9 @@ impl Daemon {
             }
         }
         Ok(Arc::new(Daemon {
+            streaming: Streaming::new(std::time::Duration::from_secs(
+                config.streaming.idle_timeout_secs,
+            )),
             config,
             images,
             zygote,
@@ -228,6 +236,11 @@ impl Daemon {
     /// The stats RPCs' reader: this host's cgroup layout and the previous CPU readings.
     pub fn stats(&self) -> &StatsReader {
         &self.stats
+    }
+
+    /// The streaming server's tokens and address (Exec, Attach, PortForward).
+    pub fn streaming(&self) -> &Streaming {
+        &self.streaming
     }
 
     /// What the pod and container operations use of the daemon.
@@ -405,6 +418,11 @@ pub async fn serve(config: Config, zygote: Zygote, notifier: Notifier) -> Result
         Ok(None) => None,
         Err(message) => return Err(DaemonError::Config("metrics.address".into(), message)),
     };
+    let streaming_address = config
+        .streaming
+        .socket_addr()
+        .map_err(|message| DaemonError::Config("streaming.address".into(), message))?;
+    let streaming_listener = crate::streaming::server::bind(streaming_address).await?;
     // The handlers are installed before the socket exists: a client that got an answer
     // may stop the daemon at once, and SIGTERM's default action would kill it uncleanly.
     let signals = ShutdownSignals::install()?;
@@ -425,6 +443,15 @@ pub async fn serve(config: Config, zygote: Zygote, notifier: Notifier) -> Result
         tokio::spawn(crate::metrics::serve(listener, registry));
         tracing::info!(url = %daemon.metrics_url(), "serving metrics");
     }
+    let streaming_address = streaming_listener
+        .local_addr()
+        .map_err(io_err("streaming server address"))?;
+    daemon.streaming().listening_on(streaming_address);
+    tokio::spawn(crate::streaming::server::serve(
+        streaming_listener,
+        daemon.clone(),
+    ));
+    tracing::info!(address = %streaming_address, "streaming server listening");
     tracing::info!(socket = %socket.display(), version = env!("CARGO_PKG_VERSION"), "proxrt serving");
 
     const MAX_MESSAGE: usize = 64 * 1024 * 1024;

@@ -224,14 +224,31 @@ enum Command {
         follow: bool,
         id: String,
     },
-    /// Run a command in a running container (ExecSync); exits with its exit code.
+    /// Run a command in a running container; exits with its exit code.
     ///
-    /// `--timeout S` kills the command after S seconds.
+    /// Without -i/-t: ExecSync (`--timeout S` kills the command after S seconds). With -i
+    /// and/or -t: CRI Exec and its streaming URL over WebSocket (stdin passed through, a
+    /// terminal in raw mode with its size following the local one).
     Exec {
+        /// Pass stdin to the command (streaming Exec).
+        #[arg(short = 'i', long)]
+        stdin: bool,
+        /// Give the command a terminal (streaming Exec; needs a terminal here).
+        #[arg(short = 't', long)]
+        tty: bool,
         /// Container id (or a unique prefix).
         id: String,
         #[arg(last = true, required = true)]
         command: Vec<String>,
+    },
+    /// Forward a local port to a port in a pod (CRI PortForward over WebSocket), until
+    /// Ctrl-C.
+    #[command(name = "port-forward")]
+    PortForward {
+        /// Pod id (or a unique prefix).
+        pod: String,
+        /// LOCAL:REMOTE (LOCAL 0: any free port), or one port for both.
+        ports: String,
     },
     /// Show resource usage of containers (ListContainerStats) or, with --pods, of pods.
     Stats {
@@ -637,10 +654,21 @@ fn run_client(endpoints: &[String], timeout: Option<u64>, command: Command) -> E
             Command::Inspect { id } => client::inspect(&mut cri, &id).await,
             Command::Inspectp { id } => client::inspectp(&mut cri, &id).await,
             Command::Logs { follow, id } => client::logs(&mut cri, &id, follow).await,
-            Command::Exec { id, command } => {
-                let code =
-                    client::exec(&mut cri, &id, &command, timeout.unwrap_or(0) as i64).await?;
+            Command::Exec {
+                stdin,
+                tty,
+                id,
+                command,
+            } => {
+                let code = if stdin || tty {
+                    client::exec_stream(&mut cri, &id, &command, stdin, tty).await?
+                } else {
+                    client::exec(&mut cri, &id, &command, timeout.unwrap_or(0) as i64).await?
+                };
                 std::process::exit(code.clamp(0, 255));
+            }
+            Command::PortForward { pod, ports } => {
+                client::port_forward(&mut cri, &pod, &ports).await
             }
             Command::Stats { ids, pods, output } => {
                 let opts = client::StatsOptions { ids, pods, output };

@@ -218,7 +218,104 @@ every_backend!(
     removing_a_pod_with_running_containers_leaves_nothing,
     a_missing_executable_fails_and_leaves_nothing,
     seccomp_profile_binds_the_main_process_and_exec,
+    stdin_and_tty_containers,
 );
+
+/// What a container's fd 0-2 are, seen from inside, and that a stdin pipe stays open
+/// with nobody attached; a tty container's output is logged as stdout (no attach yet: the
+/// CRI log, ExecSync and ContainerStatus show it).
+async fn stdin_and_tty_containers(backend: &'static str) {
+    let Some(mut s) = Suite::start(backend).await else {
+        return;
+    };
+    let pod = s.pod("stdio").await;
+    s.steady().await;
+    let before = s.settled_snapshot().await;
+    let fds = "for f in 0 1 2; do echo fd$f=$(readlink /proc/$$/fd/$f); done";
+
+    // stdin: a pipe nobody writes to and nobody closes: `cat` waits on it.
+    let mut cfg = s.env.container_config(
+        &pod,
+        "stdin",
+        &[
+            "sh",
+            "-c",
+            &format!("{fds}; cat; echo cat-ended; sleep 1000"),
+        ],
+    );
+    cfg.stdin = true;
+    let log = pod.log_path(&cfg);
+    let with_stdin = s.env.create_start(&pod, cfg).await;
+    let records = wait_log(&log, "fd lines", |r| log_lines(r, "stdout").len() >= 3).await;
+    let lines = log_lines(&records, "stdout");
+    assert!(lines[0].starts_with("fd0=pipe:"), "{lines:?}");
+    assert!(lines[1].starts_with("fd1=pipe:"), "{lines:?}");
+    // cat is still reading: its process is there and nothing more was printed.
+    let ps = s.env.exec_ok(&with_stdin, &["ps", "-o", "comm"]).await;
+    assert!(ps.lines().any(|l| l.trim() == "cat"), "{ps}");
+    assert_eq!(
+        s.env.status(&with_stdin).await.state,
+        ContainerState::ContainerRunning as i32
+    );
+    assert_eq!(log_lines(&read_log(&log), "stdout").len(), 3);
+
+    // No stdin: /dev/null, cat ends at once.
+    let cfg = s.env.container_config(
+        &pod,
+        "nostdin",
+        &["sh", "-c", &format!("{fds}; cat; echo cat-ended")],
+    );
+    let (st, records) = s.env.run_to_exit(&pod, cfg).await;
+    assert_eq!(st.exit_code, 0, "{st:?}");
+    let lines = log_lines(&records, "stdout");
+    assert_eq!(lines[0], "fd0=/dev/null", "{lines:?}");
+    assert_eq!(lines[3], "cat-ended", "{lines:?}");
+
+    // tty: fds 0-2 are the terminal; 80x24 until someone resizes it; everything it
+    // shows is logged as stdout, lines ending in \r as a terminal writes them.
+    let mut cfg = s.env.container_config(
+        &pod,
+        "tty",
+        &[
+            "sh",
+            "-c",
+            &format!("{fds}; stty size; echo to-stderr >&2; exit 4"),
+        ],
+    );
+    cfg.tty = true;
+    cfg.stdin = true;
+    let (st, records) = s.env.run_to_exit(&pod, cfg).await;
+    assert_eq!(st.exit_code, 4, "{st:?}");
+    assert!(records.iter().all(|r| r.stream == "stdout"), "{records:?}");
+    let lines: Vec<String> = log_lines(&records, "stdout")
+        .into_iter()
+        .map(|l| l.trim_end_matches('\r').to_string())
+        .collect();
+    for f in 0..3 {
+        assert!(
+            lines[f].starts_with(&format!("fd{f}=/dev/pts/")),
+            "{lines:?}"
+        );
+    }
+    assert_eq!(&lines[3..], ["24 80", "to-stderr"], "{lines:?}");
+
+    s.env
+        .stop_container(&with_stdin, 0)
+        .await
+        .expect("StopContainer");
+    for c in s.env.list_containers(Default::default()).await {
+        if c.pod_sandbox_id == pod.id {
+            s.env
+                .remove_container(&c.id)
+                .await
+                .expect("RemoveContainer");
+        }
+    }
+    s.env
+        .assert_back_to(&before, "stdio containers removed")
+        .await;
+    s.assert_no_runtime_state("stdio containers removed");
+}
 
 async fn create_start_logs_exit_code_remove(backend: &'static str) {
     let Some(mut s) = Suite::start(backend).await else {

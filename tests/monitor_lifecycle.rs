@@ -20,13 +20,14 @@ use oci_spec::runtime::{
 };
 use proxrt::error::{Classify, Kind};
 use proxrt::monitor::{
-    read_status, teardown_sandbox, ContainerStatusFile, CreateRequest, Created, ExecSyncRequest,
-    MonitorClient, MonitorError, SandboxCreated, SandboxRequest, Zygote,
+    read_status, teardown_sandbox, AttachEvent, AttachOutput, AttachStreams, ContainerStatusFile,
+    CreateRequest, Created, ExecSyncRequest, MonitorClient, MonitorError, SandboxCreated,
+    SandboxRequest, Zygote,
 };
 
 const BUSYBOX_APPLETS: &[&str] = &[
     "sh", "echo", "sleep", "cat", "id", "true", "false", "hostname", "ls", "yes", "head", "wc",
-    "touch", "test", "[",
+    "touch", "test", "[", "stty", "tty",
 ];
 
 struct Fixture {
@@ -137,6 +138,8 @@ impl Fixture {
             oom_score_adj: None,
             exec_max_output: 0,
             tty: false,
+            stdin: false,
+            stdin_once: false,
             runtime: Default::default(),
         }
     }
@@ -1055,4 +1058,321 @@ async fn latency() {
         "sandbox holder (net+ipc+uts+pid) median {:?}",
         median(sandbox)
     );
+}
+
+// ----- stdin, tty and attach -----
+
+/// A guard against a hang, not a timing assertion: generous on a loaded machine.
+const ATTACH_GUARD: Duration = Duration::from_secs(60);
+
+fn attach_streams(stdin: bool, stdout: bool, stderr: bool) -> AttachStreams {
+    AttachStreams {
+        stdin,
+        stdout,
+        stderr,
+    }
+}
+
+/// Reads the session's stdout until it contains `want`; returns everything read.
+async fn read_until(out: &mut AttachOutput, want: &str) -> String {
+    let mut got = String::new();
+    let read = async {
+        while !got.contains(want) {
+            match out.next().await.unwrap() {
+                Some(AttachEvent::Stdout(d)) => got.push_str(&String::from_utf8_lossy(&d)),
+                Some(AttachEvent::Stderr(_)) => {}
+                other => panic!("waiting for {want:?} in {got:?}: {other:?}"),
+            }
+        }
+    };
+    if tokio::time::timeout(ATTACH_GUARD, read).await.is_err() {
+        panic!("{want:?} never came; got {got:?}");
+    }
+    got
+}
+
+/// Reads the session to its end; returns the stdout bytes and how it ended.
+async fn read_to_end(out: &mut AttachOutput) -> (Vec<u8>, Option<AttachEvent>) {
+    let mut got = Vec::new();
+    let read = async {
+        loop {
+            match out.next().await.unwrap() {
+                Some(AttachEvent::Stdout(d)) => got.extend_from_slice(&d),
+                Some(AttachEvent::Stderr(_)) => {}
+                end => return end,
+            }
+        }
+    };
+    let end = tokio::time::timeout(ATTACH_GUARD, read)
+        .await
+        .expect("session never ended");
+    (got, end)
+}
+
+#[tokio::test]
+async fn attach_to_cat_echoes_and_stdin_stays_open_between_sessions() {
+    let Some(fx) = Fixture::new() else { return };
+    let mut req = fx.request(&["sh", "-c", "cat; echo stdin-closed"], |_| {});
+    req.stdin = true;
+    fx.create(&req).await.unwrap();
+    let client = MonitorClient::new(&req.state_dir);
+    // Not before start (CRI: attach needs a running container).
+    let early = client.attach(attach_streams(true, true, true)).await;
+    assert_eq!(early.unwrap_err().kind(), Kind::FailedPrecondition);
+    client.start().await.unwrap();
+
+    let (mut out, mut input) = client
+        .attach(attach_streams(true, true, true))
+        .await
+        .unwrap();
+    input.stdin(b"hello\n").await.unwrap();
+    read_until(&mut out, "hello\n").await;
+    // The first session leaves (its stdin ends): without stdin_once the container's
+    // stdin stays open for the next one.
+    input.close_stdin().await.unwrap();
+    drop((out, input));
+
+    let (mut out, mut input) = client
+        .attach(attach_streams(true, true, false))
+        .await
+        .unwrap();
+    input.stdin(b"again\n").await.unwrap();
+    read_until(&mut out, "again\n").await;
+    let status = client.status().unwrap().unwrap();
+    assert!(!status.is_final(), "{status:?}");
+
+    let status = kill_and_wait(&client).await;
+    let lines = log_lines(&req);
+    assert!(lines.contains(&"stdout F hello".to_string()), "{lines:?}");
+    assert!(lines.contains(&"stdout F again".to_string()), "{lines:?}");
+    assert!(
+        !lines.iter().any(|l| l.contains("stdin-closed")),
+        "{lines:?}"
+    );
+    // The session ends with the container.
+    assert_eq!(read_to_end(&mut out).await.1, Some(AttachEvent::Exited));
+    fx.assert_clean(&req, &status);
+}
+
+#[tokio::test]
+async fn stdin_once_closes_stdin_when_the_first_session_ends() {
+    let Some(fx) = Fixture::new() else { return };
+    let mut req = fx.request(&["sh", "-c", "cat; echo stdin-closed"], |_| {});
+    req.stdin = true;
+    req.stdin_once = true;
+    fx.create(&req).await.unwrap();
+    let client = MonitorClient::new(&req.state_dir);
+    client.start().await.unwrap();
+
+    // A watcher without stdin sees the whole story.
+    let (mut watch, _watch_in) = client
+        .attach(attach_streams(false, true, false))
+        .await
+        .unwrap();
+    let (mut out, mut input) = client
+        .attach(attach_streams(true, true, false))
+        .await
+        .unwrap();
+    input.stdin(b"one\n").await.unwrap();
+    read_until(&mut out, "one\n").await;
+    input.close_stdin().await.unwrap();
+    // cat reads EOF, the shell goes on and the container exits 0.
+    let (rest, end) = read_to_end(&mut out).await;
+    assert_eq!(String::from_utf8_lossy(&rest), "stdin-closed\n");
+    assert_eq!(end, Some(AttachEvent::Exited));
+    let (seen, end) = read_to_end(&mut watch).await;
+    assert_eq!(String::from_utf8_lossy(&seen), "one\nstdin-closed\n");
+    assert_eq!(end, Some(AttachEvent::Exited));
+    let exit = client.wait().await.unwrap();
+    assert_eq!(exit.exit_code, 0);
+    let status = client.status().unwrap().unwrap();
+    fx.assert_clean(&req, &status);
+}
+
+#[tokio::test]
+async fn stdin_once_also_closes_when_the_client_just_disconnects() {
+    let Some(fx) = Fixture::new() else { return };
+    let mut req = fx.request(&["sh", "-c", "cat >/dev/null; echo stdin-closed"], |_| {});
+    req.stdin = true;
+    req.stdin_once = true;
+    fx.create(&req).await.unwrap();
+    let client = MonitorClient::new(&req.state_dir);
+    client.start().await.unwrap();
+    let (mut watch, _w) = client
+        .attach(attach_streams(false, true, false))
+        .await
+        .unwrap();
+    let (out, mut input) = client
+        .attach(attach_streams(true, false, false))
+        .await
+        .unwrap();
+    input.stdin(b"data").await.unwrap();
+    drop((out, input));
+    let (seen, end) = read_to_end(&mut watch).await;
+    assert_eq!(String::from_utf8_lossy(&seen), "stdin-closed\n");
+    assert_eq!(end, Some(AttachEvent::Exited));
+    assert_eq!(client.wait().await.unwrap().exit_code, 0);
+}
+
+#[tokio::test]
+async fn a_container_without_stdin_reads_eof_and_ignores_attached_input() {
+    let Some(fx) = Fixture::new() else { return };
+    let req = fx.request(&["sh", "-c", "cat; echo eof; sleep 1000"], |_| {});
+    fx.create(&req).await.unwrap();
+    let client = MonitorClient::new(&req.state_dir);
+    client.start().await.unwrap();
+    // /dev/null: cat ends at once (the echo may come before the attach: read the log).
+    let deadline = Instant::now() + ATTACH_GUARD;
+    while !log_lines(&req).contains(&"stdout F eof".to_string()) {
+        assert!(Instant::now() < deadline, "{:?}", log_lines(&req));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_out, mut input) = client
+        .attach(attach_streams(true, true, true))
+        .await
+        .unwrap();
+    input.stdin(b"ignored\n").await.unwrap();
+    input.close_stdin().await.unwrap();
+    let status = kill_and_wait(&client).await;
+    assert_eq!(log_lines(&req), vec!["stdout F eof".to_string()]);
+    fx.assert_clean(&req, &status);
+}
+
+#[tokio::test]
+async fn two_attachers_both_get_the_output() {
+    let Some(fx) = Fixture::new() else { return };
+    let mut req = fx.request(&["cat"], |_| {});
+    req.stdin = true;
+    fx.create(&req).await.unwrap();
+    let client = MonitorClient::new(&req.state_dir);
+    client.start().await.unwrap();
+    let (mut a, mut a_in) = client
+        .attach(attach_streams(true, true, true))
+        .await
+        .unwrap();
+    let (mut b, mut b_in) = client
+        .attach(attach_streams(true, true, false))
+        .await
+        .unwrap();
+    a_in.stdin(b"from-a\n").await.unwrap();
+    read_until(&mut a, "from-a\n").await;
+    read_until(&mut b, "from-a\n").await;
+    b_in.stdin(b"from-b\n").await.unwrap();
+    read_until(&mut a, "from-b\n").await;
+    read_until(&mut b, "from-b\n").await;
+    let status = kill_and_wait(&client).await;
+    fx.assert_clean(&req, &status);
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_read_is_dropped_and_the_log_gets_everything() {
+    let Some(fx) = Fixture::new() else { return };
+    // About 4.5 MB of numbered lines, far more than a client may fall behind by.
+    let script = "i=0; while [ $i -lt 600000 ]; do echo $i; i=$((i+1)); done";
+    let req = fx.request(&["sh", "-c", script], |_| {});
+    fx.create(&req).await.unwrap();
+    let client = MonitorClient::new(&req.state_dir);
+    client.start().await.unwrap();
+    // Attached before the output starts flowing in earnest; never read until the end.
+    let (mut slow, _slow_in) = client
+        .attach(attach_streams(false, true, true))
+        .await
+        .unwrap();
+    let exit = tokio::time::timeout(ATTACH_GUARD * 5, client.wait())
+        .await
+        .expect("the container was held up by a client that does not read")
+        .unwrap();
+    assert_eq!(exit.exit_code, 0);
+    // The slow client got a prefix of the output, then was disconnected (no `Exited`).
+    let (got, end) = read_to_end(&mut slow).await;
+    assert_eq!(end, None);
+    assert!(got.len() < 4_000_000, "{} bytes", got.len());
+    // The log has every line, in order.
+    let lines = log_lines(&req);
+    assert_eq!(lines.len(), 600000);
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(l, &format!("stdout F {i}"));
+    }
+    let status = client.status().unwrap().unwrap();
+    fx.assert_clean(&req, &status);
+}
+
+fn tty_request(fx: &Fixture, args: &[&str]) -> CreateRequest {
+    let mut req = fx.request(args, |spec| {
+        let mut process = spec.process().clone().unwrap();
+        process.set_terminal(Some(true));
+        spec.set_process(Some(process));
+    });
+    req.tty = true;
+    req.stdin = true;
+    req
+}
+
+#[tokio::test]
+async fn a_tty_container_gets_a_terminal_that_attach_drives_and_resizes() {
+    let Some(fx) = Fixture::new() else { return };
+    let req = tty_request(&fx, &["sh"]);
+    fx.create(&req).await.unwrap();
+    let client = MonitorClient::new(&req.state_dir);
+    client.start().await.unwrap();
+    // A terminal has no separate stderr: asking for it gets nothing more.
+    let (mut out, mut input) = client
+        .attach(attach_streams(true, true, true))
+        .await
+        .unwrap();
+    input
+        .stdin(b"tty; stty size; echo err >&2\n")
+        .await
+        .unwrap();
+    let got = read_until(&mut out, "24 80").await;
+    assert!(got.contains("/dev/pts/"), "{got:?}");
+    read_until(&mut out, "err").await;
+    input.resize(100, 30).await.unwrap();
+    input.stdin(b"stty size\n").await.unwrap();
+    read_until(&mut out, "30 100").await;
+    input.stdin(b"exit 7\n").await.unwrap();
+    let (_, end) = read_to_end(&mut out).await;
+    assert_eq!(end, Some(AttachEvent::Exited));
+    assert_eq!(client.wait().await.unwrap().exit_code, 7);
+    // Everything the terminal showed is in the log, as stdout.
+    let lines = log_lines(&req);
+    assert!(lines.iter().all(|l| l.starts_with("stdout ")), "{lines:?}");
+    assert!(lines.iter().any(|l| l.contains("30 100")), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.ends_with(" err\r") || l.ends_with(" err")),
+        "{lines:?}"
+    );
+    let status = client.status().unwrap().unwrap();
+    fx.assert_clean(&req, &status);
+}
+
+#[tokio::test]
+async fn a_tty_container_runs_without_anyone_attached_and_logs_its_output() {
+    let Some(fx) = Fixture::new() else { return };
+    let mut req = tty_request(&fx, &["sh", "-c", "tty; stty size; exit 4"]);
+    req.stdin = false;
+    fx.create(&req).await.unwrap();
+    let client = MonitorClient::new(&req.state_dir);
+    client.start().await.unwrap();
+    assert_eq!(client.wait().await.unwrap().exit_code, 4);
+    let lines = log_lines(&req);
+    assert!(
+        lines.iter().any(|l| l.starts_with("stdout F /dev/pts/")),
+        "{lines:?}"
+    );
+    assert!(lines.iter().any(|l| l.contains("24 80")), "{lines:?}");
+    let status = client.status().unwrap().unwrap();
+    fx.assert_clean(&req, &status);
+}
+
+#[tokio::test]
+async fn tty_request_and_spec_must_agree() {
+    let Some(fx) = Fixture::new() else { return };
+    let mut req = fx.request(&["true"], |_| {});
+    req.tty = true;
+    let err = fx.create(&req).await.unwrap_err();
+    assert_eq!(err.kind(), Kind::InvalidArgument, "{err}");
+    fx.assert_nothing_created(&req);
 }

@@ -28,8 +28,12 @@ use k8s_cri::v1::{ContainerConfig, LinuxContainerResources, PodSandboxConfig};
 use oci_spec::runtime::{LinuxResources, Spec};
 
 use crate::error::{Classify, Kind};
-use crate::monitor::{ExecSyncRequest, ExecSyncResult, ExitStatus, MonitorClient, MonitorError};
+use crate::monitor::{
+    AttachInput, AttachOutput, AttachStreams, ExecStreamRequest, ExecSyncRequest, ExecSyncResult,
+    ExitStatus, MonitorClient, MonitorError,
+};
 use crate::sandbox::{SandboxNamespaces, SandboxRecord};
+use crate::streaming::session::{Dialer, Outcome, StdioStreams, StreamOpts};
 
 pub use registry::Backends;
 
@@ -119,6 +123,10 @@ pub struct CreateParams {
     /// The CRI log file, confined to the pod's log directory.
     pub log: Option<crate::logs::LogTarget>,
     pub tty: bool,
+    /// The container keeps a stdin open for attach sessions (CRI `stdin`).
+    pub stdin: bool,
+    /// Its stdin closes when the first attach session that fed it ends (CRI `stdin_once`).
+    pub stdin_once: bool,
     pub payload: Payload,
 }
 
@@ -313,8 +321,60 @@ pub trait Backend: Send + Sync {
             .await?)
     }
 
+    /// Why this backend cannot serve streaming sessions (Exec, Attach, PortForward), or
+    /// None when it can. Asked at the CRI call, before a URL is handed out.
+    fn streaming_unsupported(&self) -> Option<String> {
+        None
+    }
+
+    /// Runs a streaming exec (CRI Exec) in the running container with the client's streams,
+    /// until it ends. Errors are those before the process ran.
+    async fn exec_stream(
+        &self,
+        run_dir: &Path,
+        args: Vec<String>,
+        opts: StreamOpts,
+        streams: StdioStreams,
+    ) -> Result<Outcome, BackendError> {
+        let session = MonitorClient::new(run_dir)
+            .exec_stream(ExecStreamRequest {
+                args,
+                tty: opts.tty,
+                stdin: opts.stdin,
+                stdout: opts.stdout,
+                stderr: opts.stderr && !opts.tty,
+            })
+            .await?;
+        Ok(crate::streaming::pump::exec_session(session, streams).await)
+    }
+
+    /// Opens TCP connections to ports on the pod's loopback, inside its network namespace
+    /// (the host's for a host-network pod): PortForward.
+    fn pod_dialer(&self, pod: &SandboxRecord) -> Result<Dialer, BackendError> {
+        Ok(crate::streaming::port_forward::netns_dialer(
+            pod.namespaces.net.clone(),
+        ))
+    }
+
     async fn reopen_log(&self, run_dir: &Path) -> Result<(), BackendError> {
         Ok(MonitorClient::new(run_dir).reopen_log().await?)
+    }
+
+    /// Why this backend cannot attach to its containers' stdio, or None when it can
+    /// (asked by the Attach RPC before it hands out a URL).
+    fn attach_unsupported(&self) -> Option<String> {
+        None
+    }
+
+    /// Joins a running container's stdio (Attach): its output from now on and, with
+    /// `streams.stdin`, its stdin; the session lasts until the container exits or either
+    /// side closes it.
+    async fn attach(
+        &self,
+        run_dir: &Path,
+        streams: AttachStreams,
+    ) -> Result<(AttachOutput, AttachInput), BackendError> {
+        Ok(MonitorClient::new(run_dir).attach(streams).await?)
     }
 
     /// Applies new limits to a created or running container (UpdateContainerResources):

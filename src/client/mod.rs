@@ -13,6 +13,7 @@ mod images;
 mod pods;
 pub mod run;
 mod stats;
+mod stream;
 pub mod table;
 mod update;
 
@@ -33,6 +34,7 @@ pub use images::{images, import, inspecti, pull, rmi};
 pub use pods::{inspectp, pods, rmp, runp, stopp, PodsOptions, RunpOptions};
 pub use run::{run, RunOptions};
 pub use stats::{stats, StatsOptions};
+pub use stream::{exec_stream, port_forward};
 pub use update::{update, UpdateOptions};
 
 /// `-o`: how a listing command prints.

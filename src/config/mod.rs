@@ -49,6 +49,7 @@ pub struct Config {
     pub proxmox: ProxmoxConfig,
     pub metrics: MetricsConfig,
     pub cni: CniConfig,
+    pub streaming: StreamingConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -220,6 +221,29 @@ impl MetricsConfig {
     }
 }
 
+/// `[streaming]`: the server Exec, Attach and PortForward hand out URLs on
+/// (docs/configuration.md, src/streaming).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct StreamingConfig {
+    /// `ip:port` the streaming server listens on; port 0 takes a free port.
+    pub address: String,
+    /// A session in which no byte moves either way for this long is ended.
+    pub idle_timeout_secs: u64,
+}
+
+impl StreamingConfig {
+    /// The address to listen on: an IP literal and a port (like `[metrics] address`).
+    pub fn socket_addr(&self) -> Result<std::net::SocketAddr, String> {
+        self.address.parse().map_err(|_| {
+            format!(
+                "{:?} is not an address like \"127.0.0.1:0\" or \"[::1]:10010\" (an IP and a port)",
+                self.address
+            )
+        })
+    }
+}
+
 /// `[cni]`: pod networking for pods with their own network namespace on the host backends
 /// (docs/networking.md).
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
@@ -345,6 +369,15 @@ impl Config {
         crate::proxmox::validate_config(&self.proxmox)?;
         if let Err(message) = self.metrics.socket_addr() {
             return bad("metrics.address", message);
+        }
+        if let Err(message) = self.streaming.socket_addr() {
+            return bad("streaming.address", message);
+        }
+        if self.streaming.idle_timeout_secs == 0 {
+            return bad(
+                "streaming.idle_timeout_secs",
+                "must be at least 1 (seconds without a byte before a session ends)".into(),
+            );
         }
         if self.crun.path.is_empty() {
             return bad("crun.path", "must name the crun binary".into());

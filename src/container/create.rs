@@ -161,6 +161,8 @@ pub async fn create_container(
             run_dir: paths.run_dir.clone(),
             log,
             tty: record.config.tty,
+            stdin: record.config.stdin,
+            stdin_once: record.config.stdin_once,
             payload,
         })
         .await?;

@@ -5,6 +5,7 @@
 //! `…/upper`, `…/work` (overlay); `<run_dir>/c/<id16>/` is the monitor's dir
 //! (status.json, monitor.sock) and `<run_dir>/c/<id16>/rootfs` the overlay mount.
 
+mod attach;
 mod bundle;
 pub mod confine;
 mod create;
@@ -31,8 +32,10 @@ use crate::sandbox::SandboxError;
 use crate::spec::SpecError;
 use crate::store::{ById, Lookup};
 
+pub(crate) use attach::{attach, validate_attach};
 pub use create::create_container;
-pub use exec::{exec_sync, reopen_log};
+// `exec::check_stream_opts` and `exec::check_streamable` are what Attach checks too.
+pub use exec::{check_exec_stream, exec_stream, exec_sync, reopen_log};
 pub use lifecycle::{remove_container, start_container, stop_container, watch_exit};
 pub use update::update_resources;
 

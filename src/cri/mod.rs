@@ -2,10 +2,12 @@
 //! its own file (validate → call the domain → map the result). No business logic
 //! lives here; every domain error becomes a gRPC status in `errors`.
 
+mod attach;
 mod container_stats;
 mod container_status;
 mod create_container;
 pub mod errors;
+mod exec;
 mod exec_sync;
 mod get_container_events;
 mod image_fs_info;
@@ -20,6 +22,7 @@ mod list_pod_sandbox_metrics;
 mod list_pod_sandbox_stats;
 mod pod_sandbox_stats;
 mod pod_sandbox_status;
+mod port_forward;
 mod pull_image;
 mod remove_container;
 mod remove_image;
@@ -177,14 +180,14 @@ impl RuntimeService for RuntimeApi {
     async fn exec_sync(&self, r: Request<ExecSyncRequest>) -> Reply<ExecSyncResponse> {
         reply(exec_sync::exec_sync(&self.0, r.into_inner()).await)
     }
-    async fn exec(&self, _: Request<ExecRequest>) -> Reply<ExecResponse> {
-        not_yet("Exec")
+    async fn exec(&self, r: Request<ExecRequest>) -> Reply<ExecResponse> {
+        reply(exec::exec(&self.0, r.into_inner()))
     }
-    async fn attach(&self, _: Request<AttachRequest>) -> Reply<AttachResponse> {
-        not_yet("Attach")
+    async fn attach(&self, r: Request<AttachRequest>) -> Reply<AttachResponse> {
+        reply(attach::attach(&self.0, r.into_inner()))
     }
-    async fn port_forward(&self, _: Request<PortForwardRequest>) -> Reply<PortForwardResponse> {
-        not_yet("PortForward")
+    async fn port_forward(&self, r: Request<PortForwardRequest>) -> Reply<PortForwardResponse> {
+        reply(port_forward::port_forward(&self.0, r.into_inner()))
     }
     async fn container_stats(
         &self,

@@ -20,6 +20,14 @@ pub fn status(d: &Daemon, req: StatusRequest) -> Result<StatusResponse, Status> 
         // Which backends take new containers here, and why not (docs/runtime-selection.md).
         info.insert("backends".into(), d.backends().describe().to_string());
         info.insert("metrics".into(), d.metrics_url());
+        // Where Exec, Attach and PortForward URLs point.
+        info.insert(
+            "streaming".into(),
+            d.streaming()
+                .base_url()
+                .unwrap_or("not listening")
+                .to_owned(),
+        );
         // The CNI config in force (or why none is) and the pod CIDR (docs/networking.md).
         info.insert("network".into(), d.network().describe().to_string());
     }

@@ -1,12 +1,16 @@
 //! The daemon's side of a container's monitor socket.
 
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 
-use super::protocol::{encode_line, Fault, MonitorReply, MonitorRequest};
+use super::protocol::{
+    encode_line, AttachFrame, Fault, MonitorReply, MonitorRequest, MAX_ATTACH_PAYLOAD,
+};
 use super::status::{read_status, ContainerStatusFile};
 use super::{MonitorError, MONITOR_SOCKET};
 
@@ -65,6 +69,209 @@ pub struct ExecSyncResult {
     pub stderr: Vec<u8>,
     /// The timeout expired and the process was killed.
     pub timed_out: bool,
+}
+
+/// A streaming exec (CRI Exec): which of the process's stdio the client wants.
+#[derive(Clone, Debug)]
+pub struct ExecStreamRequest {
+    pub args: Vec<String>,
+    /// A terminal for stdin, stdout and stderr at once.
+    pub tty: bool,
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+}
+
+/// A running streaming exec: the daemon's ends of its stdio (the streams not asked for
+/// are /dev/null in the process) and the monitor connection its exit comes on.
+pub struct ExecSession {
+    /// Write end of the process's stdin; dropping it is EOF.
+    pub stdin: Option<OwnedFd>,
+    pub stdout: Option<OwnedFd>,
+    pub stderr: Option<OwnedFd>,
+    /// The terminal's master side (tty sessions: it carries stdin, stdout and stderr).
+    pub pty: Option<OwnedFd>,
+    rest: BufReader<tokio::io::Chain<std::io::Cursor<Vec<u8>>, UnixStream>>,
+}
+
+impl ExecSession {
+    /// Waits for the process to exit: its status, or 128 + the signal.
+    pub async fn exit_code(mut self) -> Result<i32, MonitorError> {
+        let mut line = Vec::new();
+        let n = self
+            .rest
+            .read_until(b'\n', &mut line)
+            .await
+            .map_err(|e| MonitorError::io("exec: read exit", e))?;
+        if n == 0 || line.last() != Some(&b'\n') {
+            return Err(MonitorError::Protocol(
+                "the exec ended without an exit status (its monitor or the container went away)"
+                    .into(),
+            ));
+        }
+        match serde_json::from_slice(&line[..line.len() - 1])
+            .map_err(|e| MonitorError::Protocol(format!("exec exit: {e}")))?
+        {
+            MonitorReply::ExecExited { exit_code } => Ok(exit_code),
+            MonitorReply::Error { message, fault } => Err(reply_error("exec", fault, message)),
+            other => Err(MonitorError::Protocol(format!(
+                "unexpected exec reply {other:?}"
+            ))),
+        }
+    }
+}
+
+/// Reads from `stream` up to and including a newline with recvmsg, keeping the fds that
+/// came with it. Returns the line (without its newline; None on EOF before one), the bytes
+/// read past it, and the fds.
+async fn read_line_with_fds(
+    stream: &UnixStream,
+) -> std::io::Result<(Option<Vec<u8>>, Vec<u8>, Vec<OwnedFd>)> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let mut got = Vec::new();
+    let mut fds = Vec::new();
+    loop {
+        if let Some(nl) = got.iter().position(|&b| b == b'\n') {
+            let rest = got.split_off(nl + 1);
+            got.truncate(nl);
+            return Ok((Some(got), rest, fds));
+        }
+        let mut buf = [0u8; 4096];
+        let n = stream
+            .async_io(tokio::io::Interest::READABLE, || {
+                let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+                let mut space = nix::cmsg_space!([std::os::fd::RawFd; 4]);
+                let msg = nix::sys::socket::recvmsg::<()>(
+                    stream.as_raw_fd(),
+                    &mut iov,
+                    Some(&mut space),
+                    nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC,
+                )
+                .map_err(std::io::Error::from)?;
+                for c in msg.cmsgs().map_err(std::io::Error::from)? {
+                    if let nix::sys::socket::ControlMessageOwned::ScmRights(raw) = c {
+                        // SAFETY: the kernel just installed these fds for us.
+                        fds.extend(
+                            raw.into_iter()
+                                .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                        );
+                    }
+                }
+                Ok(msg.bytes)
+            })
+            .await?;
+        if n == 0 {
+            return Ok((None, Vec::new(), fds));
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// Which of the container's streams an attach session joins.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AttachStreams {
+    /// Feed the container's stdin (ignored when the container has none).
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+}
+
+/// What the monitor sends an attached client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AttachEvent {
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
+    /// The container exited and all its output was sent: the session is over.
+    Exited,
+}
+
+/// The container's output, as an attached client receives it.
+#[derive(Debug)]
+pub struct AttachOutput {
+    reader: OwnedReadHalf,
+    buf: Vec<u8>,
+}
+
+/// An attached client's input to the container.
+#[derive(Debug)]
+pub struct AttachInput {
+    writer: OwnedWriteHalf,
+}
+
+impl AttachOutput {
+    /// The next event. None: the monitor closed the session without `Exited` (it
+    /// disconnects a client that falls too far behind the output; or it died).
+    pub async fn next(&mut self) -> std::io::Result<Option<AttachEvent>> {
+        loop {
+            let decoded = AttachFrame::decode(&self.buf)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+            if let Some((frame, n)) = decoded {
+                self.buf.drain(..n);
+                return match frame {
+                    AttachFrame::Stdout(d) => Ok(Some(AttachEvent::Stdout(d))),
+                    AttachFrame::Stderr(d) => Ok(Some(AttachEvent::Stderr(d))),
+                    AttachFrame::Exited => Ok(Some(AttachEvent::Exited)),
+                    other => Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("unexpected attach frame from the monitor: {other:?}"),
+                    )),
+                };
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            let n = self.reader.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(None);
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+impl AttachInput {
+    /// Bytes for the container's stdin (or terminal).
+    pub async fn stdin(&mut self, data: &[u8]) -> std::io::Result<()> {
+        for chunk in data.chunks(MAX_ATTACH_PAYLOAD) {
+            self.send(AttachFrame::Stdin(chunk.to_vec())).await?;
+        }
+        Ok(())
+    }
+
+    /// The client's stdin ended (with `stdin_once`, the container's stdin closes).
+    pub async fn close_stdin(&mut self) -> std::io::Result<()> {
+        self.send(AttachFrame::StdinEof).await
+    }
+
+    /// The client's terminal has a new size (tty containers).
+    pub async fn resize(&mut self, width: u16, height: u16) -> std::io::Result<()> {
+        self.send(AttachFrame::Resize { width, height }).await
+    }
+
+    async fn send(&mut self, frame: AttachFrame) -> std::io::Result<()> {
+        let mut bytes = Vec::new();
+        frame.encode_into(&mut bytes);
+        self.writer.write_all(&bytes).await
+    }
+}
+
+/// Both ends of an attach session over `stream` (its other end plays the monitor).
+#[cfg(test)]
+pub(crate) fn attach_session_for_tests(stream: UnixStream) -> (AttachOutput, AttachInput) {
+    let (reader, writer) = stream.into_split();
+    (
+        AttachOutput {
+            reader,
+            buf: Vec::new(),
+        },
+        AttachInput { writer },
+    )
+}
+
+/// The bytes of a stdout frame carrying `data`, as a monitor sends it.
+#[cfg(test)]
+pub(crate) fn encode_attach_output_for_tests(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    AttachFrame::encode_output(0, data, &mut out);
+    out
 }
 
 /// A connection to one container's monitor (unix socket `<state_dir>/monitor.sock`). Holds
@@ -177,12 +384,93 @@ impl MonitorClient {
         }
     }
 
+    /// Starts a streaming exec: the process runs once this returns, with the daemon's ends
+    /// of its stdio in the session; [`ExecSession::exit_code`] waits for it.
+    pub async fn exec_stream(&self, req: ExecStreamRequest) -> Result<ExecSession, MonitorError> {
+        let gone = || MonitorError::MonitorGone {
+            state_dir: self.state_dir.clone(),
+        };
+        let request = MonitorRequest::ExecStream {
+            args: req.args,
+            tty: req.tty,
+            stdin: req.stdin,
+            stdout: req.stdout,
+            stderr: req.stderr,
+        };
+        let mut stream = UnixStream::connect(self.socket_path())
+            .await
+            .map_err(|_| gone())?;
+        stream
+            .write_all(&encode_line(&request))
+            .await
+            .map_err(|_| gone())?;
+        // The reply line carries the fds: read it with recvmsg, up to its newline.
+        let start = tokio::time::timeout(CALL_DEADLINE, read_line_with_fds(&stream));
+        let (line, rest, mut fds) = start
+            .await
+            .map_err(|_| {
+                MonitorError::Timeout(format!("exec (monitor in {})", self.state_dir.display()))
+            })?
+            .map_err(|e| MonitorError::io("exec: read reply", e))?;
+        let Some(line) = line else {
+            return Err(gone());
+        };
+        let reply: MonitorReply = serde_json::from_slice(&line)
+            .map_err(|e| MonitorError::Protocol(format!("exec reply: {e}")))?;
+        let which = match reply {
+            MonitorReply::ExecStarted { fds } => fds,
+            MonitorReply::Error { message, fault } => {
+                return Err(reply_error("exec", fault, message))
+            }
+            other => {
+                return Err(MonitorError::Protocol(format!(
+                    "unexpected exec reply {other:?}"
+                )))
+            }
+        };
+        if fds.len() != which.count() {
+            return Err(MonitorError::Protocol(format!(
+                "exec reply names {} fds, carries {}",
+                which.count(),
+                fds.len()
+            )));
+        }
+        let mut take = |wanted: bool| wanted.then(|| fds.remove(0));
+        Ok(ExecSession {
+            stdin: take(which.stdin),
+            stdout: take(which.stdout),
+            stderr: take(which.stderr),
+            pty: take(which.pty),
+            rest: BufReader::new(std::io::Cursor::new(rest).chain(stream)),
+        })
+    }
+
     /// ReopenContainerLog: the monitor reopens the CRI log file at its path.
     pub async fn reopen_log(&self) -> Result<(), MonitorError> {
         let (reply, _) = self
             .call_within("reopen log", MonitorRequest::ReopenLog)
             .await?;
         expect_ok("reopen log", reply)
+    }
+
+    /// Joins the running container's stdio: its output from now on (what came before is
+    /// in the log) and, with `streams.stdin`, its stdin. The session lasts until the
+    /// container exits or either side closes it.
+    pub async fn attach(
+        &self,
+        streams: AttachStreams,
+    ) -> Result<(AttachOutput, AttachInput), MonitorError> {
+        let request = MonitorRequest::Attach {
+            stdin: streams.stdin,
+            stdout: streams.stdout,
+            stderr: streams.stderr,
+        };
+        let (reply, reader) = self.call_within("attach", request).await?;
+        expect_ok("attach", reply)?;
+        // Frames may already sit in the reader's buffer behind the reply line.
+        let buf = reader.buffer().to_vec();
+        let (reader, writer) = reader.into_inner().into_split();
+        Ok((AttachOutput { reader, buf }, AttachInput { writer }))
     }
 
     /// True when a monitor listens on the socket (it is connectable).

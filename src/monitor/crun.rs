@@ -13,7 +13,7 @@
 //! because during `create` stderr is the container's own stderr pipe.
 
 use std::ffi::OsString;
-use std::fs::{self, File};
+use std::fs;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
@@ -134,25 +134,31 @@ impl Crun {
 
     /// `crun create`: the init waits for `start`. Returns its pid; on error crun has
     /// removed what it made (the caller still runs `delete` to be sure).
+    /// With `console_socket` (a tty container) crun sends the terminal's master there.
     pub(crate) fn create(
         &self,
         bundle: &Path,
-        stdin: File,
-        stdout: OwnedFd,
-        stderr: OwnedFd,
+        stdio: super::container::ChildStdio,
+        console_socket: Option<&Path>,
     ) -> Result<Pid, String> {
         let pid_file = self.state_dir.join(INIT_PID_FILE);
-        let mut cmd = self.command(&[
+        let mut args: Vec<OsString> = vec![
             "create".into(),
             "--bundle".into(),
             bundle.into(),
             "--pid-file".into(),
             pid_file.clone().into(),
-            self.id.clone().into(),
-        ]);
-        cmd.stdin(Stdio::from(stdin))
-            .stdout(Stdio::from(stdout))
-            .stderr(Stdio::from(stderr));
+        ];
+        if let Some(path) = console_socket {
+            let mut arg = OsString::from("--console-socket=");
+            arg.push(path);
+            args.push(arg);
+        }
+        args.push(self.id.clone().into());
+        let mut cmd = self.command(&args);
+        cmd.stdin(Stdio::from(stdio.stdin))
+            .stdout(Stdio::from(stdio.stdout))
+            .stderr(Stdio::from(stdio.stderr));
         self.run("create", cmd)?;
         let pid = read_pid(&pid_file);
         let _ = fs::remove_file(&pid_file);
@@ -217,9 +223,7 @@ impl CrunExec {
     pub(crate) fn spawn(
         &self,
         args: &[String],
-        stdin: File,
-        stdout: OwnedFd,
-        stderr: OwnedFd,
+        [stdin, stdout, stderr]: [OwnedFd; 3],
     ) -> Result<Pid, String> {
         let me = std::process::id();
         let json = self.crun.state_dir.join(format!("exec-{me}.json"));

@@ -51,8 +51,14 @@ pub(crate) struct Target<'a> {
 }
 
 /// Starts `args` inside the container with the given stdio; returns its pid (a child of the
-/// caller) once it has exec'd.
-pub(crate) fn spawn(target: &Target, args: &[String], stdio: [OwnedFd; 3]) -> Result<Pid, String> {
+/// caller) once it has exec'd. With `tty`, stdin is a terminal's slave side that becomes the
+/// process's controlling terminal (a new session: job control and ^C work as in a login).
+pub(crate) fn spawn(
+    target: &Target,
+    args: &[String],
+    stdio: [OwnedFd; 3],
+    tty: bool,
+) -> Result<Pid, String> {
     let process = target
         .spec
         .process()
@@ -69,7 +75,7 @@ pub(crate) fn spawn(target: &Target, args: &[String], stdio: [OwnedFd; 3]) -> Re
     match unsafe { nix::unistd::fork() } {
         Ok(nix::unistd::ForkResult::Child) => {
             drop(err_r);
-            let failure = plan.enter_and_exec(stdio, process);
+            let failure = plan.enter_and_exec(stdio, process, tty);
             let mut err_w = File::from(err_w);
             let _ = err_w.write_all(failure.as_bytes());
             exit_now(127)
@@ -175,8 +181,8 @@ impl Plan {
     }
 
     /// Runs in the forked process; returns only on failure, with the reason.
-    fn enter_and_exec(self, stdio: [OwnedFd; 3], process: &Process) -> String {
-        match self.try_enter_and_exec(stdio, process) {
+    fn enter_and_exec(self, stdio: [OwnedFd; 3], process: &Process, tty: bool) -> String {
+        match self.try_enter_and_exec(stdio, process, tty) {
             Ok(never) => match never {},
             Err(message) => message,
         }
@@ -186,12 +192,25 @@ impl Plan {
         self,
         stdio: [OwnedFd; 3],
         process: &Process,
+        tty: bool,
     ) -> Result<std::convert::Infallible, String> {
         reset_signals();
         for (fd, target) in stdio.iter().zip(0..) {
             nix::unistd::dup2(fd.as_raw_fd(), target).map_err(|e| format!("dup2: {e}"))?;
         }
         drop(stdio);
+        if tty {
+            // Before the namespaces: the terminal is the host's pty, which the
+            // process keeps wherever it goes.
+            nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
+            // SAFETY: TIOCSCTTY on fd 0 with arg 0 (do not steal another session's tty).
+            if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } != 0 {
+                return Err(format!(
+                    "make the terminal controlling: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+        }
         for (mut file, path) in self.cgroups {
             // "0" is the writer itself, whatever its pid is called in this namespace.
             file.write_all(b"0")

@@ -85,7 +85,7 @@ fn run(job: &ExecJob) -> Result<Outcome, (Fault, String)> {
         nix::sys::prctl::set_child_subreaper(true)
             .map_err(|e| internal("become a child subreaper", &e))?;
         let pid = crun
-            .spawn(&job.args, stdin, out_w, err_w)
+            .spawn(&job.args, [stdin.into(), out_w, err_w])
             .map_err(|message| (Fault::Internal, format!("exec {:?}: {message}", job.args)))?;
         let deadline = job.timeout.map(|t| started + t);
         return collect(pid, [out_r, err_r], deadline, max_output(job))
@@ -95,7 +95,7 @@ fn run(job: &ExecJob) -> Result<Outcome, (Fault, String)> {
         init_pid: job.init_pid,
         spec: &job.spec,
     };
-    let pid = enter::spawn(&target, &job.args, [stdin.into(), out_w, err_w])
+    let pid = enter::spawn(&target, &job.args, [stdin.into(), out_w, err_w], false)
         .map_err(|message| (Fault::Internal, format!("exec {:?}: {message}", job.args)))?;
     let deadline = job.timeout.map(|t| started + t);
     collect(pid, [out_r, err_r], deadline, max_output(job)).map_err(|e| internal("exec output", &e))

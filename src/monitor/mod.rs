@@ -32,6 +32,7 @@ mod container;
 mod crun;
 mod enter;
 mod exec;
+mod exec_stream;
 mod executor;
 mod holder_confine;
 mod oom;
@@ -45,7 +46,12 @@ mod zygote;
 use std::io;
 use std::path::PathBuf;
 
-pub use client::{ExecSyncRequest, ExecSyncResult, ExitStatus, MonitorClient};
+#[cfg(test)]
+pub(crate) use client::{attach_session_for_tests, encode_attach_output_for_tests};
+pub use client::{
+    AttachEvent, AttachInput, AttachOutput, AttachStreams, ExecSession, ExecStreamRequest,
+    ExecSyncRequest, ExecSyncResult, ExitStatus, MonitorClient,
+};
 pub use container::kill_cgroup;
 pub(crate) use process::pidfd_open;
 pub use sandbox::{teardown_sandbox, SandboxCreated, SandboxRequest, HOLDER_NAME};

@@ -6,7 +6,9 @@
 //!   `Report`, answered by the single byte `ACK` when the daemon has taken ownership.
 //! - client → monitor on `monitor.sock`: one JSON line per connection (`MonitorRequest`),
 //!   answered by one JSON line (`MonitorReply`); an exec reply is followed by the raw
-//!   stdout then stderr bytes whose lengths the header gives.
+//!   stdout then stderr bytes whose lengths the header gives. An attach reply (`Ok`) is
+//!   followed by attach frames in both directions for as long as the session lasts
+//!   ([`AttachFrame`]).
 
 use std::io::{self, Write};
 
@@ -101,7 +103,47 @@ pub(crate) enum MonitorRequest {
         args: Vec<String>,
         timeout_ms: Option<u64>,
     },
+    /// A streaming exec (CRI Exec): answered by `ExecStarted` carrying the daemon's ends
+    /// of the process's stdio, then `ExecExited` when it exits.
+    ExecStream {
+        args: Vec<String>,
+        tty: bool,
+        stdin: bool,
+        stdout: bool,
+        stderr: bool,
+    },
     ReopenLog,
+    /// Joins the container's stdio: the `Ok` reply is followed by [`AttachFrame`]s.
+    /// Output the client did not ask for is not sent; `stdin` is ignored when the
+    /// container has no stdin.
+    Attach {
+        stdin: bool,
+        stdout: bool,
+        stderr: bool,
+    },
+}
+
+/// Which fds an `ExecStarted` reply carries (SCM_RIGHTS, in this order: stdin, stdout,
+/// stderr, pty; those that are true).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct ExecFds {
+    /// The write end of the process's stdin pipe.
+    pub stdin: bool,
+    /// The read end of its stdout pipe.
+    pub stdout: bool,
+    /// The read end of its stderr pipe.
+    pub stderr: bool,
+    /// The master side of its terminal (stdin, stdout and stderr at once).
+    pub pty: bool,
+}
+
+impl ExecFds {
+    pub(crate) fn count(&self) -> usize {
+        [self.stdin, self.stdout, self.stderr, self.pty]
+            .iter()
+            .filter(|b| **b)
+            .count()
+    }
 }
 
 #[derive(Serialize, Deserialize, Debug)]
@@ -117,6 +159,14 @@ pub(crate) enum MonitorReply {
         stdout_len: usize,
         stderr_len: usize,
     },
+    /// A streaming exec runs; the fds are attached to this line.
+    ExecStarted {
+        fds: ExecFds,
+    },
+    /// A streaming exec's process exited (status, or 128 + the signal).
+    ExecExited {
+        exit_code: i32,
+    },
     Error {
         message: String,
         fault: Fault,
@@ -129,6 +179,86 @@ impl MonitorReply {
             message: message.into(),
             fault,
         }
+    }
+}
+
+/// One frame of an attach session: `kind u8 ‖ length u32 LE ‖ payload`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum AttachFrame {
+    /// client → monitor: bytes for the container's stdin (or terminal).
+    Stdin(Vec<u8>),
+    /// client → monitor: the client's stdin ended.
+    StdinEof,
+    /// client → monitor: the terminal's new size (tty containers).
+    Resize {
+        width: u16,
+        height: u16,
+    },
+    /// monitor → client: container output.
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
+    /// monitor → client: the container has exited and all its output was sent; the
+    /// monitor closes the connection after this frame.
+    Exited,
+}
+
+/// Largest payload of one attach frame (output is sent in chunks of at most this).
+pub(crate) const MAX_ATTACH_PAYLOAD: usize = 64 * 1024;
+const ATTACH_HEADER: usize = 5;
+
+impl AttachFrame {
+    /// Appends the frame's bytes to `out`.
+    pub(crate) fn encode_into(&self, out: &mut Vec<u8>) {
+        let size;
+        let (kind, data): (u8, &[u8]) = match self {
+            AttachFrame::Stdin(d) => (0, d),
+            AttachFrame::Stdout(d) => (1, d),
+            AttachFrame::Stderr(d) => (2, d),
+            AttachFrame::Exited => (3, &[]),
+            AttachFrame::StdinEof => (4, &[]),
+            AttachFrame::Resize { width, height } => {
+                size = [width.to_le_bytes(), height.to_le_bytes()].concat();
+                (5, &size)
+            }
+        };
+        out.push(kind);
+        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        out.extend_from_slice(data);
+    }
+
+    /// An output frame of `stream` (0 stdout, 1 stderr) carrying `data`.
+    pub(crate) fn encode_output(stream: usize, data: &[u8], out: &mut Vec<u8>) {
+        out.push(if stream == 0 { 1 } else { 2 });
+        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        out.extend_from_slice(data);
+    }
+
+    /// Decodes the frame at the start of `buf`: None while it is incomplete, else the frame
+    /// and how many bytes it took. An unknown kind or an oversize frame is an error.
+    pub(crate) fn decode(buf: &[u8]) -> Result<Option<(AttachFrame, usize)>, String> {
+        if buf.len() < ATTACH_HEADER {
+            return Ok(None);
+        }
+        let len = u32::from_le_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+        if len > MAX_ATTACH_PAYLOAD {
+            return Err(format!("attach frame of {len} bytes"));
+        }
+        let Some(data) = buf.get(ATTACH_HEADER..ATTACH_HEADER + len) else {
+            return Ok(None);
+        };
+        let frame = match buf[0] {
+            0 => AttachFrame::Stdin(data.to_vec()),
+            1 => AttachFrame::Stdout(data.to_vec()),
+            2 => AttachFrame::Stderr(data.to_vec()),
+            3 => AttachFrame::Exited,
+            4 => AttachFrame::StdinEof,
+            5 if len == 4 => AttachFrame::Resize {
+                width: u16::from_le_bytes([data[0], data[1]]),
+                height: u16::from_le_bytes([data[2], data[3]]),
+            },
+            kind => return Err(format!("attach frame of kind {kind} and {len} bytes")),
+        };
+        Ok(Some((frame, ATTACH_HEADER + len)))
     }
 }
 
@@ -214,6 +344,52 @@ mod tests {
                 monitor_pid: 6
             }
         ));
+    }
+
+    #[test]
+    fn attach_frames_round_trip_split_anywhere() {
+        let frames = vec![
+            AttachFrame::Stdin(b"hello".to_vec()),
+            AttachFrame::StdinEof,
+            AttachFrame::Resize {
+                width: 132,
+                height: 43,
+            },
+            AttachFrame::Stdout(vec![7; 1000]),
+            AttachFrame::Stderr(Vec::new()),
+            AttachFrame::Exited,
+        ];
+        let mut wire = Vec::new();
+        for f in &frames {
+            f.encode_into(&mut wire);
+        }
+        let mut out = Vec::new();
+        AttachFrame::encode_output(1, b"err", &mut out);
+        assert_eq!(
+            AttachFrame::decode(&out).unwrap(),
+            Some((AttachFrame::Stderr(b"err".to_vec()), out.len()))
+        );
+        // Fed in pieces of every size, the same frames come out.
+        for step in [1, 3, 7, 4096] {
+            let (mut buf, mut got) = (Vec::new(), Vec::new());
+            for piece in wire.chunks(step) {
+                buf.extend_from_slice(piece);
+                while let Some((f, n)) = AttachFrame::decode(&buf).unwrap() {
+                    got.push(f);
+                    buf.drain(..n);
+                }
+            }
+            assert_eq!(got, frames, "step {step}");
+        }
+    }
+
+    #[test]
+    fn bad_attach_frames_are_errors() {
+        assert!(AttachFrame::decode(&[9, 0, 0, 0, 0]).is_err());
+        assert!(AttachFrame::decode(&[5, 3, 0, 0, 0, 1, 2, 3]).is_err());
+        let huge = ((MAX_ATTACH_PAYLOAD + 1) as u32).to_le_bytes();
+        assert!(AttachFrame::decode(&[0, huge[0], huge[1], huge[2], huge[3]]).is_err());
+        assert_eq!(AttachFrame::decode(&[0, 2, 0, 0, 0, 1]).unwrap(), None);
     }
 
     #[test]

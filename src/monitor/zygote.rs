@@ -65,9 +65,18 @@ pub struct CreateRequest {
     /// Cap on each of ExecSync's stdout and stderr (the rest is read and discarded);
     /// 0 means 16 MiB.
     pub exec_max_output: usize,
-    /// Not supported yet: a request with `tty: true` (or a spec with `process.terminal`)
-    /// fails with `InvalidRequest`.
+    /// The container gets a terminal (the spec's `process.terminal` must say the same):
+    /// the monitor holds the pty's master, logs what it reads as stdout and feeds it the
+    /// input of attach sessions.
     pub tty: bool,
+    /// The container's stdin is a pipe whose write end the monitor holds (kept open while
+    /// nobody is attached); false: /dev/null. With a tty, input goes to the terminal.
+    #[serde(default)]
+    pub stdin: bool,
+    /// The stdin pipe is closed when the first attach session that fed it ends (CRI
+    /// `stdin_once`; not for tty containers, as containerd).
+    #[serde(default)]
+    pub stdin_once: bool,
     /// What creates the container (libcontainer when absent, as in older daemons' requests).
     #[serde(default)]
     pub runtime: RuntimeKind,
@@ -483,11 +492,6 @@ fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
 }
 
 fn validate_create(req: &CreateRequest) -> Result<(), MonitorError> {
-    if req.tty {
-        return Err(MonitorError::InvalidRequest(
-            "tty containers are not supported yet".into(),
-        ));
-    }
     validate_id(&req.id)?;
     if let RuntimeKind::Crun { path, .. } = &req.runtime {
         if !path.is_absolute() || !req.runtime_root.is_absolute() {
@@ -758,16 +762,17 @@ mod tests {
             oom_score_adj: None,
             exec_max_output: 0,
             tty: false,
+            stdin: false,
+            stdin_once: false,
             runtime,
         }
     }
 
     #[test]
-    fn tty_and_long_state_dirs_are_refused_before_forking() {
+    fn long_state_dirs_are_refused_before_forking() {
         let mut req = request(RuntimeKind::Libcontainer);
         req.tty = true;
-        assert!(validate_create(&req).is_err());
-        req.tty = false;
+        req.stdin = true;
         assert!(validate_create(&req).is_ok());
         req.state_dir = PathBuf::from("/run/").join("x".repeat(120));
         assert!(validate_create(&req).is_err());

@@ -7,6 +7,7 @@
 
 #[cfg(test)]
 mod lifecycle_tests;
+mod port_forward;
 mod rehome;
 mod run;
 mod stop;
@@ -22,6 +23,7 @@ use crate::events::{EventKind, Events};
 use crate::names::NameTaken;
 use crate::store::{ById, Lookup};
 
+pub use port_forward::{check_port_forward, pod_dialer};
 pub use rehome::{can_move, move_pod};
 pub use run::run_pod_sandbox;
 pub use stop::{remove_pod_sandbox, stop_pod_sandbox};

@@ -1,5 +1,3 @@
-#![allow(dead_code)] // wired in by the streaming server (Exec/Attach/PortForward)
-
 //! What an exec, attach or port-forward session looks like to the runtime side, whatever
 //! wire protocol carried it (SPDY/3.1 in `spdy/`, WebSocket in `websocket.rs`).
 //!
@@ -16,7 +14,7 @@ use tokio::sync::mpsc;
 
 /// Which streams the CRI request asked for (the flags of ExecRequest / AttachRequest).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct StreamOpts {
+pub struct StreamOpts {
     pub stdin: bool,
     pub stdout: bool,
     pub stderr: bool,
@@ -25,13 +23,13 @@ pub(crate) struct StreamOpts {
 
 /// A terminal size from the client's resize stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct TermSize {
+pub struct TermSize {
     pub width: u16,
     pub height: u16,
 }
 
 /// The client's side of an exec or attach, as channels.
-pub(crate) struct StdioStreams {
+pub struct StdioStreams {
     /// The client's stdin, chunk by chunk; every sender dropped means EOF. None: the client
     /// opened no stdin stream.
     pub stdin: Option<mpsc::Receiver<Bytes>>,
@@ -45,7 +43,7 @@ pub(crate) struct StdioStreams {
 
 /// How an exec or attach ended; sent to the client on the error stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Outcome {
+pub enum Outcome {
     Success,
     /// The process exited with a non-zero code.
     ExitCode(i32),
@@ -56,7 +54,7 @@ pub(crate) enum Outcome {
 impl Outcome {
     /// The Kubernetes `metav1.Status` that the error stream carries in remotecommand
     /// v4/v5 (what kubectl and crictl decode to an exit code).
-    pub(crate) fn status_json(&self) -> Vec<u8> {
+    pub fn status_json(&self) -> Vec<u8> {
         let v = match self {
             Outcome::Success => serde_json::json!({"metadata": {}, "status": "Success"}),
             Outcome::ExitCode(code) => serde_json::json!({
@@ -79,7 +77,7 @@ impl Outcome {
 
 /// Opens a TCP connection to `port` on the pod's loopback, inside the pod's network
 /// namespace (port-forward's data streams are spliced to what it returns).
-pub(crate) type Dialer = Arc<
+pub type Dialer = Arc<
     dyn Fn(u16) -> Pin<Box<dyn Future<Output = io::Result<tokio::net::TcpStream>> + Send>>
         + Send
         + Sync,

@@ -203,6 +203,8 @@ impl Backend for HostBackend {
                 oom_score_adj: prepared.oom_score_adj,
                 exec_max_output: self.exec_max_output,
                 tty: p.tty,
+                stdin: p.stdin,
+                stdin_once: p.stdin_once,
                 runtime,
             })
             .await?;

@@ -35,7 +35,9 @@ use super::{
 use crate::config::{Config, ProxmoxConfig};
 use crate::error::Kind;
 use crate::logs::LogTarget;
-use crate::monitor::{ContainerStatusFile, ExecSyncResult, ExitStatus};
+use crate::monitor::{
+    AttachInput, AttachOutput, AttachStreams, ContainerStatusFile, ExecSyncResult, ExitStatus,
+};
 use crate::proxmox::{Client, ClientOptions, ProxmoxError, TemplateRules};
 use crate::sandbox::SandboxRecord;
 
@@ -598,6 +600,39 @@ impl Backend for ProxmoxBackend {
         Ok(())
     }
 
+    fn streaming_unsupported(&self) -> Option<String> {
+        Some(
+            "proxmox-lxc guests have no streaming Exec, Attach or PortForward yet \
+             (ExecSync works: `proxrt exec` without -i/-t)"
+                .into(),
+        )
+    }
+
+    async fn exec_stream(
+        &self,
+        _run_dir: &Path,
+        _args: Vec<String>,
+        _opts: crate::streaming::session::StreamOpts,
+        _streams: crate::streaming::session::StdioStreams,
+    ) -> Result<crate::streaming::session::Outcome, BackendError> {
+        Err(BackendError::Failed {
+            backend: self.name(),
+            kind: Kind::FailedPrecondition,
+            message: self.streaming_unsupported().unwrap_or_default(),
+        })
+    }
+
+    fn pod_dialer(
+        &self,
+        _pod: &SandboxRecord,
+    ) -> Result<crate::streaming::session::Dialer, BackendError> {
+        Err(BackendError::Failed {
+            backend: self.name(),
+            kind: Kind::FailedPrecondition,
+            message: self.streaming_unsupported().unwrap_or_default(),
+        })
+    }
+
     async fn exec_sync(
         &self,
         run_dir: &Path,
@@ -640,6 +675,25 @@ impl Backend for ProxmoxBackend {
     /// Nothing to reopen: each lifecycle line opens the log file anew.
     async fn reopen_log(&self, _run_dir: &Path) -> Result<(), BackendError> {
         Ok(())
+    }
+
+    fn attach_unsupported(&self) -> Option<String> {
+        Some(format!(
+            "{NAME} cannot attach to a guest's console (use exec: `pct exec` runs commands in it)"
+        ))
+    }
+
+    /// A guest's init is not proxrt's child: there is no stdio to join.
+    async fn attach(
+        &self,
+        _run_dir: &Path,
+        _streams: AttachStreams,
+    ) -> Result<(AttachOutput, AttachInput), BackendError> {
+        Err(BackendError::Failed {
+            backend: NAME,
+            kind: Kind::FailedPrecondition,
+            message: self.attach_unsupported().unwrap_or_default(),
+        })
     }
 
     fn is_alive(&self, run_dir: &Path) -> bool {

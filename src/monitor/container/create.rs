@@ -2,14 +2,12 @@
 //! CRI log and status file, each step's undo pushed onto the rollback.
 
 use std::fs;
-use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::syscall::syscall::SyscallType;
-use nix::fcntl::OFlag;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use oci_spec::runtime::Spec;
@@ -27,6 +25,7 @@ use crate::store::atomic_write;
 
 use super::engine::Engine;
 use super::remove_cgroup_leaf;
+use super::stdio::{self, ChildStdio, ConsoleSocket, MonitorStdio};
 use super::{error_chain, Failure};
 
 /// What `create` made and the loop needs.
@@ -34,8 +33,7 @@ pub(super) struct Built {
     pub(super) engine: Engine,
     pub(super) init_pid: Pid,
     pub(super) spec: Spec,
-    pub(super) stdout: OwnedFd,
-    pub(super) stderr: OwnedFd,
+    pub(super) stdio: MonitorStdio,
     pub(super) log: CriLogWriter,
     pub(super) listener: UnixListener,
     pub(super) status: ContainerStatusFile,
@@ -46,12 +44,6 @@ pub(super) struct Built {
 pub(super) fn create(req: &CreateRequest, rb: &mut Rollback) -> Result<Built, Failure> {
     let internal =
         |what: &str, e: &dyn std::fmt::Display| (Fault::Internal, format!("{what}: {e}"));
-    if req.tty {
-        return Err((
-            Fault::Invalid,
-            "tty containers are not supported yet".into(),
-        ));
-    }
     crate::monitor::zygote::validate_id(&req.id).map_err(|e| (Fault::Invalid, e.to_string()))?;
 
     if !req.state_dir.exists() {
@@ -64,6 +56,16 @@ pub(super) fn create(req: &CreateRequest, rb: &mut Rollback) -> Result<Built, Fa
     }
 
     let spec = load_spec(&req.bundle, &req.runtime)?;
+    let terminal = spec.process().as_ref().and_then(|p| p.terminal()) == Some(true);
+    if terminal != req.tty {
+        return Err((
+            Fault::Invalid,
+            format!(
+                "the request says tty {} but the spec's process.terminal is {terminal}",
+                req.tty
+            ),
+        ));
+    }
     let cgroups_path = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone());
 
     // Opened here first (not by the writer) to learn whether this create made the file.
@@ -81,20 +83,47 @@ pub(super) fn create(req: &CreateRequest, rb: &mut Rollback) -> Result<Built, Fa
     let log = CriLogWriter::open(req.log.as_ref(), req.max_log_line_size)
         .map_err(|e| internal("open log", &e))?;
 
-    let (stdout, stdout_w) =
-        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| internal("pipe", &e))?;
-    let (stderr, stderr_w) =
-        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| internal("pipe", &e))?;
-    let stdin = fs::File::open("/dev/null").map_err(|e| internal("open /dev/null", &e))?;
+    // A tty container's runtime sends the terminal's master on the console socket; the
+    // container's own stdio is the terminal's slave.
+    let (child, console, pipes) = match req.tty {
+        true => (
+            stdio::null_stdio()?,
+            Some(ConsoleSocket::bind(&req.state_dir, rb)?),
+            None,
+        ),
+        false => {
+            let (child, kept) = stdio::pipes(req.stdin)?;
+            (child, None, Some(kept))
+        }
+    };
+    let console_path = console.as_ref().map(|c| c.path().to_owned());
 
     let (engine, init_pid) = match &req.runtime {
         RuntimeKind::Libcontainer => {
-            create_with_libcontainer(req, stdin, stdout_w, stderr_w, &cgroups_path, rb)?
+            create_with_libcontainer(req, child, console_path, &cgroups_path, rb)?
         }
         RuntimeKind::Crun { path, v1_view } => {
             let crun = Crun::new(path, &req.runtime_root, &req.id, *v1_view, &req.state_dir);
-            create_with_crun(req, crun, stdin, stdout_w, stderr_w, &cgroups_path, rb)?
+            create_with_crun(req, crun, child, console_path, &cgroups_path, rb)?
         }
+    };
+    let stdio = match (pipes, console) {
+        (Some(pipes), _) => pipes,
+        (None, Some(console)) => {
+            let size = spec
+                .process()
+                .as_ref()
+                .and_then(|p| p.console_size())
+                .map(|b| {
+                    (
+                        b.width().min(u16::MAX as u64) as u16,
+                        b.height().min(u16::MAX as u64) as u16,
+                    )
+                })
+                .filter(|&(w, h)| w > 0 && h > 0);
+            stdio::terminal(console.receive_master()?, req.stdin, size)?
+        }
+        (None, None) => return Err(internal("stdio", &"neither pipes nor a terminal")),
     };
 
     if let Engine::Libcontainer(_) = engine {
@@ -139,8 +168,7 @@ pub(super) fn create(req: &CreateRequest, rb: &mut Rollback) -> Result<Built, Fa
         engine,
         init_pid,
         spec,
-        stdout,
-        stderr,
+        stdio,
         log,
         listener,
         status,
@@ -150,9 +178,8 @@ pub(super) fn create(req: &CreateRequest, rb: &mut Rollback) -> Result<Built, Fa
 /// libcontainer `build()`: the init is cloned by this process and waits for `start()`.
 fn create_with_libcontainer(
     req: &CreateRequest,
-    stdin: fs::File,
-    stdout_w: OwnedFd,
-    stderr_w: OwnedFd,
+    stdio: ChildStdio,
+    console_socket: Option<PathBuf>,
     cgroups_path: &Option<PathBuf>,
     rb: &mut Rollback,
 ) -> Result<(Engine, Pid), Failure> {
@@ -178,9 +205,10 @@ fn create_with_libcontainer(
         .with_root_path(&req.runtime_root)
         .and_then(|b| b.validate_id())
         .map(|b| {
-            b.with_stdin(stdin)
-                .with_stdout(stdout_w)
-                .with_stderr(stderr_w)
+            b.with_stdin(stdio.stdin)
+                .with_stdout(stdio.stdout)
+                .with_stderr(stdio.stderr)
+                .with_console_socket(console_socket)
                 .as_init(&req.bundle)
                 .with_systemd(false)
                 .with_detach(true)
@@ -233,9 +261,8 @@ fn create_with_libcontainer(
 fn create_with_crun(
     req: &CreateRequest,
     crun: Crun,
-    stdin: fs::File,
-    stdout_w: OwnedFd,
-    stderr_w: OwnedFd,
+    stdio: ChildStdio,
+    console_socket: Option<PathBuf>,
     cgroups_path: &Option<PathBuf>,
     rb: &mut Rollback,
 ) -> Result<(Engine, Pid), Failure> {
@@ -267,7 +294,7 @@ fn create_with_crun(
             }
         }
     };
-    let init_pid = match crun.create(&req.bundle, stdin, stdout_w, stderr_w) {
+    let init_pid = match crun.create(&req.bundle, stdio, console_socket.as_deref()) {
         Ok(pid) => pid,
         Err(message) => {
             undo(None);
@@ -301,12 +328,6 @@ fn load_spec(bundle: &Path, runtime: &RuntimeKind) -> Result<Spec, Failure> {
             format!("load {}: {}", path.display(), error_chain(&e)),
         )
     })?;
-    if spec.process().as_ref().and_then(|p| p.terminal()) == Some(true) {
-        return Err((
-            Fault::Invalid,
-            "tty containers are not supported yet".into(),
-        ));
-    }
     let has_adj = *runtime == RuntimeKind::Libcontainer
         && spec
             .process()

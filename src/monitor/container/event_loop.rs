@@ -16,6 +16,7 @@ use oci_spec::runtime::Spec;
 
 use crate::logs::{CriLogWriter, Stream};
 use crate::monitor::exec::{self, ExecJob};
+use crate::monitor::exec_stream::{self, ExecStreamJob};
 use crate::monitor::oom::oom_kill_count;
 use crate::monitor::process::{exit_code_of, exit_now, now_nanos, poll_one, set_nonblocking};
 use crate::monitor::protocol::{
@@ -25,9 +26,11 @@ use crate::monitor::status::{write_status, ContainerStatusFile};
 use crate::monitor::zygote::CreateRequest;
 use crate::monitor::MONITOR_SOCKET;
 
+use super::attach::{Input, Session, INPUT_BACKLOG};
 use super::cgroup::sweep_cgroup_leaf;
 use super::create::Built;
 use super::engine::Engine;
+use super::stdio::set_size;
 
 /// After the init exited: how long exec children get to report before they are killed,
 /// and how long the pipes get to reach EOF (processes outside the container's cgroup may
@@ -54,8 +57,18 @@ pub(super) struct Monitor {
     cgroups_path: Option<PathBuf>,
     sigfd: SignalFd,
     listener: UnixListener,
-    /// stdout and stderr read ends; None after EOF.
+    /// stdout and stderr read ends (a tty's master as stdout); None after EOF.
     streams: [Option<OwnedFd>; 2],
+    /// The tty's master, for resizes.
+    terminal: Option<OwnedFd>,
+    /// Where attach sessions' input goes (stdin pipe or tty master, non-blocking), and
+    /// what is queued for it; None: no stdin, or it was closed.
+    input: Option<OwnedFd>,
+    input_queue: Vec<u8>,
+    /// Close `input` once its queue is written (stdin_once: a session's stdin ended).
+    input_closing: bool,
+    /// Attached clients.
+    sessions: Vec<Session>,
     log: CriLogWriter,
     conns: Vec<Conn>,
     waiters: Vec<UnixStream>,
@@ -75,11 +88,19 @@ enum Source {
     Output(usize),
     Conn(usize),
     Waiter(usize),
+    Session(usize),
+    Input,
 }
 
 impl Monitor {
     pub(super) fn new(req: CreateRequest, built: Built, sigfd: SignalFd) -> Monitor {
-        for fd in [&built.stdout, &built.stderr] {
+        for fd in built
+            .stdio
+            .output
+            .iter()
+            .chain([&built.stdio.input])
+            .flatten()
+        {
             let _ = set_nonblocking(fd.as_raw_fd(), true);
         }
         let cgroups_path = built
@@ -95,7 +116,12 @@ impl Monitor {
             cgroups_path,
             sigfd,
             listener: built.listener,
-            streams: [Some(built.stdout), Some(built.stderr)],
+            streams: built.stdio.output,
+            terminal: built.stdio.terminal,
+            input: built.stdio.input,
+            input_queue: Vec::new(),
+            input_closing: false,
+            sessions: Vec::new(),
             log: built.log,
             conns: Vec::new(),
             waiters: Vec::new(),
@@ -129,6 +155,32 @@ impl Monitor {
                 sources.push(Source::Waiter(i));
                 fds.push(pollin(w.as_raw_fd()));
             }
+            // A full stdin queue stops reading the input of sessions that feed it: the
+            // container's reading pace reaches the clients through their sockets.
+            let input_full = self.input_queue.len() >= INPUT_BACKLOG;
+            for (i, s) in self.sessions.iter().enumerate() {
+                let mut events = 0;
+                if !(input_full && s.feeds_stdin()) {
+                    events |= libc::POLLIN;
+                }
+                if s.has_queued() {
+                    events |= libc::POLLOUT;
+                }
+                sources.push(Source::Session(i));
+                fds.push(libc::pollfd {
+                    fd: s.stream.as_raw_fd(),
+                    events,
+                    revents: 0,
+                });
+            }
+            if let (Some(fd), false) = (&self.input, self.input_queue.is_empty()) {
+                sources.push(Source::Input);
+                fds.push(libc::pollfd {
+                    fd: fd.as_raw_fd(),
+                    events: libc::POLLOUT,
+                    revents: 0,
+                });
+            }
             // SAFETY: fds is a valid array of pollfd.
             let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
             if rc < 0 {
@@ -141,6 +193,7 @@ impl Monitor {
             }
             let mut ready_conns = Vec::new();
             let mut ready_waiters = Vec::new();
+            let mut inputs = Vec::new();
             for (src, pfd) in sources.iter().zip(&fds) {
                 if pfd.revents == 0 {
                     continue;
@@ -151,8 +204,19 @@ impl Monitor {
                     Source::Output(i) => self.read_output(i),
                     Source::Conn(i) => ready_conns.push(i),
                     Source::Waiter(i) => ready_waiters.push(i),
+                    Source::Session(i) => {
+                        if pfd.revents & !libc::POLLOUT != 0 {
+                            self.sessions[i].read(&mut inputs);
+                        }
+                    }
+                    Source::Input => {}
                 }
             }
+            for input in inputs {
+                self.apply_input(input);
+            }
+            self.write_input();
+            self.flush_sessions();
             // Before the connections: handling a request may add a waiter.
             for i in ready_waiters.into_iter().rev() {
                 let mut sink = [0u8; 256];
@@ -209,23 +273,102 @@ impl Monitor {
         }
     }
 
-    /// Copies what is available on one output pipe into the log, at most
-    /// [`OUTPUT_BUDGET`]: the rest waits for the next turn of the loop.
+    /// Copies what is available on one output pipe into the log and to the attached
+    /// clients, at most [`OUTPUT_BUDGET`]: the rest waits for the next turn of the loop.
     fn read_output(&mut self, i: usize) {
         let Some(fd) = self.streams[i].as_ref().map(|f| f.as_raw_fd()) else {
             return;
         };
-        let (log, stream) = (&mut self.log, STREAMS[i]);
+        let (log, sessions, stream) = (&mut self.log, &mut self.sessions, STREAMS[i]);
         let pumped = pump(fd, &mut self.buf, OUTPUT_BUDGET, |data| {
             let _ = log.write_chunk(stream, data, chrono::Utc::now());
+            for s in sessions.iter_mut() {
+                s.output(i, data);
+            }
         });
         match pumped {
             Pumped::Eof => {
                 let _ = self.log.close_stream(stream, chrono::Utc::now());
                 self.streams[i] = None;
             }
+            // A terminal's master reads EIO once every slave fd is closed: its EOF.
+            Pumped::Failed if self.terminal.is_some() => {
+                let _ = self.log.close_stream(stream, chrono::Utc::now());
+                self.streams[i] = None;
+            }
             Pumped::Failed => self.streams[i] = None,
             Pumped::Empty | Pumped::Budget => {}
+        }
+    }
+
+    /// Writes queued output to the clients; drops the ones that went away or fell too far
+    /// behind (their stdin ends).
+    fn flush_sessions(&mut self) {
+        let mut inputs = Vec::new();
+        let mut i = 0;
+        while i < self.sessions.len() {
+            self.sessions[i].flush();
+            if self.sessions[i].gone {
+                self.sessions.swap_remove(i).close(&mut inputs);
+            } else {
+                i += 1;
+            }
+        }
+        for input in inputs {
+            self.apply_input(input);
+        }
+        self.write_input();
+    }
+
+    fn apply_input(&mut self, input: Input) {
+        match input {
+            Input::Stdin(data) => {
+                if self.input.is_some() && !self.input_closing {
+                    self.input_queue.extend_from_slice(&data);
+                }
+            }
+            // CRI stdin_once: the stdin pipe closes when the first session feeding it ends
+            // (a terminal stays, as with containerd).
+            Input::StdinEnded => {
+                if self.req.stdin_once && self.terminal.is_none() {
+                    self.input_closing = true;
+                }
+            }
+            Input::Resize { width, height } => {
+                if let Some(t) = &self.terminal {
+                    if width > 0 && height > 0 {
+                        let _ = set_size(t.as_raw_fd(), width, height);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes what is queued for the container's stdin until the pipe is full; closes it
+    /// when it is to be closed and everything was written, or when the container's side
+    /// is gone (EPIPE, or EIO on a terminal).
+    fn write_input(&mut self) {
+        let Some(fd) = &self.input else {
+            self.input_queue.clear();
+            return;
+        };
+        let mut written = 0;
+        let mut broken = false;
+        while written < self.input_queue.len() {
+            match nix::unistd::write(fd, &self.input_queue[written..]) {
+                Ok(n) => written += n,
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(nix::errno::Errno::EAGAIN) => break,
+                Err(_) => {
+                    broken = true;
+                    break;
+                }
+            }
+        }
+        self.input_queue.drain(..written);
+        if broken || (self.input_closing && self.input_queue.is_empty()) {
+            self.input = None;
+            self.input_queue.clear();
         }
     }
 
@@ -250,14 +393,14 @@ impl Monitor {
         }
         if let Some(nl) = conn.buf.iter().position(|&b| b == b'\n') {
             let conn = self.conns.swap_remove(i);
-            let line = conn.buf[..nl].to_vec();
-            self.handle(conn.stream, &line);
+            self.handle(conn.stream, &conn.buf[..nl], &conn.buf[nl + 1..]);
         } else if closed || conn.buf.len() > MAX_REQUEST_LINE {
             self.conns.swap_remove(i);
         }
     }
 
-    fn handle(&mut self, stream: UnixStream, line: &[u8]) {
+    /// `rest`: what the client sent after the request line (attach frames).
+    fn handle(&mut self, stream: UnixStream, line: &[u8], rest: &[u8]) {
         let request: MonitorRequest = match serde_json::from_slice(line) {
             Ok(r) => r,
             Err(e) => {
@@ -272,6 +415,30 @@ impl Monitor {
             MonitorRequest::Signal { signal } => reply(stream, &self.signal(signal)),
             MonitorRequest::Wait => self.waiters.push(stream),
             MonitorRequest::Exec { args, timeout_ms } => self.exec(stream, args, timeout_ms),
+            MonitorRequest::Attach {
+                stdin,
+                stdout,
+                stderr,
+            } => self.attach(stream, stdin, [stdout, stderr], rest),
+            MonitorRequest::ExecStream {
+                args,
+                tty,
+                stdin,
+                stdout,
+                stderr,
+            } => self.exec_stream(
+                stream,
+                ExecStreamJob {
+                    crun: self.engine.crun_exec(self.spec.process().as_ref()),
+                    init_pid: self.init_pid,
+                    spec: self.spec.clone(),
+                    args,
+                    tty,
+                    stdin,
+                    stdout,
+                    stderr,
+                },
+            ),
             MonitorRequest::ReopenLog => reply(
                 stream,
                 &match self.log.reopen() {
@@ -329,24 +496,43 @@ impl Monitor {
         MonitorReply::Ok
     }
 
-    fn exec(&mut self, stream: UnixStream, args: Vec<String>, timeout_ms: Option<u64>) {
+    /// Why an exec cannot run now, if it cannot.
+    fn exec_refused(&self, args: &[String]) -> Option<MonitorReply> {
         if self.exited.is_some() {
-            return reply(
-                stream,
-                &MonitorReply::error(Fault::State, "container has exited"),
-            );
+            return Some(MonitorReply::error(Fault::State, "container has exited"));
         }
         if self.status.started_at.is_none() {
-            return reply(
-                stream,
-                &MonitorReply::error(Fault::State, "container is not running"),
-            );
+            return Some(MonitorReply::error(
+                Fault::State,
+                "container is not running",
+            ));
         }
         if args.is_empty() {
-            return reply(
+            return Some(MonitorReply::error(Fault::Invalid, "empty command"));
+        }
+        None
+    }
+
+    fn exec_stream(&mut self, stream: UnixStream, job: ExecStreamJob) {
+        if let Some(refusal) = self.exec_refused(&job.args) {
+            return reply(stream, &refusal);
+        }
+        // SAFETY: the monitor is single-threaded.
+        match unsafe { nix::unistd::fork() } {
+            Ok(nix::unistd::ForkResult::Child) => {
+                exit_now(exec_stream::run_exec_stream_child(stream, job))
+            }
+            Ok(nix::unistd::ForkResult::Parent { child }) => self.exec_children.push(child),
+            Err(e) => reply(
                 stream,
-                &MonitorReply::error(Fault::Invalid, "empty command"),
-            );
+                &MonitorReply::error(Fault::Internal, format!("fork exec: {e}")),
+            ),
+        }
+    }
+
+    fn exec(&mut self, stream: UnixStream, args: Vec<String>, timeout_ms: Option<u64>) {
+        if let Some(refusal) = self.exec_refused(&args) {
+            return reply(stream, &refusal);
         }
         let job = ExecJob {
             crun: self.engine.crun_exec(self.spec.process().as_ref()),
@@ -364,6 +550,39 @@ impl Monitor {
                 stream,
                 &MonitorReply::error(Fault::Internal, format!("fork exec: {e}")),
             ),
+        }
+    }
+
+    /// A client joins the container's stdio: `Ok`, then attach frames (see attach.rs).
+    fn attach(&mut self, mut stream: UnixStream, stdin: bool, wants: [bool; 2], rest: &[u8]) {
+        if self.exited.is_some() {
+            return reply(
+                stream,
+                &MonitorReply::error(Fault::State, "container has exited"),
+            );
+        }
+        if self.status.started_at.is_none() {
+            return reply(
+                stream,
+                &MonitorReply::error(Fault::State, "container is not running"),
+            );
+        }
+        let _ = stream.set_nonblocking(false);
+        let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+        if stream.write_all(&encode_line(&MonitorReply::Ok)).is_err() {
+            return;
+        }
+        if stream.set_nonblocking(true).is_err() {
+            return;
+        }
+        // Output from before the attach is in the log, not replayed (as containerd).
+        let feeds = stdin && self.req.stdin && self.input.is_some();
+        let mut session = Session::new(stream, feeds, wants);
+        let mut inputs = Vec::new();
+        session.take(rest, &mut inputs);
+        self.sessions.push(session);
+        for input in inputs {
+            self.apply_input(input);
         }
     }
 
@@ -392,6 +611,10 @@ impl Monitor {
         for (i, s) in STREAMS.iter().enumerate() {
             let _ = self.log.close_stream(*s, chrono::Utc::now());
             self.streams[i] = None;
+        }
+        // Attached clients get the rest of the output and the end of the session.
+        for s in std::mem::take(&mut self.sessions) {
+            s.finish();
         }
 
         self.status.finished_at = Some(now_nanos());

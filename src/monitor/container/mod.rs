@@ -7,7 +7,8 @@
 //! listening socket and the client connections.
 //!
 //! `create.rs` builds the container, `engine.rs` starts, kills and deletes it through
-//! libcontainer or crun, `event_loop.rs` is the poll loop, `cgroup.rs` cleans its leaf cgroups.
+//! libcontainer or crun, `event_loop.rs` is the poll loop, `cgroup.rs` cleans its leaf cgroups,
+//! `stdio.rs` makes the container's pipes or terminal, `attach.rs` serves attach sessions.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
@@ -24,14 +25,17 @@ use crate::rollback::Rollback;
 
 mod cgroup;
 pub use cgroup::kill_cgroup;
+mod attach;
 mod create;
 mod engine;
 mod event_loop;
+mod stdio;
 
 pub(crate) use crate::error::error_chain;
 pub(crate) use cgroup::remove_cgroup_leaf;
 use create::create;
 use event_loop::Monitor;
+pub(crate) use stdio::ChildStdio;
 
 type Failure = (Fault, String);
 
