@@ -598,7 +598,7 @@ mod tests {
         assert_eq!(u.protocol, "v4.channel.k8s.io");
         assert!(u.announce);
         // RFC 6455's example key and answer.
-        assert_eq!(u.ws_accept.as_deref(), Some("s3pPLMBiTxaQ9kOPzc+ZGxzOo3s="));
+        assert_eq!(u.ws_accept.as_deref(), Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
     }
 
     #[test]
