@@ -2,3 +2,4 @@
 //! return a URL here; the client upgrades to SPDY/3.1 or WebSocket on it).
 
 pub(crate) mod session;
+pub(crate) mod spdy;
