@@ -599,7 +599,7 @@ impl FrameReader {
             TYPE_SETTINGS => {
                 need("SETTINGS", 4, false)?;
                 let count = word(0) as usize;
-                if (p.len() - 4) / 8 != count || (p.len() - 4) % 8 != 0 {
+                if p.len() - 4 != count.saturating_mul(8) {
                     return Err(malformed(
                         "SETTINGS",
                         format!("{count} entries in {} bytes", p.len()),

@@ -298,7 +298,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     headers,
                     ..
                 } => {
-                    if stream == 0 || stream % 2 == 0 || stream <= last_id {
+                    if stream == 0 || stream.is_multiple_of(2) || stream <= last_id {
                         break 'conn Some(frame::GOAWAY_PROTOCOL_ERROR);
                     }
                     last_id = stream;
