@@ -6,6 +6,7 @@ pub(crate) mod port_forward;
 pub(crate) mod pump;
 pub mod server;
 pub mod session;
+pub(crate) mod spdy;
 pub(crate) mod tokens;
 pub(crate) mod websocket;
 

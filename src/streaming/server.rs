@@ -26,13 +26,9 @@ use super::tokens::{StreamRequest, Tokens, TooManyInFlight};
 use super::websocket;
 use crate::daemon::Daemon;
 
-/// remotecommand subprotocols over SPDY, newest first (v5 exists on WebSocket only).
-pub(crate) const SPDY_REMOTECOMMAND: &[&str] = &[
-    "v4.channel.k8s.io",
-    "v3.channel.k8s.io",
-    "v2.channel.k8s.io",
-    "channel.k8s.io",
-];
+/// remotecommand subprotocols over SPDY, newest first (v5 exists on WebSocket only): what
+/// the SPDY adapter serves.
+pub(crate) const SPDY_REMOTECOMMAND: &[&str] = &super::spdy::REMOTECOMMAND_PROTOCOLS;
 /// remotecommand subprotocols over WebSocket.
 pub(crate) const WS_REMOTECOMMAND: &[&str] = &[
     "v5.channel.k8s.io",
@@ -42,7 +38,7 @@ pub(crate) const WS_REMOTECOMMAND: &[&str] = &[
     "channel.k8s.io",
 ];
 /// port-forward over SPDY.
-pub(crate) const SPDY_PORTFORWARD: &[&str] = &["portforward.k8s.io"];
+pub(crate) const SPDY_PORTFORWARD: &[&str] = &[super::spdy::PORTFORWARD_PROTOCOL];
 /// port-forward over WebSocket (kubelet's: the port is the first frame of each channel).
 pub(crate) const WS_PORTFORWARD: &[&str] = &["v4.channel.k8s.io", "channel.k8s.io"];
 
@@ -192,9 +188,6 @@ fn handle(mut req: Request<hyper::body::Incoming>, daemon: Arc<Daemon>) -> Respo
         Ok(u) => u,
         Err(r) => return refusal_response(r),
     };
-    if let (Wire::Spdy, Some(why)) = (upgrade.wire, SPDY_MISSING) {
-        return refusal_response(refuse(StatusCode::BAD_REQUEST, why));
-    }
     let Some(session) = daemon
         .streaming()
         .tokens
@@ -519,40 +512,9 @@ where
     }
 }
 
-// ===== SPDY: the one place the lead replaces when merging wip-spdy ==========================
-// Replace this block with
-//     use super::spdy::{serve_portforward as spdy_portforward,
-//                       serve_remotecommand as spdy_remotecommand};
-//     const SPDY_MISSING: Option<&str> = None;
-/// Why SPDY upgrades are refused (400) in this build.
-const SPDY_MISSING: Option<&str> = Some("SPDY not built in this branch");
-
-async fn spdy_remotecommand<IO, F, Fut>(
-    _io: IO,
-    _protocol: &str,
-    _opts: StreamOpts,
-    _run: F,
-) -> std::io::Result<()>
-where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    F: FnOnce(StdioStreams) -> Fut + Send + 'static,
-    Fut: Future<Output = Outcome> + Send + 'static,
-{
-    Err(std::io::Error::other(SPDY_MISSING.unwrap_or("SPDY")))
-}
-
-async fn spdy_portforward<IO>(
-    _io: IO,
-    _protocol: &str,
-    _ports: Vec<u16>,
-    _dialer: Dialer,
-) -> std::io::Result<()>
-where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    Err(std::io::Error::other(SPDY_MISSING.unwrap_or("SPDY")))
-}
-// ===== end SPDY ==============================================================================
+use super::spdy::{
+    serve_portforward as spdy_portforward, serve_remotecommand as spdy_remotecommand,
+};
 
 #[cfg(test)]
 mod tests {
