@@ -748,3 +748,69 @@ async fn exec_latency_is_printed() {
     );
     teardown(&mut env, &pod).await;
 }
+
+/// SPDY/3.1 end to end, as kubelet's proxy and crictl speak it: the URL of a real CRI Exec
+/// is opened by a client on Go's moby/spdystream (Debian's, the code Kubernetes vendors;
+/// tests/interop/go-spdy-client), which negotiates v4, sends 320 KB of stdin (more than a
+/// SPDY window) to `cat` in the container, and checks stdout, stderr and exit code 3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_go_spdystream_client_execs_into_a_real_container() {
+    let bin = build_go_spdy_client();
+    let mut env = PodEnv::start().await;
+    let (_pod, id) = running(&mut env, "exec-spdy").await;
+    let script = "cat; echo to stderr >&2; exit 3";
+    let url = exec_url(
+        &mut env,
+        exec_request(&id, &["sh", "-c", script], true, false),
+    )
+    .await;
+    let out = output_within(
+        Command::new(&bin).arg("exec-url").arg(&url),
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "go-spdy-client: {}{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        env.daemon().log()
+    );
+}
+
+/// Builds tests/interop/go-spdy-client against Debian's spdystream sources (GOPATH mode:
+/// nothing is downloaded), its build cache beside the test binaries.
+fn build_go_spdy_client() -> std::path::PathBuf {
+    let gocode = Path::new("/usr/share/gocode");
+    assert!(
+        gocode.join("src/github.com/moby/spdystream").is_dir(),
+        "no spdystream sources under {}: run hack/setup (golang-github-docker-spdystream-dev)",
+        gocode.display()
+    );
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .ancestors()
+        .nth(3)
+        .unwrap_or(Path::new("/tmp"))
+        .join("go-spdy-client-e2e");
+    std::fs::create_dir_all(&dir).expect("go build dir");
+    let bin = dir.join("go-spdy-client");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/go-spdy-client/main.go");
+    let out = Command::new("go")
+        .arg("build")
+        .arg("-o")
+        .arg(&bin)
+        .arg(&src)
+        .env("GO111MODULE", "off")
+        .env("GOPATH", gocode)
+        .env("GOCACHE", dir.join("cache"))
+        .env("GOFLAGS", "")
+        .current_dir(&dir)
+        .output()
+        .expect("run go: run hack/setup (Debian golang-go)");
+    assert!(
+        out.status.success(),
+        "go build of the spdystream client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    bin
+}

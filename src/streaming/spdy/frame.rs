@@ -21,6 +21,7 @@ pub(crate) const SETTINGS_INITIAL_WINDOW_SIZE: u32 = 7;
 pub(crate) const RST_PROTOCOL_ERROR: u32 = 1;
 pub(crate) const RST_INVALID_STREAM: u32 = 2;
 pub(crate) const RST_REFUSED_STREAM: u32 = 3;
+#[cfg(test)]
 pub(crate) const RST_CANCEL: u32 = 5;
 pub(crate) const RST_FLOW_CONTROL_ERROR: u32 = 7;
 pub(crate) const RST_STREAM_IN_USE: u32 = 8;
@@ -29,7 +30,6 @@ pub(crate) const RST_STREAM_ALREADY_CLOSED: u32 = 9;
 /// GOAWAY status codes (SPDY/3 2.6.6).
 pub(crate) const GOAWAY_OK: u32 = 0;
 pub(crate) const GOAWAY_PROTOCOL_ERROR: u32 = 1;
-pub(crate) const GOAWAY_INTERNAL_ERROR: u32 = 2;
 
 /// The largest control frame accepted: Kubernetes' header blocks are a few dozen bytes
 /// compressed; anything near this is not a client we serve.
@@ -490,6 +490,7 @@ impl FrameReader {
     }
 
     /// Inside a DATA frame: the last piece handed out was not its end.
+    #[cfg(test)]
     pub(crate) fn in_data(&self) -> bool {
         self.data.is_some()
     }

@@ -4,6 +4,8 @@
 // session. Built in GOPATH mode against Debian's golang-github-docker-spdystream-dev.
 //
 // Usage: go-spdy-client ADDR ECHO_PORT CLOSED_PORT UNLISTED_PORT
+//        go-spdy-client exec-url URL   (the URL a CRI Exec answered, for a container
+//                                       running `cat; echo to stderr >&2; exit 3`)
 // Exits 0 when everything the server sent is what the protocol promises; otherwise prints
 // what differed and exits 1.
 package main
@@ -17,6 +19,7 @@ import (
 	"io/ioutil"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -120,8 +123,8 @@ type status struct {
 
 // execV4 runs the remotecommand v4 client protocol: stdin is echoed back on stdout, the
 // server writes "to stderr\n" on stderr and ends with exit code 3.
-func execV4(addr string) {
-	c, chosen := upgrade(addr, "/exec", "v4.channel.k8s.io", "v3.channel.k8s.io", "v2.channel.k8s.io", "channel.k8s.io")
+func execV4(addr, path string) {
+	c, chosen := upgrade(addr, path, "v4.channel.k8s.io", "v3.channel.k8s.io", "v2.channel.k8s.io", "channel.k8s.io")
 	if chosen != "v4.channel.k8s.io" {
 		fail("exec: server chose %q, want v4.channel.k8s.io", chosen)
 	}
@@ -217,10 +220,18 @@ func portForward(addr, echoPort, closedPort, unlistedPort string) {
 }
 
 func main() {
+	if len(os.Args) == 3 && os.Args[1] == "exec-url" {
+		u, err := url.Parse(os.Args[2])
+		if err != nil || u.Scheme != "http" {
+			fail("exec-url: not an http URL: %q", os.Args[2])
+		}
+		execV4(u.Host, u.Path)
+		return
+	}
 	if len(os.Args) != 5 {
 		fail("usage: go-spdy-client ADDR ECHO_PORT CLOSED_PORT UNLISTED_PORT")
 	}
 	addr := os.Args[1]
-	execV4(addr)
+	execV4(addr, "/exec")
 	portForward(addr, os.Args[2], os.Args[3], os.Args[4])
 }
