@@ -10,9 +10,9 @@ use proxrt::bench_api::{self, BundleCase, ContainerList, SpecCase};
 
 fn translation(c: &mut Criterion) {
     let case = SpecCase::typical();
-    c.bench_function("cri_to_oci/spec", |b| b.iter(|| case.spec()));
+    c.bench_function("cri_to_oci/spec", |b| b.iter(|| case.spec().expect("spec")));
     c.bench_function("cri_to_oci/spec_and_json", |b| {
-        b.iter(|| case.config_json())
+        b.iter(|| case.config_json().expect("config.json"))
     });
 }
 

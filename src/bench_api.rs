@@ -42,13 +42,13 @@ impl SpecCase {
     }
 
     /// The OCI spec, as CreateContainer makes it (no I/O).
-    pub fn spec(&self) -> oci_spec::runtime::Spec {
-        crate::spec::container_spec(&self.fixture.input()).expect("the typical spec builds")
+    pub fn spec(&self) -> std::io::Result<oci_spec::runtime::Spec> {
+        crate::spec::container_spec(&self.fixture.input()).map_err(std::io::Error::other)
     }
 
     /// The spec serialized as config.json is written.
-    pub fn config_json(&self) -> Vec<u8> {
-        serde_json::to_vec(&self.spec()).expect("spec serializes")
+    pub fn config_json(&self) -> std::io::Result<Vec<u8>> {
+        serde_json::to_vec(&self.spec()?).map_err(std::io::Error::other)
     }
 }
 
@@ -148,7 +148,7 @@ impl BundleCase {
         }
         let lower: Vec<PathBuf> = self.lowers.iter().rev().cloned().collect();
         rootfs::mount_overlay(&lower, &upper, &work, &root)?;
-        crate::store::replace_file(&bundle.join("config.json"), &self.spec.config_json())
+        crate::store::replace_file(&bundle.join("config.json"), &self.spec.config_json()?)
             .map_err(std::io::Error::other)?;
         Ok(c)
     }
