@@ -814,3 +814,36 @@ fn build_go_spdy_client() -> std::path::PathBuf {
     );
     bin
 }
+
+/// The whole chain without proxrt's client: Python grpcio calls CRI Exec on the socket
+/// (raw protobuf, tests/interop/cri_client.py) and the URL it gets is opened by the Python
+/// WebSocket client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpcio_exec_url_serves_a_websocket_client() {
+    let mut env = PodEnv::start().await;
+    let (_pod, id) = running(&mut env, "exec-grpcio").await;
+    let venv = std::env::var_os("PROXRT_TEST_VENV")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/var/lib/proxrt-test/venv".into());
+    let out = output_within(
+        Command::new(venv.join("bin/python3"))
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/cri_client.py"))
+            .arg(&env.daemon().socket)
+            .args(["exec", &id, "sh", "-c", "echo from-grpcio; exit 2"]),
+        CLIENT_TIMEOUT,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "cri_client.py exec: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let url = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("url="))
+        .unwrap_or_else(|| panic!("no url in {stdout}"))
+        .to_owned();
+    let r = run_client(&env, &["exec", &url]);
+    assert_eq!(r["stdout"], "from-grpcio\n", "{r}");
+    assert_eq!(status_exit_code(&r["error"]), 2, "{r}");
+}

@@ -170,8 +170,27 @@ def pod_ip(channel, pod_id):
     print(f"PodSandboxStatus ok id={string(path(reply, 1), 1)} ip={ip} additional={','.join(additional)}")
 
 
+def exec_url(channel, container_id, cmd):
+    """Exec{container_id, cmd, stdout, stderr}: prints the streaming URL it answers."""
+    rpc = channel.unary_unary("/runtime.v1.RuntimeService/Exec")
+    request = length_delimited(1, container_id.encode())
+    for arg in cmd:
+        request += length_delimited(2, arg.encode())
+    request += varint_field(5, 1) + varint_field(6, 1)
+    try:
+        reply = rpc(request, timeout=30)
+    except grpc.RpcError as e:
+        sys.exit(f"cri_client.py: Exec: {e.code()}: {e.details()}")
+    print(f"url={string(reply, 1)}")
+
+
 def main():
     modes = ("default", "path", "localhost")
+    if len(sys.argv) >= 5 and sys.argv[2] == "exec":
+        with grpc.insecure_channel("unix:" + sys.argv[1]) as channel:
+            grpc.channel_ready_future(channel).result(timeout=30)
+            exec_url(channel, sys.argv[3], sys.argv[4:])
+        return
     if len(sys.argv) in (4, 5) and sys.argv[2] in ("stats", "update", "events", "podip"):
         with grpc.insecure_channel("unix:" + sys.argv[1]) as channel:
             grpc.channel_ready_future(channel).result(timeout=30)
