@@ -241,6 +241,20 @@ enum Command {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// Join a running container's stdio (CRI Attach over WebSocket) until it exits.
+    ///
+    /// With -i, stdin is passed through; when it ends, a `stdin_once` container's stdin
+    /// closes, any other session ends. -t is for containers made with a terminal.
+    Attach {
+        /// Pass stdin to the container (it must have been created with stdin).
+        #[arg(short = 'i', long)]
+        stdin: bool,
+        /// The container has a terminal: raw mode here, its size follows this one.
+        #[arg(short = 't', long)]
+        tty: bool,
+        /// Container id (or a unique prefix).
+        id: String,
+    },
     /// Forward a local port to a port in a pod (CRI PortForward over WebSocket), until
     /// Ctrl-C.
     #[command(name = "port-forward")]
@@ -665,6 +679,10 @@ fn run_client(endpoints: &[String], timeout: Option<u64>, command: Command) -> E
                 } else {
                     client::exec(&mut cri, &id, &command, timeout.unwrap_or(0) as i64).await?
                 };
+                std::process::exit(code.clamp(0, 255));
+            }
+            Command::Attach { stdin, tty, id } => {
+                let code = client::attach(&mut cri, &id, stdin, tty).await?;
                 std::process::exit(code.clamp(0, 255));
             }
             Command::PortForward { pod, ports } => {

@@ -847,3 +847,225 @@ async fn a_grpcio_exec_url_serves_a_websocket_client() {
     assert_eq!(r["stdout"], "from-grpcio\n", "{r}");
     assert_eq!(status_exit_code(&r["error"]), 2, "{r}");
 }
+
+// ----- proxrt's own CLI: exec -i/-t, attach, port-forward -----
+
+fn cli(env: &PodEnv) -> Command {
+    let mut c = Command::new(common::proxrt_bin());
+    c.arg("--endpoint").arg(env.daemon().endpoint());
+    c
+}
+
+/// `cmd` run by script(1) on a pseudo-terminal of 100 columns and 30 rows, with the
+/// endpoint's CLI as `proxrt`; script's stdin is piped to the terminal.
+fn on_a_terminal(env: &PodEnv, args: &str) -> Command {
+    let line = format!(
+        "stty cols 100 rows 30 && {} --endpoint {} {args}",
+        common::proxrt_bin().display(),
+        env.daemon().endpoint()
+    );
+    let mut c = Command::new("script");
+    // -e: script exits with the command's code; output to /dev/null, not a typescript.
+    c.args(["-q", "-e", "-c", &line, "/dev/null"]);
+    c
+}
+
+fn assert_exit(out: &std::process::Output, code: i32, what: &str) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{what}: stdout {:?} stderr {:?}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn the_cli_execs_with_stdin_and_with_a_terminal() {
+    let mut env = PodEnv::start().await;
+    let (pod, id) = running(&mut env, "cli-exec").await;
+
+    // -i: stdin reaches cat and is closed; stdout and stderr apart; the exit code is ours.
+    let out = common::output_with_input_within(
+        cli(&env).args(["exec", "-i", &id, "--", "sh", "-c", "cat; echo err >&2; exit 4"]),
+        Some(b"hello from the cli\n"),
+        CLIENT_TIMEOUT,
+    );
+    assert_exit(&out, 4, "exec -i");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from the cli\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+
+    // -t on a terminal: the container's terminal has the local size (sent before any
+    // input, so before the line `read` waits for); the code comes back.
+    let script = "read x; stty size; [ -t 0 ] && echo is-a-tty; exit 6";
+    let out = common::output_with_input_within(
+        &mut on_a_terminal(&env, &format!("exec -i -t {id} -- sh -c '{script}'")),
+        Some(b"go\n"),
+        CLIENT_TIMEOUT,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_exit(&out, 6, "exec -i -t under script(1)");
+    assert!(text.contains("30 100\r\n"), "{text:?}");
+    assert!(text.contains("is-a-tty"), "{text:?}");
+
+    // -t without a local terminal falls back to pipes rather than failing.
+    let out = common::output_with_input_within(
+        cli(&env).args(["exec", "-t", &id, "--", "sh", "-c", "[ -t 1 ] || echo no-tty"]),
+        Some(b""),
+        CLIENT_TIMEOUT,
+    );
+    assert_exit(&out, 0, "exec -t without a terminal");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "no-tty\n");
+
+    // What the CRI call refuses is the CLI's error, with its code.
+    let out = output_within(
+        cli(&env).args(["exec", "-i", "no-such-container", "--", "true"]),
+        CLIENT_TIMEOUT,
+    );
+    assert_exit(&out, 1, "exec -i into a missing container");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Exec: NotFound"),
+        "{out:?}"
+    );
+    teardown(&mut env, &pod).await;
+}
+
+#[tokio::test]
+async fn the_cli_attaches_to_a_container_with_stdin() {
+    let mut env = PodEnv::start().await;
+    let pod = env.run_pod(env.pod_config("cli-attach")).await;
+    let mut cfg = env.container_config(
+        &pod,
+        "echo",
+        &["sh", "-c", "while read l; do echo got:$l; done; echo bye; exit 2"],
+    );
+    cfg.stdin = true;
+    cfg.stdin_once = true;
+    let id = env.create_start(&pod, cfg).await;
+
+    // stdin_once: the end of the CLI's stdin closes the container's; the loop ends, the
+    // container exits and so does the session, after its last output.
+    let out = common::output_with_input_within(
+        cli(&env).args(["attach", "-i", &id]),
+        Some(b"one\ntwo\n"),
+        CLIENT_TIMEOUT,
+    );
+    assert_exit(&out, 0, "attach -i");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "got:one\ngot:two\nbye\n"
+    );
+    assert_eq!(env.wait_exit(&id).await.exit_code, 2);
+
+    // The container is gone now: Attach says so and the CLI fails with it.
+    let out = output_within(cli(&env).args(["attach", &id]), CLIENT_TIMEOUT);
+    assert_exit(&out, 1, "attach to an exited container");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Attach: FailedPrecondition"),
+        "{out:?}"
+    );
+    teardown(&mut env, &pod).await;
+}
+
+#[tokio::test]
+async fn the_cli_attaches_to_a_tty_container_and_drives_its_shell() {
+    use std::io::BufRead as _;
+    let mut env = PodEnv::start().await;
+    let pod = env.run_pod(env.pod_config("cli-attach-tty")).await;
+    let mut cfg = env.container_config(&pod, "sh", &["sh"]);
+    cfg.stdin = true;
+    cfg.tty = true;
+    let id = env.create_start(&pod, cfg).await;
+
+    let mut child = on_a_terminal(&env, &format!("attach -i -t {id}"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn script(1)");
+    let mut keys = child.stdin.take().unwrap();
+    // The terminal's output, read apart so a marker can be waited for.
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let mut screen = std::io::BufReader::new(child.stdout.take().unwrap());
+    std::thread::spawn(move || {
+        let mut line = Vec::new();
+        while screen.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+            let _ = tx.send(String::from_utf8_lossy(&line).into_owned());
+            line.clear();
+        }
+    });
+    let mut seen = String::new();
+    let mut wait_for = |marker: &str| {
+        let deadline = std::time::Instant::now() + CLIENT_TIMEOUT;
+        while !seen.contains(marker) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(chunk) => seen.push_str(&chunk),
+                Err(_) => panic!("never saw {marker:?} on the terminal; saw {seen:?}"),
+            }
+        }
+    };
+    // Typed until the shell answers: keys sent before the session is up are kept by
+    // the local terminal, so one round is enough, but the marker proves the path.
+    keys.write_all(b"stty size; echo mark-$((6*7))\n").unwrap();
+    wait_for("mark-42");
+    assert!(seen.contains("30 100"), "{seen:?}");
+    keys.write_all(b"exit 3\n").unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "attach -i -t: {seen:?}");
+    assert_eq!(env.wait_exit(&id).await.exit_code, 3);
+    teardown(&mut env, &pod).await;
+}
+
+#[tokio::test]
+async fn the_cli_forwards_local_connections_into_a_pod() {
+    use std::io::BufRead as _;
+    let mut env = PodEnv::start().await;
+    let pod = env.run_pod(env.pod_config("cli-pf")).await;
+    let page = format!("cli-page-{}", std::process::id());
+    let c = env.container_config(&pod, "web", &["sh", "-c", &httpd(8080, &page)]);
+    let id = env.create_start(&pod, c).await;
+    wait_served(&mut env, &id, 8080, &page).await;
+
+    let mut child = cli(&env)
+        .args(["port-forward", &pod.id, "0:8080"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn proxrt port-forward");
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    // "Forwarding from 127.0.0.1:PORT -> 8080"
+    let local: std::net::SocketAddr = first
+        .strip_prefix("Forwarding from ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("port-forward printed {first:?}"));
+    assert!(first.trim_end().ends_with("-> 8080"), "{first:?}");
+    // Two connections in turn: each gets its own URL and session.
+    for _ in 0..2 {
+        let mut conn = TcpStream::connect(local).unwrap();
+        conn.set_read_timeout(Some(CLIENT_TIMEOUT)).unwrap();
+        conn.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        conn.read_to_string(&mut answer).unwrap();
+        assert!(answer.contains(&page), "{answer:?}");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // A pod that does not exist fails at once, before listening.
+    let out = output_within(
+        cli(&env).args(["port-forward", "no-such-pod", "0:80"]),
+        CLIENT_TIMEOUT,
+    );
+    assert_exit(&out, 1, "port-forward to a missing pod");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("PortForward: NotFound"),
+        "{out:?}"
+    );
+    teardown(&mut env, &pod).await;
+}

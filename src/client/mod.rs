@@ -1,6 +1,6 @@
 //! The debugging client: `proxrt version|info|pull|images|rmi|inspecti|image import`,
 //! pods (`pods|runp|stopp|rmp|inspectp`), containers (`create|start|stop|rm|ps|
-//! inspect|logs|exec|update`) and observation (`stats|events`), speaking CRI to a daemon (proxrt's, or any CRI endpoint for
+//! inspect|logs|exec|attach|port-forward|update`) and observation (`stats|events`), speaking CRI to a daemon (proxrt's, or any CRI endpoint for
 //! the CRI calls).
 
 pub mod bench;
@@ -34,7 +34,7 @@ pub use images::{images, import, inspecti, pull, rmi};
 pub use pods::{inspectp, pods, rmp, runp, stopp, PodsOptions, RunpOptions};
 pub use run::{run, RunOptions};
 pub use stats::{stats, StatsOptions};
-pub use stream::{exec_stream, port_forward};
+pub use stream::{attach, exec_stream, port_forward};
 pub use update::{update, UpdateOptions};
 
 /// `-o`: how a listing command prints.

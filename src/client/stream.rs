@@ -1,12 +1,13 @@
-//! `proxrt exec -i/-t` and `proxrt port-forward`: CRI Exec/PortForward, then the returned
-//! URL over WebSocket (`v5.channel.k8s.io`, kubelet's v4 WebSocket port-forward). Works
-//! against any runtime whose streaming server speaks WebSocket.
+//! `proxrt exec -i/-t`, `proxrt attach` and `proxrt port-forward`: CRI Exec, Attach or
+//! PortForward, then the returned URL over WebSocket (`v5.channel.k8s.io`, kubelet's v4
+//! WebSocket port-forward). Works against any runtime whose streaming server speaks
+//! WebSocket.
 
 use std::io::{IsTerminal, Write};
 use std::os::fd::AsFd;
 
 use futures_util::{SinkExt, StreamExt};
-use k8s_cri::v1::{ExecRequest, PortForwardRequest};
+use k8s_cri::v1::{AttachRequest, ExecRequest, PortForwardRequest};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -149,7 +150,36 @@ pub async fn exec_stream(
         .map_err(|s| ClientError::rpc("Exec", s))?
         .into_inner()
         .url;
-    let ws = connect(&url, "v5.channel.k8s.io").await?;
+    remote_command(&url, stdin, tty).await
+}
+
+/// `proxrt attach [-i] [-t] ID`: joins a running container's stdio (CRI Attach) until
+/// the container exits or, without `stdin_once`, until this side's stdin ends. `-t` is
+/// for containers made with `tty: true`: the terminal goes raw and its size follows.
+/// Returns 0 when the session ends normally (the container's exit code is in `ps`).
+pub async fn attach(cri: &mut Cri, id: &str, stdin: bool, tty: bool) -> Result<i32, ClientError> {
+    let tty = tty && std::io::stdin().is_terminal();
+    let url = cri
+        .runtime
+        .attach(AttachRequest {
+            container_id: id.to_owned(),
+            tty,
+            stdin,
+            stdout: true,
+            stderr: !tty,
+        })
+        .await
+        .map_err(|s| ClientError::rpc("Attach", s))?
+        .into_inner()
+        .url;
+    remote_command(&url, stdin, tty).await
+}
+
+/// One remotecommand session over WebSocket v5 on `url` (from Exec or Attach): local
+/// stdin (if `stdin`) and terminal resizes (if `tty`) up, stdout/stderr down; the
+/// session's Status gives the exit code.
+async fn remote_command(url: &str, stdin: bool, tty: bool) -> Result<i32, ClientError> {
+    let ws = connect(url, "v5.channel.k8s.io").await?;
     let (mut sink, mut incoming) = ws.split();
     let _raw = if tty { RawMode::enter() } else { None };
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Message>(16);

@@ -173,6 +173,15 @@ async fn forward_input(
     let mut ended = ended;
     loop {
         tokio::select! {
+            // A resize sent before some input is applied before it: a client that sizes
+            // the terminal and then types `stty size` sees its own size.
+            biased;
+            size = recv(&mut resize) => match size {
+                Some(size) => {
+                    let _ = input.resize(size.width, size.height).await;
+                }
+                None => resize = None,
+            },
             chunk = recv(&mut stdin) => match chunk {
                 // Input for a container without stdin is read and dropped.
                 Some(data) => {
@@ -190,12 +199,6 @@ async fn forward_input(
                         }
                     }
                 }
-            },
-            size = recv(&mut resize) => match size {
-                Some(size) => {
-                    let _ = input.resize(size.width, size.height).await;
-                }
-                None => resize = None,
             },
         }
     }

@@ -717,12 +717,33 @@ fn read_manifest(layout: &Path, digest: &str) -> (String, Vec<String>, u64) {
 /// Runs `cmd` with output captured; kills it and panics if it runs past `timeout`
 /// (a daemon that should have refused to start but serves instead).
 pub fn output_within(cmd: &mut Command, timeout: Duration) -> Output {
+    output_with_input_within(cmd, None, timeout)
+}
+
+/// As [`output_within`], with `input` written to the command's stdin (then closed) when
+/// given, stdin from /dev/null otherwise.
+pub fn output_with_input_within(
+    cmd: &mut Command,
+    input: Option<&[u8]>,
+    timeout: Duration,
+) -> Output {
     let mut child = cmd
-        .stdin(Stdio::null())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        let input = input.to_vec();
+        // A writer of its own: the command may not read all of it before it answers.
+        std::thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+        });
+    }
     let deadline = Instant::now() + timeout;
     while child.try_wait().expect("wait").is_none() {
         if Instant::now() > deadline {
