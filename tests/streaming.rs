@@ -815,13 +815,9 @@ fn build_go_spdy_client() -> std::path::PathBuf {
     bin
 }
 
-/// The whole chain without proxrt's client: Python grpcio calls CRI Exec on the socket
-/// (raw protobuf, tests/interop/cri_client.py) and the URL it gets is opened by the Python
-/// WebSocket client.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_grpcio_exec_url_serves_a_websocket_client() {
-    let mut env = PodEnv::start().await;
-    let (_pod, id) = running(&mut env, "exec-grpcio").await;
+/// The streaming URL Python grpcio's call of `args` (cri_client.py's exec, attach or
+/// portforward mode: raw protobuf on the socket) got back.
+fn grpcio_url(env: &PodEnv, args: &[&str]) -> String {
     let venv = std::env::var_os("PROXRT_TEST_VENV")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| "/var/lib/proxrt-test/venv".into());
@@ -829,23 +825,75 @@ async fn a_grpcio_exec_url_serves_a_websocket_client() {
         Command::new(venv.join("bin/python3"))
             .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/cri_client.py"))
             .arg(&env.daemon().socket)
-            .args(["exec", &id, "sh", "-c", "echo from-grpcio; exit 2"]),
+            .args(args),
         CLIENT_TIMEOUT,
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "cri_client.py exec: {stdout}{}",
+        "cri_client.py {args:?}: {stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let url = stdout
+    stdout
         .lines()
         .find_map(|l| l.strip_prefix("url="))
         .unwrap_or_else(|| panic!("no url in {stdout}"))
-        .to_owned();
+        .to_owned()
+}
+
+/// The whole chain without proxrt's client: Python grpcio calls CRI Exec on the socket
+/// and the URL it gets is opened by the Python WebSocket client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpcio_exec_url_serves_a_websocket_client() {
+    let mut env = PodEnv::start().await;
+    let (pod, id) = running(&mut env, "exec-grpcio").await;
+    let url = grpcio_url(&env, &["exec", &id, "sh", "-c", "echo from-grpcio; exit 2"]);
     let r = run_client(&env, &["exec", &url]);
     assert_eq!(r["stdout"], "from-grpcio\n", "{r}");
     assert_eq!(status_exit_code(&r["error"]), 2, "{r}");
+    teardown(&mut env, &pod).await;
+}
+
+/// As above for Attach and PortForward.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcio_attach_and_port_forward_urls_serve_a_websocket_client() {
+    let mut env = PodEnv::start().await;
+    let pod = env.run_pod(env.pod_config("grpcio-streams")).await;
+    let mut cfg = env.container_config(&pod, "reader", &["sh", "-c", "read l; echo got:$l"]);
+    cfg.stdin = true;
+    cfg.stdin_once = true;
+    let reader = env.create_start(&pod, cfg).await;
+    let page = format!("grpcio-page-{}", std::process::id());
+    let c = env.container_config(&pod, "web", &["sh", "-c", &httpd(8080, &page)]);
+    let web = env.create_start(&pod, c).await;
+
+    // Attach as grpcio asked for it (stdin, stdout, stderr): a line in, its answer out,
+    // and the session ends with the container.
+    let url = grpcio_url(&env, &["attach", &reader]);
+    let r = run_client(
+        &env,
+        &["attach", &url, "--step", "send:hi\n", "--step", "expect:got:hi"],
+    );
+    assert_eq!(r["error"]["status"], "Success", "{r}");
+    assert_eq!(env.wait_exit(&reader).await.exit_code, 0);
+
+    // PortForward with the port packed, as protobuf encoders send a repeated int32.
+    wait_served(&mut env, &web, 8080, &page).await;
+    let url = grpcio_url(&env, &["portforward", &pod.id, "8080"]);
+    let r = run_client(
+        &env,
+        &[
+            "portforward",
+            &url,
+            "8080",
+            "--send",
+            "GET / HTTP/1.0\r\n\r\n",
+            "--expect",
+            &page,
+        ],
+    );
+    assert!(r["data"].as_str().unwrap().contains(&page), "{r}");
+    teardown(&mut env, &pod).await;
 }
 
 // ----- proxrt's own CLI: exec -i/-t, attach, port-forward -----

@@ -8,6 +8,9 @@ Usage: cri_client.py SOCKET_PATH {default,path,localhost}
        cri_client.py SOCKET_PATH update CONTAINER_ID MEMORY_BYTES
        cri_client.py SOCKET_PATH events COUNT
        cri_client.py SOCKET_PATH podip POD_ID
+       cri_client.py SOCKET_PATH exec CONTAINER_ID CMD...
+       cri_client.py SOCKET_PATH attach CONTAINER_ID
+       cri_client.py SOCKET_PATH portforward POD_ID PORT
   default    grpcio's own :authority for a unix: target (since 1.57 the %-encoded path)
   path       the socket path itself, as grpc-go and grpc-java send it
   localhost  what newer kubelets send
@@ -17,6 +20,9 @@ Usage: cri_client.py SOCKET_PATH {default,path,localhost}
   events     GetContainerEvents (server streaming): prints "subscribed" once the stream is
              open, then one line per event until COUNT events were read
   podip      PodSandboxStatus of POD_ID: prints its network's ip and additional ips
+  exec, attach, portforward
+             Exec, Attach (stdin, stdout, stderr) or PortForward: prints "url=URL", the
+             streaming URL, for a client of the streaming protocol to open
 
 Run by tests/interop.rs with the venv hack/setup makes. Prints one line per call and
 "all ok"; exits 1 with the reason otherwise.
@@ -184,12 +190,42 @@ def exec_url(channel, container_id, cmd):
     print(f"url={string(reply, 1)}")
 
 
+def attach_url(channel, container_id):
+    """Attach{container_id, stdin, stdout, stderr}: prints the streaming URL it answers."""
+    rpc = channel.unary_unary("/runtime.v1.RuntimeService/Attach")
+    request = length_delimited(1, container_id.encode())
+    request += varint_field(2, 1) + varint_field(4, 1) + varint_field(5, 1)
+    try:
+        reply = rpc(request, timeout=30)
+    except grpc.RpcError as e:
+        sys.exit(f"cri_client.py: Attach: {e.code()}: {e.details()}")
+    print(f"url={string(reply, 1)}")
+
+
+def port_forward_url(channel, pod_id, port):
+    """PortForward{pod_sandbox_id, port: [PORT]} (packed, as protobuf encoders send
+    repeated int32): prints the streaming URL it answers."""
+    rpc = channel.unary_unary("/runtime.v1.RuntimeService/PortForward")
+    packed = varint_field(1, port)[1:]  # the value's varint without its key
+    request = length_delimited(1, pod_id.encode()) + length_delimited(2, packed)
+    try:
+        reply = rpc(request, timeout=30)
+    except grpc.RpcError as e:
+        sys.exit(f"cri_client.py: PortForward: {e.code()}: {e.details()}")
+    print(f"url={string(reply, 1)}")
+
+
 def main():
     modes = ("default", "path", "localhost")
-    if len(sys.argv) >= 5 and sys.argv[2] == "exec":
+    if len(sys.argv) >= 4 and sys.argv[2] in ("exec", "attach", "portforward"):
         with grpc.insecure_channel("unix:" + sys.argv[1]) as channel:
             grpc.channel_ready_future(channel).result(timeout=30)
-            exec_url(channel, sys.argv[3], sys.argv[4:])
+            if sys.argv[2] == "exec":
+                exec_url(channel, sys.argv[3], sys.argv[4:])
+            elif sys.argv[2] == "attach":
+                attach_url(channel, sys.argv[3])
+            else:
+                port_forward_url(channel, sys.argv[3], int(sys.argv[4]))
         return
     if len(sys.argv) in (4, 5) and sys.argv[2] in ("stats", "update", "events", "podip"):
         with grpc.insecure_channel("unix:" + sys.argv[1]) as channel:
