@@ -339,3 +339,78 @@ async fn stats_of_a_busy_container_and_its_pod() {
     // kubelet removes a pod's cgroup once the pod is gone; here the test does.
     remove_cgroup_tree(&pod_cgroup);
 }
+
+/// ListContainerStats and ListPodSandboxStats with 100 running containers (10 pods of
+/// 10), each call timed from the client; prints median, p90, p99 and max. Measures,
+/// asserts only that every container is answered:
+/// `cargo nextest run --test stats --run-ignored only -E 'test(bench_)' --no-capture`
+/// (`PROXRT_BENCH_ROUNDS` calls, default 200).
+#[tokio::test(flavor = "multi_thread")]
+#[ignore]
+async fn bench_list_stats_with_100_containers() {
+    use proxrt::client::bench_report::Samples;
+    let rounds: usize = std::env::var("PROXRT_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let mut env = PodEnv::start().await;
+    let mut pods = Vec::new();
+    for p in 0..10 {
+        let pod = env.run_pod(env.pod_config(&format!("bench-stats-{p}"))).await;
+        for c in 0..10 {
+            let cfg = env.container_config(&pod, &format!("c{c}"), &["sleep", "3600"]);
+            env.create_start(&pod, cfg).await;
+        }
+        pods.push(pod);
+    }
+    let (mut containers, mut sandboxes) = (Samples::default(), Samples::default());
+    for i in 0..=rounds {
+        let start = std::time::Instant::now();
+        let n = env
+            .cri
+            .runtime
+            .list_container_stats(ListContainerStatsRequest { filter: None })
+            .await
+            .expect("ListContainerStats")
+            .into_inner()
+            .stats
+            .len();
+        let took = start.elapsed();
+        assert_eq!(n, 100);
+        let start = std::time::Instant::now();
+        let m = env
+            .cri
+            .runtime
+            .list_pod_sandbox_stats(ListPodSandboxStatsRequest { filter: None })
+            .await
+            .expect("ListPodSandboxStats")
+            .into_inner()
+            .stats
+            .len();
+        let took_pods = start.elapsed();
+        assert_eq!(m, 10);
+        // Call 0 warms up.
+        if i > 0 {
+            containers.add(took);
+            sandboxes.add(took_pods);
+        }
+    }
+    for (what, s) in [
+        ("ListContainerStats, 100 containers", containers),
+        ("ListPodSandboxStats, 10 pods of 10", sandboxes),
+    ] {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        println!(
+            "{what}: n={} median {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            s.len(),
+            ms(s.median()),
+            ms(s.p90()),
+            ms(s.p99()),
+            ms(s.percentile(100.0))
+        );
+    }
+    for pod in pods {
+        env.stop_pod(&pod.id).await.expect("StopPodSandbox");
+        env.remove_pod(&pod.id).await.expect("RemovePodSandbox");
+    }
+}
