@@ -356,7 +356,9 @@ async fn bench_list_stats_with_100_containers() {
     let mut env = PodEnv::start().await;
     let mut pods = Vec::new();
     for p in 0..10 {
-        let pod = env.run_pod(env.pod_config(&format!("bench-stats-{p}"))).await;
+        let pod = env
+            .run_pod(env.pod_config(&format!("bench-stats-{p}")))
+            .await;
         for c in 0..10 {
             let cfg = env.container_config(&pod, &format!("c{c}"), &["sleep", "3600"]);
             env.create_start(&pod, cfg).await;

@@ -702,6 +702,41 @@ async fn attach_refuses_at_the_cri_call_what_cannot_run() {
     teardown(&mut env, &pod).await;
 }
 
+/// `[streaming] idle_timeout_secs`: a session where nothing moves for that long is closed
+/// without a Status; one whose output keeps coming is not.
+#[tokio::test]
+async fn an_idle_session_is_closed_and_a_busy_one_is_not() {
+    let mut env = PodEnv::start_with("[streaming]\nidle_timeout_secs = 2\n").await;
+    let (pod, id) = running(&mut env, "exec-idle").await;
+
+    // Output every 0.2 s for 3 s: longer than the timeout, never idle for it.
+    let busy = "i=0; while [ $i -lt 15 ]; do echo tick; sleep 0.2; i=$((i+1)); done; exit 4";
+    let url = exec_url(
+        &mut env,
+        exec_request(&id, &["sh", "-c", busy], false, false),
+    )
+    .await;
+    let r = run_client(&env, &["exec", &url]);
+    assert_eq!(
+        r["stdout"].as_str().unwrap().matches("tick").count(),
+        15,
+        "{r}"
+    );
+    assert_eq!(status_exit_code(&r["error"]), 4, "{r}");
+
+    // Silent for longer than the client waits at most (60 s): only the idle timeout can
+    // end this session, and it ends without the command's Status.
+    let url = exec_url(
+        &mut env,
+        exec_request(&id, &["sh", "-c", "sleep 120; echo late"], false, false),
+    )
+    .await;
+    let r = run_client(&env, &["exec", &url]);
+    assert_eq!(r["stdout"], "", "{r}");
+    assert!(r["error"].is_null(), "an idle close carries no Status: {r}");
+    teardown(&mut env, &pod).await;
+}
+
 /// Not a check: how long one streaming exec of `true` takes end to end (CRI Exec, the
 /// WebSocket upgrade, the process, the Status), printed for docs/benchmarks.md. Run with
 /// `cargo nextest run --test streaming -E 'test(exec_latency)' --no-capture`.
@@ -872,7 +907,14 @@ async fn grpcio_attach_and_port_forward_urls_serve_a_websocket_client() {
     let url = grpcio_url(&env, &["attach", &reader]);
     let r = run_client(
         &env,
-        &["attach", &url, "--step", "send:hi\n", "--step", "expect:got:hi"],
+        &[
+            "attach",
+            &url,
+            "--step",
+            "send:hi\n",
+            "--step",
+            "expect:got:hi",
+        ],
     );
     assert_eq!(r["error"]["status"], "Success", "{r}");
     assert_eq!(env.wait_exit(&reader).await.exit_code, 0);
@@ -935,7 +977,15 @@ async fn the_cli_execs_with_stdin_and_with_a_terminal() {
 
     // -i: stdin reaches cat and is closed; stdout and stderr apart; the exit code is ours.
     let out = common::output_with_input_within(
-        cli(&env).args(["exec", "-i", &id, "--", "sh", "-c", "cat; echo err >&2; exit 4"]),
+        cli(&env).args([
+            "exec",
+            "-i",
+            &id,
+            "--",
+            "sh",
+            "-c",
+            "cat; echo err >&2; exit 4",
+        ]),
         Some(b"hello from the cli\n"),
         CLIENT_TIMEOUT,
     );
@@ -958,7 +1008,15 @@ async fn the_cli_execs_with_stdin_and_with_a_terminal() {
 
     // -t without a local terminal falls back to pipes rather than failing.
     let out = common::output_with_input_within(
-        cli(&env).args(["exec", "-t", &id, "--", "sh", "-c", "[ -t 1 ] || echo no-tty"]),
+        cli(&env).args([
+            "exec",
+            "-t",
+            &id,
+            "--",
+            "sh",
+            "-c",
+            "[ -t 1 ] || echo no-tty",
+        ]),
         Some(b""),
         CLIENT_TIMEOUT,
     );
@@ -985,7 +1043,11 @@ async fn the_cli_attaches_to_a_container_with_stdin() {
     let mut cfg = env.container_config(
         &pod,
         "echo",
-        &["sh", "-c", "while read l; do echo got:$l; done; echo bye; exit 2"],
+        &[
+            "sh",
+            "-c",
+            "while read l; do echo got:$l; done; echo bye; exit 2",
+        ],
     );
     cfg.stdin = true;
     cfg.stdin_once = true;

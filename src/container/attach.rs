@@ -117,14 +117,14 @@ async fn bridge(
     } = streams;
     let ends_session = feeds_stdin && !stdin_closes_container_stdin;
     let (ended_tx, ended_rx) = oneshot::channel();
-    let forward = tokio::spawn(forward_input(
+    // Ends with the session (aborted when this function returns or is dropped).
+    let _forward = crate::streaming::task::spawn(forward_input(
         input,
         stdin,
         resize,
         feeds_stdin,
         ends_session.then_some(ended_tx),
     ));
-    let _abort = AbortOnDrop(forward);
     let mut ended = Some(ended_rx);
     loop {
         tokio::select! {
@@ -201,14 +201,6 @@ async fn forward_input(
                 }
             },
         }
-    }
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

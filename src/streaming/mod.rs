@@ -7,6 +7,7 @@ pub(crate) mod pump;
 pub mod server;
 pub mod session;
 pub(crate) mod spdy;
+pub(crate) mod task;
 pub(crate) mod tokens;
 pub(crate) mod websocket;
 

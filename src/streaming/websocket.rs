@@ -22,6 +22,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use super::session::{Dialer, Outcome, StdioStreams, StreamOpts, TermSize};
+use super::task;
 
 pub(crate) const STDIN: u8 = 0;
 pub(crate) const STDOUT: u8 = 1;
@@ -86,10 +87,10 @@ where
         stderr: err_tx,
         resize: resize_rx,
     };
-    let mut session = tokio::spawn(run(streams));
+    let mut session = task::spawn(run(streams));
 
     // The client's messages: stdin, resizes, v5's stream close. Ends with the connection.
-    let reader = tokio::spawn(async move {
+    let reader = task::spawn(async move {
         let mut stdin = stdin_tx;
         while let Some(msg) = incoming.next().await {
             let data = match msg {
@@ -249,7 +250,7 @@ where
         to_pod.push(pod_tx);
         let out = out_tx.clone();
         let dial = dialer.clone();
-        tasks.push(tokio::spawn(async move {
+        tasks.push(task::spawn(async move {
             let conn = match dial(port).await {
                 Ok(c) => c,
                 Err(e) => {

@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use super::frame;
 use super::session::{Connection, Stream, StreamWriter};
 use crate::streaming::session::{Outcome, StdioStreams, StreamOpts, TermSize};
+use crate::streaming::task;
 
 /// How long the client has to open its streams (kubelet's default stream creation timeout).
 pub(crate) const STREAM_CREATION_TIMEOUT: Duration = Duration::from_secs(30);
@@ -123,6 +124,7 @@ where
     let (stderr, stderr_pump) = output(take("stderr"));
     let resize = take("resize").map(|s| {
         let (tx, rx) = mpsc::channel(4);
+        // Ends when the connection's reader drops the stream's sender.
         tokio::spawn(resize_pump(s.data, tx));
         rx
     });
@@ -168,18 +170,13 @@ fn message(outcome: &Outcome) -> Option<String> {
 
 /// A channel for the session to write into and the task that copies it to `stream`
 /// (then FIN).
-fn output(
-    stream: Option<Stream>,
-) -> (
-    Option<mpsc::Sender<Bytes>>,
-    Option<tokio::task::JoinHandle<()>>,
-) {
+fn output(stream: Option<Stream>) -> (Option<mpsc::Sender<Bytes>>, Option<task::Owned<()>>) {
     let Some(stream) = stream else {
         return (None, None);
     };
     let (tx, rx) = mpsc::channel(16);
     drop(stream.data);
-    (Some(tx), Some(tokio::spawn(copy_out(rx, stream.writer))))
+    (Some(tx), Some(task::spawn(copy_out(rx, stream.writer))))
 }
 
 async fn copy_out(mut rx: mpsc::Receiver<Bytes>, writer: StreamWriter) {

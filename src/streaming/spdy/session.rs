@@ -24,9 +24,9 @@ use std::sync::{Arc, Mutex};
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, Notify};
-use tokio::task::JoinHandle;
 
 use super::frame::{self, Frame, FrameReader, HeaderEncoder, Headers};
+use crate::streaming::task;
 
 /// SPDY/3.1's initial window, per stream and for the connection.
 const INITIAL_WINDOW: i64 = 64 * 1024;
@@ -175,8 +175,8 @@ fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, State> {
 pub(crate) struct Connection {
     out: mpsc::Sender<Frame>,
     shared: Arc<Shared>,
-    reader: JoinHandle<()>,
-    writer: JoinHandle<io::Result<()>>,
+    reader: task::Owned<()>,
+    writer: task::Owned<io::Result<()>>,
 }
 
 impl Connection {
@@ -198,8 +198,10 @@ impl Connection {
         });
         let (out, out_rx) = mpsc::channel(WRITE_QUEUE);
         let (streams_tx, streams) = mpsc::channel(16);
-        let writer = tokio::spawn(write_loop(wr, out_rx, shared.clone()));
-        let reader = tokio::spawn(read_loop(rd, streams_tx, out.clone(), shared.clone()));
+        // Owned: a connection dropped without `shutdown` (a session cancelled by the idle
+        // timeout) ends both tasks, and with them the socket.
+        let writer = task::spawn(write_loop(wr, out_rx, shared.clone()));
+        let reader = task::spawn(read_loop(rd, streams_tx, out.clone(), shared.clone()));
         (
             Connection {
                 out,

@@ -175,6 +175,24 @@ async fn pings_are_answered_and_streams_replied() {
     );
 }
 
+/// A connection dropped without `shutdown` (its session cancelled, e.g. by the idle
+/// timeout) closes the socket: the client reads EOF, even with a stream still open.
+#[tokio::test]
+async fn a_dropped_connection_closes_the_socket() {
+    let (client, server) = tokio::io::duplex(1 << 16);
+    let (conn, mut streams) = Connection::start(server);
+    let mut c = RawClient::new(client);
+    c.open(1, "stdout", &[]).await;
+    assert!(matches!(
+        c.recv().await,
+        Some(Frame::SynReply { stream: 1, .. })
+    ));
+    let _open = streams.recv().await.unwrap();
+    drop(conn);
+    let eof = tokio::time::timeout(Duration::from_secs(10), c.recv()).await;
+    assert_eq!(eof, Ok(None), "the socket closed");
+}
+
 #[tokio::test]
 async fn inbound_data_is_delivered_and_its_window_given_back() {
     let (client, server) = tokio::io::duplex(1 << 16);
