@@ -595,10 +595,18 @@ fn probe_host() -> HostView {
             }
         }
     }
+    let apparmor = crate::apparmor::host(Path::new("/sys"));
+    match &apparmor {
+        crate::apparmor::AppArmorHost::Enabled { default: Err(e) } => {
+            tracing::error!(error = %e, "AppArmor: the RuntimeDefault profile could not be loaded")
+        }
+        other => tracing::info!("AppArmor: {}", other.describe()),
+    }
     HostView {
         oom_score_adj_min,
         cgroup_v2,
         hugepage_sizes,
         capabilities,
+        apparmor,
     }
 }

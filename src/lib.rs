@@ -3,6 +3,7 @@
 //! The flow of a pod through these modules is drawn in docs/architecture.md.
 
 pub mod admin;
+pub mod apparmor;
 pub mod authority;
 pub mod backend;
 #[doc(hidden)]

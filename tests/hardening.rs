@@ -435,3 +435,50 @@ async fn a_dead_pod_holder_turns_the_pod_not_ready_at_once() {
     env.assert_back_to(&before, "after a pod whose holder died")
         .await;
 }
+
+/// Item 4 on a host without AppArmor (this one: the kernel has no AppArmor module): every
+/// profile request is accepted and none is applied, and the Status says so. (Where
+/// AppArmor enforces, the spec decisions are unit tests in src/spec/security.rs and the
+/// probe and profile in src/apparmor.rs.)
+#[tokio::test]
+async fn without_apparmor_profiles_are_accepted_and_the_status_says_so() {
+    let enforced = std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+        .is_ok_and(|v| v.trim() == "Y");
+    if enforced {
+        eprintln!("skipped: AppArmor enforces on this host; this test is for hosts without it");
+        return;
+    }
+    let mut env = PodEnv::start().await;
+    let status = env
+        .cri
+        .runtime
+        .status(k8s_cri::v1::StatusRequest { verbose: true })
+        .await
+        .expect("Status")
+        .into_inner();
+    let apparmor = status.info.get("apparmor").expect("info.apparmor");
+    assert!(
+        apparmor.starts_with("disabled: ") && apparmor.contains("accepted and not applied"),
+        "{apparmor}"
+    );
+    let pod = env.run_pod(env.pod_config("apparmor")).await;
+    for (name, profile) in [
+        ("localhost", "localhost/k8s-never-loaded"),
+        ("default", "runtime/default"),
+    ] {
+        let mut c = env.container_config(
+            &pod,
+            name,
+            &["sh", "-c", "cat /proc/self/attr/current 2>&1; true"],
+        );
+        #[allow(deprecated)]
+        {
+            security(&mut c).apparmor_profile = profile.into();
+        }
+        let id = env.create_start(&pod, c).await;
+        let st = env.wait_exit(&id).await;
+        assert_eq!(st.exit_code, 0, "{profile}: {st:?}");
+    }
+    env.stop_pod(&pod.id).await.expect("StopPodSandbox");
+    env.remove_pod(&pod.id).await.expect("RemovePodSandbox");
+}

@@ -176,6 +176,7 @@ impl FakeWorld {
                 cgroup_v2: false,
                 hugepage_sizes: Vec::new(),
                 capabilities: Default::default(),
+                apparmor: Default::default(),
             },
             run_dir: dir.path().join("run"),
             _dir: dir,

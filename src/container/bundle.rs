@@ -115,6 +115,7 @@ impl BundleInputs {
             devices: &self.devices,
         };
         let mut oci = spec::container_spec(&input)?;
+        require_apparmor_loaded(ctx.host, &oci)?;
         ensure_workdir(&rootfs_dir, &oci)?;
         let prepared = backend.prepare_spec(&mut oci)?;
         let spec_json = serde_json::to_vec(&oci).map_err(|e| {
@@ -123,6 +124,33 @@ impl BundleInputs {
         // Derived from the record, so not fsync'd: after a crash the container is gone anyway.
         crate::store::replace_file(&bundle.join("config.json"), &spec_json)?;
         Ok(Payload::Bundle { bundle, prepared })
+    }
+}
+
+/// A Localhost AppArmor profile must be loaded now (an operator may load one at any
+/// time, so this is read per create): otherwise the runtime would fail at exec with a
+/// message far from the cause.
+fn require_apparmor_loaded(
+    host: &spec::HostView,
+    oci: &oci_spec::runtime::Spec,
+) -> Result<(), ContainerError> {
+    if !matches!(host.apparmor, crate::apparmor::AppArmorHost::Enabled { .. }) {
+        return Ok(());
+    }
+    let Some(profile) = oci
+        .process()
+        .as_ref()
+        .and_then(|p| p.apparmor_profile().clone())
+    else {
+        return Ok(());
+    };
+    match crate::apparmor::is_loaded(Path::new("/sys"), &profile) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(spec::SpecError::AppArmorNotLoaded { profile }.into()),
+        Err(e) => Err(ContainerError::io(
+            "read the loaded AppArmor profiles",
+            std::io::Error::other(e),
+        )),
     }
 }
 

@@ -30,6 +30,8 @@ pub fn status(d: &Daemon, req: StatusRequest) -> Result<StatusResponse, Status> 
         );
         // The CNI config in force (or why none is) and the pod CIDR (docs/networking.md).
         info.insert("network".into(), d.network().describe().to_string());
+        // Whether AppArmor profiles are applied here (docs/security.md).
+        info.insert("apparmor".into(), d.host().apparmor.describe());
     }
     Ok(StatusResponse {
         status: Some(RuntimeStatus {

@@ -53,6 +53,10 @@ impl Fixture {
                 cgroup_v2: true,
                 hugepage_sizes: vec!["2MB".into(), "1GB".into()],
                 capabilities: super::capabilities::all_capabilities(),
+                // A Proxmox host: AppArmor enforces and the default profile is loaded.
+                apparmor: crate::apparmor::AppArmorHost::Enabled {
+                    default: Ok(crate::apparmor::DEFAULT_PROFILE.into()),
+                },
             },
             cgroups_path: "/kubepods/pod-uid/ctr".into(),
             seccomp_localhost: None,

@@ -127,6 +127,8 @@ pub struct HostView {
     pub hugepage_sizes: Vec<String>,
     /// The daemon's own bounding set: what "all capabilities" (privileged, `ALL`) means here.
     pub capabilities: oci_spec::runtime::Capabilities,
+    /// Whether AppArmor enforces here, and the RuntimeDefault profile.
+    pub apparmor: crate::apparmor::AppArmorHost,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -195,6 +197,12 @@ pub enum SpecError {
     SeccompNotLoaded { path: String },
     #[error("apparmor profile {profile:?}: {reason}")]
     InvalidApparmor { profile: String, reason: String },
+    #[error(
+        "AppArmor enforces on this host but its RuntimeDefault profile is not loaded: {reason}"
+    )]
+    AppArmorDefaultUnavailable { reason: String },
+    #[error("apparmor profile {profile:?} is not loaded on this host (load it with apparmor_parser first)")]
+    AppArmorNotLoaded { profile: String },
     #[error("image StopSignal {0:?} is not a signal name or number")]
     InvalidStopSignal(String),
     #[error("build OCI spec: {0}")]
@@ -207,7 +215,9 @@ impl Classify for SpecError {
             SpecError::PrivilegedNotAllowed { .. }
             | SpecError::NamespaceUnavailable { .. }
             | SpecError::CapabilityNotHeld(_)
-            | SpecError::BidirectionalNeedsPrivileged { .. } => Kind::FailedPrecondition,
+            | SpecError::BidirectionalNeedsPrivileged { .. }
+            | SpecError::AppArmorDefaultUnavailable { .. }
+            | SpecError::AppArmorNotLoaded { .. } => Kind::FailedPrecondition,
             SpecError::ReadUserDb { .. }
             | SpecError::SeccompNotLoaded { .. }
             | SpecError::Build(_) => Kind::Internal,
@@ -612,7 +622,8 @@ mod tests {
         let spec = container_spec(&f.input()).unwrap();
         let p = spec.process().as_ref().unwrap();
         assert!(p.rlimits().is_none());
-        assert!(p.apparmor_profile().is_none());
+        // The fixture's host enforces AppArmor: proxrt's default, not oci-spec's example.
+        assert_eq!(p.apparmor_profile().as_deref(), Some("proxrt-default"));
         assert!(spec.hostname().is_none());
         let linux = spec.linux().as_ref().unwrap();
         assert!(linux.sysctl().is_none());

@@ -8,6 +8,7 @@ use k8s_cri::v1::{LinuxContainerSecurityContext, SecurityProfile};
 use oci_spec::runtime::Spec;
 
 use super::{linux_mut, process_mut, security_context, SpecError, SpecInput};
+use crate::apparmor::AppArmorHost;
 
 /// containerd's default masked paths: kernel interfaces that leak host data or let a
 /// container poke hardware.
@@ -45,7 +46,7 @@ pub fn apply_security(
         root.set_readonly(Some(readonly_rootfs));
     }
 
-    let apparmor = apparmor_profile(sc, privileged)?;
+    let apparmor = apparmor_profile(sc, privileged, &input.host.apparmor)?;
     let process = process_mut(spec);
     process.set_no_new_privileges(Some(sc.is_some_and(|s| s.no_new_privs)));
     process.set_apparmor_profile(apparmor);
@@ -77,29 +78,67 @@ pub fn protected_paths(
     )
 }
 
+/// What a container's security context asks of AppArmor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppArmorRequest {
+    /// Nothing said: RuntimeDefault, as containerd and Kubernetes treat it.
+    Unspecified,
+    RuntimeDefault,
+    Unconfined,
+    Localhost(String),
+}
+
 /// The AppArmor profile to put in the spec, if any.
 ///
-/// Only an explicit Localhost profile (`apparmor` field, or the deprecated
-/// `localhost/<name>` string) is applied. RuntimeDefault gets no profile, which is what
-/// "unconfined" means too: proxrt ships no default profile and the host may not run AppArmor
-/// at all (libcontainer refuses any profile when AppArmor is disabled). Privileged: none.
-#[allow(deprecated)] // apparmor_profile: the deprecated string form the suite still sends
+/// Where AppArmor enforces: RuntimeDefault (also when nothing is said) is the profile
+/// proxrt loaded at start (refused, not run unconfined, if that failed), Localhost is the
+/// named profile (the caller checks it is loaded), Unconfined none. Where AppArmor is
+/// absent every request is accepted (after its syntax is checked) and none is applied;
+/// the Status says so. Privileged containers get none, as with containerd.
 pub fn apparmor_profile(
     sc: Option<&LinuxContainerSecurityContext>,
     privileged: bool,
+    host: &AppArmorHost,
 ) -> Result<Option<String>, SpecError> {
-    let Some(sc) = sc else { return Ok(None) };
     if privileged {
         return Ok(None);
     }
+    let request = apparmor_request(sc)?;
+    let AppArmorHost::Enabled { default } = host else {
+        return Ok(None);
+    };
+    match request {
+        AppArmorRequest::Unconfined => Ok(None),
+        AppArmorRequest::Localhost(name) => Ok(Some(name)),
+        AppArmorRequest::Unspecified | AppArmorRequest::RuntimeDefault => match default {
+            Ok(name) => Ok(Some(name.clone())),
+            Err(reason) => Err(SpecError::AppArmorDefaultUnavailable {
+                reason: reason.clone(),
+            }),
+        },
+    }
+}
+
+/// Reads the request from the `apparmor` field, or the deprecated `apparmor_profile`
+/// string (`runtime/default`, `unconfined`, `localhost/<name>`) older kubelets and the
+/// conformance suite still send.
+#[allow(deprecated)] // apparmor_profile: the deprecated string form
+pub fn apparmor_request(
+    sc: Option<&LinuxContainerSecurityContext>,
+) -> Result<AppArmorRequest, SpecError> {
+    let Some(sc) = sc else {
+        return Ok(AppArmorRequest::Unspecified);
+    };
     if let Some(profile) = &sc.apparmor {
         return apparmor_from_profile(profile);
     }
     let legacy = sc.apparmor_profile.as_str();
     match legacy {
-        "" | "runtime/default" | "unconfined" => Ok(None),
+        "" => Ok(AppArmorRequest::Unspecified),
+        "runtime/default" => Ok(AppArmorRequest::RuntimeDefault),
+        "unconfined" => Ok(AppArmorRequest::Unconfined),
         _ => match legacy.strip_prefix("localhost/") {
-            Some(name) if !name.is_empty() => Ok(Some(name.to_string())),
+            Some(name) if !name.is_empty() => Ok(AppArmorRequest::Localhost(name.to_string())),
             _ => Err(SpecError::InvalidApparmor {
                 profile: legacy.to_string(),
                 reason: "expected runtime/default, unconfined or localhost/<name>".into(),
@@ -108,13 +147,14 @@ pub fn apparmor_profile(
     }
 }
 
-fn apparmor_from_profile(profile: &SecurityProfile) -> Result<Option<String>, SpecError> {
+fn apparmor_from_profile(profile: &SecurityProfile) -> Result<AppArmorRequest, SpecError> {
     let invalid = |reason: &str| SpecError::InvalidApparmor {
         profile: profile.localhost_ref.clone(),
         reason: reason.to_string(),
     };
     match ProfileType::try_from(profile.profile_type) {
-        Ok(ProfileType::RuntimeDefault) | Ok(ProfileType::Unconfined) => Ok(None),
+        Ok(ProfileType::RuntimeDefault) => Ok(AppArmorRequest::RuntimeDefault),
+        Ok(ProfileType::Unconfined) => Ok(AppArmorRequest::Unconfined),
         Ok(ProfileType::Localhost) => {
             // kubelet sends the bare name; tolerate the "localhost/" form some clients send.
             let name = profile.localhost_ref.trim();
@@ -122,7 +162,7 @@ fn apparmor_from_profile(profile: &SecurityProfile) -> Result<Option<String>, Sp
             if name.is_empty() {
                 return Err(invalid("Localhost profile without a name"));
             }
-            Ok(Some(name.to_string()))
+            Ok(AppArmorRequest::Localhost(name.to_string()))
         }
         Err(_) => Err(SpecError::InvalidApparmor {
             profile: format!("type {} {:?}", profile.profile_type, profile.localhost_ref),
@@ -215,69 +255,122 @@ mod tests {
             .is_none());
     }
 
+    fn enabled() -> AppArmorHost {
+        AppArmorHost::Enabled {
+            default: Ok("proxrt-default".into()),
+        }
+    }
+
+    fn disabled() -> AppArmorHost {
+        AppArmorHost::Disabled {
+            reason: "the kernel has no AppArmor".into(),
+        }
+    }
+
+    /// The profile `sc` gets on `host` (not privileged).
+    fn on(host: &AppArmorHost, sc: &LinuxContainerSecurityContext) -> Option<String> {
+        apparmor_profile(Some(sc), false, host).unwrap()
+    }
+
     #[test]
-    fn apparmor_localhost_is_applied_others_are_not() {
+    fn where_apparmor_enforces_runtime_default_is_proxrts_profile() {
+        let host = enabled();
         let mut sc = LinuxContainerSecurityContext::default();
-        assert_eq!(apparmor_profile(Some(&sc), false).unwrap(), None);
-        sc.apparmor = Some(profile(ProfileType::Localhost, "k8s-nginx"));
+        // Nothing said is RuntimeDefault (as containerd and Kubernetes treat it).
+        assert_eq!(on(&host, &sc).as_deref(), Some("proxrt-default"));
         assert_eq!(
-            apparmor_profile(Some(&sc), false).unwrap().as_deref(),
-            Some("k8s-nginx")
+            apparmor_profile(None, false, &host).unwrap().as_deref(),
+            Some("proxrt-default")
         );
         sc.apparmor = Some(profile(ProfileType::RuntimeDefault, ""));
-        assert_eq!(apparmor_profile(Some(&sc), false).unwrap(), None);
+        assert_eq!(on(&host, &sc).as_deref(), Some("proxrt-default"));
+        sc.apparmor = Some(profile(ProfileType::Localhost, "k8s-nginx"));
+        assert_eq!(on(&host, &sc).as_deref(), Some("k8s-nginx"));
         sc.apparmor = Some(profile(ProfileType::Unconfined, ""));
-        assert_eq!(apparmor_profile(Some(&sc), false).unwrap(), None);
+        assert_eq!(on(&host, &sc), None);
+    }
+
+    #[test]
+    fn a_default_that_could_not_be_loaded_refuses_rather_than_runs_unconfined() {
+        let host = AppArmorHost::Enabled {
+            default: Err("run apparmor_parser: not found".into()),
+        };
+        let err = apparmor_profile(None, false, &host).unwrap_err();
+        assert_eq!(err.kind(), Kind::FailedPrecondition);
+        assert!(err.to_string().contains("apparmor_parser"), "{err}");
+        // What does not need the default still works.
+        let sc = LinuxContainerSecurityContext {
+            apparmor: Some(profile(ProfileType::Unconfined, "")),
+            ..Default::default()
+        };
+        assert_eq!(on(&host, &sc), None);
+    }
+
+    #[test]
+    fn without_apparmor_every_valid_request_is_accepted_and_none_applied() {
+        let host = disabled();
+        let mut sc = LinuxContainerSecurityContext::default();
+        for p in [
+            profile(ProfileType::Localhost, "k8s-nginx"),
+            profile(ProfileType::RuntimeDefault, ""),
+            profile(ProfileType::Unconfined, ""),
+        ] {
+            sc.apparmor = Some(p);
+            assert_eq!(on(&host, &sc), None);
+        }
+        // A malformed request is still refused.
+        sc.apparmor = Some(profile(ProfileType::Localhost, ""));
+        assert!(apparmor_profile(Some(&sc), false, &host).is_err());
     }
 
     #[test]
     fn apparmor_deprecated_strings() {
+        let host = enabled();
         let mut sc = LinuxContainerSecurityContext::default();
         for (s, want) in [
-            ("runtime/default", None),
+            ("runtime/default", Some("proxrt-default")),
             ("unconfined", None),
             ("localhost/my-prof", Some("my-prof")),
         ] {
             sc.apparmor_profile = s.into();
-            assert_eq!(
-                apparmor_profile(Some(&sc), false).unwrap().as_deref(),
-                want,
-                "{s}"
-            );
+            assert_eq!(on(&host, &sc).as_deref(), want, "{s}");
         }
         // The structured field wins over the string.
         sc.apparmor = Some(profile(ProfileType::Unconfined, ""));
-        assert_eq!(apparmor_profile(Some(&sc), false).unwrap(), None);
+        assert_eq!(on(&host, &sc), None);
     }
 
     #[test]
     fn apparmor_privileged_is_unconfined_whatever_is_asked() {
+        let host = enabled();
         let sc = LinuxContainerSecurityContext {
             apparmor_profile: "bogus".into(),
             ..Default::default()
         };
-        assert_eq!(apparmor_profile(Some(&sc), true).unwrap(), None);
-        let err = apparmor_profile(Some(&sc), false).unwrap_err();
+        assert_eq!(apparmor_profile(Some(&sc), true, &host).unwrap(), None);
+        assert_eq!(apparmor_profile(None, true, &host).unwrap(), None);
+        let err = apparmor_profile(Some(&sc), false, &host).unwrap_err();
         assert!(err.to_string().contains("\"bogus\""), "{err}");
     }
 
     #[test]
     fn apparmor_errors() {
+        let host = enabled();
         let mut sc = LinuxContainerSecurityContext {
             apparmor_profile: "bogus".into(),
             ..Default::default()
         };
-        let err = apparmor_profile(Some(&sc), false).unwrap_err();
+        let err = apparmor_profile(Some(&sc), false, &host).unwrap_err();
         assert_eq!(err.kind(), Kind::InvalidArgument);
         sc.apparmor_profile = "localhost/".into();
-        assert!(apparmor_profile(Some(&sc), false).is_err());
+        assert!(apparmor_profile(Some(&sc), false, &host).is_err());
         sc.apparmor_profile.clear();
         sc.apparmor = Some(profile(ProfileType::Localhost, " "));
-        assert!(apparmor_profile(Some(&sc), false).is_err());
+        assert!(apparmor_profile(Some(&sc), false, &host).is_err());
         sc.apparmor = Some(SecurityProfile {
             profile_type: 7,
             localhost_ref: String::new(),
         });
-        assert!(apparmor_profile(Some(&sc), false).is_err());
+        assert!(apparmor_profile(Some(&sc), false, &host).is_err());
     }
 }
