@@ -81,6 +81,17 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StoreError
     atomic_write(path, &bytes)
 }
 
+/// Serializes `value` as JSON and replaces `path` atomically without fsync: for state
+/// that lives under the run dir (tmpfs on a real host, gone with a host crash, and a
+/// daemon crash keeps the page cache), such as a monitor's status file.
+pub fn replace_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StoreError> {
+    let bytes = serde_json::to_vec(value).map_err(|e| StoreError::Write {
+        path: path.to_owned(),
+        source: io::Error::other(e),
+    })?;
+    replace_file(path, &bytes)
+}
+
 /// Reads a JSON state file. `Ok(None)` when it does not exist; `Corrupt` names the
 /// file when it cannot be parsed (a torn write from before atomic writes, or a disk fault).
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, StoreError> {

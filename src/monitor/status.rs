@@ -8,7 +8,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::MonitorError;
-use crate::store::{read_json, write_json};
+use crate::store::{read_json, replace_json};
 
 /// File name of the status file inside a container's state dir.
 pub const STATUS_FILE: &str = "status.json";
@@ -65,11 +65,13 @@ pub fn read_status(state_dir: &Path) -> Result<Option<ContainerStatusFile>, Moni
     Ok(read_json(&state_dir.join(STATUS_FILE))?)
 }
 
+/// Atomic, not fsync'd: the state dir is under the run dir, which a host crash empties
+/// (tmpfs) and a daemon or monitor crash leaves in the page cache.
 pub(crate) fn write_status(
     state_dir: &Path,
     status: &ContainerStatusFile,
 ) -> Result<(), MonitorError> {
-    Ok(write_json(&state_dir.join(STATUS_FILE), status)?)
+    Ok(replace_json(&state_dir.join(STATUS_FILE), status)?)
 }
 
 #[cfg(test)]
