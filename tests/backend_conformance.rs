@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 use common::pods::*;
 use k8s_cri::v1::{
     security_profile::ProfileType, Capability, ContainerConfig, ContainerState,
-    ContainerStatusRequest, PodSandboxConfig, PodSandboxStatusRequest, RunPodSandboxRequest,
-    SecurityProfile, StopPodSandboxRequest,
+    ContainerStatusRequest, NamespaceMode, PodSandboxConfig, PodSandboxStatusRequest,
+    RunPodSandboxRequest, SecurityProfile, StopPodSandboxRequest,
 };
 use proxrt::backend::crun::CrunProbe;
 use proxrt::config::{CrunConfig, HybridCgroups};
@@ -212,6 +212,7 @@ macro_rules! every_backend {
 every_backend!(
     create_start_logs_exit_code_remove,
     stop_sends_the_stop_signal_then_kills,
+    stop_kills_every_process_of_a_container_in_the_pods_pid_namespace,
     exec_sync_runs_in_the_container,
     oom_kill_is_reported,
     containers_survive_a_daemon_restart,
@@ -388,6 +389,72 @@ async fn create_start_logs_exit_code_remove(backend: &'static str) {
         .expect("RemoveContainer of a removed container succeeds");
     s.env.assert_back_to(&before, "containers removed").await;
     s.assert_no_runtime_state("containers removed");
+}
+
+/// Host pids whose command line is exactly `argv`.
+fn pids_running(argv: &[&str]) -> Vec<i32> {
+    let want = argv.join("\0") + "\0";
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want.as_bytes())
+        })
+        .collect()
+}
+
+/// In the pod's pid namespace a container's other processes do not die with its init (the
+/// pod holder is their pid 1): StopContainer must kill them too, through the cgroup.
+async fn stop_kills_every_process_of_a_container_in_the_pods_pid_namespace(backend: &'static str) {
+    let Some(mut s) = Suite::start(backend).await else {
+        return;
+    };
+    let mut config = s.env.pod_config("shared-pid");
+    pod_security(&mut config)
+        .namespace_options
+        .get_or_insert_with(pod_namespaces)
+        .pid = NamespaceMode::Pod as i32;
+    let pod = run_pod_on(&mut s.env, config, s.backend).await;
+    // A sleep length no other process on the host has (tests of both backends run at
+    // once in this process): the background one is found by it.
+    let offset = if backend == "crun" { 100_000 } else { 0 };
+    let marker = format!("{}", 900_000 + offset + std::process::id() % 99_999);
+    let script = format!("sleep {marker} & echo up; exec sleep 3600");
+    let mut c = s.env.container_config(&pod, "bg", &["sh", "-c", &script]);
+    security(&mut c)
+        .namespace_options
+        .get_or_insert_with(pod_namespaces)
+        .pid = NamespaceMode::Pod as i32;
+    let log = pod.log_path(&c);
+    let id = s.env.create_start(&pod, c).await;
+    wait_log(&log, "up", |r| log_lines(r, "stdout") == ["up"]).await;
+    assert_eq!(
+        pids_running(&["sleep", &marker]).len(),
+        1,
+        "the background sleep runs"
+    );
+
+    s.env.stop_container(&id, 0).await.expect("StopContainer");
+    let st = s.env.status(&id).await;
+    assert_eq!(st.state, ContainerState::ContainerExited as i32, "{st:?}");
+    // Killed with the init, not left to the pod holder: gone at once or within moments
+    // (the holder reaps it).
+    let mut left = pids_running(&["sleep", &marker]);
+    for _ in 0..100 {
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        left = pids_running(&["sleep", &marker]);
+    }
+    assert!(
+        left.is_empty(),
+        "still running after StopContainer: {left:?}"
+    );
+    s.env.remove_container(&id).await.expect("RemoveContainer");
+    s.env.stop_pod(&pod.id).await.expect("StopPodSandbox");
+    s.env.remove_pod(&pod.id).await.expect("RemovePodSandbox");
 }
 
 async fn stop_sends_the_stop_signal_then_kills(backend: &'static str) {

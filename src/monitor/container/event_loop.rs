@@ -489,7 +489,10 @@ impl Monitor {
         if signal == libc::SIGKILL {
             // Also every other process of the cgroup (frozen first, so none can fork away):
             // a container sharing the pod's pid namespace does not die with its init.
-            if let Err(message) = self.engine.kill_all(self.init_pid) {
+            if let Err(message) = self
+                .engine
+                .kill_all(self.init_pid, self.cgroups_path.as_deref())
+            {
                 return MonitorReply::error(Fault::Internal, format!("kill all: {message}"));
             }
         }
