@@ -482,3 +482,34 @@ async fn without_apparmor_profiles_are_accepted_and_the_status_says_so() {
     env.stop_pod(&pod.id).await.expect("StopPodSandbox");
     env.remove_pod(&pod.id).await.expect("RemovePodSandbox");
 }
+
+/// Item 1, the rest: the pod holder lives in a leaf of the pod's cgroup
+/// (`<cgroup_parent>/proxrt-pause-<pod id>`) in every hierarchy, and the leaf goes with the
+/// pod. Before: the holder stayed in the daemon's cgroup.
+#[tokio::test]
+async fn the_pod_holder_is_in_the_pods_cgroup_until_the_pod_stops() {
+    let mut env = PodEnv::start().await;
+    let pod = env.run_pod(env.pod_config("holder-cgroup")).await;
+    let leaf = format!(
+        "{}/proxrt-pause-{}",
+        env.cgroup_parent.trim_start_matches('/'),
+        pod.id
+    );
+    let dirs: Vec<_> = cgroup_roots()
+        .into_iter()
+        .map(|root| root.join(&leaf))
+        .filter(|d| d.join("cgroup.procs").is_file())
+        .collect();
+    assert!(!dirs.is_empty(), "no {leaf} in any hierarchy");
+    for dir in &dirs {
+        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap();
+        let pids: Vec<i32> = procs.lines().map(|l| l.trim().parse().unwrap()).collect();
+        assert_eq!(pids.len(), 1, "{}: {procs:?}", dir.display());
+        assert_eq!(comm(pids[0]), "proxrt-pause", "{}", dir.display());
+    }
+    env.stop_pod(&pod.id).await.expect("StopPodSandbox");
+    for dir in &dirs {
+        assert!(!dir.exists(), "{} left after StopPodSandbox", dir.display());
+    }
+    env.remove_pod(&pod.id).await.expect("RemovePodSandbox");
+}

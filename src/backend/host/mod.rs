@@ -9,6 +9,7 @@
 
 mod engine;
 mod files;
+mod holder_cgroup;
 mod pod;
 mod unsupervised;
 

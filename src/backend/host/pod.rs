@@ -5,14 +5,14 @@
 
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use k8s_cri::v1::NamespaceMode;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
-use super::files;
+use super::{files, holder_cgroup};
 use crate::backend::{BackendError, PodParams, PodRuntime};
 use crate::error::Kind;
 use crate::monitor::{pidfd_open, teardown_sandbox, SandboxRequest, Zygote, HOLDER_NAME};
@@ -122,6 +122,28 @@ pub(super) async fn run(
         });
     }
 
+    // The holder's own leaf under the pod's cgroup, made before it exists so that the
+    // rollback (last in, first out) removes it after the holder is gone.
+    let cgroup_parent = config
+        .linux
+        .as_ref()
+        .map(|l| l.cgroup_parent.as_str())
+        .unwrap_or("");
+    let holder_dirs = match holder_cgroup::leaf(cgroup_parent, pod.id).map_err(invalid)? {
+        Some(leaf) => {
+            let dirs = holder_cgroup::create(Path::new(CGROUP_BASE), &leaf)
+                .map_err(|e| io("create the pod holder's cgroup".into(), e))?;
+            let made = dirs.clone();
+            rb.push("holder cgroup", move || {
+                if let Err(e) = holder_cgroup::remove(&made, HOLDER_CGROUP_PATIENCE) {
+                    tracing::warn!(error = %e, "rollback: the pod holder's cgroup");
+                }
+            });
+            dirs
+        }
+        None => Vec::new(),
+    };
+
     let sysctls = config
         .linux
         .as_ref()
@@ -149,6 +171,8 @@ pub(super) async fn run(
             }
         });
     }
+    holder_cgroup::enter(&holder_dirs, created.holder_pid)
+        .map_err(|e| io("put the pod holder in its cgroup".into(), e))?;
 
     let network = match &created.net_ns {
         Some(netns) => {
@@ -201,15 +225,39 @@ pub(super) async fn stop(network: &Network, pod: &SandboxRecord) -> Result<(), B
             .map_err(network_error)?;
     }
     let (dir, pid) = (pod.paths().ns_dir(), pod.holder_pid);
-    tokio::task::spawn_blocking(move || teardown_sandbox(&dir, pid))
-        .await
-        .map_err(|e| BackendError::internal("host", format!("teardown task: {e}")))??;
+    let holder_dirs = holder_dirs(pod);
+    tokio::task::spawn_blocking(move || {
+        teardown_sandbox(&dir, pid)?;
+        // The holder is gone: its leaf can go (RemovePodSandbox tries again and fails
+        // if it cannot).
+        if let Err(e) = holder_cgroup::remove(&holder_dirs, HOLDER_CGROUP_PATIENCE) {
+            tracing::warn!(error = %e, "stop pod: the holder's cgroup");
+        }
+        Ok::<(), crate::monitor::MonitorError>(())
+    })
+    .await
+    .map_err(|e| BackendError::internal("host", format!("teardown task: {e}")))??;
     Ok(())
 }
 
-/// Unmounts /dev/shm and removes the run dir (after `stop`).
+/// Where the pod's holder cgroup leaves are now (none without a cgroup parent).
+fn holder_dirs(pod: &SandboxRecord) -> Vec<PathBuf> {
+    match holder_cgroup::leaf(pod.cgroup_parent(), &pod.id) {
+        Ok(Some(leaf)) => holder_cgroup::existing(Path::new(CGROUP_BASE), &leaf),
+        _ => Vec::new(),
+    }
+}
+
+/// Where the cgroup hierarchies are mounted.
+const CGROUP_BASE: &str = "/sys/fs/cgroup";
+/// How long an exiting holder gets to leave its cgroup before its removal fails.
+const HOLDER_CGROUP_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Unmounts /dev/shm, removes the holder's cgroup and the run dir (after `stop`).
 pub(super) fn remove(pod: &SandboxRecord) -> Result<(), BackendError> {
     let paths = pod.paths();
+    holder_cgroup::remove(&holder_dirs(pod), HOLDER_CGROUP_PATIENCE)
+        .map_err(|e| BackendError::internal("host", e))?;
     if pod.shm_mounted {
         match umount2(&paths.shm(), MntFlags::MNT_DETACH) {
             Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
