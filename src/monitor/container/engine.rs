@@ -11,11 +11,11 @@ use crate::monitor::crun::{Crun, CrunExec};
 use crate::monitor::protocol::Fault;
 
 use super::cgroup::kill_cgroup_once;
+use super::{error_chain, Failure};
 use super::{kill_cgroup, remove_cgroup_leaf};
 
 /// How long the processes left in a container's cgroup get to die at delete.
 const DELETE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
-use super::{error_chain, Failure};
 
 /// What created the container, and is asked to start, kill and delete it.
 pub(super) enum Engine {
@@ -45,7 +45,8 @@ impl Engine {
         }
     }
 
-    /// SIGKILL to every process of the container's cgroup (frozen first by libcontainer).
+    /// SIGKILL to every other process of the container's cgroup (the init has it already):
+    /// one pass, not waited for; `delete` kills until the cgroup is empty.
     pub(super) fn kill_all(
         &mut self,
         init_pid: Pid,
