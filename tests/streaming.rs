@@ -456,14 +456,10 @@ async fn attach_url(env: &mut PodEnv, req: AttachRequest) -> String {
 /// session is up (it says "connected" on stderr).
 fn spawn_attached(url: &str, extra: &[&str]) -> std::process::Child {
     use std::io::BufRead;
-    let mut child = client()
-        .args(["attach", url])
-        .args(extra)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn ws_stream.py");
+    let mut child = spawn_piped(
+        client().args(["attach", url]).args(extra),
+        std::process::Stdio::null(),
+    );
     let mut line = String::new();
     let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
     err.read_line(&mut line).unwrap();
@@ -960,6 +956,26 @@ fn on_a_terminal(env: &PodEnv, args: &str) -> Command {
     c
 }
 
+/// The CLI run with `args` fails (exit 1) with `expected` in its error: what the CRI call
+/// refused, with its code.
+fn assert_cli_refuses(env: &PodEnv, args: &[&str], expected: &str) {
+    let out = output_within(cli(env).args(args), CLIENT_TIMEOUT);
+    assert_exit(&out, 1, &format!("proxrt {args:?}"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(expected),
+        "{out:?}"
+    );
+}
+
+/// Starts `cmd` with its stdout and stderr piped (and stdin as given).
+fn spawn_piped(cmd: &mut Command, stdin: std::process::Stdio) -> std::process::Child {
+    cmd.stdin(stdin)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"))
+}
+
 fn assert_exit(out: &std::process::Output, code: i32, what: &str) {
     assert_eq!(
         out.status.code(),
@@ -1024,14 +1040,10 @@ async fn the_cli_execs_with_stdin_and_with_a_terminal() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "no-tty\n");
 
     // What the CRI call refuses is the CLI's error, with its code.
-    let out = output_within(
-        cli(&env).args(["exec", "-i", "no-such-container", "--", "true"]),
-        CLIENT_TIMEOUT,
-    );
-    assert_exit(&out, 1, "exec -i into a missing container");
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("Exec: NotFound"),
-        "{out:?}"
+    assert_cli_refuses(
+        &env,
+        &["exec", "-i", "no-such-container", "--", "true"],
+        "Exec: NotFound",
     );
     teardown(&mut env, &pod).await;
 }
@@ -1068,12 +1080,7 @@ async fn the_cli_attaches_to_a_container_with_stdin() {
     assert_eq!(env.wait_exit(&id).await.exit_code, 2);
 
     // The container is gone now: Attach says so and the CLI fails with it.
-    let out = output_within(cli(&env).args(["attach", &id]), CLIENT_TIMEOUT);
-    assert_exit(&out, 1, "attach to an exited container");
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("Attach: FailedPrecondition"),
-        "{out:?}"
-    );
+    assert_cli_refuses(&env, &["attach", &id], "Attach: FailedPrecondition");
     teardown(&mut env, &pod).await;
 }
 
@@ -1087,12 +1094,10 @@ async fn the_cli_attaches_to_a_tty_container_and_drives_its_shell() {
     cfg.tty = true;
     let id = env.create_start(&pod, cfg).await;
 
-    let mut child = on_a_terminal(&env, &format!("attach -i -t {id}"))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn script(1)");
+    let mut child = spawn_piped(
+        &mut on_a_terminal(&env, &format!("attach -i -t {id}")),
+        std::process::Stdio::piped(),
+    );
     let mut keys = child.stdin.take().unwrap();
     // The terminal's output, read apart so a marker can be waited for.
     let (tx, rx) = std::sync::mpsc::channel::<String>();
@@ -1137,13 +1142,10 @@ async fn the_cli_forwards_local_connections_into_a_pod() {
     let id = env.create_start(&pod, c).await;
     wait_served(&mut env, &id, 8080, &page).await;
 
-    let mut child = cli(&env)
-        .args(["port-forward", &pod.id, "0:8080"])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn proxrt port-forward");
+    let mut child = spawn_piped(
+        cli(&env).args(["port-forward", &pod.id, "0:8080"]),
+        std::process::Stdio::null(),
+    );
     let mut first = String::new();
     std::io::BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut first)
@@ -1168,14 +1170,10 @@ async fn the_cli_forwards_local_connections_into_a_pod() {
     let _ = child.wait();
 
     // A pod that does not exist fails at once, before listening.
-    let out = output_within(
-        cli(&env).args(["port-forward", "no-such-pod", "0:80"]),
-        CLIENT_TIMEOUT,
-    );
-    assert_exit(&out, 1, "port-forward to a missing pod");
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("PortForward: NotFound"),
-        "{out:?}"
+    assert_cli_refuses(
+        &env,
+        &["port-forward", "no-such-pod", "0:80"],
+        "PortForward: NotFound",
     );
     teardown(&mut env, &pod).await;
 }
