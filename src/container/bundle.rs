@@ -134,9 +134,9 @@ fn require_apparmor_loaded(
     host: &spec::HostView,
     oci: &oci_spec::runtime::Spec,
 ) -> Result<(), ContainerError> {
-    if !matches!(host.apparmor, crate::apparmor::AppArmorHost::Enabled { .. }) {
+    let crate::apparmor::AppArmorHost::Enabled { default } = &host.apparmor else {
         return Ok(());
-    }
+    };
     let Some(profile) = oci
         .process()
         .as_ref()
@@ -144,6 +144,10 @@ fn require_apparmor_loaded(
     else {
         return Ok(());
     };
+    // The default was loaded (or found) at start: no read of the profiles file per create.
+    if default.as_deref() == Ok(profile.as_str()) {
+        return Ok(());
+    }
     match crate::apparmor::is_loaded(Path::new("/sys"), &profile) {
         Ok(true) => Ok(()),
         Ok(false) => Err(spec::SpecError::AppArmorNotLoaded { profile }.into()),
