@@ -179,7 +179,9 @@ impl Daemon {
                 Phase::Running | Phase::Created if backend.is_alive(&c.record.run_dir) => {
                     crate::container::watch_exit(backend, c.clone());
                 }
-                Phase::Running | Phase::Created => {
+                // Unknown: no status at all, its run dir is gone (a host reboot, a daemon
+                // killed in RemoveContainer): nothing of it runs.
+                Phase::Running | Phase::Created | Phase::Unknown => {
                     tracing::warn!(container = %c.id, "monitor gone without a final status; marking exited");
                     c.mark_lost();
                 }
@@ -429,6 +431,8 @@ pub async fn serve(config: Config, zygote: Zygote, notifier: Notifier) -> Result
     let listener = bind_socket(&config)?;
     let socket = config.daemon.socket.clone();
     let daemon = Daemon::open(config, zygote)?;
+    // Before anything is served or watched: what a killed daemon left half made.
+    crate::intent::finish_half_made(&daemon.ctx()).await;
     daemon.watch_running();
     {
         let d = daemon.clone();

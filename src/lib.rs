@@ -12,14 +12,18 @@ pub mod client;
 pub mod config;
 pub(crate) mod container;
 pub(crate) mod context;
+#[doc(hidden)]
+pub mod crash;
 pub(crate) mod cri;
 pub mod daemon;
 pub mod error;
 pub mod events;
 pub mod image;
+pub(crate) mod intent;
 pub mod logs;
 pub mod metrics;
 pub mod monitor;
+pub(crate) mod mounts;
 pub(crate) mod names;
 pub mod network;
 pub mod notify;

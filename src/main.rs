@@ -440,6 +440,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     init_logging(args.log_level.as_deref(), &config.daemon.log_level);
+    let _crash_points = proxrt::crash::setup();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -40,13 +40,16 @@ impl Rollback {
     }
 
     /// Creates `dir` and its parents; undone by removing `dir` with all it holds by
-    /// then. Replaces the create-then-push loop every create path wrote for its
-    /// state and run directories.
+    /// then, mounts detached first and never walked into (`mounts::remove_tree`).
+    /// Replaces the create-then-push loop every create path wrote for its state and run
+    /// directories.
     pub fn create_dir_all(&mut self, dir: &std::path::Path) -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
         let dir = dir.to_owned();
         self.push("dir", move || {
-            let _ = std::fs::remove_dir_all(&dir);
+            if let Err(e) = crate::mounts::remove_tree(&dir) {
+                tracing::warn!(dir = %dir.display(), error = %e, "rollback: remove dir");
+            }
         });
         Ok(())
     }

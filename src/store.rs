@@ -131,18 +131,20 @@ pub fn ensure_dir_mode(path: &Path, mode: u32) -> io::Result<()> {
 }
 
 /// Reads `<dir>/<id>/<file>` for every subdirectory of `dir` (created if missing).
-/// A subdirectory without the file is what a create interrupted before its record was
-/// written leaves: it is removed. A torn or unreadable record is skipped with a warning
-/// naming it, so one bad file never keeps the daemon from starting.
+/// A subdirectory without the file is a create or a removal the daemon was killed in:
+/// it is not loaded, and the start's reconcile undoes it (`intent.rs`). A torn or
+/// unreadable record is skipped with a warning naming it, so one bad file never keeps
+/// the daemon from starting.
 pub fn load_records<R: DeserializeOwned>(dir: &Path, file: &str) -> io::Result<Vec<R>> {
     fs::create_dir_all(dir)?;
     let mut out = Vec::new();
     for entry in fs::read_dir(dir)?.flatten() {
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
         match read_json::<R>(&entry.path().join(file)) {
             Ok(Some(r)) => out.push(r),
-            Ok(None) => {
-                let _ = fs::remove_dir_all(entry.path());
-            }
+            Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "state record skipped"),
         }
     }
@@ -298,12 +300,13 @@ mod tests {
     }
 
     #[test]
-    fn load_records_skips_torn_and_removes_unfinished() {
+    fn load_records_skips_torn_unfinished_and_retired() {
         let dir = tempfile::tempdir().unwrap();
         for (id, body) in [
             ("good", Some("[1]")),
             ("torn", Some("[1")),
             ("unfinished", None),
+            (".removing-gone", Some("[2]")),
         ] {
             fs::create_dir(dir.path().join(id)).unwrap();
             if let Some(body) = body {
@@ -312,7 +315,8 @@ mod tests {
         }
         let records: Vec<Vec<u32>> = load_records(dir.path(), "r.json").unwrap();
         assert_eq!(records, vec![vec![1]]);
-        assert!(!dir.path().join("unfinished").exists());
+        // Left to the start's reconcile (intent.rs), which knows what to undo first.
+        assert!(dir.path().join("unfinished").exists());
         assert!(
             dir.path().join("torn").exists(),
             "a torn record is kept for inspection"

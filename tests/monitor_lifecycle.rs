@@ -78,7 +78,7 @@ impl Fixture {
     }
 
     async fn sandbox(&self, req: &SandboxRequest) -> Result<SandboxCreated, MonitorError> {
-        let created = self.zygote.spawn_sandbox(req.clone()).await?;
+        let created = self.zygote.spawn_sandbox(req.clone(), |_| Ok(())).await?;
         self.sandboxes
             .lock()
             .unwrap()

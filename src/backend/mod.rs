@@ -28,6 +28,7 @@ use k8s_cri::v1::{ContainerConfig, LinuxContainerResources, PodSandboxConfig};
 use oci_spec::runtime::{LinuxResources, Spec};
 
 use crate::error::{Classify, Kind};
+use crate::intent::PodIntent;
 use crate::monitor::{
     AttachInput, AttachOutput, AttachStreams, ExecStreamRequest, ExecSyncRequest, ExecSyncResult,
     ExitStatus, MonitorClient, MonitorError,
@@ -391,6 +392,18 @@ pub trait Backend: Send + Sync {
             backend: self.name(),
             kind: Kind::FailedPrecondition,
             message: "this backend cannot change a container's resources".into(),
+        })
+    }
+
+    /// Undoes whatever `run_pod` may have made of a pod whose record was never written (a
+    /// daemon killed in the middle of RunPodSandbox, found at the next start): all of it
+    /// is found from the intent, and anything missing is fine. Default: the run dir.
+    async fn abandon_pod(&self, intent: &PodIntent) -> Result<(), BackendError> {
+        crate::mounts::remove_tree(&intent.run_dir).map_err(|e| {
+            BackendError::internal(
+                self.name(),
+                format!("remove {}: {e}", intent.run_dir.display()),
+            )
         })
     }
 

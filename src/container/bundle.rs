@@ -212,7 +212,7 @@ fn mount_of(mountinfo: &str, path: &Path) -> Option<(String, bool)> {
             continue;
         };
         let fields: Vec<&str> = left.split(' ').collect();
-        let Some(point) = fields.get(4).map(|p| unescape_mountinfo(p)) else {
+        let Some(point) = fields.get(4).map(|p| crate::mounts::unescape(p)) else {
             continue;
         };
         if !path.starts_with(&point) {
@@ -227,29 +227,6 @@ fn mount_of(mountinfo: &str, path: &Path) -> Option<(String, bool)> {
         }
     }
     best
-}
-
-/// mountinfo writes space, tab, newline and backslash in paths as `\ooo`.
-fn unescape_mountinfo(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes
-            .get(i + 1..i + 4)
-            .filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
-        match (bytes[i], octal) {
-            (b'\\', Some(d)) => {
-                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
-                i += 4;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Stats each requested device node on the host.

@@ -1,8 +1,9 @@
 //! CreateContainer: sandbox ready → backend selected → image present → what the backend's
-//! form needs checked → name reserved → dirs → bundle (config.json + overlay rootfs, see
-//! `bundle.rs`) or guest request → record → backend create. Every step that makes
-//! something pushes its undo; any failure leaves no name, dir, mount, cgroup, process or
-//! guest behind.
+//! form needs checked → name reserved → dirs and intent → bundle (config.json + overlay
+//! rootfs, see `bundle.rs`) or guest request → backend create → record. Every step that
+//! makes something pushes its undo; any failure leaves no name, dir, mount, cgroup,
+//! process or guest behind. A daemon killed midway leaves the intent without a record,
+//! and the next start undoes the rest (`intent.rs`, `abandon` below).
 
 use std::sync::Arc;
 
@@ -10,7 +11,7 @@ use k8s_cri::v1::{ContainerConfig, PodSandboxConfig};
 
 use super::bundle::BundleInputs;
 use super::{confine, container_name, Container, ContainerError, ContainerPaths, ContainerRecord};
-use crate::backend::{ContainerForm, CreateParams, GuestRequest, Payload};
+use crate::backend::{Backend, ContainerForm, CreateParams, GuestRequest, Payload, Unsupervised};
 use crate::context::Ctx;
 use crate::image::ImageEntry;
 use crate::rollback::Rollback;
@@ -111,6 +112,16 @@ pub async fn create_container(
         rb.create_dir_all(dir)
             .map_err(|e| ContainerError::io(format!("create {}", dir.display()), e))?;
     }
+    crate::intent::write_container(
+        &paths.state_dir,
+        &crate::intent::ContainerIntent {
+            id: id.clone(),
+            backend: backend.name().to_owned(),
+            sandbox_id: sb.id.clone(),
+            run_dir: paths.run_dir.clone(),
+        },
+    )?;
+    crate::crash_point!("create_container.intent");
 
     let payload = match bundle_inputs {
         Some(inputs) => inputs.make(
@@ -152,9 +163,9 @@ pub async fn create_container(
         stop_signal,
         run_dir: paths.run_dir.clone(),
     };
-    crate::store::write_json(&paths.record(), &record)?;
+    crate::crash_point!("create_container.bundle");
 
-    // Last fallible step: on failure the backend has already removed what it made.
+    // On failure the backend has already removed what it made.
     backend
         .create(CreateParams {
             id: id.clone(),
@@ -166,6 +177,16 @@ pub async fn create_container(
             payload,
         })
         .await?;
+    {
+        let (backend, id, paths) = (backend.clone(), id.clone(), paths.clone());
+        rb.push_async("backend container", move || async move {
+            abandon(backend.as_ref(), &id, &paths).await
+        });
+    }
+    crate::crash_point!("create_container.created");
+    crate::store::write_json(&paths.record(), &record)?;
+    crate::intent::clear(&paths.state_dir);
+    crate::crash_point!("create_container.record");
     rb.commit();
 
     let container = Arc::new(Container::new(
@@ -177,6 +198,43 @@ pub async fn create_container(
     ctx.containers.insert(container);
     tracing::info!(container = %id, sandbox = %sb.id, backend = backend.name(), "container created");
     Ok(id)
+}
+
+/// Undoes a container the backend made and the daemon did not finish creating
+/// (CreateContainer's rollback after `Backend::create`, and the start after a crash in
+/// CreateContainer): kills it through its monitor, or its cgroup when no monitor
+/// answers, has the backend remove what it kept, and removes its run and state dirs,
+/// mounts first. Everything missing is fine; failures are logged.
+pub(crate) async fn abandon(backend: &dyn Backend, id: &str, paths: &ContainerPaths) {
+    let run_dir = &paths.run_dir;
+    let bundle = paths.bundle();
+    let killed = if backend.is_alive(run_dir) {
+        backend
+            .stop(run_dir, libc::SIGKILL, std::time::Duration::ZERO)
+            .await
+    } else if bundle.join("config.json").exists() {
+        backend
+            .kill_unsupervised(Unsupervised {
+                id,
+                run_dir,
+                bundle: &bundle,
+                reason: "its creation was interrupted",
+            })
+            .await
+    } else {
+        Ok(())
+    };
+    if let Err(e) = killed {
+        tracing::warn!(container = %id, error = %e, "undo container: kill");
+    }
+    if let Err(e) = backend.remove(run_dir).await {
+        tracing::warn!(container = %id, error = %e, "undo container: backend remove");
+    }
+    for dir in [run_dir, &paths.state_dir] {
+        if let Err(e) = crate::mounts::remove_tree(dir) {
+            tracing::warn!(container = %id, error = %e, "undo container: remove {}", dir.display());
+        }
+    }
 }
 
 /// A guest pod runs one container, which is the guest, made from a template image.

@@ -16,7 +16,9 @@ pub async fn start_container(ctx: &Ctx<'_>, id: &str) -> Result<(), ContainerErr
         return Err(snap.wrong_state(&c.id, "only a created container can be started"));
     }
     let backend = ctx.backends.get(&c.record.backend)?;
+    crate::crash_point!("start_container.begin");
     backend.start(&c.record.run_dir).await?;
+    crate::crash_point!("start_container.started");
     c.refresh();
     watch_exit(backend, c.clone());
     tracing::info!(container = %c.id, "container started");
@@ -134,17 +136,20 @@ pub async fn remove_container(ctx: &Ctx<'_>, id: &str) -> Result<(), ContainerEr
     let _op = c.op_lock.lock().await;
     stop_locked(ctx, &c, 0).await?;
     let r = &c.record;
+    crate::crash_point!("remove_container.stopped");
     ctx.backends.get(&r.backend)?.remove(&r.run_dir).await?;
+    crate::crash_point!("remove_container.backend");
     let paths = ctx.containers.paths(r);
     rootfs::unmount(&paths.rootfs()).map_err(|e| ContainerError::io("remove rootfs", e))?;
-    for dir in [&paths.run_dir, &paths.state_dir] {
-        match std::fs::remove_dir_all(dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(ContainerError::io(format!("remove {}", dir.display()), e))
-            }
-            _ => {}
-        }
-    }
+    crate::crash_point!("remove_container.unmounted");
+    crate::mounts::remove_tree(&paths.run_dir)
+        .map_err(|e| ContainerError::io(format!("remove {}", paths.run_dir.display()), e))?;
+    crate::crash_point!("remove_container.run_dir");
+    // The record goes last and at once (a rename out of the store): a daemon killed
+    // before it finds the container again (exited) and removes it on the next call.
+    crate::mounts::retire_tree(&paths.state_dir)
+        .map_err(|e| ContainerError::io(format!("remove {}", paths.state_dir.display()), e))?;
+    crate::crash_point!("remove_container.record");
     ctx.names.release(&r.name, &r.id);
     ctx.containers.remove(&r.id);
     tracing::info!(container = %r.id, "container removed");

@@ -33,6 +33,7 @@ use crate::spec::SpecError;
 use crate::store::{ById, Lookup};
 
 pub(crate) use attach::{attach, validate_attach};
+pub(crate) use create::abandon;
 pub use create::create_container;
 // `exec::check_stream_opts` and `exec::check_streamable` are what Attach checks too.
 pub use exec::{check_exec_stream, exec_stream, exec_sync, reopen_log};

@@ -111,6 +111,7 @@ impl Images {
         if let Some((raw, digest)) = &resolved.index {
             self.content.write_bytes(digest, raw)?;
         }
+        crate::crash_point!("pull_image.manifest");
         let config_desc = oci_descriptor(manifest.config());
         self.fetch_blob(&resolved, reference, &config_desc).await?;
         let config = index::load_config(&self.content, &config_digest)?;
@@ -143,7 +144,9 @@ impl Images {
             resolved.index.as_ref().map(|(_, d)| d.clone()),
             layers,
         );
-        self.record_image(record, config, names)
+        let entry = self.record_image(record, config, names)?;
+        crate::crash_point!("pull_image.record");
+        Ok(entry)
     }
 
     /// Makes sure one layer's snapshot exists: download (unless the blob is stored)
@@ -162,7 +165,9 @@ impl Images {
         }
         self.fetch_blob(resolved, reference, &oci_descriptor(desc))
             .await?;
-        self.unpack_layer(layer).await
+        self.unpack_layer(layer).await?;
+        crate::crash_point!("pull_image.layer");
+        Ok(())
     }
 
     async fn fetch_blob(
@@ -191,7 +196,9 @@ impl Images {
         self.registry
             .fetch_blob(resolved, reference, desc, file, &tmp.0)
             .await?;
+        crate::crash_point!("pull_image.downloaded");
         self.content.commit_file(&tmp.0, &desc.digest, false)?;
+        crate::crash_point!("pull_image.blob");
         crate::metrics::blob_downloaded(desc.size.max(0) as u64);
         Ok(())
     }

@@ -63,6 +63,7 @@ impl SnapshotStore {
                 }
                 sync_filesystem(&tmp)
                     .map_err(|e| ImageError::io(format!("sync {}", tmp.display()), e))?;
+                crate::crash_point!("pull_image.unpacked");
                 match fs::rename(&tmp, &dest) {
                     Ok(()) => sync_dir(&self.dir)
                         .map_err(|e| ImageError::io(format!("sync {}", self.dir.display()), e)),

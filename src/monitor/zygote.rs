@@ -251,6 +251,7 @@ impl Zygote {
                     }),
                     other => Err(other),
                 },
+                |_| Ok(()),
             )
             .await?;
         tracing::debug!(
@@ -266,7 +267,16 @@ impl Zygote {
     /// `lo` up, sysctls, and the namespace files bind-mounted under `req.dir`. Returns once
     /// all of that is done, or with the error after it has been undone. Cancel-safe like
     /// `create_container`. Undo with `teardown_sandbox`.
-    pub async fn spawn_sandbox(&self, req: SandboxRequest) -> Result<SandboxCreated, MonitorError> {
+    ///
+    /// `before_ack` runs with the result before the setup process is told to keep it: a
+    /// caller that records the holder there (`backend/host/pod.rs`) can always find it,
+    /// since a daemon killed before the acknowledgement leaves the setup to undo it all.
+    /// An error from it is the call's, after the undo.
+    pub async fn spawn_sandbox(
+        &self,
+        req: SandboxRequest,
+        before_ack: impl FnOnce(&SandboxCreated) -> Result<(), String>,
+    ) -> Result<SandboxCreated, MonitorError> {
         sandbox::validate(&req)?;
         let id = req.id.clone();
         let failed = |message: String| MonitorError::Sandbox {
@@ -282,14 +292,15 @@ impl Zygote {
                 Report::Sandbox(created) => Ok(created),
                 other => Err(other),
             },
+            before_ack,
         )
         .await
     }
 
     /// The exchange both creations share: send the request, read the forked child's
-    /// first report. A success (`accept` picks it out) is acknowledged, which lets the
-    /// child carry on; without the acknowledgement (this future dropped) it undoes its
-    /// work. A failure is awaited until the child has undone its work and exited.
+    /// first report. A success (`accept` picks it out, `before_ack` agrees) is
+    /// acknowledged, which lets the child carry on; without the acknowledgement (this
+    /// future dropped, `before_ack` failed, the daemon killed) it undoes its work. A failure is awaited until the child has undone its work and exited.
     /// `subject` ("container <id>") prefixes a refused request; `child` names who went
     /// away when the acknowledgement cannot be sent.
     async fn create_acknowledged<T>(
@@ -299,6 +310,7 @@ impl Zygote {
         child: &str,
         failed: impl Fn(String) -> MonitorError,
         accept: impl FnOnce(Report) -> Result<T, Report>,
+        before_ack: impl FnOnce(&T) -> Result<(), String>,
     ) -> Result<T, MonitorError> {
         let fd = self.call(make).await?;
         let mut report = report_stream(fd)?;
@@ -313,6 +325,11 @@ impl Zygote {
             }
             other => match accept(other) {
                 Ok(created) => {
+                    if let Err(message) = before_ack(&created) {
+                        // Dropping the report socket unacknowledged makes the child undo.
+                        drop(report);
+                        return Err(failed(message));
+                    }
                     report.write_all(&[ACK]).await.map_err(|e| {
                         failed(format!("{child} went away before the acknowledgement: {e}"))
                     })?;
@@ -720,7 +737,7 @@ mod tests {
         shared::<Zygote>();
         shared::<super::super::MonitorClient>();
         send(z.create_container(req));
-        send(z.spawn_sandbox(sreq));
+        send(z.spawn_sandbox(sreq, |_| Ok(())));
         send(c.start());
         send(c.signal(9));
         send(c.wait());

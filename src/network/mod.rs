@@ -314,6 +314,40 @@ impl Network {
     }
 }
 
+impl Network {
+    /// DEL for a pod whose ADD may or may not have run: a daemon killed between them and
+    /// the sandbox record (issue 12, item 8). Runs the config in force now with the pod's
+    /// arguments and no `prevResult`; the plugins' DEL is idempotent, so a pod that was
+    /// never attached is fine. Without a config there is nothing to release.
+    pub async fn release(
+        &self,
+        id: &str,
+        config: &PodSandboxConfig,
+        netns: Option<&Path>,
+    ) -> Result<(), NetworkError> {
+        let Ok(list) = self.current() else {
+            return Ok(());
+        };
+        let args = cni_args(id, config);
+        let runtime = runtime_args(config, &self.pod_cidrs()).map_err(NetworkError::Invalid)?;
+        let netns = cni::netns_for_del(netns);
+        let inv = cni::Invocation {
+            command: cni::Command::Del,
+            container_id: id,
+            netns: &netns,
+            ifname: IFNAME,
+            args: &args,
+            bin_dirs: &self.bin_dirs,
+        };
+        cni::del(&list, &inv, &runtime, None)
+            .await
+            .map_err(|source| NetworkError::Teardown {
+                network: list.name.clone(),
+                source,
+            })
+    }
+}
+
 /// `CNI_ARGS` as kubelet's peers pass them (`IgnoreUnknown` lets plugins that check
 /// their args accept the K8S_ ones).
 pub fn cni_args(id: &str, config: &PodSandboxConfig) -> String {

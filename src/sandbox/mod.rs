@@ -200,6 +200,11 @@ impl SandboxPaths {
     pub fn ns_dir(&self) -> PathBuf {
         self.run_dir.join("ns")
     }
+    /// The holder's pid, written before the holder is kept (so that a pod whose record
+    /// was never written can still be undone: `intent.rs`).
+    pub fn holder(&self) -> PathBuf {
+        self.run_dir.join("holder")
+    }
 }
 
 impl SandboxRecord {

@@ -1,5 +1,7 @@
-//! RunPodSandbox: validate, select the backend, reserve the name, have the backend make
-//! the pod, persist the record. Every step pushes its undo; a failure leaves nothing.
+//! RunPodSandbox: validate, select the backend, reserve the name, write the intent, have
+//! the backend make the pod, persist the record. Every step pushes its undo; a failure
+//! leaves nothing, and a daemon killed midway leaves an intent the next start undoes
+//! (`intent.rs`).
 
 use std::sync::Arc;
 
@@ -36,6 +38,16 @@ pub async fn run_pod_sandbox(
         .map_err(|e| SandboxError::io(format!("create {}", state_dir.display()), e))?;
 
     let paths = SandboxPaths::new(ctx.run_dir, &id);
+    crate::intent::write_pod(
+        &state_dir,
+        &crate::intent::PodIntent {
+            id: id.clone(),
+            backend: backend.name().to_owned(),
+            run_dir: paths.run_dir.clone(),
+            config: config.clone(),
+        },
+    )?;
+    crate::crash_point!("run_pod_sandbox.intent");
     let made = backend
         .run_pod(PodParams {
             id: &id,
@@ -71,7 +83,10 @@ pub async fn run_pod_sandbox(
             }
         });
     }
+    crate::crash_point!("run_pod_sandbox.made");
     ctx.sandboxes.persist(&record)?;
+    crate::intent::clear(&state_dir);
+    crate::crash_point!("run_pod_sandbox.record");
     rb.commit();
     let sandbox = Arc::new(Sandbox::new(record, ctx.sandboxes.events().clone()));
     ctx.sandboxes.insert(sandbox.clone());

@@ -54,15 +54,8 @@ pub async fn remove_pod_sandbox(ctx: &Ctx<'_>, id: &str) -> Result<(), SandboxEr
         .remove_pod(&record)
         .await?;
     let state_dir = ctx.sandboxes.record_dir(&record.id);
-    match std::fs::remove_dir_all(&state_dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(SandboxError::io(
-                format!("remove {}", state_dir.display()),
-                e,
-            ))
-        }
-        _ => {}
-    }
+    crate::mounts::retire_tree(&state_dir)
+        .map_err(|e| SandboxError::io(format!("remove {}", state_dir.display()), e))?;
     ctx.names.release(&record.name, &record.id);
     ctx.sandboxes.remove(&record.id);
     tracing::info!(sandbox = %record.id, "pod sandbox removed");

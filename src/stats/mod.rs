@@ -157,7 +157,7 @@ impl Cgroups {
             let (Some(fstype), Some(options)) = (tail.next(), tail.nth(1)) else {
                 continue;
             };
-            let point = PathBuf::from(unescape_mount_path(point));
+            let point = PathBuf::from(crate::mounts::unescape(point));
             let score = u8::from(root == "/") * 2 + u8::from(point.starts_with("/sys/fs/cgroup"));
             match fstype {
                 "cgroup2" => offer(&mut unified, score, &point),
@@ -212,28 +212,6 @@ impl Cgroups {
             Cgroups::V1 { .. } => "v1",
         }
     }
-}
-
-/// mountinfo escapes space, tab, newline and backslash as octal (`\040`).
-fn unescape_mount_path(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(i) = rest.find('\\') {
-        out.push_str(&rest[..i]);
-        let code = rest.get(i + 1..i + 4);
-        match code.and_then(|c| u8::from_str_radix(c, 8).ok()) {
-            Some(b) => {
-                out.push(b as char);
-                rest = &rest[i + 4..];
-            }
-            None => {
-                out.push('\\');
-                rest = &rest[i + 1..];
-            }
-        }
-    }
-    out.push_str(rest);
-    out
 }
 
 /// A cgroup file's text, or None when the file (or the cgroup) is gone: a container
@@ -393,12 +371,6 @@ mod tests {
                 root: "/sys/fs/cgroup".into()
             }
         );
-    }
-
-    #[test]
-    fn mount_points_are_unescaped() {
-        assert_eq!(unescape_mount_path(r"/a\040b\\c"), r"/a b\\c");
-        assert_eq!(unescape_mount_path(r"/x\134y"), r"/x\y");
     }
 
     #[test]

@@ -259,6 +259,32 @@ impl TestDaemon {
         self.spawn();
     }
 
+    /// Sets (`Some`) or removes (`None`) a variable of the daemon's environment, from
+    /// its next start on.
+    pub fn set_env(&mut self, key: &str, value: Option<&str>) {
+        self.env.retain(|(k, _)| k != key);
+        if let Some(v) = value {
+            self.env.push((key.to_owned(), v.to_owned()));
+        }
+    }
+
+    /// Waits up to `timeout` for the daemon to exit by itself (a crash point killed it);
+    /// its exit status, or None (and it goes on running) if it did not.
+    pub fn wait_exited(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let child = self.child.as_mut()?;
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// SIGKILL, as a crash or an OOM kill would: no cleanup runs in the daemon.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {

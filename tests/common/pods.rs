@@ -108,6 +108,10 @@ impl PodEnv {
         self.daemon.as_ref().expect("daemon")
     }
 
+    pub fn daemon_mut(&mut self) -> &mut TestDaemon {
+        self.daemon.as_mut().expect("daemon")
+    }
+
     /// `kill -9` of the daemon (containers and their monitors keep running).
     pub fn kill9(&mut self) {
         self.daemon.as_mut().expect("daemon").kill9();
@@ -561,12 +565,47 @@ impl PodEnv {
         last
     }
 
+    /// What the daemon has made, as compared across restarts of the daemon: without the
+    /// daemon's own process, its zygote (and any plugin it runs right now) and its fds,
+    /// which a restart renews. Processes the old daemon left stay in: monitors, holders,
+    /// and a zygote that outlived its daemon would be a leak.
+    pub fn work_snapshot(&self) -> Snapshot {
+        let mut s = self.snapshot();
+        if let Some(pid) = self.daemon().pid() {
+            let pid = pid as i32;
+            let ours: BTreeSet<String> = std::iter::once(pid)
+                .chain(children_of(pid))
+                .map(|p| format!("{p} "))
+                .collect();
+            s.processes
+                .retain(|p| !ours.iter().any(|prefix| p.starts_with(prefix.as_str())));
+        }
+        s.daemon_fds = 0;
+        s
+    }
+
+    /// As `assert_back_to`, with `work_snapshot`s: for a `before` taken by an earlier
+    /// daemon on this root.
+    pub async fn assert_work_back_to(&self, before: &Snapshot, context: &str) {
+        self.wait_back_to(before, context, PodEnv::work_snapshot)
+            .await
+    }
+
     /// Waits (up to `SETTLE_TIMEOUT`) for the daemon's state to be `before` again;
     /// panics with what differs.
     pub async fn assert_back_to(&self, before: &Snapshot, context: &str) {
+        self.wait_back_to(before, context, PodEnv::snapshot).await
+    }
+
+    async fn wait_back_to(
+        &self,
+        before: &Snapshot,
+        context: &str,
+        snapshot: impl Fn(&PodEnv) -> Snapshot,
+    ) {
         let deadline = Instant::now() + SETTLE_TIMEOUT;
         loop {
-            let now = self.snapshot();
+            let now = snapshot(self);
             if &now == before {
                 return;
             }

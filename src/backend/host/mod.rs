@@ -27,6 +27,7 @@ use super::{
     Backend, BackendError, CreateParams, Payload, PodParams, PodRuntime, PreparedSpec, Unsupervised,
 };
 use crate::config::Config;
+use crate::intent::PodIntent;
 use crate::monitor::{CreateRequest, Zygote};
 use crate::network::Network;
 use crate::sandbox::SandboxRecord;
@@ -145,6 +146,10 @@ impl Backend for HostBackend {
 
     async fn remove_pod(&self, pod: &SandboxRecord) -> Result<(), BackendError> {
         pod::remove(pod)
+    }
+
+    async fn abandon_pod(&self, intent: &PodIntent) -> Result<(), BackendError> {
+        pod::abandon(&self.network, intent).await
     }
 
     fn pod_alive(&self, pod: &SandboxRecord) -> bool {

@@ -15,6 +15,7 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use super::{files, holder_cgroup};
 use crate::backend::{BackendError, PodParams, PodRuntime};
 use crate::error::Kind;
+use crate::intent::PodIntent;
 use crate::monitor::{pidfd_open, teardown_sandbox, SandboxRequest, Zygote, HOLDER_NAME};
 use crate::network::{AttachRequest, Network, NetworkError};
 use crate::rollback::Rollback;
@@ -120,6 +121,7 @@ pub(super) async fn run(
         rb.push("shm mount", move || {
             let _ = umount2(&shm, MntFlags::MNT_DETACH);
         });
+        crate::crash_point!("run_pod_sandbox.shm");
     }
 
     // The holder's own leaf under the pod's cgroup, made before it exists so that the
@@ -150,19 +152,28 @@ pub(super) async fn run(
         .map(|l| l.sysctls.clone())
         .unwrap_or_default();
     let ns_dir = paths.ns_dir();
+    let holder_file = paths.holder();
     let created = zygote
-        .spawn_sandbox(SandboxRequest {
-            id: pod.id.to_owned(),
-            dir: ns_dir.clone(),
-            new_net: !host_net,
-            new_ipc: !host_ipc,
-            new_uts: !host_net,
-            new_pid: pod_pid,
-            // An empty hostname keeps the kernel's default in the new uts namespace.
-            hostname: (!host_net && !hostname.is_empty()).then(|| hostname.clone()),
-            sysctls: sysctls.into_iter().collect(),
-        })
+        .spawn_sandbox(
+            SandboxRequest {
+                id: pod.id.to_owned(),
+                dir: ns_dir.clone(),
+                new_net: !host_net,
+                new_ipc: !host_ipc,
+                new_uts: !host_net,
+                new_pid: pod_pid,
+                // An empty hostname keeps the kernel's default in the new uts namespace.
+                hostname: (!host_net && !hostname.is_empty()).then(|| hostname.clone()),
+                sysctls: sysctls.into_iter().collect(),
+            },
+            // Before the holder is kept: a daemon killed from here on leaves its pid.
+            |created| {
+                std::fs::write(&holder_file, created.holder_pid.to_string())
+                    .map_err(|e| format!("write {}: {e}", holder_file.display()))
+            },
+        )
         .await?;
+    crate::crash_point!("run_pod_sandbox.holder");
     {
         let (dir, pid) = (ns_dir.clone(), created.holder_pid);
         rb.push("namespaces", move || {
@@ -173,6 +184,7 @@ pub(super) async fn run(
     }
     holder_cgroup::enter(&holder_dirs, created.holder_pid)
         .map_err(|e| io("put the pod holder in its cgroup".into(), e))?;
+    crate::crash_point!("run_pod_sandbox.holder_cgroup");
 
     let network = match &created.net_ns {
         Some(netns) => {
@@ -192,6 +204,7 @@ pub(super) async fn run(
                     }
                 });
             }
+            crate::crash_point!("run_pod_sandbox.network");
             let ip = attached.ips.first().map(String::as_str);
             write(&paths.hosts(), &files::hosts(&hostname, ip))?;
             Some(attached)
@@ -225,7 +238,7 @@ pub(super) async fn stop(network: &Network, pod: &SandboxRecord) -> Result<(), B
             .map_err(network_error)?;
     }
     let (dir, pid) = (pod.paths().ns_dir(), pod.holder_pid);
-    let holder_dirs = holder_dirs(pod);
+    let holder_dirs = holder_dirs(pod.cgroup_parent(), &pod.id);
     tokio::task::spawn_blocking(move || {
         teardown_sandbox(&dir, pid)?;
         // The holder is gone: its leaf can go (RemovePodSandbox tries again and fails
@@ -241,8 +254,8 @@ pub(super) async fn stop(network: &Network, pod: &SandboxRecord) -> Result<(), B
 }
 
 /// Where the pod's holder cgroup leaves are now (none without a cgroup parent).
-fn holder_dirs(pod: &SandboxRecord) -> Vec<PathBuf> {
-    match holder_cgroup::leaf(pod.cgroup_parent(), &pod.id) {
+fn holder_dirs(cgroup_parent: &str, pod_id: &str) -> Vec<PathBuf> {
+    match holder_cgroup::leaf(cgroup_parent, pod_id) {
         Ok(Some(leaf)) => holder_cgroup::existing(Path::new(CGROUP_BASE), &leaf),
         _ => Vec::new(),
     }
@@ -256,19 +269,77 @@ const HOLDER_CGROUP_PATIENCE: std::time::Duration = std::time::Duration::from_se
 /// Unmounts /dev/shm, removes the holder's cgroup and the run dir (after `stop`).
 pub(super) fn remove(pod: &SandboxRecord) -> Result<(), BackendError> {
     let paths = pod.paths();
-    holder_cgroup::remove(&holder_dirs(pod), HOLDER_CGROUP_PATIENCE)
-        .map_err(|e| BackendError::internal("host", e))?;
+    holder_cgroup::remove(
+        &holder_dirs(pod.cgroup_parent(), &pod.id),
+        HOLDER_CGROUP_PATIENCE,
+    )
+    .map_err(|e| BackendError::internal("host", e))?;
     if pod.shm_mounted {
         match umount2(&paths.shm(), MntFlags::MNT_DETACH) {
             Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
             Err(e) => return Err(io(format!("unmount {}", paths.shm().display()), e.into())),
         }
     }
-    match std::fs::remove_dir_all(&paths.run_dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(io(format!("remove {}", paths.run_dir.display()), e))
+    crate::mounts::remove_tree(&paths.run_dir)
+        .map_err(|e| io(format!("remove {}", paths.run_dir.display()), e))
+}
+
+/// Undoes whatever `run` made of a pod whose record was never written (the daemon was
+/// killed in RunPodSandbox; found by the next start from its intent): CNI DEL while the
+/// network namespace is still held (a pod never attached is fine), the holder found by
+/// the pid written before it was kept (checked by name and namespaces before it is
+/// killed), the namespace files, its cgroup, /dev/shm and the run dir.
+pub(super) async fn abandon(network: &Network, intent: &PodIntent) -> Result<(), BackendError> {
+    let paths = SandboxPaths::of_run_dir(&intent.run_dir);
+    let own_network = intent
+        .config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.as_ref())
+        .is_none_or(|ns| ns.network != NamespaceMode::Node as i32);
+    let mut problems = Vec::new();
+    if own_network {
+        let netns = paths.ns_dir().join("net");
+        if let Err(e) = network
+            .release(&intent.id, &intent.config, Some(&netns))
+            .await
+        {
+            problems.push(e.to_string());
         }
-        _ => Ok(()),
+    }
+    let holder = std::fs::read_to_string(paths.holder())
+        .ok()
+        .and_then(|p| p.trim().parse::<i32>().ok());
+    let cgroup_parent = intent
+        .config
+        .linux
+        .as_ref()
+        .map(|l| l.cgroup_parent.clone())
+        .unwrap_or_default();
+    let id = intent.id.clone();
+    let rest = tokio::task::spawn_blocking(move || {
+        let mut problems = Vec::new();
+        if let Err(e) = teardown_sandbox(&paths.ns_dir(), holder) {
+            problems.push(e.to_string());
+        }
+        if let Err(e) =
+            holder_cgroup::remove(&holder_dirs(&cgroup_parent, &id), HOLDER_CGROUP_PATIENCE)
+        {
+            problems.push(e);
+        }
+        if let Err(e) = crate::mounts::remove_tree(&paths.run_dir) {
+            problems.push(format!("remove {}: {e}", paths.run_dir.display()));
+        }
+        problems
+    })
+    .await
+    .map_err(|e| BackendError::internal("host", format!("undo task: {e}")))?;
+    problems.extend(rest);
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(BackendError::internal("host", problems.join("; ")))
     }
 }
 

@@ -53,6 +53,10 @@ pub(super) async fn kill(
         _ => {}
     }
     let status = exited(read_status(c.run_dir).ok().flatten(), c.reason);
+    // A run dir that is gone (a daemon killed in RemoveContainer, a host reboot) is made
+    // again for the record of the exit; removal takes it with the rest.
+    std::fs::create_dir_all(c.run_dir)
+        .map_err(|e| fail(format!("create {}: {e}", c.run_dir.display())))?;
     write_status(c.run_dir, &status).map_err(|e| fail(e.to_string()))?;
     tracing::warn!(container = %c.id, reason = c.reason, "killed a container its monitor did not answer for");
     Ok(())

@@ -1,0 +1,176 @@
+//! Intent records and the startup reconcile (issue 12, item 8).
+//!
+//! RunPodSandbox and CreateContainer write an intent in the new object's state dir
+//! (`intent.json`) before they make anything, and remove it once the record that
+//! supersedes it is written. A daemon killed in between leaves an intent and no
+//! record; at the next start, before any RPC is served, `finish_half_made` undoes each
+//! such pod and container through its backend (the holder, namespace files, /dev/shm,
+//! CNI, cgroups, the monitor and container, the overlay), then removes its dirs without
+//! ever walking into a mount (`mounts::remove_tree`). What has a record is kept: the
+//! create had finished. Dirs with neither (killed before the intent was written, or in
+//! the middle of a removal) and run dirs that no record or intent owns are removed the
+//! same way.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use k8s_cri::v1::PodSandboxConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::context::Ctx;
+use crate::store::StoreError;
+
+/// The intent's file name in a pod's or container's state dir.
+pub const INTENT_FILE: &str = "intent.json";
+
+/// What RunPodSandbox is about to make: enough to undo it without a record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PodIntent {
+    pub id: String,
+    /// The backend chosen for it (`Backend::abandon_pod` undoes).
+    pub backend: String,
+    /// The pod's run dir (namespace files, /dev/shm, the holder's pid).
+    pub run_dir: PathBuf,
+    /// Its config: the cgroup parent of the holder's cgroup, the namespaces, CNI's args.
+    pub config: PodSandboxConfig,
+}
+
+/// What CreateContainer is about to make.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContainerIntent {
+    pub id: String,
+    pub backend: String,
+    pub sandbox_id: String,
+    /// The container's run dir (its monitor's socket and status, the rootfs mount).
+    pub run_dir: PathBuf,
+}
+
+/// Writes a pod's intent, durably: its CNI allocations outlive a host crash.
+pub fn write_pod(state_dir: &Path, intent: &PodIntent) -> Result<(), StoreError> {
+    crate::store::write_json(&state_dir.join(INTENT_FILE), intent)
+}
+
+/// Writes a container's intent. Not fsync'd: all a container is made of (processes,
+/// mounts, cgroups, run dir) is gone with a host crash, and a state dir whose intent
+/// did not reach the disk is removed at start all the same.
+pub fn write_container(state_dir: &Path, intent: &ContainerIntent) -> Result<(), StoreError> {
+    crate::store::replace_json(&state_dir.join(INTENT_FILE), intent)
+}
+
+/// The record is written: the intent has served.
+pub fn clear(state_dir: &Path) {
+    if let Err(e) = std::fs::remove_file(state_dir.join(INTENT_FILE)) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(dir = %state_dir.display(), error = %e, "remove intent");
+        }
+    }
+}
+
+/// What a state dir that no loaded record owns holds.
+enum Leftover<T> {
+    /// An intent: the backend undoes what may have been made.
+    Intent(T),
+    /// No intent (or an unreadable one): only the dirs are removed.
+    Bare,
+}
+
+/// The entries of `dir` (a store's directory) that `known` does not own.
+fn unowned<T: serde::de::DeserializeOwned>(
+    dir: &Path,
+    known: &HashSet<String>,
+) -> Vec<(PathBuf, Leftover<T>)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if known.contains(&name) || !entry.path().is_dir() {
+            continue;
+        }
+        let leftover = match crate::store::read_json::<T>(&entry.path().join(INTENT_FILE)) {
+            Ok(Some(intent)) if !name.starts_with(crate::mounts::RETIRED_PREFIX) => {
+                Leftover::Intent(intent)
+            }
+            Ok(_) => Leftover::Bare,
+            Err(e) => {
+                tracing::warn!(error = %e, "unreadable intent: removing the dir only");
+                Leftover::Bare
+            }
+        };
+        out.push((entry.path(), leftover));
+    }
+    out
+}
+
+/// Undoes every pod and container a killed daemon left half made (see the module doc).
+/// Runs once at start, before the socket serves and before the loaded containers are
+/// watched. Failures are logged: a start is never refused for a leftover.
+pub async fn finish_half_made(ctx: &Ctx<'_>) {
+    let pods: HashSet<String> = ctx.sandboxes.all().iter().map(|s| s.id.clone()).collect();
+    let containers: HashSet<String> = ctx.containers.all().iter().map(|c| c.id.clone()).collect();
+    let mut owned_run_dirs: HashSet<PathBuf> = ctx
+        .sandboxes
+        .all()
+        .iter()
+        .map(|s| s.record().run_dir)
+        .chain(
+            ctx.containers
+                .all()
+                .iter()
+                .map(|c| c.record.run_dir.clone()),
+        )
+        .collect();
+
+    for (state_dir, leftover) in unowned::<ContainerIntent>(ctx.containers.dir(), &containers) {
+        if let Leftover::Intent(intent) = leftover {
+            tracing::warn!(container = %intent.id, "undoing a container whose creation was interrupted");
+            match ctx.backends.get(&intent.backend) {
+                Ok(backend) => {
+                    let paths = crate::container::ContainerPaths {
+                        state_dir: state_dir.clone(),
+                        run_dir: intent.run_dir.clone(),
+                    };
+                    crate::container::abandon(backend.as_ref(), &intent.id, &paths).await;
+                }
+                Err(e) => tracing::warn!(container = %intent.id, error = %e, "cannot undo it"),
+            }
+            owned_run_dirs.remove(&intent.run_dir);
+            remove(&intent.run_dir);
+        }
+        remove(&state_dir);
+    }
+    for (state_dir, leftover) in unowned::<PodIntent>(ctx.sandboxes.dir(), &pods) {
+        if let Leftover::Intent(intent) = leftover {
+            tracing::warn!(sandbox = %intent.id, "undoing a pod whose creation was interrupted");
+            let undone = match ctx.backends.get(&intent.backend) {
+                Ok(backend) => backend.abandon_pod(&intent).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = undone {
+                tracing::warn!(sandbox = %intent.id, error = %e, "undo the pod");
+            }
+            remove(&intent.run_dir);
+        }
+        remove(&state_dir);
+    }
+    // Run dirs no record owns: a pod or container interrupted before its intent was
+    // written, or after its state dir went in a removal.
+    for kind in ["s", "c"] {
+        let Ok(entries) = std::fs::read_dir(ctx.run_dir.join(kind)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if !owned_run_dirs.contains(&entry.path()) {
+                tracing::warn!(dir = %entry.path().display(), "removing a run dir no pod or container owns");
+                remove(&entry.path());
+            }
+        }
+    }
+}
+
+fn remove(dir: &Path) {
+    if let Err(e) = crate::mounts::remove_tree(dir) {
+        tracing::warn!(dir = %dir.display(), error = %e, "remove what an interrupted operation left");
+    }
+}
