@@ -346,3 +346,108 @@ async fn trickling_blob_hits_the_pull_deadline() {
     assert!(err.message().contains("pull_timeout_secs"), "{err:?}");
     d.assert_image_store_empty("after a pull past its deadline");
 }
+
+// ----- durability (item 10) -----------------------------------------------------------
+
+/// The two quoted paths of a rename/renameat/renameat2 line of strace.
+fn rename_paths(line: &str) -> Option<(String, String)> {
+    let quoted: Vec<&str> = line.split('"').skip(1).step_by(2).collect();
+    match quoted[..] {
+        [from, to, ..] => Some((from.to_owned(), to.to_owned())),
+        _ => None,
+    }
+}
+
+/// The path strace -y shows for the fd a sync call was given: `fsync(7</a/b>)`.
+fn synced_path(line: &str) -> Option<String> {
+    let start = line.find('<')? + 1;
+    let end = start + line[start..].find('>')?;
+    Some(line[start..end].to_owned())
+}
+
+/// strace (not proxrt) watches the daemon's syscalls during a pull: every blob,
+/// snapshot and image record is synced (fdatasync/fsync of the file, syncfs of a
+/// snapshot's tree) before the rename that publishes it, and its directory is fsync'd
+/// after. Before the item, a download's data reached the disk whenever the kernel wrote it
+/// back: a host crash could leave a published blob with holes and a valid name.
+#[tokio::test]
+async fn what_a_pull_publishes_is_synced_before_the_rename() {
+    let registry = Registry::shared();
+    let image = TestImage::new()
+        .file("synced", random_hex(16).as_bytes())
+        .gzip()
+        .push(&registry, &format!("{}:1", unique_repo("synced")));
+    let d = TestDaemon::start();
+    let mut cri = d.cri().await;
+    let pid = d.pid().expect("daemon running");
+    let trace = d.dir().join("strace.out");
+    let mut strace = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-y", "-e"])
+        .arg("trace=fsync,fdatasync,syncfs,rename,renameat,renameat2")
+        .arg("-o")
+        .arg(&trace)
+        .arg("-p")
+        .arg(pid.to_string())
+        .spawn()
+        .expect("run strace (hack/setup installs it)");
+    // Attached once the daemon's main thread has a tracer.
+    let deadline = std::time::Instant::now() + MUST_FINISH;
+    while !std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("TracerPid:") && l.trim_end() != "TracerPid:\t0")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "strace did not attach"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    within("pull", pull(&mut cri, &image.name)).await.unwrap();
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(strace.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    );
+    strace.wait().unwrap();
+
+    let text = std::fs::read_to_string(&trace).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let store = d.images_dir().display().to_string();
+    let mut published = 0;
+    for (i, line) in lines.iter().enumerate() {
+        if !line.contains(" rename") {
+            continue;
+        }
+        let Some((from, to)) = rename_paths(line) else {
+            continue;
+        };
+        if !to.starts_with(&store) {
+            continue;
+        }
+        published += 1;
+        let synced_before = lines[..i].iter().any(|l| {
+            ["fsync(", "fdatasync(", "syncfs("]
+                .iter()
+                .any(|call| l.contains(call))
+                && synced_path(l).as_deref() == Some(from.as_str())
+        });
+        assert!(synced_before, "{to} published unsynced:\n{text}");
+        let parent = std::path::Path::new(&to)
+            .parent()
+            .unwrap()
+            .display()
+            .to_string();
+        let dir_synced_after = lines[i..]
+            .iter()
+            .any(|l| l.contains("fsync(") && synced_path(l).as_deref() == Some(parent.as_str()));
+        assert!(
+            dir_synced_after,
+            "{parent} not synced after {to} went in:\n{text}"
+        );
+    }
+    // manifest, config, layer blob, the snapshot, the image record
+    assert!(
+        published >= 5,
+        "only {published} renames into the image store:\n{text}"
+    );
+}
