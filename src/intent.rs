@@ -74,9 +74,11 @@ enum Leftover<T> {
     Bare,
 }
 
-/// The entries of `dir` (a store's directory) that `known` does not own.
+/// The entries of `dir` (a store's directory) that no loaded record owns and that hold no
+/// record file at all (an unreadable record is kept for inspection, with its data).
 fn unowned<T: serde::de::DeserializeOwned>(
     dir: &Path,
+    record_file: &str,
     known: &HashSet<String>,
 ) -> Vec<(PathBuf, Leftover<T>)> {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -85,10 +87,11 @@ fn unowned<T: serde::de::DeserializeOwned>(
     let mut out = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if known.contains(&name) || !entry.path().is_dir() {
+        let path = entry.path();
+        if known.contains(&name) || !path.is_dir() || path.join(record_file).exists() {
             continue;
         }
-        let leftover = match crate::store::read_json::<T>(&entry.path().join(INTENT_FILE)) {
+        let leftover = match crate::store::read_json::<T>(&path.join(INTENT_FILE)) {
             Ok(Some(intent)) if !name.starts_with(crate::mounts::RETIRED_PREFIX) => {
                 Leftover::Intent(intent)
             }
@@ -98,75 +101,104 @@ fn unowned<T: serde::de::DeserializeOwned>(
                 Leftover::Bare
             }
         };
-        out.push((entry.path(), leftover));
+        out.push((path, leftover));
     }
     out
 }
 
 /// Undoes every pod and container a killed daemon left half made (see the module doc).
 /// Runs once at start, before the socket serves and before the loaded containers are
-/// watched. Failures are logged: a start is never refused for a leftover.
+/// watched. Failures are logged and the leftover kept (with its intent) for the next
+/// start to try again: a start is never refused for a leftover, and nothing is removed
+/// that may still run.
 pub async fn finish_half_made(ctx: &Ctx<'_>) {
-    let pods: HashSet<String> = ctx.sandboxes.all().iter().map(|s| s.id.clone()).collect();
     let containers: HashSet<String> = ctx.containers.all().iter().map(|c| c.id.clone()).collect();
-    let mut owned_run_dirs: HashSet<PathBuf> = ctx
-        .sandboxes
-        .all()
-        .iter()
-        .map(|s| s.record().run_dir)
-        .chain(
-            ctx.containers
-                .all()
-                .iter()
-                .map(|c| c.record.run_dir.clone()),
-        )
-        .collect();
-
-    for (state_dir, leftover) in unowned::<ContainerIntent>(ctx.containers.dir(), &containers) {
+    for (state_dir, leftover) in unowned::<ContainerIntent>(
+        ctx.containers.dir(),
+        crate::container::RECORD_FILE,
+        &containers,
+    ) {
         if let Leftover::Intent(intent) = leftover {
-            tracing::warn!(container = %intent.id, "undoing a container whose creation was interrupted");
-            match ctx.backends.get(&intent.backend) {
-                Ok(backend) => {
-                    let paths = crate::container::ContainerPaths {
-                        state_dir: state_dir.clone(),
-                        run_dir: intent.run_dir.clone(),
-                    };
-                    crate::container::abandon(backend.as_ref(), &intent.id, &paths).await;
-                }
-                Err(e) => tracing::warn!(container = %intent.id, error = %e, "cannot undo it"),
+            if !intent.run_dir.starts_with(ctx.run_dir) {
+                tracing::warn!(container = %intent.id, run_dir = %intent.run_dir.display(), "intent names a run dir outside the daemon's: left alone");
+                continue;
             }
-            owned_run_dirs.remove(&intent.run_dir);
-            remove(&intent.run_dir);
+            tracing::warn!(container = %intent.id, "undoing a container whose creation was interrupted");
+            let backend = match ctx.backends.get(&intent.backend) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(container = %intent.id, error = %e, "cannot undo it now; kept for the next start");
+                    continue;
+                }
+            };
+            let paths = crate::container::ContainerPaths {
+                state_dir: state_dir.clone(),
+                run_dir: intent.run_dir.clone(),
+            };
+            crate::container::abandon(backend.as_ref(), &intent.id, &paths).await;
         }
         remove(&state_dir);
     }
-    for (state_dir, leftover) in unowned::<PodIntent>(ctx.sandboxes.dir(), &pods) {
+    let pods: HashSet<String> = ctx.sandboxes.all().iter().map(|s| s.id.clone()).collect();
+    for (state_dir, leftover) in
+        unowned::<PodIntent>(ctx.sandboxes.dir(), crate::sandbox::RECORD_FILE, &pods)
+    {
         if let Leftover::Intent(intent) = leftover {
+            if !intent.run_dir.starts_with(ctx.run_dir) {
+                tracing::warn!(sandbox = %intent.id, run_dir = %intent.run_dir.display(), "intent names a run dir outside the daemon's: left alone");
+                continue;
+            }
             tracing::warn!(sandbox = %intent.id, "undoing a pod whose creation was interrupted");
             let undone = match ctx.backends.get(&intent.backend) {
                 Ok(backend) => backend.abandon_pod(&intent).await,
                 Err(e) => Err(e),
             };
             if let Err(e) = undone {
-                tracing::warn!(sandbox = %intent.id, error = %e, "undo the pod");
+                tracing::warn!(sandbox = %intent.id, error = %e, "undo the pod; kept for the next start");
+                continue;
             }
             remove(&intent.run_dir);
         }
         remove(&state_dir);
     }
-    // Run dirs no record owns: a pod or container interrupted before its intent was
-    // written, or after its state dir went in a removal.
-    for kind in ["s", "c"] {
+    // Run dirs no pod or container owns any more: one interrupted before its intent was
+    // written, or after its state dir went in a removal. Owned: a record's run dir, and
+    // any whose id still has a state dir (kept above, or an unreadable record's).
+    for (kind, store) in [("s", ctx.sandboxes.dir()), ("c", ctx.containers.dir())] {
+        let mut owned: HashSet<String> = std::fs::read_dir(store)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| run_dir_name(&e.file_name().to_string_lossy()))
+            .collect();
+        owned.extend(
+            ctx.sandboxes
+                .all()
+                .iter()
+                .map(|s| s.record().run_dir)
+                .chain(
+                    ctx.containers
+                        .all()
+                        .iter()
+                        .map(|c| c.record.run_dir.clone()),
+                )
+                .filter_map(|d| d.file_name().map(|n| n.to_string_lossy().into_owned())),
+        );
         let Ok(entries) = std::fs::read_dir(ctx.run_dir.join(kind)) else {
             continue;
         };
         for entry in entries.flatten() {
-            if !owned_run_dirs.contains(&entry.path()) {
+            if !owned.contains(entry.file_name().to_string_lossy().as_ref()) {
                 tracing::warn!(dir = %entry.path().display(), "removing a run dir no pod or container owns");
                 remove(&entry.path());
             }
         }
     }
+}
+
+/// A pod's or container's run dir is named by the first 16 characters of its id.
+fn run_dir_name(id: &str) -> String {
+    id.get(..16).unwrap_or(id).to_owned()
 }
 
 fn remove(dir: &Path) {

@@ -228,3 +228,50 @@ async fn a_container_that_exits_while_the_daemon_is_down_reports_its_code() {
     assert!(st.finished_at > st.started_at, "{st:?}");
     assert_eq!(log_lines(&read_log(&log), "stdout"), ["bye"]);
 }
+
+/// A container whose record cannot be read at start (a disk fault) is not loaded, but
+/// nothing of it is removed as if it were a leftover: its state dir (with its writable
+/// layer), its run dir and its processes stay, and with the record back it is found
+/// again, still running.
+#[tokio::test]
+async fn an_unreadable_record_is_kept_with_everything_of_its_container() {
+    let mut env = PodEnv::start().await;
+    let pod = env.run_pod(env.pod_config("unreadable")).await;
+    let id = env
+        .create_start(&pod, env.container_config(&pod, "kept", &["sleep", "1000"]))
+        .await;
+    let state_dir = env.daemon().root.join("containers").join(&id);
+    let run_dir = env.daemon().run_dir.join("c").join(&id[..16]);
+    let record = state_dir.join("container.json");
+    let good = fs::read(&record).unwrap();
+    let theirs: Vec<String> = env
+        .snapshot()
+        .processes
+        .into_iter()
+        .filter(|p| p.ends_with(" sleep") || p.ends_with(" proxrt-monitor"))
+        .collect();
+    assert_eq!(theirs.len(), 2, "the container and its monitor: {theirs:?}");
+
+    env.kill9();
+    fs::write(&record, &good[..good.len() / 2]).unwrap();
+    env.restart().await;
+    let listed = env.list_containers(ContainerFilter::default()).await;
+    assert!(listed.is_empty(), "a torn record is not loaded: {listed:?}");
+    assert!(
+        state_dir.join("upper").is_dir(),
+        "its writable layer is kept"
+    );
+    assert!(run_dir.join("rootfs").is_dir(), "its run dir is kept");
+    let now = env.snapshot().processes;
+    assert!(
+        theirs.iter().all(|p| now.contains(p)),
+        "its processes run on: {theirs:?} in {now:?}"
+    );
+
+    env.kill9();
+    fs::write(&record, &good).unwrap();
+    env.restart().await;
+    let st = env.status(&id).await;
+    assert_eq!(st.state, ContainerState::ContainerRunning as i32, "{st:?}");
+    assert_eq!(env.exec_ok(&id, &["echo", "back"]).await, "back\n");
+}

@@ -63,13 +63,7 @@ pub(super) fn cri_state(state: SandboxState) -> PodSandboxState {
 }
 
 pub(super) fn to_cri_status(r: &SandboxRecord, ips: &[String]) -> PodSandboxStatus {
-    let options = r
-        .config
-        .linux
-        .as_ref()
-        .and_then(|l| l.security_context.as_ref())
-        .and_then(|s| s.namespace_options.clone())
-        .unwrap_or_default();
+    let options = crate::sandbox::namespace_options(&r.config);
     PodSandboxStatus {
         id: r.id.clone(),
         metadata: r.config.metadata.clone(),

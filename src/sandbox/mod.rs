@@ -207,6 +207,16 @@ impl SandboxPaths {
     }
 }
 
+/// The pod's namespace options as sent (each mode POD when none were).
+pub fn namespace_options(config: &PodSandboxConfig) -> k8s_cri::v1::NamespaceOption {
+    config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.clone())
+        .unwrap_or_default()
+}
+
 impl SandboxRecord {
     pub fn paths(&self) -> SandboxPaths {
         SandboxPaths::of_run_dir(&self.run_dir)

@@ -51,12 +51,7 @@ pub(super) async fn run(
     pod: &PodParams<'_>,
 ) -> Result<PodRuntime, BackendError> {
     let config = pod.config;
-    let ns = config
-        .linux
-        .as_ref()
-        .and_then(|l| l.security_context.as_ref())
-        .and_then(|s| s.namespace_options.clone())
-        .unwrap_or_default();
+    let ns = crate::sandbox::namespace_options(config);
     let host_net = ns.network == NamespaceMode::Node as i32;
     let host_ipc = ns.ipc == NamespaceMode::Node as i32;
     let pod_pid = ns.pid == NamespaceMode::Pod as i32;
@@ -291,13 +286,8 @@ pub(super) fn remove(pod: &SandboxRecord) -> Result<(), BackendError> {
 /// killed), the namespace files, its cgroup, /dev/shm and the run dir.
 pub(super) async fn abandon(network: &Network, intent: &PodIntent) -> Result<(), BackendError> {
     let paths = SandboxPaths::of_run_dir(&intent.run_dir);
-    let own_network = intent
-        .config
-        .linux
-        .as_ref()
-        .and_then(|l| l.security_context.as_ref())
-        .and_then(|s| s.namespace_options.as_ref())
-        .is_none_or(|ns| ns.network != NamespaceMode::Node as i32);
+    let own_network =
+        crate::sandbox::namespace_options(&intent.config).network != NamespaceMode::Node as i32;
     let mut problems = Vec::new();
     if own_network {
         let netns = paths.ns_dir().join("net");
