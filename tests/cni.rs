@@ -382,6 +382,50 @@ async fn teardown_after_kill9_of_the_daemon_leaves_nothing() {
     net.assert_clean("after kill -9, restart, stop, remove");
 }
 
+/// A daemon killed between CNI ADD and the sandbox record (issue 12, item 8; the crash
+/// point exists only with `--features failpoints`, as hack/test builds): the next start
+/// runs DEL from the pod's intent, so the veth, the host-local address and the portmap
+/// rules are gone before anything is served, and the same pod can be made again.
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_daemon_killed_after_add_releases_the_network_at_start() {
+    use std::os::unix::process::ExitStatusExt;
+    let net = Net::new('k');
+    net.write_config("10-test.conflist", &net.conflist(&[]));
+    let mut env = PodEnv::start_in_netns(&net.toml(), &net.netns_path()).await;
+    let mut config = env.pod_config("killed");
+    config.port_mappings = vec![PortMapping {
+        protocol: Protocol::Tcp as i32,
+        container_port: 8080,
+        host_port: 18089,
+        host_ip: String::new(),
+    }];
+    env.daemon_mut()
+        .set_env("FAILPOINTS", Some("run_pod_sandbox.network=return"));
+    env.restart().await;
+    let call = env.try_run_pod(config.clone()).await;
+    assert!(call.is_err(), "RunPodSandbox answered: {call:?}");
+    let status = env
+        .daemon_mut()
+        .wait_exited(SERVE_TIMEOUT)
+        .expect("the daemon dies at the crash point");
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status}");
+    assert_eq!(net.allocations().len(), 1, "ADD ran before the kill");
+    assert_eq!(net.veths().len(), 1, "ADD ran before the kill");
+    assert!(!net.pod_rules().is_empty(), "ADD ran before the kill");
+
+    env.daemon_mut().set_env("FAILPOINTS", None);
+    env.restart().await;
+    assert!(env.list_pods(Default::default()).await.is_empty());
+    net.assert_clean("after a kill between ADD and the record, and a restart");
+
+    let pod = env.run_pod(config).await;
+    assert!(pod_ip(&mut env, &pod.id).await.starts_with(&net.prefix));
+    env.stop_pod(&pod.id).await.expect("StopPodSandbox");
+    env.remove_pod(&pod.id).await.expect("RemovePodSandbox");
+    net.assert_clean("after the same pod again");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn stop_after_the_holder_or_the_netns_is_gone_still_releases_the_network() {
     let net = Net::new('d');
