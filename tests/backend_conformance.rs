@@ -28,35 +28,7 @@ use k8s_cri::v1::{
     ContainerStatusRequest, NamespaceMode, PodSandboxConfig, PodSandboxStatusRequest,
     RunPodSandboxRequest, SecurityProfile, StopPodSandboxRequest,
 };
-use proxrt::backend::crun::CrunProbe;
-use proxrt::config::{CrunConfig, HybridCgroups};
 use tonic::Code;
-
-/// The config a backend's daemon needs on this host, or None (printed) when the backend
-/// cannot run here at all.
-fn backend_config(backend: &str) -> Option<String> {
-    if backend != "crun" {
-        return Some(String::new());
-    }
-    let probe = CrunProbe::run(&CrunConfig {
-        path: "crun".into(),
-        hybrid_cgroups: HybridCgroups::Refuse,
-    });
-    match probe.unavailable {
-        None => Some(String::new()),
-        Some(reason) if probe.binary.is_some() && probe.cgroups.crun_refusal().is_some() => {
-            eprintln!(
-                "NOTE: with the default config crun is unavailable on this host ({reason}); \
-                 this test runs crun with [crun] hybrid_cgroups = \"v1-view\""
-            );
-            Some("[crun]\nhybrid_cgroups = \"v1-view\"\n".into())
-        }
-        Some(reason) => {
-            eprintln!("SKIP: crun conformance: crun cannot run on this host: {reason}");
-            None
-        }
-    }
-}
 
 /// A daemon whose pods run on one backend.
 struct Suite {
