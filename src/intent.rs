@@ -119,8 +119,7 @@ pub async fn finish_half_made(ctx: &Ctx<'_>) {
         &containers,
     ) {
         if let Leftover::Intent(intent) = leftover {
-            if !intent.run_dir.starts_with(ctx.run_dir) {
-                tracing::warn!(container = %intent.id, run_dir = %intent.run_dir.display(), "intent names a run dir outside the daemon's: left alone");
+            if !under_run_dir(&intent.id, &intent.run_dir, ctx.run_dir) {
                 continue;
             }
             tracing::warn!(container = %intent.id, "undoing a container whose creation was interrupted");
@@ -144,8 +143,7 @@ pub async fn finish_half_made(ctx: &Ctx<'_>) {
         unowned::<PodIntent>(ctx.sandboxes.dir(), crate::sandbox::RECORD_FILE, &pods)
     {
         if let Leftover::Intent(intent) = leftover {
-            if !intent.run_dir.starts_with(ctx.run_dir) {
-                tracing::warn!(sandbox = %intent.id, run_dir = %intent.run_dir.display(), "intent names a run dir outside the daemon's: left alone");
+            if !under_run_dir(&intent.id, &intent.run_dir, ctx.run_dir) {
                 continue;
             }
             tracing::warn!(sandbox = %intent.id, "undoing a pod whose creation was interrupted");
@@ -194,6 +192,16 @@ pub async fn finish_half_made(ctx: &Ctx<'_>) {
             }
         }
     }
+}
+
+/// Whether an intent's run dir is in the daemon's run dir (the state root is root's
+/// alone, but an intent is never trusted to name anything else for removal).
+fn under_run_dir(id: &str, run_dir: &Path, daemon_run_dir: &Path) -> bool {
+    let ours = run_dir.starts_with(daemon_run_dir);
+    if !ours {
+        tracing::warn!(id, run_dir = %run_dir.display(), "intent names a run dir outside the daemon's: left alone");
+    }
+    ours
 }
 
 /// A pod's or container's run dir is named by the first 16 characters of its id.
