@@ -401,6 +401,11 @@ async fn stop_kills_every_process_of_a_container_in_the_pods_pid_namespace(backe
     let log = pod.log_path(&c);
     let id = s.env.create_start(&pod, c).await;
     wait_log(&log, "up", |r| log_lines(r, "stdout") == ["up"]).await;
+    // "up" is echoed once the background shell is forked, maybe before it has exec'd sleep.
+    let deadline = Instant::now() + STATE_TIMEOUT;
+    while pids_running(&["sleep", &marker]).is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_eq!(
         pids_running(&["sleep", &marker]).len(),
         1,
