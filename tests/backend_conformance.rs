@@ -192,7 +192,103 @@ every_backend!(
     a_missing_executable_fails_and_leaves_nothing,
     seccomp_profile_binds_the_main_process_and_exec,
     stdin_and_tty_containers,
+    the_rootfs_is_mounted_in_the_container_only,
 );
+
+/// Mount points in the host's (the test's) mount namespace at or below `dir`.
+fn host_mounts_under(dir: &str) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .expect("read mountinfo")
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
+        .filter(|m| m == dir || m.starts_with(&format!("{dir}/")))
+        .collect()
+}
+
+/// Issue 13: nothing per container in the host's mount table. Once CreateContainer
+/// returns, the overlay is mounted only in the container's own mount namespace; it is
+/// still the container's live root (its writes land in the writable layer), created and
+/// running containers add no host mount, and removal leaves nothing.
+async fn the_rootfs_is_mounted_in_the_container_only(backend: &'static str) {
+    let Some(mut s) = Suite::start(backend).await else {
+        return;
+    };
+    let pod = s.pod("rootfs").await;
+    s.steady().await;
+    let before = s.settled_snapshot().await;
+    let containers_run_dir = s.env.daemon().run_dir.join("c");
+    let containers_run_dir = containers_run_dir.to_str().expect("UTF-8 run dir");
+    let host_before = host_mounts_under(containers_run_dir);
+
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let cfg = s
+            .env
+            .container_config(&pod, &format!("c{i}"), &["sleep", "1000"]);
+        let id = s.env.create(&pod, cfg).await.expect("CreateContainer");
+        // Created (init waiting for StartContainer), then running: neither is in the
+        // host's table, and the container's root is reachable through its init.
+        assert_eq!(
+            host_mounts_under(containers_run_dir),
+            host_before,
+            "container {i} created"
+        );
+        let info = container_info(&mut s.env, &id).await;
+        let root = PathBuf::from(
+            info["rootfs"]
+                .as_str()
+                .expect("rootfs of a created container"),
+        );
+        assert!(
+            root.join("bin/busybox").exists(),
+            "{} shows the image's files: {info}",
+            root.display()
+        );
+        if i % 2 == 0 {
+            s.env.start_container(&id).await.expect("StartContainer");
+        }
+        ids.push((id, info));
+    }
+    assert_eq!(
+        host_mounts_under(containers_run_dir),
+        host_before,
+        "4 containers"
+    );
+
+    // The running container's root is the overlay: what it writes is in its upper dir.
+    let (id, info) = &ids[0];
+    assert_eq!(
+        s.env
+            .exec_ok(id, &["sh", "-c", "echo written > /tmp/w; cat /tmp/w"])
+            .await
+            .trim(),
+        "written"
+    );
+    let upper = PathBuf::from(info["bundle"].as_str().expect("bundle"))
+        .parent()
+        .expect("state dir")
+        .join("upper/tmp/w");
+    assert_eq!(
+        std::fs::read_to_string(&upper).expect("the write is in the writable layer"),
+        "written\n"
+    );
+    // A created container starts from its released mount.
+    let (created, _) = &ids[1];
+    s.env
+        .start_container(created)
+        .await
+        .expect("StartContainer");
+    assert!(!s
+        .env
+        .exec_ok(created, &["cat", "/etc/hostname"])
+        .await
+        .is_empty());
+
+    for (id, _) in &ids {
+        s.env.remove_container(id).await.expect("RemoveContainer");
+    }
+    s.env.assert_back_to(&before, "containers removed").await;
+}
 
 /// What a container's fd 0-2 are, seen from inside, and that a stdin pipe stays open
 /// with nobody attached; a tty container's output is logged as stdout (no attach yet: the
@@ -716,11 +812,12 @@ async fn containers_survive_a_daemon_restart(backend: &'static str) {
         wait_log(log, "before", |r| log_lines(r, "stdout") == ["before"]).await;
     }
     let monitor = container_info(&mut s.env, &runs).await["monitorPid"].clone();
+    let ends_pid = container_info(&mut s.env, &ends).await["pid"].clone();
 
     s.env.kill9();
     // While no daemon runs: one container ends (its trigger written into its rootfs from
-    // the host), its monitor records the exit code and the last log line.
-    let rootfs = rootfs_of(&s.env, &ends);
+    // the host, through its init: the overlay is mounted only in the container), its monitor records the exit code and the last log line.
+    let rootfs = PathBuf::from(format!("/proc/{}/root", ends_pid));
     std::fs::write(rootfs.join("tmp/go"), b"").expect("touch the trigger in the rootfs");
     wait_log(&ends_log, "after", |r| {
         log_lines(r, "stdout") == ["before", "after"]
@@ -763,15 +860,6 @@ async fn containers_survive_a_daemon_restart(backend: &'static str) {
         )
         .await;
     assert_eq!(st.exit_code, 9);
-}
-
-/// The rootfs mount of a container, from the daemon's run dir (the daemon is down).
-fn rootfs_of(env: &PodEnv, id: &str) -> PathBuf {
-    env.daemon()
-        .run_dir
-        .join("c")
-        .join(&id[..16])
-        .join("rootfs")
 }
 
 async fn removing_a_pod_with_running_containers_leaves_nothing(backend: &'static str) {

@@ -127,6 +127,18 @@ impl BundleInputs {
     }
 }
 
+/// Once the backend has created the container, its init has pivoted into its own copy of
+/// the overlay (in the container's mount namespace) and waits for StartContainer: the
+/// daemon's mount in the host's namespace is no longer used by anyone, so it goes. The
+/// host's mount table then holds nothing per container, and the calls that read or copy
+/// that table (libcontainer's cgroup manager reads it many times per create, every new
+/// mount namespace copies it) do not slow down as containers are added. The overlay
+/// itself lives on as long as the container's namespace does; RemoveContainer's unmount
+/// stays for containers made before this (or a daemon killed before this line).
+pub(super) fn release_host_rootfs(paths: &ContainerPaths) -> Result<(), ContainerError> {
+    rootfs::unmount(&paths.rootfs()).map_err(|e| ContainerError::io("release rootfs", e))
+}
+
 /// A Localhost AppArmor profile must be loaded now (an operator may load one at any
 /// time, so this is read per create): otherwise the runtime would fail at exec with a
 /// message far from the cause.

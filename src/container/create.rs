@@ -184,6 +184,9 @@ pub async fn create_container(
         });
     }
     crate::crash_point!("create_container.created");
+    if matches!(form, ContainerForm::Bundle) {
+        super::bundle::release_host_rootfs(&paths)?;
+    }
     crate::store::write_json(&paths.record(), &record)?;
     crate::intent::clear(&paths.state_dir);
     crate::crash_point!("create_container.record");

@@ -28,7 +28,11 @@ pub fn container_status(
                 "backendReason": c.record.backend_reason,
                 "bundle": d.containers().paths(&c.record).bundle(),
                 "runDir": c.record.run_dir,
-                "rootfs": d.containers().paths(&c.record).rootfs(),
+                // Mounted only in the container's own mount namespace (bundle.rs,
+                // `release_host_rootfs`): seen from the host through its init.
+                "rootfs": s
+                    .filter(|_| matches!(snap.phase(), Phase::Created | Phase::Running))
+                    .map(|s| format!("/proc/{}/root", s.init_pid)),
                 "pid": s.map(|s| s.init_pid),
                 "monitorPid": s.map(|s| s.monitor_pid),
                 "stopSignal": c.record.stop_signal,
