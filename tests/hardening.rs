@@ -436,6 +436,105 @@ async fn a_dead_pod_holder_turns_the_pod_not_ready_at_once() {
         .await;
 }
 
+/// A process named like a holder, in the host's namespaces: what a pod's recorded holder
+/// pid may name once the holder is gone and the pid was recycled.
+fn stranger_named_holder() -> std::process::Child {
+    std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import ctypes, sys, time\n\
+             ctypes.CDLL(None).prctl(15, b'proxrt-pause', 0, 0, 0)\n\
+             print('named', flush=True)\n\
+             time.sleep(600)",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start python3")
+}
+
+/// Item 7 with ipc and uts reached through the holder (`/proc/<holder>/ns/…`, issue 13:
+/// no bind mount per namespace): the pod's record names a pid that is now another
+/// process with the holder's name (a recycled pid, simulated by pointing the record at
+/// a stranger). The pod is NOT READY after the restart (the ipc namespace's recorded
+/// inode is not the stranger's: without it the pod stayed READY and a new container
+/// joined the stranger's namespace), no container joins, and neither StopPodSandbox
+/// nor RemovePodSandbox kills the stranger.
+#[tokio::test]
+async fn a_recycled_holder_pid_is_neither_joined_nor_killed() {
+    let mut env = PodEnv::start().await;
+    env.settled_snapshot().await;
+    let before = env.work_snapshot();
+    let mut config = env.pod_config("recycled");
+    // Host network: no net namespace file whose inode would also tell the processes apart.
+    let ns = pod_security(&mut config)
+        .namespace_options
+        .get_or_insert_with(pod_namespaces);
+    ns.network = NamespaceMode::Node as i32;
+    let pod = env.run_pod(config).await;
+    let record_path = env
+        .daemon()
+        .root
+        .join("sandboxes")
+        .join(&pod.id)
+        .join("sandbox.json");
+    let mut record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&record_path).expect("sandbox record"))
+            .expect("sandbox record is JSON");
+    let holder = record["holder_pid"].as_i64().expect("holder pid") as i32;
+    assert_eq!(
+        record["namespaces"]["ipc"],
+        format!("/proc/{holder}/ns/ipc"),
+        "{record}"
+    );
+
+    env.kill9();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(holder),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the holder");
+    let mut stranger = stranger_named_holder();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(stranger.stdout.take().expect("stdout")),
+        &mut line,
+    )
+    .expect("stranger named");
+    let pid = stranger.id() as i32;
+    assert_eq!(comm(pid), "proxrt-pause");
+    // Everything the record says of pid `holder` now says it of the stranger.
+    let text = serde_json::to_string(&record)
+        .expect("JSON")
+        .replace(&format!("/proc/{holder}/"), &format!("/proc/{pid}/"));
+    record = serde_json::from_str(&text).expect("JSON");
+    record["holder_pid"] = pid.into();
+    std::fs::write(&record_path, serde_json::to_vec(&record).expect("JSON")).expect("write");
+    env.restart().await;
+
+    let status = env.pod_status(&pod.id).await.expect("pod status");
+    assert_eq!(
+        status.state,
+        k8s_cri::v1::PodSandboxState::SandboxNotready as i32,
+        "a pod whose namespaces are gone is not ready"
+    );
+    let late = env.container_config(&pod, "late", &["sleep", "1"]);
+    let err = env
+        .create(&pod, late)
+        .await
+        .expect_err("no container joins the stranger's namespaces");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    env.stop_pod(&pod.id).await.expect("stop pod");
+    env.remove_pod(&pod.id).await.expect("remove pod");
+    assert!(
+        stranger.try_wait().expect("wait").is_none(),
+        "StopPodSandbox killed a process that is not the pod's holder"
+    );
+    stranger.kill().expect("kill the stranger");
+    stranger.wait().expect("reap the stranger");
+    env.assert_work_back_to(&before, "after a pod whose holder pid was recycled")
+        .await;
+}
+
 /// Item 4 on a host without AppArmor (this one: the kernel has no AppArmor module): every
 /// profile request is accepted and none is applied, and the Status says so. (Where
 /// AppArmor enforces, the spec decisions are unit tests in src/spec/security.rs and the

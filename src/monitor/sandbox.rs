@@ -67,11 +67,15 @@ pub struct SandboxRequest {
 pub struct SandboxCreated {
     /// The holder process (host pid), for `teardown_sandbox`.
     pub holder_pid: i32,
-    /// `<dir>/net`, bind-mounted, when a new net namespace was requested.
+    /// `<dir>/net`, bind-mounted, when a new net namespace was requested: the CNI
+    /// plugins are handed this path, and their DEL must find the namespace whatever
+    /// became of the holder (a recycled pid must never name it).
     pub net_ns: Option<PathBuf>,
-    /// `<dir>/ipc`, bind-mounted, when a new IPC namespace was requested.
+    /// `/proc/<holder>/ns/ipc` when a new IPC namespace was requested. Not bind-mounted
+    /// (one host mount less per pod, issue 13): containers join it only while the holder
+    /// lives, checked by the namespace's inode (backend/host/pod.rs, `alive`).
     pub ipc_ns: Option<PathBuf>,
-    /// `<dir>/uts`, bind-mounted, when a new UTS namespace was requested.
+    /// `/proc/<holder>/ns/uts` when a new UTS namespace was requested, as `ipc_ns`.
     pub uts_ns: Option<PathBuf>,
     /// `/proc/<holder>/ns/pid`: a pid namespace cannot outlive its init, so it is not
     /// bind-mounted.
@@ -230,25 +234,20 @@ fn setup(
             .map_err(|e| (Fault::Invalid, format!("sysctl {key}={value}: {e}")))?;
     }
 
-    let mut created = SandboxCreated {
-        holder_pid: holder.as_raw(),
-        net_ns: None,
-        ipc_ns: None,
-        uts_ns: None,
-        pid_ns: req
-            .new_pid
-            .then(|| PathBuf::from(format!("/proc/{holder}/ns/pid"))),
+    let of_holder = |wanted: bool, name: &str| {
+        wanted.then(|| PathBuf::from(format!("/proc/{holder}/ns/{name}")))
     };
-    for (wanted, name, slot) in [
-        (req.new_net, "net", &mut created.net_ns),
-        (req.new_ipc, "ipc", &mut created.ipc_ns),
-        (req.new_uts, "uts", &mut created.uts_ns),
-    ] {
-        if wanted {
-            *slot = Some(bind_ns(holder, name, &req.dir, rb)?);
-        }
-    }
-    Ok(created)
+    let net_ns = match req.new_net {
+        true => Some(bind_ns(holder, "net", &req.dir, rb)?),
+        false => None,
+    };
+    Ok(SandboxCreated {
+        holder_pid: holder.as_raw(),
+        net_ns,
+        ipc_ns: of_holder(req.new_ipc, "ipc"),
+        uts_ns: of_holder(req.new_uts, "uts"),
+        pid_ns: of_holder(req.new_pid, "pid"),
+    })
 }
 
 /// Bind-mounts `/proc/<holder>/ns/<name>` onto an empty file `<dir>/<name>`.

@@ -103,6 +103,23 @@ pub struct SandboxNamespaces {
     /// before a container joins it (records from before it have none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid_inode: Option<u64>,
+    /// The same for `ipc` and `uts` when they are the holder's `/proc/<pid>/ns/…`
+    /// (records from before that had bind-mounted files and none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipc_inode: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uts_inode: Option<u64>,
+}
+
+impl SandboxNamespaces {
+    /// Each namespace path with the identity recorded for it (if any).
+    pub fn identities(&self) -> [(Option<&Path>, Option<u64>); 3] {
+        [
+            (self.pid.as_deref(), self.pid_inode),
+            (self.ipc.as_deref(), self.ipc_inode),
+            (self.uts.as_deref(), self.uts_inode),
+        ]
+    }
 }
 
 /// What is persisted for a sandbox.

@@ -212,10 +212,12 @@ pub(super) async fn run(
         hostname,
         holder_pid: Some(created.holder_pid),
         namespaces: SandboxNamespaces {
+            pid_inode: created.pid_ns.as_deref().and_then(ns_inode),
+            ipc_inode: created.ipc_ns.as_deref().and_then(ns_inode),
+            uts_inode: created.uts_ns.as_deref().and_then(ns_inode),
             net: created.net_ns,
             ipc: created.ipc_ns,
             uts: created.uts_ns,
-            pid_inode: created.pid_ns.as_deref().and_then(ns_inode),
             pid: created.pid_ns,
         },
         shm_mounted,
@@ -232,7 +234,11 @@ pub(super) async fn stop(network: &Network, pod: &SandboxRecord) -> Result<(), B
             .await
             .map_err(network_error)?;
     }
-    let (dir, pid) = (pod.paths().ns_dir(), pod.holder_pid);
+    // The pid is killed only while its namespaces are still this pod's: once the holder
+    // is gone, its recycled pid may name any process (another pod's holder too, which
+    // the name check in `teardown_sandbox` would not tell apart without ns files).
+    let pid = pod.holder_pid.filter(|_| same_namespaces(pod));
+    let dir = pod.paths().ns_dir();
     let holder_dirs = holder_dirs(pod.cgroup_parent(), &pod.id);
     tokio::task::spawn_blocking(move || {
         teardown_sandbox(&dir, pid)?;
@@ -333,24 +339,34 @@ pub(super) async fn abandon(network: &Network, intent: &PodIntent) -> Result<(),
     }
 }
 
-/// Whether a ready pod's namespaces still exist: its holder runs (when it has one), its
-/// pid namespace is still the one the pod was made with (a recycled pid would hand a new
-/// container another process's namespace), and its namespace files are still mounted.
+/// Whether a ready pod's namespaces still exist: its holder runs (when it has one), the
+/// pid, ipc and uts namespaces reached through it are still the ones the pod was made
+/// with (a recycled pid would hand a new container another process's namespaces), and
+/// its namespace file (net) is still mounted.
 pub(super) fn alive(r: &SandboxRecord) -> bool {
     let holder_ok = match r.holder_pid {
         Some(pid) => std::fs::read_to_string(format!("/proc/{pid}/comm"))
             .is_ok_and(|c| c.trim_end() == HOLDER_NAME),
         None => true,
     };
-    let pid_ns_ok = match (&r.namespaces.pid, r.namespaces.pid_inode) {
-        (Some(path), Some(inode)) => ns_inode(path) == Some(inode),
-        _ => true,
-    };
+    let identities_ok = same_namespaces(r);
     let files_ok = [&r.namespaces.net, &r.namespaces.ipc, &r.namespaces.uts]
         .into_iter()
         .flatten()
         .all(|p| p.exists());
-    holder_ok && pid_ns_ok && files_ok
+    holder_ok && identities_ok && files_ok
+}
+
+/// Whether every namespace recorded with its inode still has it (records from before
+/// inodes were kept pass).
+fn same_namespaces(r: &SandboxRecord) -> bool {
+    r.namespaces
+        .identities()
+        .into_iter()
+        .all(|(path, inode)| match (path, inode) {
+            (Some(path), Some(inode)) => ns_inode(path) == Some(inode),
+            _ => true,
+        })
 }
 
 /// The inode of a namespace file (`/proc/<pid>/ns/pid`): what identifies the namespace.
