@@ -114,7 +114,7 @@ mod tests {
             id: record.id.clone(),
             sandbox_id: record.id.clone(),
             at: 42,
-            pod: Some(record),
+            pod: Some(Box::new(record)),
             containers: Vec::new(),
         };
         let r = to_cri_event(&e, &["10.0.0.2".into()]);
