@@ -386,17 +386,7 @@ async fn a_dead_pod_holder_turns_the_pod_not_ready_at_once() {
         .pid = NamespaceMode::Pod as i32;
     let id = env.create_start(&pod, c).await;
 
-    let record: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(
-            env.daemon()
-                .root
-                .join("sandboxes")
-                .join(&pod.id)
-                .join("sandbox.json"),
-        )
-        .expect("sandbox record"),
-    )
-    .expect("sandbox record is JSON");
+    let (_, record) = sandbox_record(&env, &pod.id);
     let holder = record["holder_pid"].as_i64().expect("holder pid") as i32;
     assert_eq!(comm(holder), "proxrt-pause");
     nix::sys::signal::kill(
@@ -423,17 +413,35 @@ async fn a_dead_pod_holder_turns_the_pod_not_ready_at_once() {
     let exited = env.wait_exit(&id).await;
     assert_eq!(exited.state, ContainerState::ContainerExited as i32);
 
-    let late = env.container_config(&pod, "late", &["sleep", "1"]);
-    let err = env
-        .create(&pod, late)
-        .await
-        .expect_err("no container joins a dead pod");
-    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    no_container_joins(&mut env, &pod, "a dead pod").await;
 
     env.stop_pod(&pod.id).await.expect("stop pod");
     env.remove_pod(&pod.id).await.expect("remove pod");
     env.assert_back_to(&before, "after a pod whose holder died")
         .await;
+}
+
+/// The pod's record file and what it holds.
+fn sandbox_record(env: &PodEnv, pod_id: &str) -> (std::path::PathBuf, serde_json::Value) {
+    let path = env
+        .daemon()
+        .root
+        .join("sandboxes")
+        .join(pod_id)
+        .join("sandbox.json");
+    let record = serde_json::from_slice(&std::fs::read(&path).expect("sandbox record"))
+        .expect("sandbox record is JSON");
+    (path, record)
+}
+
+/// CreateContainer in `pod` is refused with FailedPrecondition: no container joins `what`.
+async fn no_container_joins(env: &mut PodEnv, pod: &Pod, what: &str) {
+    let late = env.container_config(pod, "late", &["sleep", "1"]);
+    let err = env
+        .create(pod, late)
+        .await
+        .expect_err(&format!("no container joins {what}"));
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
 }
 
 /// A process named like a holder, in the host's namespaces: what a pod's recorded holder
@@ -471,15 +479,7 @@ async fn a_recycled_holder_pid_is_neither_joined_nor_killed() {
         .get_or_insert_with(pod_namespaces);
     ns.network = NamespaceMode::Node as i32;
     let pod = env.run_pod(config).await;
-    let record_path = env
-        .daemon()
-        .root
-        .join("sandboxes")
-        .join(&pod.id)
-        .join("sandbox.json");
-    let mut record: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&record_path).expect("sandbox record"))
-            .expect("sandbox record is JSON");
+    let (record_path, mut record) = sandbox_record(&env, &pod.id);
     let holder = record["holder_pid"].as_i64().expect("holder pid") as i32;
     assert_eq!(
         record["namespaces"]["ipc"],
@@ -517,12 +517,7 @@ async fn a_recycled_holder_pid_is_neither_joined_nor_killed() {
         k8s_cri::v1::PodSandboxState::SandboxNotready as i32,
         "a pod whose namespaces are gone is not ready"
     );
-    let late = env.container_config(&pod, "late", &["sleep", "1"]);
-    let err = env
-        .create(&pod, late)
-        .await
-        .expect_err("no container joins the stranger's namespaces");
-    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    no_container_joins(&mut env, &pod, "the stranger's namespaces").await;
     env.stop_pod(&pod.id).await.expect("stop pod");
     env.remove_pod(&pod.id).await.expect("remove pod");
     assert!(
