@@ -380,37 +380,14 @@ async fn what_a_pull_publishes_is_synced_before_the_rename() {
     let d = TestDaemon::start();
     let mut cri = d.cri().await;
     let pid = d.pid().expect("daemon running");
-    let trace = d.dir().join("strace.out");
-    let mut strace = std::process::Command::new("strace")
-        .args(["-f", "-qq", "-y", "-e"])
-        .arg("trace=fsync,fdatasync,syncfs,rename,renameat,renameat2")
-        .arg("-o")
-        .arg(&trace)
-        .arg("-p")
-        .arg(pid.to_string())
-        .spawn()
-        .expect("run strace (hack/setup installs it)");
-    // Attached once the daemon's main thread has a tracer.
-    let deadline = std::time::Instant::now() + MUST_FINISH;
-    while !std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.starts_with("TracerPid:") && l.trim_end() != "TracerPid:\t0")
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "strace did not attach"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let strace = Strace::attach(
+        pid,
+        "fsync,fdatasync,syncfs,rename,renameat,renameat2",
+        &d.dir().join("strace.out"),
+    )
+    .await;
     within("pull", pull(&mut cri, &image.name)).await.unwrap();
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(strace.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    );
-    strace.wait().unwrap();
-
-    let text = std::fs::read_to_string(&trace).unwrap();
+    let text = strace.finish();
     let lines: Vec<&str> = text.lines().collect();
     let store = d.images_dir().display().to_string();
     let mut published = 0;

@@ -849,3 +849,61 @@ async fn bad_requests_get_the_right_code() {
         "create in a stopped sandbox",
     );
 }
+
+/// The writes into a `cgroup.procs` file that strace saw, as (file, what was written).
+fn cgroup_procs_writes(trace: &str) -> Vec<(String, String)> {
+    trace
+        .lines()
+        .filter_map(|line| {
+            let call = line.split_once(' ')?.1.trim_start();
+            let rest = call.strip_prefix("write(")?;
+            let path = rest.split_once('<')?.1.split_once('>')?.0;
+            let data = rest.split_once(", \"")?.1.split_once('"')?.0;
+            path.ends_with("/cgroup.procs")
+                .then(|| (path.to_owned(), data.to_owned()))
+        })
+        .collect()
+}
+
+/// A create and an exec move a process into the container's cgroup, which waits for an
+/// RCU grace period when the kernel's migration lock is cold; the daemon takes that lock
+/// first, by writing its own pid into its own cgroup (backend/host/migration.rs). strace
+/// (not proxrt) sees that write for each, and the daemon is still where it was.
+#[tokio::test]
+async fn create_and_exec_warm_the_cgroup_lock_and_leave_the_daemon_in_place() {
+    let mut env = PodEnv::start().await;
+    let pid = env.daemon().pid().expect("daemon running");
+    let before = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let pod = env.run_pod(env.pod_config("warm")).await;
+    let out = env.daemon().dir().join("strace.out");
+
+    let strace = common::Strace::attach(pid, "write", &out).await;
+    let c = env.container_config(&pod, "warm", &["sleep", "3600"]);
+    let id = env.create_start(&pod, c).await;
+    let create = cgroup_procs_writes(&strace.finish());
+
+    let strace = common::Strace::attach(pid, "write", &out).await;
+    env.exec_ok(&id, &["true"]).await;
+    let exec = cgroup_procs_writes(&strace.finish());
+
+    for (what, writes) in [("create", &create), ("exec", &exec)] {
+        let own: Vec<&String> = writes
+            .iter()
+            .filter(|(_, data)| *data == pid.to_string())
+            .map(|(file, _)| file)
+            .collect();
+        assert!(
+            !own.is_empty(),
+            "{what}: the daemon did not write its pid into a cgroup.procs: {writes:?}"
+        );
+        for file in own {
+            let members = std::fs::read_to_string(file).unwrap();
+            assert!(
+                members.lines().any(|p| p == pid.to_string()),
+                "{what}: {file} is not the daemon's own cgroup"
+            );
+        }
+    }
+    let after = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    assert_eq!(before, after, "the daemon's cgroups changed");
+}

@@ -252,6 +252,10 @@ pub trait Backend: Send + Sync {
 
     // ----- containers -----
 
+    /// A create, exec or pod is about to move a process between this host's cgroups:
+    /// start now what makes that move fast (host/migration.rs). Default: nothing.
+    fn expect_cgroup_move(&self) {}
+
     /// Last adjustments to a spec before it is written into the bundle; what it takes
     /// out, `create` gets back in `CreateParams::prepared`.
     fn prepare_spec(&self, spec: &mut Spec) -> Result<PreparedSpec, BackendError>;
@@ -317,6 +321,7 @@ pub trait Backend: Send + Sync {
         args: Vec<String>,
         timeout: Option<Duration>,
     ) -> Result<ExecSyncResult, BackendError> {
+        self.expect_cgroup_move();
         Ok(MonitorClient::new(run_dir)
             .exec_sync(ExecSyncRequest { args, timeout })
             .await?)
@@ -337,6 +342,7 @@ pub trait Backend: Send + Sync {
         opts: StreamOpts,
         streams: StdioStreams,
     ) -> Result<Outcome, BackendError> {
+        self.expect_cgroup_move();
         let session = MonitorClient::new(run_dir)
             .exec_stream(ExecStreamRequest {
                 args,

@@ -79,6 +79,9 @@ pub async fn create_container(
             }
             other => other?,
         };
+    // The container's process joins its cgroup in a few ms: let the kernel's lock for
+    // that get ready meanwhile (backend/host/migration.rs).
+    backend.expect_cgroup_move();
     // CreateContainer never pulls: the image must be present. The lease keeps
     // RemoveImage from taking it (and its layers) until the container is in the store.
     let (image, _image_lease) = ctx.images.lease_for_container(&image_name)?;

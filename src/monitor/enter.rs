@@ -353,7 +353,7 @@ fn resolve_program(argv0: &CString, env: &[String]) -> Result<CString, String> {
 }
 
 /// The `cgroup.procs` file of every cgroup `pid` is in, one per hierarchy mounted here.
-fn cgroup_procs_files(pid: Pid) -> Result<Vec<PathBuf>, String> {
+pub(crate) fn cgroup_procs_files(pid: Pid) -> Result<Vec<PathBuf>, String> {
     let path = format!("/proc/{pid}/cgroup");
     let cgroups = fs::read_to_string(&path).map_err(|e| format!("read {path}: {e}"))?;
     let mountinfo = fs::read_to_string("/proc/self/mountinfo")

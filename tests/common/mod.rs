@@ -1070,3 +1070,50 @@ pub fn is_socket(path: &Path) -> bool {
         .map(|m| m.file_type().is_socket())
         .unwrap_or(false)
 }
+
+/// strace (not proxrt) following a running process and everything it forks, recording
+/// the given system calls with the paths of their fds (`-y`).
+pub struct Strace {
+    child: Child,
+    out: PathBuf,
+}
+
+impl Strace {
+    /// Attaches to `pid` and returns once the tracer is in place. `calls`: strace's
+    /// `trace=` list.
+    pub async fn attach(pid: u32, calls: &str, out: &Path) -> Strace {
+        let child = Command::new("strace")
+            .args(["-f", "-qq", "-y", "-e"])
+            .arg(format!("trace={calls}"))
+            .arg("-o")
+            .arg(out)
+            .arg("-p")
+            .arg(pid.to_string())
+            .spawn()
+            .expect("run strace (hack/setup installs it)");
+        // Attached once the traced process's main thread has a tracer.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.starts_with("TracerPid:") && l.trim_end() != "TracerPid:\t0")
+        {
+            assert!(Instant::now() < deadline, "strace did not attach");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Strace {
+            child,
+            out: out.to_owned(),
+        }
+    }
+
+    /// Detaches and returns what was recorded.
+    pub fn finish(mut self) -> String {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        );
+        self.child.wait().unwrap();
+        fs::read_to_string(&self.out).unwrap()
+    }
+}

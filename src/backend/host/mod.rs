@@ -10,6 +10,7 @@
 mod engine;
 mod files;
 mod holder_cgroup;
+mod migration;
 mod pod;
 mod unsupervised;
 
@@ -21,6 +22,7 @@ use k8s_cri::v1::LinuxContainerResources;
 use oci_spec::runtime::{LinuxResources, Spec};
 
 pub use engine::Engine;
+pub use migration::MigrationLock;
 
 use super::crun::CrunProbe;
 use super::{
@@ -74,6 +76,8 @@ pub struct HostBackend {
     exec_max_output: usize,
     /// CNI for pods with their own network namespace (shared by the host backends).
     network: Arc<Network>,
+    /// Warmed when a create, exec or pod begins (migration.rs).
+    migration: Arc<MigrationLock>,
 }
 
 impl HostBackend {
@@ -87,6 +91,7 @@ impl HostBackend {
             engine,
             zygote,
             network,
+            migration: MigrationLock::for_this_process(),
             max_log_line_size: config.runtime.max_log_line_size,
             exec_max_output: config.runtime.exec_sync_max_output,
         }
@@ -137,6 +142,15 @@ impl Backend for HostBackend {
     }
 
     async fn run_pod(&self, pod: PodParams<'_>) -> Result<PodRuntime, BackendError> {
+        // The holder moves into the pod's cgroup only under a parent (holder_cgroup.rs).
+        if pod
+            .config
+            .linux
+            .as_ref()
+            .is_some_and(|l| !l.cgroup_parent.is_empty())
+        {
+            self.expect_cgroup_move();
+        }
         pod::run(self.zygote()?, &self.network, &pod).await
     }
 
@@ -158,6 +172,10 @@ impl Backend for HostBackend {
 
     fn pod_gone(&self, pod: &SandboxRecord) -> Option<BoxFuture<'static, ()>> {
         pod::gone(pod)
+    }
+
+    fn expect_cgroup_move(&self) {
+        self.migration.warm();
     }
 
     fn prepare_spec(&self, spec: &mut Spec) -> Result<PreparedSpec, BackendError> {
