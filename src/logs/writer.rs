@@ -58,7 +58,12 @@ impl CriLogWriter {
             Some(t) => Some(t.open_append()?.0),
             None => None,
         };
-        Ok(CriLogWriter {
+        Ok(CriLogWriter::with_file(target, file, max_line_size))
+    }
+
+    /// A writer on a file its caller already opened from `target` (for reopening later).
+    pub fn with_file(target: Option<&LogTarget>, file: Option<File>, max_line_size: usize) -> Self {
+        CriLogWriter {
             target: target.cloned(),
             file,
             max_line_size: if max_line_size == 0 {
@@ -67,7 +72,7 @@ impl CriLogWriter {
                 max_line_size
             },
             pending: [Vec::new(), Vec::new()],
-        })
+        }
     }
 
     /// The log file this writer appends to, if any.

@@ -68,20 +68,24 @@ pub(super) fn create(req: &CreateRequest, rb: &mut Rollback) -> Result<Built, Fa
     }
     let cgroups_path = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone());
 
-    // Opened here first (not by the writer) to learn whether this create made the file.
-    if let Some(target) = &req.log {
-        let (_, created) = target
-            .open_append()
-            .map_err(|e| (log_fault(&e), format!("open log: {e}")))?;
-        if created {
-            let target = target.clone();
-            rb.push("log file", move || {
-                let _ = target.remove();
-            });
+    // Opened here (not by the writer) to learn whether this create made the file, once:
+    // the writer takes the open file.
+    let file = match &req.log {
+        Some(target) => {
+            let (file, created) = target
+                .open_append()
+                .map_err(|e| (log_fault(&e), format!("open log: {e}")))?;
+            if created {
+                let target = target.clone();
+                rb.push("log file", move || {
+                    let _ = target.remove();
+                });
+            }
+            Some(file)
         }
-    }
-    let log = CriLogWriter::open(req.log.as_ref(), req.max_log_line_size)
-        .map_err(|e| internal("open log", &e))?;
+        None => None,
+    };
+    let log = CriLogWriter::with_file(req.log.as_ref(), file, req.max_log_line_size);
 
     // A tty container's runtime sends the terminal's master on the console socket; the
     // container's own stdio is the terminal's slave.
