@@ -57,6 +57,9 @@ fn store(c: &mut Criterion) {
 fn list(c: &mut Criterion) {
     let list = ContainerList::running(1000);
     c.bench_function("list_containers/1000_all", |b| b.iter(|| list.list_all()));
+    c.bench_function("list_containers/1000_all_encoded", |b| {
+        b.iter(|| list.list_all_encoded())
+    });
     c.bench_function("list_containers/1000_running_labelled", |b| {
         b.iter(|| list.list_running_labelled())
     });

@@ -217,6 +217,16 @@ impl ContainerList {
             .len()
     }
 
+    /// ListContainers' answer with no filter as the daemon sends it (the cached entries,
+    /// encoded); its length in bytes.
+    pub fn list_all_encoded(&self) -> usize {
+        crate::cri::list_containers::encode_answer(
+            self.containers.clone(),
+            &ContainerFilter::default(),
+        )
+        .len()
+    }
+
     /// ListContainers' answer for running containers with one label (kubelet's relist).
     pub fn list_running_labelled(&self) -> usize {
         let f = ContainerFilter {

@@ -462,6 +462,7 @@ pub async fn serve(config: Config, zygote: Zygote, notifier: Notifier) -> Result
     let runtime = RuntimeServiceServer::new(RuntimeApi(daemon.clone()))
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
+    let runtime = crate::cri::EncodedList::new(runtime, daemon.clone(), MAX_MESSAGE);
     let images = ImageServiceServer::new(ImageApi(daemon.clone()))
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);

@@ -596,3 +596,71 @@ fn raw_http2_many_requests_cycle_the_dynamic_table() {
     }
     assert_eq!(statuses, HashMap::from([("0".to_owned(), 300)]));
 }
+
+/// ListContainers from grpcio, of a pod with a running and a created container: the
+/// daemon writes this answer from cached bytes (cri/list_containers_wire.rs), so a
+/// decoder that is not prost's reads every field back as ContainerStatus gives it.
+#[tokio::test]
+async fn grpcio_list_containers_reads_every_field() {
+    let python = grpcio_python();
+    let mut env = common::pods::PodEnv::start().await;
+    let pod = env.run_pod(env.pod_config("pylist")).await;
+    let mut running = env.container_config(&pod, "running", &["sleep", "1000"]);
+    running.labels.insert("app".into(), "web".into());
+    running.annotations.insert("note".into(), "x".into());
+    let running = env.create_start(&pod, running).await;
+    let created = env
+        .create(
+            &pod,
+            env.container_config(&pod, "created", &["sleep", "1000"]),
+        )
+        .await
+        .unwrap();
+    let out = output_within(
+        Command::new(python)
+            .arg(repo_file("tests/interop/cri_client.py"))
+            .arg(&env.daemon().socket)
+            .args(["list", &pod.id]),
+        CLIENT_TIMEOUT,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("all ok"),
+        "grpcio list failed: {}\n---- daemon log ----\n{}",
+        show(&out),
+        env.daemon().log()
+    );
+    let lines: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("container "))
+        .collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    for id in [&running, &created] {
+        let s = env.status(id).await;
+        let line = lines
+            .iter()
+            .find(|l| l.contains(&format!("id={id} ")))
+            .unwrap_or_else(|| panic!("{id} not listed:\n{stdout}"));
+        let mut labels: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        labels.sort();
+        let image = s
+            .image
+            .as_ref()
+            .map(|i| i.image.clone())
+            .unwrap_or_default();
+        let want = format!(
+            "container id={id} pod={} name={} image={image} image_ref={} state={} \
+             created_at={} labels={} annotations={} image_id={}",
+            pod.id,
+            s.metadata.as_ref().unwrap().name,
+            s.image_ref,
+            s.state,
+            s.created_at,
+            labels.join(","),
+            s.annotations.len(),
+            s.image_id,
+        );
+        assert_eq!(*line, want);
+    }
+    env.remove_pod(&pod.id).await.unwrap();
+}

@@ -250,6 +250,9 @@ pub struct Container {
     resources: Mutex<Option<LinuxContainerResources>>,
     /// Where its status changes are told (started, stopped).
     events: Events,
+    /// Its ListContainers entry as protobuf, but for the state: the record never changes
+    /// (cri/list_containers.rs, `entry_parts`).
+    pub(crate) list_entry: OnceLock<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Container {
@@ -264,6 +267,7 @@ impl Container {
             events,
             op_lock: tokio::sync::Mutex::new(()),
             cgroup: OnceLock::new(),
+            list_entry: OnceLock::new(),
             resources: Mutex::new(
                 record
                     .config

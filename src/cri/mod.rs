@@ -15,6 +15,7 @@ mod image_status;
 mod import_image;
 mod list_container_stats;
 pub(crate) mod list_containers;
+mod list_containers_wire;
 mod list_images;
 mod list_metric_descriptors;
 mod list_pod_sandbox;
@@ -46,6 +47,8 @@ use k8s_cri::v1::*;
 use tonic::{Request, Response, Status};
 
 use crate::daemon::Daemon;
+
+pub use list_containers_wire::EncodedList;
 
 /// runtime.v1.RuntimeService.
 pub struct RuntimeApi(pub Arc<Daemon>);

@@ -8,6 +8,7 @@ Usage: cri_client.py SOCKET_PATH {default,path,localhost}
        cri_client.py SOCKET_PATH update CONTAINER_ID MEMORY_BYTES
        cri_client.py SOCKET_PATH events COUNT
        cri_client.py SOCKET_PATH podip POD_ID
+       cri_client.py SOCKET_PATH list POD_ID
        cri_client.py SOCKET_PATH exec CONTAINER_ID CMD...
        cri_client.py SOCKET_PATH attach CONTAINER_ID
        cri_client.py SOCKET_PATH portforward POD_ID PORT
@@ -20,6 +21,8 @@ Usage: cri_client.py SOCKET_PATH {default,path,localhost}
   events     GetContainerEvents (server streaming): prints "subscribed" once the stream is
              open, then one line per event until COUNT events were read
   podip      PodSandboxStatus of POD_ID: prints its network's ip and additional ips
+  list       ListContainers{filter: {pod_sandbox_id: POD_ID}}: one line per container
+             with the fields decoded from the wire
   exec, attach, portforward
              Exec, Attach (stdin, stdout, stderr) or PortForward: prints "url=URL", the
              streaming URL, for a client of the streaming protocol to open
@@ -84,6 +87,28 @@ def path(msg, *numbers):
             return None
         msg = values[0]
     return msg
+
+
+def list_containers(channel, pod_id):
+    """ListContainers of one pod: every container's fields as a Python client reads them."""
+    rpc = channel.unary_unary("/runtime.v1.RuntimeService/ListContainers")
+    request = length_delimited(1, length_delimited(3, pod_id.encode()))
+    try:
+        reply = rpc(request, timeout=30)
+    except grpc.RpcError as e:
+        sys.exit(f"cri_client.py: ListContainers: {e.code()}: {e.details()}")
+    for c in fields(reply).get(1, []):
+        f = fields(c)
+        labels = {}
+        for entry in f.get(8, []):
+            labels[string(entry, 1)] = string(entry, 2)
+        print(
+            f"container id={string(c, 1)} pod={string(c, 2)} name={path(c, 3, 1).decode()} "
+            f"image={path(c, 4, 1).decode()} image_ref={string(c, 5)} "
+            f"state={f.get(6, [0])[0]} created_at={f.get(7, [0])[0]} "
+            f"labels={','.join(f'{k}={v}' for k, v in sorted(labels.items()))} "
+            f"annotations={len(f.get(9, []))} image_id={string(c, 10)}"
+        )
 
 
 def container_stats(channel, container_id):
@@ -227,7 +252,7 @@ def main():
             else:
                 port_forward_url(channel, sys.argv[3], int(sys.argv[4]))
         return
-    if len(sys.argv) in (4, 5) and sys.argv[2] in ("stats", "update", "events", "podip"):
+    if len(sys.argv) in (4, 5) and sys.argv[2] in ("stats", "update", "events", "podip", "list"):
         with grpc.insecure_channel("unix:" + sys.argv[1]) as channel:
             grpc.channel_ready_future(channel).result(timeout=30)
             if sys.argv[2] == "stats":
@@ -236,6 +261,8 @@ def main():
                 container_events(channel, int(sys.argv[3]))
             elif sys.argv[2] == "podip":
                 pod_ip(channel, sys.argv[3])
+            elif sys.argv[2] == "list":
+                list_containers(channel, sys.argv[3])
             else:
                 update_resources(channel, sys.argv[3], int(sys.argv[4]))
         print("all ok")
