@@ -876,12 +876,17 @@ async fn create_and_exec_warm_the_cgroup_lock_and_leave_the_daemon_in_place() {
     let before = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
     let pod = env.run_pod(env.pod_config("warm")).await;
     let out = env.daemon().dir().join("strace.out");
+    // A warm-up still waiting for its grace period (this pod's, which has a cgroup
+    // parent) makes the next one a no-op: let it end before each traced call.
+    let settle = || tokio::time::sleep(Duration::from_millis(500));
 
+    settle().await;
     let strace = common::Strace::attach(pid, "write", &out).await;
     let c = env.container_config(&pod, "warm", &["sleep", "3600"]);
     let id = env.create_start(&pod, c).await;
     let create = cgroup_procs_writes(&strace.finish());
 
+    settle().await;
     let strace = common::Strace::attach(pid, "write", &out).await;
     env.exec_ok(&id, &["true"]).await;
     let exec = cgroup_procs_writes(&strace.finish());
