@@ -31,8 +31,9 @@ pub struct MigrationLock {
 }
 
 impl MigrationLock {
-    /// For the daemon itself, its cgroups read from `/proc/self/cgroup` at each warm-up
-    /// (an operator may move the daemon; it is never moved back to where it was).
+    /// For the daemon itself, its cgroups read from `/proc/self/cgroup` at each warm-up,
+    /// so a daemon an operator moved is warmed where it is now. (A move landing between
+    /// that read and the write, microseconds apart, would be undone by the write.)
     pub fn for_this_process() -> Arc<MigrationLock> {
         MigrationLock::with_locator(|| {
             crate::monitor::cgroup_procs_files(nix::unistd::getpid()).unwrap_or_default()
