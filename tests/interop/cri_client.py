@@ -89,14 +89,19 @@ def path(msg, *numbers):
     return msg
 
 
+def unary(channel, method, request):
+    """One unary RuntimeService call; an RPC error ends the client, naming the method."""
+    rpc = channel.unary_unary(f"/runtime.v1.RuntimeService/{method}")
+    try:
+        return rpc(request, timeout=30)
+    except grpc.RpcError as e:
+        sys.exit(f"cri_client.py: {method}: {e.code()}: {e.details()}")
+
+
 def list_containers(channel, pod_id):
     """ListContainers of one pod: every container's fields as a Python client reads them."""
-    rpc = channel.unary_unary("/runtime.v1.RuntimeService/ListContainers")
     request = length_delimited(1, length_delimited(3, pod_id.encode()))
-    try:
-        reply = rpc(request, timeout=30)
-    except grpc.RpcError as e:
-        sys.exit(f"cri_client.py: ListContainers: {e.code()}: {e.details()}")
+    reply = unary(channel, "ListContainers", request)
     for c in fields(reply).get(1, []):
         f = fields(c)
         labels = {}
@@ -113,12 +118,8 @@ def list_containers(channel, pod_id):
 
 def container_stats(channel, container_id):
     """ListContainerStats{filter: {id}}: the one container's id, CPU and memory figures."""
-    rpc = channel.unary_unary("/runtime.v1.RuntimeService/ListContainerStats")
     request = length_delimited(1, length_delimited(1, container_id.encode()))
-    try:
-        reply = rpc(request, timeout=30)
-    except grpc.RpcError as e:
-        sys.exit(f"cri_client.py: ListContainerStats: {e.code()}: {e.details()}")
+    reply = unary(channel, "ListContainerStats", request)
     stats = fields(reply).get(1, [])
     if len(stats) != 1:
         sys.exit(f"cri_client.py: ListContainerStats: want 1 container, got {len(stats)}")
@@ -146,13 +147,9 @@ def varint_field(number, value):
 
 def update_resources(channel, container_id, memory_bytes):
     """UpdateContainerResources{container_id, linux: {memory_limit_in_bytes}}."""
-    rpc = channel.unary_unary("/runtime.v1.RuntimeService/UpdateContainerResources")
     linux = varint_field(4, memory_bytes)
     request = length_delimited(1, container_id.encode()) + length_delimited(2, linux)
-    try:
-        rpc(request, timeout=30)
-    except grpc.RpcError as e:
-        sys.exit(f"cri_client.py: UpdateContainerResources: {e.code()}: {e.details()}")
+    unary(channel, "UpdateContainerResources", request)
     print(f"UpdateContainerResources ok id={container_id} memory={memory_bytes}")
 
 
@@ -190,11 +187,7 @@ def container_events(channel, count):
 
 def pod_ip(channel, pod_id):
     """PodSandboxStatus{pod_sandbox_id}: status.network.ip and .additional_ips[].ip."""
-    rpc = channel.unary_unary("/runtime.v1.RuntimeService/PodSandboxStatus")
-    try:
-        reply = rpc(length_delimited(1, pod_id.encode()), timeout=30)
-    except grpc.RpcError as e:
-        sys.exit(f"cri_client.py: PodSandboxStatus: {e.code()}: {e.details()}")
+    reply = unary(channel, "PodSandboxStatus", length_delimited(1, pod_id.encode()))
     network = path(reply, 1, 5) or b""
     ip = string(network, 1)
     additional = [string(a, 1) for a in fields(network).get(2, [])]
@@ -203,40 +196,28 @@ def pod_ip(channel, pod_id):
 
 def exec_url(channel, container_id, cmd):
     """Exec{container_id, cmd, stdout, stderr}: prints the streaming URL it answers."""
-    rpc = channel.unary_unary("/runtime.v1.RuntimeService/Exec")
     request = length_delimited(1, container_id.encode())
     for arg in cmd:
         request += length_delimited(2, arg.encode())
     request += varint_field(5, 1) + varint_field(6, 1)
-    try:
-        reply = rpc(request, timeout=30)
-    except grpc.RpcError as e:
-        sys.exit(f"cri_client.py: Exec: {e.code()}: {e.details()}")
+    reply = unary(channel, "Exec", request)
     print(f"url={string(reply, 1)}")
 
 
 def attach_url(channel, container_id):
     """Attach{container_id, stdin, stdout, stderr}: prints the streaming URL it answers."""
-    rpc = channel.unary_unary("/runtime.v1.RuntimeService/Attach")
     request = length_delimited(1, container_id.encode())
     request += varint_field(2, 1) + varint_field(4, 1) + varint_field(5, 1)
-    try:
-        reply = rpc(request, timeout=30)
-    except grpc.RpcError as e:
-        sys.exit(f"cri_client.py: Attach: {e.code()}: {e.details()}")
+    reply = unary(channel, "Attach", request)
     print(f"url={string(reply, 1)}")
 
 
 def port_forward_url(channel, pod_id, port):
     """PortForward{pod_sandbox_id, port: [PORT]} (packed, as protobuf encoders send
     repeated int32): prints the streaming URL it answers."""
-    rpc = channel.unary_unary("/runtime.v1.RuntimeService/PortForward")
     packed = varint_field(1, port)[1:]  # the value's varint without its key
     request = length_delimited(1, pod_id.encode()) + length_delimited(2, packed)
-    try:
-        reply = rpc(request, timeout=30)
-    except grpc.RpcError as e:
-        sys.exit(f"cri_client.py: PortForward: {e.code()}: {e.details()}")
+    reply = unary(channel, "PortForward", request)
     print(f"url={string(reply, 1)}")
 
 
