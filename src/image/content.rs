@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
 
+use super::renames::PendingRenames;
 use super::ImageError;
 // Kept at its old path for the callers that import it from here.
 pub use crate::store::random_hex;
@@ -19,12 +20,16 @@ pub use crate::store::random_hex;
 pub struct ContentStore {
     blobs: PathBuf,
     ingest: PathBuf,
+    /// Blobs renamed into `blobs` whose names are not yet durable (`renames.rs`).
+    renames: PendingRenames,
 }
 
 impl ContentStore {
     pub fn open(root: &Path) -> io::Result<ContentStore> {
+        let blobs = root.join("blobs").join("sha256");
         let store = ContentStore {
-            blobs: root.join("blobs").join("sha256"),
+            renames: PendingRenames::new(&blobs),
+            blobs,
             ingest: root.join("ingest"),
         };
         fs::create_dir_all(&store.blobs)?;
@@ -53,7 +58,9 @@ impl ContentStore {
     }
 
     /// Moves a downloaded file into place after checking its sha256 (`verify`) or
-    /// trusting a check already made while it streamed (`!verify`).
+    /// trusting a check already made while it streamed (`!verify`). Its data is flushed
+    /// before the rename; the rename is made durable by `sync_renames`, before a record
+    /// names the blob.
     pub fn commit_file(
         &self,
         tmp: &Path,
@@ -76,7 +83,7 @@ impl ContentStore {
         fs::File::open(tmp)
             .and_then(|f| f.sync_data())
             .and_then(|_| fs::rename(tmp, &dest))
-            .and_then(|_| super::snapshot::sync_dir(&self.blobs))
+            .map(|_| self.renames.made())
             .map_err(|e| {
                 let _ = fs::remove_file(tmp);
                 ImageError::io(format!("store blob {digest}"), e)
@@ -106,6 +113,14 @@ impl ContentStore {
         }
         self.commit_file(&tmp, digest, false)?;
         Ok(())
+    }
+
+    /// Makes every blob renamed into place so far survive a power loss (one fsync of
+    /// the blob directory, none if nothing new is there).
+    pub fn sync_renames(&self) -> Result<(), ImageError> {
+        self.renames
+            .sync()
+            .map_err(|e| ImageError::io(format!("sync {}", self.blobs.display()), e))
     }
 
     /// Every stored blob digest.

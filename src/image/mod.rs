@@ -27,6 +27,7 @@ mod locks;
 mod pull;
 pub mod reference;
 pub mod registry;
+mod renames;
 pub mod snapshot;
 pub mod unpack;
 
@@ -241,13 +242,11 @@ impl Images {
         let compression = layer_compression(&layer.media_type, &blob)?;
         let (snapshots, diff_id) = (self.snapshots.clone(), layer.diff_id.clone());
         let shared = self.gc_lock.clone().read_owned().await;
-        tokio::task::spawn_blocking(move || {
+        blocking("unpack", move || {
             let _shared = shared;
-            snapshots.create(&diff_id, &blob, compression)
+            snapshots.create(&diff_id, &blob, compression).map(drop)
         })
         .await
-        .map_err(|e| ImageError::Store(format!("unpack task: {e}")))??;
-        Ok(())
     }
 
     /// Takes a lease on content about to be added, at a moment no collection runs.
@@ -288,6 +287,10 @@ impl Images {
     ) -> Result<Arc<ImageEntry>, ImageError> {
         record.repo_tags = names.0;
         record.repo_digests = names.1;
+        // Every blob and snapshot the record names was renamed into place before this
+        // call: those renames become durable before the record does (`renames.rs`).
+        self.content.sync_renames()?;
+        self.snapshots.sync_renames()?;
         let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
         index.add(ImageEntry { record, config })
     }
@@ -668,6 +671,18 @@ pub fn disk_usage(root: &Path) -> std::io::Result<FsUsage> {
         }
     }
     Ok(usage)
+}
+
+/// Runs `work` (file system calls that may wait on the disk: fsync, unpacking) on
+/// tokio's blocking pool, so that it holds up no RPC. It runs to its end even if the
+/// caller is cancelled.
+async fn blocking<T: Send + 'static>(
+    what: &'static str,
+    work: impl FnOnce() -> Result<T, ImageError> + Send + 'static,
+) -> Result<T, ImageError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ImageError::Store(format!("{what} task: {e}")))?
 }
 
 /// If a pull or an import is cancelled (the client went away), collect what it left

@@ -16,8 +16,8 @@ use super::ingest::IngestFile;
 use super::reference::{self, parse_reference};
 use super::registry::{self, Credentials, MAX_MANIFEST_BYTES};
 use super::{
-    index, layer_records, new_record, CollectOnDrop, Held, ImageEntry, ImageError, Images,
-    LayerRecord,
+    blocking, index, layer_records, new_record, CollectOnDrop, Held, ImageEntry, ImageError,
+    Images, LayerRecord,
 };
 
 impl Images {
@@ -106,37 +106,52 @@ impl Images {
             }
         }
 
-        self.content
-            .write_bytes(&resolved.manifest_digest, &resolved.manifest_raw)?;
-        if let Some((raw, digest)) = &resolved.index {
-            self.content.write_bytes(digest, raw)?;
-        }
-        crate::crash_point!("pull_image.manifest");
-        let config_desc = oci_descriptor(manifest.config());
-        self.fetch_blob(&resolved, reference, &config_desc).await?;
-        let config = index::load_config(&self.content, &config_digest)?;
-        let layers = layer_records(manifest.layers(), &config, &reference.whole())?;
-        let _snapshots = self
-            .lease(Held {
-                diffs: layers.iter().map(|l| l.diff_id.clone()).collect(),
-                ..Default::default()
-            })
-            .await;
-
-        let work: Vec<(Descriptor, LayerRecord)> = manifest
-            .layers()
-            .iter()
-            .cloned()
-            .zip(layers.iter().cloned())
-            .collect();
+        // Three things run side by side from here: storing the manifest, fetching the
+        // config, and downloading the layers, which need only the manifest's digests. A
+        // layer is unpacked once its blob is stored and the config has named its
+        // diff_id; a failed config stops the layers waiting for it.
         let resolved = &resolved;
-        stream::iter(work)
-            .map(|(desc, layer)| async move {
-                self.ensure_layer(resolved, reference, &desc, &layer).await
+        let (layers_tx, layers_rx) = tokio::sync::watch::channel(None);
+        let config = async move {
+            let layers_tx = layers_tx;
+            self.fetch_blob(resolved, reference, &oci_descriptor(manifest.config()))
+                .await?;
+            let config = index::load_config(&self.content, &config_digest)?;
+            let layers = layer_records(manifest.layers(), &config, &reference.whole())?;
+            let lease = self
+                .lease(Held {
+                    diffs: layers.iter().map(|l| l.diff_id.clone()).collect(),
+                    ..Default::default()
+                })
+                .await;
+            layers_tx.send_replace(Some(Arc::new(layers.clone())));
+            Ok::<_, ImageError>((config, layers, lease))
+        };
+        let layers = stream::iter(manifest.layers().iter().cloned().enumerate())
+            .map(|(i, desc)| {
+                let mut layers_rx = layers_rx.clone();
+                async move {
+                    self.fetch_blob(resolved, reference, &oci_descriptor(&desc))
+                        .await?;
+                    let layers = layers_rx
+                        .wait_for(Option::is_some)
+                        .await
+                        .map(|layers| layers.clone())
+                        .ok()
+                        .flatten()
+                        // Never returned: the config's own error is (below).
+                        .ok_or_else(|| ImageError::Store("the image config failed".into()))?;
+                    self.ensure_layer(resolved, reference, &desc, &layers[i])
+                        .await
+                }
             })
             .buffer_unordered(self.max_downloads)
-            .try_collect::<Vec<()>>()
-            .await?;
+            .try_collect::<Vec<()>>();
+        let (stored, config, unpacked) =
+            tokio::join!(self.store_manifest(resolved), config, layers);
+        stored?;
+        let (config, layers, _snapshots) = config?;
+        unpacked?;
 
         let record = new_record(
             manifest,
@@ -147,6 +162,29 @@ impl Images {
         let entry = self.record_image(record, config, names)?;
         crate::crash_point!("pull_image.record");
         Ok(entry)
+    }
+
+    /// Stores the manifest, and the index it was chosen from, off the async runtime.
+    async fn store_manifest(&self, resolved: &registry::Resolved) -> Result<(), ImageError> {
+        let content = self.content.clone();
+        let mut docs = vec![(
+            resolved.manifest_digest.clone(),
+            resolved.manifest_raw.clone(),
+        )];
+        docs.extend(
+            resolved
+                .index
+                .as_ref()
+                .map(|(raw, digest)| (digest.clone(), raw.clone())),
+        );
+        blocking("store manifest", move || {
+            for (digest, raw) in &docs {
+                content.write_bytes(digest, raw)?;
+            }
+            crate::crash_point!("pull_image.manifest");
+            Ok(())
+        })
+        .await
     }
 
     /// Makes sure one layer's snapshot exists: download (unless the blob is stored)
@@ -197,8 +235,13 @@ impl Images {
             .fetch_blob(resolved, reference, desc, file, &tmp.0)
             .await?;
         crate::crash_point!("pull_image.downloaded");
-        self.content.commit_file(&tmp.0, &desc.digest, false)?;
-        crate::crash_point!("pull_image.blob");
+        let (content, path, digest) = (self.content.clone(), tmp.0.clone(), desc.digest.clone());
+        blocking("store blob", move || {
+            content.commit_file(&path, &digest, false)?;
+            crate::crash_point!("pull_image.blob");
+            Ok(())
+        })
+        .await?;
         crate::metrics::blob_downloaded(desc.size.max(0) as u64);
         Ok(())
     }

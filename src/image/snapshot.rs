@@ -7,6 +7,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::content::hex_of;
+use super::renames::PendingRenames;
 use super::unpack::{self, Compression};
 use super::ImageError;
 use crate::store::random_hex;
@@ -14,6 +15,8 @@ use crate::store::random_hex;
 #[derive(Debug, Clone)]
 pub struct SnapshotStore {
     dir: PathBuf,
+    /// Snapshots renamed into `dir` whose names are not yet durable (`renames.rs`).
+    renames: PendingRenames,
 }
 
 const TMP_PREFIX: &str = ".tmp-";
@@ -23,6 +26,7 @@ impl SnapshotStore {
         fs::create_dir_all(dir)?;
         Ok(SnapshotStore {
             dir: dir.to_owned(),
+            renames: PendingRenames::new(dir),
         })
     }
 
@@ -35,8 +39,8 @@ impl SnapshotStore {
     }
 
     /// Unpacks `blob` into a temp dir, checks the result's diff_id, flushes it to disk,
-    /// then renames it into place: a snapshot dir exists only complete and verified,
-    /// and survives a power loss once it exists. A snapshot that appeared meanwhile
+    /// then renames it into place: a snapshot dir exists only complete and verified.
+    /// The rename is made durable by `sync_renames`, before a record names the snapshot. A snapshot that appeared meanwhile
     /// (another copy of the layer, compressed differently) is the same content: the
     /// temp dir is dropped and that one is kept.
     pub fn create(
@@ -65,8 +69,10 @@ impl SnapshotStore {
                     .map_err(|e| ImageError::io(format!("sync {}", tmp.display()), e))?;
                 crate::crash_point!("pull_image.unpacked");
                 match fs::rename(&tmp, &dest) {
-                    Ok(()) => sync_dir(&self.dir)
-                        .map_err(|e| ImageError::io(format!("sync {}", self.dir.display()), e)),
+                    Ok(()) => {
+                        self.renames.made();
+                        Ok(())
+                    }
                     // rename(2) of a dir onto a non-empty dir: ENOTEMPTY (or EEXIST).
                     Err(e) if dest.is_dir() => {
                         tracing::debug!(layer = diff_id, error = %e, "snapshot already there");
@@ -81,6 +87,14 @@ impl SnapshotStore {
             return Err(e);
         }
         Ok(dest)
+    }
+
+    /// Makes every snapshot renamed into place so far survive a power loss (one fsync
+    /// of the snapshot directory, none if nothing new is there).
+    pub fn sync_renames(&self) -> Result<(), ImageError> {
+        self.renames
+            .sync()
+            .map_err(|e| ImageError::io(format!("sync {}", self.dir.display()), e))
     }
 
     /// Every complete snapshot's diff_id.
@@ -120,11 +134,6 @@ fn sync_filesystem(path: &Path) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let dir = fs::File::open(path)?;
     nix::unistd::syncfs(dir.as_raw_fd()).map_err(io::Error::from)
-}
-
-/// fsync(2) of a directory: makes a rename into it durable.
-pub(super) fn sync_dir(path: &Path) -> io::Result<()> {
-    fs::File::open(path)?.sync_all()
 }
 
 fn remove_tree(path: &Path) -> io::Result<()> {
