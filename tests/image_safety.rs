@@ -368,8 +368,10 @@ fn synced_path(line: &str) -> Option<String> {
 /// strace (not proxrt) watches the daemon's syscalls during a pull: every blob,
 /// snapshot and image record is synced (fdatasync/fsync of the file, syncfs of a
 /// snapshot's tree) before the rename that publishes it, and its directory is fsync'd
-/// after. Before the item, a download's data reached the disk whenever the kernel wrote it
-/// back: a host crash could leave a published blob with holes and a valid name.
+/// after — for blobs and snapshots, before the image record is renamed into place
+/// (one fsync of a dir may cover several renames). Before the item, a download's data
+/// reached the disk whenever the kernel wrote it back: a host crash could leave a
+/// published blob with holes and a valid name.
 #[tokio::test]
 async fn what_a_pull_publishes_is_synced_before_the_rename() {
     let registry = Registry::shared();
@@ -390,6 +392,13 @@ async fn what_a_pull_publishes_is_synced_before_the_rename() {
     let text = strace.finish();
     let lines: Vec<&str> = text.lines().collect();
     let store = d.images_dir().display().to_string();
+    let records = d.records_dir().display().to_string();
+    let record_at = lines
+        .iter()
+        .position(|l| {
+            l.contains(" rename") && rename_paths(l).is_some_and(|(_, to)| to.starts_with(&records))
+        })
+        .unwrap_or_else(|| panic!("no image record renamed into {records}:\n{text}"));
     let mut published = 0;
     for (i, line) in lines.iter().enumerate() {
         if !line.contains(" rename") {
@@ -414,12 +423,18 @@ async fn what_a_pull_publishes_is_synced_before_the_rename() {
             .unwrap()
             .display()
             .to_string();
-        let dir_synced_after = lines[i..]
+        // The record's own dir is synced after the record; every other dir before it.
+        let until = if i < record_at {
+            record_at
+        } else {
+            lines.len()
+        };
+        let dir_synced_after = lines[i..until]
             .iter()
             .any(|l| l.contains("fsync(") && synced_path(l).as_deref() == Some(parent.as_str()));
         assert!(
             dir_synced_after,
-            "{parent} not synced after {to} went in:\n{text}"
+            "{parent} not synced after {to} went in (and before the record):\n{text}"
         );
     }
     // manifest, config, layer blob, the snapshot, the image record
