@@ -661,6 +661,51 @@ async fn corrupted_registry_blob_is_data_loss() {
 }
 
 #[tokio::test]
+async fn a_layer_that_unpacks_but_is_not_the_blob_leaves_nothing() {
+    // The layer is unpacked as it downloads: here the registry serves a valid tar that
+    // is shorter than the manifest says. It unpacks whole; the download then fails its
+    // size check, and what the unpack made must go with it.
+    let registry = Registry::private();
+    let image = TestImage::new()
+        .file("big", &[7u8; 64 * 1024])
+        .push(&registry, &format!("{}:1", unique_repo("swapped")));
+    let data = registry.blob_data(&image.layers[0]);
+    let other = TestImage::new().file("small", b"not the layer").layer_tar();
+    assert!(other.len() < std::fs::metadata(&data).expect("layer blob").len() as usize);
+    std::fs::write(&data, &other).expect("swap the blob");
+
+    let d = TestDaemon::start();
+    let mut cri = d.cri().await;
+    assert_code(
+        pull(&mut cri, &image.name).await,
+        Code::DataLoss,
+        "a layer blob shorter than its descriptor",
+    );
+    assert!(image_status(&mut cri, &image.name).await.is_none());
+    d.assert_image_store_empty("after a blob that unpacked but was not the layer");
+}
+
+#[tokio::test]
+async fn an_open_registry_is_asked_for_v2_once_per_pull() {
+    // A registry that asks for no credentials gives no token: blobs are plain GETs, not
+    // each preceded by another GET /v2/ (oci-client's way when it has no token).
+    let registry = Registry::private();
+    let image = busybox(&registry, "open");
+    let d = TestDaemon::start();
+    let mut cri = d.cri().await;
+    let before = registry.log().lines().count();
+    assert_eq!(pull(&mut cri, &image.name).await.expect("pull"), image.id);
+    assert_eq!(settled_blob_gets(&registry, &image).await, vec![1, 1]);
+    let log = registry.log();
+    let pings = log
+        .lines()
+        .skip(before)
+        .filter(|l| l.contains("\"GET /v2/ "))
+        .count();
+    assert_eq!(pings, 1, "GET /v2/ once, to resolve; registry log:\n{log}");
+}
+
+#[tokio::test]
 async fn layer_that_is_not_a_tar_is_invalid_argument() {
     let registry = Registry::shared();
     let d = TestDaemon::start();

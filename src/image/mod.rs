@@ -249,6 +249,22 @@ impl Images {
         .await
     }
 
+    /// Makes a layer unpacked as it downloaded its snapshot (checks its diff_id, flushes,
+    /// renames into place), under the same conditions and `gc_lock` as `unpack_layer`.
+    async fn commit_layer(
+        &self,
+        unpacked: snapshot::Unpacked,
+        layer: &LayerRecord,
+    ) -> Result<(), ImageError> {
+        let (snapshots, diff_id) = (self.snapshots.clone(), layer.diff_id.clone());
+        let shared = self.gc_lock.clone().read_owned().await;
+        blocking("commit unpacked layer", move || {
+            let _shared = shared;
+            snapshots.commit(unpacked, &diff_id).map(drop)
+        })
+        .await
+    }
+
     /// Takes a lease on content about to be added, at a moment no collection runs.
     async fn lease(&self, held: Held) -> Lease {
         let _shared = self.gc_lock.read().await;

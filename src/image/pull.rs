@@ -15,6 +15,8 @@ use oci_spec::image::Descriptor;
 use super::ingest::IngestFile;
 use super::reference::{self, parse_reference};
 use super::registry::{self, Credentials, MAX_MANIFEST_BYTES};
+use super::snapshot::Unpacked;
+use super::unpack::Compression;
 use super::{
     blocking, index, layer_records, new_record, CollectOnDrop, Held, ImageEntry, ImageError,
     Images, LayerRecord,
@@ -114,8 +116,13 @@ impl Images {
         let (layers_tx, layers_rx) = tokio::sync::watch::channel(None);
         let config = async move {
             let layers_tx = layers_tx;
-            self.fetch_blob(resolved, reference, &oci_descriptor(manifest.config()))
-                .await?;
+            self.fetch_blob(
+                resolved,
+                reference,
+                &oci_descriptor(manifest.config()),
+                None,
+            )
+            .await?;
             let config = index::load_config(&self.content, &config_digest)?;
             let layers = layer_records(manifest.layers(), &config, &reference.whole())?;
             let lease = self
@@ -131,8 +138,7 @@ impl Images {
             .map(|(i, desc)| {
                 let mut layers_rx = layers_rx.clone();
                 async move {
-                    self.fetch_blob(resolved, reference, &oci_descriptor(&desc))
-                        .await?;
+                    let unpacked = self.fetch_layer(resolved, reference, &desc).await?;
                     let layers = layers_rx
                         .wait_for(Option::is_some)
                         .await
@@ -141,7 +147,7 @@ impl Images {
                         .flatten()
                         // Never returned: the config's own error is (below).
                         .ok_or_else(|| ImageError::Store("the image config failed".into()))?;
-                    self.ensure_layer(resolved, reference, &desc, &layers[i])
+                    self.ensure_layer(resolved, reference, &desc, &layers[i], unpacked)
                         .await
                 }
             })
@@ -187,41 +193,74 @@ impl Images {
         .await
     }
 
-    /// Makes sure one layer's snapshot exists: download (unless the blob is stored)
-    /// and unpack, once per diff_id, whoever else pulls an image sharing the layer right
-    /// now, compressed the same way or not. A snapshot found after waiting is success.
+    /// Makes sure one layer's snapshot exists: commit the layer unpacked as it
+    /// downloaded (`unpacked`), or download (unless the blob is stored) and unpack, once
+    /// per diff_id, whoever else pulls an image sharing the layer right now, compressed
+    /// the same way or not. A snapshot found after waiting is success.
     async fn ensure_layer(
         &self,
         resolved: &registry::Resolved,
         reference: &Reference,
         desc: &Descriptor,
         layer: &LayerRecord,
+        unpacked: Option<Unpacked>,
     ) -> Result<(), ImageError> {
         let _one = self.locks.lock(&format!("layer:{}", layer.diff_id)).await;
         if self.snapshots.exists(&layer.diff_id) {
+            if let Some(unpacked) = unpacked {
+                blocking("remove unpacked layer", move || {
+                    drop(unpacked);
+                    Ok(())
+                })
+                .await?;
+            }
             return Ok(());
         }
-        self.fetch_blob(resolved, reference, &oci_descriptor(desc))
-            .await?;
-        self.unpack_layer(layer).await?;
+        match unpacked {
+            Some(unpacked) => self.commit_layer(unpacked, layer).await?,
+            None => {
+                self.fetch_blob(resolved, reference, &oci_descriptor(desc), None)
+                    .await?;
+                self.unpack_layer(layer).await?;
+            }
+        }
         crate::crash_point!("pull_image.layer");
         Ok(())
     }
 
+    /// Downloads a layer's blob unless it is stored. When the layer's media type says
+    /// how it is compressed, it is unpacked as it arrives, beside the download, and
+    /// returned unpacked: it becomes a snapshot (`ensure_layer`) once the config has
+    /// given its diff_id. The download time and the unpack time overlap instead of
+    /// adding up.
+    async fn fetch_layer(
+        &self,
+        resolved: &registry::Resolved,
+        reference: &Reference,
+        desc: &Descriptor,
+    ) -> Result<Option<Unpacked>, ImageError> {
+        let compression = Compression::from_media_type(desc.media_type().as_ref());
+        self.fetch_blob(resolved, reference, &oci_descriptor(desc), compression)
+            .await
+    }
+
+    /// Downloads a blob unless it is stored; with `unpack_as`, also unpacks it as it
+    /// arrives and returns the unpacked layer (`None` when the blob was stored already).
     async fn fetch_blob(
         &self,
         resolved: &registry::Resolved,
         reference: &Reference,
         desc: &OciDescriptor,
-    ) -> Result<(), ImageError> {
+        unpack_as: Option<Compression>,
+    ) -> Result<Option<Unpacked>, ImageError> {
         if self.content.exists(&desc.digest) {
-            return Ok(());
+            return Ok(None);
         }
         // One download per blob: two pulls of one image by different names (tag and
         // digest) share the config, which no layer lock covers.
         let _one = self.locks.lock(&format!("blob:{}", desc.digest)).await;
         if self.content.exists(&desc.digest) {
-            return Ok(());
+            return Ok(None);
         }
         // Created here, synchronously, right after its guard: a cancelled pull can never
         // leave an ingest file its guard did not remove.
@@ -231,19 +270,88 @@ impl Images {
             .create_new(true)
             .open(&tmp.0)
             .map_err(|e| ImageError::io(format!("create {}", tmp.0.display()), e))?;
-        self.registry
-            .fetch_blob(resolved, reference, desc, file, &tmp.0)
-            .await?;
+        // The unpack reads what the download sends it, on the blocking pool, to the end
+        // of what came. What it made counts only once the download is verified: on any
+        // failure (or cancellation) its result is dropped, which removes it.
+        let (tee, unpacking) = match unpack_as {
+            Some(compression) => {
+                let (tx, rx) = tokio::sync::mpsc::channel(STREAMED_CHUNKS);
+                let snapshots = self.snapshots.clone();
+                let unpack = tokio::task::spawn_blocking(move || {
+                    snapshots.unpack(Arriving::new(rx), compression)
+                });
+                (Some(tx), Some(unpack))
+            }
+            None => (None, None),
+        };
+        let downloaded = self
+            .registry
+            .fetch_blob(resolved, reference, desc, file, &tmp.0, tee.as_ref())
+            .await;
+        drop(tee);
+        if let Err(e) = downloaded {
+            // The unpack has its end of stream now: wait for it, so that what it made
+            // from unverified bytes is removed before the pull answers.
+            if let Some(unpack) = unpacking {
+                let _ = unpack.await;
+            }
+            return Err(e);
+        }
         crate::crash_point!("pull_image.downloaded");
         let (content, path, digest) = (self.content.clone(), tmp.0.clone(), desc.digest.clone());
-        blocking("store blob", move || {
+        let commit = blocking("store blob", move || {
             content.commit_file(&path, &digest, false)?;
             crate::crash_point!("pull_image.blob");
             Ok(())
-        })
-        .await?;
+        });
+        let unpacked = async {
+            match unpacking {
+                Some(unpack) => unpack
+                    .await
+                    .map_err(|e| ImageError::Store(format!("unpack task: {e}")))?
+                    .map(Some),
+                None => Ok(None),
+            }
+        };
+        let (committed, unpacked) = tokio::join!(commit, unpacked);
+        committed?;
         crate::metrics::blob_downloaded(desc.size.max(0) as u64);
-        Ok(())
+        unpacked
+    }
+}
+
+/// Chunks of a layer in flight between the download and its unpack: a bound on the
+/// memory one streamed layer holds (hyper's chunks are 8 KiB to a few hundred KiB).
+const STREAMED_CHUNKS: usize = 32;
+
+/// A layer's bytes as the download sends them, read on a blocking thread. The end of
+/// the stream is the download's end, whatever it was: the caller knows whether the
+/// download was whole and verified, and uses the unpack's result only if it was.
+struct Arriving {
+    rx: tokio::sync::mpsc::Receiver<bytes::Bytes>,
+    chunk: bytes::Bytes,
+}
+
+impl Arriving {
+    fn new(rx: tokio::sync::mpsc::Receiver<bytes::Bytes>) -> Arriving {
+        Arriving {
+            rx,
+            chunk: bytes::Bytes::new(),
+        }
+    }
+}
+
+impl std::io::Read for Arriving {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.chunk.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(chunk) => self.chunk = chunk,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len());
+        buf[..n].copy_from_slice(&self.chunk.split_to(n));
+        Ok(n)
     }
 }
 
@@ -268,5 +376,37 @@ fn oci_descriptor(d: &Descriptor) -> OciDescriptor {
         digest: d.digest().to_string(),
         size: d.size() as i64,
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read as _;
+
+    use super::*;
+
+    #[test]
+    fn arriving_reads_every_chunk_in_order_then_ends_when_the_sender_goes() {
+        let (tx, rx) = tokio::sync::mpsc::channel(STREAMED_CHUNKS);
+        let reader = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            // Small reads split chunks; empty chunks are skipped, not an end.
+            let mut arriving = Arriving::new(rx);
+            let mut buf = [0u8; 3];
+            loop {
+                let n = arriving.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                all.extend_from_slice(&buf[..n]);
+            }
+            all
+        });
+        for chunk in [&b"hello "[..], b"", b"streamed", b" world"] {
+            tx.blocking_send(bytes::Bytes::copy_from_slice(chunk))
+                .unwrap();
+        }
+        drop(tx);
+        assert_eq!(reader.join().unwrap(), b"hello streamed world");
     }
 }

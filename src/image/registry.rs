@@ -17,6 +17,8 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference, RegistryOperation};
 use oci_spec::image::{ImageIndex, ImageManifest};
 
+use sha2::{Digest as _, Sha256};
+
 use super::content::sha256_bytes;
 use super::ImageError;
 use crate::config::{parse_endpoint, Config, RegistryConfig};
@@ -127,6 +129,9 @@ pub struct Resolved {
     pub manifest_raw: Vec<u8>,
     pub manifest_digest: String,
     pub index: Option<(Vec<u8>, String)>,
+    /// The registry gave no token and the pull has no credentials: blobs are fetched
+    /// with a plain GET (`fetch_blob`).
+    pub open: bool,
 }
 
 pub struct Registry {
@@ -261,9 +266,10 @@ impl Registry {
         original: &Reference,
     ) -> Result<Resolved, ImageError> {
         let client = self.client(endpoint, creds);
-        let raw = self
+        let (raw, token) = self
             .get_manifest(&client, endpoint, remote, creds, original)
             .await?;
+        let open = token.is_none() && *creds == Credentials::Anonymous;
         let digest = sha256_bytes(&raw);
         if let Some(want) = remote.digest() {
             if want != digest {
@@ -284,7 +290,7 @@ impl Registry {
                 platform: host_platform_name(),
             })?;
             let by_digest = remote.clone_with_digest(chosen.clone());
-            let mraw = self
+            let (mraw, _) = self
                 .get_manifest(&client, endpoint, &by_digest, creds, original)
                 .await?;
             let mdigest = sha256_bytes(&mraw);
@@ -304,6 +310,7 @@ impl Registry {
                 manifest_raw: mraw,
                 manifest_digest: mdigest,
                 index: Some((raw, digest)),
+                open,
             });
         }
         let manifest = parse_manifest(&raw, original)?;
@@ -315,12 +322,14 @@ impl Registry {
             manifest_raw: raw,
             manifest_digest: digest,
             index: None,
+            open,
         })
     }
 
     /// GETs one manifest or index, with oci-client's token for the repository (or the
     /// basic credentials a registry without a token service takes), reading at most
     /// `MAX_MANIFEST_BYTES`: a bigger body fails as soon as it is seen to be bigger.
+    /// Also returns the token (`None`: the registry gave none).
     async fn get_manifest(
         &self,
         client: &Client,
@@ -328,7 +337,7 @@ impl Registry {
         remote: &Reference,
         creds: &Credentials,
         original: &Reference,
-    ) -> Result<Vec<u8>, ImageError> {
+    ) -> Result<(Vec<u8>, Option<String>), ImageError> {
         let host = &endpoint.host;
         let token = client
             .auth(remote, &creds.to_oci(), RegistryOperation::Pull)
@@ -347,7 +356,7 @@ impl Registry {
             .http
             .get(&url)
             .header(reqwest::header::ACCEPT, ACCEPTED.join(", "));
-        request = match (token, creds) {
+        request = match (&token, creds) {
             (Some(token), _) => request.bearer_auth(token),
             (None, Credentials::Basic { username, password }) => {
                 request.basic_auth(username, Some(password))
@@ -385,13 +394,15 @@ impl Registry {
             }
             body.extend_from_slice(&chunk);
         }
-        Ok(body)
+        Ok((body, token))
     }
 
     /// Downloads one blob into `out` (a fresh ingest file). oci-client checks the digest
     /// as the stream ends; the bytes are counted as they come, and more than the
     /// descriptor's size fails at once, so a completed file holds exactly
-    /// `descriptor.digest`.
+    /// `descriptor.digest`. Each chunk written is also sent to `tee` while its receiver
+    /// lives (an unpack reading the blob as it arrives); what `tee` gets is unverified
+    /// until this returns `Ok`.
     pub async fn fetch_blob(
         &self,
         resolved: &Resolved,
@@ -399,6 +410,7 @@ impl Registry {
         descriptor: &OciDescriptor,
         out: std::fs::File,
         dest: &Path,
+        mut tee: Option<&tokio::sync::mpsc::Sender<bytes::Bytes>>,
     ) -> Result<(), ImageError> {
         use tokio::io::AsyncWriteExt as _;
         let host = &resolved.endpoint.host;
@@ -411,12 +423,22 @@ impl Registry {
             expected,
             got,
         };
-        let mut stream = self
-            .client(&resolved.endpoint, &resolved.creds)
-            .pull_blob_stream(&resolved.remote, descriptor)
-            .await
-            .map_err(|e| registry_error(host, original, e))?;
-        if let Some(len) = stream.content_length.filter(|n| *n > expected) {
+        // oci-client sends its token for the repository; with none to send (an open
+        // registry: most local registries and pull-through mirrors) it asks the
+        // registry's /v2/ again before every blob, a round trip for nothing. Those
+        // blobs are a plain GET, their digest checked here as they stream.
+        let (content_length, mut stream, mut unchecked) = if resolved.open {
+            let (length, stream) = self.get_blob(resolved, original, descriptor).await?;
+            (length, stream, Some(Sha256::new()))
+        } else {
+            let sized = self
+                .client(&resolved.endpoint, &resolved.creds)
+                .pull_blob_stream(&resolved.remote, descriptor)
+                .await
+                .map_err(|e| registry_error(host, original, e))?;
+            (sized.content_length, sized.stream, None)
+        };
+        if let Some(len) = content_length.filter(|n| *n > expected) {
             return Err(mismatch(len.to_string()));
         }
         let mut writer =
@@ -430,13 +452,82 @@ impl Registry {
                 return Err(mismatch(format!("more than {expected}")));
             }
             writer.write_all(&chunk).await.map_err(write_err)?;
+            if let Some(hasher) = unchecked.as_mut() {
+                hasher.update(&chunk);
+            }
+            if let Some(tx) = tee {
+                // An unpack that stopped (a layer that is not a tar) stops reading; the
+                // download goes on, so that a corrupted blob still reads as one.
+                if tx.send(chunk).await.is_err() {
+                    tee = None;
+                }
+            }
         }
         if got != expected {
             return Err(mismatch(got.to_string()));
         }
+        if let Some(hasher) = unchecked {
+            let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
+            if actual != descriptor.digest {
+                return Err(ImageError::Registry {
+                    kind: crate::error::Kind::DataLoss,
+                    message: format!(
+                        "{what} from {host}: Expected digest {}, got {actual}",
+                        descriptor.digest
+                    ),
+                });
+            }
+        }
         writer.flush().await.map_err(write_err)
     }
+
+    /// A plain GET of a blob from an open registry (`Resolved::open`): no credentials
+    /// to send, none to leak on a redirect. The caller checks the digest.
+    async fn get_blob(
+        &self,
+        resolved: &Resolved,
+        original: &Reference,
+        descriptor: &OciDescriptor,
+    ) -> Result<(Option<u64>, BlobStream), ImageError> {
+        let host = &resolved.endpoint.host;
+        let url = format!(
+            "{scheme}://{registry}/v2/{repository}/blobs/{digest}",
+            scheme = if resolved.endpoint.plain_http {
+                "http"
+            } else {
+                "https"
+            },
+            registry = resolved.remote.resolve_registry(),
+            repository = resolved.remote.repository(),
+            digest = descriptor.digest,
+        );
+        let mut response = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| http_error(host, original, e))?;
+        let status = response.status();
+        if !status.is_success() {
+            let mut body = Vec::new();
+            while let Ok(Some(chunk)) = response.chunk().await {
+                body.extend_from_slice(&chunk);
+                if body.len() > 4096 {
+                    break;
+                }
+            }
+            return Err(status_error(host, original, status, &body));
+        }
+        let length = response.content_length();
+        let stream = response
+            .bytes_stream()
+            .map(|chunk| chunk.map_err(std::io::Error::other));
+        Ok((length, Box::pin(stream)))
+    }
 }
+
+/// A blob's bytes as they arrive.
+type BlobStream = futures_util::stream::BoxStream<'static, std::io::Result<bytes::Bytes>>;
 
 /// An error from a blob stream: a digest mismatch (oci-client's, as the stream ends),
 /// or the connection failing.

@@ -89,12 +89,17 @@ mod tests {
         let renames = PendingRenames::new(&gone);
         renames.made();
         assert!(renames.sync().is_err());
-        assert!(renames.pending(), "a failed fsync must not count as durable");
+        assert!(
+            renames.pending(),
+            "a failed fsync must not count as durable"
+        );
     }
 
     #[test]
     fn nothing_pending_needs_no_directory() {
         let renames = PendingRenames::new(Path::new("/nonexistent/proxrt-test"));
-        renames.sync().expect("nothing to sync: the directory is not even opened");
+        renames
+            .sync()
+            .expect("nothing to sync: the directory is not even opened");
     }
 }

@@ -38,53 +38,70 @@ impl SnapshotStore {
         self.path(diff_id).map(|p| p.is_dir()).unwrap_or(false)
     }
 
-    /// Unpacks `blob` into a temp dir, checks the result's diff_id, flushes it to disk,
-    /// then renames it into place: a snapshot dir exists only complete and verified.
-    /// The rename is made durable by `sync_renames`, before a record names the snapshot. A snapshot that appeared meanwhile
-    /// (another copy of the layer, compressed differently) is the same content: the
-    /// temp dir is dropped and that one is kept.
+    /// Unpacks the layer blob at `blob` into its snapshot: `unpack` then `commit`.
     pub fn create(
         &self,
         diff_id: &str,
         blob: &Path,
         compression: Compression,
     ) -> Result<PathBuf, ImageError> {
-        let dest = self.path(diff_id)?;
+        let file = fs::File::open(blob).map_err(|source| unpack::UnpackError::Blob {
+            path: blob.to_owned(),
+            source,
+        })?;
+        let unpacked = self.unpack(file, compression)?;
+        self.commit(unpacked, diff_id)
+    }
+
+    /// Unpacks a layer, read from `layer` to its end, into a temp dir of this store. The
+    /// result becomes a snapshot only through `commit`; dropped, it is removed.
+    pub fn unpack(
+        &self,
+        layer: impl std::io::Read,
+        compression: Compression,
+    ) -> Result<Unpacked, ImageError> {
         let tmp = self.dir.join(format!("{TMP_PREFIX}{}", random_hex(8)));
         fs::create_dir(&tmp).map_err(|e| ImageError::io(format!("create {}", tmp.display()), e))?;
-        let result = unpack::unpack_layer(blob, compression, &tmp)
-            .map_err(ImageError::from)
-            .and_then(|stats| {
-                if stats.diff_id != diff_id {
-                    return Err(ImageError::DigestMismatch {
-                        what: "layer content (diff_id)".into(),
-                        expected: diff_id.into(),
-                        actual: stats.diff_id,
-                    });
-                }
-                for skipped in &stats.skipped {
-                    tracing::warn!(layer = diff_id, %skipped, "layer entry skipped");
-                }
-                sync_filesystem(&tmp)
-                    .map_err(|e| ImageError::io(format!("sync {}", tmp.display()), e))?;
-                crate::crash_point!("pull_image.unpacked");
-                match fs::rename(&tmp, &dest) {
-                    Ok(()) => {
-                        self.renames.made();
-                        Ok(())
-                    }
-                    // rename(2) of a dir onto a non-empty dir: ENOTEMPTY (or EEXIST).
-                    Err(e) if dest.is_dir() => {
-                        tracing::debug!(layer = diff_id, error = %e, "snapshot already there");
-                        let _ = remove_tree(&tmp);
-                        Ok(())
-                    }
-                    Err(e) => Err(ImageError::io(format!("store snapshot {diff_id}"), e)),
-                }
+        let mut unpacked = Unpacked {
+            tmp,
+            stats: Default::default(),
+            committed: false,
+        };
+        unpacked.stats = unpack::unpack_reader(layer, compression, &unpacked.tmp)?;
+        Ok(unpacked)
+    }
+
+    /// Checks an unpacked layer's diff_id, flushes it to disk, then renames it into
+    /// place: a snapshot dir exists only complete and verified. The rename is made
+    /// durable by `sync_renames`, before a record names the snapshot. A snapshot that
+    /// appeared meanwhile (another copy of the layer, compressed differently) is the
+    /// same content: the temp dir is dropped and that one is kept.
+    pub fn commit(&self, mut unpacked: Unpacked, diff_id: &str) -> Result<PathBuf, ImageError> {
+        let dest = self.path(diff_id)?;
+        let stats = &unpacked.stats;
+        if stats.diff_id != diff_id {
+            return Err(ImageError::DigestMismatch {
+                what: "layer content (diff_id)".into(),
+                expected: diff_id.into(),
+                actual: stats.diff_id.clone(),
             });
-        if let Err(e) = result {
-            let _ = remove_tree(&tmp);
-            return Err(e);
+        }
+        for skipped in &stats.skipped {
+            tracing::warn!(layer = diff_id, %skipped, "layer entry skipped");
+        }
+        let tmp = &unpacked.tmp;
+        sync_filesystem(tmp).map_err(|e| ImageError::io(format!("sync {}", tmp.display()), e))?;
+        crate::crash_point!("pull_image.unpacked");
+        match fs::rename(tmp, &dest) {
+            Ok(()) => {
+                unpacked.committed = true;
+                self.renames.made();
+            }
+            // rename(2) of a dir onto a non-empty dir: ENOTEMPTY (or EEXIST).
+            Err(e) if dest.is_dir() => {
+                tracing::debug!(layer = diff_id, error = %e, "snapshot already there");
+            }
+            Err(e) => return Err(ImageError::io(format!("store snapshot {diff_id}"), e)),
         }
         Ok(dest)
     }
@@ -125,6 +142,23 @@ impl SnapshotStore {
             }
         }
         Ok(())
+    }
+}
+
+/// A layer unpacked into a temp dir of the snapshot store, not yet a snapshot: removed
+/// when dropped unless `SnapshotStore::commit` renamed it into place.
+#[derive(Debug)]
+pub struct Unpacked {
+    tmp: PathBuf,
+    stats: unpack::UnpackStats,
+    committed: bool,
+}
+
+impl Drop for Unpacked {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = remove_tree(&self.tmp);
+        }
     }
 }
 
