@@ -275,6 +275,12 @@ impl Unpacker {
         }
         self.stats.bytes += written;
         let fd = file.as_fd();
+        if written > 0 {
+            // Only an early start for the snapshot's flush (`SnapshotStore::commit`),
+            // which is what makes the data durable: a file system without it loses
+            // nothing.
+            let _ = sys::start_writeback(fd);
+        }
         self.apply_owner_mode(fd, meta, shown)?;
         self.set_xattrs(XattrTarget::Fd(fd), meta, shown)?;
         sys::futimens(fd, meta.mtime).map_err(|e| fs_error(shown, "set mtime", e))
