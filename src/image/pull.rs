@@ -34,10 +34,13 @@ impl Images {
         let key = reference.whole();
         let _one_pull = self.locks.lock(&format!("pull:{key}")).await;
         let mut cleanup = CollectOnDrop(Some(self.clone()));
+        let unpacks = StreamedUnpacks::default();
         // On the deadline the pull's future is dropped: downloads stop and remove their
-        // ingest files, running unpacks finish under `gc_lock`, and the collection
-        // below removes what the pull stored.
-        let result = tokio::time::timeout(self.pull_timeout, self.pull_leased(&reference, creds))
+        // ingest files, running unpacks finish under `gc_lock` (from stored blobs) or
+        // at the end of their stream (`StreamedUnpacks`), and the collection below
+        // removes what the pull stored.
+        let pulled = self.pull_leased(&reference, creds, &unpacks);
+        let result = tokio::time::timeout(self.pull_timeout, pulled)
             .await
             .unwrap_or_else(|_| {
                 Err(ImageError::PullTimeout {
@@ -53,6 +56,7 @@ impl Images {
             }
             Err(e) => {
                 tracing::info!(image = %key, error = %e, "pull failed; collecting what it left");
+                unpacks.ended().await;
                 if let Err(gc) = self.collect_garbage().await {
                     tracing::warn!(error = %gc, "garbage collection after a failed pull");
                 }
@@ -65,6 +69,7 @@ impl Images {
         &self,
         reference: &Reference,
         creds: &Credentials,
+        unpacks: &StreamedUnpacks,
     ) -> Result<Arc<ImageEntry>, ImageError> {
         let resolved = self.registry.resolve(reference, creds).await?;
         let manifest = &resolved.manifest;
@@ -138,7 +143,9 @@ impl Images {
             .map(|(i, desc)| {
                 let mut layers_rx = layers_rx.clone();
                 async move {
-                    let unpacked = self.fetch_layer(resolved, reference, &desc).await?;
+                    let unpacked = self
+                        .fetch_layer(resolved, reference, &desc, unpacks)
+                        .await?;
                     let layers = layers_rx
                         .wait_for(Option::is_some)
                         .await
@@ -203,7 +210,7 @@ impl Images {
         reference: &Reference,
         desc: &Descriptor,
         layer: &LayerRecord,
-        unpacked: Option<Unpacked>,
+        unpacked: Option<Streamed>,
     ) -> Result<(), ImageError> {
         let _one = self.locks.lock(&format!("layer:{}", layer.diff_id)).await;
         if self.snapshots.exists(&layer.diff_id) {
@@ -217,7 +224,7 @@ impl Images {
             return Ok(());
         }
         match unpacked {
-            Some(unpacked) => self.commit_layer(unpacked, layer).await?,
+            Some(streamed) => self.commit_layer(streamed.unpacked, layer).await?,
             None => {
                 self.fetch_blob(resolved, reference, &oci_descriptor(desc), None)
                     .await?;
@@ -238,9 +245,11 @@ impl Images {
         resolved: &registry::Resolved,
         reference: &Reference,
         desc: &Descriptor,
-    ) -> Result<Option<Unpacked>, ImageError> {
-        let compression = Compression::from_media_type(desc.media_type().as_ref());
-        self.fetch_blob(resolved, reference, &oci_descriptor(desc), compression)
+        unpacks: &StreamedUnpacks,
+    ) -> Result<Option<Streamed>, ImageError> {
+        let unpack_as = Compression::from_media_type(desc.media_type().as_ref())
+            .map(|compression| (compression, unpacks));
+        self.fetch_blob(resolved, reference, &oci_descriptor(desc), unpack_as)
             .await
     }
 
@@ -251,8 +260,8 @@ impl Images {
         resolved: &registry::Resolved,
         reference: &Reference,
         desc: &OciDescriptor,
-        unpack_as: Option<Compression>,
-    ) -> Result<Option<Unpacked>, ImageError> {
+        unpack_as: Option<(Compression, &StreamedUnpacks)>,
+    ) -> Result<Option<Streamed>, ImageError> {
         if self.content.exists(&desc.digest) {
             return Ok(None);
         }
@@ -274,11 +283,17 @@ impl Images {
         // of what came. What it made counts only once the download is verified: on any
         // failure (or cancellation) its result is dropped, which removes it.
         let (tee, unpacking) = match unpack_as {
-            Some(compression) => {
+            Some((compression, unpacks)) => {
                 let (tx, rx) = tokio::sync::mpsc::channel(STREAMED_CHUNKS);
                 let snapshots = self.snapshots.clone();
+                let held = unpacks.hold().await;
                 let unpack = tokio::task::spawn_blocking(move || {
-                    snapshots.unpack(Arriving::new(rx), compression)
+                    snapshots
+                        .unpack(Arriving::new(rx), compression)
+                        .map(|unpacked| Streamed {
+                            unpacked,
+                            _held: held,
+                        })
                 });
                 (Some(tx), Some(unpack))
             }
@@ -318,6 +333,30 @@ impl Images {
         crate::metrics::blob_downloaded(desc.size.max(0) as u64);
         unpacked
     }
+}
+
+/// The unpacks one pull runs beside its downloads. One whose download was dropped (a
+/// sibling layer failed, or the pull's deadline passed) runs on to the end of its
+/// stream on the blocking pool and removes what it made; a failed pull waits for that
+/// (`ended`) before it answers, so that its answer finds the store clean.
+#[derive(Default)]
+struct StreamedUnpacks(Arc<tokio::sync::RwLock<()>>);
+
+impl StreamedUnpacks {
+    async fn hold(&self) -> tokio::sync::OwnedRwLockReadGuard<()> {
+        self.0.clone().read_owned().await
+    }
+
+    async fn ended(&self) {
+        drop(self.0.write().await);
+    }
+}
+
+/// A layer unpacked as it downloaded, holding its pull's `StreamedUnpacks` until its
+/// temp dir is committed or removed (fields drop in order: the dir first).
+struct Streamed {
+    unpacked: Unpacked,
+    _held: tokio::sync::OwnedRwLockReadGuard<()>,
 }
 
 /// Chunks of a layer in flight between the download and its unpack: a bound on the

@@ -220,9 +220,7 @@ mod grammar {
             let b = c.as_bytes();
             !b.is_empty() && b[0].is_ascii_alphabetic() && b.iter().all(u8::is_ascii_alphanumeric)
         };
-        algorithm
-            .split(['-', '_', '+', '.'])
-            .all(component)
+        algorithm.split(['-', '_', '+', '.']).all(component)
             && hex.len() >= 32
             && hex.bytes().all(|b| b.is_ascii_hexdigit())
     }
