@@ -323,6 +323,35 @@ async fn blob_longer_than_its_descriptor_is_data_loss_at_once() {
     d.assert_image_store_empty("after a blob longer than its descriptor");
 }
 
+/// Layer downloads start while the config is still on its way, so the manifest's
+/// digests are checked before any: a layer named by a digest the store cannot hold
+/// (sha512: blobs are kept by sha256 only) fails the pull with InvalidArgument naming
+/// it, before a byte of any blob is fetched.
+#[tokio::test]
+async fn a_layer_digest_the_store_cannot_hold_is_refused_before_any_download() {
+    let fake = FakeRegistry::start().await;
+    let mut image = FakeImage::new(tar_with("x", 4096, b'x'), 0);
+    let sha512 = format!("sha512:{}", "ab".repeat(64));
+    let manifest = String::from_utf8(image.manifest.clone())
+        .expect("manifest JSON")
+        .replace(&image.layer_digest, &sha512);
+    image.manifest = manifest.into_bytes();
+    image.manifest_digest = sha256(&image.manifest);
+    image.layer_digest = sha512.clone();
+    let name = fake.add("sha512", "1", &image, Serve::Normal);
+    let d = TestDaemon::start();
+    let mut cri = d.cri().await;
+    let err = within("the pull", pull(&mut cri, &name)).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains(&sha512), "{err:?}");
+    assert_eq!(
+        fake.blob_bytes_sent.load(Ordering::SeqCst),
+        0,
+        "a blob was downloaded"
+    );
+    d.assert_image_store_empty("after a layer digest the store cannot hold");
+}
+
 /// A layer that trickles a byte at a time never trips the per-read timeout; the
 /// whole-pull deadline (`[images] pull_timeout_secs`) ends it: DeadlineExceeded naming
 /// the setting, nothing stored. Before the fix there was no such deadline (and the key

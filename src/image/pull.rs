@@ -12,6 +12,7 @@ use oci_client::manifest::OciDescriptor;
 use oci_client::Reference;
 use oci_spec::image::Descriptor;
 
+use super::content;
 use super::ingest::IngestFile;
 use super::reference::{self, parse_reference};
 use super::registry::{self, Credentials, MAX_MANIFEST_BYTES};
@@ -80,6 +81,12 @@ impl Images {
                 what: format!("config {config_digest} of {}", reference.whole()),
                 limit: MAX_MANIFEST_BYTES,
             });
+        }
+        // Downloads start before the config is read: every digest they put in a URL or
+        // a path is checked first (the store holds sha256 blobs only).
+        content::hex_of(&config_digest)?;
+        for layer in manifest.layers() {
+            content::hex_of(layer.digest().as_ref())?;
         }
 
         // Everything this pull may store, leased before anything is looked at or stored
