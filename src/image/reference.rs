@@ -131,17 +131,13 @@ mod grammar {
                 return Err("invalid checksum digest length");
             }
         }
-        let tag = match (tag, digest) {
-            (None, None) => Some("latest"),
-            (tag, _) => tag,
-        };
         Ok(match (tag, digest) {
             (Some(tag), Some(digest)) => {
                 Reference::with_tag_and_digest(registry, repository, tag.into(), digest.into())
             }
             (Some(tag), None) => Reference::with_tag(registry, repository, tag.into()),
             (None, Some(digest)) => Reference::with_digest(registry, repository, digest.into()),
-            (None, None) => unreachable!("a reference without a tag gets `latest`"),
+            (None, None) => Reference::with_tag(registry, repository, "latest".into()),
         })
     }
 
