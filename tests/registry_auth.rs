@@ -6,6 +6,7 @@ mod common;
 use std::process::Command;
 
 use common::{busybox_layout, hack, temp_dir, TestDaemon};
+
 use k8s_cri::v1::{AuthConfig, ImageSpec, PullImageRequest};
 use tonic::Code;
 
@@ -16,13 +17,22 @@ struct AuthRegistry {
 
 impl AuthRegistry {
     fn start(user_pass: &str) -> AuthRegistry {
+        AuthRegistry::start_on(user_pass, None)
+    }
+
+    /// On `port` (a given one, for a test that replaces an open registry by this one),
+    /// with its access log in `log()`.
+    fn start_on(user_pass: &str, port: Option<&str>) -> AuthRegistry {
         let dir = temp_dir("proxrt-auth-registry-");
-        let out = Command::new(hack("registry"))
-            .arg("start")
+        let mut cmd = Command::new(hack("registry"));
+        cmd.arg("start")
             .arg(dir.path())
             .env("REGISTRY_HTPASSWD", user_pass)
-            .output()
-            .expect("run hack/registry");
+            .env("REGISTRY_ACCESSLOG", "1");
+        if let Some(port) = port {
+            cmd.env("REGISTRY_PORT", port);
+        }
+        let out = cmd.output().expect("run hack/registry");
         assert!(
             out.status.success(),
             "{}",
@@ -32,6 +42,30 @@ impl AuthRegistry {
             addr: String::from_utf8_lossy(&out.stdout).trim().to_owned(),
             dir,
         }
+    }
+}
+
+impl AuthRegistry {
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+
+    /// Pushes the busybox image as `<registry>/private/busybox:1`, with credentials.
+    fn push_busybox(&self, user_pass: &str) -> String {
+        let name = format!("{}/private/busybox:1", self.addr);
+        let push = Command::new("skopeo")
+            .args(["copy", "--quiet", "--dest-tls-verify=false", "--dest-creds"])
+            .arg(user_pass)
+            .arg(format!("oci:{}:latest", busybox_layout().display()))
+            .arg(format!("docker://{name}"))
+            .output()
+            .expect("skopeo");
+        assert!(
+            push.status.success(),
+            "{}",
+            String::from_utf8_lossy(&push.stderr)
+        );
+        name
     }
 }
 
@@ -124,4 +158,58 @@ async fn basic_auth_from_the_request_is_used_and_wrong_credentials_are_refused()
             .expect("pull again"),
         id
     );
+}
+
+/// A registry remembered as open (an anonymous pull got no token) is asked for the
+/// manifest straight away next time. When the same address asks for credentials
+/// after all, the 401 sends the daemon back to asking /v2/ (the token dance) and the
+/// request again: an anonymous pull fails as with a registry never seen, one with
+/// credentials succeeds.
+#[tokio::test]
+async fn a_registry_that_was_open_and_now_asks_for_credentials_is_asked_properly() {
+    let open = common::Registry::private();
+    let port = open.addr.rsplit_once(':').expect("host:port").1.to_owned();
+    let pushed = common::push_busybox(&open, "private/busybox:1");
+    let daemon = TestDaemon::start();
+    let mut cri = daemon.cri().await;
+    let id = pull_with(&mut cri, &pushed.name, None)
+        .await
+        .expect("anonymous pull from the open registry");
+    drop(open);
+
+    let registry = AuthRegistry::start_on("tester:s3cret", Some(&port));
+    let image = registry.push_busybox("tester:s3cret");
+    assert_eq!(image, pushed.name, "the same name at the same address");
+    let before = registry.log().lines().count();
+    let err = pull_with(&mut cri, &image, None).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    let log = registry.log();
+    let asked: Vec<&str> = log
+        .lines()
+        .skip(before)
+        .filter_map(|l| {
+            if l.contains("\"GET /v2/ ") {
+                Some("v2")
+            } else if l.contains("\"GET /v2/") && l.contains("/manifests/") {
+                Some("manifest")
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert_eq!(
+        asked,
+        ["manifest", "v2", "manifest"],
+        "straight to the manifest, then /v2/ after its 401, then the manifest again:\n{log}"
+    );
+
+    let right = AuthConfig {
+        username: "tester".into(),
+        password: "s3cret".into(),
+        ..Default::default()
+    };
+    let again = pull_with(&mut cri, &image, Some(right))
+        .await
+        .expect("pull with credentials");
+    assert_eq!(again, id);
 }

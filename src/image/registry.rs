@@ -144,10 +144,16 @@ pub struct Registry {
     registries: std::collections::BTreeMap<String, RegistryConfig>,
     /// Manifest requests (with oci-client's tokens), read with a size cap.
     http: reqwest::Client,
+    /// Registries (`scheme://host`) that last answered an anonymous pull with no token
+    /// to get: their manifests are asked for straight away (`get_manifest`).
+    open: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// Clients kept for distinct credentials before the cache is emptied.
 const MAX_CLIENTS: usize = 64;
+
+/// Open registries remembered before the set is emptied.
+const MAX_OPEN: usize = 256;
 
 impl Registry {
     pub fn new(config: &Config) -> Registry {
@@ -166,6 +172,7 @@ impl Registry {
                     tracing::warn!(error = %e, "registry HTTP client: using defaults");
                     reqwest::Client::default()
                 }),
+            open: Default::default(),
         }
     }
 
@@ -339,33 +346,54 @@ impl Registry {
         original: &Reference,
     ) -> Result<(Vec<u8>, Option<String>), ImageError> {
         let host = &endpoint.host;
-        let token = client
-            .auth(remote, &creds.to_oci(), RegistryOperation::Pull)
-            .await
-            .map_err(|e| registry_error(host, original, e))?;
-        let url = format!(
-            "{scheme}://{registry}/v2/{repository}/manifests/{reference}",
+        let base = format!(
+            "{scheme}://{registry}",
             scheme = if endpoint.plain_http { "http" } else { "https" },
             registry = remote.resolve_registry(),
+        );
+        let url = format!(
+            "{base}/v2/{repository}/manifests/{reference}",
             repository = remote.repository(),
             reference = remote
                 .digest()
                 .unwrap_or_else(|| remote.tag().unwrap_or("latest")),
         );
-        let mut request = self
-            .http
-            .get(&url)
-            .header(reqwest::header::ACCEPT, ACCEPTED.join(", "));
-        request = match (&token, creds) {
-            (Some(token), _) => request.bearer_auth(token),
-            (None, Credentials::Basic { username, password }) => {
-                request.basic_auth(username, Some(password))
-            }
-            (None, _) => request,
-        };
         let what = format!("manifest of {}", original.whole());
         let http_error = |e: reqwest::Error| http_error(host, original, e);
-        let mut response = request.send().await.map_err(http_error)?;
+        let anonymous = *creds == Credentials::Anonymous;
+        // oci-client's `auth` asks the registry's /v2/ what it wants every time. A
+        // registry that wanted nothing from an anonymous pull before is asked for the
+        // manifest straight away (as containerd does); if it asks for credentials after
+        // all (401), the token dance runs and the request is made again, once.
+        let mut known_open = anonymous && self.is_open(&base);
+        let (token, mut response) = loop {
+            let token = if known_open {
+                None
+            } else {
+                client
+                    .auth(remote, &creds.to_oci(), RegistryOperation::Pull)
+                    .await
+                    .map_err(|e| registry_error(host, original, e))?
+            };
+            let mut request = self
+                .http
+                .get(&url)
+                .header(reqwest::header::ACCEPT, ACCEPTED.join(", "));
+            request = match (&token, creds) {
+                (Some(token), _) => request.bearer_auth(token),
+                (None, Credentials::Basic { username, password }) => {
+                    request.basic_auth(username, Some(password))
+                }
+                (None, _) => request,
+            };
+            let response = request.send().await.map_err(http_error)?;
+            if known_open && response.status() == reqwest::StatusCode::UNAUTHORIZED {
+                self.set_open(&base, false);
+                known_open = false;
+                continue;
+            }
+            break (token, response);
+        };
         let status = response.status();
         if !status.is_success() {
             let mut body = Vec::new();
@@ -394,7 +422,27 @@ impl Registry {
             }
             body.extend_from_slice(&chunk);
         }
+        if anonymous {
+            self.set_open(&base, token.is_none());
+        }
         Ok((body, token))
+    }
+
+    fn is_open(&self, base: &str) -> bool {
+        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.contains(base)
+    }
+
+    fn set_open(&self, base: &str, is_open: bool) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if !is_open {
+            open.remove(base);
+            return;
+        }
+        if open.len() >= MAX_OPEN && !open.contains(base) {
+            open.clear();
+        }
+        open.insert(base.to_owned());
     }
 
     /// Downloads one blob into `out` (a fresh ingest file). oci-client checks the digest
