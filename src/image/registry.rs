@@ -396,13 +396,7 @@ impl Registry {
         };
         let status = response.status();
         if !status.is_success() {
-            let mut body = Vec::new();
-            while let Ok(Some(chunk)) = response.chunk().await {
-                body.extend_from_slice(&chunk);
-                if body.len() > 4096 {
-                    break;
-                }
-            }
+            let body = error_body(&mut response).await;
             return Err(status_error(host, original, status, &body));
         }
         let too_large = || ImageError::TooLarge {
@@ -445,12 +439,12 @@ impl Registry {
         open.insert(base.to_owned());
     }
 
-    /// Downloads one blob into `out` (a fresh ingest file). oci-client checks the digest
-    /// as the stream ends; the bytes are counted as they come, and more than the
-    /// descriptor's size fails at once, so a completed file holds exactly
-    /// `descriptor.digest`. Each chunk written is also sent to `tee` while its receiver
-    /// lives (an unpack reading the blob as it arrives); what `tee` gets is unverified
-    /// until this returns `Ok`.
+    /// Downloads one blob into `out` (a fresh ingest file). Its digest is checked as the
+    /// stream ends (by oci-client, or here for an open registry); the bytes are counted
+    /// as they come, and more than the descriptor's size fails at once, so a completed
+    /// file holds exactly `descriptor.digest`. Each chunk written is also sent to `tee`
+    /// while its receiver lives (an unpack reading the blob as it arrives); what `tee`
+    /// gets is unverified until this returns `Ok`.
     pub async fn fetch_blob(
         &self,
         resolved: &Resolved,
@@ -557,13 +551,7 @@ impl Registry {
             .map_err(|e| http_error(host, original, e))?;
         let status = response.status();
         if !status.is_success() {
-            let mut body = Vec::new();
-            while let Ok(Some(chunk)) = response.chunk().await {
-                body.extend_from_slice(&chunk);
-                if body.len() > 4096 {
-                    break;
-                }
-            }
+            let body = error_body(&mut response).await;
             return Err(status_error(host, original, status, &body));
         }
         let length = response.content_length();
@@ -572,6 +560,18 @@ impl Registry {
             .map(|chunk| chunk.map_err(std::io::Error::other));
         Ok((length, Box::pin(stream)))
     }
+}
+
+/// The first 4 KiB or so of an error answer's body, for its message.
+async fn error_body(response: &mut reqwest::Response) -> Vec<u8> {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        body.extend_from_slice(&chunk);
+        if body.len() > 4096 {
+            break;
+        }
+    }
+    body
 }
 
 /// A blob's bytes as they arrive.
