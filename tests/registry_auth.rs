@@ -99,29 +99,10 @@ async fn pull_with(
 #[tokio::test]
 async fn basic_auth_from_the_request_is_used_and_wrong_credentials_are_refused() {
     let registry = AuthRegistry::start("tester:s3cret");
-    let layout = busybox_layout();
-    let dest = format!("docker://{}/private/busybox:1", registry.addr);
-    let push = Command::new("skopeo")
-        .args([
-            "copy",
-            "--quiet",
-            "--dest-tls-verify=false",
-            "--dest-creds",
-            "tester:s3cret",
-        ])
-        .arg(format!("oci:{}:latest", layout.display()))
-        .arg(&dest)
-        .output()
-        .expect("skopeo");
-    assert!(
-        push.status.success(),
-        "{}",
-        String::from_utf8_lossy(&push.stderr)
-    );
+    let image = registry.push_busybox("tester:s3cret");
 
     let daemon = TestDaemon::start();
     let mut cri = daemon.cri().await;
-    let image = format!("{}/private/busybox:1", registry.addr);
 
     // Anonymous first: the daemon must not remember this as the registry's credentials.
     let err = pull_with(&mut cri, &image, None).await.unwrap_err();
