@@ -46,7 +46,7 @@ pub enum Workload {
     },
     /// Per pod: a pod and a container from nothing to running, each lifecycle call
     /// timed (RunPodSandbox … RemovePodSandbox, ContainerStatus, ListContainers,
-    /// ExecSync `true`); see bench_pods.rs.
+    /// ExecSync `test -e <ready file>`); see bench_pods.rs.
     Pods {
         /// The container image; must already be present (pull or import it first).
         #[arg(long)]

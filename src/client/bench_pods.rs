@@ -2,8 +2,8 @@
 //! timed, against one or two CRI endpoints.
 //!
 //! Per pod: RunPodSandbox, CreateContainer, StartContainer (and their sum, "pod +
-//! container to running"), ContainerStatus, ListContainers, ExecSync `true`,
-//! StopContainer, RemoveContainer, StopPodSandbox, RemovePodSandbox. One untimed pod
+//! container to running"), ContainerStatus, ListContainers, ExecSync `test -e
+//! <ready file>`, StopContainer, RemoveContainer, StopPodSandbox, RemovePodSandbox. One untimed pod
 //! first warms caches (the image's snapshots, the daemon's first-use paths). With
 //! `live`, that many idle containers (one pod each) are started on each endpoint before
 //! timing and kept running, to show whether latency stays flat as the node fills up.
@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use k8s_cri::v1::{
     ContainerConfig, ContainerMetadata, ContainerStatusRequest, CreateContainerRequest,
-    ExecSyncRequest, ImageSpec, ImageStatusRequest, LinuxContainerConfig,
+    ExecSyncRequest, ExecSyncResponse, ImageSpec, ImageStatusRequest, LinuxContainerConfig,
     LinuxContainerSecurityContext, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
     ListContainersRequest, ListPodSandboxRequest, NamespaceMode, NamespaceOption, PodSandboxConfig,
     PodSandboxFilter, PodSandboxMetadata, RemoveContainerRequest, RemovePodSandboxRequest,
@@ -29,12 +29,18 @@ use super::bench::{Measured, Progress, Stop, Target};
 use super::bench_report::Report;
 use super::{ClientError, Cri};
 
-/// The container under test: exits 0 on SIGTERM at once. A pid 1 without a handler
-/// ignores SIGTERM, and a plain `sleep` would make StopContainer measure its timeout;
-/// `wait` returns as soon as a trapped signal arrives.
-const SCRIPT: &str = "trap 'exit 0' TERM; sleep 3600 & wait";
-/// Seconds StopContainer may wait before SIGKILL (never reached with `SCRIPT`).
+/// The container under test: exits 0 on SIGTERM at once, once it has said so by
+/// making `READY`. A pid 1 without a handler ignores SIGTERM, and a plain `sleep` would
+/// make StopContainer measure its timeout; `wait` returns as soon as a trapped signal
+/// arrives.
+const SCRIPT: &str = "trap 'exit 0' TERM; : > /proxrt-bench-ready; sleep 3600 & wait";
+/// Made by `SCRIPT` once its trap is set. A SIGTERM sent before that (the shell not yet
+/// scheduled on a busy node) is dropped, and StopContainer would wait out its timeout.
+const READY: &str = "/proxrt-bench-ready";
+/// Seconds StopContainer may wait before SIGKILL (never reached once `READY` exists).
 const STOP_TIMEOUT: i64 = 2;
+/// How long a container may take to make `READY` before the run fails.
+const READY_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
 /// The time from nothing to a running container, as a row of the report.
 pub const POD_TO_RUNNING: &str = "pod+container to running";
 /// The label every pod of a run carries: what the cleanup lists.
@@ -248,25 +254,15 @@ impl Bench {
             )
             .await
             .map_err(|s| ClientError::rpc("ListContainers", s))?;
-        let exec = report
-            .time(
-                "ExecSync",
-                runtime.exec_sync(ExecSyncRequest {
-                    container_id: id.clone(),
-                    cmd: vec!["true".into()],
-                    timeout: 10,
-                }),
-            )
+        let ready = report
+            .time("ExecSync", runtime.exec_sync(is_ready(&id)))
             .await
             .map_err(|s| ClientError::rpc("ExecSync", s))?
             .into_inner();
-        if exec.exit_code != 0 {
-            return Err(ClientError::Usage(format!(
-                "ExecSync `true` exited {}: {}",
-                exec.exit_code,
-                String::from_utf8_lossy(&exec.stderr)
-            )));
+        if !ready_answer(&ready)? {
+            self.wait_until_ready(&id).await?;
         }
+        let runtime = &mut self.cri.runtime;
         report
             .time(
                 "StopContainer",
@@ -277,6 +273,8 @@ impl Bench {
             )
             .await
             .map_err(|s| ClientError::rpc("StopContainer", s))?;
+        self.check_stopped_by_its_trap(&id).await?;
+        let runtime = &mut self.cri.runtime;
         report
             .time(
                 "RemoveContainer",
@@ -303,6 +301,57 @@ impl Bench {
             .await
             .map_err(|s| ClientError::rpc("RemovePodSandbox", s))?;
         Ok(report)
+    }
+
+    /// Asks until the container has set its SIGTERM trap (untimed: the ExecSync before
+    /// it was the timed one).
+    async fn wait_until_ready(&mut self, id: &str) -> Result<(), ClientError> {
+        let since = Instant::now();
+        loop {
+            let answer = self
+                .cri
+                .runtime
+                .exec_sync(is_ready(id))
+                .await
+                .map_err(|s| ClientError::rpc("ExecSync", s))?
+                .into_inner();
+            if ready_answer(&answer)? {
+                return Ok(());
+            }
+            if since.elapsed() > READY_WITHIN {
+                return Err(ClientError::Usage(format!(
+                    "container {id} did not make {READY} within {}s",
+                    READY_WITHIN.as_secs()
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
+    /// A container that was ready exits 0 through its trap; any other end (137: the
+    /// SIGKILL after the timeout) means StopContainer's sample measured a timeout, or
+    /// the runtime signalled something else than the container's pid 1.
+    async fn check_stopped_by_its_trap(&mut self, id: &str) -> Result<(), ClientError> {
+        let status = self
+            .cri
+            .runtime
+            .container_status(ContainerStatusRequest {
+                container_id: id.to_owned(),
+                verbose: false,
+            })
+            .await
+            .map_err(|s| ClientError::rpc("ContainerStatus", s))?
+            .into_inner()
+            .status
+            .ok_or_else(|| ClientError::Usage(format!("container {id} has no status")))?;
+        match status.exit_code {
+            0 => Ok(()),
+            code => Err(ClientError::Usage(format!(
+                "container {id} ended with exit code {code} ({}) after StopContainer, not \
+                 through its SIGTERM trap: StopContainer did not deliver SIGTERM to it",
+                status.reason
+            ))),
+        }
     }
 
     async fn run_pod(
@@ -460,6 +509,27 @@ fn namespaces(host_network: bool) -> NamespaceOption {
     }
 }
 
+/// ExecSync `test -e READY`: the timed exec, and the readiness question.
+fn is_ready(id: &str) -> ExecSyncRequest {
+    ExecSyncRequest {
+        container_id: id.to_owned(),
+        cmd: vec!["test".into(), "-e".into(), READY.into()],
+        timeout: 10,
+    }
+}
+
+/// `test` answers 0 (ready) or 1 (not yet); anything else is the exec failing.
+fn ready_answer(answer: &ExecSyncResponse) -> Result<bool, ClientError> {
+    match answer.exit_code {
+        0 => Ok(true),
+        1 => Ok(false),
+        code => Err(ClientError::Usage(format!(
+            "ExecSync `test -e {READY}` exited {code}: {}",
+            String::from_utf8_lossy(&answer.stderr)
+        ))),
+    }
+}
+
 fn container_config(image: &str, pod: &PodSandboxConfig) -> ContainerConfig {
     ContainerConfig {
         metadata: Some(ContainerMetadata {
@@ -485,5 +555,41 @@ fn container_config(image: &str, pod: &PodSandboxConfig) -> ContainerConfig {
             ..Default::default()
         }),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(exit_code: i32) -> ExecSyncResponse {
+        ExecSyncResponse {
+            exit_code,
+            stderr: b"no such file".to_vec(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn test_answers_ready_not_yet_or_an_error() {
+        assert!(ready_answer(&answer(0)).expect("0 is an answer"));
+        assert!(!ready_answer(&answer(1)).expect("1 is an answer"));
+        // 126/127: no `test` in the image; 137: killed. Neither means "not yet".
+        for code in [2, 126, 127, 137, -1] {
+            let e = ready_answer(&answer(code)).expect_err("not a readiness answer");
+            assert!(e.to_string().contains(&code.to_string()), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_ready_file_is_made_after_the_trap_is_set() {
+        let trap = SCRIPT
+            .find("trap 'exit 0' TERM;")
+            .expect("the script sets a trap");
+        let ready = SCRIPT
+            .find(&format!(": > {READY};"))
+            .expect("the script makes READY");
+        assert!(trap < ready, "{SCRIPT}");
+        assert_eq!(is_ready("c").cmd, ["test", "-e", READY]);
     }
 }
