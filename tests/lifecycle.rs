@@ -912,3 +912,124 @@ async fn create_and_exec_warm_the_cgroup_lock_and_leave_the_daemon_in_place() {
     let after = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
     assert_eq!(before, after, "the daemon's cgroups changed");
 }
+
+/// The lifecycle on a pure cgroup v2 host (Proxmox VE 7 and later), seen from a mount
+/// namespace whose /sys/fs/cgroup is the cgroup2 hierarchy alone: the container's init and
+/// its children land in a cgroup v2 leaf under the pod's parent, an exec joins that leaf,
+/// StopContainer's SIGKILL reaches every process in it (the monitor writes `cgroup.kill`
+/// there) and RemoveContainer leaves no cgroup behind (PodEnv's teardown checks the
+/// cgroup2 hierarchy with the others).
+#[tokio::test]
+async fn the_lifecycle_on_a_pure_cgroup_v2_host() {
+    let mut env = PodEnv::start_in_cgroup_v2_view("").await;
+    let pod = env.run_pod(env.pod_config("v2")).await;
+    // pid 1 is a `sleep` (no SIGTERM handler: the stop ends in SIGKILL), with a second
+    // `sleep` beside it that only a kill of the whole cgroup reaches.
+    let c = env.container_config(&pod, "v2", &["sh", "-c", "sleep 3600 & exec sleep 3601"]);
+    let id = env.create_start(&pod, c).await;
+    let info = env
+        .cri
+        .runtime
+        .container_status(k8s_cri::v1::ContainerStatusRequest {
+            container_id: id.clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .info;
+    let info: serde_json::Value = serde_json::from_str(&info["info"]).unwrap();
+    let init = info["pid"].as_i64().expect("verbose info has the pid");
+
+    // Where the init is, seen from the host: its cgroup v2 path, under the pod's parent.
+    let host_view = std::fs::read_to_string(format!("/proc/{init}/cgroup")).unwrap();
+    let path = host_view
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .expect("a cgroup v2 membership")
+        .to_owned();
+    assert!(
+        path.starts_with(&format!("{}/", env.cgroup_parent)),
+        "the init's cgroup v2 cgroup {path} is not under the pod's parent {}",
+        env.cgroup_parent
+    );
+    let leaf = cgroup2_mount().join(path.trim_start_matches('/'));
+    let members = || -> Vec<i32> {
+        std::fs::read_to_string(leaf.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while members().len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the second sleep never started: {:?}",
+            members()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let sleepers = members();
+    assert!(
+        sleepers.contains(&(init as i32)),
+        "{sleepers:?} without the init {init}"
+    );
+
+    // The exec is in the init's cgroup (both read from inside the container's cgroup
+    // namespace).
+    let seen = env
+        .exec_ok(
+            &id,
+            &[
+                "sh",
+                "-c",
+                "cat /proc/self/cgroup; echo --; cat /proc/1/cgroup",
+            ],
+        )
+        .await;
+    let (exec_view, init_view) = seen.split_once("--\n").expect("both cgroup files");
+    assert_eq!(
+        exec_view.trim(),
+        init_view.trim(),
+        "the exec is not in the init's cgroup"
+    );
+
+    env.stop_container(&id, 1).await.expect("StopContainer");
+    let status = env.wait_exit(&id).await;
+    assert_eq!(status.exit_code, 137, "{status:?}");
+    for pid in sleepers {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::path::Path::new(&format!("/proc/{pid}")).exists()
+            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .unwrap_or_default()
+                .contains(") Z ")
+        {
+            assert!(
+                Instant::now() < deadline,
+                "pid {pid} of the container outlived its stop"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    env.remove_container(&id).await.expect("RemoveContainer");
+    assert!(
+        !leaf.exists(),
+        "{} left after RemoveContainer",
+        leaf.display()
+    );
+}
+
+/// Where this (host) process sees the cgroup2 hierarchy.
+fn cgroup2_mount() -> std::path::PathBuf {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            right
+                .starts_with("cgroup2 ")
+                .then(|| left.split(' ').nth(4).map(std::path::PathBuf::from))?
+        })
+        .expect("a cgroup2 mount")
+}

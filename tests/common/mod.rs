@@ -107,6 +107,10 @@ pub struct TestDaemon {
     /// A network namespace file the daemon runs in (and with it every CNI plugin it
     /// runs: bridges, veths, iptables rules and sysctls stay in the test's namespace).
     netns: Option<PathBuf>,
+    /// Runs the daemon in a mount namespace of its own where `/sys/fs/cgroup` is the
+    /// cgroup2 hierarchy alone: a pure cgroup v2 host, as Proxmox VE 7+ runs, on a hybrid
+    /// test machine (`start_in_cgroup_v2_view`).
+    cgroup_v2_view: bool,
     child: Option<Child>,
     /// Runs the connections `cri()` makes, apart from the test's runtime: a daemon
     /// stopping on SIGTERM waits for each client to acknowledge its HTTP/2 GOAWAY,
@@ -130,16 +134,30 @@ impl TestDaemon {
 
     /// As `start_with`, with `env` added to the daemon's environment (say NOTIFY_SOCKET).
     pub fn start_with_env(extra_toml: &str, env: &[(&str, &str)]) -> TestDaemon {
-        TestDaemon::start_full(extra_toml, env, None)
+        TestDaemon::start_full(extra_toml, env, None, false)
     }
 
     /// As `start_with`, the daemon (also after `restart`) in the network namespace
     /// `netns` (a file such as /run/netns/<name>).
     pub fn start_in_netns(extra_toml: &str, netns: &Path) -> TestDaemon {
-        TestDaemon::start_full(extra_toml, &[], Some(netns.to_owned()))
+        TestDaemon::start_full(extra_toml, &[], Some(netns.to_owned()), false)
     }
 
-    fn start_full(extra_toml: &str, env: &[(&str, &str)], netns: Option<PathBuf>) -> TestDaemon {
+    /// As `start_with`, the daemon (also after `restart`) seeing a pure cgroup v2 host: in
+    /// a mount namespace of its own (a slave of the host's) whose `/sys/fs/cgroup` is the
+    /// cgroup2 hierarchy and nothing else, the v1 hierarchies unmounted there. Its cgroups
+    /// are the host's cgroup2 ones (on a hybrid host, under /sys/fs/cgroup/unified, with
+    /// no controllers). Its mounts are in that namespace only.
+    pub fn start_in_cgroup_v2_view(extra_toml: &str) -> TestDaemon {
+        TestDaemon::start_full(extra_toml, &[], None, true)
+    }
+
+    fn start_full(
+        extra_toml: &str,
+        env: &[(&str, &str)],
+        netns: Option<PathBuf>,
+        cgroup_v2_view: bool,
+    ) -> TestDaemon {
         let dir = temp_dir("proxrt-test-");
         let root = dir.path().join("root");
         let run_dir = dir.path().join("run");
@@ -189,6 +207,7 @@ impl TestDaemon {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             netns,
+            cgroup_v2_view,
             child: None,
             clients: Some(
                 tokio::runtime::Builder::new_multi_thread()
@@ -347,6 +366,38 @@ impl TestDaemon {
                         return Err(std::io::Error::last_os_error());
                     }
                     Ok(())
+                });
+            }
+        }
+        if self.cgroup_v2_view {
+            use std::os::unix::process::CommandExt;
+            let cgroup = c"/sys/fs/cgroup";
+            let (root, fstype) = (c"/", c"cgroup2");
+            // SAFETY: unshare, mount and umount2 are async-signal-safe; the strings were
+            // made before the fork and nothing is allocated in the child.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let check = |r: libc::c_int| match r {
+                        0 => Ok(()),
+                        _ => Err(std::io::Error::last_os_error()),
+                    };
+                    check(libc::unshare(libc::CLONE_NEWNS))?;
+                    check(libc::mount(
+                        std::ptr::null(),
+                        root.as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_REC | libc::MS_SLAVE,
+                        std::ptr::null(),
+                    ))?;
+                    // Detaching the top takes every hierarchy mounted below it.
+                    check(libc::umount2(cgroup.as_ptr(), libc::MNT_DETACH))?;
+                    check(libc::mount(
+                        fstype.as_ptr(),
+                        cgroup.as_ptr(),
+                        fstype.as_ptr(),
+                        0,
+                        std::ptr::null(),
+                    ))
                 });
             }
         }

@@ -86,6 +86,11 @@ impl PodEnv {
         PodEnv::start_daemon(|| TestDaemon::start_in_netns(extra_toml, netns)).await
     }
 
+    /// A daemon that sees a pure cgroup v2 host (`TestDaemon::start_in_cgroup_v2_view`).
+    pub async fn start_in_cgroup_v2_view(extra_toml: &str) -> PodEnv {
+        PodEnv::start_daemon(|| TestDaemon::start_in_cgroup_v2_view(extra_toml)).await
+    }
+
     async fn start_daemon(start: impl FnOnce() -> TestDaemon) -> PodEnv {
         assert!(
             nix::unistd::geteuid().is_root(),
