@@ -1033,3 +1033,51 @@ fn cgroup2_mount() -> std::path::PathBuf {
         })
         .expect("a cgroup2 mount")
 }
+
+/// The host's mount table grows by two lines per pod; the daemon must not read it for
+/// each pod or container (removals find mounts by walking, the cgroup lock's warm-up
+/// remembers where the daemon's cgroups are mounted). strace (not proxrt) watches the
+/// daemon's own threads through a whole pod lifecycle after a first one.
+#[tokio::test]
+async fn a_pod_lifecycle_does_not_read_the_mount_table_in_the_daemon() {
+    let mut env = PodEnv::start().await;
+    let first = env.run_pod(env.pod_config("first")).await;
+    let c = env.container_config(&first, "first", &["sleep", "3600"]);
+    let warm = env.create_start(&first, c).await;
+    env.exec_ok(&warm, &["true"]).await;
+
+    let pid = env.daemon().pid().expect("daemon running");
+    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let out = env.daemon().dir().join("strace-mountinfo.out");
+    let strace = common::Strace::attach(pid, "open,openat,openat2", &out).await;
+    let pod = env.run_pod(env.pod_config("second")).await;
+    let c = env.container_config(&pod, "second", &["sleep", "3600"]);
+    let id = env.create_start(&pod, c).await;
+    env.exec_ok(&id, &["true"]).await;
+    env.stop_container(&id, 0).await.expect("StopContainer");
+    env.remove_container(&id).await.expect("RemoveContainer");
+    env.stop_pod(&pod.id).await.expect("StopPodSandbox");
+    env.remove_pod(&pod.id).await.expect("RemovePodSandbox");
+    let trace = strace.finish();
+
+    assert!(
+        trace.lines().any(|l| l.contains("/containers/")),
+        "strace saw none of the daemon's opens: {trace}"
+    );
+    let reads: Vec<&str> = trace
+        .lines()
+        .filter(|l| l.contains("mountinfo"))
+        .filter(|l| {
+            let tid = l.split_whitespace().next().unwrap_or_default();
+            threads.iter().any(|t| t == tid)
+        })
+        .collect();
+    assert!(
+        reads.is_empty(),
+        "the daemon read the mount table: {reads:#?}"
+    );
+}
