@@ -1081,3 +1081,53 @@ async fn a_pod_lifecycle_does_not_read_the_mount_table_in_the_daemon() {
         "the daemon read the mount table: {reads:#?}"
     );
 }
+
+/// An exec joins the init's cgroups; the monitor finds their files once (from the mount
+/// table, which grows with every pod) and its later execs reuse them. strace on the
+/// container's monitor and what it forks (not proxrt) sees no read of the mount table
+/// at the second exec, whose process still lands in the init's cgroups.
+#[tokio::test]
+async fn a_containers_later_execs_do_not_read_the_mount_table() {
+    let mut env = PodEnv::start().await;
+    let pod = env.run_pod(env.pod_config("execs")).await;
+    let c = env.container_config(&pod, "execs", &["sleep", "3600"]);
+    let id = env.create_start(&pod, c).await;
+    env.exec_ok(&id, &["true"]).await;
+    let info = env
+        .cri
+        .runtime
+        .container_status(k8s_cri::v1::ContainerStatusRequest {
+            container_id: id.clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .info;
+    let info: serde_json::Value = serde_json::from_str(&info["info"]).unwrap();
+    let init = info["pid"].as_i64().expect("verbose info has the pid");
+    // libcontainer's intermediate clones the init with CLONE_PARENT: its parent is the
+    // monitor, which forks every exec.
+    let monitor: u32 = std::fs::read_to_string(format!("/proc/{init}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .and_then(|p| p.trim().parse().ok())
+        .expect("the init's PPid");
+
+    let out = env.daemon().dir().join("strace-exec.out");
+    let strace = common::Strace::attach(monitor, "open,openat,openat2", &out).await;
+    let seen = env
+        .exec_ok(&id, &["sh", "-c", "cat /proc/self/cgroup; echo --; cat /proc/1/cgroup"])
+        .await;
+    let trace = strace.finish();
+
+    assert!(
+        trace.lines().any(|l| l.contains("cgroup.procs")),
+        "strace did not see the exec open its cgroups: {trace}"
+    );
+    let reads: Vec<&str> = trace.lines().filter(|l| l.contains("mountinfo")).collect();
+    assert!(reads.is_empty(), "the exec read the mount table: {reads:#?}");
+    let (exec_view, init_view) = seen.split_once("--\n").expect("both cgroup files");
+    assert_eq!(exec_view.trim(), init_view.trim(), "the exec is not in the init's cgroups");
+}

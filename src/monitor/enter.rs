@@ -48,6 +48,11 @@ pub(crate) struct Target<'a> {
     pub init_pid: Pid,
     /// The container's spec, as the backend created it (libcontainer's seccomp form).
     pub spec: &'a Spec,
+    /// The `cgroup.procs` files of the init's cgroups when the caller knows them (the
+    /// monitor remembers them from its first exec); else they are found from
+    /// `/proc/<init>/cgroup` and the mount table. Known files that no longer open are
+    /// looked for again.
+    pub cgroups: Option<&'a [PathBuf]>,
 }
 
 /// Starts `args` inside the container with the given stdio; returns its pid (a child of the
@@ -142,17 +147,23 @@ impl Plan {
         namespaces.extend(mount);
         let root_path = format!("/proc/{init}/root");
         let root = File::open(&root_path).map_err(|e| format!("open {root_path}: {e}"))?;
-        let cgroups = cgroup_procs_files(init)?
-            .into_iter()
-            .map(|path| {
-                OpenOptions::new()
-                    .write(true)
-                    .custom_flags(libc::O_CLOEXEC)
-                    .open(&path)
-                    .map(|f| (f, path.clone()))
-                    .map_err(|e| format!("open {}: {e}", path.display()))
-            })
-            .collect::<Result<_, _>>()?;
+        let open_all = |files: Vec<PathBuf>| -> Result<Vec<(File, PathBuf)>, String> {
+            files
+                .into_iter()
+                .map(|path| {
+                    OpenOptions::new()
+                        .write(true)
+                        .custom_flags(libc::O_CLOEXEC)
+                        .open(&path)
+                        .map(|f| (f, path.clone()))
+                        .map_err(|e| format!("open {}: {e}", path.display()))
+                })
+                .collect()
+        };
+        let cgroups = match target.cgroups.map(|known| open_all(known.to_vec())) {
+            Some(Ok(opened)) => opened,
+            _ => open_all(cgroup_procs_files(init)?)?,
+        };
         let oom_score_adj = fs::read_to_string(format!("/proc/{init}/oom_score_adj"))
             .ok()
             .map(|s| s.trim().to_string());
