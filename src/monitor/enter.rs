@@ -48,11 +48,6 @@ pub(crate) struct Target<'a> {
     pub init_pid: Pid,
     /// The container's spec, as the backend created it (libcontainer's seccomp form).
     pub spec: &'a Spec,
-    /// The `cgroup.procs` files of the init's cgroups when the caller knows them (the
-    /// monitor remembers them from its first exec); else they are found from
-    /// `/proc/<init>/cgroup` and the mount table. Known files that no longer open are
-    /// looked for again.
-    pub cgroups: Option<&'a [PathBuf]>,
 }
 
 /// Starts `args` inside the container with the given stdio; returns its pid (a child of the
@@ -147,23 +142,17 @@ impl Plan {
         namespaces.extend(mount);
         let root_path = format!("/proc/{init}/root");
         let root = File::open(&root_path).map_err(|e| format!("open {root_path}: {e}"))?;
-        let open_all = |files: Vec<PathBuf>| -> Result<Vec<(File, PathBuf)>, String> {
-            files
-                .into_iter()
-                .map(|path| {
-                    OpenOptions::new()
-                        .write(true)
-                        .custom_flags(libc::O_CLOEXEC)
-                        .open(&path)
-                        .map(|f| (f, path.clone()))
-                        .map_err(|e| format!("open {}: {e}", path.display()))
-                })
-                .collect()
-        };
-        let cgroups = match target.cgroups.map(|known| open_all(known.to_vec())) {
-            Some(Ok(opened)) => opened,
-            _ => open_all(cgroup_procs_files(init)?)?,
-        };
+        let cgroups = cgroup_procs_files(init)?
+            .into_iter()
+            .map(|path| {
+                OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_CLOEXEC)
+                    .open(&path)
+                    .map(|f| (f, path.clone()))
+                    .map_err(|e| format!("open {}: {e}", path.display()))
+            })
+            .collect::<Result<_, _>>()?;
         let oom_score_adj = fs::read_to_string(format!("/proc/{init}/oom_score_adj"))
             .ok()
             .map(|s| s.trim().to_string());
@@ -364,13 +353,47 @@ fn resolve_program(argv0: &CString, env: &[String]) -> Result<CString, String> {
 }
 
 /// The `cgroup.procs` file of every cgroup `pid` is in, one per hierarchy mounted here.
+///
+/// Where each hierarchy is mounted comes from the cgroup lines of the mount table that
+/// the zygote remembered at its start (`remember_cgroup_mounts`; monitors and exec
+/// children are its forks), so an exec does not read a table that grows with every pod.
+/// When one of `pid`'s hierarchies is not among them (mounted since), the table is read.
 pub(crate) fn cgroup_procs_files(pid: Pid) -> Result<Vec<PathBuf>, String> {
     let path = format!("/proc/{pid}/cgroup");
     let cgroups = fs::read_to_string(&path).map_err(|e| format!("read {path}: {e}"))?;
+    if let Some(remembered) = CGROUP_MOUNTS.get() {
+        let files = cgroup_files(&cgroups, &cgroup_mounts(remembered));
+        if files.len() == cgroups.lines().filter(|l| !l.is_empty()).count() {
+            return Ok(files);
+        }
+    }
     let mountinfo = fs::read_to_string("/proc/self/mountinfo")
         .map_err(|e| format!("read /proc/self/mountinfo: {e}"))?;
     let mounts = cgroup_mounts(&mountinfo);
     Ok(cgroup_files(&cgroups, &mounts))
+}
+
+/// The cgroup and cgroup2 lines of this process's mount table, once read.
+static CGROUP_MOUNTS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Reads the mount table once and keeps its cgroup lines for `cgroup_procs_files`.
+pub(crate) fn remember_cgroup_mounts() {
+    if let Ok(mountinfo) = fs::read_to_string("/proc/self/mountinfo") {
+        let _ = CGROUP_MOUNTS.set(cgroup_lines(&mountinfo));
+    }
+}
+
+/// The lines of `mountinfo` that mount a cgroup hierarchy.
+fn cgroup_lines(mountinfo: &str) -> String {
+    mountinfo
+        .lines()
+        .filter(|l| {
+            l.split_once(" - ")
+                .and_then(|(_, right)| right.split(' ').next())
+                .is_some_and(|fstype| fstype == "cgroup" || fstype == "cgroup2")
+        })
+        .map(|l| format!("{l}\n"))
+        .collect()
 }
 
 /// A mounted cgroup hierarchy: (v2?, super options, root inside the hierarchy, mount point).
@@ -467,6 +490,18 @@ mod tests {
                 "/sys/fs/cgroup/unified/cgroup.procs",
             ]
             .map(PathBuf::from)
+        );
+    }
+
+    #[test]
+    fn only_cgroup_lines_are_remembered_and_they_map_the_same() {
+        let lines = cgroup_lines(MOUNTINFO);
+        assert_eq!(lines.lines().count(), 4, "{lines}");
+        assert!(lines.lines().all(|l| l.contains(" - cgroup")), "{lines}");
+        let cgroups = "12:memory:/proxrt/abc\n0::/\n";
+        assert_eq!(
+            cgroup_files(cgroups, &cgroup_mounts(&lines)),
+            cgroup_files(cgroups, &cgroup_mounts(MOUNTINFO))
         );
     }
 

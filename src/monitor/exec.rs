@@ -30,8 +30,6 @@ const DRAIN_GRACE: Duration = Duration::from_millis(500);
 pub(crate) struct ExecJob {
     /// Some: the container was created by crun, and crun execs into it.
     pub crun: Option<CrunExec>,
-    /// The init's `cgroup.procs` files, as the monitor remembers them (`enter::Target`).
-    pub cgroups: Option<Vec<std::path::PathBuf>>,
     /// The container's init (the monitor's unreaped child: its pid cannot be reused).
     pub init_pid: Pid,
     /// The container's spec (config.json as the backend got it): the exec'd process gets
@@ -96,7 +94,6 @@ fn run(job: &ExecJob) -> Result<Outcome, (Fault, String)> {
     let target = Target {
         init_pid: job.init_pid,
         spec: &job.spec,
-        cgroups: job.cgroups.as_deref(),
     };
     let pid = enter::spawn(&target, &job.args, [stdin.into(), out_w, err_w], false)
         .map_err(|message| (Fault::Internal, format!("exec {:?}: {message}", job.args)))?;

@@ -25,8 +25,6 @@ use super::protocol::{encode_line, ExecFds, Fault, MonitorReply};
 pub(crate) struct ExecStreamJob {
     /// Some: the container was created by crun, and crun execs into it.
     pub crun: Option<CrunExec>,
-    /// The init's `cgroup.procs` files, as the monitor remembers them (`enter::Target`).
-    pub cgroups: Option<Vec<std::path::PathBuf>>,
     pub init_pid: Pid,
     pub spec: Spec,
     pub args: Vec<String>,
@@ -97,7 +95,6 @@ fn start(job: &ExecStreamJob) -> Result<(Pid, ExecFds, Vec<OwnedFd>), (Fault, St
         let target = Target {
             init_pid: job.init_pid,
             spec: &job.spec,
-            cgroups: job.cgroups.as_deref(),
         };
         enter::spawn(&target, &job.args, child, job.tty)
             .map_err(|message| (Fault::Internal, format!("exec {:?}: {message}", job.args)))?

@@ -644,6 +644,8 @@ pub fn zygote_main(fd: RawFd) -> ! {
     let _ = nix::unistd::chdir("/");
     let _ = super::process::set_nonblocking(fd, false);
     let _ = nix::sys::prctl::set_name(c"proxrt-zygote");
+    // Every monitor and exec child is forked from here and finds cgroups through it.
+    super::enter::remember_cgroup_mounts();
     // SAFETY: fd is the daemon's socket, owned by this process from here on.
     let sock = unsafe { OwnedFd::from_raw_fd(fd) };
     loop {

@@ -73,9 +73,6 @@ pub(super) struct Monitor {
     conns: Vec<Conn>,
     waiters: Vec<UnixStream>,
     exec_children: Vec<Pid>,
-    /// The `cgroup.procs` files an exec joins (the init's cgroups), found at the first
-    /// exec: finding them reads the mount table, which grows with every pod on the host.
-    exec_cgroups: Option<Vec<PathBuf>>,
     status: ContainerStatusFile,
     exited: Option<WaitStatus>,
     /// Scratch buffer for the output pipes.
@@ -129,7 +126,6 @@ impl Monitor {
             conns: Vec::new(),
             waiters: Vec::new(),
             exec_children: Vec::new(),
-            exec_cgroups: None,
             status: built.status,
             exited: None,
             buf: vec![0u8; READ_CHUNK],
@@ -430,23 +426,19 @@ impl Monitor {
                 stdin,
                 stdout,
                 stderr,
-            } => {
-                let cgroups = self.exec_cgroups();
-                self.exec_stream(
-                    stream,
-                    ExecStreamJob {
-                        crun: self.engine.crun_exec(self.spec.process().as_ref()),
-                        cgroups,
-                        init_pid: self.init_pid,
-                        spec: self.spec.clone(),
-                        args,
-                        tty,
-                        stdin,
-                        stdout,
-                        stderr,
-                    },
-                )
-            }
+            } => self.exec_stream(
+                stream,
+                ExecStreamJob {
+                    crun: self.engine.crun_exec(self.spec.process().as_ref()),
+                    init_pid: self.init_pid,
+                    spec: self.spec.clone(),
+                    args,
+                    tty,
+                    stdin,
+                    stdout,
+                    stderr,
+                },
+            ),
             MonitorRequest::ReopenLog => reply(
                 stream,
                 &match self.log.reopen() {
@@ -547,7 +539,6 @@ impl Monitor {
         }
         let job = ExecJob {
             crun: self.engine.crun_exec(self.spec.process().as_ref()),
-            cgroups: self.exec_cgroups(),
             init_pid: self.init_pid,
             spec: self.spec.clone(),
             args,
@@ -563,16 +554,6 @@ impl Monitor {
                 &MonitorReply::error(Fault::Internal, format!("fork exec: {e}")),
             ),
         }
-    }
-
-    /// The init's `cgroup.procs` files, remembered from the first exec on (the init is
-    /// never moved). None when they cannot be found: the exec child then looks itself
-    /// and reports why it could not.
-    fn exec_cgroups(&mut self) -> Option<Vec<PathBuf>> {
-        if self.exec_cgroups.is_none() {
-            self.exec_cgroups = crate::monitor::cgroup_procs_files(self.init_pid).ok();
-        }
-        self.exec_cgroups.clone()
     }
 
     /// A client joins the container's stdio: `Ok`, then attach frames (see attach.rs).
