@@ -355,9 +355,11 @@ fn resolve_program(argv0: &CString, env: &[String]) -> Result<CString, String> {
 /// The `cgroup.procs` file of every cgroup `pid` is in, one per hierarchy mounted here.
 ///
 /// Where each hierarchy is mounted comes from the cgroup lines of the mount table that
-/// the zygote remembered at its start (`remember_cgroup_mounts`; monitors and exec
-/// children are its forks), so an exec does not read a table that grows with every pod.
-/// When one of `pid`'s hierarchies is not among them (mounted since), the table is read.
+/// this process remembered (`remember_cgroup_mounts`: the zygote at its start, whose forks
+/// the monitors and exec children are, and the daemon), so an exec does not read a table
+/// that grows with every pod. When one of `pid`'s hierarchies is not among them (mounted
+/// since; or, on a host with no cgroup2 mount at all, the v2 line every process has),
+/// the table is read.
 pub(crate) fn cgroup_procs_files(pid: Pid) -> Result<Vec<PathBuf>, String> {
     let path = format!("/proc/{pid}/cgroup");
     let cgroups = fs::read_to_string(&path).map_err(|e| format!("read {path}: {e}"))?;
@@ -378,6 +380,9 @@ static CGROUP_MOUNTS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 /// Reads the mount table once and keeps its cgroup lines for `cgroup_procs_files`.
 pub(crate) fn remember_cgroup_mounts() {
+    if CGROUP_MOUNTS.get().is_some() {
+        return;
+    }
     if let Ok(mountinfo) = fs::read_to_string("/proc/self/mountinfo") {
         let _ = CGROUP_MOUNTS.set(cgroup_lines(&mountinfo));
     }

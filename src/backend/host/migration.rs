@@ -34,25 +34,12 @@ impl MigrationLock {
     /// For the daemon itself, its cgroups read from `/proc/self/cgroup` at each warm-up,
     /// so a daemon an operator moved is warmed where it is now. (A move landing between
     /// that read and the write, microseconds apart, would be undone by the write.) Where
-    /// each hierarchy is mounted comes from the mount table, which grows with every pod
-    /// (two mounts each): it is read again only when `/proc/self/cgroup` changed or a file
-    /// found last time is gone.
+    /// each hierarchy is mounted comes from the cgroup lines of the mount table read once,
+    /// here (`monitor::remember_cgroup_mounts`): the table grows with every pod.
     pub fn for_this_process() -> Arc<MigrationLock> {
-        let last: std::sync::Mutex<Option<(String, Vec<PathBuf>)>> = Default::default();
-        MigrationLock::with_locator(move || {
-            let Ok(now) = std::fs::read_to_string("/proc/self/cgroup") else {
-                return Vec::new();
-            };
-            let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some((seen, files)) = last.as_ref() {
-                if *seen == now && files.iter().all(|f| f.exists()) {
-                    return files.clone();
-                }
-            }
-            let files =
-                crate::monitor::cgroup_procs_files(nix::unistd::getpid()).unwrap_or_default();
-            *last = Some((now, files.clone()));
-            files
+        crate::monitor::remember_cgroup_mounts();
+        MigrationLock::with_locator(|| {
+            crate::monitor::cgroup_procs_files(nix::unistd::getpid()).unwrap_or_default()
         })
     }
 
