@@ -3,8 +3,8 @@
 //!
 //! Per pod: RunPodSandbox, CreateContainer, StartContainer (and their sum, "pod +
 //! container to running"), ContainerStatus, ListContainers, ExecSync `test -e
-//! <ready file>`, StopContainer, RemoveContainer, StopPodSandbox, RemovePodSandbox. One untimed pod
-//! first warms caches (the image's snapshots, the daemon's first-use paths). With
+//! <ready file>`, StopContainer, RemoveContainer, StopPodSandbox, RemovePodSandbox. One
+//! untimed pod first warms caches (the image's snapshots, the daemon's first-use paths). With
 //! `live`, that many idle containers (one pod each) are started on each endpoint before
 //! timing and kept running, to show whether latency stays flat as the node fills up.
 //! `parallel` lifecycles run at once; with two endpoints each batch runs on A, then on
