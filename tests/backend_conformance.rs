@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 
 use common::pods::*;
 use k8s_cri::v1::{
-    security_profile::ProfileType, Capability, ContainerConfig, ContainerState,
-    ContainerStatusRequest, NamespaceMode, PodSandboxConfig, PodSandboxStatusRequest,
-    RunPodSandboxRequest, SecurityProfile, StopPodSandboxRequest,
+    security_profile::ProfileType, Capability, ContainerConfig, ContainerState, NamespaceMode,
+    PodSandboxConfig, PodSandboxStatusRequest, RunPodSandboxRequest, SecurityProfile,
+    StopPodSandboxRequest,
 };
 use tonic::Code;
 
@@ -133,20 +133,6 @@ async fn run_pod_on(env: &mut PodEnv, config: PodSandboxConfig, handler: &str) -
 }
 
 /// The `info` JSON of a verbose ContainerStatus.
-async fn container_info(env: &mut PodEnv, id: &str) -> serde_json::Value {
-    let r = env
-        .cri
-        .runtime
-        .container_status(ContainerStatusRequest {
-            container_id: id.into(),
-            verbose: true,
-        })
-        .await
-        .unwrap_or_else(|s| panic!("ContainerStatus {id}: {s:?}"))
-        .into_inner();
-    serde_json::from_str(r.info.get("info").expect("verbose info")).expect("info is JSON")
-}
-
 async fn pod_info(env: &mut PodEnv, id: &str) -> serde_json::Value {
     let r = env
         .cri
@@ -233,7 +219,7 @@ async fn the_rootfs_is_mounted_in_the_container_only(backend: &'static str) {
             host_before,
             "container {i} created"
         );
-        let info = container_info(&mut s.env, &id).await;
+        let info = s.env.container_info(&id).await;
         let root = PathBuf::from(
             info["rootfs"]
                 .as_str()
@@ -410,7 +396,7 @@ async fn create_start_logs_exit_code_remove(backend: &'static str) {
     let id = s.env.create(&pod, cfg).await.expect("CreateContainer");
     let st = s.env.status(&id).await;
     assert_eq!(st.state, ContainerState::ContainerCreated as i32, "{st:?}");
-    let info = container_info(&mut s.env, &id).await;
+    let info = s.env.container_info(&id).await;
     assert_eq!(info["backend"], backend, "{info}");
     assert_eq!(
         info["backendReason"],
@@ -811,8 +797,8 @@ async fn containers_survive_a_daemon_restart(backend: &'static str) {
     for log in [&runs_log, &ends_log] {
         wait_log(log, "before", |r| log_lines(r, "stdout") == ["before"]).await;
     }
-    let monitor = container_info(&mut s.env, &runs).await["monitorPid"].clone();
-    let ends_pid = container_info(&mut s.env, &ends).await["pid"].clone();
+    let monitor = s.env.container_info(&runs).await["monitorPid"].clone();
+    let ends_pid = s.env.container_info(&ends).await["pid"].clone();
 
     s.env.kill9();
     // While no daemon runs: one container ends (its trigger written into its rootfs from
@@ -837,7 +823,7 @@ async fn containers_survive_a_daemon_restart(backend: &'static str) {
         ContainerState::ContainerRunning as i32,
         "still running after the restart: {st:?}"
     );
-    let info = container_info(&mut s.env, &runs).await;
+    let info = s.env.container_info(&runs).await;
     assert_eq!(
         info["monitorPid"], monitor,
         "the same monitor supervises it"

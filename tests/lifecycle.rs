@@ -927,19 +927,9 @@ async fn the_lifecycle_on_a_pure_cgroup_v2_host() {
     // `sleep` beside it that only a kill of the whole cgroup reaches.
     let c = env.container_config(&pod, "v2", &["sh", "-c", "sleep 3600 & exec sleep 3601"]);
     let id = env.create_start(&pod, c).await;
-    let info = env
-        .cri
-        .runtime
-        .container_status(k8s_cri::v1::ContainerStatusRequest {
-            container_id: id.clone(),
-            verbose: true,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .info;
-    let info: serde_json::Value = serde_json::from_str(&info["info"]).unwrap();
-    let init = info["pid"].as_i64().expect("verbose info has the pid");
+    let init = env.container_info(&id).await["pid"]
+        .as_i64()
+        .expect("verbose info has the pid");
 
     // Where the init is, seen from the host: its cgroup v2 path, under the pod's parent.
     let host_view = std::fs::read_to_string(format!("/proc/{init}/cgroup")).unwrap();
@@ -1093,27 +1083,10 @@ async fn a_containers_execs_do_not_read_the_mount_table() {
     let pod = env.run_pod(env.pod_config("execs")).await;
     let c = env.container_config(&pod, "execs", &["sleep", "3600"]);
     let id = env.create_start(&pod, c).await;
-    let info = env
-        .cri
-        .runtime
-        .container_status(k8s_cri::v1::ContainerStatusRequest {
-            container_id: id.clone(),
-            verbose: true,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .info;
-    let info: serde_json::Value = serde_json::from_str(&info["info"]).unwrap();
-    let init = info["pid"].as_i64().expect("verbose info has the pid");
-    // libcontainer's intermediate clones the init with CLONE_PARENT: its parent is the
-    // monitor, which forks every exec.
-    let monitor: u32 = std::fs::read_to_string(format!("/proc/{init}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("PPid:"))
-        .and_then(|p| p.trim().parse().ok())
-        .expect("the init's PPid");
+    // The monitor forks every exec.
+    let monitor = env.container_info(&id).await["monitorPid"]
+        .as_u64()
+        .expect("verbose info has the monitor's pid") as u32;
 
     let out = env.daemon().dir().join("strace-exec.out");
     let strace = common::Strace::attach(monitor, "open,openat,openat2", &out).await;

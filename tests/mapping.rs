@@ -651,19 +651,9 @@ async fn memory_and_cpu_limits_reach_the_cgroup() {
     r.cpu_quota = 50_000;
     r.cpu_shares = 512;
     let id = env.create_start(&pod, c).await;
-    let info = env
-        .cri
-        .runtime
-        .container_status(k8s_cri::v1::ContainerStatusRequest {
-            container_id: id.clone(),
-            verbose: true,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .info;
-    let info: serde_json::Value = serde_json::from_str(&info["info"]).unwrap();
-    let pid = info["pid"].as_i64().expect("verbose info has the pid");
+    let pid = env.container_info(&id).await["pid"]
+        .as_i64()
+        .expect("verbose info has the pid");
 
     let read = |p: PathBuf| {
         fs::read_to_string(&p)

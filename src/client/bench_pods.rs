@@ -332,18 +332,7 @@ impl Bench {
     /// SIGKILL after the timeout) means StopContainer's sample measured a timeout, or
     /// the runtime signalled something else than the container's pid 1.
     async fn check_stopped_by_its_trap(&mut self, id: &str) -> Result<(), ClientError> {
-        let status = self
-            .cri
-            .runtime
-            .container_status(ContainerStatusRequest {
-                container_id: id.to_owned(),
-                verbose: false,
-            })
-            .await
-            .map_err(|s| ClientError::rpc("ContainerStatus", s))?
-            .into_inner()
-            .status
-            .ok_or_else(|| ClientError::Usage(format!("container {id} has no status")))?;
+        let status = self.cri.status_of(id).await?;
         match status.exit_code {
             0 => Ok(()),
             code => Err(ClientError::Usage(format!(

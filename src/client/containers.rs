@@ -320,10 +320,7 @@ pub async fn inspect(cri: &mut Cri, id: &str) -> Result<(), ClientError> {
 /// stdout or stderr as it was written; with `follow`, until the container exits. The
 /// file is read directly, so this runs on the daemon's host.
 pub async fn logs(cri: &mut Cri, id: &str, follow: bool) -> Result<(), ClientError> {
-    let status = container_status(cri, id, false)
-        .await?
-        .status
-        .ok_or_else(|| ClientError::Usage(format!("container {id} has no status")))?;
+    let status = cri.status_of(id).await?;
     if status.log_path.is_empty() {
         return Err(ClientError::Usage(format!(
             "container {} has no log file (its pod has no log_directory or it has no log_path)",

@@ -81,6 +81,25 @@ pub struct Cri {
     pub channel: Channel,
 }
 
+impl Cri {
+    /// ContainerStatus (not verbose) of `id`: its status, or an error naming it.
+    pub async fn status_of(
+        &mut self,
+        id: &str,
+    ) -> Result<k8s_cri::v1::ContainerStatus, ClientError> {
+        self.runtime
+            .container_status(k8s_cri::v1::ContainerStatusRequest {
+                container_id: id.to_owned(),
+                verbose: false,
+            })
+            .await
+            .map_err(|s| ClientError::rpc("ContainerStatus", s))?
+            .into_inner()
+            .status
+            .ok_or_else(|| ClientError::Usage(format!("container {id} has no status")))
+    }
+}
+
 /// `unix:///run/proxrt/proxrt.sock` or a bare path → the socket path.
 pub fn socket_path(endpoint: &str) -> PathBuf {
     PathBuf::from(endpoint.strip_prefix("unix://").unwrap_or(endpoint))

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use k8s_cri::v1::{
-    ContainerConfig, ContainerMetadata, ContainerStatusRequest, CreateContainerRequest, ImageSpec,
-    KeyValue, PodSandboxConfig, RemovePodSandboxRequest, RunPodSandboxRequest,
-    StartContainerRequest, StopPodSandboxRequest,
+    ContainerConfig, ContainerMetadata, CreateContainerRequest, ImageSpec, KeyValue,
+    PodSandboxConfig, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
+    StopPodSandboxRequest,
 };
 
 use super::{ClientError, Cri};
@@ -133,17 +133,7 @@ async fn run_in_pod(
 pub async fn follow_until_exit(cri: &mut Cri, id: &str, log: &Path) -> Result<i32, ClientError> {
     let mut follower = LogFollower::new(log);
     loop {
-        let status = cri
-            .runtime
-            .container_status(ContainerStatusRequest {
-                container_id: id.to_owned(),
-                verbose: false,
-            })
-            .await
-            .map_err(|s| ClientError::rpc("ContainerStatus", s))?
-            .into_inner()
-            .status
-            .ok_or_else(|| ClientError::Usage(format!("container {id} has no status")))?;
+        let status = cri.status_of(id).await?;
         let exited = status.state == k8s_cri::v1::ContainerState::ContainerExited as i32;
         follower.print_new();
         if exited {

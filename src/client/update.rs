@@ -2,9 +2,7 @@
 //! replaces a container's resources as a whole, so the flags are laid over what
 //! ContainerStatus reports in force (what is not given stays as it is).
 
-use k8s_cri::v1::{
-    ContainerStatusRequest, LinuxContainerResources, UpdateContainerResourcesRequest,
-};
+use k8s_cri::v1::{LinuxContainerResources, UpdateContainerResourcesRequest};
 
 use super::{ClientError, Cri};
 
@@ -22,17 +20,7 @@ pub struct UpdateOptions {
 
 pub async fn update(cri: &mut Cri, opts: &UpdateOptions) -> Result<(), ClientError> {
     let memory = opts.memory.as_deref().map(parse_bytes).transpose()?;
-    let status = cri
-        .runtime
-        .container_status(ContainerStatusRequest {
-            container_id: opts.id.clone(),
-            verbose: false,
-        })
-        .await
-        .map_err(|s| ClientError::rpc("ContainerStatus", s))?
-        .into_inner()
-        .status
-        .ok_or_else(|| ClientError::Usage(format!("container {} has no status", opts.id)))?;
+    let status = cri.status_of(&opts.id).await?;
     let current = status.resources.and_then(|r| r.linux).unwrap_or_default();
     let linux = overlay(current, opts, memory);
     cri.runtime

@@ -408,6 +408,21 @@ impl PodEnv {
     }
 
     /// ExecSync as the daemon answers it.
+    /// ContainerStatus's verbose info of `id`, as JSON (`pid`, `monitorPid`, the spec…).
+    pub async fn container_info(&mut self, id: &str) -> serde_json::Value {
+        let r = self
+            .cri
+            .runtime
+            .container_status(k8s_cri::v1::ContainerStatusRequest {
+                container_id: id.into(),
+                verbose: true,
+            })
+            .await
+            .unwrap_or_else(|s| panic!("ContainerStatus {id}: {s:?}"))
+            .into_inner();
+        serde_json::from_str(r.info.get("info").expect("verbose info")).expect("info is JSON")
+    }
+
     pub async fn try_exec(
         &mut self,
         id: &str,
