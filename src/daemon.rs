@@ -325,6 +325,44 @@ fn make_state_dirs_private(config: &Config) -> Result<(), DaemonError> {
     Ok(())
 }
 
+/// The pods dir as a mount of its own while the daemon runs, so that a container is
+/// created in a mount namespace without the other pods' mounts (`monitor::container::view`:
+/// the mount table every create reads and copies stays the size of an idle host's). Not
+/// possible (pods of an older daemon below it, a kernel before 5.8, no privilege for
+/// mounts): containers are created in the host's namespace as before, which only costs
+/// time. Dropped when the daemon stops or fails to start: unmounted unless pods are left,
+/// which the next daemon finds with it.
+struct PodsMount(PathBuf);
+
+impl PodsMount {
+    fn make(run_dir: &Path) -> PodsMount {
+        let dir = crate::sandbox::SandboxPaths::pods_dir(run_dir);
+        match crate::mounts::make_own_mount(&dir) {
+            Ok(true) => {}
+            Ok(false) => tracing::info!(
+                dir = %dir.display(),
+                "pods dir not made a mount of its own (mounts already below it, or a kernel \
+                 that does not mark mount roots): containers are created in the host's mount \
+                 namespace"
+            ),
+            Err(e) => tracing::warn!(
+                dir = %dir.display(), error = %e,
+                "pods dir not made a mount of its own: containers are created in the host's \
+                 mount namespace"
+            ),
+        }
+        PodsMount(dir)
+    }
+}
+
+impl Drop for PodsMount {
+    fn drop(&mut self) {
+        if let Err(e) = crate::mounts::release_own_mount(&self.0) {
+            tracing::warn!(dir = %self.0.display(), error = %e, "pods dir left mounted");
+        }
+    }
+}
+
 /// Creates `dir` with exactly `mode` when it is missing; an existing one is left as it
 /// is (it may be a directory proxrt does not own, like `/run` for `/run/proxrt.sock`).
 fn create_missing_dir(dir: &Path, mode: u32) -> Result<(), DaemonError> {
@@ -414,6 +452,8 @@ pub async fn serve(config: Config, zygote: Zygote, notifier: Notifier) -> Result
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(DAEMON_UMASK));
     let _lock = lock_root(&config.daemon.root)?;
     make_state_dirs_private(&config)?;
+    // Released when serve returns, also when startup fails after this line.
+    let _pods_mount = PodsMount::make(&config.daemon.run_dir);
     // Before the CRI socket: a port in use stops startup without leaving a socket file.
     let metrics_listener = match config.metrics.socket_addr() {
         Ok(Some(address)) => Some(crate::metrics::bind(address).await?),

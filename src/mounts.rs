@@ -184,6 +184,68 @@ fn remove_within(dir: &Path, dev: (u32, u32)) -> io::Result<()> {
     }
 }
 
+/// Whether a mount sits on `path` (not followed); false when the kernel does not say
+/// (before Linux 5.8): callers then take the path that needs no such knowledge.
+pub fn is_mount_root(path: &Path) -> io::Result<bool> {
+    Ok(stat_entry(path)?.mount_root == Some(true))
+}
+
+/// Makes `dir` a private mount of its own (bound onto itself), so that everything later
+/// mounted below it can be detached in one call in another mount namespace
+/// (`monitor::container::view`). Already one: only made private again. Returns whether
+/// `dir` is its own mount now: not when mounts are already below it (pods of a daemon
+/// from before this existed: a bind over them would hide them from their removal) or
+/// when the kernel cannot tell mount roots (before 5.8). Reads the mount table: for
+/// startup only.
+pub fn make_own_mount(dir: &Path) -> io::Result<bool> {
+    use nix::mount::{mount, MsFlags};
+    let private = |dir: &Path| {
+        mount(
+            None::<&str>,
+            dir,
+            None::<&str>,
+            MsFlags::MS_PRIVATE,
+            None::<&str>,
+        )
+        .map_err(|e| {
+            io::Error::new(
+                io::Error::from(e).kind(),
+                format!("make {} private: {e}", dir.display()),
+            )
+        })
+    };
+    match stat_entry(dir)?.mount_root {
+        None => return Ok(false),
+        Some(true) => return private(dir).map(|()| true),
+        Some(false) => {}
+    }
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo")?;
+    if !points_under(&mountinfo, dir).is_empty() {
+        return Ok(false);
+    }
+    mount(Some(dir), dir, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(|e| {
+        io::Error::new(
+            io::Error::from(e).kind(),
+            format!("bind {} onto itself: {e}", dir.display()),
+        )
+    })?;
+    private(dir).map(|()| true)
+}
+
+/// Undoes [`make_own_mount`] when nothing is left below `dir` (a daemon stopping with no
+/// pods); with pods left, the mount stays for the daemon that finds them.
+pub fn release_own_mount(dir: &Path) -> io::Result<()> {
+    if !is_mount_root(dir)? || fs::read_dir(dir)?.next().is_some() {
+        return Ok(());
+    }
+    umount2(dir, MntFlags::MNT_DETACH).map_err(|e| {
+        io::Error::new(
+            io::Error::from(e).kind(),
+            format!("unmount {}: {e}", dir.display()),
+        )
+    })
+}
+
 /// Takes a directory out of its store at once (a rename into `.removing-<name>` beside
 /// it, which no loader reads), then removes it with `remove_tree`. A crash in between
 /// leaves only the `.removing-` directory, which the next start removes. Missing is fine.
@@ -327,5 +389,62 @@ mod tests {
         );
         let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
         assert!(points_under(&mountinfo, base.path()).is_empty());
+    }
+
+    fn mounted_at(dir: &Path) -> usize {
+        let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+        points_under(&mountinfo, dir)
+            .iter()
+            .filter(|p| *p == dir)
+            .count()
+    }
+
+    #[test]
+    fn the_pods_dir_is_bound_once_and_released_only_when_empty() {
+        let base = tempfile::tempdir().unwrap();
+        let pods = base.path().join("s");
+        fs::create_dir(&pods).unwrap();
+        assert!(make_own_mount(&pods).unwrap());
+        assert!(is_mount_root(&pods).unwrap());
+        // A second daemon start finds it and does not stack another.
+        assert!(make_own_mount(&pods).unwrap());
+        assert_eq!(mounted_at(&pods), 1);
+        let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let line = mountinfo
+            .lines()
+            .find(|l| l.split(' ').nth(4) == Some(pods.to_str().unwrap()))
+            .unwrap();
+        assert!(!line.contains("shared:"), "not private: {line}");
+
+        fs::create_dir(pods.join("pod")).unwrap();
+        release_own_mount(&pods).unwrap();
+        assert!(is_mount_root(&pods).unwrap(), "released with a pod in it");
+        fs::remove_dir(pods.join("pod")).unwrap();
+        release_own_mount(&pods).unwrap();
+        assert!(!is_mount_root(&pods).unwrap());
+        release_own_mount(&pods).unwrap();
+    }
+
+    #[test]
+    fn a_pods_dir_with_mounts_below_it_is_not_bound_over_them() {
+        use nix::mount::{mount, MsFlags};
+        let base = tempfile::tempdir().unwrap();
+        let pods = base.path().join("s");
+        let shm = pods.join("pod/shm");
+        fs::create_dir_all(&shm).unwrap();
+        mount(
+            Some("shm"),
+            &shm,
+            Some("tmpfs"),
+            MsFlags::empty(),
+            None::<&str>,
+        )
+        .unwrap();
+        let made = make_own_mount(&pods);
+        let bound = is_mount_root(&pods);
+        umount2(&shm, MntFlags::MNT_DETACH).unwrap();
+        let _ = umount2(&pods, MntFlags::MNT_DETACH);
+        assert!(!made.unwrap());
+        assert!(!bound.unwrap());
     }
 }

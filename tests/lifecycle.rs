@@ -1118,3 +1118,69 @@ async fn a_containers_execs_do_not_read_the_mount_table() {
         "the exec is not in the init's cgroups"
     );
 }
+
+/// The daemon makes its pods dir a mount of its own, and each container is created in a
+/// mount namespace without it, its pod's /dev/shm and net namespace carried over
+/// (monitor/container/view.rs): two containers of one pod share that /dev/shm and the
+/// pod's network, a container of another pod has neither, and every monitor serves its
+/// container from the daemon's mount namespace.
+#[tokio::test]
+async fn containers_are_created_with_their_pods_mounts_only() {
+    let mut env = PodEnv::start().await;
+    let pods_dir = env.daemon().run_dir.join("s");
+    let pods_dir = pods_dir.to_str().unwrap();
+    assert_eq!(mounts_under(pods_dir), vec![pods_dir.to_string()]);
+    let pod = env.run_pod(env.pod_config("shm")).await;
+    let other = env.run_pod(env.pod_config("shm-other")).await;
+    let sleep = &["sleep", "3600"];
+    let one = env
+        .create_start(&pod, env.container_config(&pod, "one", sleep))
+        .await;
+    env.exec_ok(&one, &["sh", "-c", "echo shared > /dev/shm/mark"])
+        .await;
+    let two = env
+        .create_start(&pod, env.container_config(&pod, "two", sleep))
+        .await;
+    let three = env
+        .create_start(&other, env.container_config(&other, "three", sleep))
+        .await;
+
+    assert_eq!(
+        env.exec_ok(&two, &["cat", "/dev/shm/mark"]).await,
+        "shared\n"
+    );
+    // The pod's tmpfs itself, not the directory it is mounted on.
+    let shm = std::path::Path::new(pods_dir)
+        .join(&pod.id[..16])
+        .join("shm");
+    let dev = std::os::linux::fs::MetadataExt::st_dev(&std::fs::metadata(&shm).unwrap());
+    let seen = env.exec_ok(&one, &["stat", "-c", "%d", "/dev/shm"]).await;
+    assert_eq!(
+        seen.trim(),
+        dev.to_string(),
+        "/dev/shm is not {}",
+        shm.display()
+    );
+    let net = ["readlink", "/proc/self/ns/net"];
+    assert_eq!(env.exec_ok(&one, &net).await, env.exec_ok(&two, &net).await);
+    assert_ne!(
+        env.exec_ok(&one, &net).await,
+        env.exec_ok(&three, &net).await
+    );
+    let r = env
+        .try_exec(&three, &["cat", "/dev/shm/mark"], 10)
+        .await
+        .unwrap();
+    assert_ne!(r.exit_code, 0, "another pod's /dev/shm");
+
+    let daemon = env.daemon().pid().unwrap();
+    let host = std::fs::read_link(format!("/proc/{daemon}/ns/mnt")).unwrap();
+    for id in [&one, &two, &three] {
+        let monitor = env.container_info(id).await["monitorPid"].as_u64().unwrap();
+        let ns = std::fs::read_link(format!("/proc/{monitor}/ns/mnt")).unwrap();
+        assert_eq!(
+            ns, host,
+            "monitor {monitor} is not in the daemon's mount namespace"
+        );
+    }
+}

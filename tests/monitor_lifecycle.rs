@@ -15,8 +15,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use oci_spec::runtime::{
-    LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResourcesBuilder,
-    RootBuilder, Spec,
+    HookBuilder, HooksBuilder, LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
+    LinuxResourcesBuilder, Mount, MountBuilder, RootBuilder, Spec,
 };
 use proxrt::error::{Classify, Kind};
 use proxrt::monitor::{
@@ -141,6 +141,7 @@ impl Fixture {
             stdin: false,
             stdin_once: false,
             runtime: Default::default(),
+            pods_mount: None,
         }
     }
 
@@ -884,6 +885,164 @@ fn monitor_survives_kill_9_of_the_daemon() {
     assert_eq!(status.exit_code, Some(137));
     assert_eq!(log_lines(&req), vec!["stdout F before".to_string()]);
     fx.assert_clean(&req, &status);
+}
+
+/// A pods dir as the daemon makes it (a private mount of its own) with two pods' /dev/shm
+/// tmpfs mounts below it, each holding a file naming its pod; all detached on drop.
+struct PodsDir(PathBuf);
+
+impl PodsDir {
+    fn new(fx: &Fixture, own_mount: bool) -> PodsDir {
+        let dir = fx.tmp.path().join("pods-dir");
+        fs::create_dir_all(&dir).unwrap();
+        if own_mount {
+            // As the daemon makes it (mounts::make_own_mount).
+            use nix::mount::{mount, MsFlags};
+            mount(
+                Some(&dir),
+                &dir,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .unwrap();
+            mount(
+                None::<&str>,
+                &dir,
+                None::<&str>,
+                MsFlags::MS_PRIVATE,
+                None::<&str>,
+            )
+            .unwrap();
+        }
+        let pods = PodsDir(dir);
+        for pod in ["mine", "other"] {
+            let shm = pods.shm(pod);
+            fs::create_dir_all(&shm).unwrap();
+            nix::mount::mount(
+                Some("shm"),
+                &shm,
+                Some("tmpfs"),
+                nix::mount::MsFlags::empty(),
+                None::<&str>,
+            )
+            .unwrap();
+            fs::write(shm.join("marker"), pod).unwrap();
+        }
+        pods
+    }
+
+    fn shm(&self, pod: &str) -> PathBuf {
+        self.0.join(pod).join("shm")
+    }
+
+    /// A spec whose /dev/shm is pod `mine`'s and whose createRuntime hook (run by the
+    /// runtime, in the namespace it creates the container from) writes the mount table
+    /// it sees to `seen`.
+    fn spec(&self, spec: &mut Spec, seen: &Path) {
+        let mut mounts: Vec<Mount> = spec.mounts().clone().unwrap_or_default();
+        mounts.retain(|m| m.destination() != Path::new("/dev/shm"));
+        mounts.push(
+            MountBuilder::default()
+                .destination("/dev/shm")
+                .typ("bind")
+                .source(self.shm("mine"))
+                .options(vec!["rbind".to_string(), "rw".to_string()])
+                .build()
+                .unwrap(),
+        );
+        spec.set_mounts(Some(mounts));
+        let hook = HookBuilder::default()
+            .path("/bin/sh")
+            .args(vec![
+                "sh".to_string(),
+                "-c".to_string(),
+                format!("cat /proc/self/mountinfo > {}", seen.display()),
+            ])
+            .build()
+            .unwrap();
+        spec.set_hooks(Some(
+            HooksBuilder::default()
+                .create_runtime(vec![hook])
+                .build()
+                .unwrap(),
+        ));
+    }
+}
+
+impl Drop for PodsDir {
+    fn drop(&mut self) {
+        for pod in ["mine", "other"] {
+            let _ = nix::mount::umount2(&self.shm(pod), nix::mount::MntFlags::MNT_DETACH);
+        }
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+fn mount_points(mountinfo: &str) -> Vec<PathBuf> {
+    mountinfo
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4))
+        .map(PathBuf::from)
+        .collect()
+}
+
+/// With the daemon's pods dir a mount of its own, the runtime creates the container in a
+/// copy of the host's mount namespace without the other pods' mounts: the mount table
+/// the runtime's own createRuntime hook reads has this pod's /dev/shm and none of the
+/// other pod's. The container uses that /dev/shm, the monitor serves it from the host's
+/// namespace, and the host still has both pods' mounts.
+#[tokio::test]
+async fn a_container_is_created_without_the_other_pods_mounts() {
+    let Some(fx) = Fixture::new() else { return };
+    let pods = PodsDir::new(&fx, true);
+    let seen = fx.tmp.path().join("seen-mountinfo");
+    let mut req = fx.request(&["cat", "/dev/shm/marker"], |spec| pods.spec(spec, &seen));
+    req.pods_mount = Some(pods.0.clone());
+    let created = fx.create(&req).await.unwrap();
+
+    let points = mount_points(&fs::read_to_string(&seen).expect("the hook ran"));
+    assert!(points.contains(&pods.shm("mine")), "{points:#?}");
+    assert!(
+        !points.iter().any(|p| p.starts_with(pods.0.join("other"))),
+        "the runtime saw the other pod's mounts: {points:#?}"
+    );
+    assert!(!points.contains(&pods.0), "{points:#?}");
+    assert_eq!(
+        fs::read_link(format!("/proc/{}/ns/mnt", created.monitor_pid)).unwrap(),
+        fs::read_link("/proc/self/ns/mnt").unwrap(),
+        "the monitor did not return to the host's mount namespace"
+    );
+    let host = mount_points(&fs::read_to_string("/proc/self/mountinfo").unwrap());
+    assert!(host.contains(&pods.shm("other")) && host.contains(&pods.0));
+
+    let client = MonitorClient::new(&req.state_dir);
+    client.start().await.unwrap();
+    assert_eq!(client.wait().await.unwrap().exit_code, 0);
+    assert_eq!(log_lines(&req), vec!["stdout F mine".to_string()]);
+    fx.assert_clean(&req, &read_status(&req.state_dir).unwrap().unwrap());
+}
+
+/// A pods dir that is not a mount (an older daemon's pods below it kept the daemon from
+/// making it one, or it was unmounted since): the container is created in the host's
+/// namespace, seeing every pod's mounts, as without the option.
+#[tokio::test]
+async fn a_pods_dir_that_is_not_a_mount_leaves_the_create_in_the_hosts_namespace() {
+    let Some(fx) = Fixture::new() else { return };
+    let pods = PodsDir::new(&fx, false);
+    let seen = fx.tmp.path().join("seen-mountinfo");
+    let mut req = fx.request(&["cat", "/dev/shm/marker"], |spec| pods.spec(spec, &seen));
+    req.pods_mount = Some(pods.0.clone());
+    fx.create(&req).await.unwrap();
+
+    let points = mount_points(&fs::read_to_string(&seen).expect("the hook ran"));
+    assert!(points.contains(&pods.shm("mine")), "{points:#?}");
+    assert!(points.contains(&pods.shm("other")), "{points:#?}");
+    let client = MonitorClient::new(&req.state_dir);
+    client.start().await.unwrap();
+    assert_eq!(client.wait().await.unwrap().exit_code, 0);
+    assert_eq!(log_lines(&req), vec!["stdout F mine".to_string()]);
+    fx.assert_clean(&req, &read_status(&req.state_dir).unwrap().unwrap());
 }
 
 fn mounted_under(dir: &Path) -> Vec<String> {

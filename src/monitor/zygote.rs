@@ -80,6 +80,12 @@ pub struct CreateRequest {
     /// What creates the container (libcontainer when absent, as in older daemons' requests).
     #[serde(default)]
     pub runtime: RuntimeKind,
+    /// The daemon's pods dir when it is a mount of its own: the container is then created
+    /// in a mount namespace without it (only the mounts below it that the spec names are
+    /// carried over), and the monitor returns to the host's namespace after
+    /// (`container/view.rs`). None: created in the host's namespace.
+    #[serde(default)]
+    pub pods_mount: Option<PathBuf>,
 }
 
 /// Which runtime creates the container. The monitor supervises either the same way: logs,
@@ -519,6 +525,12 @@ fn validate_create(req: &CreateRequest) -> Result<(), MonitorError> {
             )));
         }
     }
+    if let Some(dir) = req.pods_mount.as_ref().filter(|d| !d.is_absolute()) {
+        return Err(MonitorError::InvalidRequest(format!(
+            "pods mount {} must be an absolute path",
+            dir.display()
+        )));
+    }
     let sock = req.state_dir.join(MONITOR_SOCKET);
     if sock.as_os_str().len() > 107 {
         return Err(MonitorError::InvalidRequest(format!(
@@ -784,6 +796,7 @@ mod tests {
             stdin: false,
             stdin_once: false,
             runtime,
+            pods_mount: Some("/run/p".into()),
         }
     }
 
@@ -795,6 +808,15 @@ mod tests {
         assert!(validate_create(&req).is_ok());
         req.state_dir = PathBuf::from("/run/").join("x".repeat(120));
         assert!(validate_create(&req).is_err());
+    }
+
+    #[test]
+    fn a_relative_pods_mount_is_refused_and_none_is_fine() {
+        let mut req = request(RuntimeKind::Libcontainer);
+        req.pods_mount = Some("run/p".into());
+        assert!(validate_create(&req).is_err());
+        req.pods_mount = None;
+        assert!(validate_create(&req).is_ok());
     }
 
     #[test]

@@ -191,10 +191,16 @@ pub struct SandboxPaths {
 }
 
 impl SandboxPaths {
+    /// The dir every pod's run dir is in: `<run_dir>/s`. The daemon makes it a mount of
+    /// its own (`mounts::make_own_mount`), which a container's create detaches in its own
+    /// mount namespace (`monitor::container::view`).
+    pub fn pods_dir(daemon_run_dir: &Path) -> PathBuf {
+        daemon_run_dir.join("s")
+    }
     /// The paths of a new pod `id` (64 hex characters) under the daemon's run dir.
     pub fn new(daemon_run_dir: &Path, id: &str) -> SandboxPaths {
         SandboxPaths {
-            run_dir: daemon_run_dir.join("s").join(id.get(..16).unwrap_or(id)),
+            run_dir: SandboxPaths::pods_dir(daemon_run_dir).join(id.get(..16).unwrap_or(id)),
         }
     }
     pub fn of_run_dir(run_dir: &Path) -> SandboxPaths {

@@ -507,8 +507,10 @@ impl TestDaemon {
     }
 }
 
-impl Drop for TestDaemon {
-    fn drop(&mut self) {
+impl TestDaemon {
+    /// Stops a running daemon with SIGTERM and returns what its teardown got wrong
+    /// (nothing when it was not running).
+    pub fn shut_down(&mut self) -> Vec<String> {
         let mut problems = Vec::new();
         if self.child.is_some() {
             let (status, killed) = self.stop();
@@ -526,8 +528,28 @@ impl Drop for TestDaemon {
             }
             problems.extend(self.leftovers());
         }
+        problems
+    }
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        let problems = self.shut_down();
         if let Some(clients) = self.clients.take() {
             clients.shutdown_background();
+        }
+        // A daemon killed or stopped with pods keeps its pods dir mounted (for the next
+        // daemon); the temp dir cannot go with a mount in it.
+        let dir = self.dir().display().to_string();
+        let mounts: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| m.starts_with(&dir))
+            .map(String::from)
+            .collect();
+        for m in mounts.iter().rev() {
+            let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
         }
         let failing = std::thread::panicking();
         if failing || !problems.is_empty() {

@@ -645,21 +645,20 @@ impl Drop for PodEnv {
     fn drop(&mut self) {
         let failing = std::thread::panicking();
         let mut problems = Vec::new();
-        let Some(daemon) = self.daemon.take() else {
+        let Some(mut daemon) = self.daemon.take() else {
             return;
         };
         if daemon.pid().is_some() {
             block_on(remove_all_pods(self.cri.clone()));
         }
-        // With every pod removed nothing of the daemon's may stay mounted; a failed test
-        // may leave mounts, which must go before the temp dir does.
+        // With every pod removed nothing of the daemon's may stay mounted but its pods dir
+        // (a mount of its own while it runs, gone when it stops: checked below); a failed
+        // test may leave mounts, which must go before the temp dir does.
         let dir = daemon.dir().display().to_string();
-        let mounts: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|m| m.starts_with(&dir))
-            .map(String::from)
+        let pods_dir = daemon.run_dir.join("s").display().to_string();
+        let mounts: Vec<String> = mounts_under(&dir)
+            .into_iter()
+            .filter(|m| *m != pods_dir)
             .collect();
         if !mounts.is_empty() {
             problems.push(format!(
@@ -672,7 +671,17 @@ impl Drop for PodEnv {
         }
         let log = daemon.log();
         let daemon_pid = daemon.pid();
-        // Stops the daemon (and checks its own teardown, see TestDaemon::drop).
+        // Stops the daemon and checks its own teardown (TestDaemon::shut_down), then that
+        // a daemon stopped with no pods took its pods dir's mount with it.
+        let stopped_here = daemon.pid().is_some();
+        problems.extend(daemon.shut_down());
+        let left = mounts_under(&dir);
+        if stopped_here && !left.is_empty() {
+            problems.push(format!(
+                "mounts left after the daemon stopped with no pods: {}",
+                left.join(", ")
+            ));
+        }
         drop(daemon);
         // Monitors and holders end with their containers and pods; give them a moment.
         let top = process_cgroup_root().join(self.cgroup_parent.trim_start_matches('/'));
@@ -740,6 +749,17 @@ async fn remove_all_pods(mut cri: Cri) {
 }
 
 /// kubelet's default for a pod: its own network and IPC, a pid namespace per container.
+/// The mount points in this process's mount table at or below `dir`, in table order.
+pub fn mounts_under(dir: &str) -> Vec<String> {
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.starts_with(dir))
+        .map(String::from)
+        .collect()
+}
+
 pub fn pod_namespaces() -> NamespaceOption {
     NamespaceOption {
         network: NamespaceMode::Pod as i32,

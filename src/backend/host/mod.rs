@@ -14,7 +14,7 @@ mod migration;
 mod pod;
 mod unsupervised;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
@@ -78,6 +78,8 @@ pub struct HostBackend {
     network: Arc<Network>,
     /// Warmed when a create, exec or pod begins (migration.rs).
     migration: Arc<MigrationLock>,
+    /// The pods dir when the daemon made it a mount of its own (`CreateRequest::pods_mount`).
+    pods_mount: Option<PathBuf>,
 }
 
 impl HostBackend {
@@ -87,10 +89,14 @@ impl HostBackend {
         config: &Config,
         network: Arc<Network>,
     ) -> HostBackend {
+        let pods_dir = crate::sandbox::SandboxPaths::pods_dir(&config.daemon.run_dir);
         HostBackend {
             engine,
             zygote,
             network,
+            pods_mount: crate::mounts::is_mount_root(&pods_dir)
+                .unwrap_or(false)
+                .then_some(pods_dir),
             migration: MigrationLock::for_this_process(),
             max_log_line_size: config.runtime.max_log_line_size,
             exec_max_output: config.runtime.exec_sync_max_output,
@@ -230,6 +236,7 @@ impl Backend for HostBackend {
                 stdin: p.stdin,
                 stdin_once: p.stdin_once,
                 runtime,
+                pods_mount: self.pods_mount.clone(),
             })
             .await?;
         Ok(())

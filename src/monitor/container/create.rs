@@ -26,6 +26,7 @@ use crate::store::atomic_write;
 use super::engine::Engine;
 use super::remove_cgroup_leaf;
 use super::stdio::{self, ChildStdio, ConsoleSocket, MonitorStdio};
+use super::view::CreateView;
 use super::{error_chain, Failure};
 
 /// What `create` made and the loop needs.
@@ -102,15 +103,24 @@ pub(super) fn create(req: &CreateRequest, rb: &mut Rollback) -> Result<Built, Fa
     };
     let console_path = console.as_ref().map(|c| c.path().to_owned());
 
-    let (engine, init_pid) = match &req.runtime {
+    // The runtime sees the host's mount table without the other pods' mounts (view.rs).
+    let view = match &req.pods_mount {
+        Some(pods) => CreateView::enter(pods, &spec).map_err(|e| (Fault::Internal, e))?,
+        None => None,
+    };
+    let created = match &req.runtime {
         RuntimeKind::Libcontainer => {
-            create_with_libcontainer(req, child, console_path, &cgroups_path, rb)?
+            create_with_libcontainer(req, child, console_path, &cgroups_path, rb)
         }
         RuntimeKind::Crun { path, v1_view } => {
             let crun = Crun::new(path, &req.runtime_root, &req.id, *v1_view, &req.state_dir);
-            create_with_crun(req, crun, child, console_path, &cgroups_path, rb)?
+            create_with_crun(req, crun, child, console_path, &cgroups_path, rb)
         }
     };
+    if let Some(view) = view {
+        view.leave().map_err(|e| (Fault::Internal, e))?;
+    }
+    let (engine, init_pid) = created?;
     let stdio = match (pipes, console) {
         (Some(pipes), _) => pipes,
         (None, Some(console)) => {

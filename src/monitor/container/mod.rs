@@ -8,7 +8,8 @@
 //!
 //! `create.rs` builds the container, `engine.rs` starts, kills and deletes it through
 //! libcontainer or crun, `event_loop.rs` is the poll loop, `cgroup.rs` cleans its leaf cgroups,
-//! `stdio.rs` makes the container's pipes or terminal, `attach.rs` serves attach sessions.
+//! `stdio.rs` makes the container's pipes or terminal, `attach.rs` serves attach sessions,
+//! `view.rs` the mount namespace the container is created in.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
@@ -30,6 +31,7 @@ mod create;
 mod engine;
 mod event_loop;
 mod stdio;
+mod view;
 
 pub(crate) use crate::error::error_chain;
 pub(crate) use cgroup::remove_cgroup_leaf;
