@@ -6,8 +6,10 @@
 //! record; at the next start, before any RPC is served, `finish_half_made` undoes each
 //! such pod and container through its backend (the holder, namespace files, /dev/shm,
 //! CNI, cgroups, the monitor and container, the overlay), then removes its dirs without
-//! ever walking into a mount (`mounts::remove_tree`). What has a record is kept: the
-//! create had finished. Dirs with neither (killed before the intent was written, or in
+//! ever walking into a mount (`mounts::remove_tree`). What has a record and no intent is
+//! kept: the create had finished. A record beside an intent is not (CreateContainer
+//! writes its record while the backend creates, and clears the intent only when both
+//! are done). Dirs with neither (killed before the intent was written, or in
 //! the middle of a removal) and run dirs that no record or intent owns are removed the
 //! same way.
 
@@ -74,8 +76,9 @@ enum Leftover<T> {
     Bare,
 }
 
-/// The entries of `dir` (a store's directory) that no loaded record owns and that hold no
-/// record file at all (an unreadable record is kept for inspection, with its data).
+/// The entries of `dir` (a store's directory) that no loaded record owns and that hold an
+/// intent or no record file at all (an unreadable record without an intent is kept for
+/// inspection, with its data).
 fn unowned<T: serde::de::DeserializeOwned>(
     dir: &Path,
     record_file: &str,
@@ -88,7 +91,11 @@ fn unowned<T: serde::de::DeserializeOwned>(
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let path = entry.path();
-        if known.contains(&name) || !path.is_dir() || path.join(record_file).exists() {
+        let unfinished = path.join(INTENT_FILE).exists();
+        if known.contains(&name)
+            || !path.is_dir()
+            || (path.join(record_file).exists() && !unfinished)
+        {
             continue;
         }
         let leftover = match crate::store::read_json::<T>(&path.join(INTENT_FILE)) {

@@ -131,15 +131,17 @@ pub fn ensure_dir_mode(path: &Path, mode: u32) -> io::Result<()> {
 }
 
 /// Reads `<dir>/<id>/<file>` for every subdirectory of `dir` (created if missing).
-/// A subdirectory without the file is a create or a removal the daemon was killed in:
-/// it is not loaded, and the start's reconcile undoes it (`intent.rs`). A torn or
-/// unreadable record is skipped with a warning naming it, so one bad file never keeps
-/// the daemon from starting.
+/// A subdirectory without the file, or with an intent beside it, is a create or a
+/// removal the daemon was killed in: it is not loaded, and the start's reconcile undoes
+/// it (`intent.rs`). A torn or unreadable record is skipped with a warning naming it, so
+/// one bad file never keeps the daemon from starting.
 pub fn load_records<R: DeserializeOwned>(dir: &Path, file: &str) -> io::Result<Vec<R>> {
     fs::create_dir_all(dir)?;
     let mut out = Vec::new();
     for entry in fs::read_dir(dir)?.flatten() {
-        if entry.file_name().to_string_lossy().starts_with('.') {
+        if entry.file_name().to_string_lossy().starts_with('.')
+            || entry.path().join(crate::intent::INTENT_FILE).exists()
+        {
             continue;
         }
         match read_json::<R>(&entry.path().join(file)) {
@@ -306,6 +308,7 @@ mod tests {
             ("good", Some("[1]")),
             ("torn", Some("[1")),
             ("unfinished", None),
+            ("recorded-unfinished", Some("[3]")),
             (".removing-gone", Some("[2]")),
         ] {
             fs::create_dir(dir.path().join(id)).unwrap();
@@ -313,10 +316,12 @@ mod tests {
                 fs::write(dir.path().join(id).join("r.json"), body).unwrap();
             }
         }
+        fs::write(dir.path().join("recorded-unfinished/intent.json"), "{}").unwrap();
         let records: Vec<Vec<u32>> = load_records(dir.path(), "r.json").unwrap();
         assert_eq!(records, vec![vec![1]]);
         // Left to the start's reconcile (intent.rs), which knows what to undo first.
         assert!(dir.path().join("unfinished").exists());
+        assert!(dir.path().join("recorded-unfinished").exists());
         assert!(
             dir.path().join("torn").exists(),
             "a torn record is kept for inspection"

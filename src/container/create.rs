@@ -1,6 +1,7 @@
 //! CreateContainer: sandbox ready → backend selected → image present → what the backend's
 //! form needs checked → name reserved → dirs and intent → bundle (config.json + overlay
-//! rootfs, see `bundle.rs`) or guest request → backend create → record. Every step that
+//! rootfs, see `bundle.rs`) or guest request → backend create, the record written
+//! meanwhile → intent cleared. Every step that
 //! makes something pushes its undo; any failure leaves no name, dir, mount, cgroup,
 //! process or guest behind. A daemon killed midway leaves the intent without a record,
 //! and the next start undoes the rest (`intent.rs`, `abandon` below).
@@ -168,8 +169,15 @@ pub async fn create_container(
     };
     crate::crash_point!("create_container.bundle");
 
+    // The record is complete before the backend runs: it is written and synced meanwhile,
+    // off the create's critical path. Until the intent goes (below), a record beside an
+    // intent is a create that did not finish, undone at the next start (intent.rs).
+    let write_record = {
+        let (path, record) = (paths.record(), record.clone());
+        tokio::task::spawn_blocking(move || crate::store::write_json(&path, &record))
+    };
     // On failure the backend has already removed what it made.
-    backend
+    let created = backend
         .create(CreateParams {
             id: id.clone(),
             run_dir: paths.run_dir.clone(),
@@ -179,18 +187,24 @@ pub async fn create_container(
             stdin_once: record.config.stdin_once,
             payload,
         })
-        .await?;
+        .await;
+    // Awaited either way: the rollback removes the state dir, which the write must not
+    // be filling at that moment.
+    let recorded = write_record.await;
+    created?;
     {
         let (backend, id, paths) = (backend.clone(), id.clone(), paths.clone());
         rb.push_async("backend container", move || async move {
             abandon(backend.as_ref(), &id, &paths).await
         });
     }
+    recorded.map_err(|e| {
+        ContainerError::io("write the record", std::io::Error::other(e.to_string()))
+    })??;
     crate::crash_point!("create_container.created");
     if matches!(form, ContainerForm::Bundle) {
         super::bundle::release_host_rootfs(&paths)?;
     }
-    crate::store::write_json(&paths.record(), &record)?;
     crate::intent::clear(&paths.state_dir);
     crate::crash_point!("create_container.record");
     rb.commit();
