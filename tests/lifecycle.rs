@@ -850,8 +850,9 @@ async fn bad_requests_get_the_right_code() {
     );
 }
 
-/// The writes into a `cgroup.procs` file that strace saw, as (file, what was written).
-fn cgroup_procs_writes(trace: &str) -> Vec<(String, String)> {
+/// The writes into a cgroup's `cgroup.procs` or `tasks` file that strace saw, as (file,
+/// what was written).
+fn cgroup_writes(trace: &str) -> Vec<(String, String)> {
     trace
         .lines()
         .filter_map(|line| {
@@ -859,18 +860,28 @@ fn cgroup_procs_writes(trace: &str) -> Vec<(String, String)> {
             let rest = call.strip_prefix("write(")?;
             let path = rest.split_once('<')?.1.split_once('>')?.0;
             let data = rest.split_once(", \"")?.1.split_once('"')?.0;
-            path.ends_with("/cgroup.procs")
+            (path.ends_with("/cgroup.procs") || path.ends_with("/tasks"))
                 .then(|| (path.to_owned(), data.to_owned()))
         })
         .collect()
 }
 
-/// A create and an exec move a process into the container's cgroup, which waits for an
-/// RCU grace period when the kernel's migration lock is cold; the daemon takes that lock
-/// first, by writing its own pid into its own cgroup (backend/host/migration.rs). strace
-/// (not proxrt) sees that write for each, and the daemon is still where it was.
+/// Whether this host mounts a cgroup v1 hierarchy (hybrid or legacy).
+fn v1_mounted() -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.contains(" - cgroup "))
+}
+
+/// A create moves a process into the container's cgroup, which waits for an RCU grace
+/// period when the kernel's migration lock is cold; the daemon takes that lock first, by
+/// writing its own pid into its own cgroup (backend/host/migration.rs). strace (not
+/// proxrt) sees that write, and the daemon is still where it was. An exec on a host with
+/// cgroup v1 hierarchies joins them through `tasks` ("0": the child itself), which does
+/// not take the lock: no warm-up then, and no write into a v1 `cgroup.procs`.
 #[tokio::test]
-async fn create_and_exec_warm_the_cgroup_lock_and_leave_the_daemon_in_place() {
+async fn a_create_warms_the_cgroup_lock_and_an_exec_joins_v1_without_it() {
     let mut env = PodEnv::start().await;
     let pid = env.daemon().pid().expect("daemon running");
     let before = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
@@ -884,30 +895,79 @@ async fn create_and_exec_warm_the_cgroup_lock_and_leave_the_daemon_in_place() {
     let strace = common::Strace::attach(pid, "write", &out).await;
     let c = env.container_config(&pod, "warm", &["sleep", "3600"]);
     let id = env.create_start(&pod, c).await;
-    let create = cgroup_procs_writes(&strace.finish());
+    let create = cgroup_writes(&strace.finish());
+    let own: Vec<&String> = create
+        .iter()
+        .filter(|(file, data)| *data == pid.to_string() && file.ends_with("/cgroup.procs"))
+        .map(|(file, _)| file)
+        .collect();
+    assert!(
+        !own.is_empty(),
+        "create: the daemon did not write its pid into a cgroup.procs: {create:?}"
+    );
+    for file in own {
+        let members = std::fs::read_to_string(file).unwrap();
+        assert!(
+            members.lines().any(|p| p == pid.to_string()),
+            "create: {file} is not the daemon's own cgroup"
+        );
+    }
 
     settle().await;
-    let strace = common::Strace::attach(pid, "write", &out).await;
-    env.exec_ok(&id, &["true"]).await;
-    let exec = cgroup_procs_writes(&strace.finish());
-
-    for (what, writes) in [("create", &create), ("exec", &exec)] {
-        let own: Vec<&String> = writes
+    let monitor = env.container_info(&id).await["monitorPid"]
+        .as_u64()
+        .expect("verbose info has the monitor's pid") as u32;
+    let daemon_out = env.daemon().dir().join("strace-daemon.out");
+    let daemon_trace = common::Strace::attach(pid, "write", &daemon_out).await;
+    let strace = common::Strace::attach(monitor, "write", &out).await;
+    let seen = env
+        .exec_ok(
+            &id,
+            &[
+                "sh",
+                "-c",
+                "cat /proc/self/cgroup; echo --; cat /proc/1/cgroup",
+            ],
+        )
+        .await;
+    let exec = cgroup_writes(&strace.finish());
+    let daemon = cgroup_writes(&daemon_trace.finish());
+    let (exec_view, init_view) = seen.split_once("--\n").expect("both cgroup files");
+    assert_eq!(
+        exec_view.trim(),
+        init_view.trim(),
+        "the exec is not in the init's cgroups"
+    );
+    if v1_mounted() {
+        assert!(
+            daemon.is_empty(),
+            "exec: the daemon warmed the lock: {daemon:?}"
+        );
+        assert!(
+            exec.iter()
+                .any(|(file, data)| file.ends_with("/tasks") && data == "0"),
+            "exec: no join through tasks: {exec:?}"
+        );
+        let v2 = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains(" - cgroup2 "))
+            .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
+            .collect::<Vec<_>>();
+        let procs: Vec<_> = exec
             .iter()
-            .filter(|(_, data)| *data == pid.to_string())
-            .map(|(file, _)| file)
+            .filter(|(file, _)| file.ends_with("/cgroup.procs"))
+            .filter(|(file, _)| !v2.iter().any(|m| file.starts_with(m.as_str())))
             .collect();
         assert!(
-            !own.is_empty(),
-            "{what}: the daemon did not write its pid into a cgroup.procs: {writes:?}"
+            procs.is_empty(),
+            "exec: moved through a v1 cgroup.procs: {procs:?}"
         );
-        for file in own {
-            let members = std::fs::read_to_string(file).unwrap();
-            assert!(
-                members.lines().any(|p| p == pid.to_string()),
-                "{what}: {file} is not the daemon's own cgroup"
-            );
-        }
+    } else {
+        assert!(
+            daemon.iter().any(|(_, data)| *data == pid.to_string()),
+            "exec on cgroup v2: the daemon did not warm the lock: {daemon:?}"
+        );
     }
     let after = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
     assert_eq!(before, after, "the daemon's cgroups changed");
@@ -1103,7 +1163,9 @@ async fn a_containers_execs_do_not_read_the_mount_table() {
     let trace = strace.finish();
 
     assert!(
-        trace.lines().any(|l| l.contains("cgroup.procs")),
+        trace
+            .lines()
+            .any(|l| l.contains("/cgroup.procs\"") || l.contains("/tasks\"")),
         "strace did not see the exec open its cgroups: {trace}"
     );
     let reads: Vec<&str> = trace.lines().filter(|l| l.contains("mountinfo")).collect();

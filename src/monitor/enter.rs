@@ -10,8 +10,9 @@
 //! seccomp filter):
 //!
 //! 1. In the exec child (host namespaces): open `/proc/<init>/ns/<type>` for every namespace
-//!    the spec lists and the `cgroup.procs` of every cgroup the init is in, then `setns` the
-//!    pid namespace, which only applies to children.
+//!    the spec lists and, in every hierarchy where the init's cgroup is not the monitor's,
+//!    the file through which a process joins it (`cgroup_join_files`), then `setns` the pid
+//!    namespace, which only applies to children.
 //! 2. Fork. The new process is in the container's pid namespace; it moves itself into the
 //!    init's cgroups and oom_score_adj, then joins the other namespaces, the mount namespace
 //!    last (which sets its root and cwd to the container's root).
@@ -142,7 +143,7 @@ impl Plan {
         namespaces.extend(mount);
         let root_path = format!("/proc/{init}/root");
         let root = File::open(&root_path).map_err(|e| format!("open {root_path}: {e}"))?;
-        let cgroups = cgroup_procs_files(init)?
+        let cgroups = cgroup_join_files(init)?
             .into_iter()
             .map(|path| {
                 OpenOptions::new()
@@ -353,26 +354,80 @@ fn resolve_program(argv0: &CString, env: &[String]) -> Result<CString, String> {
 }
 
 /// The `cgroup.procs` file of every cgroup `pid` is in, one per hierarchy mounted here.
+pub(crate) fn cgroup_procs_files(pid: Pid) -> Result<Vec<PathBuf>, String> {
+    let path = format!("/proc/{pid}/cgroup");
+    let cgroups = fs::read_to_string(&path).map_err(|e| format!("read {path}: {e}"))?;
+    Ok(memberships(&cgroups)?
+        .into_iter()
+        .map(|m| m.dir.join("cgroup.procs"))
+        .collect())
+}
+
+/// What an exec child (a fork of this process, single-threaded) writes "0" into to join
+/// the cgroups `pid` is in: nothing in a hierarchy where this process is in the same cgroup
+/// already; `tasks` in a cgroup v1 hierarchy; `cgroup.procs` in cgroup v2.
+///
+/// `tasks` because a thread moving itself there (and the only thread is the process) does
+/// not take the kernel's global cgroup migration lock, whose writer first waits for an RCU
+/// grace period when no move happened within about the last one: 4–16 ms on the test VM,
+/// nearly all of a lone ExecSync (a probe). A move through `cgroup.procs` always takes it.
+/// cgroup v2 moves single threads only within threaded subtrees, so there the process
+/// moves, and the daemon warms the lock ahead (`MigrationLock::warm_for_exec`).
+pub(crate) fn cgroup_join_files(pid: Pid) -> Result<Vec<PathBuf>, String> {
+    let read = |path: &str| fs::read_to_string(path).map_err(|e| format!("read {path}: {e}"));
+    let theirs = read(&format!("/proc/{pid}/cgroup"))?;
+    let ours = read("/proc/self/cgroup")?;
+    Ok(join_files(&theirs, &ours, &memberships(&theirs)?))
+}
+
+/// Pure part of [`cgroup_join_files`]: `memberships` are those of `theirs`.
+fn join_files(theirs: &str, ours: &str, memberships: &[Membership]) -> Vec<PathBuf> {
+    // `<id>:<controllers>:<path>`; the path may hold colons itself.
+    let by_hierarchy = |text: &'_ str| -> std::collections::HashMap<String, String> {
+        text.lines()
+            .filter_map(|l| {
+                let mut parts = l.splitn(3, ':');
+                let (id, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+                Some((format!("{id}:{controllers}"), path.to_owned()))
+            })
+            .collect()
+    };
+    let (ours, theirs) = (by_hierarchy(ours), by_hierarchy(theirs));
+    memberships
+        .iter()
+        .filter(|m| ours.get(&m.hierarchy) != theirs.get(&m.hierarchy))
+        .map(|m| m.dir.join(if m.v2 { "cgroup.procs" } else { "tasks" }))
+        .collect()
+}
+
+/// Where each of the cgroups in `cgroups` (a `/proc/<pid>/cgroup`) is, one per hierarchy
+/// mounted here.
 ///
 /// Where each hierarchy is mounted comes from the cgroup lines of the mount table that
 /// this process remembered (`remember_cgroup_mounts`: the zygote at its start, whose forks
 /// the monitors and exec children are, and the daemon), so an exec does not read a table
-/// that grows with every pod. When one of `pid`'s hierarchies is not among them (mounted
+/// that grows with every pod. When one of the hierarchies is not among them (mounted
 /// since; or, on a host with no cgroup2 mount at all, the v2 line every process has),
 /// the table is read.
-pub(crate) fn cgroup_procs_files(pid: Pid) -> Result<Vec<PathBuf>, String> {
-    let path = format!("/proc/{pid}/cgroup");
-    let cgroups = fs::read_to_string(&path).map_err(|e| format!("read {path}: {e}"))?;
+fn memberships(cgroups: &str) -> Result<Vec<Membership>, String> {
     if let Some(remembered) = CGROUP_MOUNTS.get() {
-        let files = cgroup_files(&cgroups, &cgroup_mounts(remembered));
-        if files.len() == cgroups.lines().filter(|l| !l.is_empty()).count() {
-            return Ok(files);
+        let found = cgroup_dirs(cgroups, &cgroup_mounts(remembered));
+        if found.len() == cgroups.lines().filter(|l| !l.is_empty()).count() {
+            return Ok(found);
         }
     }
     let mountinfo = fs::read_to_string("/proc/self/mountinfo")
         .map_err(|e| format!("read /proc/self/mountinfo: {e}"))?;
-    let mounts = cgroup_mounts(&mountinfo);
-    Ok(cgroup_files(&cgroups, &mounts))
+    Ok(cgroup_dirs(cgroups, &cgroup_mounts(&mountinfo)))
+}
+
+/// Whether a cgroup v1 hierarchy is among the remembered mounts (a hybrid or legacy host),
+/// where an exec joins through `tasks` without the migration lock.
+pub(crate) fn v1_hierarchies_mounted() -> bool {
+    remember_cgroup_mounts();
+    CGROUP_MOUNTS
+        .get()
+        .is_some_and(|lines| cgroup_mounts(lines).iter().any(|m| !m.v2))
 }
 
 /// The cgroup and cgroup2 lines of this process's mount table, once read.
@@ -437,9 +492,18 @@ fn cgroup_mounts(mountinfo: &str) -> Vec<CgroupMount<'_>> {
     out
 }
 
-/// Pure part of [`cgroup_procs_files`]: `/proc/<pid>/cgroup` lines matched with mounts.
-fn cgroup_files(cgroups: &str, mounts: &[CgroupMount]) -> Vec<PathBuf> {
-    let mut files = Vec::new();
+/// A process's cgroup in one hierarchy, as seen through this process's mounts.
+#[derive(Debug, PartialEq)]
+struct Membership {
+    /// The hierarchy as `/proc/<pid>/cgroup` names it (`4:cpu,cpuacct`, `0:`).
+    hierarchy: String,
+    v2: bool,
+    dir: PathBuf,
+}
+
+/// Pure part of [`memberships`]: `/proc/<pid>/cgroup` lines matched with mounts.
+fn cgroup_dirs(cgroups: &str, mounts: &[CgroupMount]) -> Vec<Membership> {
+    let mut found = Vec::new();
     for line in cgroups.lines() {
         let mut parts = line.splitn(3, ':');
         let (Some(id), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
@@ -457,9 +521,13 @@ fn cgroup_files(cgroups: &str, mounts: &[CgroupMount]) -> Vec<PathBuf> {
         let Some(rel) = Path::new(path).strip_prefix(mount.root).ok() else {
             continue; // outside what this mount shows
         };
-        files.push(Path::new(mount.point).join(rel).join("cgroup.procs"));
+        found.push(Membership {
+            hierarchy: format!("{id}:{controllers}"),
+            v2,
+            dir: Path::new(mount.point).join(rel),
+        });
     }
-    files
+    found
 }
 
 #[cfg(test)]
@@ -487,12 +555,12 @@ mod tests {
 0::/
 ";
         assert_eq!(
-            cgroup_files(cgroups, &mounts),
+            dirs(cgroups, &mounts),
             [
-                "/sys/fs/cgroup/memory/proxrt/abc/cgroup.procs",
-                "/sys/fs/cgroup/cpu,cpuacct/proxrt/abc/cgroup.procs",
-                "/sys/fs/cgroup/systemd/cgroup.procs",
-                "/sys/fs/cgroup/unified/cgroup.procs",
+                "/sys/fs/cgroup/memory/proxrt/abc",
+                "/sys/fs/cgroup/cpu,cpuacct/proxrt/abc",
+                "/sys/fs/cgroup/systemd",
+                "/sys/fs/cgroup/unified",
             ]
             .map(PathBuf::from)
         );
@@ -505,8 +573,8 @@ mod tests {
         assert!(lines.lines().all(|l| l.contains(" - cgroup")), "{lines}");
         let cgroups = "12:memory:/proxrt/abc\n0::/\n";
         assert_eq!(
-            cgroup_files(cgroups, &cgroup_mounts(&lines)),
-            cgroup_files(cgroups, &cgroup_mounts(MOUNTINFO))
+            cgroup_dirs(cgroups, &cgroup_mounts(&lines)),
+            cgroup_dirs(cgroups, &cgroup_mounts(MOUNTINFO))
         );
     }
 
@@ -516,7 +584,41 @@ mod tests {
             "30 23 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw,nsdelegate\n",
         );
         assert_eq!(
-            cgroup_files("0::/kubepods/pod1/proxrt-abc\n", &mounts),
+            dirs("0::/kubepods/pod1/proxrt-abc\n", &mounts),
+            [PathBuf::from("/sys/fs/cgroup/kubepods/pod1/proxrt-abc")]
+        );
+    }
+
+    fn dirs(cgroups: &str, mounts: &[CgroupMount]) -> Vec<PathBuf> {
+        cgroup_dirs(cgroups, mounts)
+            .into_iter()
+            .map(|m| m.dir)
+            .collect()
+    }
+
+    #[test]
+    fn an_exec_joins_v1_through_tasks_v2_through_cgroup_procs_and_skips_where_it_is() {
+        let mounts = cgroup_mounts(MOUNTINFO);
+        let theirs =
+            "12:memory:/proxrt/abc\n4:cpu,cpuacct:/proxrt/abc\n1:name=systemd:/\n0::/pod\n";
+        let ours = "12:memory:/daemon\n4:cpu,cpuacct:/daemon\n1:name=systemd:/\n0::/\n";
+        assert_eq!(
+            join_files(theirs, ours, &cgroup_dirs(theirs, &mounts)),
+            [
+                "/sys/fs/cgroup/memory/proxrt/abc/tasks",
+                "/sys/fs/cgroup/cpu,cpuacct/proxrt/abc/tasks",
+                "/sys/fs/cgroup/unified/pod/cgroup.procs",
+            ]
+            .map(PathBuf::from)
+        );
+        // Already where the init is everywhere: nothing to write.
+        assert!(join_files(theirs, theirs, &cgroup_dirs(theirs, &mounts)).is_empty());
+        let v2 = cgroup_mounts(
+            "30 23 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw,nsdelegate\n",
+        );
+        let theirs = "0::/kubepods/pod1/proxrt-abc\n";
+        assert_eq!(
+            join_files(theirs, "0::/proxrt.slice\n", &cgroup_dirs(theirs, &v2)),
             [PathBuf::from(
                 "/sys/fs/cgroup/kubepods/pod1/proxrt-abc/cgroup.procs"
             )]

@@ -16,6 +16,11 @@
 //! monitor, so the real move later finds the lock warm. A cgroup v2 mounted with
 //! `favordynmods` never waits; the write is then merely cheap. Failure is harmless (the
 //! real move pays the wait) and only logged.
+//!
+//! Not for an exec on a host with cgroup v1 hierarchies: there the exec child joins each
+//! v1 cgroup through `tasks`, which does not take the lock (`monitor::cgroup_join_files`),
+//! and a warm-up would only make every fork, exec and exit on the host wait for its grace
+//! period (a writer waiting for the lock holds them off).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,6 +33,8 @@ pub struct MigrationLock {
     locate: Box<Locate>,
     /// A warm-up is waiting for its grace period: another one would wait for the same.
     in_flight: AtomicBool,
+    /// An exec's join takes the lock: no cgroup v1 hierarchy here (pure cgroup v2).
+    exec_moves_process: bool,
 }
 
 impl MigrationLock {
@@ -38,18 +45,33 @@ impl MigrationLock {
     /// here (`monitor::remember_cgroup_mounts`): the table grows with every pod.
     pub fn for_this_process() -> Arc<MigrationLock> {
         crate::monitor::remember_cgroup_mounts();
-        MigrationLock::with_locator(|| {
+        let mut lock = MigrationLock::new(|| {
             crate::monitor::cgroup_procs_files(nix::unistd::getpid()).unwrap_or_default()
-        })
+        });
+        lock.exec_moves_process = !crate::monitor::v1_hierarchies_mounted();
+        Arc::new(lock)
     }
 
+    #[cfg(test)]
     pub(crate) fn with_locator(
         locate: impl Fn() -> Vec<PathBuf> + Send + Sync + 'static,
     ) -> Arc<MigrationLock> {
-        Arc::new(MigrationLock {
+        Arc::new(MigrationLock::new(locate))
+    }
+
+    fn new(locate: impl Fn() -> Vec<PathBuf> + Send + Sync + 'static) -> MigrationLock {
+        MigrationLock {
             locate: Box::new(locate),
             in_flight: AtomicBool::new(false),
-        })
+            exec_moves_process: true,
+        }
+    }
+
+    /// [`warm`](Self::warm) when an exec's join takes the lock (see the module doc).
+    pub fn warm_for_exec(self: &Arc<Self>) {
+        if self.exec_moves_process {
+            self.warm();
+        }
     }
 
     /// Starts a warm-up on a blocking thread and returns at once (also outside a tokio
