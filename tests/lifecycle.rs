@@ -877,9 +877,10 @@ fn v1_mounted() -> bool {
 /// A create moves a process into the container's cgroup, which waits for an RCU grace
 /// period when the kernel's migration lock is cold; the daemon takes that lock first, by
 /// writing its own pid into its own cgroup (backend/host/migration.rs). strace (not
-/// proxrt) sees that write, and the daemon is still where it was. An exec on a host with
-/// cgroup v1 hierarchies joins them through `tasks` ("0": the child itself), which does
-/// not take the lock: no warm-up then, and no write into a v1 `cgroup.procs`.
+/// proxrt) sees that write, and the daemon is still where it was. An exec joins the v1
+/// hierarchies through `tasks` ("0": the child itself) and starts in its v2 cgroup,
+/// neither of which takes the lock: no warm-up for it, and no write into a v1
+/// `cgroup.procs` (the v2 side: `the_lifecycle_on_a_pure_cgroup_v2_host`).
 #[tokio::test]
 async fn a_create_warms_the_cgroup_lock_and_an_exec_joins_v1_without_it() {
     let mut env = PodEnv::start().await;
@@ -938,11 +939,11 @@ async fn a_create_warms_the_cgroup_lock_and_an_exec_joins_v1_without_it() {
         init_view.trim(),
         "the exec is not in the init's cgroups"
     );
+    assert!(
+        daemon.is_empty(),
+        "exec: the daemon warmed the lock: {daemon:?}"
+    );
     if v1_mounted() {
-        assert!(
-            daemon.is_empty(),
-            "exec: the daemon warmed the lock: {daemon:?}"
-        );
         assert!(
             exec.iter()
                 .any(|(file, data)| file.ends_with("/tasks") && data == "0"),
@@ -962,11 +963,6 @@ async fn a_create_warms_the_cgroup_lock_and_an_exec_joins_v1_without_it() {
         assert!(
             procs.is_empty(),
             "exec: moved through a v1 cgroup.procs: {procs:?}"
-        );
-    } else {
-        assert!(
-            daemon.iter().any(|(_, data)| *data == pid.to_string()),
-            "exec on cgroup v2: the daemon did not warm the lock: {daemon:?}"
         );
     }
     let after = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
@@ -1027,7 +1023,14 @@ async fn the_lifecycle_on_a_pure_cgroup_v2_host() {
     );
 
     // The exec is in the init's cgroup (both read from inside the container's cgroup
-    // namespace).
+    // namespace), started there by clone3(CLONE_INTO_CGROUP) rather than moved through
+    // cgroup.procs (a move would wait for the kernel's migration lock): strace on the
+    // monitor and its forks sees the clone and no such write.
+    let monitor = env.container_info(&id).await["monitorPid"]
+        .as_u64()
+        .expect("verbose info has the monitor's pid") as u32;
+    let out = env.daemon().dir().join("strace-v2-exec.out");
+    let strace = common::Strace::attach(monitor, "clone3,write", &out).await;
     let seen = env
         .exec_ok(
             &id,
@@ -1038,11 +1041,23 @@ async fn the_lifecycle_on_a_pure_cgroup_v2_host() {
             ],
         )
         .await;
+    let trace = strace.finish();
     let (exec_view, init_view) = seen.split_once("--\n").expect("both cgroup files");
     assert_eq!(
         exec_view.trim(),
         init_view.trim(),
         "the exec is not in the init's cgroup"
+    );
+    assert!(
+        trace
+            .lines()
+            .any(|l| l.contains("clone3(") && l.contains("CLONE_INTO_CGROUP")),
+        "no clone3(CLONE_INTO_CGROUP): {trace}"
+    );
+    let moves = cgroup_writes(&trace);
+    assert!(
+        moves.is_empty(),
+        "the exec moved through a cgroup file: {moves:?}"
     );
 
     env.stop_container(&id, 1).await.expect("StopContainer");

@@ -253,12 +253,9 @@ pub trait Backend: Send + Sync {
     // ----- containers -----
 
     /// A create or pod is about to move a process between this host's cgroups: start now
-    /// what makes that move fast (host/migration.rs). Default: nothing.
+    /// what makes that move fast (host/migration.rs). Default: nothing. (An exec joins
+    /// without that lock: `monitor::cgroup_join_files`.)
     fn expect_cgroup_move(&self) {}
-
-    /// An exec is about to join a container's cgroups (host/migration.rs: only where that
-    /// join moves the whole process). Default: nothing.
-    fn expect_exec(&self) {}
 
     /// Last adjustments to a spec before it is written into the bundle; what it takes
     /// out, `create` gets back in `CreateParams::prepared`.
@@ -325,7 +322,6 @@ pub trait Backend: Send + Sync {
         args: Vec<String>,
         timeout: Option<Duration>,
     ) -> Result<ExecSyncResult, BackendError> {
-        self.expect_exec();
         Ok(MonitorClient::new(run_dir)
             .exec_sync(ExecSyncRequest { args, timeout })
             .await?)
@@ -346,7 +342,6 @@ pub trait Backend: Send + Sync {
         opts: StreamOpts,
         streams: StdioStreams,
     ) -> Result<Outcome, BackendError> {
-        self.expect_exec();
         let session = MonitorClient::new(run_dir)
             .exec_stream(ExecStreamRequest {
                 args,

@@ -13,9 +13,11 @@
 //!    the spec lists and, in every hierarchy where the init's cgroup is not the monitor's,
 //!    the file through which a process joins it (`cgroup_join_files`), then `setns` the pid
 //!    namespace, which only applies to children.
-//! 2. Fork. The new process is in the container's pid namespace; it moves itself into the
-//!    init's cgroups and oom_score_adj, then joins the other namespaces, the mount namespace
-//!    last (which sets its root and cwd to the container's root).
+//! 2. Fork, into the init's cgroup v2 cgroup (`clone3(CLONE_INTO_CGROUP)`) when it has one
+//!    the monitor is not in. The new process is in the container's pid namespace; it moves
+//!    itself into the init's v1 cgroups (and the v2 one if the kernel refused to start it
+//!    there) and oom_score_adj, then joins the other namespaces, the mount namespace last
+//!    (which sets its root and cwd to the container's root).
 //! 3. no_new_privs, AppArmor, then the seccomp filter before capabilities are dropped when
 //!    no_new_privs is not set (without it, loading a filter needs CAP_SYS_ADMIN), user and
 //!    groups, capabilities, cwd, and the filter as late as possible when no_new_privs is set.
@@ -37,7 +39,7 @@ use nix::sched::CloneFlags;
 use nix::unistd::{Gid, Pid, Uid};
 use oci_spec::runtime::{LinuxNamespaceType, LinuxSeccomp, Process, Spec};
 
-use super::process::{exit_now, reset_signals, wait_pid};
+use super::process::{exit_now, fork_into_cgroup, reset_signals, wait_pid, Forked};
 
 /// `PATH` when the container's environment has none (runc's and containerd's default).
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -72,16 +74,17 @@ pub(crate) fn spawn(
         nix::sched::setns(pid_ns, CloneFlags::CLONE_NEWPID)
             .map_err(|e| format!("join the pid namespace: {e}"))?;
     }
-    // SAFETY: the exec child is single-threaded; the child only makes syscalls and exits.
-    match unsafe { nix::unistd::fork() } {
-        Ok(nix::unistd::ForkResult::Child) => {
+    // The exec child is single-threaded; the child only makes syscalls and exits.
+    let into = plan.v2_cgroup.as_ref().map(|v2| &v2.dir);
+    match fork_into_cgroup(into) {
+        Ok(Forked::Child { in_cgroup }) => {
             drop(err_r);
-            let failure = plan.enter_and_exec(stdio, process, tty);
+            let failure = plan.enter_and_exec(stdio, process, tty, in_cgroup);
             let mut err_w = File::from(err_w);
             let _ = err_w.write_all(failure.as_bytes());
             exit_now(127)
         }
-        Ok(nix::unistd::ForkResult::Parent { child }) => {
+        Ok(Forked::Parent(child)) => {
             drop(err_w);
             drop(stdio);
             let mut message = String::new();
@@ -97,6 +100,14 @@ pub(crate) fn spawn(
     }
 }
 
+/// A cgroup v2 cgroup to start the entering process in (`clone3(CLONE_INTO_CGROUP)`), or
+/// to move it into when the kernel refuses that.
+struct V2Cgroup {
+    dir: File,
+    procs: File,
+    path: PathBuf,
+}
+
 /// What the entering process needs, opened while still in the host's namespaces.
 struct Plan {
     pid_ns: Option<File>,
@@ -104,7 +115,10 @@ struct Plan {
     namespaces: Vec<(File, CloneFlags, &'static str)>,
     /// The init's root directory (its pivot_root'ed rootfs), opened from the host.
     root: File,
+    /// The `tasks` files of the init's cgroup v1 cgroups the entering process joins.
     cgroups: Vec<(File, PathBuf)>,
+    /// The init's cgroup v2 cgroup, when the entering process is not there already.
+    v2_cgroup: Option<V2Cgroup>,
     oom_score_adj: Option<String>,
     seccomp: Option<LinuxSeccomp>,
     argv: Vec<CString>,
@@ -143,17 +157,29 @@ impl Plan {
         namespaces.extend(mount);
         let root_path = format!("/proc/{init}/root");
         let root = File::open(&root_path).map_err(|e| format!("open {root_path}: {e}"))?;
-        let cgroups = cgroup_join_files(init)?
-            .into_iter()
-            .map(|path| {
-                OpenOptions::new()
-                    .write(true)
-                    .custom_flags(libc::O_CLOEXEC)
-                    .open(&path)
-                    .map(|f| (f, path.clone()))
-                    .map_err(|e| format!("open {}: {e}", path.display()))
-            })
-            .collect::<Result<_, _>>()?;
+        let open_write = |path: &Path| {
+            OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_CLOEXEC)
+                .open(path)
+                .map_err(|e| format!("open {}: {e}", path.display()))
+        };
+        let mut cgroups = Vec::new();
+        let mut v2_cgroup = None;
+        for path in cgroup_join_files(init)? {
+            let procs = open_write(&path)?;
+            match path.parent().filter(|_| path.ends_with("cgroup.procs")) {
+                Some(dir) => {
+                    let dir = OpenOptions::new()
+                        .read(true)
+                        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+                        .open(dir)
+                        .map_err(|e| format!("open {}: {e}", dir.display()))?;
+                    v2_cgroup = Some(V2Cgroup { dir, procs, path });
+                }
+                None => cgroups.push((procs, path)),
+            }
+        }
         let oom_score_adj = fs::read_to_string(format!("/proc/{init}/oom_score_adj"))
             .ok()
             .map(|s| s.trim().to_string());
@@ -175,6 +201,7 @@ impl Plan {
             namespaces,
             root,
             cgroups,
+            v2_cgroup,
             oom_score_adj,
             seccomp,
             argv,
@@ -182,8 +209,14 @@ impl Plan {
     }
 
     /// Runs in the forked process; returns only on failure, with the reason.
-    fn enter_and_exec(self, stdio: [OwnedFd; 3], process: &Process, tty: bool) -> String {
-        match self.try_enter_and_exec(stdio, process, tty) {
+    fn enter_and_exec(
+        self,
+        stdio: [OwnedFd; 3],
+        process: &Process,
+        tty: bool,
+        in_cgroup: bool,
+    ) -> String {
+        match self.try_enter_and_exec(stdio, process, tty, in_cgroup) {
             Ok(never) => match never {},
             Err(message) => message,
         }
@@ -194,6 +227,7 @@ impl Plan {
         stdio: [OwnedFd; 3],
         process: &Process,
         tty: bool,
+        in_cgroup: bool,
     ) -> Result<std::convert::Infallible, String> {
         reset_signals();
         for (fd, target) in stdio.iter().zip(0..) {
@@ -212,7 +246,12 @@ impl Plan {
                 ));
             }
         }
-        for (mut file, path) in self.cgroups {
+        // Started in the v2 cgroup already, unless the kernel refused (then moved here).
+        let v2 = self
+            .v2_cgroup
+            .filter(|_| !in_cgroup)
+            .map(|v2| (v2.procs, v2.path));
+        for (mut file, path) in self.cgroups.into_iter().chain(v2) {
             // "0" is the writer itself, whatever its pid is called in this namespace.
             file.write_all(b"0")
                 .map_err(|e| format!("join cgroup {}: {e}", path.display()))?;
@@ -371,8 +410,9 @@ pub(crate) fn cgroup_procs_files(pid: Pid) -> Result<Vec<PathBuf>, String> {
 /// not take the kernel's global cgroup migration lock, whose writer first waits for an RCU
 /// grace period when no move happened within about the last one: 4–16 ms on the test VM,
 /// nearly all of a lone ExecSync (a probe). A move through `cgroup.procs` always takes it.
-/// cgroup v2 moves single threads only within threaded subtrees, so there the process
-/// moves, and the daemon warms the lock ahead (`MigrationLock::warm_for_exec`).
+/// cgroup v2 moves single threads only within threaded subtrees, so there the process is
+/// started in the cgroup instead (`clone3(CLONE_INTO_CGROUP)`), which takes no such lock;
+/// its `cgroup.procs` is the fallback.
 pub(crate) fn cgroup_join_files(pid: Pid) -> Result<Vec<PathBuf>, String> {
     let read = |path: &str| fs::read_to_string(path).map_err(|e| format!("read {path}: {e}"));
     let theirs = read(&format!("/proc/{pid}/cgroup"))?;
@@ -419,15 +459,6 @@ fn memberships(cgroups: &str) -> Result<Vec<Membership>, String> {
     let mountinfo = fs::read_to_string("/proc/self/mountinfo")
         .map_err(|e| format!("read /proc/self/mountinfo: {e}"))?;
     Ok(cgroup_dirs(cgroups, &cgroup_mounts(&mountinfo)))
-}
-
-/// Whether a cgroup v1 hierarchy is among the remembered mounts (a hybrid or legacy host),
-/// where an exec joins through `tasks` without the migration lock.
-pub(crate) fn v1_hierarchies_mounted() -> bool {
-    remember_cgroup_mounts();
-    CGROUP_MOUNTS
-        .get()
-        .is_some_and(|lines| cgroup_mounts(lines).iter().any(|m| !m.v2))
 }
 
 /// The cgroup and cgroup2 lines of this process's mount table, once read.

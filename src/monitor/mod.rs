@@ -53,7 +53,7 @@ pub use client::{
     ExecSyncRequest, ExecSyncResult, ExitStatus, MonitorClient,
 };
 pub use container::kill_cgroup;
-pub(crate) use enter::{cgroup_procs_files, remember_cgroup_mounts, v1_hierarchies_mounted};
+pub(crate) use enter::{cgroup_procs_files, remember_cgroup_mounts};
 pub(crate) use process::pidfd_open;
 pub use sandbox::{teardown_sandbox, SandboxCreated, SandboxRequest, HOLDER_NAME};
 pub(crate) use status::write_status;

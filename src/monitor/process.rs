@@ -43,6 +43,70 @@ pub(crate) fn fork_detached(child: impl FnOnce() -> i32) -> io::Result<()> {
     }
 }
 
+/// Which side of [`fork_into_cgroup`] this is.
+pub(crate) enum Forked {
+    /// The child; `in_cgroup`: it started in the cgroup asked for.
+    Child {
+        in_cgroup: bool,
+    },
+    Parent(Pid),
+}
+
+/// The kernel's `struct clone_args` up to `cgroup` (`CLONE_ARGS_SIZE_VER2`, Linux 5.7).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// `CLONE_INTO_CGROUP` (libc's constant is deprecated: it overflows its type).
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// `fork(2)`, with the child started in the cgroup v2 directory `cgroup` when given
+/// (`clone3` with `CLONE_INTO_CGROUP`): no move, so no wait for the kernel's cgroup
+/// migration lock. When the kernel refuses that (before 5.7, not a cgroup v2 directory,
+/// a cgroup that cannot take processes), a plain fork, and the child is told so.
+/// For a single-threaded caller only, as fork.
+pub(crate) fn fork_into_cgroup(cgroup: Option<&File>) -> io::Result<Forked> {
+    if let Some(dir) = cgroup {
+        let mut args = CloneArgs {
+            flags: CLONE_INTO_CGROUP,
+            exit_signal: libc::SIGCHLD as u64,
+            cgroup: dir.as_raw_fd() as u64,
+            ..CloneArgs::default()
+        };
+        // SAFETY: no new stack: like fork(2), the child continues on a copy of this
+        // single-threaded process; `args` lives across the call.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                &mut args as *mut CloneArgs,
+                std::mem::size_of::<CloneArgs>(),
+            )
+        };
+        match r {
+            0 => return Ok(Forked::Child { in_cgroup: true }),
+            pid if pid > 0 => return Ok(Forked::Parent(Pid::from_raw(pid as i32))),
+            _ => {} // refused: fork, and the child joins by writing
+        }
+    }
+    // SAFETY: the caller is single-threaded (see above).
+    match unsafe { fork() }? {
+        ForkResult::Child => Ok(Forked::Child { in_cgroup: false }),
+        ForkResult::Parent { child } => Ok(Forked::Parent(child)),
+    }
+}
+
 /// `_exit`: a forked child must not run the parent's atexit handlers or flush its buffers.
 pub(crate) fn exit_now(code: i32) -> ! {
     // SAFETY: _exit is always safe to call.

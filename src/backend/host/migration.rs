@@ -1,15 +1,15 @@
 //! The kernel's cgroup migration lock, taken ahead of the move that needs it.
 //!
 //! Moving a process between cgroups (a write to `cgroup.procs`: libcontainer's or crun's
-//! intermediate process joining the container's cgroup, an exec child joining it, the pod
-//! holder entering its leaf) takes the kernel's global `cgroup_threadgroup_rwsem` for
+//! intermediate process joining the container's cgroup, the pod holder entering its leaf)
+//! takes the kernel's global `cgroup_threadgroup_rwsem` for
 //! writing. That lock is a per-CPU rwsem: when no move happened within about the last RCU
 //! grace period, the writer first waits for a full grace period (`rcu_sync_enter`), 4–16 ms
 //! on the test VM and the largest single wait in a CreateContainer (docs/benchmarks.md,
 //! "The cgroup migration lock"). Once a writer has been through, further writers pass at
 //! once for about one more grace period.
 //!
-//! So when a create, an exec or a pod begins, the daemon writes its own pid into the
+//! So when a create or a pod begins, the daemon writes its own pid into the
 //! `cgroup.procs` of the cgroup it is already in, on a blocking thread: for the kernel a
 //! move to where the process already is (nothing changes), but it takes the lock, and the
 //! grace period then elapses while the daemon builds the bundle and the zygote forks the
@@ -17,10 +17,10 @@
 //! `favordynmods` never waits; the write is then merely cheap. Failure is harmless (the
 //! real move pays the wait) and only logged.
 //!
-//! Not for an exec on a host with cgroup v1 hierarchies: there the exec child joins each
-//! v1 cgroup through `tasks`, which does not take the lock (`monitor::cgroup_join_files`),
-//! and a warm-up would only make every fork, exec and exit on the host wait for its grace
-//! period (a writer waiting for the lock holds them off).
+//! Not for an exec: its child joins the container's v1 cgroups through `tasks` and starts
+//! in its v2 cgroup (`monitor::cgroup_join_files`), neither of which takes the lock, and a
+//! warm-up would only make every fork, exec and exit on the host wait for its grace period
+//! (a writer waiting for the lock holds them off).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,8 +33,6 @@ pub struct MigrationLock {
     locate: Box<Locate>,
     /// A warm-up is waiting for its grace period: another one would wait for the same.
     in_flight: AtomicBool,
-    /// An exec's join takes the lock: no cgroup v1 hierarchy here (pure cgroup v2).
-    exec_moves_process: bool,
 }
 
 impl MigrationLock {
@@ -45,11 +43,9 @@ impl MigrationLock {
     /// here (`monitor::remember_cgroup_mounts`): the table grows with every pod.
     pub fn for_this_process() -> Arc<MigrationLock> {
         crate::monitor::remember_cgroup_mounts();
-        let mut lock = MigrationLock::new(|| {
+        Arc::new(MigrationLock::new(|| {
             crate::monitor::cgroup_procs_files(nix::unistd::getpid()).unwrap_or_default()
-        });
-        lock.exec_moves_process = !crate::monitor::v1_hierarchies_mounted();
-        Arc::new(lock)
+        }))
     }
 
     #[cfg(test)]
@@ -63,14 +59,6 @@ impl MigrationLock {
         MigrationLock {
             locate: Box::new(locate),
             in_flight: AtomicBool::new(false),
-            exec_moves_process: true,
-        }
-    }
-
-    /// [`warm`](Self::warm) when an exec's join takes the lock (see the module doc).
-    pub fn warm_for_exec(self: &Arc<Self>) {
-        if self.exec_moves_process {
-            self.warm();
         }
     }
 

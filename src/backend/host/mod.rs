@@ -184,10 +184,6 @@ impl Backend for HostBackend {
         self.migration.warm();
     }
 
-    fn expect_exec(&self) {
-        self.migration.warm_for_exec();
-    }
-
     fn prepare_spec(&self, spec: &mut Spec) -> Result<PreparedSpec, BackendError> {
         self.engine.prepare_spec(spec)
     }
