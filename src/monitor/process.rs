@@ -76,7 +76,9 @@ const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 /// (`clone3` with `CLONE_INTO_CGROUP`): no move, so no wait for the kernel's cgroup
 /// migration lock. When the kernel refuses that (before 5.7, not a cgroup v2 directory,
 /// a cgroup that cannot take processes), a plain fork, and the child is told so.
-/// For a single-threaded caller only, as fork.
+/// For a single-threaded caller only, as fork. The raw `clone3` child skips glibc's fork
+/// bookkeeping (its cached thread id is the parent's): it must only make system calls and
+/// exec, as the exec child does; libcontainer clones its own processes the same way.
 pub(crate) fn fork_into_cgroup(cgroup: Option<&File>) -> io::Result<Forked> {
     if let Some(dir) = cgroup {
         let mut args = CloneArgs {
