@@ -181,16 +181,6 @@ every_backend!(
     the_rootfs_is_mounted_in_the_container_only,
 );
 
-/// Mount points in the host's (the test's) mount namespace at or below `dir`.
-fn host_mounts_under(dir: &str) -> Vec<String> {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .expect("read mountinfo")
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
-        .filter(|m| m == dir || m.starts_with(&format!("{dir}/")))
-        .collect()
-}
-
 /// Issue 13: nothing per container in the host's mount table. Once CreateContainer
 /// returns, the overlay is mounted only in the container's own mount namespace; it is
 /// still the container's live root (its writes land in the writable layer), created and
@@ -204,7 +194,7 @@ async fn the_rootfs_is_mounted_in_the_container_only(backend: &'static str) {
     let before = s.settled_snapshot().await;
     let containers_run_dir = s.env.daemon().run_dir.join("c");
     let containers_run_dir = containers_run_dir.to_str().expect("UTF-8 run dir");
-    let host_before = host_mounts_under(containers_run_dir);
+    let host_before = common::mounts_under(containers_run_dir);
 
     let mut ids = Vec::new();
     for i in 0..4 {
@@ -215,7 +205,7 @@ async fn the_rootfs_is_mounted_in_the_container_only(backend: &'static str) {
         // Created (init waiting for StartContainer), then running: neither is in the
         // host's table, and the container's root is reachable through its init.
         assert_eq!(
-            host_mounts_under(containers_run_dir),
+            common::mounts_under(containers_run_dir),
             host_before,
             "container {i} created"
         );
@@ -236,7 +226,7 @@ async fn the_rootfs_is_mounted_in_the_container_only(backend: &'static str) {
         ids.push((id, info));
     }
     assert_eq!(
-        host_mounts_under(containers_run_dir),
+        common::mounts_under(containers_run_dir),
         host_before,
         "4 containers"
     );

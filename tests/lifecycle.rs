@@ -866,6 +866,36 @@ fn cgroup_writes(trace: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Runs an exec that prints its own and the init's `/proc/<pid>/cgroup` while strace (not
+/// proxrt) follows the container's monitor, which forks every exec, for `syscalls`;
+/// checks that the exec is in the init's cgroups and returns the trace.
+async fn traced_exec_in_init_cgroups(env: &mut PodEnv, id: &str, syscalls: &str) -> String {
+    let monitor = env.container_info(id).await["monitorPid"]
+        .as_u64()
+        .expect("verbose info has the monitor's pid") as u32;
+    let out = env.daemon().dir().join("strace-exec.out");
+    let strace = common::Strace::attach(monitor, syscalls, &out).await;
+    let seen = env
+        .exec_ok(
+            id,
+            &[
+                "sh",
+                "-c",
+                "cat /proc/self/cgroup; echo --; cat /proc/1/cgroup",
+            ],
+        )
+        .await;
+    let trace = strace.finish();
+    // Both read from inside the container's cgroup namespace, if it has one.
+    let (exec_view, init_view) = seen.split_once("--\n").expect("both cgroup files");
+    assert_eq!(
+        exec_view.trim(),
+        init_view.trim(),
+        "the exec is not in the init's cgroups"
+    );
+    trace
+}
+
 /// Whether this host mounts a cgroup v1 hierarchy (hybrid or legacy).
 fn v1_mounted() -> bool {
     std::fs::read_to_string("/proc/self/mountinfo")
@@ -915,30 +945,10 @@ async fn a_create_warms_the_cgroup_lock_and_an_exec_joins_v1_without_it() {
     }
 
     settle().await;
-    let monitor = env.container_info(&id).await["monitorPid"]
-        .as_u64()
-        .expect("verbose info has the monitor's pid") as u32;
     let daemon_out = env.daemon().dir().join("strace-daemon.out");
     let daemon_trace = common::Strace::attach(pid, "write", &daemon_out).await;
-    let strace = common::Strace::attach(monitor, "write", &out).await;
-    let seen = env
-        .exec_ok(
-            &id,
-            &[
-                "sh",
-                "-c",
-                "cat /proc/self/cgroup; echo --; cat /proc/1/cgroup",
-            ],
-        )
-        .await;
-    let exec = cgroup_writes(&strace.finish());
+    let exec = cgroup_writes(&traced_exec_in_init_cgroups(&mut env, &id, "write").await);
     let daemon = cgroup_writes(&daemon_trace.finish());
-    let (exec_view, init_view) = seen.split_once("--\n").expect("both cgroup files");
-    assert_eq!(
-        exec_view.trim(),
-        init_view.trim(),
-        "the exec is not in the init's cgroups"
-    );
     assert!(
         daemon.is_empty(),
         "exec: the daemon warmed the lock: {daemon:?}"
@@ -1022,32 +1032,10 @@ async fn the_lifecycle_on_a_pure_cgroup_v2_host() {
         "{sleepers:?} without the init {init}"
     );
 
-    // The exec is in the init's cgroup (both read from inside the container's cgroup
-    // namespace), started there by clone3(CLONE_INTO_CGROUP) rather than moved through
-    // cgroup.procs (a move would wait for the kernel's migration lock): strace on the
-    // monitor and its forks sees the clone and no such write.
-    let monitor = env.container_info(&id).await["monitorPid"]
-        .as_u64()
-        .expect("verbose info has the monitor's pid") as u32;
-    let out = env.daemon().dir().join("strace-v2-exec.out");
-    let strace = common::Strace::attach(monitor, "clone3,write", &out).await;
-    let seen = env
-        .exec_ok(
-            &id,
-            &[
-                "sh",
-                "-c",
-                "cat /proc/self/cgroup; echo --; cat /proc/1/cgroup",
-            ],
-        )
-        .await;
-    let trace = strace.finish();
-    let (exec_view, init_view) = seen.split_once("--\n").expect("both cgroup files");
-    assert_eq!(
-        exec_view.trim(),
-        init_view.trim(),
-        "the exec is not in the init's cgroup"
-    );
+    // The exec is in the init's cgroup, started there by clone3(CLONE_INTO_CGROUP) rather
+    // than moved through cgroup.procs (a move would wait for the kernel's migration lock):
+    // strace on the monitor and its forks sees the clone and no such write.
+    let trace = traced_exec_in_init_cgroups(&mut env, &id, "clone3,write").await;
     assert!(
         trace
             .lines()
@@ -1158,24 +1146,7 @@ async fn a_containers_execs_do_not_read_the_mount_table() {
     let pod = env.run_pod(env.pod_config("execs")).await;
     let c = env.container_config(&pod, "execs", &["sleep", "3600"]);
     let id = env.create_start(&pod, c).await;
-    // The monitor forks every exec.
-    let monitor = env.container_info(&id).await["monitorPid"]
-        .as_u64()
-        .expect("verbose info has the monitor's pid") as u32;
-
-    let out = env.daemon().dir().join("strace-exec.out");
-    let strace = common::Strace::attach(monitor, "open,openat,openat2", &out).await;
-    let seen = env
-        .exec_ok(
-            &id,
-            &[
-                "sh",
-                "-c",
-                "cat /proc/self/cgroup; echo --; cat /proc/1/cgroup",
-            ],
-        )
-        .await;
-    let trace = strace.finish();
+    let trace = traced_exec_in_init_cgroups(&mut env, &id, "open,openat,openat2").await;
 
     assert!(
         trace
@@ -1187,12 +1158,6 @@ async fn a_containers_execs_do_not_read_the_mount_table() {
     assert!(
         reads.is_empty(),
         "the exec read the mount table: {reads:#?}"
-    );
-    let (exec_view, init_view) = seen.split_once("--\n").expect("both cgroup files");
-    assert_eq!(
-        exec_view.trim(),
-        init_view.trim(),
-        "the exec is not in the init's cgroups"
     );
 }
 
@@ -1206,7 +1171,7 @@ async fn containers_are_created_with_their_pods_mounts_only() {
     let mut env = PodEnv::start().await;
     let pods_dir = env.daemon().run_dir.join("s");
     let pods_dir = pods_dir.to_str().unwrap();
-    assert_eq!(mounts_under(pods_dir), vec![pods_dir.to_string()]);
+    assert_eq!(common::mounts_under(pods_dir), vec![pods_dir.to_string()]);
     let pod = env.run_pod(env.pod_config("shm")).await;
     let other = env.run_pod(env.pod_config("shm-other")).await;
     let sleep = &["sleep", "3600"];

@@ -227,14 +227,7 @@ fn a_metrics_port_in_use_stops_startup_naming_it() {
         !dir.path().join("run/s.sock").exists(),
         "no CRI socket is left behind"
     );
-    let prefix = dir.path().display().to_string();
-    let mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|m| m.starts_with(&prefix))
-        .map(String::from)
-        .collect();
+    let mounts = common::mounts_under(&dir.path().display().to_string());
     for m in &mounts {
         let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
     }

@@ -996,12 +996,7 @@ fn mount_points(mountinfo: &str) -> Vec<PathBuf> {
 async fn a_container_is_created_without_the_other_pods_mounts() {
     let Some(fx) = Fixture::new() else { return };
     let pods = PodsDir::new(&fx, true);
-    let seen = fx.tmp.path().join("seen-mountinfo");
-    let mut req = fx.request(&["cat", "/dev/shm/marker"], |spec| pods.spec(spec, &seen));
-    req.pods_mount = Some(pods.0.clone());
-    let created = fx.create(&req).await.unwrap();
-
-    let points = mount_points(&fs::read_to_string(&seen).expect("the hook ran"));
+    let (req, created, points) = create_seeing(&fx, &pods).await;
     assert!(points.contains(&pods.shm("mine")), "{points:#?}");
     assert!(
         !points.iter().any(|p| p.starts_with(pods.0.join("other"))),
@@ -1015,12 +1010,7 @@ async fn a_container_is_created_without_the_other_pods_mounts() {
     );
     let host = mount_points(&fs::read_to_string("/proc/self/mountinfo").unwrap());
     assert!(host.contains(&pods.shm("other")) && host.contains(&pods.0));
-
-    let client = MonitorClient::new(&req.state_dir);
-    client.start().await.unwrap();
-    assert_eq!(client.wait().await.unwrap().exit_code, 0);
-    assert_eq!(log_lines(&req), vec!["stdout F mine".to_string()]);
-    fx.assert_clean(&req, &read_status(&req.state_dir).unwrap().unwrap());
+    runs_with_its_pods_shm(&fx, &req).await;
 }
 
 /// A pods dir that is not a mount (an older daemon's pods below it kept the daemon from
@@ -1030,19 +1020,32 @@ async fn a_container_is_created_without_the_other_pods_mounts() {
 async fn a_pods_dir_that_is_not_a_mount_leaves_the_create_in_the_hosts_namespace() {
     let Some(fx) = Fixture::new() else { return };
     let pods = PodsDir::new(&fx, false);
+    let (req, _, points) = create_seeing(&fx, &pods).await;
+    assert!(points.contains(&pods.shm("mine")), "{points:#?}");
+    assert!(points.contains(&pods.shm("other")), "{points:#?}");
+    runs_with_its_pods_shm(&fx, &req).await;
+}
+
+/// Creates a container of pod `mine` (its /dev/shm) with `pods_mount` set to `pods`, and
+/// returns its request, what the monitor reported and the mount points its runtime's
+/// createRuntime hook saw.
+async fn create_seeing(fx: &Fixture, pods: &PodsDir) -> (CreateRequest, Created, Vec<PathBuf>) {
     let seen = fx.tmp.path().join("seen-mountinfo");
     let mut req = fx.request(&["cat", "/dev/shm/marker"], |spec| pods.spec(spec, &seen));
     req.pods_mount = Some(pods.0.clone());
-    fx.create(&req).await.unwrap();
-
+    let created = fx.create(&req).await.unwrap();
     let points = mount_points(&fs::read_to_string(&seen).expect("the hook ran"));
-    assert!(points.contains(&pods.shm("mine")), "{points:#?}");
-    assert!(points.contains(&pods.shm("other")), "{points:#?}");
+    (req, created, points)
+}
+
+/// Starts the container of `create_seeing`: it reads pod `mine`'s marker from its
+/// /dev/shm and ends, leaving nothing.
+async fn runs_with_its_pods_shm(fx: &Fixture, req: &CreateRequest) {
     let client = MonitorClient::new(&req.state_dir);
     client.start().await.unwrap();
     assert_eq!(client.wait().await.unwrap().exit_code, 0);
-    assert_eq!(log_lines(&req), vec!["stdout F mine".to_string()]);
-    fx.assert_clean(&req, &read_status(&req.state_dir).unwrap().unwrap());
+    assert_eq!(log_lines(req), vec!["stdout F mine".to_string()]);
+    fx.assert_clean(req, &read_status(&req.state_dir).unwrap().unwrap());
 }
 
 fn mounted_under(dir: &Path) -> Vec<String> {

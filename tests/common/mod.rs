@@ -540,14 +540,7 @@ impl Drop for TestDaemon {
         }
         // A daemon killed or stopped with pods keeps its pods dir mounted (for the next
         // daemon); the temp dir cannot go with a mount in it.
-        let dir = self.dir().display().to_string();
-        let mounts: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|m| m.starts_with(&dir))
-            .map(String::from)
-            .collect();
+        let mounts = mounts_under(&self.dir().display().to_string());
         for m in mounts.iter().rev() {
             let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
         }
@@ -559,6 +552,16 @@ impl Drop for TestDaemon {
             panic!("test daemon teardown: {}", problems.join("; "));
         }
     }
+}
+
+/// Mount points in this process's mount namespace at or below `dir`, in table order.
+pub fn mounts_under(dir: &str) -> Vec<String> {
+    fs::read_to_string("/proc/self/mountinfo")
+        .expect("read mountinfo")
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
+        .filter(|m| m == dir || m.starts_with(&format!("{dir}/")))
+        .collect()
 }
 
 /// Whether a daemon answers Version on `endpoint` (a short connect timeout).

@@ -656,7 +656,7 @@ impl Drop for PodEnv {
         // test may leave mounts, which must go before the temp dir does.
         let dir = daemon.dir().display().to_string();
         let pods_dir = daemon.run_dir.join("s").display().to_string();
-        let mounts: Vec<String> = mounts_under(&dir)
+        let mounts: Vec<String> = super::mounts_under(&dir)
             .into_iter()
             .filter(|m| *m != pods_dir)
             .collect();
@@ -675,7 +675,7 @@ impl Drop for PodEnv {
         // a daemon stopped with no pods took its pods dir's mount with it.
         let stopped_here = daemon.pid().is_some();
         problems.extend(daemon.shut_down());
-        let left = mounts_under(&dir);
+        let left = super::mounts_under(&dir);
         if stopped_here && !left.is_empty() {
             problems.push(format!(
                 "mounts left after the daemon stopped with no pods: {}",
@@ -749,17 +749,6 @@ async fn remove_all_pods(mut cri: Cri) {
 }
 
 /// kubelet's default for a pod: its own network and IPC, a pid namespace per container.
-/// The mount points in this process's mount table at or below `dir`, in table order.
-pub fn mounts_under(dir: &str) -> Vec<String> {
-    fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|m| m.starts_with(dir))
-        .map(String::from)
-        .collect()
-}
-
 pub fn pod_namespaces() -> NamespaceOption {
     NamespaceOption {
         network: NamespaceMode::Pod as i32,
