@@ -577,6 +577,74 @@ async fn without_apparmor_profiles_are_accepted_and_the_status_says_so() {
     env.remove_pod(&pod.id).await.expect("RemovePodSandbox");
 }
 
+/// The pod holder starts in its leaf: the setup process joins each v1 leaf through
+/// `tasks` ("0": itself, which takes no global lock) before it forks the holder, and the
+/// holder is created in the v2 leaf by `clone3(CLONE_INTO_CGROUP)`. strace (not proxrt) on
+/// the daemon and on the zygote, which forks the setup process, sees no write into any
+/// `cgroup.procs` during RunPodSandbox: nothing waits for the kernel's cgroup migration
+/// lock (an RCU grace period when it is cold).
+async fn the_pod_holder_starts_in_its_cgroup(mut env: PodEnv, v1: bool) {
+    let daemon = env.daemon().pid().expect("daemon running");
+    let zygote = std::fs::read_to_string(format!("/proc/{daemon}/task/{daemon}/children"))
+        .unwrap()
+        .split_whitespace()
+        .map(|p| p.parse::<i32>().unwrap())
+        .find(|p| comm(*p) == "proxrt-zygote")
+        .expect("the daemon's zygote") as u32;
+    let dir = env.daemon().dir().to_owned();
+    let daemon_trace = common::Strace::attach(daemon, "write", &dir.join("d.out")).await;
+    let zygote_trace = common::Strace::attach(zygote, "write,clone3", &dir.join("z.out")).await;
+    let pod = env.run_pod(env.pod_config("holder-start")).await;
+    let (daemon_trace, zygote_trace) = (daemon_trace.finish(), zygote_trace.finish());
+
+    let (_, record) = sandbox_record(&env, &pod.id);
+    let holder = record["holder_pid"].as_i64().expect("holder pid") as i32;
+    let cgroups = std::fs::read_to_string(format!("/proc/{holder}/cgroup")).unwrap();
+    let leaf = format!("proxrt-pause-{}", pod.id);
+    assert!(
+        cgroups.contains(&leaf),
+        "holder {holder} not in {leaf}: {cgroups}"
+    );
+    let mut writes = common::cgroup_writes(&daemon_trace);
+    writes.extend(common::cgroup_writes(&zygote_trace));
+    let moves: Vec<_> = writes
+        .iter()
+        .filter(|(file, _)| file.ends_with("/cgroup.procs"))
+        .collect();
+    assert!(moves.is_empty(), "moved through cgroup.procs: {moves:?}");
+    if v1 {
+        assert!(
+            writes
+                .iter()
+                .any(|(file, data)| file.ends_with(&format!("{leaf}/tasks")) && data == "0"),
+            "no join through the leaf's tasks: {writes:?}"
+        );
+    } else {
+        assert!(
+            zygote_trace
+                .lines()
+                .any(|l| l.contains("clone3(") && l.contains("CLONE_INTO_CGROUP")),
+            "the holder was not cloned into its cgroup: {zygote_trace}"
+        );
+    }
+    env.stop_pod(&pod.id).await.expect("StopPodSandbox");
+    env.remove_pod(&pod.id).await.expect("RemovePodSandbox");
+}
+
+#[tokio::test]
+async fn the_pod_holder_starts_in_its_cgroup_on_this_host() {
+    let v1 = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.contains(" - cgroup "));
+    the_pod_holder_starts_in_its_cgroup(PodEnv::start().await, v1).await;
+}
+
+#[tokio::test]
+async fn the_pod_holder_starts_in_its_cgroup_on_a_pure_cgroup_v2_host() {
+    the_pod_holder_starts_in_its_cgroup(PodEnv::start_in_cgroup_v2_view("").await, false).await;
+}
+
 /// Item 1, the rest: the pod holder lives in a leaf of the pod's cgroup
 /// (`<cgroup_parent>/proxrt-pause-<pod id>`) in every hierarchy, and the leaf goes with the
 /// pod. Before: the holder stayed in the daemon's cgroup.

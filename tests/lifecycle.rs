@@ -850,22 +850,6 @@ async fn bad_requests_get_the_right_code() {
     );
 }
 
-/// The writes into a cgroup's `cgroup.procs` or `tasks` file that strace saw, as (file,
-/// what was written).
-fn cgroup_writes(trace: &str) -> Vec<(String, String)> {
-    trace
-        .lines()
-        .filter_map(|line| {
-            let call = line.split_once(' ')?.1.trim_start();
-            let rest = call.strip_prefix("write(")?;
-            let path = rest.split_once('<')?.1.split_once('>')?.0;
-            let data = rest.split_once(", \"")?.1.split_once('"')?.0;
-            (path.ends_with("/cgroup.procs") || path.ends_with("/tasks"))
-                .then(|| (path.to_owned(), data.to_owned()))
-        })
-        .collect()
-}
-
 /// Runs an exec that prints its own and the init's `/proc/<pid>/cgroup` while strace (not
 /// proxrt) follows the container's monitor, which forks every exec, for `syscalls`;
 /// checks that the exec is in the init's cgroups and returns the trace.
@@ -926,7 +910,7 @@ async fn a_create_warms_the_cgroup_lock_and_an_exec_joins_v1_without_it() {
     let strace = common::Strace::attach(pid, "write", &out).await;
     let c = env.container_config(&pod, "warm", &["sleep", "3600"]);
     let id = env.create_start(&pod, c).await;
-    let create = cgroup_writes(&strace.finish());
+    let create = common::cgroup_writes(&strace.finish());
     let own: Vec<&String> = create
         .iter()
         .filter(|(file, data)| *data == pid.to_string() && file.ends_with("/cgroup.procs"))
@@ -947,8 +931,8 @@ async fn a_create_warms_the_cgroup_lock_and_an_exec_joins_v1_without_it() {
     settle().await;
     let daemon_out = env.daemon().dir().join("strace-daemon.out");
     let daemon_trace = common::Strace::attach(pid, "write", &daemon_out).await;
-    let exec = cgroup_writes(&traced_exec_in_init_cgroups(&mut env, &id, "write").await);
-    let daemon = cgroup_writes(&daemon_trace.finish());
+    let exec = common::cgroup_writes(&traced_exec_in_init_cgroups(&mut env, &id, "write").await);
+    let daemon = common::cgroup_writes(&daemon_trace.finish());
     assert!(
         daemon.is_empty(),
         "exec: the daemon warmed the lock: {daemon:?}"
@@ -1042,7 +1026,7 @@ async fn the_lifecycle_on_a_pure_cgroup_v2_host() {
             .any(|l| l.contains("clone3(") && l.contains("CLONE_INTO_CGROUP")),
         "no clone3(CLONE_INTO_CGROUP): {trace}"
     );
-    let moves = cgroup_writes(&trace);
+    let moves = common::cgroup_writes(&trace);
     assert!(
         moves.is_empty(),
         "the exec moved through a cgroup file: {moves:?}"

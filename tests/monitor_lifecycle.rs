@@ -1078,6 +1078,7 @@ fn sandbox_request(fx: &Fixture, name: &str) -> SandboxRequest {
         new_pid: true,
         hostname: Some("pod-host".into()),
         sysctls: BTreeMap::new(),
+        cgroup_dirs: Vec::new(),
     }
 }
 

@@ -252,9 +252,9 @@ pub trait Backend: Send + Sync {
 
     // ----- containers -----
 
-    /// A create or pod is about to move a process between this host's cgroups: start now
-    /// what makes that move fast (host/migration.rs). Default: nothing. (An exec joins
-    /// without that lock: `monitor::cgroup_join_files`.)
+    /// A create is about to move a process between this host's cgroups: start now what
+    /// makes that move fast (host/migration.rs). Default: nothing. (An exec and a pod's
+    /// holder join without that lock: `monitor::cgroup_join_files`, monitor/sandbox.rs.)
     fn expect_cgroup_move(&self) {}
 
     /// Last adjustments to a spec before it is written into the bundle; what it takes

@@ -195,6 +195,7 @@ proptest! {
             new_pid,
             hostname,
             sysctls,
+            cgroup_dirs: Vec::new(),
         };
         if let Err(e) = crate::monitor::sandbox::validate(&req) {
             assert_request_error(&e)?;

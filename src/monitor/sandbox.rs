@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -20,12 +20,12 @@ use std::time::Duration;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::signal::{SigSet, Signal};
-use nix::unistd::{fork, ForkResult, Pid};
+use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
 use super::process::{
-    close_fds_except, exit_now, pidfd_open, pidfd_send_signal, poll_one, reset_signals,
-    stdio_to_dev_null,
+    close_fds_except, exit_now, fork_into_cgroup, pidfd_open, pidfd_send_signal, poll_one,
+    reset_signals, stdio_to_dev_null, Forked,
 };
 use super::protocol::{acknowledged, write_frame, Fault, Report};
 use super::MonitorError;
@@ -60,6 +60,13 @@ pub struct SandboxRequest {
     /// `fs.mqueue.*` need `new_ipc`; `kernel.hostname`/`kernel.domainname` need `new_uts`):
     /// anything else would change the host. Keys use `.` or `/` as separator, as in Kubernetes.
     pub sysctls: BTreeMap<String, String>,
+    /// The holder's cgroup in each hierarchy (made by the daemon), which it starts in:
+    /// the setup process joins each v1 one through `tasks` before forking the holder, and
+    /// the holder is created in the v2 one (`clone3(CLONE_INTO_CGROUP)`). Neither moves a
+    /// process through `cgroup.procs`, which would wait for the kernel's cgroup migration
+    /// lock (monitor/enter.rs, `cgroup_join_files`). Empty: the daemon's cgroups.
+    #[serde(default)]
+    pub cgroup_dirs: Vec<PathBuf>,
 }
 
 /// The holder and the namespace files containers join.
@@ -93,6 +100,12 @@ pub(crate) fn validate(req: &SandboxRequest) -> Result<(), MonitorError> {
                 "invalid hostname {h:?}"
             )));
         }
+    }
+    if let Some(dir) = req.cgroup_dirs.iter().find(|d| !d.is_absolute()) {
+        return Err(MonitorError::InvalidRequest(format!(
+            "holder cgroup {} must be an absolute path",
+            dir.display()
+        )));
     }
     Ok(())
 }
@@ -200,20 +213,32 @@ fn setup(
     }
     unshare(flags).map_err(|e| internal("unshare namespaces", &e))?;
 
+    let v2_cgroup = join_v1_cgroups(&req.cgroup_dirs)
+        .map_err(|e| internal("put the pod holder in its cgroup", &e))?;
+
     // The holder says on this pipe whether it confined itself ("ok" or the failure).
     let (ready_r, ready_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| internal("pipe", &e))?;
     // Named before the fork so the holder carries its name from its first instant:
     // teardown recognizes holders by it.
     let _ = nix::sys::prctl::set_name(c"proxrt-pause");
-    // SAFETY: this process is single-threaded.
-    let holder = match unsafe { fork() }.map_err(|e| internal("fork holder", &e))? {
-        ForkResult::Child => {
+    // This process is single-threaded.
+    let into = v2_cgroup.as_ref().map(|(dir, _)| dir);
+    let holder = match fork_into_cgroup(into).map_err(|e| internal("fork holder", &e))? {
+        Forked::Child { in_cgroup } => {
             let _ = nix::unistd::close(report_fd);
             drop(ready_r);
+            if let (false, Some((_, procs))) = (in_cgroup, &v2_cgroup) {
+                // The kernel would not start it there: it moves (and waits for the lock).
+                if let Err(e) = fs::write(procs, "0") {
+                    let mut ready = fs::File::from(ready_w);
+                    let _ = write!(ready, "join {}: {e}", procs.display());
+                    exit_now(1)
+                }
+            }
             hold(ready_w, &req.dir)
         }
-        ForkResult::Parent { child } => child,
+        Forked::Parent(child) => child,
     };
     drop(ready_w);
     let _ = nix::sys::prctl::set_name(c"proxrt-sandbox");
@@ -248,6 +273,32 @@ fn setup(
         uts_ns: of_holder(req.new_uts, "uts"),
         pid_ns: of_holder(req.new_pid, "pid"),
     })
+}
+
+/// Moves this (single-threaded) process into each cgroup v1 dir of `dirs` through its
+/// `tasks` file, which does not take the kernel's cgroup migration lock; returns the
+/// cgroup v2 dir, opened for `clone3(CLONE_INTO_CGROUP)`, with its `cgroup.procs` path.
+fn join_v1_cgroups(dirs: &[PathBuf]) -> io::Result<Option<(fs::File, PathBuf)>> {
+    let mut v2 = None;
+    for dir in dirs {
+        let tasks = dir.join("tasks");
+        if tasks.is_file() {
+            // "0" is the writer itself: a thread moving itself takes no global lock.
+            OpenOptions::new()
+                .write(true)
+                .open(&tasks)
+                .and_then(|mut f| f.write_all(b"0"))
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", tasks.display())))?;
+        } else {
+            let opened = OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+                .open(dir)
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
+            v2 = Some((opened, dir.join("cgroup.procs")));
+        }
+    }
+    Ok(v2)
 }
 
 /// Bind-mounts `/proc/<holder>/ns/<name>` onto an empty file `<dir>/<name>`.
@@ -473,6 +524,7 @@ mod tests {
             new_pid: true,
             hostname: None,
             sysctls: BTreeMap::new(),
+            cgroup_dirs: Vec::new(),
         }
     }
 

@@ -554,6 +554,22 @@ impl Drop for TestDaemon {
     }
 }
 
+/// The writes into a cgroup's `cgroup.procs` or `tasks` file that strace saw, as (file,
+/// what was written).
+pub fn cgroup_writes(trace: &str) -> Vec<(String, String)> {
+    trace
+        .lines()
+        .filter_map(|line| {
+            let call = line.split_once(' ')?.1.trim_start();
+            let rest = call.strip_prefix("write(")?;
+            let path = rest.split_once('<')?.1.split_once('>')?.0;
+            let data = rest.split_once(", \"")?.1.split_once('"')?.0;
+            (path.ends_with("/cgroup.procs") || path.ends_with("/tasks"))
+                .then(|| (path.to_owned(), data.to_owned()))
+        })
+        .collect()
+}
+
 /// Mount points in this process's mount namespace at or below `dir`, in table order.
 pub fn mounts_under(dir: &str) -> Vec<String> {
     fs::read_to_string("/proc/self/mountinfo")

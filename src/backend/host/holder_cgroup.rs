@@ -1,7 +1,8 @@
 //! The pod namespace holder in the pod's cgroup (issue 12, item 1): with a
-//! `cgroup_parent` (kubelet always gives one), the holder moves to a leaf of its own under
+//! `cgroup_parent` (kubelet always gives one), the holder lives in a leaf of its own under
 //! it, `<parent>/proxrt-pause-<pod id>`, in every hierarchy, as containerd's pause
-//! container does. A leaf, not the parent itself: on cgroup v2 a cgroup with controllers
+//! container does. The daemon makes the leaf; the holder starts in it (monitor/sandbox.rs:
+//! no move through `cgroup.procs`). A leaf, not the parent itself: on cgroup v2 a cgroup with controllers
 //! enabled for its children cannot hold processes. Without a parent the holder stays in
 //! the daemon's cgroup.
 
@@ -80,19 +81,6 @@ fn inherit_cpuset(root: &Path, leaf: &Path) -> io::Result<()> {
             }
         }
         parent = dir;
-    }
-    Ok(())
-}
-
-/// Moves `pid` into every leaf.
-pub(super) fn enter(dirs: &[PathBuf], pid: i32) -> io::Result<()> {
-    for dir in dirs {
-        fs::write(dir.join("cgroup.procs"), pid.to_string()).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("move the pod holder {pid} into {}: {e}", dir.display()),
-            )
-        })?;
     }
     Ok(())
 }

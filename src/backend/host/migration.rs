@@ -1,15 +1,14 @@
 //! The kernel's cgroup migration lock, taken ahead of the move that needs it.
 //!
 //! Moving a process between cgroups (a write to `cgroup.procs`: libcontainer's or crun's
-//! intermediate process joining the container's cgroup, the pod holder entering its leaf)
-//! takes the kernel's global `cgroup_threadgroup_rwsem` for
+//! intermediate process joining the container's cgroup) takes the kernel's global `cgroup_threadgroup_rwsem` for
 //! writing. That lock is a per-CPU rwsem: when no move happened within about the last RCU
 //! grace period, the writer first waits for a full grace period (`rcu_sync_enter`), 4–16 ms
 //! on the test VM and the largest single wait in a CreateContainer (docs/benchmarks.md,
 //! "The cgroup migration lock"). Once a writer has been through, further writers pass at
 //! once for about one more grace period.
 //!
-//! So when a create or a pod begins, the daemon writes its own pid into the
+//! So when a create begins, the daemon writes its own pid into the
 //! `cgroup.procs` of the cgroup it is already in, on a blocking thread: for the kernel a
 //! move to where the process already is (nothing changes), but it takes the lock, and the
 //! grace period then elapses while the daemon builds the bundle and the zygote forks the
@@ -17,10 +16,11 @@
 //! `favordynmods` never waits; the write is then merely cheap. Failure is harmless (the
 //! real move pays the wait) and only logged.
 //!
-//! Not for an exec: its child joins the container's v1 cgroups through `tasks` and starts
-//! in its v2 cgroup (`monitor::cgroup_join_files`), neither of which takes the lock, and a
-//! warm-up would only make every fork, exec and exit on the host wait for its grace period
-//! (a writer waiting for the lock holds them off).
+//! Not for an exec or a pod: the exec child and the pod's holder join their v1 cgroups
+//! through `tasks` and start in their v2 cgroup (`monitor::cgroup_join_files`,
+//! monitor/sandbox.rs), neither of which takes the lock, and a warm-up would only make
+//! every fork, exec and exit on the host wait for its grace period (a writer waiting for
+//! the lock holds them off).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -148,15 +148,8 @@ impl Backend for HostBackend {
     }
 
     async fn run_pod(&self, pod: PodParams<'_>) -> Result<PodRuntime, BackendError> {
-        // The holder moves into the pod's cgroup only under a parent (holder_cgroup.rs).
-        if pod
-            .config
-            .linux
-            .as_ref()
-            .is_some_and(|l| !l.cgroup_parent.is_empty())
-        {
-            self.expect_cgroup_move();
-        }
+        // No warm-up of the cgroup migration lock: the holder starts in its cgroup
+        // without a move through cgroup.procs (monitor/sandbox.rs).
         pod::run(self.zygote()?, &self.network, &pod).await
     }
 

@@ -160,6 +160,8 @@ pub(super) async fn run(
                 // An empty hostname keeps the kernel's default in the new uts namespace.
                 hostname: (!host_net && !hostname.is_empty()).then(|| hostname.clone()),
                 sysctls: sysctls.into_iter().collect(),
+                // The holder starts there: no move through cgroup.procs (sandbox.rs).
+                cgroup_dirs: holder_dirs.clone(),
             },
             // Before the holder is kept: a daemon killed from here on leaves its pid.
             |created| {
@@ -177,8 +179,6 @@ pub(super) async fn run(
             }
         });
     }
-    holder_cgroup::enter(&holder_dirs, created.holder_pid)
-        .map_err(|e| io("put the pod holder in its cgroup".into(), e))?;
     crate::crash_point!("run_pod_sandbox.holder_cgroup");
 
     let network = match &created.net_ns {
