@@ -577,9 +577,9 @@ async fn without_apparmor_profiles_are_accepted_and_the_status_says_so() {
     env.remove_pod(&pod.id).await.expect("RemovePodSandbox");
 }
 
-/// The pod holder starts in its leaf: the setup process joins each v1 leaf through
-/// `tasks` ("0": itself, which takes no global lock) before it forks the holder, and the
-/// holder is created in the v2 leaf by `clone3(CLONE_INTO_CGROUP)`. strace (not proxrt) on
+/// The pod holder starts in its leaf: it is created in the v2 leaf by
+/// `clone3(CLONE_INTO_CGROUP)` and joins each v1 leaf through `tasks` itself ("0": a
+/// thread moving itself takes no global lock). strace (not proxrt) on
 /// the daemon and on the zygote, which forks the setup process, sees no write into any
 /// `cgroup.procs` during RunPodSandbox: nothing waits for the kernel's cgroup migration
 /// lock (an RCU grace period when it is cold).

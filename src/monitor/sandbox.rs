@@ -60,9 +60,9 @@ pub struct SandboxRequest {
     /// `fs.mqueue.*` need `new_ipc`; `kernel.hostname`/`kernel.domainname` need `new_uts`):
     /// anything else would change the host. Keys use `.` or `/` as separator, as in Kubernetes.
     pub sysctls: BTreeMap<String, String>,
-    /// The holder's cgroup in each hierarchy (made by the daemon), which it starts in:
-    /// the setup process joins each v1 one through `tasks` before forking the holder, and
-    /// the holder is created in the v2 one (`clone3(CLONE_INTO_CGROUP)`). Neither moves a
+    /// The holder's cgroup in each hierarchy (made by the daemon), which it starts in: the
+    /// holder joins each v1 one through `tasks` itself, and is created in the v2 one
+    /// (`clone3(CLONE_INTO_CGROUP)`). Neither moves a
     /// process through `cgroup.procs`, which would wait for the kernel's cgroup migration
     /// lock (monitor/enter.rs, `cgroup_join_files`). Empty: the daemon's cgroups.
     #[serde(default)]
@@ -213,7 +213,7 @@ fn setup(
     }
     unshare(flags).map_err(|e| internal("unshare namespaces", &e))?;
 
-    let v2_cgroup = join_v1_cgroups(&req.cgroup_dirs)
+    let cgroups = HolderCgroups::open(&req.cgroup_dirs)
         .map_err(|e| internal("put the pod holder in its cgroup", &e))?;
 
     // The holder says on this pipe whether it confined itself ("ok" or the failure).
@@ -223,18 +223,15 @@ fn setup(
     // teardown recognizes holders by it.
     let _ = nix::sys::prctl::set_name(c"proxrt-pause");
     // This process is single-threaded.
-    let into = v2_cgroup.as_ref().map(|(dir, _)| dir);
+    let into = cgroups.v2.as_ref().map(|(dir, _)| dir);
     let holder = match fork_into_cgroup(into).map_err(|e| internal("fork holder", &e))? {
         Forked::Child { in_cgroup } => {
             let _ = nix::unistd::close(report_fd);
             drop(ready_r);
-            if let (false, Some((_, procs))) = (in_cgroup, &v2_cgroup) {
-                // The kernel would not start it there: it moves (and waits for the lock).
-                if let Err(e) = fs::write(procs, "0") {
-                    let mut ready = fs::File::from(ready_w);
-                    let _ = write!(ready, "join {}: {e}", procs.display());
-                    exit_now(1)
-                }
+            if let Err(e) = cgroups.join(in_cgroup) {
+                let mut ready = fs::File::from(ready_w);
+                let _ = write!(ready, "put the pod holder in its cgroup: {e}");
+                exit_now(1)
             }
             hold(ready_w, &req.dir)
         }
@@ -275,30 +272,59 @@ fn setup(
     })
 }
 
-/// Moves this (single-threaded) process into each cgroup v1 dir of `dirs` through its
-/// `tasks` file, which does not take the kernel's cgroup migration lock; returns the
-/// cgroup v2 dir, opened for `clone3(CLONE_INTO_CGROUP)`, with its `cgroup.procs` path.
-fn join_v1_cgroups(dirs: &[PathBuf]) -> io::Result<Option<(fs::File, PathBuf)>> {
-    let mut v2 = None;
-    for dir in dirs {
-        let tasks = dir.join("tasks");
-        if tasks.is_file() {
-            // "0" is the writer itself: a thread moving itself takes no global lock.
-            OpenOptions::new()
-                .write(true)
-                .open(&tasks)
-                .and_then(|mut f| f.write_all(b"0"))
-                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", tasks.display())))?;
-        } else {
-            let opened = OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
-                .open(dir)
-                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
-            v2 = Some((opened, dir.join("cgroup.procs")));
+/// The holder's cgroups, opened by the setup process before it forks the holder: the
+/// `tasks` file of each cgroup v1 leaf, which the holder writes "0" into itself (a thread
+/// moving itself takes no global lock), and the cgroup v2 leaf, opened for
+/// `clone3(CLONE_INTO_CGROUP)`, with its `cgroup.procs` for when the kernel refuses that.
+/// The setup process itself stays where it is.
+struct HolderCgroups {
+    tasks: Vec<(fs::File, PathBuf)>,
+    v2: Option<(fs::File, PathBuf)>,
+}
+
+impl HolderCgroups {
+    fn open(dirs: &[PathBuf]) -> io::Result<HolderCgroups> {
+        let failed = |path: &Path| {
+            let path = path.to_owned();
+            move |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+        };
+        let mut cgroups = HolderCgroups {
+            tasks: Vec::new(),
+            v2: None,
+        };
+        for dir in dirs {
+            let tasks = dir.join("tasks");
+            if tasks.is_file() {
+                let file = OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_CLOEXEC)
+                    .open(&tasks)
+                    .map_err(failed(&tasks))?;
+                cgroups.tasks.push((file, tasks));
+            } else {
+                let opened = OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+                    .open(dir)
+                    .map_err(failed(dir))?;
+                cgroups.v2 = Some((opened, dir.join("cgroup.procs")));
+            }
         }
+        Ok(cgroups)
     }
-    Ok(v2)
+
+    /// In the holder: joins each v1 leaf, and the v2 one unless it was created there.
+    fn join(self, in_cgroup: bool) -> Result<(), String> {
+        for (mut file, path) in self.tasks {
+            file.write_all(b"0")
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        if let (false, Some((_, procs))) = (in_cgroup, self.v2) {
+            // The kernel would not start it there: it moves (and waits for the lock).
+            fs::write(&procs, "0").map_err(|e| format!("{}: {e}", procs.display()))?;
+        }
+        Ok(())
+    }
 }
 
 /// Bind-mounts `/proc/<holder>/ns/<name>` onto an empty file `<dir>/<name>`.
