@@ -522,10 +522,12 @@ impl MonitorClient {
             .map_err(|_| gone())?;
         let mut reader = BufReader::new(stream);
         let mut line = Vec::new();
-        let n = reader
-            .read_until(b'\n', &mut line)
-            .await
-            .map_err(|e| MonitorError::io(format!("{op}: read reply"), e))?;
+        let n = match reader.read_until(b'\n', &mut line).await {
+            Ok(n) => n,
+            // A monitor that exits with our request unread resets the connection.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => 0,
+            Err(e) => return Err(MonitorError::io(format!("{op}: read reply"), e)),
+        };
         if n == 0 || line.last() != Some(&b'\n') {
             // The monitor exited (container finished) or was killed mid-request.
             return Err(gone());
@@ -551,5 +553,55 @@ fn reply_error(op: &'static str, fault: Fault, message: String) -> MonitorError 
         Fault::Invalid => MonitorError::InvalidRequest(format!("{op}: {message}")),
         Fault::State => MonitorError::WrongState { op, message },
         Fault::Internal => MonitorError::Failed { op, message },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::monitor::status::{write_status, ContainerStatusFile};
+
+    /// A monitor that accepts one connection and exits (drops it) without reading the
+    /// request: the client's read sees a reset, not an end of file.
+    fn monitor_that_exits_unread(state_dir: &Path) -> std::thread::JoinHandle<()> {
+        let listener =
+            std::os::unix::net::UnixListener::bind(state_dir.join(MONITOR_SOCKET)).unwrap();
+        std::thread::spawn(move || {
+            let (conn, _) = listener.accept().unwrap();
+            // Until the request has arrived, unread.
+            let mut waiting = [0u8; 1];
+            let _ = nix::sys::socket::recv(
+                std::os::fd::AsRawFd::as_raw_fd(&conn),
+                &mut waiting,
+                nix::sys::socket::MsgFlags::MSG_PEEK,
+            );
+            drop(conn);
+        })
+    }
+
+    #[tokio::test]
+    async fn a_monitor_gone_mid_request_is_gone_and_signal_then_finds_the_container_ended() {
+        let dir = tempfile::tempdir().unwrap();
+        let client = MonitorClient::new(dir.path());
+        let monitor = monitor_that_exits_unread(dir.path());
+        let err = client
+            .call("signal", MonitorRequest::Signal { signal: 9 })
+            .await;
+        monitor.join().unwrap();
+        assert!(
+            matches!(err, Err(MonitorError::MonitorGone { .. })),
+            "{:?}",
+            err.map(|_| ())
+        );
+
+        let _ = std::fs::remove_file(dir.path().join(MONITOR_SOCKET));
+        let mut ended = ContainerStatusFile::created(1, 2, 3);
+        ended.started_at = Some(4);
+        ended.finished_at = Some(5);
+        ended.exit_code = Some(137);
+        write_status(dir.path(), &ended).unwrap();
+        let monitor = monitor_that_exits_unread(dir.path());
+        client.signal(9).await.unwrap();
+        monitor.join().unwrap();
     }
 }
