@@ -27,10 +27,9 @@
 //! (the command runs) or a message (it does not, and the process is reaped).
 
 use std::ffi::CString;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use libcontainer::syscall::syscall::create_syscall;
@@ -39,7 +38,8 @@ use nix::sched::CloneFlags;
 use nix::unistd::{Gid, Pid, Uid};
 use oci_spec::runtime::{LinuxNamespaceType, LinuxSeccomp, Process, Spec};
 
-use super::process::{exit_now, fork_into_cgroup, reset_signals, wait_pid, Forked};
+use super::cgroup_join::CgroupJoin;
+use super::process::{exit_now, reset_signals, wait_pid, Forked};
 
 /// `PATH` when the container's environment has none (runc's and containerd's default).
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -75,8 +75,7 @@ pub(crate) fn spawn(
             .map_err(|e| format!("join the pid namespace: {e}"))?;
     }
     // The exec child is single-threaded; the child only makes syscalls and exits.
-    let into = plan.v2_cgroup.as_ref().map(|v2| &v2.dir);
-    match fork_into_cgroup(into) {
+    match plan.cgroups.fork() {
         Ok(Forked::Child { in_cgroup }) => {
             drop(err_r);
             let failure = plan.enter_and_exec(stdio, process, tty, in_cgroup);
@@ -100,14 +99,6 @@ pub(crate) fn spawn(
     }
 }
 
-/// A cgroup v2 cgroup to start the entering process in (`clone3(CLONE_INTO_CGROUP)`), or
-/// to move it into when the kernel refuses that.
-struct V2Cgroup {
-    dir: File,
-    procs: File,
-    path: PathBuf,
-}
-
 /// What the entering process needs, opened while still in the host's namespaces.
 struct Plan {
     pid_ns: Option<File>,
@@ -115,10 +106,8 @@ struct Plan {
     namespaces: Vec<(File, CloneFlags, &'static str)>,
     /// The init's root directory (its pivot_root'ed rootfs), opened from the host.
     root: File,
-    /// The `tasks` files of the init's cgroup v1 cgroups the entering process joins.
-    cgroups: Vec<(File, PathBuf)>,
-    /// The init's cgroup v2 cgroup, when the entering process is not there already.
-    v2_cgroup: Option<V2Cgroup>,
+    /// The init's cgroups the entering process is not in already.
+    cgroups: CgroupJoin,
     oom_score_adj: Option<String>,
     seccomp: Option<LinuxSeccomp>,
     argv: Vec<CString>,
@@ -157,29 +146,7 @@ impl Plan {
         namespaces.extend(mount);
         let root_path = format!("/proc/{init}/root");
         let root = File::open(&root_path).map_err(|e| format!("open {root_path}: {e}"))?;
-        let open_write = |path: &Path| {
-            OpenOptions::new()
-                .write(true)
-                .custom_flags(libc::O_CLOEXEC)
-                .open(path)
-                .map_err(|e| format!("open {}: {e}", path.display()))
-        };
-        let mut cgroups = Vec::new();
-        let mut v2_cgroup = None;
-        for path in cgroup_join_files(init)? {
-            let procs = open_write(&path)?;
-            match path.parent().filter(|_| path.ends_with("cgroup.procs")) {
-                Some(dir) => {
-                    let dir = OpenOptions::new()
-                        .read(true)
-                        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
-                        .open(dir)
-                        .map_err(|e| format!("open {}: {e}", dir.display()))?;
-                    v2_cgroup = Some(V2Cgroup { dir, procs, path });
-                }
-                None => cgroups.push((procs, path)),
-            }
-        }
+        let cgroups = CgroupJoin::open(&cgroup_join_files(init)?).map_err(|e| e.to_string())?;
         let oom_score_adj = fs::read_to_string(format!("/proc/{init}/oom_score_adj"))
             .ok()
             .map(|s| s.trim().to_string());
@@ -201,7 +168,6 @@ impl Plan {
             namespaces,
             root,
             cgroups,
-            v2_cgroup,
             oom_score_adj,
             seccomp,
             argv,
@@ -246,16 +212,7 @@ impl Plan {
                 ));
             }
         }
-        // Started in the v2 cgroup already, unless the kernel refused (then moved here).
-        let v2 = self
-            .v2_cgroup
-            .filter(|_| !in_cgroup)
-            .map(|v2| (v2.procs, v2.path));
-        for (mut file, path) in self.cgroups.into_iter().chain(v2) {
-            // "0" is the writer itself, whatever its pid is called in this namespace.
-            file.write_all(b"0")
-                .map_err(|e| format!("join cgroup {}: {e}", path.display()))?;
-        }
+        self.cgroups.join(in_cgroup)?;
         if let Some(adj) = &self.oom_score_adj {
             // Best effort: only a value below the caller's own needs CAP_SYS_RESOURCE, and
             // the init's was written by the same monitor.
@@ -406,13 +363,8 @@ pub(crate) fn cgroup_procs_files(pid: Pid) -> Result<Vec<PathBuf>, String> {
 /// the cgroups `pid` is in: nothing in a hierarchy where this process is in the same cgroup
 /// already; `tasks` in a cgroup v1 hierarchy; `cgroup.procs` in cgroup v2.
 ///
-/// `tasks` because a thread moving itself there (and the only thread is the process) does
-/// not take the kernel's global cgroup migration lock, whose writer first waits for an RCU
-/// grace period when no move happened within about the last one: 4–16 ms on the test VM,
-/// nearly all of a lone ExecSync (a probe). A move through `cgroup.procs` always takes it.
-/// cgroup v2 moves single threads only within threaded subtrees, so there the process is
-/// started in the cgroup instead (`clone3(CLONE_INTO_CGROUP)`), which takes no such lock;
-/// its `cgroup.procs` is the fallback.
+/// Why these files, and how they are used without the kernel's cgroup migration lock:
+/// cgroup_join.rs.
 pub(crate) fn cgroup_join_files(pid: Pid) -> Result<Vec<PathBuf>, String> {
     let read = |path: &str| fs::read_to_string(path).map_err(|e| format!("read {path}: {e}"));
     let theirs = read(&format!("/proc/{pid}/cgroup"))?;

@@ -27,6 +27,7 @@
 //! dies or drops the request before acknowledging, the monitor deletes the container and exits,
 //! so a cancelled create never leaks a container.
 
+mod cgroup_join;
 mod client;
 mod container;
 mod crun;

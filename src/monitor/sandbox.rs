@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -23,9 +23,10 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
+use super::cgroup_join::CgroupJoin;
 use super::process::{
-    close_fds_except, exit_now, fork_into_cgroup, pidfd_open, pidfd_send_signal, poll_one,
-    reset_signals, stdio_to_dev_null, Forked,
+    close_fds_except, exit_now, pidfd_open, pidfd_send_signal, poll_one, reset_signals,
+    stdio_to_dev_null, Forked,
 };
 use super::protocol::{acknowledged, write_frame, Fault, Report};
 use super::MonitorError;
@@ -60,11 +61,9 @@ pub struct SandboxRequest {
     /// `fs.mqueue.*` need `new_ipc`; `kernel.hostname`/`kernel.domainname` need `new_uts`):
     /// anything else would change the host. Keys use `.` or `/` as separator, as in Kubernetes.
     pub sysctls: BTreeMap<String, String>,
-    /// The holder's cgroup in each hierarchy (made by the daemon), which it starts in: the
-    /// holder joins each v1 one through `tasks` itself, and is created in the v2 one
-    /// (`clone3(CLONE_INTO_CGROUP)`). Neither moves a
-    /// process through `cgroup.procs`, which would wait for the kernel's cgroup migration
-    /// lock (monitor/enter.rs, `cgroup_join_files`). Empty: the daemon's cgroups.
+    /// The holder's cgroup in each hierarchy (made by the daemon), which it starts in
+    /// without a move through `cgroup.procs` (cgroup_join.rs; the setup process that forks
+    /// it stays where it is). Empty: the daemon's cgroups.
     #[serde(default)]
     pub cgroup_dirs: Vec<PathBuf>,
 }
@@ -213,7 +212,7 @@ fn setup(
     }
     unshare(flags).map_err(|e| internal("unshare namespaces", &e))?;
 
-    let cgroups = HolderCgroups::open(&req.cgroup_dirs)
+    let cgroups = CgroupJoin::open_dirs(&req.cgroup_dirs)
         .map_err(|e| internal("put the pod holder in its cgroup", &e))?;
 
     // The holder says on this pipe whether it confined itself ("ok" or the failure).
@@ -223,8 +222,7 @@ fn setup(
     // teardown recognizes holders by it.
     let _ = nix::sys::prctl::set_name(c"proxrt-pause");
     // This process is single-threaded.
-    let into = cgroups.v2.as_ref().map(|(dir, _)| dir);
-    let holder = match fork_into_cgroup(into).map_err(|e| internal("fork holder", &e))? {
+    let holder = match cgroups.fork().map_err(|e| internal("fork holder", &e))? {
         Forked::Child { in_cgroup } => {
             let _ = nix::unistd::close(report_fd);
             drop(ready_r);
@@ -270,61 +268,6 @@ fn setup(
         uts_ns: of_holder(req.new_uts, "uts"),
         pid_ns: of_holder(req.new_pid, "pid"),
     })
-}
-
-/// The holder's cgroups, opened by the setup process before it forks the holder: the
-/// `tasks` file of each cgroup v1 leaf, which the holder writes "0" into itself (a thread
-/// moving itself takes no global lock), and the cgroup v2 leaf, opened for
-/// `clone3(CLONE_INTO_CGROUP)`, with its `cgroup.procs` for when the kernel refuses that.
-/// The setup process itself stays where it is.
-struct HolderCgroups {
-    tasks: Vec<(fs::File, PathBuf)>,
-    v2: Option<(fs::File, PathBuf)>,
-}
-
-impl HolderCgroups {
-    fn open(dirs: &[PathBuf]) -> io::Result<HolderCgroups> {
-        let failed = |path: &Path| {
-            let path = path.to_owned();
-            move |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()))
-        };
-        let mut cgroups = HolderCgroups {
-            tasks: Vec::new(),
-            v2: None,
-        };
-        for dir in dirs {
-            let tasks = dir.join("tasks");
-            if tasks.is_file() {
-                let file = OpenOptions::new()
-                    .write(true)
-                    .custom_flags(libc::O_CLOEXEC)
-                    .open(&tasks)
-                    .map_err(failed(&tasks))?;
-                cgroups.tasks.push((file, tasks));
-            } else {
-                let opened = OpenOptions::new()
-                    .read(true)
-                    .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
-                    .open(dir)
-                    .map_err(failed(dir))?;
-                cgroups.v2 = Some((opened, dir.join("cgroup.procs")));
-            }
-        }
-        Ok(cgroups)
-    }
-
-    /// In the holder: joins each v1 leaf, and the v2 one unless it was created there.
-    fn join(self, in_cgroup: bool) -> Result<(), String> {
-        for (mut file, path) in self.tasks {
-            file.write_all(b"0")
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-        }
-        if let (false, Some((_, procs))) = (in_cgroup, self.v2) {
-            // The kernel would not start it there: it moves (and waits for the lock).
-            fs::write(&procs, "0").map_err(|e| format!("{}: {e}", procs.display()))?;
-        }
-        Ok(())
-    }
 }
 
 /// Bind-mounts `/proc/<holder>/ns/<name>` onto an empty file `<dir>/<name>`.
