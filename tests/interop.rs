@@ -172,6 +172,61 @@ async fn grpcio_list_container_stats() {
     env.remove_pod(&pod.id).await.unwrap();
 }
 
+/// ExecSync from grpcio (the call kubelet's exec probes make): the command runs in the
+/// container's cgroups, which the exec joins without a move through a v1 `cgroup.procs`
+/// and, on cgroup v2, by being created in its cgroup (monitor/cgroup_join.rs), and the
+/// exit code and output decoded from the wire are the command's.
+async fn grpcio_exec_sync_in_the_containers_cgroups(mut env: common::pods::PodEnv) {
+    let python = grpcio_python();
+    let pod = env.run_pod(env.pod_config("pyexec")).await;
+    let id = env
+        .create_start(
+            &pod,
+            env.container_config(&pod, "sleeper", &["sleep", "1000"]),
+        )
+        .await;
+    let script = "cat /proc/self/cgroup; echo --; cat /proc/1/cgroup; exit 3";
+    let out = output_within(
+        Command::new(python)
+            .arg(repo_file("tests/interop/cri_client.py"))
+            .arg(&env.daemon().socket)
+            .args(["execsync", &id, "sh", "-c", script]),
+        CLIENT_TIMEOUT,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("ExecSync ok exit_code=3"),
+        "grpcio ExecSync failed: {}\n---- daemon log ----\n{}",
+        show(&out),
+        env.daemon().log()
+    );
+    let output = stdout
+        .split_once("stdout:\n")
+        .expect("the command's output")
+        .1;
+    let (exec_view, init_view) = output.split_once("--\n").expect("both cgroup files");
+    assert!(!exec_view.trim().is_empty(), "{stdout}");
+    assert_eq!(
+        exec_view.trim(),
+        init_view.trim(),
+        "the exec is not in the init's cgroups"
+    );
+    env.remove_pod(&pod.id).await.unwrap();
+}
+
+#[tokio::test]
+async fn grpcio_exec_sync_on_this_host() {
+    grpcio_exec_sync_in_the_containers_cgroups(common::pods::PodEnv::start().await).await;
+}
+
+#[tokio::test]
+async fn grpcio_exec_sync_on_a_pure_cgroup_v2_host() {
+    grpcio_exec_sync_in_the_containers_cgroups(
+        common::pods::PodEnv::start_in_cgroup_v2_view("").await,
+    )
+    .await;
+}
+
 /// UpdateContainerResources from grpcio: the new memory limit reaches the container's
 /// cgroup and ContainerStatus.
 #[tokio::test]

@@ -9,6 +9,7 @@ Usage: cri_client.py SOCKET_PATH {default,path,localhost}
        cri_client.py SOCKET_PATH events COUNT
        cri_client.py SOCKET_PATH podip POD_ID
        cri_client.py SOCKET_PATH list POD_ID
+       cri_client.py SOCKET_PATH execsync CONTAINER_ID CMD...
        cri_client.py SOCKET_PATH exec CONTAINER_ID CMD...
        cri_client.py SOCKET_PATH attach CONTAINER_ID
        cri_client.py SOCKET_PATH portforward POD_ID PORT
@@ -23,6 +24,8 @@ Usage: cri_client.py SOCKET_PATH {default,path,localhost}
   podip      PodSandboxStatus of POD_ID: prints its network's ip and additional ips
   list       ListContainers{filter: {pod_sandbox_id: POD_ID}}: one line per container
              with the fields decoded from the wire
+  execsync   ExecSync of CMD in CONTAINER_ID (timeout 10 s): prints "exit_code=N" and the
+             command's stdout after a line "stdout:"
   exec, attach, portforward
              Exec, Attach (stdin, stdout, stderr) or PortForward: prints "url=URL", the
              streaming URL, for a client of the streaming protocol to open
@@ -194,6 +197,16 @@ def pod_ip(channel, pod_id):
     print(f"PodSandboxStatus ok id={string(path(reply, 1), 1)} ip={ip} additional={','.join(additional)}")
 
 
+def exec_sync(channel, container_id, cmd):
+    """ExecSync{container_id, cmd, timeout: 10}: exit code and stdout from the wire."""
+    request = length_delimited(1, container_id.encode())
+    request += b"".join(length_delimited(2, c.encode()) for c in cmd) + varint_field(3, 10)
+    reply = unary(channel, "ExecSync", request)
+    print(f"ExecSync ok exit_code={varint_value(reply, 3)}")
+    print("stdout:")
+    print(fields(reply).get(1, [b""])[0].decode(), end="")
+
+
 def exec_url(channel, container_id, cmd):
     """Exec{container_id, cmd, stdout, stderr}: prints the streaming URL it answers."""
     request = length_delimited(1, container_id.encode())
@@ -223,6 +236,11 @@ def port_forward_url(channel, pod_id, port):
 
 def main():
     modes = ("default", "path", "localhost")
+    if len(sys.argv) >= 5 and sys.argv[2] == "execsync":
+        with grpc.insecure_channel("unix:" + sys.argv[1]) as channel:
+            grpc.channel_ready_future(channel).result(timeout=30)
+            exec_sync(channel, sys.argv[3], sys.argv[4:])
+        return
     if len(sys.argv) >= 4 and sys.argv[2] in ("exec", "attach", "portforward"):
         with grpc.insecure_channel("unix:" + sys.argv[1]) as channel:
             grpc.channel_ready_future(channel).result(timeout=30)
