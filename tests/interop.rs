@@ -95,6 +95,27 @@ fn grpcio_client(mode: &str) -> (TestDaemon, Output) {
     (d, out)
 }
 
+/// Runs the grpcio client (not proxrt's) with `args` against `env`'s daemon; it must
+/// exit 0 and print `ok`. Returns what it printed.
+fn grpcio_on(env: &common::pods::PodEnv, args: &[&str], ok: &str) -> String {
+    let out = output_within(
+        Command::new(grpcio_python())
+            .arg(repo_file("tests/interop/cri_client.py"))
+            .arg(&env.daemon().socket)
+            .args(args),
+        CLIENT_TIMEOUT,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && stdout.contains(ok),
+        "grpcio {} failed: {}\n---- daemon log ----\n{}",
+        args[0],
+        show(&out),
+        env.daemon().log()
+    );
+    stdout
+}
+
 #[test]
 fn grpcio_with_its_default_authority() {
     let (d, _) = grpcio_client("default");
@@ -132,7 +153,6 @@ fn grpcio_with_localhost() {
 /// decodes from the wire are there (CPU time and memory of a live cgroup).
 #[tokio::test]
 async fn grpcio_list_container_stats() {
-    let python = grpcio_python();
     let mut env = common::pods::PodEnv::start().await;
     let pod = env.run_pod(env.pod_config("pystats")).await;
     let id = env
@@ -141,20 +161,7 @@ async fn grpcio_list_container_stats() {
             env.container_config(&pod, "sleeper", &["sleep", "1000"]),
         )
         .await;
-    let out = output_within(
-        Command::new(python)
-            .arg(repo_file("tests/interop/cri_client.py"))
-            .arg(&env.daemon().socket)
-            .args(["stats", &id]),
-        CLIENT_TIMEOUT,
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("all ok"),
-        "grpcio stats failed: {}\n---- daemon log ----\n{}",
-        show(&out),
-        env.daemon().log()
-    );
+    let stdout = grpcio_on(&env, &["stats", &id], "all ok");
     let line = stdout
         .lines()
         .find(|l| l.starts_with("ListContainerStats ok"))
@@ -177,7 +184,6 @@ async fn grpcio_list_container_stats() {
 /// and, on cgroup v2, by being created in its cgroup (monitor/cgroup_join.rs), and the
 /// exit code and output decoded from the wire are the command's.
 async fn grpcio_exec_sync_in_the_containers_cgroups(mut env: common::pods::PodEnv) {
-    let python = grpcio_python();
     let pod = env.run_pod(env.pod_config("pyexec")).await;
     let id = env
         .create_start(
@@ -186,19 +192,10 @@ async fn grpcio_exec_sync_in_the_containers_cgroups(mut env: common::pods::PodEn
         )
         .await;
     let script = "cat /proc/self/cgroup; echo --; cat /proc/1/cgroup; exit 3";
-    let out = output_within(
-        Command::new(python)
-            .arg(repo_file("tests/interop/cri_client.py"))
-            .arg(&env.daemon().socket)
-            .args(["execsync", &id, "sh", "-c", script]),
-        CLIENT_TIMEOUT,
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("ExecSync ok exit_code=3"),
-        "grpcio ExecSync failed: {}\n---- daemon log ----\n{}",
-        show(&out),
-        env.daemon().log()
+    let stdout = grpcio_on(
+        &env,
+        &["execsync", &id, "sh", "-c", script],
+        "ExecSync ok exit_code=3",
     );
     let output = stdout
         .split_once("stdout:\n")
@@ -231,7 +228,6 @@ async fn grpcio_exec_sync_on_a_pure_cgroup_v2_host() {
 /// cgroup and ContainerStatus.
 #[tokio::test]
 async fn grpcio_update_container_resources() {
-    let python = grpcio_python();
     let mut env = common::pods::PodEnv::start().await;
     let pod = env.run_pod(env.pod_config("pyupdate")).await;
     let id = env
@@ -241,20 +237,7 @@ async fn grpcio_update_container_resources() {
         )
         .await;
     let limit: i64 = 96 << 20;
-    let out = output_within(
-        Command::new(python)
-            .arg(repo_file("tests/interop/cri_client.py"))
-            .arg(&env.daemon().socket)
-            .args(["update", &id, &limit.to_string()]),
-        CLIENT_TIMEOUT,
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("all ok"),
-        "grpcio update failed: {}\n---- daemon log ----\n{}",
-        show(&out),
-        env.daemon().log()
-    );
+    grpcio_on(&env, &["update", &id, &limit.to_string()], "all ok");
     let status = env.status(&id).await;
     let memory = status
         .resources
@@ -657,7 +640,6 @@ fn raw_http2_many_requests_cycle_the_dynamic_table() {
 /// decoder that is not prost's reads every field back as ContainerStatus gives it.
 #[tokio::test]
 async fn grpcio_list_containers_reads_every_field() {
-    let python = grpcio_python();
     let mut env = common::pods::PodEnv::start().await;
     let pod = env.run_pod(env.pod_config("pylist")).await;
     let mut running = env.container_config(&pod, "running", &["sleep", "1000"]);
@@ -671,20 +653,7 @@ async fn grpcio_list_containers_reads_every_field() {
         )
         .await
         .unwrap();
-    let out = output_within(
-        Command::new(python)
-            .arg(repo_file("tests/interop/cri_client.py"))
-            .arg(&env.daemon().socket)
-            .args(["list", &pod.id]),
-        CLIENT_TIMEOUT,
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("all ok"),
-        "grpcio list failed: {}\n---- daemon log ----\n{}",
-        show(&out),
-        env.daemon().log()
-    );
+    let stdout = grpcio_on(&env, &["list", &pod.id], "all ok");
     let lines: Vec<&str> = stdout
         .lines()
         .filter(|l| l.starts_with("container "))
