@@ -39,6 +39,7 @@ pub fn pod_sandbox_status(
                         "cni": n.file,
                         "ifname": n.ifname,
                         "args": n.args,
+                        "inProcess": n.in_process,
                         "result": serde_json::from_str::<serde_json::Value>(&n.result).ok(),
                     }),
                     (None, true) => "the host's, or loopback only when stopped".into(),

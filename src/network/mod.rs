@@ -6,6 +6,7 @@
 //! also after a daemon restart, runs the same config with the same arguments.
 
 pub mod cni;
+pub mod fast;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -84,6 +85,9 @@ pub struct PodNetwork {
     pub result: String,
     /// The pod's addresses from the result, IPv4 first.
     pub ips: Vec<String>,
+    /// ADD was done by the fast path (src/network/fast), not the plugins.
+    #[serde(default)]
+    pub in_process: bool,
 }
 
 /// What ADD needs of a pod.
@@ -107,6 +111,9 @@ pub struct Network {
     conf_dir: PathBuf,
     bin_dirs: Vec<PathBuf>,
     conf_template: PathBuf,
+    fast_path: bool,
+    /// Which plugin builds the fast path may stand in for.
+    plugin_check: fast::PluginCheck,
     loaded: Mutex<Option<Loaded>>,
     /// From UpdateRuntimeConfig: kubelet's `podCIDR` (comma-separated for dual stack).
     pod_cidrs: Mutex<Vec<String>>,
@@ -118,6 +125,8 @@ impl Network {
             conf_dir: config.conf_dir.clone(),
             bin_dirs: config.bin_dirs.clone(),
             conf_template: config.conf_template.clone(),
+            fast_path: config.fast_path,
+            plugin_check: fast::PluginCheck::default(),
             loaded: Mutex::new(None),
             pod_cidrs: Mutex::new(Vec::new()),
         }
@@ -248,9 +257,21 @@ impl Network {
             args: &args,
             bin_dirs: &self.bin_dirs,
         };
-        let result = match cni::add(&list, &inv, &runtime).await {
+        let plan = self.fast_plan(&list, &runtime, pod.id);
+        let added = match &plan {
+            Some(plan) => fast::add(plan, pod.id, pod.netns, IFNAME)
+                .await
+                .map_err(|message| cni::PluginError {
+                    plugin: "bridge (in-process)".into(),
+                    command: "ADD",
+                    message,
+                }),
+            None => cni::add(&list, &inv, &runtime).await,
+        };
+        let result = match added {
             Ok(r) => r,
             Err(source) => {
+                // The plugins' DEL undoes the fast path's work as well as their own.
                 let del = cni::Invocation {
                     command: cni::Command::Del,
                     ..inv
@@ -278,7 +299,36 @@ impl Network {
             runtime: Value::Object(runtime).to_string(),
             result: result.to_string(),
             ips,
+            in_process: plan.is_some(),
         })
+    }
+
+    /// The fast path's plan for this ADD, when it is on, takes the config and the pod's
+    /// capability args, and the plugin binaries are builds it reproduces.
+    fn fast_plan(
+        &self,
+        list: &cni::NetworkList,
+        runtime: &Map<String, Value>,
+        id: &str,
+    ) -> Option<fast::Plan> {
+        if !self.fast_path || !fast::plain_name(id) {
+            return None;
+        }
+        let verdict = fast::plan(list, runtime).and_then(|plan| {
+            for kind in list.types().into_iter().chain(["host-local"]) {
+                let binary = cni::config::find_plugin(&self.bin_dirs, kind)
+                    .ok_or_else(|| format!("plugin {kind} not found"))?;
+                self.plugin_check.check(&binary)?;
+            }
+            Ok(plan)
+        });
+        match verdict {
+            Ok(plan) => Some(plan),
+            Err(why) => {
+                tracing::debug!(sandbox = id, reason = %why, "CNI ADD through the plugins");
+                None
+            }
+        }
     }
 
     /// DEL with what ADD used: the stored config, arguments and result. `netns` that is
