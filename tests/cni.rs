@@ -251,6 +251,24 @@ async fn pod_ip(env: &mut PodEnv, id: &str) -> String {
     status.network.expect("network status").ip
 }
 
+/// Whether the pod's ADD was done in-process (the fast path), from the verbose status.
+async fn added_in_process(env: &mut PodEnv, id: &str) -> bool {
+    let r = env
+        .cri
+        .runtime
+        .pod_sandbox_status(k8s_cri::v1::PodSandboxStatusRequest {
+            pod_sandbox_id: id.to_owned(),
+            verbose: true,
+        })
+        .await
+        .expect("PodSandboxStatus verbose")
+        .into_inner();
+    let info: serde_json::Value = serde_json::from_str(&r.info["info"]).expect("info JSON");
+    info["network"]["inProcess"]
+        .as_bool()
+        .unwrap_or_else(|| panic!("no inProcess in {info}"))
+}
+
 async fn network_ready(env: &mut PodEnv) -> (bool, String, String) {
     let status = env
         .cri
@@ -284,6 +302,8 @@ async fn two_pods_reach_each_other_over_the_bridge() {
     }
     assert_ne!(web_ip, client_ip);
     assert_eq!(net.allocations().len(), 2);
+    // The standard config: ADD in-process; DEL (below) the plugins'.
+    assert!(added_in_process(&mut env, &web.id).await);
 
     env.create_start(&web, web_server(&env, &web, "web")).await;
     let sleeper = env.container_config(&client, "sleeper", &["sleep", "300"]);
@@ -335,6 +355,8 @@ async fn host_port_reaches_the_container() {
         host_ip: String::new(),
     }];
     let pod = env.run_pod(config).await;
+    // Port mappings are portmap's work: the plugins run.
+    assert!(!added_in_process(&mut env, &pod.id).await);
     env.create_start(&pod, web_server(&env, &pod, "ported"))
         .await;
     // The node's address on the bridge: a local address, so portmap's DNAT in OUTPUT
@@ -544,6 +566,45 @@ async fn a_failing_plugin_gives_a_clear_error_and_leaves_nothing() {
     let pod = env.run_pod(config).await;
     env.remove_pod(&pod.id).await.expect("RemovePodSandbox");
     net.assert_clean("after the retry's removal");
+}
+
+/// A fast-path ADD that fails after it allocated and wired the pod (the bridge already
+/// holds another address, which the bridge plugin refuses too) fails RunPodSandbox with
+/// the plugin's words, and the plugins' DEL takes back all it made; with the fast path
+/// off the plugins fail the same way.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_fast_path_add_is_undone_and_says_what_the_plugin_says() {
+    let net = Net::new('i');
+    net.write_config("10-test.conflist", &net.conflist(&[]));
+    net.exec_ok(&["ip", "link", "add", &net.bridge, "type", "bridge"]);
+    net.exec_ok(&["ip", "addr", "add", "192.168.250.1/24", "dev", &net.bridge]);
+    for fast_path in [true, false] {
+        let toml = format!("{}fast_path = {fast_path}\n", net.toml());
+        let mut env = PodEnv::start_in_netns(&toml, &net.netns_path()).await;
+        let err = env
+            .try_run_pod(env.pod_config(&format!("clash-{fast_path}")))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::Internal, "{err:?}");
+        let plugin = if fast_path {
+            "bridge (in-process)"
+        } else {
+            "bridge"
+        };
+        assert!(
+            err.message()
+                .contains(&format!("CNI plugin {plugin} ADD failed"))
+                && err.message().contains(&format!(
+                    "{:?} already has an IP address different from {}/24",
+                    net.bridge,
+                    net.gateway()
+                )),
+            "fast_path {fast_path}: {}",
+            err.message()
+        );
+        net.assert_clean(&format!("after a failed ADD, fast_path {fast_path}"));
+        assert!(env.list_pods(Default::default()).await.is_empty());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -821,4 +882,277 @@ fn the_hack_run_default_config_is_valid() {
         .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
     assert_eq!(list.types(), ["loopback", "bridge", "portmap"]);
     assert_eq!(list.cni_version, "1.0.0");
+}
+
+/// What a pod's network leaves in the runtime's and the pod's namespaces, as text with
+/// what differs by chance (MACs, the veth's random name, link-local addresses, timers,
+/// the namespaces' names) masked: links with their details, addresses, routes of every
+/// table, every `net.ipv4`/`net.ipv6` sysctl, every sysfs attribute of every interface
+/// (its bridge and bridge-port attributes too), the whole nat and filter tables.
+fn network_state(ns: &str, names: &[(&str, &str)]) -> Vec<String> {
+    const SCRIPT: &str = r#"
+        ip -d link show; ip -d addr show
+        ip -d -4 route show table all; ip -d -6 route show table all
+        sysctl -a 2>/dev/null | grep -E '^net\.(ipv4|ipv6)\.'
+        for f in /sys/class/net/*/* /sys/class/net/*/brport/* /sys/class/net/*/bridge/*; do
+            [ -f "$f" ] && [ -r "$f" ] && echo "$f=$(cat "$f" 2>/dev/null | tr '\n' ' ')"
+        done
+        iptables-save -t nat; iptables-save -t filter"#;
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "sh", "-c", SCRIPT])
+        .output()
+        .expect("ip netns exec");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        // Timers, counters of time and of random: not state.
+        .filter(|l| {
+            ![
+                "_timer=",
+                "/stable_secret=",
+                "base_reachable_time",
+                "/brforward=",
+            ]
+            .iter()
+            .any(|v| l.contains(v))
+        })
+        .map(|l| masked(l, names))
+        .collect()
+}
+
+/// `text` with `names` replaced and what differs by chance between two equal networks
+/// masked: MACs, bridge ids, the veth's random name, link-local addresses, timers.
+fn masked(text: &str, names: &[(&str, &str)]) -> String {
+    static MASKS: std::sync::LazyLock<Vec<(regex::Regex, &str)>> = std::sync::LazyLock::new(|| {
+        [
+            (r"fe80::[0-9a-f:]+", "fe80::LL"),
+            // Bridge ids: priority and MAC (`ip` drops the MAC's leading zeros).
+            (r"8000\.[0-9a-f:]+", "8000.ID"),
+            (r"([0-9a-f]{2}:){5}[0-9a-f]{2}", "MAC"),
+            (r"veth[0-9a-f]{8}", "VETH"),
+            (r"(_timer)\s+[0-9.]+", "$1 T"),
+            (r" tentative", ""),
+            (r"^# (Generated|Completed).*", "#"),
+        ]
+        .iter()
+        .map(|(re, to)| (regex::Regex::new(re).unwrap(), *to))
+        .collect()
+    });
+    let mut t = text.to_owned();
+    for (from, to) in names {
+        t = t.replace(from, to);
+    }
+    for (re, to) in MASKS.iter() {
+        t = re.replace_all(&t, *to).into_owned();
+    }
+    t
+}
+
+/// The lines only one of two states has, each marked with the side it is on.
+fn state_diff(a: &[String], b: &[String], labels: (&str, &str)) -> Vec<String> {
+    let only = |x: &[String], y: &[String], label: &str| {
+        x.iter()
+            .filter(|l| !y.contains(l))
+            .map(|l| format!("{label}: {l}"))
+            .collect::<Vec<_>>()
+    };
+    let mut d = only(a, b, labels.0);
+    d.extend(only(b, a, labels.1));
+    d
+}
+
+/// The fast path leaves exactly what the plugins leave (issue 13): the same config, the
+/// same container id, one side through Debian's plugins, the other in-process, each in a
+/// runtime namespace and a pod namespace of its own; then the plugins' DEL on both, which
+/// must leave both the same again. CNI 1.0.0 and 0.4.0 results.
+#[test]
+fn the_fast_path_leaves_what_the_plugins_leave() {
+    use proxrt::network::{cni, fast};
+    for (round, version) in [(0, "1.0.0"), (1, "0.4.0")] {
+        let pid = std::process::id();
+        let id = format!("fastcmp{pid}r{round}");
+        let name = format!("prxfast-{pid}");
+        let bridge = format!("prxf{pid}");
+        let sides: Vec<(Net, String)> = ['f', 'g']
+            .into_iter()
+            .map(|tag| {
+                let net = Net::new(tag);
+                let pod_ns = format!("prxfp{pid}{tag}");
+                run_ok(Command::new("ip").args(["netns", "add", &pod_ns]));
+                (net, pod_ns)
+            })
+            .collect();
+        let conflist = |net: &Net| {
+            format!(
+                r#"{{"cniVersion":"{version}","name":"{name}","plugins":[
+                {{"type":"loopback"}},
+                {{"type":"bridge","bridge":"{bridge}","isGateway":true,"ipMasq":true,"hairpinMode":true,
+                  "ipam":{{"type":"host-local","ranges":[[{{"subnet":"{}.0/24"}}]],
+                  "routes":[{{"dst":"0.0.0.0/0"}},{{"dst":"192.168.77.0/24","gw":"{}.254"}}],
+                  "dataDir":{:?}}}}},
+                {{"type":"portmap","capabilities":{{"portMappings":true}},"snat":true}}]}}"#,
+                net.prefix,
+                net.prefix,
+                net.dir.path().join("data").display().to_string()
+            )
+        };
+        let list_of = |net: &Net| {
+            cni::config::parse(Path::new("cmp.conflist"), conflist(net).as_bytes())
+                .expect("conflist")
+        };
+        let bins = [PathBuf::from("/usr/lib/cni")];
+        let in_ns = |net: &Net, work: Box<dyn FnOnce() -> serde_json::Value + Send>| {
+            let ns_file = net.netns_path();
+            std::thread::spawn(move || {
+                let file = fs::File::open(&ns_file).expect("open netns");
+                nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+                work()
+            })
+            .join()
+            .expect("netns thread")
+        };
+        let del = |net: &Net, pod_ns: &str, result: serde_json::Value| {
+            let (list, id, bins) = (list_of(net), id.clone(), bins.clone());
+            let pod_path = Path::new("/run/netns").join(pod_ns);
+            in_ns(
+                net,
+                Box::new(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap();
+                    let inv = cni::Invocation {
+                        command: cni::Command::Del,
+                        container_id: &id,
+                        netns: &pod_path,
+                        ifname: "eth0",
+                        args: "",
+                        bin_dirs: &bins,
+                    };
+                    rt.block_on(cni::del(
+                        &list,
+                        &inv,
+                        &serde_json::Map::new(),
+                        Some(&result),
+                    ))
+                    .expect("the plugins' DEL");
+                    serde_json::Value::Null
+                }),
+            );
+        };
+
+        // ADD: the plugins on one side, the fast path on the other.
+        let (plugins, fast_side) = (&sides[0], &sides[1]);
+        let plugin_result = {
+            let (list, id, bins) = (list_of(&plugins.0), id.clone(), bins.clone());
+            let pod_path = Path::new("/run/netns").join(&plugins.1);
+            in_ns(
+                &plugins.0,
+                Box::new(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap();
+                    let inv = cni::Invocation {
+                        command: cni::Command::Add,
+                        container_id: &id,
+                        netns: &pod_path,
+                        ifname: "eth0",
+                        args: "",
+                        bin_dirs: &bins,
+                    };
+                    rt.block_on(cni::add(&list, &inv, &serde_json::Map::new()))
+                        .expect("the plugins' ADD")
+                }),
+            )
+        };
+        let fast_result = {
+            let plan = fast::plan(&list_of(&fast_side.0), &serde_json::Map::new())
+                .expect("the fast path takes the standard config");
+            let id = id.clone();
+            let pod_path = Path::new("/run/netns").join(&fast_side.1);
+            in_ns(
+                &fast_side.0,
+                Box::new(move || {
+                    fast::add_blocking(&plan, &id, &pod_path, "eth0").expect("fast ADD")
+                }),
+            )
+        };
+
+        let state = |(net, pod_ns): &(Net, String)| {
+            let names = [
+                (net.ns.as_str(), "RUNTIME_NS"),
+                (pod_ns.as_str(), "POD_NS"),
+                (net.dir.path().to_str().unwrap(), "DIR"),
+            ];
+            let mut s = network_state(&net.ns, &names);
+            s.extend(
+                network_state(pod_ns, &names)
+                    .into_iter()
+                    .map(|l| format!("pod {l}")),
+            );
+            let pool = net.dir.path().join("data").join(&name);
+            let mut files: Vec<String> = fs::read_dir(&pool)
+                .expect("host-local pool")
+                .flatten()
+                .map(|e| {
+                    use std::os::unix::fs::PermissionsExt;
+                    let mode = e.metadata().unwrap().permissions().mode();
+                    let content = fs::read_to_string(e.path()).unwrap_or_default();
+                    format!("pool {:?} {mode:o} {content:?}", e.file_name())
+                })
+                .collect();
+            files.sort();
+            s.extend(files);
+            s
+        };
+        // The kernel tells carrier changes to operstate in a batch up to a second later:
+        // a difference that lasts is one.
+        let settled = || {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                let (a, b) = (state(plugins), state(fast_side));
+                let diff = state_diff(&a, &b, ("plugins", "fast"));
+                if diff.is_empty() || Instant::now() > deadline {
+                    return (a, b, diff);
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        };
+        let (_, _, diff) = settled();
+        assert!(
+            diff.is_empty(),
+            "cniVersion {version}, after ADD:\n{}",
+            diff.join("\n")
+        );
+        // The same result, but for what differs by chance.
+        let mask = |r: &serde_json::Value, pod_ns: &str| {
+            let t = masked(&r.to_string(), &[(pod_ns, "POD_NS")]);
+            serde_json::from_str::<serde_json::Value>(&t).unwrap()
+        };
+        assert_eq!(
+            mask(&fast_result, &fast_side.1),
+            mask(&plugin_result, &plugins.1),
+            "cniVersion {version}: the results"
+        );
+
+        // DEL (the plugins', on both): the same again, nothing of the pod left.
+        del(&plugins.0, &plugins.1, plugin_result);
+        del(&fast_side.0, &fast_side.1, fast_result);
+        let (a, b, diff) = settled();
+        assert!(
+            diff.is_empty(),
+            "cniVersion {version}, after DEL:\n{}",
+            diff.join("\n")
+        );
+        for (net, pod_ns) in &sides {
+            assert!(
+                !a.iter()
+                    .chain(&b)
+                    .any(|l| l.contains("VETH") || l.contains(&id)),
+                "{}: the pod's veth or rules left: {a:?}",
+                net.ns
+            );
+            let _ = Command::new("ip").args(["netns", "del", pod_ns]).status();
+        }
+    }
 }
