@@ -192,10 +192,15 @@ impl Net {
         );
     }
 
-    /// An HTTP GET from the daemon's namespace (the "host" of the pods), retried until
-    /// the server answers.
+    /// An HTTP GET of `/` from the daemon's namespace (the "host" of the pods), retried
+    /// until the server answers.
     fn http_get(&self, addr: SocketAddr) -> String {
+        self.http_get_path(addr, "/")
+    }
+
+    fn http_get_path(&self, addr: SocketAddr, path: &str) -> String {
         let ns = self.netns_path();
+        let request = format!("GET {path} HTTP/1.0\r\n\r\n");
         std::thread::spawn(move || {
             let file = fs::File::open(&ns).expect("open netns");
             nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
@@ -204,7 +209,7 @@ impl Net {
                 let attempt = (|| -> std::io::Result<String> {
                     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
                     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-                    s.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+                    s.write_all(request.as_bytes())?;
                     let mut body = String::new();
                     s.read_to_string(&mut body)?;
                     Ok(body)
@@ -291,7 +296,8 @@ async fn network_ready(env: &mut PodEnv) -> (bool, String, String) {
 async fn two_pods_reach_each_other_over_the_bridge() {
     let net = Net::new('a');
     net.write_config("10-test.conflist", &net.conflist(&[]));
-    let mut env = PodEnv::start_in_netns(&net.toml(), &net.netns_path()).await;
+    let toml = format!("{}[metrics]\naddress = \"127.0.0.1:0\"\n", net.toml());
+    let mut env = PodEnv::start_in_netns(&toml, &net.netns_path()).await;
 
     let web = env.run_pod(env.pod_config("web")).await;
     let client = env.run_pod(env.pod_config("client")).await;
@@ -339,6 +345,32 @@ async fn two_pods_reach_each_other_over_the_bridge() {
         env.remove_pod(&pod.id).await.expect("RemovePodSandbox");
     }
     net.assert_clean("after removing both pods");
+    // Both ADDs and both DELs in-process, as the metrics count them.
+    let metrics = net.http_get_path(metrics_addr(&env), "/metrics");
+    for command in ["add", "del"] {
+        let series = format!(
+            "proxrt_cni_operations_total{{command=\"{command}\",path=\"in_process\",outcome=\"success\"}} 2"
+        );
+        assert!(metrics.contains(&series), "{series} in\n{metrics}");
+    }
+    assert!(!metrics.contains("path=\"plugins\""), "{metrics}");
+}
+
+/// Where a daemon serves its metrics (`proxrt info`), in its namespace.
+fn metrics_addr(env: &PodEnv) -> SocketAddr {
+    let out = common::output_within(
+        Command::new(common::proxrt_bin())
+            .arg("--endpoint")
+            .arg(format!("unix://{}", env.daemon().socket.display()))
+            .arg("info"),
+        Duration::from_secs(60),
+    );
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).expect("info is JSON");
+    let url = info["metrics"].as_str().expect("metrics URL in info");
+    url.trim_start_matches("http://")
+        .trim_end_matches("/metrics")
+        .parse()
+        .unwrap_or_else(|e| panic!("{url}: {e}"))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -962,24 +994,22 @@ fn state_diff(a: &[String], b: &[String], labels: (&str, &str)) -> Vec<String> {
 
 /// The fast path leaves exactly what the plugins leave (issue 13): the same config, the
 /// same container id, one side through Debian's plugins, the other in-process, each in a
-/// runtime namespace and a pod namespace of its own; then the plugins' DEL on both, which
-/// must leave both the same again. CNI 1.0.0 and 0.4.0 results.
+/// runtime namespace and a pod namespace of its own. ADD, then DEL three ways: as after
+/// StopPodSandbox (and a second DEL), with the pod's namespace gone (host-local's
+/// release only, the rules stay: the bridge plugin's own behaviour), and with the
+/// pod's nat jump already gone (the fast path declines and changes nothing; the plugins'
+/// DEL then runs on both). CNI 1.0.0 and 0.4.0 results.
 #[test]
 fn the_fast_path_leaves_what_the_plugins_leave() {
     use proxrt::network::{cni, fast};
-    for (round, version) in [(0, "1.0.0"), (1, "0.4.0")] {
+    for (round, version) in [(0, "1.0.0"), (1, "0.4.0"), (2, "1.0.0")] {
         let pid = std::process::id();
         let id = format!("fastcmp{pid}r{round}");
         let name = format!("prxfast-{pid}");
         let bridge = format!("prxf{pid}");
-        let sides: Vec<(Net, String)> = ['f', 'g']
+        let sides: Vec<(Net, PodNs)> = ['f', 'g']
             .into_iter()
-            .map(|tag| {
-                let net = Net::new(tag);
-                let pod_ns = format!("prxfp{pid}{tag}");
-                run_ok(Command::new("ip").args(["netns", "add", &pod_ns]));
-                (net, pod_ns)
-            })
+            .map(|tag| (Net::new(tag), PodNs::new(format!("prxfp{pid}{tag}"))))
             .collect();
         let conflist = |net: &Net| {
             format!(
@@ -1010,9 +1040,9 @@ fn the_fast_path_leaves_what_the_plugins_leave() {
             .join()
             .expect("netns thread")
         };
-        let del = |net: &Net, pod_ns: &str, result: serde_json::Value| {
+        // The plugins' DEL; `pod_path` empty: the pod's namespace is gone.
+        let del = |net: &Net, pod_path: PathBuf, result: serde_json::Value| {
             let (list, id, bins) = (list_of(net), id.clone(), bins.clone());
-            let pod_path = Path::new("/run/netns").join(pod_ns);
             in_ns(
                 net,
                 Box::new(move || {
@@ -1044,7 +1074,7 @@ fn the_fast_path_leaves_what_the_plugins_leave() {
         let (plugins, fast_side) = (&sides[0], &sides[1]);
         let plugin_result = {
             let (list, id, bins) = (list_of(&plugins.0), id.clone(), bins.clone());
-            let pod_path = Path::new("/run/netns").join(&plugins.1);
+            let pod_path = plugins.1.path();
             in_ns(
                 &plugins.0,
                 Box::new(move || {
@@ -1069,7 +1099,7 @@ fn the_fast_path_leaves_what_the_plugins_leave() {
             let plan = fast::plan(&list_of(&fast_side.0), &serde_json::Map::new())
                 .expect("the fast path takes the standard config");
             let id = id.clone();
-            let pod_path = Path::new("/run/netns").join(&fast_side.1);
+            let pod_path = fast_side.1.path();
             in_ns(
                 &fast_side.0,
                 Box::new(move || {
@@ -1078,18 +1108,20 @@ fn the_fast_path_leaves_what_the_plugins_leave() {
             )
         };
 
-        let state = |(net, pod_ns): &(Net, String)| {
+        let state = |(net, pod_ns): &(Net, PodNs)| {
             let names = [
                 (net.ns.as_str(), "RUNTIME_NS"),
-                (pod_ns.as_str(), "POD_NS"),
+                (pod_ns.0.as_str(), "POD_NS"),
                 (net.dir.path().to_str().unwrap(), "DIR"),
             ];
             let mut s = network_state(&net.ns, &names);
-            s.extend(
-                network_state(pod_ns, &names)
-                    .into_iter()
-                    .map(|l| format!("pod {l}")),
-            );
+            if pod_ns.path().exists() {
+                s.extend(
+                    network_state(&pod_ns.0, &names)
+                        .into_iter()
+                        .map(|l| format!("pod {l}")),
+                );
+            }
             let pool = net.dir.path().join("data").join(&name);
             let mut files: Vec<String> = fs::read_dir(&pool)
                 .expect("host-local pool")
@@ -1118,41 +1150,114 @@ fn the_fast_path_leaves_what_the_plugins_leave() {
                 std::thread::sleep(Duration::from_millis(200));
             }
         };
-        let (_, _, diff) = settled();
-        assert!(
-            diff.is_empty(),
-            "cniVersion {version}, after ADD:\n{}",
-            diff.join("\n")
-        );
+        let compare = |when: &str| {
+            let (a, _, diff) = settled();
+            assert!(
+                diff.is_empty(),
+                "cniVersion {version}, {when}:\n{}",
+                diff.join("\n")
+            );
+            a
+        };
+        compare("after ADD");
         // The same result, but for what differs by chance.
         let mask = |r: &serde_json::Value, pod_ns: &str| {
             let t = masked(&r.to_string(), &[(pod_ns, "POD_NS")]);
             serde_json::from_str::<serde_json::Value>(&t).unwrap()
         };
         assert_eq!(
-            mask(&fast_result, &fast_side.1),
-            mask(&plugin_result, &plugins.1),
+            mask(&fast_result, &fast_side.1 .0),
+            mask(&plugin_result, &plugins.1 .0),
             "cniVersion {version}: the results"
         );
 
-        // DEL (the plugins', on both): the same again, nothing of the pod left.
-        del(&plugins.0, &plugins.1, plugin_result);
-        del(&fast_side.0, &fast_side.1, fast_result);
-        let (a, b, diff) = settled();
-        assert!(
-            diff.is_empty(),
-            "cniVersion {version}, after DEL:\n{}",
-            diff.join("\n")
-        );
-        for (net, pod_ns) in &sides {
-            assert!(
-                !a.iter()
-                    .chain(&b)
-                    .any(|l| l.contains("VETH") || l.contains(&id)),
-                "{}: the pod's veth or rules left: {a:?}",
-                net.ns
+        let fast_del = |pod_path: PathBuf| {
+            let plan = fast::plan(&list_of(&fast_side.0), &serde_json::Map::new()).unwrap();
+            let id = id.clone();
+            let outcome = in_ns(
+                &fast_side.0,
+                Box::new(move || {
+                    let o = fast::del_blocking(&plan, &id, &pod_path, "eth0").expect("fast DEL");
+                    serde_json::Value::String(format!("{o:?}"))
+                }),
             );
-            let _ = Command::new("ip").args(["netns", "del", pod_ns]).status();
+            outcome.as_str().unwrap().to_owned()
+        };
+        let pool_files = |net: &Net| {
+            fs::read_dir(net.dir.path().join("data").join(&name))
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&net.prefix))
+                .collect::<Vec<_>>()
+        };
+        match round {
+            0 => {
+                // As after StopPodSandbox: nothing of the pod left; DEL again: still so.
+                del(&plugins.0, plugins.1.path(), plugin_result.clone());
+                assert_eq!(fast_del(fast_side.1.path()), "Done");
+                let a = compare("after DEL");
+                assert!(
+                    !a.iter().any(|l| l.contains("VETH") || l.contains(&id)),
+                    "the pod's veth or rules left: {a:?}"
+                );
+                assert!(pool_files(&plugins.0).is_empty() && pool_files(&fast_side.0).is_empty());
+                del(&plugins.0, plugins.1.path(), plugin_result);
+                assert_eq!(fast_del(fast_side.1.path()), "Done");
+                compare("after a second DEL");
+            }
+            1 => {
+                // The pod's namespace gone: the address is released, the rules stay (the
+                // bridge plugin finds the pod's address only on its interface).
+                plugins.1.delete();
+                fast_side.1.delete();
+                del(&plugins.0, PathBuf::new(), plugin_result);
+                assert_eq!(fast_del(PathBuf::new()), "Done");
+                let a = compare("after DEL without the pod's namespace");
+                assert!(a.iter().any(|l| l.contains(&id)), "the rules stay: {a:?}");
+                assert!(pool_files(&fast_side.0).is_empty());
+            }
+            _ => {
+                // The nat jump gone by hand on both sides: not the state ADD left. The
+                // fast path declines and changes nothing; the plugins' DEL cleans up.
+                for (net, _) in &sides {
+                    net.exec_ok(&["iptables", "-t", "nat", "-F", "POSTROUTING"]);
+                }
+                let outcome = fast_del(fast_side.1.path());
+                assert!(
+                    outcome.starts_with("Plugins(") && outcome.contains("not as ADD left them"),
+                    "{outcome}"
+                );
+                compare("after a declined fast DEL");
+                del(&plugins.0, plugins.1.path(), plugin_result);
+                del(&fast_side.0, fast_side.1.path(), fast_result);
+                let a = compare("after the plugins' DEL");
+                assert!(!a.iter().any(|l| l.contains("VETH") || l.contains(&id)));
+            }
+        }
+    }
+}
+
+/// A pod network namespace of a test (`ip netns`), deleted when dropped.
+struct PodNs(String);
+
+impl PodNs {
+    fn new(name: String) -> PodNs {
+        run_ok(Command::new("ip").args(["netns", "add", &name]));
+        PodNs(name)
+    }
+    fn path(&self) -> PathBuf {
+        Path::new("/run/netns").join(&self.0)
+    }
+    fn delete(&self) {
+        run_ok(Command::new("ip").args(["netns", "del", &self.0]));
+    }
+}
+
+impl Drop for PodNs {
+    fn drop(&mut self) {
+        if self.path().exists() {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
         }
     }
 }

@@ -10,7 +10,9 @@
 //! - `pull_finished(outcome, duration)` and `blob_downloaded(bytes)`: image pulls;
 //! - `monitor_watched()`: a guard held while the daemon waits on a container's monitor;
 //! - `proxmox_call(method, outcome, duration)` and `proxmox_task(kind, outcome,
-//!   duration)`: the Proxmox VE API (for src/proxmox and the proxmox-lxc backend).
+//!   duration)`: the Proxmox VE API (for src/proxmox and the proxmox-lxc backend);
+//! - `cni_finished(command, path, ok, duration)`: a pod network's ADD or DEL, in-process
+//!   (the fast path) or by the plugins (src/network).
 //!
 //! Every label value is a `&'static str` or a gRPC method name: a label must never carry
 //! an id, a name or a path, or each pod would make new series.
@@ -72,6 +74,13 @@ struct ProxmoxTaskLabels {
     outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CniLabels {
+    command: &'static str,
+    path: &'static str,
+    outcome: &'static str,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// The process's counters and histograms. Clones share the values (each metric is an
@@ -87,6 +96,8 @@ struct Metrics {
     proxmox_calls: Family<ProxmoxCallLabels, Counter>,
     proxmox_call_duration: HistogramFamily<ProxmoxCallLabels>,
     proxmox_task_duration: HistogramFamily<ProxmoxTaskLabels>,
+    cni_operations: Family<CniLabels, Counter>,
+    cni_duration: HistogramFamily<CniLabels>,
 }
 
 /// 1 ms to ~150 s: a Version call to a slow CreateContainer or a pull.
@@ -109,6 +120,8 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     proxmox_calls: Family::default(),
     proxmox_call_duration: Family::new_with_constructor(rpc_buckets),
     proxmox_task_duration: Family::new_with_constructor(long_buckets),
+    cni_operations: Family::default(),
+    cni_duration: Family::new_with_constructor(rpc_buckets),
 });
 
 /// A registry over the process's metrics and `source`'s state, for one endpoint.
@@ -179,6 +192,17 @@ pub fn registry(source: Box<dyn StateSource>) -> Registry {
         "Time a Proxmox VE task took from start to its end, by kind and outcome",
         Unit::Seconds,
         m.proxmox_task_duration,
+    );
+    r.register(
+        "cni_operations",
+        "Pod network ADDs and DELs, by command (add, del), path (in_process: the fast path; plugins) and outcome",
+        m.cni_operations,
+    );
+    r.register_with_unit(
+        "cni_operation_duration",
+        "Time a pod network's ADD or DEL took, by command, path and outcome",
+        Unit::Seconds,
+        m.cni_duration,
     );
     r.register_collector(Box::new(state::StateCollector(source)));
     r
@@ -297,6 +321,21 @@ pub fn proxmox_task(kind: &'static str, outcome: &'static str, elapsed: Duration
     METRICS
         .proxmox_task_duration
         .get_or_create(&ProxmoxTaskLabels { kind, outcome })
+        .observe(elapsed.as_secs_f64());
+}
+
+/// A pod network's CNI `command` (`"add"`, `"del"`) finished, done on `path`
+/// (`"in_process"`: the fast path; `"plugins"`).
+pub fn cni_finished(command: &'static str, path: &'static str, ok: bool, elapsed: Duration) {
+    let labels = CniLabels {
+        command,
+        path,
+        outcome: if ok { "success" } else { "failure" },
+    };
+    METRICS.cni_operations.get_or_create(&labels).inc();
+    METRICS
+        .cni_duration
+        .get_or_create(&labels)
         .observe(elapsed.as_secs_f64());
 }
 

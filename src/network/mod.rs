@@ -257,7 +257,13 @@ impl Network {
             args: &args,
             bin_dirs: &self.bin_dirs,
         };
+        let started = std::time::Instant::now();
         let plan = self.fast_plan(&list, &runtime, pod.id);
+        let path = if plan.is_some() {
+            "in_process"
+        } else {
+            "plugins"
+        };
         let added = match &plan {
             Some(plan) => fast::add(plan, pod.id, pod.netns, IFNAME)
                 .await
@@ -268,6 +274,7 @@ impl Network {
                 }),
             None => cni::add(&list, &inv, &runtime).await,
         };
+        crate::metrics::cni_finished("add", path, added.is_ok(), started.elapsed());
         let result = match added {
             Ok(r) => r,
             Err(source) => {
@@ -333,7 +340,8 @@ impl Network {
 
     /// DEL with what ADD used: the stored config, arguments and result. `netns` that is
     /// no longer a namespace (unmounted, host rebooted) is passed empty. Succeeds again
-    /// when run twice (the plugins' DEL is idempotent).
+    /// when run twice (the plugins' DEL is idempotent). The fast path does it when it
+    /// takes the stored config and finds the state ADD left; else the plugins.
     pub async fn detach(&self, net: &PodNetwork, netns: Option<&Path>) -> Result<(), NetworkError> {
         let bad = |what: &str, e: serde_json::Error| {
             NetworkError::Internal(format!("stored pod network {what}: {e}"))
@@ -347,6 +355,22 @@ impl Network {
         };
         let result: Value = serde_json::from_str(&net.result).map_err(|e| bad("result", e))?;
         let netns = cni::netns_for_del(netns);
+        let started = std::time::Instant::now();
+        if let Some(plan) = self.fast_plan(&list, &runtime, &net.container_id) {
+            match fast::del(&plan, &net.container_id, &netns, &net.ifname).await {
+                Ok(fast::DelOutcome::Done) => {
+                    crate::metrics::cni_finished("del", "in_process", true, started.elapsed());
+                    return Ok(());
+                }
+                Ok(fast::DelOutcome::Plugins(why)) => {
+                    tracing::debug!(sandbox = %net.container_id, reason = %why, "CNI DEL through the plugins")
+                }
+                // What it did is what the plugins' DEL would do first; theirs finishes.
+                Err(e) => {
+                    tracing::warn!(sandbox = %net.container_id, error = %e, "in-process CNI DEL failed; the plugins' DEL follows")
+                }
+            }
+        }
         let inv = cni::Invocation {
             command: cni::Command::Del,
             container_id: &net.container_id,
@@ -355,12 +379,12 @@ impl Network {
             args: &net.args,
             bin_dirs: &self.bin_dirs,
         };
-        cni::del(&list, &inv, &runtime, Some(&result))
-            .await
-            .map_err(|source| NetworkError::Teardown {
-                network: list.name.clone(),
-                source,
-            })
+        let deleted = cni::del(&list, &inv, &runtime, Some(&result)).await;
+        crate::metrics::cni_finished("del", "plugins", deleted.is_ok(), started.elapsed());
+        deleted.map_err(|source| NetworkError::Teardown {
+            network: list.name.clone(),
+            source,
+        })
     }
 }
 

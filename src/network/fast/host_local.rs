@@ -130,21 +130,7 @@ pub fn allocate(
     ifname: &str,
 ) -> Result<Ipv4Addr, String> {
     let dir = pool_dir(data_dir, network);
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(&dir)
-        .map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
-    let lock = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o750)
-        .open(dir.join("lock"))
-        .map_err(|e| format!("open {}/lock: {e}", dir.display()))?;
-    let _held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| format!("lock {}/lock: {e}", dir.display()))?;
+    let _held = lock_pool(&dir)?;
     let owner = format!("{}\r\n{ifname}", id.trim());
     if let Some(ip) = held_by(&dir, id.trim(), &owner)
         .into_iter()
@@ -185,21 +171,67 @@ pub fn allocate(
     ))
 }
 
-/// The addresses whose files name `id` (with this ifname, or host-local's older
-/// id-only form).
-fn held_by(dir: &Path, id: &str, owner: &str) -> Vec<Ipv4Addr> {
+/// Releases what `id`/`ifname` holds as host-local's DEL does: under the pool's lock
+/// (the pool dir and lock file made if missing, as the plugin makes them), every file
+/// naming `id` with this ifname removed, or, if there is none, every one naming `id`
+/// alone (host-local's older form). Nothing held is fine.
+pub fn release(data_dir: &Path, network: &str, id: &str, ifname: &str) -> Result<(), String> {
+    let dir = pool_dir(data_dir, network);
+    let _held = lock_pool(&dir)?;
+    let owner = format!("{}\r\n{ifname}", id.trim());
+    for key in [owner.as_str(), id.trim()] {
+        let mut found = false;
+        for file in files_holding(&dir, key) {
+            if fs::remove_file(&file).is_ok() {
+                found = true;
+            }
+        }
+        if found {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// The pool dir made if missing and its lock file taken (released on drop).
+fn lock_pool(dir: &Path) -> Result<nix::fcntl::Flock<File>, String> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
+        .map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+    let lock = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o750)
+        .open(dir.join("lock"))
+        .map_err(|e| format!("open {}/lock: {e}", dir.display()))?;
+    nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| format!("lock {}/lock: {e}", dir.display()))
+}
+
+/// The files of the pool whose content (trimmed) is `key`.
+fn files_holding(dir: &Path, key: &str) -> Vec<PathBuf> {
     let Ok(entries) = fs::read_dir(dir) else {
         return Vec::new();
     };
     entries
         .flatten()
-        .filter_map(|e| {
-            let data = fs::read_to_string(e.path()).ok()?;
-            let data = data.trim();
-            (data == owner || data == id)
-                .then(|| e.file_name().to_str()?.parse::<Ipv4Addr>().ok())
-                .flatten()
-        })
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .filter(|e| fs::read_to_string(e.path()).is_ok_and(|d| d.trim() == key))
+        .map(|e| e.path())
+        .collect()
+}
+
+/// The addresses whose files name `id` (with this ifname, or host-local's older
+/// id-only form).
+fn held_by(dir: &Path, id: &str, owner: &str) -> Vec<Ipv4Addr> {
+    [owner, id]
+        .into_iter()
+        .flat_map(|key| files_holding(dir, key))
+        .filter_map(|f| f.file_name()?.to_str()?.parse::<Ipv4Addr>().ok())
         .collect()
 }
 
@@ -292,10 +324,20 @@ mod tests {
         assert!(allocate(&r, data.path(), "net", "pod-b", "eth0")
             .unwrap_err()
             .contains("no IP addresses available"));
-        fs::remove_file(dir.join("10.0.0.2")).unwrap();
+        release(data.path(), "net", "pod-a", "eth0").unwrap();
+        assert!(!dir.join("10.0.0.2").exists());
         assert_eq!(
             allocate(&r, data.path(), "net", "pod-b", "eth0").unwrap(),
             ip("10.0.0.2")
         );
+        // Twice, and for an id holding nothing: nothing to do.
+        release(data.path(), "net", "pod-a", "eth0").unwrap();
+        assert!(dir.join("10.0.0.2").exists());
+        // The older id-only form is released too; the pool dir is made if missing.
+        fs::write(dir.join("10.0.0.3"), "pod-c").unwrap();
+        release(data.path(), "net", "pod-c", "eth0").unwrap();
+        assert!(!dir.join("10.0.0.3").exists());
+        release(data.path(), "other", "pod-c", "eth0").unwrap();
+        assert!(data.path().join("other/lock").exists());
     }
 }

@@ -26,6 +26,11 @@ pub fn comment(network: &str, id: &str) -> String {
     format!("name: \"{network}\" id: \"{id}\"")
 }
 
+/// The comment as one word of the restore format: quoted, its quotes escaped.
+fn quoted_comment(network: &str, id: &str) -> String {
+    format!("\"{}\"", comment(network, id).replace('"', "\\\""))
+}
+
 /// What `iptables-restore --noflush` reads: the chain declared (made) and its two rules,
 /// then the POSTROUTING jump, in the plugin's order.
 pub fn restore_input(
@@ -35,14 +40,27 @@ pub fn restore_input(
     subnet: Ipv4Addr,
     prefix: u8,
 ) -> String {
-    let chain = chain_name(network, id);
-    // In the restore format the comment is a quoted word: its quotes escaped.
-    let quoted = format!("\"{}\"", comment(network, id).replace('"', "\\\""));
+    let (chain, quoted) = (chain_name(network, id), quoted_comment(network, id));
     format!(
         "*nat\n:{chain} - [0:0]\n\
          -A {chain} -d {subnet}/{prefix} -m comment --comment {quoted} -j ACCEPT\n\
          -A {chain} ! -d 224.0.0.0/4 -m comment --comment {quoted} -j MASQUERADE\n\
          -A POSTROUTING -s {ip}/32 -m comment --comment {quoted} -j {chain}\n\
+         COMMIT\n"
+    )
+}
+
+/// What DEL's `iptables-restore --noflush` reads: the POSTROUTING jump, the chain's rules
+/// and the chain removed — all or nothing, so a pod whose rules are not as ADD left
+/// them (one of them gone already) changes nothing and goes to the plugin's DEL, which
+/// tolerates every partial state.
+pub fn teardown_input(network: &str, id: &str, ip: Ipv4Addr) -> String {
+    let (chain, quoted) = (chain_name(network, id), quoted_comment(network, id));
+    format!(
+        "*nat\n\
+         -D POSTROUTING -s {ip}/32 -m comment --comment {quoted} -j {chain}\n\
+         -F {chain}\n\
+         -X {chain}\n\
          COMMIT\n"
     )
 }
@@ -105,6 +123,14 @@ mod tests {
              -A CNI-49ad08d6849554b6c6a143d9 -d 10.77.0.0/24 -m comment --comment \"name: \\\"fpnet\\\" id: \\\"abc123\\\"\" -j ACCEPT\n\
              -A CNI-49ad08d6849554b6c6a143d9 ! -d 224.0.0.0/4 -m comment --comment \"name: \\\"fpnet\\\" id: \\\"abc123\\\"\" -j MASQUERADE\n\
              -A POSTROUTING -s 10.77.0.2/32 -m comment --comment \"name: \\\"fpnet\\\" id: \\\"abc123\\\"\" -j CNI-49ad08d6849554b6c6a143d9\n\
+             COMMIT\n"
+        );
+        assert_eq!(
+            teardown_input("fpnet", "abc123", Ipv4Addr::new(10, 77, 0, 2)),
+            "*nat\n\
+             -D POSTROUTING -s 10.77.0.2/32 -m comment --comment \"name: \\\"fpnet\\\" id: \\\"abc123\\\"\" -j CNI-49ad08d6849554b6c6a143d9\n\
+             -F CNI-49ad08d6849554b6c6a143d9\n\
+             -X CNI-49ad08d6849554b6c6a143d9\n\
              COMMIT\n"
         );
     }

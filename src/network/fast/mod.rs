@@ -1,9 +1,10 @@
-//! The in-process fast path for the standard bridge network (issue 13): ADD of
+//! The in-process fast path for the standard bridge network (issue 13): ADD and DEL of
 //! `[loopback,] bridge + host-local [, portmap]` done by proxrt itself — netlink, the
 //! host-local pool's files, one `iptables-restore` — leaving exactly the state and the
-//! result the plugins (containernetworking-plugins 1.1, Debian 12's) leave, so their DEL,
-//! which stays theirs, removes it. Every other config, and any option of these plugins
-//! the fast path does not reproduce, goes to the plugins: [`plan`] says which and why.
+//! result the plugins (containernetworking-plugins 1.1, Debian 12's) leave, so either's
+//! DEL removes the other's ADD. Every other config, and any option of these plugins the
+//! fast path does not reproduce, goes to the plugins: [`plan`] says which and why; a DEL
+//! that finds a state other than ADD's declines ([`DelOutcome::Plugins`]).
 //!
 //! What it reproduces, step by step as `bridge`'s `cmdAdd` does it: the bridge made if
 //! missing (kernel defaults) and up, `accept_ra` 0 on it; a veth pair made in the pod's
@@ -313,15 +314,132 @@ pub async fn add(plan: &Plan, id: &str, netns: &Path, ifname: &str) -> Result<Va
         netns.to_owned(),
         ifname.to_owned(),
     );
+    on_own_thread(move || add_blocking(&plan, &id, &netns, &ifname)).await
+}
+
+/// Runs `work` on a thread of its own and waits for its answer (the thread enters the
+/// pod's network namespace and back; a thread of the runtime never changes namespace).
+async fn on_own_thread<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("cni-fast".into())
         .spawn(move || {
-            let _ = tx.send(add_blocking(&plan, &id, &netns, &ifname));
+            let _ = tx.send(work());
         })
         .map_err(|e| format!("start the network thread: {e}"))?;
     rx.await
         .map_err(|_| "the network thread ended without an answer".to_owned())?
+}
+
+/// What a fast DEL did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DelOutcome {
+    /// Everything the plugins' DEL would have done.
+    Done,
+    /// Nothing: the pod's state is not one the fast path tears down (why); the plugins'
+    /// DEL is to run.
+    Plugins(String),
+}
+
+/// DEL for `plan` as the plugins' DEL of the list does it (portmap without mappings:
+/// nothing; bridge: the pod's rules, its interface, host-local's release; loopback: lo
+/// down), from the state ADD left. An empty `netns` (the namespace is gone): host-local's
+/// release only, as the bridge plugin does. A state other than ADD's (rules half gone,
+/// more addresses than one) changes nothing and answers [`DelOutcome::Plugins`].
+pub async fn del(plan: &Plan, id: &str, netns: &Path, ifname: &str) -> Result<DelOutcome, String> {
+    let (plan, id, netns, ifname) = (
+        plan.clone(),
+        id.to_owned(),
+        netns.to_owned(),
+        ifname.to_owned(),
+    );
+    on_own_thread(move || del_blocking(&plan, &id, &netns, &ifname)).await
+}
+
+/// DEL, blocking; as [`add_blocking`], the thread must be one that may change network
+/// namespace.
+pub fn del_blocking(
+    plan: &Plan,
+    id: &str,
+    netns: &Path,
+    ifname: &str,
+) -> Result<DelOutcome, String> {
+    let release = || host_local::release(&plan.data_dir, &plan.network, id, ifname);
+    if netns.as_os_str().is_empty() {
+        release()?;
+        return Ok(DelOutcome::Done);
+    }
+    let mut s = Sides::open(netns)?;
+    let out = (|| {
+        let nl = |what: &str, e: std::io::Error| format!("{what}: {e}");
+        s.enter_pod()?;
+        let cont = s
+            .pod
+            .link(ifname)
+            .map_err(|e| nl(&format!("failed to lookup {ifname:?}"), e))?;
+        if let Some(cont) = &cont {
+            let global: Vec<(std::net::IpAddr, u8)> = s
+                .pod
+                .addresses(cont.index)
+                .map_err(|e| nl(&format!("failed to get IP addresses for {ifname:?}"), e))?
+                .into_iter()
+                .filter(|(ip, _)| global_unicast(ip))
+                .collect();
+            let ip = match global.as_slice() {
+                [] => None,
+                [(std::net::IpAddr::V4(ip), _)] => Some(*ip),
+                _ => {
+                    return Ok(DelOutcome::Plugins(format!(
+                        "{ifname} holds {global:?}, not one IPv4 address"
+                    )))
+                }
+            };
+            if let (true, Some(ip)) = (plan.ip_masq, ip) {
+                s.enter_host()?;
+                if let Err(e) = masq::apply(&masq::teardown_input(&plan.network, id, ip)) {
+                    return Ok(DelOutcome::Plugins(format!(
+                        "the pod's nat rules are not as ADD left them: {e}"
+                    )));
+                }
+                s.enter_pod()?;
+            }
+            s.pod
+                .delete_link(cont.index)
+                .map_err(|e| nl(&format!("failed to delete {ifname:?}"), e))?;
+        }
+        release()?;
+        if plan.loopback {
+            s.enter_pod()?;
+            if let Some(lo) = s.pod.link("lo").map_err(|e| nl("lookup lo", e))? {
+                s.pod.set_down(lo.index).map_err(|e| nl("set lo down", e))?;
+            }
+        }
+        Ok(DelOutcome::Done)
+    })();
+    s.enter_host()?;
+    out
+}
+
+/// Go's `IP.IsGlobalUnicast`: not unspecified, loopback, multicast, link-local or the
+/// IPv4 broadcast address.
+fn global_unicast(ip: &std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v) => {
+            !(v.is_unspecified()
+                || v.is_loopback()
+                || v.is_multicast()
+                || v.is_link_local()
+                || v.is_broadcast())
+        }
+        std::net::IpAddr::V6(v) => {
+            !(v.is_unspecified()
+                || v.is_loopback()
+                || v.is_multicast()
+                || v.is_unicast_link_local())
+        }
+    }
 }
 
 /// The two namespaces and a netlink socket in each, and which one the thread is in.
@@ -333,6 +451,29 @@ struct Sides {
 }
 
 impl Sides {
+    /// The calling thread's namespace (the runtime's side) and the pod's at `netns`,
+    /// with a netlink socket opened in each. The thread is back in its own at return.
+    fn open(netns: &Path) -> Result<Sides, String> {
+        let host_ns = File::open("/proc/thread-self/ns/net")
+            .map_err(|e| format!("open the runtime's network namespace: {e}"))?;
+        let pod_ns =
+            File::open(netns).map_err(|e| format!("failed to open netns {netns:?}: {e}"))?;
+        let host = Netlink::open().map_err(|e| format!("netlink: {e}"))?;
+        nix::sched::setns(&pod_ns, nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|e| format!("enter the pod's network namespace: {e}"))?;
+        let pod = Netlink::open();
+        let back = nix::sched::setns(&host_ns, nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|e| format!("return to the runtime's network namespace: {e}"));
+        let pod = pod.map_err(|e| format!("netlink in the pod's network namespace: {e}"))?;
+        back?;
+        Ok(Sides {
+            host_ns,
+            pod_ns,
+            host,
+            pod,
+        })
+    }
+
     fn enter_pod(&self) -> Result<(), String> {
         nix::sched::setns(&self.pod_ns, nix::sched::CloneFlags::CLONE_NEWNET)
             .map_err(|e| format!("enter the pod's network namespace: {e}"))
@@ -349,23 +490,7 @@ pub fn add_blocking(plan: &Plan, id: &str, netns: &Path, ifname: &str) -> Result
     if !plain_name(id) {
         return Err(format!("container id {id:?}"));
     }
-    let host_ns = File::open("/proc/thread-self/ns/net")
-        .map_err(|e| format!("open the runtime's network namespace: {e}"))?;
-    let pod_ns = File::open(netns).map_err(|e| format!("failed to open netns {netns:?}: {e}"))?;
-    let host = Netlink::open().map_err(|e| format!("netlink: {e}"))?;
-    nix::sched::setns(&pod_ns, nix::sched::CloneFlags::CLONE_NEWNET)
-        .map_err(|e| format!("enter the pod's network namespace: {e}"))?;
-    let pod = Netlink::open();
-    let back = nix::sched::setns(&host_ns, nix::sched::CloneFlags::CLONE_NEWNET)
-        .map_err(|e| format!("return to the runtime's network namespace: {e}"));
-    let pod = pod.map_err(|e| format!("netlink in the pod's network namespace: {e}"))?;
-    back?;
-    let mut sides = Sides {
-        host_ns,
-        pod_ns,
-        host,
-        pod,
-    };
+    let mut sides = Sides::open(netns)?;
     let out = run(plan, &mut sides, id, netns, ifname);
     // Whatever happened, the thread ends where it began.
     sides.enter_host()?;

@@ -240,6 +240,44 @@ impl Netlink {
             .collect())
     }
 
+    /// Every address of link `index` (all families), with its prefix length.
+    pub fn addresses(&mut self, index: u32) -> io::Result<Vec<(std::net::IpAddr, u8)>> {
+        let m = AddressMessage::default();
+        let answers = self.request(
+            RouteNetlinkMessage::GetAddress(m),
+            netlink_packet_core::NLM_F_DUMP,
+        )?;
+        Ok(answers
+            .into_iter()
+            .filter_map(|a| match a {
+                RouteNetlinkMessage::NewAddress(a) if a.header.index == index => {
+                    // IFA_ADDRESS is the address for both families (IFA_LOCAL only
+                    // differs on point-to-point links).
+                    a.attributes.iter().find_map(|attr| match attr {
+                        AddressAttribute::Address(ip) => Some((*ip, a.header.prefix_len)),
+                        _ => None,
+                    })
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
+    pub fn delete_link(&mut self, index: u32) -> io::Result<()> {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        self.request(RouteNetlinkMessage::DelLink(m), NLM_F_ACK)
+            .map(drop)
+    }
+
+    pub fn set_down(&mut self, index: u32) -> io::Result<()> {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.header.change_mask = LinkFlags::Up;
+        self.request(RouteNetlinkMessage::NewLink(m), NLM_F_ACK)
+            .map(drop)
+    }
+
     /// `ip addr add <ip>/<prefix> brd <computed> dev <index>` (the plugin's library adds
     /// the broadcast address below /31).
     pub fn add_address_v4(&mut self, index: u32, ip: Ipv4Addr, prefix: u8) -> io::Result<()> {
