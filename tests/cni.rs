@@ -994,15 +994,16 @@ fn state_diff(a: &[String], b: &[String], labels: (&str, &str)) -> Vec<String> {
 
 /// The fast path leaves exactly what the plugins leave (issue 13): the same config, the
 /// same container id, one side through Debian's plugins, the other in-process, each in a
-/// runtime namespace and a pod namespace of its own. ADD, then DEL three ways: as after
+/// runtime namespace and a pod namespace of its own. ADD, then DEL four ways: as after
 /// StopPodSandbox (and a second DEL), with the pod's namespace gone (host-local's
-/// release only, the rules stay: the bridge plugin's own behaviour), and with the
-/// pod's nat jump already gone (the fast path declines and changes nothing; the plugins'
-/// DEL then runs on both). CNI 1.0.0 and 0.4.0 results.
+/// release only, the rules stay: the bridge plugin's own behaviour), with the pod's nat
+/// jump already gone (the rest torn down step by step), and with a second address on
+/// the pod's interface (the fast path declines and changes nothing; the plugins' DEL
+/// then runs on both). CNI 1.0.0 and 0.4.0 results.
 #[test]
 fn the_fast_path_leaves_what_the_plugins_leave() {
     use proxrt::network::{cni, fast};
-    for (round, version) in [(0, "1.0.0"), (1, "0.4.0"), (2, "1.0.0")] {
+    for (round, version) in [(0, "1.0.0"), (1, "0.4.0"), (2, "1.0.0"), (3, "1.0.0")] {
         let pid = std::process::id();
         let id = format!("fastcmp{pid}r{round}");
         let name = format!("prxfast-{pid}");
@@ -1040,10 +1041,11 @@ fn the_fast_path_leaves_what_the_plugins_leave() {
             .join()
             .expect("netns thread")
         };
-        // The plugins' DEL; `pod_path` empty: the pod's namespace is gone.
-        let del = |net: &Net, pod_path: PathBuf, result: serde_json::Value| {
+        // The plugins' DEL; `pod_path` empty: the pod's namespace is gone. Its error, if
+        // it fails, with the side's names masked.
+        let try_del = |net: &Net, pod_path: PathBuf, result: serde_json::Value| {
             let (list, id, bins) = (list_of(net), id.clone(), bins.clone());
-            in_ns(
+            let out = in_ns(
                 net,
                 Box::new(move || {
                     let rt = tokio::runtime::Builder::new_current_thread()
@@ -1058,16 +1060,23 @@ fn the_fast_path_leaves_what_the_plugins_leave() {
                         args: "",
                         bin_dirs: &bins,
                     };
-                    rt.block_on(cni::del(
+                    match rt.block_on(cni::del(
                         &list,
                         &inv,
                         &serde_json::Map::new(),
                         Some(&result),
-                    ))
-                    .expect("the plugins' DEL");
-                    serde_json::Value::Null
+                    )) {
+                        Ok(()) => serde_json::Value::Null,
+                        Err(e) => serde_json::Value::String(e.to_string()),
+                    }
                 }),
             );
+            out.as_str().map(|e| masked(e, &[]))
+        };
+        let del = |net: &Net, pod_path: PathBuf, result: serde_json::Value| {
+            if let Some(e) = try_del(net, pod_path, result) {
+                panic!("the plugins' DEL: {e}");
+            }
         };
 
         // ADD: the plugins on one side, the fast path on the other.
@@ -1217,21 +1226,58 @@ fn the_fast_path_leaves_what_the_plugins_leave() {
                 assert!(a.iter().any(|l| l.contains(&id)), "the rules stay: {a:?}");
                 assert!(pool_files(&fast_side.0).is_empty());
             }
-            _ => {
+            2 => {
                 // The nat jump gone by hand on both sides: not the state ADD left. The
-                // fast path declines and changes nothing; the plugins' DEL cleans up.
+                // fast path tears the rest down step by step, as the plugin does.
                 for (net, _) in &sides {
                     net.exec_ok(&["iptables", "-t", "nat", "-F", "POSTROUTING"]);
                 }
+                del(&plugins.0, plugins.1.path(), plugin_result);
+                assert_eq!(fast_del(fast_side.1.path()), "Done");
+                let a = compare("after DEL with the nat jump gone");
+                assert!(!a.iter().any(|l| l.contains("VETH") || l.contains(&id)));
+            }
+            _ => {
+                // A second address on the pod's interface: the fast path declines and
+                // changes nothing. The plugins' DEL then fails on both sides alike (it
+                // deletes the chain for the first address and fails to find it for the
+                // second), and a second DEL of theirs finishes.
+                for (_, pod_ns) in &sides {
+                    run_ok(Command::new("ip").args([
+                        "netns",
+                        "exec",
+                        &pod_ns.0,
+                        "ip",
+                        "addr",
+                        "add",
+                        "192.168.99.9/24",
+                        "dev",
+                        "eth0",
+                    ]));
+                }
                 let outcome = fast_del(fast_side.1.path());
                 assert!(
-                    outcome.starts_with("Plugins(") && outcome.contains("not as ADD left them"),
+                    outcome.starts_with("Plugins(") && outcome.contains("not one IPv4 address"),
                     "{outcome}"
                 );
                 compare("after a declined fast DEL");
+                let failed = [
+                    try_del(&plugins.0, plugins.1.path(), plugin_result.clone()),
+                    try_del(&fast_side.0, fast_side.1.path(), fast_result.clone()),
+                ];
+                assert!(failed[0].is_some(), "the plugins' DEL with two addresses");
+                assert_eq!(
+                    failed[0]
+                        .as_ref()
+                        .map(|e| e.replace(&plugins.1 .0, "POD_NS")),
+                    failed[1]
+                        .as_ref()
+                        .map(|e| e.replace(&fast_side.1 .0, "POD_NS"))
+                );
+                compare("after the plugins' failed DEL");
                 del(&plugins.0, plugins.1.path(), plugin_result);
                 del(&fast_side.0, fast_side.1.path(), fast_result);
-                let a = compare("after the plugins' DEL");
+                let a = compare("after the plugins' second DEL");
                 assert!(!a.iter().any(|l| l.contains("VETH") || l.contains(&id)));
             }
         }

@@ -65,6 +65,22 @@ pub fn teardown_input(network: &str, id: &str, ip: Ipv4Addr) -> String {
     )
 }
 
+/// The plugin's `TeardownIPMasq` step by step, for rules not as ADD left them: the
+/// POSTROUTING jump deleted (and the jump older plugins wrote with the pod's subnet),
+/// each where it exists; the chain made if missing, flushed and removed.
+pub fn teardown_each(network: &str, id: &str, ip: Ipv4Addr, prefix: u8) -> Result<(), String> {
+    let (chain, quoted) = (chain_name(network, id), quoted_comment(network, id));
+    let subnet =
+        Ipv4Addr::from(u32::from(ip) & (u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0)));
+    for source in [format!("{ip}/32"), format!("{subnet}/{prefix}")] {
+        // "No such rule": nothing to delete.
+        let _ = apply(&format!(
+            "*nat\n-D POSTROUTING -s {source} -m comment --comment {quoted} -j {chain}\nCOMMIT\n"
+        ));
+    }
+    apply(&format!("*nat\n:{chain} - [0:0]\n-X {chain}\nCOMMIT\n"))
+}
+
 /// Runs `iptables-restore --noflush -w` with `input`, in the calling thread's network
 /// namespace (a child inherits the thread's).
 pub fn apply(input: &str) -> Result<(), String> {

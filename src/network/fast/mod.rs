@@ -4,7 +4,8 @@
 //! result the plugins (containernetworking-plugins 1.1, Debian 12's) leave, so either's
 //! DEL removes the other's ADD. Every other config, and any option of these plugins the
 //! fast path does not reproduce, goes to the plugins: [`plan`] says which and why; a DEL
-//! that finds a state other than ADD's declines ([`DelOutcome::Plugins`]).
+//! that finds the pod's interface holding other than one IPv4 address declines
+//! ([`DelOutcome::Plugins`]).
 //!
 //! What it reproduces, step by step as `bridge`'s `cmdAdd` does it: the bridge made if
 //! missing (kernel defaults) and up, `accept_ra` 0 on it; a veth pair made in the pod's
@@ -338,16 +339,17 @@ async fn on_own_thread<T: Send + 'static>(
 pub enum DelOutcome {
     /// Everything the plugins' DEL would have done.
     Done,
-    /// Nothing: the pod's state is not one the fast path tears down (why); the plugins'
-    /// DEL is to run.
+    /// Nothing: the pod's interface holds addresses the fast path does not tear down
+    /// (why); the plugins' DEL is to run.
     Plugins(String),
 }
 
 /// DEL for `plan` as the plugins' DEL of the list does it (portmap without mappings:
 /// nothing; bridge: the pod's rules, its interface, host-local's release; loopback: lo
-/// down), from the state ADD left. An empty `netns` (the namespace is gone): host-local's
-/// release only, as the bridge plugin does. A state other than ADD's (rules half gone,
-/// more addresses than one) changes nothing and answers [`DelOutcome::Plugins`].
+/// down). An empty `netns` (the namespace is gone): host-local's release only, as the
+/// bridge plugin does. Rules not as ADD left them are torn down step by step as the
+/// plugin does; an interface holding more than one global address (or an IPv6 one)
+/// changes nothing and answers [`DelOutcome::Plugins`].
 pub async fn del(plan: &Plan, id: &str, netns: &Path, ifname: &str) -> Result<DelOutcome, String> {
     let (plan, id, netns, ifname) = (
         plan.clone(),
@@ -396,18 +398,28 @@ pub fn del_blocking(
                     )))
                 }
             };
-            if let (true, Some(ip)) = (plan.ip_masq, ip) {
-                s.enter_host()?;
-                if let Err(e) = masq::apply(&masq::teardown_input(&plan.network, id, ip)) {
-                    return Ok(DelOutcome::Plugins(format!(
-                        "the pod's nat rules are not as ADD left them: {e}"
-                    )));
-                }
-                s.enter_pod()?;
-            }
-            s.pod
-                .delete_link(cont.index)
-                .map_err(|e| nl(&format!("failed to delete {ifname:?}"), e))?;
+            let prefix = global.first().map(|(_, prefix)| *prefix).unwrap_or(32);
+            // The nat rules from a thread of its own (in the runtime's namespace, where
+            // this thread is) while the kernel takes the interface down: both wait on
+            // the kernel's grace periods, so side by side they take the time of one.
+            s.enter_host()?;
+            std::thread::scope(|scope| {
+                let masq = match (plan.ip_masq, ip) {
+                    (true, Some(ip)) => Some(scope.spawn(move || {
+                        masq::apply(&masq::teardown_input(&plan.network, id, ip)).or_else(|_| {
+                            // Not as ADD left them: step by step, as the plugin does.
+                            masq::teardown_each(&plan.network, id, ip, prefix)
+                        })
+                    })),
+                    _ => None,
+                };
+                let deleted = s
+                    .pod
+                    .delete_link(cont.index)
+                    .map_err(|e| nl(&format!("failed to delete {ifname:?}"), e));
+                masq.map(joined).transpose()?;
+                deleted
+            })?;
         }
         release()?;
         if plan.loopback {
@@ -550,11 +562,57 @@ fn run(plan: &Plan, s: &mut Sides, id: &str, netns: &Path, ifname: &str) -> Resu
     })?;
     // IPAM.
     let ip = host_local::allocate(&plan.range, &plan.data_dir, &plan.network, id, ifname)?;
-    let (prefix, gateway) = (plan.range.prefix, plan.range.gateway);
+    let addr = (ip, plan.range.prefix, plan.range.gateway);
+    let wired = Wired {
+        br,
+        cont,
+        host_veth_name,
+    };
+    // The nat rules go in from a thread of their own (its iptables-restore runs in the
+    // runtime's namespace, where this thread is now) while the rest is set up: the end
+    // state is the plugin's either way, in about half the time.
+    std::thread::scope(|scope| {
+        let masq = plan.ip_masq.then(|| {
+            let network = Ipv4Addr::from(u32::from(ip) & mask(addr.1));
+            let input = masq::restore_input(&plan.network, id, ip, network, addr.1);
+            scope.spawn(move || masq::apply(&input))
+        });
+        let out = finish(plan, s, &wired, netns, ifname, addr);
+        masq.map(joined).transpose()?;
+        out
+    })
+}
+
+/// What ADD made before the address: the bridge, the pod's veth end, the host end's name.
+struct Wired {
+    br: Link,
+    cont: Link,
+    host_veth_name: String,
+}
+
+/// The iptables thread's answer.
+fn joined(h: std::thread::ScopedJoinHandle<'_, Result<(), String>>) -> Result<(), String> {
+    h.join()
+        .unwrap_or_else(|_| Err("the iptables thread panicked".into()))
+}
+
+/// ADD after IPAM: the pod's side, the gateway, forwarding, the port's state, the
+/// result.
+fn finish(
+    plan: &Plan,
+    s: &mut Sides,
+    wired: &Wired,
+    netns: &Path,
+    ifname: &str,
+    (ip, prefix, gateway): (Ipv4Addr, u8, Ipv4Addr),
+) -> Result<Value, String> {
+    let nl = |what: &str, e: std::io::Error| format!("{what}: {e}");
+    let (cont, host_veth_name) = (&wired.cont, &wired.host_veth_name);
     // The pod's side.
     s.enter_pod()?;
     sysctl(&format!("net/ipv6/conf/{ifname}/accept_dad"), "0");
     sysctl(&format!("net/ipv4/conf/{ifname}/arp_notify"), "1");
+    s.enter_host()?;
     s.pod.add_address_v4(cont.index, ip, prefix).map_err(|e| {
         nl(
             &format!("failed to add IP addr {ip}/{prefix} to {ifname:?}"),
@@ -575,14 +633,9 @@ fn run(plan: &Plan, s: &mut Sides, id: &str, netns: &Path, ifname: &str) -> Resu
                 )
             })?;
     }
-    s.enter_host()?;
     if plan.is_gateway {
-        ensure_gateway(&mut s.host, &br, &plan.bridge, gateway, prefix)?;
+        ensure_gateway(&mut s.host, &wired.br, &plan.bridge, gateway, prefix)?;
         enable_ip_forward()?;
-    }
-    if plan.ip_masq {
-        let network = Ipv4Addr::from(u32::from(ip) & mask(prefix));
-        masq::apply(&masq::restore_input(&plan.network, id, ip, network, prefix))?;
     }
     // The plugin waits for the port to come up (STP off: at once).
     let mut host_veth = None;
@@ -590,7 +643,7 @@ fn run(plan: &Plan, s: &mut Sides, id: &str, netns: &Path, ifname: &str) -> Resu
         std::thread::sleep(Duration::from_millis(pause));
         let l = s
             .host
-            .link(&host_veth_name)
+            .link(host_veth_name)
             .map_err(|e| nl("lookup the host veth", e))?
             .ok_or_else(|| format!("failed to lookup {host_veth_name:?}"))?;
         if l.up {
@@ -611,7 +664,7 @@ fn run(plan: &Plan, s: &mut Sides, id: &str, netns: &Path, ifname: &str) -> Resu
         plan,
         &br,
         &host_veth,
-        &cont,
+        cont,
         netns,
         (ip, prefix, gateway),
     ))
