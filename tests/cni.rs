@@ -1041,9 +1041,14 @@ fn the_fast_path_leaves_what_the_plugins_leave() {
             .join()
             .expect("netns thread")
         };
-        // The plugins' DEL; `pod_path` empty: the pod's namespace is gone. Its error, if
-        // it fails, with the side's names masked.
-        let try_del = |net: &Net, pod_path: PathBuf, result: serde_json::Value| {
+        // The plugins' ADD or DEL (with `prev` as its prevResult) in `net`'s namespace;
+        // `pod_path` empty: the pod's namespace is gone. ADD's result, or the error with
+        // what differs by chance masked.
+        let plugins_run = |net: &Net,
+                           command: cni::Command,
+                           pod_path: PathBuf,
+                           prev: Option<serde_json::Value>|
+         -> Result<serde_json::Value, String> {
             let (list, id, bins) = (list_of(net), id.clone(), bins.clone());
             let out = in_ns(
                 net,
@@ -1053,25 +1058,32 @@ fn the_fast_path_leaves_what_the_plugins_leave() {
                         .build()
                         .unwrap();
                     let inv = cni::Invocation {
-                        command: cni::Command::Del,
+                        command,
                         container_id: &id,
                         netns: &pod_path,
                         ifname: "eth0",
                         args: "",
                         bin_dirs: &bins,
                     };
-                    match rt.block_on(cni::del(
-                        &list,
-                        &inv,
-                        &serde_json::Map::new(),
-                        Some(&result),
-                    )) {
-                        Ok(()) => serde_json::Value::Null,
-                        Err(e) => serde_json::Value::String(e.to_string()),
-                    }
+                    let runtime = serde_json::Map::new();
+                    let done = rt.block_on(async {
+                        match command {
+                            cni::Command::Add => cni::add(&list, &inv, &runtime).await,
+                            cni::Command::Del => cni::del(&list, &inv, &runtime, prev.as_ref())
+                                .await
+                                .map(|()| serde_json::Value::Null),
+                        }
+                    });
+                    serde_json::json!({ "ok": done.as_ref().ok(), "err": done.err().map(|e| e.to_string()) })
                 }),
             );
-            out.as_str().map(|e| masked(e, &[]))
+            match out["err"].as_str() {
+                Some(e) => Err(masked(e, &[])),
+                None => Ok(out["ok"].clone()),
+            }
+        };
+        let try_del = |net: &Net, pod_path: PathBuf, result: serde_json::Value| {
+            plugins_run(net, cni::Command::Del, pod_path, Some(result)).err()
         };
         let del = |net: &Net, pod_path: PathBuf, result: serde_json::Value| {
             if let Some(e) = try_del(net, pod_path, result) {
@@ -1081,29 +1093,8 @@ fn the_fast_path_leaves_what_the_plugins_leave() {
 
         // ADD: the plugins on one side, the fast path on the other.
         let (plugins, fast_side) = (&sides[0], &sides[1]);
-        let plugin_result = {
-            let (list, id, bins) = (list_of(&plugins.0), id.clone(), bins.clone());
-            let pod_path = plugins.1.path();
-            in_ns(
-                &plugins.0,
-                Box::new(move || {
-                    let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .unwrap();
-                    let inv = cni::Invocation {
-                        command: cni::Command::Add,
-                        container_id: &id,
-                        netns: &pod_path,
-                        ifname: "eth0",
-                        args: "",
-                        bin_dirs: &bins,
-                    };
-                    rt.block_on(cni::add(&list, &inv, &serde_json::Map::new()))
-                        .expect("the plugins' ADD")
-                }),
-            )
-        };
+        let plugin_result = plugins_run(&plugins.0, cni::Command::Add, plugins.1.path(), None)
+            .expect("the plugins' ADD");
         let fast_result = {
             let plan = fast::plan(&list_of(&fast_side.0), &serde_json::Map::new())
                 .expect("the fast path takes the standard config");

@@ -53,6 +53,9 @@ pub struct PluginError {
     pub message: String,
 }
 
+/// `PATH` for what runs iptables when the daemon was started without one.
+pub const FALLBACK_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// Runs `binary` (plugin type `plugin`) with `stdin`; returns its result (ADD), or
 /// `None` when it printed nothing (DEL).
 pub async fn run(
@@ -82,10 +85,7 @@ pub async fn run(
     // bridge, portmap and firewall run iptables: a daemon started with a bare
     // environment still finds it.
     if std::env::var_os("PATH").is_none() {
-        cmd.env(
-            "PATH",
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        );
+        cmd.env("PATH", FALLBACK_PATH);
     }
     let mut child = cmd
         .spawn()

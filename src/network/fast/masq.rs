@@ -90,10 +90,7 @@ pub fn apply(input: &str) -> Result<(), String> {
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     if std::env::var_os("PATH").is_none() {
-        cmd.env(
-            "PATH",
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        );
+        cmd.env("PATH", crate::network::cni::exec::FALLBACK_PATH);
     }
     let mut child = cmd
         .spawn()

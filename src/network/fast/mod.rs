@@ -309,25 +309,30 @@ pub fn module_version(binary: &[u8]) -> Option<String> {
 /// and back; a thread of the runtime never changes namespace). The runtime's side is
 /// the namespace of the calling thread.
 pub async fn add(plan: &Plan, id: &str, netns: &Path, ifname: &str) -> Result<Value, String> {
+    on_own_thread(plan, id, netns, ifname, add_blocking).await
+}
+
+/// Runs `work` with its own copies of the arguments on a thread of its own and waits for
+/// its answer (the thread enters the pod's network namespace and back; a thread of the
+/// runtime never changes namespace).
+async fn on_own_thread<T: Send + 'static>(
+    plan: &Plan,
+    id: &str,
+    netns: &Path,
+    ifname: &str,
+    work: fn(&Plan, &str, &Path, &str) -> Result<T, String>,
+) -> Result<T, String> {
     let (plan, id, netns, ifname) = (
         plan.clone(),
         id.to_owned(),
         netns.to_owned(),
         ifname.to_owned(),
     );
-    on_own_thread(move || add_blocking(&plan, &id, &netns, &ifname)).await
-}
-
-/// Runs `work` on a thread of its own and waits for its answer (the thread enters the
-/// pod's network namespace and back; a thread of the runtime never changes namespace).
-async fn on_own_thread<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, String> + Send + 'static,
-) -> Result<T, String> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("cni-fast".into())
         .spawn(move || {
-            let _ = tx.send(work());
+            let _ = tx.send(work(&plan, &id, &netns, &ifname));
         })
         .map_err(|e| format!("start the network thread: {e}"))?;
     rx.await
@@ -351,13 +356,7 @@ pub enum DelOutcome {
 /// plugin does; an interface holding more than one global address (or an IPv6 one)
 /// changes nothing and answers [`DelOutcome::Plugins`].
 pub async fn del(plan: &Plan, id: &str, netns: &Path, ifname: &str) -> Result<DelOutcome, String> {
-    let (plan, id, netns, ifname) = (
-        plan.clone(),
-        id.to_owned(),
-        netns.to_owned(),
-        ifname.to_owned(),
-    );
-    on_own_thread(move || del_blocking(&plan, &id, &netns, &ifname)).await
+    on_own_thread(plan, id, netns, ifname, del_blocking).await
 }
 
 /// DEL, blocking; as [`add_blocking`], the thread must be one that may change network
@@ -376,7 +375,6 @@ pub fn del_blocking(
     let mut s = Sides::open(netns)?;
     let out = (|| {
         let nl = |what: &str, e: std::io::Error| format!("{what}: {e}");
-        s.enter_pod()?;
         let cont = s
             .pod
             .link(ifname)
@@ -402,7 +400,6 @@ pub fn del_blocking(
             // The nat rules from a thread of its own (in the runtime's namespace, where
             // this thread is) while the kernel takes the interface down: both wait on
             // the kernel's grace periods, so side by side they take the time of one.
-            s.enter_host()?;
             std::thread::scope(|scope| {
                 let masq = match (plan.ip_masq, ip) {
                     (true, Some(ip)) => Some(scope.spawn(move || {
@@ -423,14 +420,12 @@ pub fn del_blocking(
         }
         release()?;
         if plan.loopback {
-            s.enter_pod()?;
             if let Some(lo) = s.pod.link("lo").map_err(|e| nl("lookup lo", e))? {
                 s.pod.set_down(lo.index).map_err(|e| nl("set lo down", e))?;
             }
         }
         Ok(DelOutcome::Done)
     })();
-    s.enter_host()?;
     out
 }
 
@@ -454,7 +449,8 @@ fn global_unicast(ip: &std::net::IpAddr) -> bool {
     }
 }
 
-/// The two namespaces and a netlink socket in each, and which one the thread is in.
+/// The two namespaces and a netlink socket opened in each. The thread that holds them
+/// stays in the runtime's namespace but while it writes the pod's sysctls.
 struct Sides {
     host_ns: File,
     pod_ns: File,
@@ -511,15 +507,15 @@ pub fn add_blocking(plan: &Plan, id: &str, netns: &Path, ifname: &str) -> Result
 
 fn run(plan: &Plan, s: &mut Sides, id: &str, netns: &Path, ifname: &str) -> Result<Value, String> {
     let nl = |what: &str, e: std::io::Error| format!("{what}: {e}");
+    // The thread stays in the runtime's namespace but for the pod's sysctls: a netlink
+    // socket acts in the namespace it was opened in.
     if plan.loopback {
-        s.enter_pod()?;
         let lo = s
             .pod
             .link("lo")
             .map_err(|e| nl("lookup lo", e))?
             .ok_or("failed to find lo")?;
         s.pod.set_up(lo.index).map_err(|e| nl("set lo up", e))?;
-        s.enter_host()?;
     }
     // The bridge.
     let br = ensure_bridge(&mut s.host, &plan.bridge)?;
@@ -528,14 +524,12 @@ fn run(plan: &Plan, s: &mut Sides, id: &str, netns: &Path, ifname: &str) -> Resu
         .set_up(br.index)
         .map_err(|e| nl(&format!("set {} up", plan.bridge), e))?;
     // The veth pair, made in the pod with its host end moved out.
-    s.enter_pod()?;
     let host_veth_name = make_veth(s, ifname)?;
     let cont = s
         .pod
         .link(ifname)
         .map_err(|e| nl("lookup the pod's veth", e))?
         .ok_or_else(|| format!("failed to lookup {ifname:?}"))?;
-    s.enter_host()?;
     let hv = s
         .host
         .link(&host_veth_name)
@@ -691,8 +685,7 @@ fn ensure_bridge(host: &mut Netlink, name: &str) -> Result<Link, String> {
 }
 
 /// The pod's end made in the pod's namespace, its peer `veth<8 hex>` in the runtime's
-/// (a name taken there: another). Returns the peer's name. The thread is in the pod's
-/// namespace.
+/// (a name taken there: another). Returns the peer's name.
 fn make_veth(s: &mut Sides, ifname: &str) -> Result<String, String> {
     for _ in 0..10 {
         let mut entropy = [0u8; 4];
@@ -724,9 +717,15 @@ fn ensure_gateway(
     gateway: Ipv4Addr,
     prefix: u8,
 ) -> Result<(), String> {
-    let present = host
-        .addresses_v4(br.index)
-        .map_err(|e| format!("could not get list of IP addresses: {e}"))?;
+    let present: Vec<(Ipv4Addr, u8)> = host
+        .addresses(br.index)
+        .map_err(|e| format!("could not get list of IP addresses: {e}"))?
+        .into_iter()
+        .filter_map(|(ip, prefix)| match ip {
+            std::net::IpAddr::V4(v4) => Some((v4, prefix)),
+            std::net::IpAddr::V6(_) => None,
+        })
+        .collect();
     if present.contains(&(gateway, prefix)) {
         return Ok(());
     }

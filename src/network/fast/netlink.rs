@@ -216,30 +216,6 @@ impl Netlink {
             .map(drop)
     }
 
-    /// The IPv4 addresses of link `index`, with their prefix lengths.
-    pub fn addresses_v4(&mut self, index: u32) -> io::Result<Vec<(Ipv4Addr, u8)>> {
-        let mut m = AddressMessage::default();
-        m.header.family = AddressFamily::Inet;
-        let answers = self.request(
-            RouteNetlinkMessage::GetAddress(m),
-            netlink_packet_core::NLM_F_DUMP,
-        )?;
-        Ok(answers
-            .into_iter()
-            .filter_map(|a| match a {
-                RouteNetlinkMessage::NewAddress(a) if a.header.index == index => {
-                    a.attributes.iter().find_map(|attr| match attr {
-                        AddressAttribute::Local(std::net::IpAddr::V4(ip)) => {
-                            Some((*ip, a.header.prefix_len))
-                        }
-                        _ => None,
-                    })
-                }
-                _ => None,
-            })
-            .collect())
-    }
-
     /// Every address of link `index` (all families), with its prefix length.
     pub fn addresses(&mut self, index: u32) -> io::Result<Vec<(std::net::IpAddr, u8)>> {
         let m = AddressMessage::default();
