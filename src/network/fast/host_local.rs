@@ -88,9 +88,11 @@ fn mask_or_zero(prefix: u8) -> u32 {
 
 /// The order host-local tries addresses in: from the one after `last` when `last` is
 /// in the range (round-robin), else from the range's start; the gateway skipped; once
-/// round. Pure, so the order can be checked against the plugin's.
-pub fn candidates(range: &Range, last: Option<Ipv4Addr>) -> Vec<Ipv4Addr> {
-    let next = |ip: Ipv4Addr| {
+/// round. Pure (and lazy: a /16 has 65534), so the order can be checked against the
+/// plugin's.
+pub fn candidates(range: &Range, last: Option<Ipv4Addr>) -> impl Iterator<Item = Ipv4Addr> {
+    let range = *range;
+    let next = move |ip: Ipv4Addr| {
         if ip == range.end {
             range.start
         } else {
@@ -101,17 +103,10 @@ pub fn candidates(range: &Range, last: Option<Ipv4Addr>) -> Vec<Ipv4Addr> {
         Some(l) => next(l),
         None => range.start,
     };
-    let mut out = Vec::new();
-    let mut cur = first;
-    loop {
-        if cur != range.gateway {
-            out.push(cur);
-        }
-        cur = next(cur);
-        if cur == first {
-            return out;
-        }
-    }
+    std::iter::successors(Some(first), move |cur| {
+        Some(next(*cur)).filter(|n| *n != first)
+    })
+    .filter(move |ip| *ip != range.gateway)
 }
 
 /// The pool's directory: `<data_dir>/<network>`.
@@ -281,23 +276,33 @@ mod tests {
     #[test]
     fn candidates_go_round_robin_and_skip_the_gateway() {
         let r = Range::new(ip("10.0.0.0"), 29, None, None, None).unwrap();
-        let all = |v: Vec<Ipv4Addr>| v.iter().map(|i| i.to_string()).collect::<Vec<_>>();
+        let all =
+            |v: &mut dyn Iterator<Item = Ipv4Addr>| v.map(|i| i.to_string()).collect::<Vec<_>>();
         assert_eq!(
-            all(candidates(&r, None)),
+            all(&mut candidates(&r, None)),
             ["10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.0.6"]
         );
         assert_eq!(
-            all(candidates(&r, Some(ip("10.0.0.4")))),
+            all(&mut candidates(&r, Some(ip("10.0.0.4")))),
             ["10.0.0.5", "10.0.0.6", "10.0.0.2", "10.0.0.3", "10.0.0.4"]
         );
         // The last address of the range: the next round starts over (the gateway
         // skipped).
-        assert_eq!(candidates(&r, Some(ip("10.0.0.6")))[0], ip("10.0.0.2"));
+        assert_eq!(
+            candidates(&r, Some(ip("10.0.0.6"))).next(),
+            Some(ip("10.0.0.2"))
+        );
         // Outside the range (an old config's): from the start.
-        assert_eq!(candidates(&r, Some(ip("192.168.0.9")))[0], ip("10.0.0.2"));
+        assert_eq!(
+            candidates(&r, Some(ip("192.168.0.9"))).next(),
+            Some(ip("10.0.0.2"))
+        );
+        // Every address of a /16 but the gateway, once.
+        let wide = Range::new(ip("10.88.0.0"), 16, None, None, None).unwrap();
+        assert_eq!(candidates(&wide, Some(ip("10.88.9.9"))).count(), 65533);
         let g = Range::new(ip("10.0.0.0"), 29, None, None, Some(ip("10.0.0.6"))).unwrap();
         assert_eq!(
-            all(candidates(&g, None)),
+            all(&mut candidates(&g, None)),
             ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5"]
         );
     }
