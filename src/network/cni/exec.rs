@@ -11,7 +11,7 @@ use tokio::io::AsyncWriteExt;
 
 /// A plugin that has not finished after this long is killed (a hung iptables lock,
 /// a DHCP plugin waiting forever); the pod operation fails with what it said.
-const PLUGIN_TIMEOUT: Duration = Duration::from_secs(120);
+pub const PLUGIN_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Where stdout/stderr of a failing plugin are cut when quoted in an error.
 const QUOTE_MAX: usize = 1024;

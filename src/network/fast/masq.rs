@@ -81,11 +81,16 @@ pub fn teardown_each(network: &str, id: &str, ip: Ipv4Addr, prefix: u8) -> Resul
     apply(&format!("*nat\n:{chain} - [0:0]\n-X {chain}\nCOMMIT\n"))
 }
 
-/// Runs `iptables-restore --noflush -w` with `input`, in the calling thread's network
-/// namespace (a child inherits the thread's).
+/// Runs `iptables-restore --noflush` with `input`, in the calling thread's network
+/// namespace (a child inherits the thread's). It waits for the xtables lock (the legacy
+/// backend's) as long as a plugin may run, then fails.
 pub fn apply(input: &str) -> Result<(), String> {
+    let wait = format!(
+        "--wait={}",
+        crate::network::cni::exec::PLUGIN_TIMEOUT.as_secs()
+    );
     let mut cmd = Command::new("iptables-restore");
-    cmd.args(["--noflush", "-w"])
+    cmd.args(["--noflush", &wait])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
