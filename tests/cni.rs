@@ -639,6 +639,63 @@ async fn a_failing_fast_path_add_is_undone_and_says_what_the_plugin_says() {
     }
 }
 
+/// Eight pods attached and detached at once on a bridge that does not exist yet: the
+/// fast path's races (the bridge and its gateway address made by whichever ADD comes
+/// first, host-local's pool under its lock, eight iptables-restores) end with eight
+/// distinct addresses, and the DELs at once leave nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn pods_attached_and_detached_at_once() {
+    let net = Net::new('j');
+    net.write_config("10-test.conflist", &net.conflist(&[]));
+    let mut env = PodEnv::start_in_netns(&net.toml(), &net.netns_path()).await;
+    let configs: Vec<_> = (0..8)
+        .map(|i| env.pod_config(&format!("burst-{i}")))
+        .collect();
+    let mut tasks = tokio::task::JoinSet::new();
+    for config in configs {
+        let mut client = env.cri.runtime.clone();
+        tasks.spawn(async move {
+            client
+                .run_pod_sandbox(k8s_cri::v1::RunPodSandboxRequest {
+                    config: Some(config),
+                    runtime_handler: String::new(),
+                })
+                .await
+                .map(|r| r.into_inner().pod_sandbox_id)
+        });
+    }
+    let mut ids = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        ids.push(r.expect("task").expect("RunPodSandbox"));
+    }
+    let mut ips = Vec::new();
+    for id in &ids {
+        assert!(added_in_process(&mut env, id).await);
+        ips.push(pod_ip(&mut env, id).await);
+    }
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 8, "{ips:?}");
+    assert_eq!(net.allocations().len(), 8);
+    assert_eq!(net.veths().len(), 8);
+    for id in ids.clone() {
+        let mut client = env.cri.runtime.clone();
+        tasks.spawn(async move {
+            client
+                .stop_pod_sandbox(k8s_cri::v1::StopPodSandboxRequest { pod_sandbox_id: id })
+                .await
+                .map(|_| String::new())
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.expect("task").expect("StopPodSandbox");
+    }
+    for id in &ids {
+        env.remove_pod(id).await.expect("RemovePodSandbox");
+    }
+    net.assert_clean("after eight DELs at once");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn network_ready_follows_the_config_dir() {
     let net = Net::new('f');
