@@ -258,8 +258,8 @@ pub struct CniConfig {
     /// `<conf_dir>/10-proxrt-net.conflist` when UpdateRuntimeConfig hands over a pod CIDR
     /// and no valid config exists (containerd's `conf_template`); `""`: none.
     pub conf_template: PathBuf,
-    /// ADD of the standard bridge network in-process (src/network/fast); false: the
-    /// plugins always.
+    /// ADD and DEL of the standard bridge network in-process (src/network/fast); false:
+    /// the plugins always.
     pub fast_path: bool,
 }
 

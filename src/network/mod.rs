@@ -258,7 +258,7 @@ impl Network {
             bin_dirs: &self.bin_dirs,
         };
         let started = std::time::Instant::now();
-        let plan = self.fast_plan(&list, &runtime, pod.id);
+        let plan = self.fast_plan("ADD", &list, &runtime, pod.id);
         let path = if plan.is_some() {
             "in_process"
         } else {
@@ -310,10 +310,12 @@ impl Network {
         })
     }
 
-    /// The fast path's plan for this ADD, when it is on, takes the config and the pod's
-    /// capability args, and the plugin binaries are builds it reproduces.
+    /// The fast path's plan for a pod's ADD or DEL (`command`, for the log), when it is
+    /// on, takes the config and the pod's capability args, and the plugin binaries are
+    /// builds it reproduces.
     fn fast_plan(
         &self,
+        command: &str,
         list: &cni::NetworkList,
         runtime: &Map<String, Value>,
         id: &str,
@@ -332,7 +334,7 @@ impl Network {
         match verdict {
             Ok(plan) => Some(plan),
             Err(why) => {
-                tracing::debug!(sandbox = id, reason = %why, "CNI ADD through the plugins");
+                tracing::debug!(sandbox = id, reason = %why, "CNI {command} through the plugins");
                 None
             }
         }
@@ -341,7 +343,8 @@ impl Network {
     /// DEL with what ADD used: the stored config, arguments and result. `netns` that is
     /// no longer a namespace (unmounted, host rebooted) is passed empty. Succeeds again
     /// when run twice (the plugins' DEL is idempotent). The fast path does it when it
-    /// takes the stored config and finds the state ADD left; else the plugins.
+    /// takes the stored config, unless the pod's interface holds other than one IPv4
+    /// address; else the plugins.
     pub async fn detach(&self, net: &PodNetwork, netns: Option<&Path>) -> Result<(), NetworkError> {
         let bad = |what: &str, e: serde_json::Error| {
             NetworkError::Internal(format!("stored pod network {what}: {e}"))
@@ -356,7 +359,7 @@ impl Network {
         let result: Value = serde_json::from_str(&net.result).map_err(|e| bad("result", e))?;
         let netns = cni::netns_for_del(netns);
         let started = std::time::Instant::now();
-        if let Some(plan) = self.fast_plan(&list, &runtime, &net.container_id) {
+        if let Some(plan) = self.fast_plan("DEL", &list, &runtime, &net.container_id) {
             match fast::del(&plan, &net.container_id, &netns, &net.ifname).await {
                 Ok(fast::DelOutcome::Done) => {
                     crate::metrics::cni_finished("del", "in_process", true, started.elapsed());
@@ -365,7 +368,7 @@ impl Network {
                 Ok(fast::DelOutcome::Plugins(why)) => {
                     tracing::debug!(sandbox = %net.container_id, reason = %why, "CNI DEL through the plugins")
                 }
-                // What it did is what the plugins' DEL would do first; theirs finishes.
+                // The plugins' DEL takes what is left from where it stopped.
                 Err(e) => {
                     tracing::warn!(sandbox = %net.container_id, error = %e, "in-process CNI DEL failed; the plugins' DEL follows")
                 }
