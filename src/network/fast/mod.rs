@@ -220,13 +220,22 @@ fn only_keys(m: &Map<String, Value>, allowed: &[&str], what: &str) -> Result<(),
 fn range_of(r: &Map<String, Value>) -> Result<Range, String> {
     let (subnet, prefix) = cidr_v4(r.get("subnet").ok_or("range without subnet")?)?;
     let opt = |k: &str| r.get(k).map(ip_v4).transpose();
-    Range::new(
+    let range = Range::new(
         subnet,
         prefix,
         opt("rangeStart")?,
         opt("rangeEnd")?,
         opt("gateway")?,
-    )
+    )?;
+    // host-local 1.1 would walk the whole address space round to find the end: the
+    // plugin's to do (and fail at), not the fast path's.
+    if range.start > range.end {
+        return Err(format!(
+            "rangeStart {} after rangeEnd {}",
+            range.start, range.end
+        ));
+    }
+    Ok(range)
 }
 
 fn cidr_v4(v: &Value) -> Result<(Ipv4Addr, u8), String> {
@@ -885,6 +894,11 @@ mod tests {
                 "markMasqBit",
             ),
             (r#""routes""#, r#""resolvConf":"/x","routes""#, "resolvConf"),
+            (
+                r#"{"subnet":"10.88.0.0/16"}"#,
+                r#"{"subnet":"10.88.0.0/16","rangeStart":"10.88.9.0","rangeEnd":"10.88.1.0"}"#,
+                "after rangeEnd",
+            ),
             (
                 r#"[{"subnet":"10.88.0.0/16"}]"#,
                 r#"[{"subnet":"10.88.0.0/16"},{"subnet":"10.89.0.0/16"}]"#,
