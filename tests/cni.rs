@@ -921,7 +921,7 @@ async fn bench_run_pod_sandbox_bridge_vs_host_network() {
 }
 
 /// PodSandboxStatus from grpcio (not proxrt's own client): the pod IP CNI gave is on the
-/// wire where kubelet reads it.
+/// wire where kubelet reads it, and the verbose info says the fast path gave it.
 #[tokio::test(flavor = "multi_thread")]
 async fn grpcio_reads_the_pod_ip() {
     let venv = std::env::var_os("PROXRT_TEST_VENV")
@@ -957,6 +957,8 @@ async fn grpcio_reads_the_pod_ip() {
         "{stdout}"
     );
     assert!(ip.starts_with(&net.prefix), "{ip}");
+    // The verbose info, through grpcio too: the fast path attached the pod.
+    assert!(stdout.contains("inProcess=True\n"), "{stdout}");
     env.remove_pod(&pod.id).await.expect("RemovePodSandbox");
     net.assert_clean("after RemovePodSandbox");
 }

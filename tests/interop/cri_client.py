@@ -33,6 +33,7 @@ Usage: cri_client.py SOCKET_PATH {default,path,localhost}
 Run by tests/interop.rs with the venv hack/setup makes. Prints one line per call and
 "all ok"; exits 1 with the reason otherwise.
 """
+import json
 import sys
 
 import grpc
@@ -189,12 +190,17 @@ def container_events(channel, count):
 
 
 def pod_ip(channel, pod_id):
-    """PodSandboxStatus{pod_sandbox_id}: status.network.ip and .additional_ips[].ip."""
-    reply = unary(channel, "PodSandboxStatus", length_delimited(1, pod_id.encode()))
+    """PodSandboxStatus{pod_sandbox_id, verbose}: status.network.ip, .additional_ips[].ip,
+    and from the verbose info map's "info" JSON which CNI path attached the pod."""
+    request = length_delimited(1, pod_id.encode()) + varint_field(2, 1)
+    reply = unary(channel, "PodSandboxStatus", request)
     network = path(reply, 1, 5) or b""
     ip = string(network, 1)
     additional = [string(a, 1) for a in fields(network).get(2, [])]
+    info = {string(e, 1): string(e, 2) for e in fields(reply).get(2, [])}
+    in_process = json.loads(info["info"])["network"].get("inProcess") if "info" in info else None
     print(f"PodSandboxStatus ok id={string(path(reply, 1), 1)} ip={ip} additional={','.join(additional)}")
+    print(f"inProcess={in_process}")
 
 
 def exec_sync(channel, container_id, cmd):
