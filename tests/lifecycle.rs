@@ -1149,7 +1149,7 @@ async fn a_containers_execs_do_not_read_the_mount_table() {
 /// mount namespace without it, its pod's /dev/shm and net namespace carried over
 /// (monitor/container/view.rs): two containers of one pod share that /dev/shm and the
 /// pod's network, a container of another pod has neither, and every monitor serves its
-/// container from the daemon's mount namespace.
+/// container from the daemon's mount namespace, with the host's root.
 #[tokio::test]
 async fn containers_are_created_with_their_pods_mounts_only() {
     let mut env = PodEnv::start().await;
@@ -1208,5 +1208,14 @@ async fn containers_are_created_with_their_pods_mounts_only() {
             ns, host,
             "monitor {monitor} is not in the daemon's mount namespace"
         );
+        // It entered each container's root to set its binds' propagation
+        // (monitor/propagation.rs) and came back out.
+        for link in ["root", "cwd"] {
+            assert_eq!(
+                std::fs::read_link(format!("/proc/{monitor}/{link}")).unwrap(),
+                std::path::Path::new("/"),
+                "monitor {monitor}'s {link}"
+            );
+        }
     }
 }

@@ -9,69 +9,56 @@
 //!
 //! Fixed here rather than by a hook: once `build()` returned, the init has prepared its
 //! root and waits for `start()`, nothing runs in the container yet, and every mount is in
-//! place. A forked child enters the init's mount namespace and root and applies each
-//! bind mount's propagation, parents before children (the spec's order), the way runc and
-//! crun do while mounting. The monitor itself never leaves the host's mount namespace.
+//! place. The monitor (single-threaded) enters the init's mount namespace and root itself,
+//! applies each bind mount's propagation, parents before children (the spec's order), the
+//! way runc and crun do while mounting, and returns to the mount namespace it came from
+//! (`setns` also resets its root and working directory to that namespace's root). No
+//! process is forked for it: a fork, a pipe and a wait cost more than the mounts.
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 
-use nix::fcntl::OFlag;
 use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
 use nix::unistd::Pid;
 use oci_spec::runtime::Spec;
 
-use super::process::{exit_now, wait_pid};
-
 /// Applies the propagation option of every bind mount of `spec` inside the container whose
-/// init is `init` (waiting for `start()`).
+/// init is `init` (waiting for `start()`). Must be called by a single-threaded process
+/// (`setns` into a mount namespace refuses a shared filesystem context anyway). On return,
+/// success or not, the caller is back in its own mount namespace with `/` as root and
+/// working directory; when even that fails the init is killed and this process exits at
+/// once, since nothing it would do from inside the container's root is safe.
 pub(crate) fn apply(init: Pid, spec: &Spec) -> Result<(), String> {
     let wanted = bind_propagation(spec);
     if wanted.is_empty() {
         return Ok(());
     }
+    let home = File::open("/proc/self/ns/mnt")
+        .map_err(|e| format!("open this process's mount namespace: {e}"))?;
     let ns_path = format!("/proc/{init}/ns/mnt");
     let ns = File::open(&ns_path).map_err(|e| format!("open {ns_path}: {e}"))?;
     let root_path = format!("/proc/{init}/root");
     let root = File::open(&root_path).map_err(|e| format!("open {root_path}: {e}"))?;
-    let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-    // SAFETY: the monitor is single-threaded; the child only makes syscalls and exits.
-    match unsafe { nix::unistd::fork() } {
-        Ok(nix::unistd::ForkResult::Child) => {
-            drop(err_r);
-            let result = enter_and_apply(&ns, &root, &wanted);
-            let code = match result {
-                Ok(()) => 0,
-                Err(message) => {
-                    let _ = File::from(err_w).write_all(message.as_bytes());
-                    1
-                }
-            };
-            exit_now(code)
-        }
-        Ok(nix::unistd::ForkResult::Parent { child }) => {
-            drop(err_w);
-            let mut message = String::new();
-            let _ = File::from(err_r).read_to_string(&mut message);
-            let status = wait_pid(child).map_err(|e| format!("wait: {e}"))?;
-            match (message.is_empty(), status) {
-                (true, nix::sys::wait::WaitStatus::Exited(_, 0)) => Ok(()),
-                (true, other) => Err(format!("set mount propagation: child ended {other:?}")),
-                (false, _) => Err(message),
-            }
-        }
-        Err(e) => Err(format!("fork: {e}")),
+    nix::sched::setns(&ns, CloneFlags::CLONE_NEWNS)
+        .map_err(|e| format!("join the container's mount namespace: {e}"))?;
+    let applied = enter_root_and_apply(&root, &wanted);
+    if let Err(e) = nix::sched::setns(&home, CloneFlags::CLONE_NEWNS) {
+        // Not expected of a single-threaded root process returning to a namespace it holds.
+        let _ = (
+            e,
+            nix::sys::signal::kill(init, nix::sys::signal::Signal::SIGKILL),
+        );
+        super::process::exit_now(1);
     }
+    applied
 }
 
-fn enter_and_apply(ns: &File, root: &File, wanted: &[(PathBuf, MsFlags)]) -> Result<(), String> {
-    nix::sched::setns(ns, CloneFlags::CLONE_NEWNS)
-        .map_err(|e| format!("join the container's mount namespace: {e}"))?;
+fn enter_root_and_apply(root: &File, wanted: &[(PathBuf, MsFlags)]) -> Result<(), String> {
     // The init's root (its pivot_root'ed rootfs): destinations resolve as the container
     // sees them.
-    nix::unistd::fchdir(std::os::fd::AsRawFd::as_raw_fd(root))
+    nix::unistd::fchdir(root.as_raw_fd())
         .and_then(|()| nix::unistd::chroot("."))
         .map_err(|e| format!("enter the container's root: {e}"))?;
     for (destination, flags) in wanted {
