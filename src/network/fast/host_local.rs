@@ -174,10 +174,11 @@ pub fn release(data_dir: &Path, network: &str, id: &str, ifname: &str) -> Result
     let dir = pool_dir(data_dir, network);
     let _held = lock_pool(&dir)?;
     let owner = format!("{}\r\n{ifname}", id.trim());
+    let files = pool_files(&dir);
     for key in [owner.as_str(), id.trim()] {
         let mut found = false;
-        for file in files_holding(&dir, key) {
-            if fs::remove_file(&file).is_ok() {
+        for (file, _) in files.iter().filter(|(_, content)| content == key) {
+            if fs::remove_file(file).is_ok() {
                 found = true;
             }
         }
@@ -207,26 +208,30 @@ fn lock_pool(dir: &Path) -> Result<nix::fcntl::Flock<File>, String> {
         .map_err(|(_, e)| format!("lock {}/lock: {e}", dir.display()))
 }
 
-/// The files of the pool whose content (trimmed) is `key`.
-fn files_holding(dir: &Path, key: &str) -> Vec<PathBuf> {
+/// The addresses whose files name `id` (with this ifname, or host-local's older
+/// id-only form), those with the ifname first. One pass over the pool: with hundreds
+/// of pods each file read costs an open, a read and a close.
+fn held_by(dir: &Path, id: &str, owner: &str) -> Vec<Ipv4Addr> {
+    let files = pool_files(dir);
+    [owner, id]
+        .into_iter()
+        .flat_map(|key| files.iter().filter(move |(_, content)| content == key))
+        .filter_map(|(f, _)| f.file_name()?.to_str()?.parse::<Ipv4Addr>().ok())
+        .collect()
+}
+
+/// Every regular file of the pool with its content, trimmed; unreadable ones left out.
+fn pool_files(dir: &Path) -> Vec<(PathBuf, String)> {
     let Ok(entries) = fs::read_dir(dir) else {
         return Vec::new();
     };
     entries
         .flatten()
         .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-        .filter(|e| fs::read_to_string(e.path()).is_ok_and(|d| d.trim() == key))
-        .map(|e| e.path())
-        .collect()
-}
-
-/// The addresses whose files name `id` (with this ifname, or host-local's older
-/// id-only form).
-fn held_by(dir: &Path, id: &str, owner: &str) -> Vec<Ipv4Addr> {
-    [owner, id]
-        .into_iter()
-        .flat_map(|key| files_holding(dir, key))
-        .filter_map(|f| f.file_name()?.to_str()?.parse::<Ipv4Addr>().ok())
+        .filter_map(|e| {
+            let content = fs::read_to_string(e.path()).ok()?;
+            Some((e.path(), content.trim().to_owned()))
+        })
         .collect()
 }
 
@@ -344,5 +349,13 @@ mod tests {
         assert!(!dir.join("10.0.0.3").exists());
         release(data.path(), "other", "pod-c", "eth0").unwrap();
         assert!(data.path().join("other/lock").exists());
+        // An id holding an address in the older form cannot take another one either.
+        let wide = Range::new(ip("10.0.1.0"), 29, None, None, None).unwrap();
+        fs::write(data.path().join("other/10.0.1.5"), "pod-e\n").unwrap();
+        let err = allocate(&wide, data.path(), "other", "pod-e", "eth0").unwrap_err();
+        assert!(
+            err.starts_with("10.0.1.5 has been allocated to pod-e"),
+            "{err}"
+        );
     }
 }

@@ -726,15 +726,9 @@ fn ensure_gateway(
     gateway: Ipv4Addr,
     prefix: u8,
 ) -> Result<(), String> {
-    let present: Vec<(Ipv4Addr, u8)> = host
-        .addresses(br.index)
-        .map_err(|e| format!("could not get list of IP addresses: {e}"))?
-        .into_iter()
-        .filter_map(|(ip, prefix)| match ip {
-            std::net::IpAddr::V4(v4) => Some((v4, prefix)),
-            std::net::IpAddr::V6(_) => None,
-        })
-        .collect();
+    let present = host
+        .addresses_v4(br.index)
+        .map_err(|e| format!("could not get list of IP addresses: {e}"))?;
     if present.contains(&(gateway, prefix)) {
         return Ok(());
     }
