@@ -364,6 +364,49 @@ async fn the_pod_holder_gives_nothing_away_through_proc_1() {
     env.remove_pod(&pod.id).await.expect("remove pod");
 }
 
+/// Pod holders join one mount namespace the zygote made (monitor/holder_confine.rs)
+/// instead of each copying the host's mount table, which holds two mounts per pod, and
+/// throwing the copy away: every holder's namespace is that one, it is not the daemon's,
+/// its one mount is the empty read-only tmpfs, and a holder there still gives nothing
+/// away (the test above). A pod that ends leaves the namespace to the others.
+#[tokio::test]
+async fn pod_holders_share_one_empty_mount_namespace() {
+    let mut env = PodEnv::start().await;
+    let pods = [
+        env.run_pod(env.pod_config("holders-a")).await,
+        env.run_pod(env.pod_config("holders-b")).await,
+    ];
+    let holder_of = |env: &PodEnv, id: &str| {
+        let (_, record) = sandbox_record(env, id);
+        record["holder_pid"].as_i64().expect("holder pid") as i32
+    };
+    let holders: Vec<i32> = pods.iter().map(|p| holder_of(&env, &p.id)).collect();
+    let ns = |pid: i32| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).expect("ns/mnt");
+    let daemon = env.daemon().pid().unwrap();
+    assert_eq!(
+        ns(holders[0]),
+        ns(holders[1]),
+        "two holders, two namespaces"
+    );
+    assert_ne!(ns(holders[0]), ns(daemon as i32));
+    for holder in &holders {
+        let table = std::fs::read_to_string(format!("/proc/{holder}/mountinfo")).unwrap();
+        assert_eq!(table.lines().count(), 1, "{table}");
+        assert!(
+            table.contains(" / / ro,") && table.contains(" tmpfs "),
+            "{table}"
+        );
+    }
+    env.stop_pod(&pods[0].id).await.expect("stop pod");
+    env.remove_pod(&pods[0].id).await.expect("remove pod");
+    let third = env.run_pod(env.pod_config("holders-c")).await;
+    assert_eq!(ns(holder_of(&env, &third.id)), ns(holders[1]));
+    for pod in [&pods[1], &third] {
+        env.stop_pod(&pod.id).await.expect("stop pod");
+        env.remove_pod(&pod.id).await.expect("remove pod");
+    }
+}
+
 /// Item 7: a pod holder that dies under a running pod (killed, OOM) is noticed at once:
 /// the pod turns NotReady (kubelet then makes a new one), containers of a shared pid
 /// namespace die with it, no new container joins what is left, and the pod still stops

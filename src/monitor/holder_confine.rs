@@ -4,9 +4,14 @@
 //! `shareProcessNamespace: true` every container sees it as `/proc/1`: its root, its
 //! mount table and its capabilities must give nothing away. Before it starts waiting it
 //! takes, in this order:
-//! 1. a mount namespace of its own, made private (nothing propagates to the host);
-//! 2. an empty, read-only tmpfs as its root (`pivot_root` onto it, the old root detached):
-//!    `/proc/1/root` shows an empty directory, `/proc/1/mountinfo` one line;
+//! 1. a mount namespace with nothing in it but an empty, read-only tmpfs as its root:
+//!    `/proc/1/root` shows an empty directory, `/proc/1/mountinfo` one line. The zygote
+//!    makes that namespace once ([`holders_namespace`]) and every holder joins it; only
+//!    when it could not be made does a holder build one of its own (unshare, make
+//!    private, `pivot_root` onto the tmpfs, detach the old root), as holders once all
+//!    did. Building one copies the host's mount table, which holds two mounts per pod
+//!    (its /dev/shm and net namespace file): with 500 pods, 1000 mounts copied, made
+//!    private and detached again at every RunPodSandbox;
 //! 3. no capabilities in any set (bounding, ambient, inheritable, permitted, effective);
 //! 4. `no_new_privs`;
 //! 5. a seccomp filter allowing only what waiting and reaping use (`EPERM` for the rest).
@@ -14,6 +19,8 @@
 //! The process is single-threaded (a fork of the sandbox setup process), so the
 //! allocations libseccomp makes are safe.
 
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
 use caps::CapSet;
@@ -36,36 +43,24 @@ pub(crate) const HOLDER_SYSCALLS: &[&str] = &[
     "close",
 ];
 
-/// Confines the calling process (the holder, just forked) as the module says. `empty_dir`
-/// is any existing directory: the new root is a tmpfs mounted on it inside the holder's
-/// own mount namespace, invisible to the host.
-pub(crate) fn confine_holder(empty_dir: &Path) -> Result<(), String> {
-    fn step(what: &'static str) -> impl Fn(nix::errno::Errno) -> String {
-        move |e| format!("{what}: {e}")
-    }
-    unshare(CloneFlags::CLONE_NEWNS).map_err(step("unshare mount namespace"))?;
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(step("make mounts private"))?;
-    mount(
-        Some("tmpfs"),
-        empty_dir,
-        Some("tmpfs"),
-        MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        Some("size=4k,mode=0555"),
-    )
-    .map_err(step("mount the empty root"))?;
-    nix::unistd::chdir(empty_dir).map_err(step("chdir to the empty root"))?;
-    // pivot_root(".", "."): the old root is stacked under the new one and detached next.
-    nix::unistd::pivot_root(".", ".").map_err(step("pivot_root"))?;
-    umount2(".", MntFlags::MNT_DETACH).map_err(step("detach the old root"))?;
-    nix::unistd::chdir("/").map_err(step("chdir /"))?;
+/// Where a holder's root comes from.
+#[derive(Clone, Copy)]
+pub(crate) enum HolderRoot<'a> {
+    /// The holders' mount namespace ([`holders_namespace`]), joined.
+    Shared(BorrowedFd<'a>),
+    /// None could be made: a namespace of the holder's own, its root a tmpfs mounted on
+    /// this directory (any existing one) inside that namespace, invisible to the host.
+    Own(&'a Path),
+}
 
+/// Confines the calling process (the holder, just forked) as the module says.
+pub(crate) fn confine_holder(root: HolderRoot<'_>) -> Result<(), String> {
+    match root {
+        // setns also makes the namespace's root this process's root and working directory.
+        HolderRoot::Shared(ns) => nix::sched::setns(ns, CloneFlags::CLONE_NEWNS)
+            .map_err(|e| format!("join the holders' mount namespace: {e}"))?,
+        HolderRoot::Own(dir) => empty_root(dir)?,
+    }
     // Bounding first: dropping from it needs CAP_SETPCAP, gone once permitted is cleared.
     for set in [
         CapSet::Bounding,
@@ -78,6 +73,93 @@ pub(crate) fn confine_holder(empty_dir: &Path) -> Result<(), String> {
     }
     nix::sys::prctl::set_no_new_privs().map_err(step("set no_new_privs"))?;
     load_filter().map_err(|e| format!("seccomp filter: {e}"))
+}
+
+fn step(what: &'static str) -> impl Fn(nix::errno::Errno) -> String {
+    move |e| format!("{what}: {e}")
+}
+
+/// Puts the calling process in a mount namespace of its own whose only mount is an
+/// empty, read-only tmpfs, its root: the namespace is a copy of the caller's, made
+/// private (nothing propagates to the host), the tmpfs mounted on `dir` inside it,
+/// `pivot_root` onto it and the old root detached.
+fn empty_root(dir: &Path) -> Result<(), String> {
+    unshare(CloneFlags::CLONE_NEWNS).map_err(step("unshare mount namespace"))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(step("make mounts private"))?;
+    mount(
+        Some("tmpfs"),
+        dir,
+        Some("tmpfs"),
+        MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("size=4k,mode=0555"),
+    )
+    .map_err(step("mount the empty root"))?;
+    nix::unistd::chdir(dir).map_err(step("chdir to the empty root"))?;
+    // pivot_root(".", "."): the old root is stacked under the new one and detached next.
+    nix::unistd::pivot_root(".", ".").map_err(step("pivot_root"))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(step("detach the old root"))?;
+    nix::unistd::chdir("/").map_err(step("chdir /"))
+}
+
+/// Makes the mount namespace holders join (the module's first step) and returns a handle
+/// on it, which keeps it alive. For a single-threaded caller (the zygote, at its start):
+/// a child builds the namespace, waits while this process opens it, and exits.
+pub(crate) fn holders_namespace() -> Result<OwnedFd, String> {
+    use nix::fcntl::OFlag;
+    let (ready_r, ready_w) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    let (done_r, done_w) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    // SAFETY: the caller is single-threaded; the child makes system calls and exits.
+    match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
+        nix::unistd::ForkResult::Child => {
+            drop((ready_r, done_w));
+            let mut ready = std::fs::File::from(ready_w);
+            // Any directory of the copy will do as the tmpfs's mount point.
+            let built = empty_root(Path::new("/proc"));
+            let _ = match &built {
+                Ok(()) => ready.write_all(b"ok"),
+                Err(e) => ready.write_all(e.as_bytes()),
+            };
+            drop(ready);
+            // Until the parent has the namespace open (it closes its end then).
+            let _ = std::fs::File::from(done_r).read(&mut [0u8; 1]);
+            super::process::exit_now(built.is_err() as i32)
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            drop((ready_w, done_r));
+            let mut word = String::new();
+            let _ = std::fs::File::from(ready_r).read_to_string(&mut word);
+            let ns = match word.as_str() {
+                "ok" => std::fs::File::open(format!("/proc/{child}/ns/mnt"))
+                    .map(OwnedFd::from)
+                    .map_err(|e| format!("open the holders' mount namespace: {e}")),
+                "" => Err("the builder of the holders' mount namespace died".to_string()),
+                why => Err(format!("the holders' mount namespace: {why}")),
+            };
+            drop(done_w);
+            let _ = super::process::wait_pid(child);
+            ns
+        }
+    }
+}
+
+impl HolderRoot<'_> {
+    /// The shared namespace when there is one, else a namespace of the holder's own on
+    /// `dir`.
+    pub(crate) fn of<'a>(shared: Option<&'a OwnedFd>, dir: &'a Path) -> HolderRoot<'a> {
+        match shared {
+            Some(ns) => HolderRoot::Shared(ns.as_fd()),
+            None => HolderRoot::Own(dir),
+        }
+    }
 }
 
 fn load_filter() -> Result<(), libseccomp::error::SeccompError> {

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -24,6 +24,7 @@ use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
 use super::cgroup_join::CgroupJoin;
+use super::holder_confine::HolderRoot;
 use super::process::{
     close_fds_except, exit_now, pidfd_open, pidfd_send_signal, poll_one, reset_signals,
     stdio_to_dev_null, Forked,
@@ -159,13 +160,19 @@ fn sysctl_path(key: &str, req: &SandboxRequest) -> Result<PathBuf, String> {
 type Failure = (Fault, String);
 
 /// The setup process's main (detached grandchild of the zygote); returns its exit code.
-pub(crate) fn run_setup(req: SandboxRequest, report: OwnedFd) -> i32 {
-    close_fds_except(&[report.as_raw_fd()]);
+/// `holders_ns`: the zygote's handle on the holders' mount namespace, if it has one
+/// (holder_confine.rs).
+pub(crate) fn run_setup(req: SandboxRequest, report: OwnedFd, holders_ns: Option<RawFd>) -> i32 {
+    let mut keep = vec![report.as_raw_fd()];
+    keep.extend(holders_ns);
+    close_fds_except(&keep);
+    // SAFETY: inherited from the zygote and kept open above; owned by this process now.
+    let holders_ns = holders_ns.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
     let _ = stdio_to_dev_null();
     let _ = nix::unistd::chdir("/");
     let mut report = UnixStream::from(report);
     let mut rollback = Rollback::new(format!("create sandbox {}", req.id));
-    let created = match setup(&req, &mut rollback, report.as_raw_fd()) {
+    let created = match setup(&req, &mut rollback, report.as_raw_fd(), holders_ns) {
         Ok(c) => c,
         Err((fault, message)) => {
             drop(rollback);
@@ -185,6 +192,7 @@ fn setup(
     req: &SandboxRequest,
     rb: &mut Rollback,
     report_fd: i32,
+    holders_ns: Option<OwnedFd>,
 ) -> Result<SandboxCreated, Failure> {
     let internal =
         |what: &str, e: &dyn std::fmt::Display| (Fault::Internal, format!("{what}: {e}"));
@@ -231,11 +239,11 @@ fn setup(
                 let _ = write!(ready, "put the pod holder in its cgroup: {e}");
                 exit_now(1)
             }
-            hold(ready_w, &req.dir)
+            hold(ready_w, HolderRoot::of(holders_ns.as_ref(), &req.dir))
         }
         Forked::Parent(child) => child,
     };
-    drop(ready_w);
+    drop((ready_w, holders_ns));
     let _ = nix::sys::prctl::set_name(c"proxrt-sandbox");
     rb.push("holder", move || kill_holder(holder));
     holder_ready(ready_r).map_err(|e| internal("confine the pod holder", &e))?;
@@ -317,7 +325,7 @@ fn bind_ns(
 /// until SIGTERM/SIGINT/SIGKILL, reaping children (it is pid 1 of the pod's pid
 /// namespace). Signals are blocked and taken with sigwait: blocked signals reach a
 /// pid-namespace init even without a handler, and no handler code ever runs.
-fn hold(ready: OwnedFd, empty_dir: &Path) -> ! {
+fn hold(ready: OwnedFd, root: HolderRoot<'_>) -> ! {
     reset_signals();
     let mut set = SigSet::empty();
     for s in [
@@ -330,7 +338,7 @@ fn hold(ready: OwnedFd, empty_dir: &Path) -> ! {
     }
     let _ = set.thread_block();
     let mut ready = fs::File::from(ready);
-    match super::holder_confine::confine_holder(empty_dir) {
+    match super::holder_confine::confine_holder(root) {
         Ok(()) => {
             let _ = ready.write_all(b"ok");
             drop(ready);

@@ -658,6 +658,11 @@ pub fn zygote_main(fd: RawFd) -> ! {
     let _ = nix::sys::prctl::set_name(c"proxrt-zygote");
     // Every monitor and exec child is forked from here and finds cgroups through it.
     super::enter::remember_cgroup_mounts();
+    // Made once, joined by every pod's holder; without it each holder builds its own.
+    let holders_ns = super::holder_confine::holders_namespace()
+        .inspect_err(|e| eprintln!("proxrt zygote: {e}; each pod holder makes its own"))
+        .ok();
+    let holders_ns_fd = holders_ns.as_ref().map(AsRawFd::as_raw_fd);
     // SAFETY: fd is the daemon's socket, owned by this process from here on.
     let sock = unsafe { OwnedFd::from_raw_fd(fd) };
     loop {
@@ -689,7 +694,7 @@ pub fn zygote_main(fd: RawFd) -> ! {
             ),
             Ok(ZygoteRequest::Sandbox { seq, req }) => (
                 seq,
-                fork_with_report(move |report| sandbox::run_setup(req, report)),
+                fork_with_report(move |report| sandbox::run_setup(req, report, holders_ns_fd)),
             ),
         };
         match result {
