@@ -396,6 +396,16 @@ async fn pod_holders_share_one_empty_mount_namespace() {
             table.contains(" / / ro,") && table.contains(" tmpfs "),
             "{table}"
         );
+        let held: Vec<String> = std::fs::read_dir(format!("/proc/{holder}/fd"))
+            .unwrap()
+            .flatten()
+            .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+            .map(|target| target.display().to_string())
+            .collect();
+        assert!(
+            held.iter().all(|t| !t.starts_with("mnt:")),
+            "the holder keeps a handle on a mount namespace: {held:?}"
+        );
     }
     env.stop_pod(&pods[0].id).await.expect("stop pod");
     env.remove_pod(&pods[0].id).await.expect("remove pod");

@@ -239,7 +239,7 @@ fn setup(
                 let _ = write!(ready, "put the pod holder in its cgroup: {e}");
                 exit_now(1)
             }
-            hold(ready_w, HolderRoot::of(holders_ns.as_ref(), &req.dir))
+            hold(ready_w, holders_ns, &req.dir)
         }
         Forked::Parent(child) => child,
     };
@@ -325,7 +325,7 @@ fn bind_ns(
 /// until SIGTERM/SIGINT/SIGKILL, reaping children (it is pid 1 of the pod's pid
 /// namespace). Signals are blocked and taken with sigwait: blocked signals reach a
 /// pid-namespace init even without a handler, and no handler code ever runs.
-fn hold(ready: OwnedFd, root: HolderRoot<'_>) -> ! {
+fn hold(ready: OwnedFd, holders_ns: Option<OwnedFd>, dir: &Path) -> ! {
     reset_signals();
     let mut set = SigSet::empty();
     for s in [
@@ -338,8 +338,10 @@ fn hold(ready: OwnedFd, root: HolderRoot<'_>) -> ! {
     }
     let _ = set.thread_block();
     let mut ready = fs::File::from(ready);
-    match super::holder_confine::confine_holder(root) {
+    match super::holder_confine::confine_holder(HolderRoot::of(holders_ns.as_ref(), dir)) {
         Ok(()) => {
+            // Joined: the holder keeps no handle on it (nor anything else but stdio).
+            drop(holders_ns);
             let _ = ready.write_all(b"ok");
             drop(ready);
         }
