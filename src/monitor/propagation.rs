@@ -44,12 +44,9 @@ pub(crate) fn apply(init: Pid, spec: &Spec) -> Result<(), String> {
     nix::sched::setns(&ns, CloneFlags::CLONE_NEWNS)
         .map_err(|e| format!("join the container's mount namespace: {e}"))?;
     let applied = enter_root_and_apply(&root, &wanted);
-    if let Err(e) = nix::sched::setns(&home, CloneFlags::CLONE_NEWNS) {
+    if nix::sched::setns(&home, CloneFlags::CLONE_NEWNS).is_err() {
         // Not expected of a single-threaded root process returning to a namespace it holds.
-        let _ = (
-            e,
-            nix::sys::signal::kill(init, nix::sys::signal::Signal::SIGKILL),
-        );
+        let _ = nix::sys::signal::kill(init, nix::sys::signal::Signal::SIGKILL);
         super::process::exit_now(1);
     }
     applied
