@@ -7,6 +7,7 @@
 //! out (allocation goes round-robin from the one after it); `lock`, flocked while
 //! allocating.
 
+use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::net::Ipv4Addr;
@@ -177,8 +178,8 @@ pub fn release(data_dir: &Path, network: &str, id: &str, ifname: &str) -> Result
     let files = pool_files(&dir);
     for key in [owner.as_str(), id.trim()] {
         let mut found = false;
-        for (file, _) in files.iter().filter(|(_, content)| content == key) {
-            if fs::remove_file(file).is_ok() {
+        for (name, _) in files.iter().filter(|(_, content)| content == key) {
+            if fs::remove_file(dir.join(name)).is_ok() {
                 found = true;
             }
         }
@@ -216,21 +217,46 @@ fn held_by(dir: &Path, id: &str, owner: &str) -> Vec<Ipv4Addr> {
     [owner, id]
         .into_iter()
         .flat_map(|key| files.iter().filter(move |(_, content)| content == key))
-        .filter_map(|(f, _)| f.file_name()?.to_str()?.parse::<Ipv4Addr>().ok())
+        .filter_map(|(name, _)| name.to_str()?.parse::<Ipv4Addr>().ok())
         .collect()
 }
 
-/// Every regular file of the pool with its content, trimmed; unreadable ones left out.
-fn pool_files(dir: &Path) -> Vec<(PathBuf, String)> {
-    let Ok(entries) = fs::read_dir(dir) else {
+/// Every regular file of the pool (its name) with its content, trimmed; unreadable ones
+/// and ones that are not UTF-8 left out. Each file is opened relative to the pool dir and
+/// read into one buffer: with hundreds of pods this runs through hundreds of files per
+/// ADD and DEL.
+fn pool_files(dir: &Path) -> Vec<(OsString, String)> {
+    use rustix::fs::{Mode, OFlags};
+    let (Ok(entries), Ok(dir_fd)) = (fs::read_dir(dir), File::open(dir)) else {
         return Vec::new();
     };
+    // Allocation files hold an id and an interface name; a longer one is read in full.
+    let mut buf = [0u8; 512];
     entries
         .flatten()
         .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
         .filter_map(|e| {
-            let content = fs::read_to_string(e.path()).ok()?;
-            Some((e.path(), content.trim().to_owned()))
+            let name = e.file_name();
+            let fd = rustix::fs::openat(
+                &dir_fd,
+                &name,
+                OFlags::RDONLY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .ok()?;
+            let mut len = 0;
+            while len < buf.len() {
+                match rustix::io::read(&fd, &mut buf[len..]).ok()? {
+                    0 => break,
+                    n => len += n,
+                }
+            }
+            let content = if len < buf.len() {
+                std::str::from_utf8(&buf[..len]).ok()?.trim().to_owned()
+            } else {
+                fs::read_to_string(dir.join(&name)).ok()?.trim().to_owned()
+            };
+            Some((name, content))
         })
         .collect()
 }
@@ -310,6 +336,23 @@ mod tests {
             all(&mut candidates(&g, None)),
             ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5"]
         );
+    }
+
+    #[test]
+    fn pool_files_are_read_whole_trimmed_and_text_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let long = format!("{}\r\neth0", "x".repeat(600));
+        fs::write(dir.path().join("10.0.0.2"), &long).unwrap();
+        fs::write(dir.path().join("10.0.0.3"), [0xff, 0xfe]).unwrap();
+        fs::write(dir.path().join("10.0.0.4"), " pod-c\r\neth0\n").unwrap();
+        fs::create_dir(dir.path().join("10.0.0.5")).unwrap();
+        let mut got = pool_files(dir.path());
+        got.sort();
+        let want: Vec<(OsString, String)> = vec![
+            ("10.0.0.2".into(), long),
+            ("10.0.0.4".into(), "pod-c\r\neth0".into()),
+        ];
+        assert_eq!(got, want);
     }
 
     #[test]
