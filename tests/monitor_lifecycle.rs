@@ -1013,6 +1013,71 @@ async fn a_container_is_created_without_the_other_pods_mounts() {
     runs_with_its_pods_shm(&fx, &req).await;
 }
 
+/// Mounts that are not proxrt's (another runtime's, other pods' volumes) stay out of the
+/// runtime's sight too, a whole tree at a time, while what the create uses stays: here a
+/// shared tmpfs tree of 50 mounts beside the fixture is absent from the table the
+/// runtime's createRuntime hook reads, the host keeps all of it (the copy was made private
+/// before the unmount, which would otherwise have reached the host's peers), and the
+/// container still runs with its pod's /dev/shm.
+#[tokio::test]
+async fn mounts_the_create_does_not_use_are_out_of_its_sight_and_stay_on_the_host() {
+    use nix::mount::{mount, umount2, MntFlags, MsFlags};
+    let Some(fx) = Fixture::new() else { return };
+    let pods = PodsDir::new(&fx, true);
+    let foreign = tempfile::Builder::new()
+        .prefix("proxrt-foreign-")
+        .tempdir()
+        .unwrap();
+    let top = foreign.path().to_path_buf();
+    mount(
+        Some("tmpfs"),
+        &top,
+        Some("tmpfs"),
+        MsFlags::empty(),
+        None::<&str>,
+    )
+    .unwrap();
+    mount(
+        None::<&str>,
+        &top,
+        None::<&str>,
+        MsFlags::MS_SHARED,
+        None::<&str>,
+    )
+    .unwrap();
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = umount2(&self.0, MntFlags::MNT_DETACH);
+        }
+    }
+    let _unmount = Unmount(top.clone());
+    for i in 0..50 {
+        let sub = top.join(i.to_string());
+        fs::create_dir(&sub).unwrap();
+        mount(
+            Some("tmpfs"),
+            &sub,
+            Some("tmpfs"),
+            MsFlags::empty(),
+            Some("size=4k"),
+        )
+        .unwrap();
+    }
+    let before = mounted_under(&top);
+    assert_eq!(before.len(), 51);
+
+    let (req, _, points) = create_seeing(&fx, &pods).await;
+    assert!(points.contains(&pods.shm("mine")), "{points:#?}");
+    assert!(
+        !points.iter().any(|p| p.starts_with(&top)),
+        "the runtime saw mounts it does not use: {points:#?}"
+    );
+    assert_eq!(mounted_under(&top), before, "the host lost mounts");
+    runs_with_its_pods_shm(&fx, &req).await;
+    assert_eq!(mounted_under(&top), before);
+}
+
 /// A pods dir that is not a mount (an older daemon's pods below it kept the daemon from
 /// making it one, or it was unmounted since): the container is created in the host's
 /// namespace, seeing every pod's mounts, as without the option.
