@@ -105,18 +105,7 @@ pub(super) fn create(req: &CreateRequest, rb: &mut Rollback) -> Result<Built, Fa
 
     // The runtime sees the host's mount table without the other pods' mounts (view.rs).
     let view = match &req.pods_mount {
-        Some(pods) => {
-            let crun = match &req.runtime {
-                RuntimeKind::Crun { path, .. } => Some(path.as_path()),
-                RuntimeKind::Libcontainer => None,
-            };
-            let also: Vec<&Path> = [&req.bundle, &req.state_dir, &req.runtime_root]
-                .into_iter()
-                .map(PathBuf::as_path)
-                .chain(crun)
-                .collect();
-            CreateView::enter(pods, &spec, &also).map_err(|e| (Fault::Internal, e))?
-        }
+        Some(pods) => CreateView::enter(pods, &spec).map_err(|e| (Fault::Internal, e))?,
         None => None,
     };
     let created = match &req.runtime {
