@@ -1145,6 +1145,156 @@ async fn a_containers_execs_do_not_read_the_mount_table() {
     );
 }
 
+/// Mounts this test puts in the host's table, detached (with what is below) on drop.
+struct HostMounts(Vec<std::path::PathBuf>);
+
+impl HostMounts {
+    fn tmpfs(&mut self, at: &std::path::Path) {
+        std::fs::create_dir_all(at).unwrap();
+        nix::mount::mount(
+            Some("proxrt-test"),
+            at,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some("size=1m"),
+        )
+        .unwrap_or_else(|e| panic!("mount a tmpfs on {}: {e}", at.display()));
+        self.0.push(at.to_owned());
+    }
+}
+
+impl Drop for HostMounts {
+    fn drop(&mut self) {
+        for at in self.0.iter().rev() {
+            let _ = nix::mount::umount2(at, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+/// A bind of `source` at `container_path`, as kubelet asks for a hostPath volume.
+fn volume(source: &std::path::Path, container_path: &str) -> k8s_cri::v1::Mount {
+    k8s_cri::v1::Mount {
+        container_path: container_path.into(),
+        host_path: source.display().to_string(),
+        ..Default::default()
+    }
+}
+
+/// Containers are created in a copy of the zygote's create template
+/// (monitor/create_template.rs), which leaves out the mounts other software keeps on the
+/// host (here tmpfs mounts made before the daemon started, as kubelet's volumes or other
+/// runtimes' rootfs are): strace (not proxrt) sees libcontainer read the mount table during
+/// a create, and none of them is in it, nor the pods dir. What a spec names is cloned from
+/// the host's namespace: a volume with such a mount below it shows it, and a volume
+/// mounted after the template was made shows its content. A volume inside a mount the
+/// template left out is created in a copy of the host's namespace instead. The metrics
+/// count each way.
+#[tokio::test]
+async fn containers_are_created_without_the_hosts_other_mounts() {
+    let dir = common::temp_dir("proxrt-foreign-");
+    let foreign = dir.path().join("foreign");
+    let mut mounts = HostMounts(Vec::new());
+    for i in 0..3 {
+        mounts.tmpfs(&foreign.join(i.to_string()));
+    }
+    std::fs::create_dir(foreign.join("0/data")).unwrap();
+    std::fs::write(foreign.join("0/data/mark"), "inside\n").unwrap();
+    let vol = dir.path().join("vol");
+    mounts.tmpfs(&vol.join("below"));
+    std::fs::write(vol.join("below/mark"), "below\n").unwrap();
+
+    let mut env = PodEnv::start_with("[metrics]\naddress = \"127.0.0.1:0\"\n").await;
+    let pod = env.run_pod(env.pod_config("foreign")).await;
+    let other = env.run_pod(env.pod_config("foreign-other")).await;
+    let sleep = &["sleep", "3600"];
+    // The first create makes the template.
+    env.create_start(&other, env.container_config(&other, "first", sleep))
+        .await;
+
+    let daemon = env.daemon().pid().expect("daemon running") as i32;
+    let zygote = children_of(daemon)
+        .into_iter()
+        .find(|&p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default()
+                == "proxrt-zygote\n"
+        })
+        .expect("the daemon's zygote");
+    let out = env.daemon().dir().join("strace-view.out");
+    let strace = common::Strace::attach_with(zygote as u32, &["-s", "1048576"], "read", &out).await;
+    let mut c = env.container_config(&pod, "volumes", sleep);
+    c.mounts = vec![volume(&vol, "/vol")];
+    let id = env.create_start(&pod, c).await;
+    let trace = strace.finish();
+    let tables: Vec<&str> = trace.lines().filter(|l| l.contains("mountinfo>")).collect();
+    assert!(
+        tables.iter().any(|l| l.contains("/sys/fs/cgroup")),
+        "strace saw no read of the mount table in the create: {trace}"
+    );
+    // The pods dir's own mount and the other pod's mounts are not there; this pod's
+    // files are (cloned: the spec names them).
+    let pods_dir = env.daemon().run_dir.join("s");
+    let other_pod = pods_dir.join(&other.id[..16]);
+    for table in &tables {
+        // read(<fd>, "<the lines>"..., <size>) = <n>
+        let text = table
+            .split_once('"')
+            .and_then(|(_, rest)| rest.rsplit_once('"'))
+            .map_or("", |(text, _)| text);
+        let points: Vec<&str> = text
+            .split("\\n")
+            .filter_map(|l| l.split(' ').nth(4))
+            .collect();
+        let under = |dir: &std::path::Path| {
+            let dir = dir.to_str().unwrap().to_owned();
+            points
+                .iter()
+                .any(|p| *p == dir || p.starts_with(&format!("{dir}/")))
+        };
+        assert!(
+            !under(&foreign),
+            "{foreign:?} in the create's mount table: {points:#?}"
+        );
+        assert!(
+            !under(&other_pod),
+            "{other_pod:?} in the create's mount table: {points:#?}"
+        );
+        assert!(
+            !points.contains(&pods_dir.to_str().unwrap()),
+            "the pods dir in the create's mount table: {points:#?}"
+        );
+    }
+    assert_eq!(
+        env.exec_ok(&id, &["cat", "/vol/below/mark"]).await,
+        "below\n"
+    );
+
+    let late = dir.path().join("late");
+    mounts.tmpfs(&late);
+    std::fs::write(late.join("mark"), "late\n").unwrap();
+    let mut c = env.container_config(&pod, "late", sleep);
+    c.mounts = vec![volume(&late, "/late")];
+    let id = env.create_start(&pod, c).await;
+    assert_eq!(env.exec_ok(&id, &["cat", "/late/mark"]).await, "late\n");
+
+    let mut c = env.container_config(&pod, "inside", sleep);
+    c.mounts = vec![volume(&foreign.join("0/data"), "/data")];
+    let id = env.create_start(&pod, c).await;
+    assert_eq!(env.exec_ok(&id, &["cat", "/data/mark"]).await, "inside\n");
+
+    let (_, _, metrics) = common::metrics::get(&common::metrics::metrics_url(env.daemon()));
+    let series = |view: &str| format!("proxrt_container_creates_by_view_total{{view=\"{view}\"}}");
+    assert_eq!(
+        common::metrics::sample(&metrics, &series("template")),
+        3.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        common::metrics::sample(&metrics, &series("copy")),
+        1.0,
+        "{metrics}"
+    );
+}
+
 /// The daemon makes its pods dir a mount of its own, and each container is created in a
 /// mount namespace without it, its pod's /dev/shm and net namespace carried over
 /// (monitor/container/view.rs): two containers of one pod share that /dev/shm and the

@@ -5,53 +5,12 @@
 
 mod common;
 
-use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
+use common::metrics::{get, metrics_url, sample};
 use common::{output_within, proxrt_bin, pull, unique_repo, Registry, TestDaemon, TestImage};
 use k8s_cri::v1::{ContainerStatusRequest, VersionRequest};
-
-/// An HTTP/1.0 GET: (status line, headers, body).
-fn get(url: &str) -> (String, String, String) {
-    let rest = url.strip_prefix("http://").expect("an http:// URL");
-    let (host, path) = rest.split_once('/').expect("a path");
-    let mut conn = TcpStream::connect(host).unwrap_or_else(|e| panic!("connect {host}: {e}"));
-    conn.set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    write!(conn, "GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
-    let mut answer = String::new();
-    conn.read_to_string(&mut answer).expect("read the answer");
-    let (head, body) = answer.split_once("\r\n\r\n").expect("headers end");
-    let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
-    (status.to_owned(), headers.to_lowercase(), body.to_owned())
-}
-
-/// The value of the sample `series` (name and labels, exactly as exposed); 0 if absent.
-fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .map(|v| v.trim().parse().expect("a number"))
-        .unwrap_or(0.0)
-}
-
-/// Where the daemon says it serves metrics (`proxrt info`).
-fn metrics_url(d: &TestDaemon) -> String {
-    let out = output_within(
-        Command::new(proxrt_bin())
-            .arg("--endpoint")
-            .arg(d.endpoint())
-            .arg("info"),
-        Duration::from_secs(60),
-    );
-    assert!(out.status.success(), "proxrt info: {out:?}");
-    let info: serde_json::Value = serde_json::from_slice(&out.stdout).expect("info is JSON");
-    info["metrics"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no metrics in proxrt info: {info}"))
-        .to_owned()
-}
 
 const RUNTIME: &str = "service=\"runtime.v1.RuntimeService\"";
 const IMAGES: &str = "service=\"runtime.v1.ImageService\"";

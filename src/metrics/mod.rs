@@ -12,7 +12,9 @@
 //! - `proxmox_call(method, outcome, duration)` and `proxmox_task(kind, outcome,
 //!   duration)`: the Proxmox VE API (for src/proxmox and the proxmox-lxc backend);
 //! - `cni_finished(command, path, ok, duration)`: a pod network's ADD or DEL, in-process
-//!   (the fast path) or by the plugins (src/network).
+//!   (the fast path) or by the plugins (src/network);
+//! - `container_created_in(view)`: a host backend's create, by the mount namespace it ran
+//!   in (monitor/container/view.rs).
 //!
 //! Every label value is a `&'static str` or a gRPC method name: a label must never carry
 //! an id, a name or a path, or each pod would make new series.
@@ -81,6 +83,11 @@ struct CniLabels {
     outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ViewLabels {
+    view: &'static str,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// The process's counters and histograms. Clones share the values (each metric is an
@@ -98,6 +105,7 @@ struct Metrics {
     proxmox_task_duration: HistogramFamily<ProxmoxTaskLabels>,
     cni_operations: Family<CniLabels, Counter>,
     cni_duration: HistogramFamily<CniLabels>,
+    creates_by_view: Family<ViewLabels, Counter>,
 }
 
 /// 1 ms to ~150 s: a Version call to a slow CreateContainer or a pull.
@@ -122,6 +130,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     proxmox_task_duration: Family::new_with_constructor(long_buckets),
     cni_operations: Family::default(),
     cni_duration: Family::new_with_constructor(rpc_buckets),
+    creates_by_view: Family::default(),
 });
 
 /// A registry over the process's metrics and `source`'s state, for one endpoint.
@@ -203,6 +212,11 @@ pub fn registry(source: Box<dyn StateSource>) -> Registry {
         "Time a pod network's ADD or DEL took, by command, path and outcome",
         Unit::Seconds,
         m.cni_duration,
+    );
+    r.register(
+        "container_creates_by_view",
+        "Containers a host backend created, by the mount namespace the runtime ran in (template: a copy of the zygote's create template; copy: a copy of the host's; host: the host's own)",
+        m.creates_by_view,
     );
     r.register_collector(Box::new(state::StateCollector(source)));
     r
@@ -337,6 +351,15 @@ pub fn cni_finished(command: &'static str, path: &'static str, ok: bool, elapsed
         .cni_duration
         .get_or_create(&labels)
         .observe(elapsed.as_secs_f64());
+}
+
+/// A host backend created a container in the mount namespace `view` (`"template"`,
+/// `"copy"`, `"host"`).
+pub fn container_created_in(view: &'static str) {
+    METRICS
+        .creates_by_view
+        .get_or_create(&ViewLabels { view })
+        .inc();
 }
 
 /// The text exposition of `registry` (OpenMetrics 1.0, which Prometheus reads).

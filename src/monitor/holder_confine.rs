@@ -19,7 +19,6 @@
 //! The process is single-threaded (a fork of the sandbox setup process), so the
 //! allocations libseccomp makes are safe.
 
-use std::io::{Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
@@ -109,46 +108,12 @@ fn empty_root(dir: &Path) -> Result<(), String> {
 }
 
 /// Makes the mount namespace holders join (the module's first step) and returns a handle
-/// on it, which keeps it alive. For a single-threaded caller (the zygote, at its start):
-/// a child builds the namespace, waits while this process opens it, and exits.
+/// on it, which keeps it alive. For a single-threaded caller (the zygote, at its start).
 pub(crate) fn holders_namespace() -> Result<OwnedFd, String> {
-    use nix::fcntl::OFlag;
-    let (ready_r, ready_w) =
-        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-    let (done_r, done_w) =
-        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-    // SAFETY: the caller is single-threaded; the child makes system calls and exits.
-    match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
-        nix::unistd::ForkResult::Child => {
-            drop((ready_r, done_w));
-            let mut ready = std::fs::File::from(ready_w);
-            // Any directory of the copy will do as the tmpfs's mount point.
-            let built = empty_root(Path::new("/proc"));
-            let _ = match &built {
-                Ok(()) => ready.write_all(b"ok"),
-                Err(e) => ready.write_all(e.as_bytes()),
-            };
-            drop(ready);
-            // Until the parent has the namespace open (it closes its end then).
-            let _ = std::fs::File::from(done_r).read(&mut [0u8; 1]);
-            super::process::exit_now(built.is_err() as i32)
-        }
-        nix::unistd::ForkResult::Parent { child } => {
-            drop((ready_w, done_r));
-            let mut word = String::new();
-            let _ = std::fs::File::from(ready_r).read_to_string(&mut word);
-            let ns = match word.as_str() {
-                "ok" => std::fs::File::open(format!("/proc/{child}/ns/mnt"))
-                    .map(OwnedFd::from)
-                    .map_err(|e| format!("open the holders' mount namespace: {e}")),
-                "" => Err("the builder of the holders' mount namespace died".to_string()),
-                why => Err(format!("the holders' mount namespace: {why}")),
-            };
-            drop(done_w);
-            let _ = super::process::wait_pid(child);
-            ns
-        }
-    }
+    // Any directory of the copy will do as the tmpfs's mount point.
+    super::mntns::made_by_child("the holders' mount namespace", || {
+        empty_root(Path::new("/proc"))
+    })
 }
 
 impl HolderRoot<'_> {

@@ -30,12 +30,14 @@
 mod cgroup_join;
 mod client;
 mod container;
+mod create_template;
 mod crun;
 mod enter;
 mod exec;
 mod exec_stream;
 mod executor;
 mod holder_confine;
+mod mntns;
 mod oom;
 mod process;
 mod propagation;

@@ -83,12 +83,46 @@ pub(crate) enum Fault {
     Internal,
 }
 
+/// The mount namespace a container was created in (`container/view.rs`).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum CreateViewKind {
+    /// The host's own: the daemon's pods dir is not a mount of its own.
+    #[default]
+    Host,
+    /// A copy of the host's without the pods dir.
+    Copy,
+    /// A copy of the zygote's create template, what the spec names cloned into it.
+    Template,
+}
+
+impl CreateViewKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CreateViewKind::Host => "host",
+            CreateViewKind::Copy => "copy",
+            CreateViewKind::Template => "template",
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize, Debug)]
 #[serde(rename_all = "snake_case", tag = "result")]
 pub(crate) enum Report {
-    Created { init_pid: i32, monitor_pid: i32 },
+    Created {
+        init_pid: i32,
+        monitor_pid: i32,
+        #[serde(default)]
+        view: CreateViewKind,
+        /// Why the create template did not serve this create, when it did not.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        template_unfit: Option<String>,
+    },
     Sandbox(SandboxCreated),
-    Failed { message: String, fault: Fault },
+    Failed {
+        message: String,
+        fault: Fault,
+    },
 }
 
 #[derive(Serialize, Deserialize, Debug)]
@@ -335,13 +369,17 @@ mod tests {
         let mut cursor = io::Cursor::new(encode_frame(&Report::Created {
             init_pid: 5,
             monitor_pid: 6,
+            view: CreateViewKind::Template,
+            template_unfit: None,
         }));
         let report: Report = read_frame(&mut cursor).unwrap();
         assert!(matches!(
             report,
             Report::Created {
                 init_pid: 5,
-                monitor_pid: 6
+                monitor_pid: 6,
+                view: CreateViewKind::Template,
+                template_unfit: None,
             }
         ));
     }

@@ -25,7 +25,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 
 use super::process::{close_fds_except, exit_now, fork_detached, has_exited, is_multithreaded};
 use super::protocol::{
-    decode_frame, encode_frame, Fault, Report, ZygoteReply, ZygoteRequest, ACK, MAX_FRAME,
+    decode_frame, encode_frame, CreateViewKind, Fault, Report, ZygoteReply, ZygoteRequest, ACK,
+    MAX_FRAME,
 };
 use super::sandbox::{self, SandboxCreated, SandboxRequest};
 use super::{container, MonitorError, MONITOR_SOCKET};
@@ -114,6 +115,8 @@ pub struct Created {
     pub init_pid: i32,
     /// The container's monitor (host pid).
     pub monitor_pid: i32,
+    /// The mount namespace the runtime created it in.
+    pub view: CreateViewKind,
 }
 
 /// The daemon's handle on the zygote. Dropping it closes the socket, which makes the
@@ -251,10 +254,18 @@ impl Zygote {
                     Report::Created {
                         init_pid,
                         monitor_pid,
-                    } => Ok(Created {
-                        init_pid,
-                        monitor_pid,
-                    }),
+                        view,
+                        template_unfit,
+                    } => {
+                        if let Some(why) = template_unfit {
+                            tracing::debug!(container = %id, "the create template did not fit: {why}");
+                        }
+                        Ok(Created {
+                            init_pid,
+                            monitor_pid,
+                            view,
+                        })
+                    }
                     other => Err(other),
                 },
                 |_| Ok(()),
@@ -264,8 +275,10 @@ impl Zygote {
             container = %id,
             init_pid = created.init_pid,
             monitor_pid = created.monitor_pid,
+            view = created.view.as_str(),
             "container created"
         );
+        crate::metrics::container_created_in(created.view.as_str());
         Ok(created)
     }
 
@@ -663,6 +676,7 @@ pub fn zygote_main(fd: RawFd) -> ! {
         .inspect_err(|e| eprintln!("proxrt zygote: {e}; each pod holder makes its own"))
         .ok();
     let holders_ns_fd = holders_ns.as_ref().map(AsRawFd::as_raw_fd);
+    let mut template = Template::NotYet;
     // SAFETY: fd is the daemon's socket, owned by this process from here on.
     let sock = unsafe { OwnedFd::from_raw_fd(fd) };
     loop {
@@ -688,10 +702,15 @@ pub fn zygote_main(fd: RawFd) -> ! {
         }
         let (seq, result) = match decode_frame::<ZygoteRequest>(&bytes) {
             Err(e) => (0, Err(e.to_string())),
-            Ok(ZygoteRequest::Create { seq, req }) => (
-                seq,
-                fork_with_report(move |report| container::run_monitor(req, report)),
-            ),
+            Ok(ZygoteRequest::Create { seq, req }) => {
+                let template_fd = template.for_create(&req);
+                (
+                    seq,
+                    fork_with_report(move |report| {
+                        container::run_monitor(req, report, template_fd)
+                    }),
+                )
+            }
             Ok(ZygoteRequest::Sandbox { seq, req }) => (
                 seq,
                 fork_with_report(move |report| sandbox::run_setup(req, report, holders_ns_fd)),
@@ -700,6 +719,42 @@ pub fn zygote_main(fd: RawFd) -> ! {
         match result {
             Ok(daemon_end) => send_reply(&sock, &ZygoteReply::Forked { seq }, Some(&daemon_end)),
             Err(message) => send_reply(&sock, &ZygoteReply::Error { seq, message }, None),
+        }
+    }
+}
+
+/// The zygote's create template (`create_template.rs`), made at the first create that
+/// names a pods mount.
+enum Template {
+    NotYet,
+    Made {
+        pods: PathBuf,
+        ns: OwnedFd,
+    },
+    /// It could not be made (said once on stderr): creates copy the host's namespace.
+    Failed,
+}
+
+impl Template {
+    /// The template's fd for a monitor creating `req` (inherited by its fork), if any.
+    fn for_create(&mut self, req: &CreateRequest) -> Option<RawFd> {
+        let pods = req.pods_mount.as_ref()?;
+        if let Template::NotYet = self {
+            let dirs = super::create_template::runtime_dirs(req);
+            *self = match super::create_template::build(pods, &dirs) {
+                Ok(ns) => Template::Made {
+                    pods: pods.clone(),
+                    ns,
+                },
+                Err(e) => {
+                    eprintln!("proxrt zygote: no create template ({e}); creates copy the host's mount namespace");
+                    Template::Failed
+                }
+            };
+        }
+        match self {
+            Template::Made { pods: made_for, ns } if made_for == pods => Some(ns.as_raw_fd()),
+            _ => None,
         }
     }
 }

@@ -7,6 +7,7 @@
 //! Each test binary uses a different subset of this module.
 #![allow(dead_code)]
 pub mod fake_registry;
+pub mod metrics;
 pub mod pods;
 
 use std::fs;
@@ -1174,7 +1175,13 @@ impl Strace {
     /// Attaches to `pid` and returns once the tracer is in place. `calls`: strace's
     /// `trace=` list.
     pub async fn attach(pid: u32, calls: &str, out: &Path) -> Strace {
+        Strace::attach_with(pid, &[], calls, out).await
+    }
+
+    /// As `attach`, with more of strace's options (`-s 65536`: whole strings).
+    pub async fn attach_with(pid: u32, options: &[&str], calls: &str, out: &Path) -> Strace {
         let child = Command::new("strace")
+            .args(options)
             .args(["-f", "-qq", "-y", "-e"])
             .arg(format!("trace={calls}"))
             .arg("-o")

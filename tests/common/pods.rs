@@ -1059,7 +1059,8 @@ pub fn cgroup_dirs_of(parent: &str, name: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-fn children_of(pid: i32) -> Vec<i32> {
+/// The processes whose parent is `pid`.
+pub fn children_of(pid: i32) -> Vec<i32> {
     fs::read_dir("/proc")
         .map(|d| {
             d.flatten()

@@ -2,6 +2,7 @@
 //! CRI log and status file, each step's undo pushed onto the rollback.
 
 use std::fs;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
@@ -16,7 +17,7 @@ use crate::logs::CriLogWriter;
 use crate::monitor::crun::Crun;
 use crate::monitor::executor::CleanSignalsExecutor;
 use crate::monitor::process::now_nanos;
-use crate::monitor::protocol::Fault;
+use crate::monitor::protocol::{CreateViewKind, Fault};
 use crate::monitor::status::{write_status, ContainerStatusFile, STATUS_FILE};
 use crate::monitor::zygote::{CreateRequest, RuntimeKind};
 use crate::monitor::MONITOR_SOCKET;
@@ -38,11 +39,17 @@ pub(super) struct Built {
     pub(super) log: CriLogWriter,
     pub(super) listener: UnixListener,
     pub(super) status: ContainerStatusFile,
+    pub(super) view: CreateViewKind,
+    pub(super) template_unfit: Option<String>,
 }
 
 /// Builds the container and everything the monitor serves it with; every step pushes its
-/// undo onto `rb`.
-pub(super) fn create(req: &CreateRequest, rb: &mut Rollback) -> Result<Built, Failure> {
+/// undo onto `rb`. `template`: the zygote's create template, if it made one (view.rs).
+pub(super) fn create(
+    req: &CreateRequest,
+    rb: &mut Rollback,
+    template: Option<OwnedFd>,
+) -> Result<Built, Failure> {
     let internal =
         |what: &str, e: &dyn std::fmt::Display| (Fault::Internal, format!("{what}: {e}"));
     crate::monitor::zygote::validate_id(&req.id).map_err(|e| (Fault::Invalid, e.to_string()))?;
@@ -103,11 +110,20 @@ pub(super) fn create(req: &CreateRequest, rb: &mut Rollback) -> Result<Built, Fa
     };
     let console_path = console.as_ref().map(|c| c.path().to_owned());
 
-    // The runtime sees the host's mount table without the other pods' mounts (view.rs).
+    // The runtime sees a mount table without the other pods' mounts (view.rs).
     let view = match &req.pods_mount {
-        Some(pods) => CreateView::enter(pods, &spec).map_err(|e| (Fault::Internal, e))?,
+        Some(pods) => {
+            let dirs = crate::monitor::create_template::runtime_dirs(req);
+            CreateView::enter(pods, &spec, &req.bundle, template, &dirs)
+                .map_err(|e| (Fault::Internal, e))?
+        }
         None => None,
     };
+    let view_kind = view.as_ref().map_or(CreateViewKind::Host, CreateView::kind);
+    let template_unfit = view
+        .as_ref()
+        .and_then(CreateView::template_unfit)
+        .map(str::to_owned);
     let created = match &req.runtime {
         RuntimeKind::Libcontainer => {
             create_with_libcontainer(req, child, console_path, &cgroups_path, rb)
@@ -186,6 +202,8 @@ pub(super) fn create(req: &CreateRequest, rb: &mut Rollback) -> Result<Built, Fa
         log,
         listener,
         status,
+        view: view_kind,
+        template_unfit,
     })
 }
 

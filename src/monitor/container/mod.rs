@@ -11,7 +11,7 @@
 //! `stdio.rs` makes the container's pipes or terminal, `attach.rs` serves attach sessions,
 //! `view.rs` the mount namespace the container is created in.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 
 use nix::sys::signal::{SigSet, Signal};
@@ -42,9 +42,15 @@ pub(crate) use stdio::ChildStdio;
 type Failure = (Fault, String);
 
 /// The monitor process's main: runs in the detached grandchild of the zygote, returns the
-/// process's exit code.
-pub(crate) fn run_monitor(req: CreateRequest, report: OwnedFd) -> i32 {
-    close_fds_except(&[report.as_raw_fd()]);
+/// process's exit code. `template`: the zygote's create template, inherited (an fd this
+/// process owns from here on; dropped once the create has joined it).
+pub(crate) fn run_monitor(req: CreateRequest, report: OwnedFd, template: Option<RawFd>) -> i32 {
+    let mut keep = vec![report.as_raw_fd()];
+    keep.extend(template);
+    close_fds_except(&keep);
+    // SAFETY: the zygote's fd, inherited by this fork and kept open just above; nothing
+    // else in this process owns it.
+    let template = template.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
     let _ = stdio_to_dev_null();
     clear_env();
     ignore_sigpipe();
@@ -68,7 +74,7 @@ pub(crate) fn run_monitor(req: CreateRequest, report: OwnedFd) -> i32 {
     };
 
     let mut rollback = Rollback::new(format!("create container {}", req.id));
-    let built = match create(&req, &mut rollback) {
+    let built = match create(&req, &mut rollback, template) {
         Ok(built) => built,
         Err(failure) => {
             drop(rollback);
@@ -82,6 +88,8 @@ pub(crate) fn run_monitor(req: CreateRequest, report: OwnedFd) -> i32 {
         &Report::Created {
             init_pid: built.init_pid.as_raw(),
             monitor_pid: std::process::id() as i32,
+            view: built.view,
+            template_unfit: built.template_unfit.clone(),
         },
     );
     if reported.is_err() || !acknowledged(&mut report) {

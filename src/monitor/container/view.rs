@@ -1,22 +1,29 @@
-//! The mount namespace a container is created in: a copy of the host's without the other
-//! pods' mounts.
+//! The mount namespace a container is created in: not the host's, but one without the
+//! mounts other pods and other software keep there.
 //!
 //! Every pod adds its /dev/shm and its net namespace file to the host's mount table, under
-//! the daemon's pods dir. What a create costs grows with that table: libcontainer's cgroup
+//! the daemon's pods dir, and a node holds others' mounts too (kubelet's volumes, other
+//! runtimes' rootfs). What a create costs grows with that table: libcontainer's cgroup
 //! manager reads it many times per create (16 on a cgroup v1 host), crun reads it too, and
 //! the container's own mount namespace starts as a copy of it. So the monitor creates the
-//! container in a namespace of its own in which the pods dir (a mount of its own, made by
-//! the daemon at start) is detached in one call, after cloning the mounts below it that
-//! this container's spec names (its pod's /dev/shm and net namespace) and putting them
-//! back where they were. Then the runtime sees the table of an idle host.
+//! container in a namespace of its own, made one of two ways:
+//!
+//! - **from the template** the zygote made (`create_template.rs`): a copy of it, into which
+//!   everything the spec names is cloned from the host's namespace (`open_tree`, with what
+//!   is mounted below) and attached at the same path: the rootfs, every bind mount's source,
+//!   every namespace file. Before attaching, the directory each goes into, and the runtime's
+//!   own directories, must be the same directories in the copy as on the host; else
+//! - **a copy of the host's** in which the pods dir (a mount of its own, made by the daemon
+//!   at start) is detached in one call, after cloning the mounts below it that this
+//!   container's spec names and putting them back where they were.
 //!
 //! After the create the monitor returns to the host's namespace (`leave`): it serves the
 //! container from there as before (log reopening, volumes mounted later on the host), and
-//! the private namespace goes with its last process. The container's own namespace was
-//! copied from it; mounts the copy shares with the host (a Bidirectional volume) stay
-//! peers of the host's, since only the pods dir was made private.
+//! the private namespace goes with its last process. Clones keep the propagation of what
+//! they clone (a clone of a shared mount is its peer), so a Bidirectional volume's mount in
+//! the container is still a peer of the host's either way.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -24,19 +31,31 @@ use nix::sched::{setns, unshare, CloneFlags};
 use oci_spec::runtime::Spec;
 use rustix::mount::{move_mount, open_tree, MoveMountFlags, OpenTreeFlags};
 
+use crate::monitor::create_template::Identity;
+use crate::monitor::protocol::CreateViewKind;
+
 /// In the private namespace until [`CreateView::leave`] (or drop) returns to the host's.
 pub(super) struct CreateView {
     host: Option<OwnedFd>,
+    kind: CreateViewKind,
+    template_unfit: Option<String>,
 }
 
 impl CreateView {
-    /// Enters a copy of this process's mount namespace in which `pods` (a mount of its
-    /// own) is detached and the mounts below it that `spec` names are back in place.
-    /// None, and nothing done, when `pods` is not a mount (anymore): the create then
-    /// happens in the host's namespace, as it would without the daemon's mount. Must be
-    /// called by a single-threaded process (the monitor). On error this process is back
-    /// in the host's namespace.
-    pub(super) fn enter(pods: &Path, spec: &Spec) -> Result<Option<CreateView>, String> {
+    /// Enters a namespace for the create of `spec` (whose relative paths are relative to
+    /// `bundle`) without what the daemon keeps under `pods` (a mount of its own): a copy of
+    /// `template` when there is one and it fits (the runtime's `dirs` are the same there),
+    /// else a copy of this process's. None, and nothing done, when `pods` is not a mount
+    /// (anymore): the create then happens in the host's namespace. Must be called by a
+    /// single-threaded process (the monitor). On error this process is back in the host's
+    /// namespace.
+    pub(super) fn enter(
+        pods: &Path,
+        spec: &Spec,
+        bundle: &Path,
+        template: Option<OwnedFd>,
+        dirs: &[PathBuf],
+    ) -> Result<Option<CreateView>, String> {
         match crate::mounts::is_mount_root(pods) {
             Ok(true) => {}
             Ok(false) => return Ok(None),
@@ -45,18 +64,34 @@ impl CreateView {
         let host = std::fs::File::open("/proc/self/ns/mnt")
             .map(OwnedFd::from)
             .map_err(|e| format!("open the host's mount namespace: {e}"))?;
+        let template_unfit = if let Some(template) = template {
+            match from_template(&host, template, spec, bundle, dirs) {
+                Ok(()) => {
+                    return Ok(Some(CreateView {
+                        host: Some(host),
+                        kind: CreateViewKind::Template,
+                        template_unfit: None,
+                    }))
+                }
+                // Back in the host's namespace: the copy below serves this create.
+                Err(Unfit::Fallback(why)) => Some(why),
+                Err(Unfit::Stuck(why)) => return Err(why),
+            }
+        } else {
+            None
+        };
         let carried = mounts_to_carry(pods, &paths_under(spec, pods))?;
         unshare(CloneFlags::CLONE_NEWNS).map_err(|e| format!("unshare(CLONE_NEWNS): {e}"))?;
         // From here on, a failure returns to the host's namespace by the drop.
-        let view = CreateView { host: Some(host) };
+        let view = CreateView {
+            host: Some(host),
+            kind: CreateViewKind::Copy,
+            template_unfit,
+        };
         let clones = carried
             .iter()
             .map(|path| {
-                let flags = OpenTreeFlags::OPEN_TREE_CLONE
-                    | OpenTreeFlags::OPEN_TREE_CLOEXEC
-                    | OpenTreeFlags::AT_RECURSIVE;
-                open_tree(rustix::fs::CWD, path, flags)
-                    .map_err(|e| format!("clone the mount on {}: {e}", path.display()))
+                clone_tree(path).map_err(|e| format!("clone the mount on {}: {e}", path.display()))
             })
             .collect::<Result<Vec<OwnedFd>, String>>()?;
         // Private first: in this namespace only, and so the unmount does not propagate
@@ -72,16 +107,19 @@ impl CreateView {
         umount2(pods, MntFlags::MNT_DETACH)
             .map_err(|e| format!("detach {}: {e}", pods.display()))?;
         for (path, clone) in carried.iter().zip(clones) {
-            move_mount(
-                &clone,
-                "",
-                rustix::fs::CWD,
-                path,
-                MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
-            )
-            .map_err(|e| format!("put back the mount on {}: {e}", path.display()))?;
+            attach(&clone, path)?;
         }
         Ok(Some(view))
+    }
+
+    /// How this view was made.
+    pub(super) fn kind(&self) -> CreateViewKind {
+        self.kind
+    }
+
+    /// Why the create template did not serve, when there was one and it did not.
+    pub(super) fn template_unfit(&self) -> Option<&str> {
+        self.template_unfit.as_deref()
     }
 
     /// Returns to the host's mount namespace.
@@ -102,6 +140,122 @@ impl Drop for CreateView {
     fn drop(&mut self) {
         let _ = self.return_home();
     }
+}
+
+/// Why the template did not serve a create.
+enum Unfit {
+    /// Back in the host's namespace (or never left it): copy that one instead.
+    Fallback(String),
+    /// Could not return to the host's namespace: the create must not go on.
+    Stuck(String),
+}
+
+/// Enters a copy of `template` with everything `spec` names cloned from the host's
+/// namespace (`host`, this process's) and attached where the spec names it, after checking
+/// that the directories they go into and the runtime's `dirs` are the same in the copy as
+/// on the host. On `Fallback` this process is back in the host's namespace.
+fn from_template(
+    host: &OwnedFd,
+    template: OwnedFd,
+    spec: &Spec,
+    bundle: &Path,
+    dirs: &[PathBuf],
+) -> Result<(), Unfit> {
+    let fallback = |what: String| Unfit::Fallback(what);
+    let mut carried = Vec::new();
+    for path in paths_named(spec, bundle) {
+        let clone = match clone_tree(&path) {
+            Ok(clone) => clone,
+            // Missing: the runtime says so with the spec's own path.
+            Err(rustix::io::Errno::NOENT) => continue,
+            Err(e) => return Err(fallback(format!("clone {}: {e}", path.display()))),
+        };
+        let into = path.parent().and_then(Identity::nearest);
+        carried.push((path, clone, into));
+    }
+    let dirs: Vec<(PathBuf, Option<Identity>)> = dirs
+        .iter()
+        .map(|d| (d.clone(), Identity::nearest(d)))
+        .collect();
+    setns(template.as_fd(), CloneFlags::CLONE_NEWNS)
+        .map_err(|e| fallback(format!("join the create template: {e}")))?;
+    drop(template);
+    let home = |why: String| match setns(host.as_fd(), CloneFlags::CLONE_NEWNS) {
+        Ok(()) => Unfit::Fallback(why),
+        Err(e) => Unfit::Stuck(format!("{why}; return to the host's mount namespace: {e}")),
+    };
+    if let Err(e) = unshare(CloneFlags::CLONE_NEWNS) {
+        return Err(home(format!("unshare(CLONE_NEWNS): {e}")));
+    }
+    for (dir, was) in &dirs {
+        if Identity::nearest(dir) != *was {
+            return Err(home(format!("{} differs from the host's", dir.display())));
+        }
+    }
+    for (path, _, into) in &carried {
+        if path.parent().and_then(Identity::nearest) != *into {
+            return Err(home(format!("{} differs from the host's", path.display())));
+        }
+    }
+    for (path, clone, _) in &carried {
+        if let Err(e) = attach(clone, path) {
+            return Err(home(e));
+        }
+    }
+    Ok(())
+}
+
+/// Every absolute path the spec has the runtime open or mount: the rootfs, bind mounts'
+/// sources and namespace files, except those in `/proc` (the same procfs everywhere),
+/// each once.
+fn paths_named(spec: &Spec, bundle: &Path) -> Vec<PathBuf> {
+    let root = spec.root().as_ref().map(|r| bundle.join(r.path()));
+    let binds = spec
+        .mounts()
+        .iter()
+        .flatten()
+        .filter(|m| {
+            m.typ().as_deref() == Some("bind")
+                || m.options()
+                    .iter()
+                    .flatten()
+                    .any(|o| o == "bind" || o == "rbind")
+        })
+        .filter_map(|m| m.source().clone());
+    let namespaces = spec
+        .linux()
+        .iter()
+        .flat_map(|l| l.namespaces().iter().flatten())
+        .filter_map(|n| n.path().clone());
+    let mut paths: Vec<PathBuf> = root
+        .into_iter()
+        .chain(binds)
+        .chain(namespaces)
+        .filter(|p| p.is_absolute() && !p.starts_with("/proc"))
+        .collect();
+    paths.sort();
+    paths.dedup();
+    paths
+}
+
+/// A detached copy of the mount tree at `path` (what a recursive bind of it would mount).
+fn clone_tree(path: &Path) -> Result<OwnedFd, rustix::io::Errno> {
+    let flags = OpenTreeFlags::OPEN_TREE_CLONE
+        | OpenTreeFlags::OPEN_TREE_CLOEXEC
+        | OpenTreeFlags::AT_RECURSIVE;
+    open_tree(rustix::fs::CWD, path, flags)
+}
+
+/// Attaches a [`clone_tree`] on `path`.
+fn attach(clone: &OwnedFd, path: &Path) -> Result<(), String> {
+    move_mount(
+        clone,
+        "",
+        rustix::fs::CWD,
+        path,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
+    .map_err(|e| format!("attach the clone of {} there: {e}", path.display()))
 }
 
 /// The paths `spec` names below `pods`: bind mounts' sources and namespace files.
