@@ -1184,11 +1184,12 @@ fn volume(source: &std::path::Path, container_path: &str) -> k8s_cri::v1::Mount 
 /// (monitor/create_template.rs), which leaves out the mounts other software keeps on the
 /// host (here tmpfs mounts made before the daemon started, as kubelet's volumes or other
 /// runtimes' rootfs are): strace (not proxrt) sees libcontainer read the mount table during
-/// a create, and none of them is in it, nor the pods dir. What a spec names is cloned from
-/// the host's namespace: a volume with such a mount below it shows it, and a volume
-/// mounted after the template was made shows its content. A volume inside a mount the
-/// template left out is created in a copy of the host's namespace instead. The metrics
-/// count each way.
+/// a create, and none of them is in it, nor the pods dir, nor another pod's mounts. What a
+/// spec names is cloned from the host's namespace: a volume with such a mount below it
+/// shows it, a volume mounted after the template was made (named through a symlink) shows
+/// its content, a volume of the host's root shows every mount below it. A volume inside a
+/// mount the template left out is created in a copy of the host's namespace instead. The
+/// metrics count each way.
 #[tokio::test]
 async fn containers_are_created_without_the_hosts_other_mounts() {
     let dir = common::temp_dir("proxrt-foreign-");
@@ -1271,21 +1272,34 @@ async fn containers_are_created_without_the_hosts_other_mounts() {
     let late = dir.path().join("late");
     mounts.tmpfs(&late);
     std::fs::write(late.join("mark"), "late\n").unwrap();
+    // Named through a symlink, as a hostPath may be.
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&late, &link).unwrap();
     let mut c = env.container_config(&pod, "late", sleep);
-    c.mounts = vec![volume(&late, "/late")];
+    c.mounts = vec![volume(&link, "/late")];
     let id = env.create_start(&pod, c).await;
     assert_eq!(env.exec_ok(&id, &["cat", "/late/mark"]).await, "late\n");
+    assert!(std::fs::symlink_metadata(&link).unwrap().is_symlink());
 
     let mut c = env.container_config(&pod, "inside", sleep);
     c.mounts = vec![volume(&foreign.join("0/data"), "/data")];
     let id = env.create_start(&pod, c).await;
     assert_eq!(env.exec_ok(&id, &["cat", "/data/mark"]).await, "inside\n");
 
+    // The host's root, with what is mounted anywhere below it (node-exporter's hostPath).
+    std::fs::write(foreign.join("1/mark"), "host\n").unwrap();
+    let mut c = env.container_config(&pod, "root", sleep);
+    c.mounts = vec![volume(std::path::Path::new("/"), "/host")];
+    let id = env.create_start(&pod, c).await;
+    let seen = foreign.join("1/mark");
+    let seen = format!("/host{}", seen.display());
+    assert_eq!(env.exec_ok(&id, &["cat", &seen]).await, "host\n");
+
     let (_, _, metrics) = common::metrics::get(&common::metrics::metrics_url(env.daemon()));
     let series = |view: &str| format!("proxrt_container_creates_by_view_total{{view=\"{view}\"}}");
     assert_eq!(
         common::metrics::sample(&metrics, &series("template")),
-        3.0,
+        4.0,
         "{metrics}"
     );
     assert_eq!(

@@ -246,14 +246,14 @@ fn clone_tree(path: &Path) -> Result<OwnedFd, rustix::io::Errno> {
     open_tree(rustix::fs::CWD, path, flags)
 }
 
-/// Attaches a [`clone_tree`] on `path`.
+/// Attaches a [`clone_tree`] on `path`, following a symlink there as the clone followed it.
 fn attach(clone: &OwnedFd, path: &Path) -> Result<(), String> {
     move_mount(
         clone,
         "",
         rustix::fs::CWD,
         path,
-        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_SYMLINKS,
     )
     .map_err(|e| format!("attach the clone of {} there: {e}", path.display()))
 }
