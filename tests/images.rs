@@ -891,6 +891,10 @@ fn unknown_config_key_stops_serve_naming_key_and_file() {
             "[images]\nmax_concurrent_downloads = 0\n",
             "images.max_concurrent_downloads",
         ),
+        (
+            "[runtime]\ncreate_template_idle_seconds = 0\n",
+            "runtime.create_template_idle_seconds",
+        ),
     ] {
         let text = format!("{paths}{bad}");
         std::fs::write(&file, &text).unwrap();

@@ -1212,14 +1212,7 @@ async fn containers_are_created_without_the_hosts_other_mounts() {
     env.create_start(&other, env.container_config(&other, "first", sleep))
         .await;
 
-    let daemon = env.daemon().pid().expect("daemon running") as i32;
-    let zygote = children_of(daemon)
-        .into_iter()
-        .find(|&p| {
-            std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default()
-                == "proxrt-zygote\n"
-        })
-        .expect("the daemon's zygote");
+    let zygote = zygote_of(&env);
     let out = env.daemon().dir().join("strace-view.out");
     let strace = common::Strace::attach_with(zygote as u32, &["-s", "1048576"], "read", &out).await;
     let mut c = env.container_config(&pod, "volumes", sleep);
@@ -1306,6 +1299,88 @@ async fn containers_are_created_without_the_hosts_other_mounts() {
         common::metrics::sample(&metrics, &series("copy")),
         1.0,
         "{metrics}"
+    );
+}
+
+/// The daemon's zygote, found among its children by name.
+fn zygote_of(env: &PodEnv) -> i32 {
+    let daemon = env.daemon().pid().expect("daemon running") as i32;
+    children_of(daemon)
+        .into_iter()
+        .find(|&p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default()
+                == "proxrt-zygote\n"
+        })
+        .expect("the daemon's zygote")
+}
+
+/// The mount namespaces `pid` holds open (`mnt:[…]` fds).
+fn mount_namespaces_held(pid: i32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .map(|l| l.display().to_string())
+        .filter(|l| l.starts_with("mnt:"))
+        .collect()
+}
+
+/// The zygote holds the create template only while creates come: with
+/// `create_template_idle_seconds = 1` the namespace goes a second after a create (the
+/// zygote keeps only the pod holders' one) and the next create makes it again; with
+/// `create_template = false` every create copies the host's namespace.
+#[tokio::test]
+async fn the_create_template_goes_when_idle_and_can_be_switched_off() {
+    let metrics = "[metrics]\naddress = \"127.0.0.1:0\"\n";
+    let mut env = PodEnv::start_with(&format!(
+        "[runtime]\ncreate_template_idle_seconds = 1\n{metrics}"
+    ))
+    .await;
+    let pod = env.run_pod(env.pod_config("idle")).await;
+    let zygote = zygote_of(&env);
+    let holders = mount_namespaces_held(zygote);
+    assert_eq!(holders.len(), 1, "the holders' namespace only: {holders:?}");
+    let sleep = &["sleep", "3600"];
+    for round in ["first", "again"] {
+        env.create_start(&pod, env.container_config(&pod, round, sleep))
+            .await;
+        let held = mount_namespaces_held(zygote);
+        assert_eq!(
+            held.len(),
+            2,
+            "{round}: the template and the holders': {held:?}"
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while mount_namespaces_held(zygote) != holders {
+            assert!(Instant::now() < deadline, "{round}: the template was kept");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let (_, _, text) = common::metrics::get(&common::metrics::metrics_url(env.daemon()));
+    let series = |view: &str| format!("proxrt_container_creates_by_view_total{{view=\"{view}\"}}");
+    assert_eq!(
+        common::metrics::sample(&text, &series("template")),
+        2.0,
+        "{text}"
+    );
+    drop(env);
+
+    let mut env =
+        PodEnv::start_with(&format!("[runtime]\ncreate_template = false\n{metrics}")).await;
+    let pod = env.run_pod(env.pod_config("off")).await;
+    env.create_start(&pod, env.container_config(&pod, "off", sleep))
+        .await;
+    assert_eq!(mount_namespaces_held(zygote_of(&env)).len(), 1);
+    let (_, _, text) = common::metrics::get(&common::metrics::metrics_url(env.daemon()));
+    assert_eq!(
+        common::metrics::sample(&text, &series("copy")),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        common::metrics::sample(&text, &series("template")),
+        0.0,
+        "{text}"
     );
 }
 

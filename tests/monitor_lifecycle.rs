@@ -142,6 +142,7 @@ impl Fixture {
             stdin_once: false,
             runtime: Default::default(),
             pods_mount: None,
+            create_template_idle_secs: None,
         }
     }
 

@@ -70,6 +70,13 @@ pub struct RuntimeConfig {
     pub cgroup_driver: String,
     pub max_log_line_size: usize,
     pub exec_sync_max_output: usize,
+    /// Create containers from a copy of the zygote's create template (architecture.md,
+    /// "The mount namespace a container is created in"); false: from a copy of the host's
+    /// mount namespace each time.
+    pub create_template: bool,
+    /// The zygote lets the template go after this long without a create (it holds the
+    /// filesystems it keeps referenced) and makes it again at the next one.
+    pub create_template_idle_seconds: u64,
 }
 
 /// `[handlers.<name>]`: a RuntimeClass handler (also named by the `proxrt.io/runtime` pod
@@ -398,6 +405,12 @@ impl Config {
             return bad(
                 "runtime.max_log_line_size",
                 "must be at least 64 bytes".into(),
+            );
+        }
+        if self.runtime.create_template_idle_seconds == 0 {
+            return bad(
+                "runtime.create_template_idle_seconds",
+                "must be at least 1 (create_template = false goes without the template)".into(),
             );
         }
         if self.images.max_concurrent_downloads == 0 {

@@ -87,6 +87,10 @@ pub struct CreateRequest {
     /// (`container/view.rs`). None: created in the host's namespace.
     #[serde(default)]
     pub pods_mount: Option<PathBuf>,
+    /// Use the zygote's create template (`create_template.rs`), which the zygote lets go
+    /// after this many seconds without a create; None: copy the host's namespace.
+    #[serde(default)]
+    pub create_template_idle_secs: Option<u64>,
 }
 
 /// Which runtime creates the container. The monitor supervises either the same way: logs,
@@ -680,6 +684,16 @@ pub fn zygote_main(fd: RawFd) -> ! {
     // SAFETY: fd is the daemon's socket, owned by this process from here on.
     let sock = unsafe { OwnedFd::from_raw_fd(fd) };
     loop {
+        if let Some(idle) = template.idle_limit() {
+            match super::process::poll_one(sock.as_raw_fd(), libc::POLLIN, Some(idle)) {
+                Ok(false) => {
+                    // No create for that long: let the template (and what it holds) go.
+                    template = Template::NotYet;
+                    continue;
+                }
+                Ok(true) | Err(_) => {}
+            }
+        }
         let (bytes, _) = match recv_with_fd(sock.as_raw_fd(), MsgFlags::empty()) {
             Ok(got) => got,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -723,38 +737,57 @@ pub fn zygote_main(fd: RawFd) -> ! {
     }
 }
 
-/// The zygote's create template (`create_template.rs`), made at the first create that
-/// names a pods mount.
+/// The zygote's create template (`create_template.rs`): made at the first create that asks
+/// for it, let go after the idle time that create named without another create (it keeps
+/// the filesystems it holds referenced: an unmount on the host would leave them busy).
 enum Template {
     NotYet,
     Made {
         pods: PathBuf,
         ns: OwnedFd,
+        idle: Duration,
     },
-    /// It could not be made (said once on stderr): creates copy the host's namespace.
-    Failed,
+    /// It could not be made (said on stderr): creates copy the host's namespace until the
+    /// idle time passes, then it is tried again.
+    Failed {
+        idle: Duration,
+    },
 }
 
 impl Template {
     /// The template's fd for a monitor creating `req` (inherited by its fork), if any.
     fn for_create(&mut self, req: &CreateRequest) -> Option<RawFd> {
         let pods = req.pods_mount.as_ref()?;
+        let idle = Duration::from_secs(req.create_template_idle_secs?);
         if let Template::NotYet = self {
             let dirs = super::create_template::runtime_dirs(req);
             *self = match super::create_template::build(pods, &dirs) {
                 Ok(ns) => Template::Made {
                     pods: pods.clone(),
                     ns,
+                    idle,
                 },
                 Err(e) => {
-                    eprintln!("proxrt zygote: no create template ({e}); creates copy the host's mount namespace");
-                    Template::Failed
+                    eprintln!(
+                        "proxrt zygote: no create template ({e}); creates copy the host's mount namespace"
+                    );
+                    Template::Failed { idle }
                 }
             };
         }
         match self {
-            Template::Made { pods: made_for, ns } if made_for == pods => Some(ns.as_raw_fd()),
+            Template::Made {
+                pods: made_for, ns, ..
+            } if made_for == pods => Some(ns.as_raw_fd()),
             _ => None,
+        }
+    }
+
+    /// How long the zygote may wait for a request before letting the template go.
+    fn idle_limit(&self) -> Option<Duration> {
+        match self {
+            Template::NotYet => None,
+            Template::Made { idle, .. } | Template::Failed { idle } => Some(*idle),
         }
     }
 }
@@ -857,6 +890,7 @@ mod tests {
             stdin_once: false,
             runtime,
             pods_mount: Some("/run/p".into()),
+            create_template_idle_secs: Some(30),
         }
     }
 

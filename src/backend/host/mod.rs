@@ -80,6 +80,8 @@ pub struct HostBackend {
     migration: Arc<MigrationLock>,
     /// The pods dir when the daemon made it a mount of its own (`CreateRequest::pods_mount`).
     pods_mount: Option<PathBuf>,
+    /// `CreateRequest::create_template_idle_secs`.
+    create_template_idle_secs: Option<u64>,
 }
 
 impl HostBackend {
@@ -100,6 +102,10 @@ impl HostBackend {
             migration: MigrationLock::for_this_process(),
             max_log_line_size: config.runtime.max_log_line_size,
             exec_max_output: config.runtime.exec_sync_max_output,
+            create_template_idle_secs: config
+                .runtime
+                .create_template
+                .then_some(config.runtime.create_template_idle_seconds),
         }
     }
 
@@ -230,6 +236,7 @@ impl Backend for HostBackend {
                 stdin_once: p.stdin_once,
                 runtime,
                 pods_mount: self.pods_mount.clone(),
+                create_template_idle_secs: self.create_template_idle_secs,
             })
             .await?;
         Ok(())
