@@ -685,13 +685,11 @@ pub fn zygote_main(fd: RawFd) -> ! {
     let sock = unsafe { OwnedFd::from_raw_fd(fd) };
     loop {
         if let Some(idle) = template.idle_limit() {
-            match super::process::poll_one(sock.as_raw_fd(), libc::POLLIN, Some(idle)) {
-                Ok(false) => {
-                    // No create for that long: let the template (and what it holds) go.
-                    template = Template::NotYet;
-                    continue;
-                }
-                Ok(true) | Err(_) => {}
+            // No request for that long: let the template (and what it holds) go.
+            if let Ok(false) = super::process::poll_one(sock.as_raw_fd(), libc::POLLIN, Some(idle))
+            {
+                template = Template::NotYet;
+                continue;
             }
         }
         let (bytes, _) = match recv_with_fd(sock.as_raw_fd(), MsgFlags::empty()) {
