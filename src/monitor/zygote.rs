@@ -685,7 +685,7 @@ pub fn zygote_main(fd: RawFd) -> ! {
     let sock = unsafe { OwnedFd::from_raw_fd(fd) };
     loop {
         if let Some(idle) = template.idle_limit() {
-            // No request for that long: let the template (and what it holds) go.
+            // No create for that long: let the template (and what it holds) go.
             if let Ok(false) = super::process::poll_one(sock.as_raw_fd(), libc::POLLIN, Some(idle))
             {
                 template = Template::NotYet;
@@ -744,11 +744,14 @@ enum Template {
         pods: PathBuf,
         ns: OwnedFd,
         idle: Duration,
+        /// When it was last handed to a create.
+        used: Instant,
     },
     /// It could not be made (said on stderr): creates copy the host's namespace until the
-    /// idle time passes, then it is tried again.
+    /// idle time has passed, then it is tried again.
     Failed {
         idle: Duration,
+        since: Instant,
     },
 }
 
@@ -764,28 +767,40 @@ impl Template {
                     pods: pods.clone(),
                     ns,
                     idle,
+                    used: Instant::now(),
                 },
                 Err(e) => {
                     eprintln!(
                         "proxrt zygote: no create template ({e}); creates copy the host's mount namespace"
                     );
-                    Template::Failed { idle }
+                    Template::Failed {
+                        idle,
+                        since: Instant::now(),
+                    }
                 }
             };
         }
         match self {
             Template::Made {
-                pods: made_for, ns, ..
-            } if made_for == pods => Some(ns.as_raw_fd()),
+                pods: made_for,
+                ns,
+                used,
+                ..
+            } if made_for == pods => {
+                *used = Instant::now();
+                Some(ns.as_raw_fd())
+            }
             _ => None,
         }
     }
 
-    /// How long the zygote may wait for a request before letting the template go.
+    /// How long the zygote may wait for a request before the template is to go (zero:
+    /// now); None: there is none to let go.
     fn idle_limit(&self) -> Option<Duration> {
         match self {
             Template::NotYet => None,
-            Template::Made { idle, .. } | Template::Failed { idle } => Some(*idle),
+            Template::Made { idle, used, .. } => Some(idle.saturating_sub(used.elapsed())),
+            Template::Failed { idle, since } => Some(idle.saturating_sub(since.elapsed())),
         }
     }
 }
