@@ -1288,18 +1288,18 @@ async fn containers_are_created_without_the_hosts_other_mounts() {
     let seen = format!("/host{}", seen.display());
     assert_eq!(env.exec_ok(&id, &["cat", &seen]).await, "host\n");
 
-    let (_, _, metrics) = common::metrics::get(&common::metrics::metrics_url(env.daemon()));
-    let series = |view: &str| format!("proxrt_container_creates_by_view_total{{view=\"{view}\"}}");
-    assert_eq!(
-        common::metrics::sample(&metrics, &series("template")),
-        4.0,
-        "{metrics}"
-    );
-    assert_eq!(
-        common::metrics::sample(&metrics, &series("copy")),
-        1.0,
-        "{metrics}"
-    );
+    assert_eq!(creates_by_view(&env), (4.0, 1.0), "(template, copy)");
+}
+
+/// How many containers the daemon created in each kind of mount namespace, from its
+/// metrics: (`template`, `copy`).
+fn creates_by_view(env: &PodEnv) -> (f64, f64) {
+    let (_, _, text) = common::metrics::get(&common::metrics::metrics_url(env.daemon()));
+    let count = |view: &str| {
+        let series = format!("proxrt_container_creates_by_view_total{{view=\"{view}\"}}");
+        common::metrics::sample(&text, &series)
+    };
+    (count("template"), count("copy"))
 }
 
 /// The daemon's zygote, found among its children by name.
@@ -1356,13 +1356,7 @@ async fn the_create_template_goes_when_idle_and_can_be_switched_off() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    let (_, _, text) = common::metrics::get(&common::metrics::metrics_url(env.daemon()));
-    let series = |view: &str| format!("proxrt_container_creates_by_view_total{{view=\"{view}\"}}");
-    assert_eq!(
-        common::metrics::sample(&text, &series("template")),
-        2.0,
-        "{text}"
-    );
+    assert_eq!(creates_by_view(&env), (2.0, 0.0), "(template, copy)");
     drop(env);
 
     let mut env =
@@ -1371,17 +1365,7 @@ async fn the_create_template_goes_when_idle_and_can_be_switched_off() {
     env.create_start(&pod, env.container_config(&pod, "off", sleep))
         .await;
     assert_eq!(mount_namespaces_held(zygote_of(&env)).len(), 1);
-    let (_, _, text) = common::metrics::get(&common::metrics::metrics_url(env.daemon()));
-    assert_eq!(
-        common::metrics::sample(&text, &series("copy")),
-        1.0,
-        "{text}"
-    );
-    assert_eq!(
-        common::metrics::sample(&text, &series("template")),
-        0.0,
-        "{text}"
-    );
+    assert_eq!(creates_by_view(&env), (0.0, 1.0), "(template, copy)");
 }
 
 /// The daemon makes its pods dir a mount of its own, and each container is created in a

@@ -24,8 +24,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use nix::sched::{unshare, CloneFlags};
+use nix::mount::{umount2, MntFlags};
 
 use super::zygote::{CreateRequest, RuntimeKind};
 
@@ -74,16 +73,8 @@ fn shape(pods: &Path, dirs: &[PathBuf]) -> Result<(), String> {
         .chain(HOST_DIRS.iter().map(PathBuf::from))
         .collect();
     let before: Vec<Option<Identity>> = keep.iter().map(|p| Identity::nearest(p)).collect();
-    unshare(CloneFlags::CLONE_NEWNS).map_err(|e| format!("unshare(CLONE_NEWNS): {e}"))?;
     // Private before anything is unmounted: an unmount must not reach the host's peers.
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(|e| format!("make the copy private: {e}"))?;
+    super::mntns::private_copy()?;
     let table = std::fs::read_to_string("/proc/self/mountinfo")
         .map_err(|e| format!("read the mount table: {e}"))?;
     for point in detach_list(&table, pods, dirs) {

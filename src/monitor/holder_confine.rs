@@ -25,7 +25,7 @@ use std::path::Path;
 use caps::CapSet;
 use libseccomp::{ScmpAction, ScmpFilterContext, ScmpSyscall};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use nix::sched::{unshare, CloneFlags};
+use nix::sched::CloneFlags;
 
 /// The only syscalls the confined holder makes: sigwait and the signal mask, reaping,
 /// exiting, and reporting its readiness on a pipe (write, close).
@@ -83,15 +83,7 @@ fn step(what: &'static str) -> impl Fn(nix::errno::Errno) -> String {
 /// private (nothing propagates to the host), the tmpfs mounted on `dir` inside it,
 /// `pivot_root` onto it and the old root detached.
 fn empty_root(dir: &Path) -> Result<(), String> {
-    unshare(CloneFlags::CLONE_NEWNS).map_err(step("unshare mount namespace"))?;
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(step("make mounts private"))?;
+    super::mntns::private_copy()?;
     mount(
         Some("tmpfs"),
         dir,

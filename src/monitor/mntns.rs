@@ -5,6 +5,23 @@
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 
+use nix::mount::{mount, MsFlags};
+use nix::sched::{unshare, CloneFlags};
+
+/// Puts the calling process in a copy of its mount namespace in which every mount is
+/// private: nothing done there (an unmount above all) reaches the original's peers.
+pub(crate) fn private_copy() -> Result<(), String> {
+    unshare(CloneFlags::CLONE_NEWNS).map_err(|e| format!("unshare(CLONE_NEWNS): {e}"))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| format!("make the copy's mounts private: {e}"))
+}
+
 /// Runs `build` in a child of the calling process and returns a handle on the mount
 /// namespace the child is in once `build` succeeded: the handle keeps that namespace alive
 /// after the child exits. `build` is expected to `unshare(CLONE_NEWNS)` and shape the copy;

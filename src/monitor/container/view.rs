@@ -205,11 +205,23 @@ fn from_template(
     Ok(())
 }
 
-/// Every absolute path the spec has the runtime open or mount: the rootfs, bind mounts'
-/// sources and namespace files, except those in `/proc` (the same procfs everywhere),
-/// each once.
+/// Every absolute path the spec has the runtime open or mount: the rootfs (relative to
+/// `bundle` when relative), bind mounts' sources and namespace files, except those in
+/// `/proc` (the same procfs everywhere), each once, in order.
 fn paths_named(spec: &Spec, bundle: &Path) -> Vec<PathBuf> {
     let root = spec.root().as_ref().map(|r| bundle.join(r.path()));
+    let mut paths: Vec<PathBuf> = root
+        .into_iter()
+        .chain(sources_and_namespaces(spec))
+        .filter(|p| p.is_absolute() && !p.starts_with("/proc"))
+        .collect();
+    paths.sort();
+    paths.dedup();
+    paths
+}
+
+/// Bind mounts' sources and namespace files named by `spec`.
+fn sources_and_namespaces(spec: &Spec) -> impl Iterator<Item = PathBuf> + '_ {
     let binds = spec
         .mounts()
         .iter()
@@ -227,15 +239,7 @@ fn paths_named(spec: &Spec, bundle: &Path) -> Vec<PathBuf> {
         .iter()
         .flat_map(|l| l.namespaces().iter().flatten())
         .filter_map(|n| n.path().clone());
-    let mut paths: Vec<PathBuf> = root
-        .into_iter()
-        .chain(binds)
-        .chain(namespaces)
-        .filter(|p| p.is_absolute() && !p.starts_with("/proc"))
-        .collect();
-    paths.sort();
-    paths.dedup();
-    paths
+    binds.chain(namespaces)
 }
 
 /// A detached copy of the mount tree at `path` (what a recursive bind of it would mount).
@@ -260,18 +264,7 @@ fn attach(clone: &OwnedFd, path: &Path) -> Result<(), String> {
 
 /// The paths `spec` names below `pods`: bind mounts' sources and namespace files.
 fn paths_under(spec: &Spec, pods: &Path) -> Vec<PathBuf> {
-    let sources = spec
-        .mounts()
-        .iter()
-        .flatten()
-        .filter_map(|m| m.source().clone());
-    let namespaces = spec
-        .linux()
-        .iter()
-        .flat_map(|l| l.namespaces().iter().flatten())
-        .filter_map(|n| n.path().clone());
-    let mut paths: Vec<PathBuf> = sources
-        .chain(namespaces)
+    let mut paths: Vec<PathBuf> = sources_and_namespaces(spec)
         .filter(|p| p.starts_with(pods) && p != pods)
         .collect();
     paths.sort();
@@ -361,6 +354,43 @@ mod tests {
             .iter()
             .map(PathBuf::from)
             .collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn the_rootfs_binds_and_namespaces_are_named_but_not_proc_nor_other_mounts() {
+        let mut s = spec(
+            &["/var/lib/kubelet/pods/u/volumes/v", "/run/p/s/a/shm"],
+            "/proc/7/ns/net",
+        );
+        let mut mounts = s.mounts().clone().unwrap();
+        mounts.push(
+            MountBuilder::default()
+                .destination("/t")
+                .typ("tmpfs")
+                .source("/not/a/bind")
+                .build()
+                .unwrap(),
+        );
+        mounts.push(
+            MountBuilder::default()
+                .destination("/o")
+                .source("/opt/rbound")
+                .options(vec!["rbind".to_string(), "ro".to_string()])
+                .build()
+                .unwrap(),
+        );
+        s.set_mounts(Some(mounts));
+        let got = paths_named(&s, Path::new("/run/p/c/id"));
+        let want: Vec<PathBuf> = [
+            "/opt/rbound",
+            "/run/p/c/id/rootfs",
+            "/run/p/s/a/shm",
+            "/var/lib/kubelet/pods/u/volumes/v",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
         assert_eq!(got, want);
     }
 
