@@ -1327,8 +1327,9 @@ fn mount_namespaces_held(pid: i32) -> Vec<String> {
 
 /// The zygote holds the create template only while creates come: with
 /// `create_template_idle_seconds = 1` the namespace goes a second after a create (the
-/// zygote keeps only the pod holders' one) and the next create makes it again; with
-/// `create_template = false` every create copies the host's namespace.
+/// zygote keeps only the pod holders' one); the next pod makes it again, before its
+/// containers' creates, which use it; with `create_template = false` every create copies
+/// the host's namespace.
 #[tokio::test]
 async fn the_create_template_goes_when_idle_and_can_be_switched_off() {
     let metrics = "[metrics]\naddress = \"127.0.0.1:0\"\n";
@@ -1336,26 +1337,42 @@ async fn the_create_template_goes_when_idle_and_can_be_switched_off() {
         "[runtime]\ncreate_template_idle_seconds = 1\n{metrics}"
     ))
     .await;
-    let pod = env.run_pod(env.pod_config("idle")).await;
+    let first = env.run_pod(env.pod_config("idle")).await;
     let zygote = zygote_of(&env);
     let holders = mount_namespaces_held(zygote);
     assert_eq!(holders.len(), 1, "the holders' namespace only: {holders:?}");
     let sleep = &["sleep", "3600"];
-    for round in ["first", "again"] {
-        env.create_start(&pod, env.container_config(&pod, round, sleep))
-            .await;
-        let held = mount_namespaces_held(zygote);
-        assert_eq!(
-            held.len(),
-            2,
-            "{round}: the template and the holders': {held:?}"
-        );
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while mount_namespaces_held(zygote) != holders {
-            assert!(Instant::now() < deadline, "{round}: the template was kept");
-            tokio::time::sleep(Duration::from_millis(100)).await;
+    let wait_for = |want: usize, what: &str| {
+        let what = what.to_owned();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let held = mount_namespaces_held(zygote);
+                if held.len() == want {
+                    return held;
+                }
+                assert!(Instant::now() < deadline, "{what}: {held:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
-    }
+    };
+
+    env.create_start(&first, env.container_config(&first, "first", sleep))
+        .await;
+    let held = mount_namespaces_held(zygote);
+    assert_eq!(held.len(), 2, "the template and the holders': {held:?}");
+    wait_for(1, "the template was kept").await;
+
+    let again = env.run_pod(env.pod_config("again")).await;
+    let made = wait_for(2, "no template made for the pod's containers").await;
+    env.create_start(&again, env.container_config(&again, "again", sleep))
+        .await;
+    assert_eq!(
+        mount_namespaces_held(zygote),
+        made,
+        "the create made a template of its own"
+    );
+    wait_for(1, "the template was kept").await;
     assert_eq!(creates_by_view(&env), (2.0, 0.0), "(template, copy)");
     drop(env);
 

@@ -75,7 +75,7 @@ pub struct RuntimeConfig {
     /// mount namespace each time.
     pub create_template: bool,
     /// The zygote lets the template go after this long without a create (it holds the
-    /// filesystems it keeps referenced) and makes it again at the next one.
+    /// filesystems it keeps referenced) and makes it again for the next pod or create.
     pub create_template_idle_seconds: u64,
 }
 

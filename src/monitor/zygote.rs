@@ -680,7 +680,7 @@ pub fn zygote_main(fd: RawFd) -> ! {
         .inspect_err(|e| eprintln!("proxrt zygote: {e}; each pod holder makes its own"))
         .ok();
     let holders_ns_fd = holders_ns.as_ref().map(AsRawFd::as_raw_fd);
-    let mut template = Template::NotYet;
+    let mut template = Template::NotYet { last: None };
     // SAFETY: fd is the daemon's socket, owned by this process from here on.
     let sock = unsafe { OwnedFd::from_raw_fd(fd) };
     loop {
@@ -688,7 +688,7 @@ pub fn zygote_main(fd: RawFd) -> ! {
             // No create for that long: let the template (and what it holds) go.
             if let Ok(false) = super::process::poll_one(sock.as_raw_fd(), libc::POLLIN, Some(idle))
             {
-                template = Template::NotYet;
+                template = template.release();
                 continue;
             }
         }
@@ -712,6 +712,7 @@ pub fn zygote_main(fd: RawFd) -> ! {
             // The daemon closed its end or died.
             exit_now(0);
         }
+        let mut pod_made = false;
         let (seq, result) = match decode_frame::<ZygoteRequest>(&bytes) {
             Err(e) => (0, Err(e.to_string())),
             Ok(ZygoteRequest::Create { seq, req }) => {
@@ -723,70 +724,70 @@ pub fn zygote_main(fd: RawFd) -> ! {
                     }),
                 )
             }
-            Ok(ZygoteRequest::Sandbox { seq, req }) => (
-                seq,
-                fork_with_report(move |report| sandbox::run_setup(req, report, holders_ns_fd)),
-            ),
+            Ok(ZygoteRequest::Sandbox { seq, req }) => {
+                pod_made = true;
+                (
+                    seq,
+                    fork_with_report(move |report| sandbox::run_setup(req, report, holders_ns_fd)),
+                )
+            }
         };
         match result {
             Ok(daemon_end) => send_reply(&sock, &ZygoteReply::Forked { seq }, Some(&daemon_end)),
             Err(message) => send_reply(&sock, &ZygoteReply::Error { seq, message }, None),
+        }
+        if pod_made {
+            // Its containers come next: make the template they will be created from while
+            // the daemon sets the pod up, not in their first create.
+            template.prepare();
         }
     }
 }
 
 /// The zygote's create template (`create_template.rs`): made at the first create that asks
 /// for it, let go after the idle time that create named without another create (it keeps
-/// the filesystems it holds referenced: an unmount on the host would leave them busy).
+/// the filesystems it holds referenced: an unmount on the host would leave them busy), made
+/// again when a pod is set up (its containers come next) or at the next create.
 enum Template {
-    NotYet,
+    /// None made, or let go; `last`: what the last one was made for.
+    NotYet { last: Option<Recipe> },
     Made {
-        pods: PathBuf,
+        recipe: Recipe,
         ns: OwnedFd,
-        idle: Duration,
-        /// When it was last handed to a create.
+        /// When it was made or last handed to a create.
         used: Instant,
     },
     /// It could not be made (said on stderr): creates copy the host's namespace until the
     /// idle time has passed, then it is tried again.
-    Failed {
-        idle: Duration,
-        since: Instant,
-    },
+    Failed { recipe: Recipe, since: Instant },
+}
+
+/// What a template is made for: the daemon's pods dir, the runtime's directories, and how
+/// long it is kept without a create.
+#[derive(Clone)]
+struct Recipe {
+    pods: PathBuf,
+    dirs: Vec<PathBuf>,
+    idle: Duration,
 }
 
 impl Template {
     /// The template's fd for a monitor creating `req` (inherited by its fork), if any.
     fn for_create(&mut self, req: &CreateRequest) -> Option<RawFd> {
-        let pods = req.pods_mount.as_ref()?;
-        let idle = Duration::from_secs(req.create_template_idle_secs?);
-        if let Template::NotYet = self {
-            let dirs = super::create_template::runtime_dirs(req);
-            *self = match super::create_template::build(pods, &dirs) {
-                Ok(ns) => Template::Made {
-                    pods: pods.clone(),
-                    ns,
-                    idle,
-                    used: Instant::now(),
-                },
-                Err(e) => {
-                    eprintln!(
-                        "proxrt zygote: no create template ({e}); creates copy the host's mount namespace"
-                    );
-                    Template::Failed {
-                        idle,
-                        since: Instant::now(),
-                    }
-                }
-            };
+        let recipe = Recipe {
+            pods: req.pods_mount.clone()?,
+            dirs: super::create_template::runtime_dirs(req),
+            idle: Duration::from_secs(req.create_template_idle_secs?),
+        };
+        if let Template::NotYet { .. } = self {
+            *self = Template::made(recipe.clone());
         }
         match self {
             Template::Made {
-                pods: made_for,
+                recipe: r,
                 ns,
                 used,
-                ..
-            } if made_for == pods => {
+            } if r.pods == recipe.pods => {
                 *used = Instant::now();
                 Some(ns.as_raw_fd())
             }
@@ -794,13 +795,49 @@ impl Template {
         }
     }
 
+    /// Makes the template again if one was made before and let go.
+    fn prepare(&mut self) {
+        if let Template::NotYet { last: Some(recipe) } = self {
+            *self = Template::made(recipe.clone());
+        }
+    }
+
+    fn made(recipe: Recipe) -> Template {
+        match super::create_template::build(&recipe.pods, &recipe.dirs) {
+            Ok(ns) => Template::Made {
+                recipe,
+                ns,
+                used: Instant::now(),
+            },
+            Err(e) => {
+                eprintln!(
+                    "proxrt zygote: no create template ({e}); creates copy the host's mount namespace"
+                );
+                Template::Failed {
+                    recipe,
+                    since: Instant::now(),
+                }
+            }
+        }
+    }
+
+    /// Lets the template go (closing its handle), remembering what it was made for.
+    fn release(self) -> Template {
+        match self {
+            Template::Made { recipe, .. } | Template::Failed { recipe, .. } => {
+                Template::NotYet { last: Some(recipe) }
+            }
+            not_yet => not_yet,
+        }
+    }
+
     /// How long the zygote may wait for a request before the template is to go (zero:
     /// now); None: there is none to let go.
     fn idle_limit(&self) -> Option<Duration> {
         match self {
-            Template::NotYet => None,
-            Template::Made { idle, used, .. } => Some(idle.saturating_sub(used.elapsed())),
-            Template::Failed { idle, since } => Some(idle.saturating_sub(since.elapsed())),
+            Template::NotYet { .. } => None,
+            Template::Made { recipe, used, .. } => Some(recipe.idle.saturating_sub(used.elapsed())),
+            Template::Failed { recipe, since } => Some(recipe.idle.saturating_sub(since.elapsed())),
         }
     }
 }
