@@ -13,11 +13,12 @@
 //!
 //! The namespace is private: nothing mounted or unmounted on the host after it was made
 //! reaches it, so it does not grow back; what a create needs from the host is cloned at
-//! each create. It keeps the filesystems it holds referenced (only system ones and those the
-//! runtime's directories live on, which the daemon keeps busy anyway). Made at the first
-//! create that asks for it, checked then (each runtime directory must be the same directory
-//! in it as on the host) and at every create (the monitor's checks); when it cannot be made,
-//! every create copies the host's namespace, as before it existed.
+//! each create. It keeps the filesystems it holds referenced (system ones, those the
+//! runtime's directories live on, those other mounts sit in), so the zygote lets it go
+//! when no create came for a while and makes it again for the next pod or create
+//! (`zygote.rs`, `Template`). Checked when made (each runtime directory must be the same
+//! directory in it as on the host) and at every create (the monitor's checks); when it
+//! cannot be made, creates copy the host's namespace, as before it existed.
 
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
@@ -97,8 +98,8 @@ fn shape(pods: &Path, dirs: &[PathBuf]) -> Result<(), String> {
 /// namespace `mountinfo` describes, to leave what the module says: everything at or below
 /// `pods`; of the rest, every mount that no other mount sits in, that is not `/` nor in a
 /// [`SYSTEM_TREES`] tree, and that is not on the way to one of `keep` or [`HOST_DIRS`]
-/// (at it or above it).
-/// A point mounted several times is listed as many times. Pure; in no particular order.
+/// (at it or above it). A point mounted several times is listed as many times. Pure; in
+/// no particular order.
 pub(crate) fn detach_list(mountinfo: &str, pods: &Path, keep: &[PathBuf]) -> Vec<PathBuf> {
     let mut points: BTreeMap<PathBuf, usize> = BTreeMap::new();
     for point in mountinfo.lines().filter_map(|l| l.split(' ').nth(4)) {
