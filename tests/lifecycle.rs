@@ -1282,7 +1282,10 @@ async fn containers_are_created_without_the_hosts_other_mounts() {
     // The host's root, with what is mounted anywhere below it (node-exporter's hostPath).
     std::fs::write(foreign.join("1/mark"), "host\n").unwrap();
     let mut c = env.container_config(&pod, "root", sleep);
-    c.mounts = vec![volume(std::path::Path::new("/"), "/host")];
+    c.mounts = vec![k8s_cri::v1::Mount {
+        readonly: true,
+        ..volume(std::path::Path::new("/"), "/host")
+    }];
     let id = env.create_start(&pod, c).await;
     let seen = foreign.join("1/mark");
     let seen = format!("/host{}", seen.display());
