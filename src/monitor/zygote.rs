@@ -82,9 +82,10 @@ pub struct CreateRequest {
     #[serde(default)]
     pub runtime: RuntimeKind,
     /// The daemon's pods dir when it is a mount of its own: the container is then created
-    /// in a mount namespace without it (only the mounts below it that the spec names are
-    /// carried over), and the monitor returns to the host's namespace after
-    /// (`container/view.rs`). None: created in the host's namespace.
+    /// in a mount namespace without it (from the create template, or a copy of the host's
+    /// with only the mounts below it that the spec names carried over), and the monitor
+    /// returns to the host's namespace after (`container/view.rs`). None: created in the
+    /// host's namespace.
     #[serde(default)]
     pub pods_mount: Option<PathBuf>,
     /// Use the zygote's create template (`create_template.rs`), which the zygote lets go
