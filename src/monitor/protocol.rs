@@ -84,23 +84,24 @@ pub(crate) enum Fault {
 }
 
 /// The mount namespace a container was created in (`container/view.rs`).
-#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum CreateViewKind {
     /// The host's own: the daemon's pods dir is not a mount of its own.
     #[default]
     Host,
-    /// A copy of the host's without the pods dir.
-    Copy,
+    /// A copy of the host's without the pods dir; `template_unfit`: why the create
+    /// template did not serve, when there was one.
+    Copy { template_unfit: Option<String> },
     /// A copy of the zygote's create template, what the spec names cloned into it.
     Template,
 }
 
 impl CreateViewKind {
-    pub fn as_str(self) -> &'static str {
+    pub fn as_str(&self) -> &'static str {
         match self {
             CreateViewKind::Host => "host",
-            CreateViewKind::Copy => "copy",
+            CreateViewKind::Copy { .. } => "copy",
             CreateViewKind::Template => "template",
         }
     }
@@ -114,9 +115,6 @@ pub(crate) enum Report {
         monitor_pid: i32,
         #[serde(default)]
         view: CreateViewKind,
-        /// Why the create template did not serve this create, when it did not.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        template_unfit: Option<String>,
     },
     Sandbox(SandboxCreated),
     Failed {
@@ -369,8 +367,9 @@ mod tests {
         let mut cursor = io::Cursor::new(encode_frame(&Report::Created {
             init_pid: 5,
             monitor_pid: 6,
-            view: CreateViewKind::Template,
-            template_unfit: None,
+            view: CreateViewKind::Copy {
+                template_unfit: Some("why".into()),
+            },
         }));
         let report: Report = read_frame(&mut cursor).unwrap();
         assert!(matches!(
@@ -378,9 +377,10 @@ mod tests {
             Report::Created {
                 init_pid: 5,
                 monitor_pid: 6,
-                view: CreateViewKind::Template,
-                template_unfit: None,
-            }
+                view: CreateViewKind::Copy {
+                    template_unfit: Some(ref why),
+                },
+            } if why == "why"
         ));
     }
 

@@ -120,8 +120,6 @@ pub struct Created {
     pub init_pid: i32,
     /// The container's monitor (host pid).
     pub monitor_pid: i32,
-    /// The mount namespace the runtime created it in.
-    pub view: CreateViewKind,
 }
 
 /// The daemon's handle on the zygote. Dropping it closes the socket, which makes the
@@ -249,7 +247,7 @@ impl Zygote {
             id: id.clone(),
             message,
         };
-        let created = self
+        let (created, view) = self
             .create_acknowledged(
                 |seq| ZygoteRequest::Create { seq, req },
                 &format!("container {id}"),
@@ -260,17 +258,13 @@ impl Zygote {
                         init_pid,
                         monitor_pid,
                         view,
-                        template_unfit,
-                    } => {
-                        if let Some(why) = template_unfit {
-                            tracing::debug!(container = %id, "the create template did not fit: {why}");
-                        }
-                        Ok(Created {
+                    } => Ok((
+                        Created {
                             init_pid,
                             monitor_pid,
-                            view,
-                        })
-                    }
+                        },
+                        view,
+                    )),
                     other => Err(other),
                 },
                 |_| Ok(()),
@@ -280,10 +274,16 @@ impl Zygote {
             container = %id,
             init_pid = created.init_pid,
             monitor_pid = created.monitor_pid,
-            view = created.view.as_str(),
+            view = view.as_str(),
             "container created"
         );
-        crate::metrics::container_created_in(created.view.as_str());
+        if let CreateViewKind::Copy {
+            template_unfit: Some(why),
+        } = &view
+        {
+            tracing::debug!(container = %id, "the create template did not fit: {why}");
+        }
+        crate::metrics::container_created_in(view.as_str());
         Ok(created)
     }
 
@@ -775,20 +775,17 @@ struct Recipe {
 impl Template {
     /// The template's fd for a monitor creating `req` (inherited by its fork), if any.
     fn for_create(&mut self, req: &CreateRequest) -> Option<RawFd> {
-        let recipe = Recipe {
-            pods: req.pods_mount.clone()?,
-            dirs: super::create_template::runtime_dirs(req),
-            idle: Duration::from_secs(req.create_template_idle_secs?),
-        };
+        let pods = req.pods_mount.as_ref()?;
+        let idle = Duration::from_secs(req.create_template_idle_secs?);
         if let Template::NotYet { .. } = self {
-            *self = Template::made(recipe.clone());
+            *self = Template::made(Recipe {
+                pods: pods.clone(),
+                dirs: super::create_template::runtime_dirs(req),
+                idle,
+            });
         }
         match self {
-            Template::Made {
-                recipe: r,
-                ns,
-                used,
-            } if r.pods == recipe.pods => {
+            Template::Made { recipe, ns, used } if recipe.pods == *pods => {
                 *used = Instant::now();
                 Some(ns.as_raw_fd())
             }

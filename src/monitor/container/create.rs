@@ -40,7 +40,6 @@ pub(super) struct Built {
     pub(super) listener: UnixListener,
     pub(super) status: ContainerStatusFile,
     pub(super) view: CreateViewKind,
-    pub(super) template_unfit: Option<String>,
 }
 
 /// Builds the container and everything the monitor serves it with; every step pushes its
@@ -119,11 +118,9 @@ pub(super) fn create(
         }
         None => None,
     };
-    let view_kind = view.as_ref().map_or(CreateViewKind::Host, CreateView::kind);
-    let template_unfit = view
+    let view_kind = view
         .as_ref()
-        .and_then(CreateView::template_unfit)
-        .map(str::to_owned);
+        .map_or(CreateViewKind::Host, |v| v.kind().clone());
     let created = match &req.runtime {
         RuntimeKind::Libcontainer => {
             create_with_libcontainer(req, child, console_path, &cgroups_path, rb)
@@ -203,7 +200,6 @@ pub(super) fn create(
         listener,
         status,
         view: view_kind,
-        template_unfit,
     })
 }
 

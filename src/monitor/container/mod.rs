@@ -88,8 +88,7 @@ pub(crate) fn run_monitor(req: CreateRequest, report: OwnedFd, template: Option<
         &Report::Created {
             init_pid: built.init_pid.as_raw(),
             monitor_pid: std::process::id() as i32,
-            view: built.view,
-            template_unfit: built.template_unfit.clone(),
+            view: built.view.clone(),
         },
     );
     if reported.is_err() || !acknowledged(&mut report) {

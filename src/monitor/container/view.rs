@@ -38,7 +38,6 @@ use crate::monitor::protocol::CreateViewKind;
 pub(super) struct CreateView {
     host: Option<OwnedFd>,
     kind: CreateViewKind,
-    template_unfit: Option<String>,
 }
 
 impl CreateView {
@@ -70,7 +69,6 @@ impl CreateView {
                     return Ok(Some(CreateView {
                         host: Some(host),
                         kind: CreateViewKind::Template,
-                        template_unfit: None,
                     }))
                 }
                 // Back in the host's namespace: the copy below serves this create.
@@ -85,8 +83,7 @@ impl CreateView {
         // From here on, a failure returns to the host's namespace by the drop.
         let view = CreateView {
             host: Some(host),
-            kind: CreateViewKind::Copy,
-            template_unfit,
+            kind: CreateViewKind::Copy { template_unfit },
         };
         let clones = carried
             .iter()
@@ -113,13 +110,8 @@ impl CreateView {
     }
 
     /// How this view was made.
-    pub(super) fn kind(&self) -> CreateViewKind {
-        self.kind
-    }
-
-    /// Why the create template did not serve, when there was one and it did not.
-    pub(super) fn template_unfit(&self) -> Option<&str> {
-        self.template_unfit.as_deref()
+    pub(super) fn kind(&self) -> &CreateViewKind {
+        &self.kind
     }
 
     /// Returns to the host's mount namespace.
