@@ -224,6 +224,54 @@ async fn grpcio_exec_sync_on_a_pure_cgroup_v2_host() {
     .await;
 }
 
+/// CreateContainer and StartContainer from grpcio, with a hostPath volume whose directory
+/// has a tmpfs mounted below it before the daemon started: the container is created from
+/// the create template (monitor/create_template.rs, which leaves that mount out) with the
+/// volume cloned from the host's namespace, so the container sees the file on the tmpfs
+/// (ExecSync, grpcio too), and the metrics count one create from the template.
+#[tokio::test]
+async fn grpcio_creates_a_container_from_the_create_template() {
+    let dir = common::temp_dir("proxrt-pycreate-");
+    let vol = dir.path().join("vol");
+    let mut mounts = common::HostMounts::default();
+    mounts.tmpfs(&vol.join("below"));
+    std::fs::write(vol.join("below/mark"), "below\n").unwrap();
+    let mut env = common::pods::PodEnv::start_with("[metrics]\naddress = \"127.0.0.1:0\"\n").await;
+    let pod = env.run_pod(env.pod_config("pycreate")).await;
+    let meta = pod.config.metadata.clone().unwrap();
+    let stdout = grpcio_on(
+        &env,
+        &[
+            "create",
+            &pod.id,
+            &meta.name,
+            &meta.uid,
+            &meta.namespace,
+            common::pods::BUSYBOX,
+            vol.to_str().unwrap(),
+            "/vol",
+            "sleep",
+            "1000",
+        ],
+        "StartContainer ok",
+    );
+    let id = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("created id="))
+        .expect("the created container's id")
+        .to_owned();
+    let seen = grpcio_on(
+        &env,
+        &["execsync", &id, "cat", "/vol/below/mark"],
+        "ExecSync ok exit_code=0",
+    );
+    assert!(seen.ends_with("stdout:\nbelow\n"), "{seen}");
+    let (_, _, text) = common::metrics::get(&common::metrics::metrics_url(env.daemon()));
+    let series = "proxrt_container_creates_by_view_total{view=\"template\"}";
+    assert_eq!(common::metrics::sample(&text, series), 1.0, "{text}");
+    env.remove_pod(&pod.id).await.unwrap();
+}
+
 /// UpdateContainerResources from grpcio: the new memory limit reaches the container's
 /// cgroup and ContainerStatus.
 #[tokio::test]

@@ -1145,32 +1145,6 @@ async fn a_containers_execs_do_not_read_the_mount_table() {
     );
 }
 
-/// Mounts this test puts in the host's table, detached (with what is below) on drop.
-struct HostMounts(Vec<std::path::PathBuf>);
-
-impl HostMounts {
-    fn tmpfs(&mut self, at: &std::path::Path) {
-        std::fs::create_dir_all(at).unwrap();
-        nix::mount::mount(
-            Some("proxrt-test"),
-            at,
-            Some("tmpfs"),
-            nix::mount::MsFlags::empty(),
-            Some("size=1m"),
-        )
-        .unwrap_or_else(|e| panic!("mount a tmpfs on {}: {e}", at.display()));
-        self.0.push(at.to_owned());
-    }
-}
-
-impl Drop for HostMounts {
-    fn drop(&mut self) {
-        for at in self.0.iter().rev() {
-            let _ = nix::mount::umount2(at, nix::mount::MntFlags::MNT_DETACH);
-        }
-    }
-}
-
 /// A bind of `source` at `container_path`, as kubelet asks for a hostPath volume.
 fn volume(source: &std::path::Path, container_path: &str) -> k8s_cri::v1::Mount {
     k8s_cri::v1::Mount {
@@ -1194,7 +1168,7 @@ fn volume(source: &std::path::Path, container_path: &str) -> k8s_cri::v1::Mount 
 async fn containers_are_created_without_the_hosts_other_mounts() {
     let dir = common::temp_dir("proxrt-foreign-");
     let foreign = dir.path().join("foreign");
-    let mut mounts = HostMounts(Vec::new());
+    let mut mounts = common::HostMounts::default();
     for i in 0..3 {
         mounts.tmpfs(&foreign.join(i.to_string()));
     }

@@ -1164,6 +1164,34 @@ pub fn is_socket(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// Mounts a test puts in the host's table (inside its temp dir), detached (with what is below) on drop.
+#[derive(Default)]
+pub struct HostMounts(Vec<PathBuf>);
+
+impl HostMounts {
+    /// Mounts a 1 MiB tmpfs on `at` (made if missing).
+    pub fn tmpfs(&mut self, at: &Path) {
+        std::fs::create_dir_all(at).unwrap();
+        nix::mount::mount(
+            Some("proxrt-test"),
+            at,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some("size=1m"),
+        )
+        .unwrap_or_else(|e| panic!("mount a tmpfs on {}: {e}", at.display()));
+        self.0.push(at.to_owned());
+    }
+}
+
+impl Drop for HostMounts {
+    fn drop(&mut self) {
+        for at in self.0.iter().rev() {
+            let _ = nix::mount::umount2(at, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
 /// strace (not proxrt) following a running process and everything it forks, recording
 /// the given system calls with the paths of their fds (`-y`).
 pub struct Strace {

@@ -13,6 +13,7 @@ Usage: cri_client.py SOCKET_PATH {default,path,localhost}
        cri_client.py SOCKET_PATH exec CONTAINER_ID CMD...
        cri_client.py SOCKET_PATH attach CONTAINER_ID
        cri_client.py SOCKET_PATH portforward POD_ID PORT
+       cri_client.py SOCKET_PATH create POD_ID POD_NAME POD_UID POD_NAMESPACE IMAGE HOST_PATH CONTAINER_PATH CMD...
   default    grpcio's own :authority for a unix: target (since 1.57 the %-encoded path)
   path       the socket path itself, as grpc-go and grpc-java send it
   localhost  what newer kubelets send
@@ -26,6 +27,9 @@ Usage: cri_client.py SOCKET_PATH {default,path,localhost}
              with the fields decoded from the wire
   execsync   ExecSync of CMD in CONTAINER_ID (timeout 10 s): prints "exit_code=N" and the
              command's stdout after a line "stdout:"
+  create     CreateContainer in POD_ID (named "py", IMAGE, CMD, HOST_PATH bound at
+             CONTAINER_PATH, the pod's metadata as sandbox_config) then StartContainer:
+             prints "created id=ID"
   exec, attach, portforward
              Exec, Attach (stdin, stdout, stderr) or PortForward: prints "url=URL", the
              streaming URL, for a client of the streaming protocol to open
@@ -213,6 +217,33 @@ def exec_sync(channel, container_id, cmd):
     print(fields(reply).get(1, [b""])[0].decode(), end="")
 
 
+def create_and_start(channel, pod_id, pod_name, pod_uid, pod_namespace, image, host_path,
+                     container_path, cmd):
+    """CreateContainer{pod_sandbox_id, config: {metadata: {name}, image: {image}, command,
+    mounts: [{container_path, host_path}], linux: {security_context: {namespace_options:
+    {pid: CONTAINER}}}}, sandbox_config: {metadata}} and
+    StartContainer{container_id} of the id it answers."""
+    config = length_delimited(1, length_delimited(1, b"py"))
+    config += length_delimited(2, length_delimited(1, image.encode()))
+    config += b"".join(length_delimited(3, c.encode()) for c in cmd)
+    mount = length_delimited(1, container_path.encode()) + length_delimited(2, host_path.encode())
+    config += length_delimited(7, mount)
+    # linux.security_context.namespace_options.pid = CONTAINER, as kubelet sends it
+    # (the pod's pid namespace is not shared).
+    namespaces = length_delimited(3, varint_field(2, 1))
+    config += length_delimited(15, length_delimited(2, namespaces))
+    metadata = b"".join(
+        length_delimited(n, v.encode())
+        for n, v in ((1, pod_name), (2, pod_uid), (3, pod_namespace))
+    )
+    request = length_delimited(1, pod_id.encode()) + length_delimited(2, config)
+    request += length_delimited(3, length_delimited(1, metadata))
+    container_id = string(unary(channel, "CreateContainer", request), 1)
+    print(f"created id={container_id}")
+    unary(channel, "StartContainer", length_delimited(1, container_id.encode()))
+    print("StartContainer ok")
+
+
 def exec_url(channel, container_id, cmd):
     """Exec{container_id, cmd, stdout, stderr}: prints the streaming URL it answers."""
     request = length_delimited(1, container_id.encode())
@@ -246,6 +277,12 @@ def main():
         with grpc.insecure_channel("unix:" + sys.argv[1]) as channel:
             grpc.channel_ready_future(channel).result(timeout=30)
             exec_sync(channel, sys.argv[3], sys.argv[4:])
+        return
+    if len(sys.argv) >= 11 and sys.argv[2] == "create":
+        with grpc.insecure_channel("unix:" + sys.argv[1]) as channel:
+            grpc.channel_ready_future(channel).result(timeout=30)
+            create_and_start(channel, *sys.argv[3:10], sys.argv[10:])
+        print("all ok")
         return
     if len(sys.argv) >= 4 and sys.argv[2] in ("exec", "attach", "portforward"):
         with grpc.insecure_channel("unix:" + sys.argv[1]) as channel:
