@@ -7,9 +7,11 @@
 //! such pod and container through its backend (the holder, namespace files, /dev/shm,
 //! CNI, cgroups, the monitor and container, the overlay), then removes its dirs without
 //! ever walking into a mount (`mounts::remove_tree`). What has a record and no intent is
-//! kept: the create had finished. A record beside an intent is not (CreateContainer
-//! writes its record while the backend creates, and clears the intent only when both
-//! are done). Dirs with neither (killed before the intent was written, or in
+//! kept: the create had finished. A container's record beside an intent is not
+//! (CreateContainer writes its record while the backend creates, and clears the intent
+//! only when both are done); a pod's is (RunPodSandbox writes its record once the pod
+//! is made, answers, and removes the intent once the record is durable:
+//! `clear_once_durable`). Dirs with neither (killed before the intent was written, or in
 //! the middle of a removal) and run dirs that no record or intent owns are removed the
 //! same way.
 
@@ -47,9 +49,17 @@ pub struct ContainerIntent {
     pub run_dir: PathBuf,
 }
 
-/// Writes a pod's intent, durably: its CNI allocations outlive a host crash.
-pub fn write_pod(state_dir: &Path, intent: &PodIntent) -> Result<(), StoreError> {
-    crate::store::write_json(&state_dir.join(INTENT_FILE), intent)
+/// Writes a pod's intent; `durable` when what the pod is made of outlives a host crash
+/// (`Backend::pod_outlives_host`: an IP address allocated on disk, a Proxmox guest), so
+/// that the start after one undoes it. Otherwise (a host-network pod of a host backend:
+/// processes, mounts, cgroups) it is not fsync'd, as a container's.
+pub fn write_pod(state_dir: &Path, intent: &PodIntent, durable: bool) -> Result<(), StoreError> {
+    let path = state_dir.join(INTENT_FILE);
+    if durable {
+        crate::store::write_json(&path, intent)
+    } else {
+        crate::store::replace_json(&path, intent)
+    }
 }
 
 /// Writes a container's intent. Not fsync'd: all a container is made of (processes,
@@ -64,6 +74,21 @@ pub fn clear(state_dir: &Path) {
     if let Err(e) = std::fs::remove_file(state_dir.join(INTENT_FILE)) {
         if e.kind() != std::io::ErrorKind::NotFound {
             tracing::warn!(dir = %state_dir.display(), error = %e, "remove intent");
+        }
+    }
+}
+
+/// A pod's record, written without fsync once the pod is made, supersedes its intent:
+/// the record is made durable, then the intent goes. Until then a start finds both and
+/// keeps the pod (`store::BesideIntent::Finished`); a host crash before the record
+/// reached the disk leaves the intent alone (or beside a torn record), and the start
+/// undoes the pod. If the record cannot be made durable the intent stays for the next
+/// start to decide.
+pub fn clear_once_durable(state_dir: &Path, record: &Path) {
+    match crate::store::sync_written(record) {
+        Ok(()) => clear(state_dir),
+        Err(e) => {
+            tracing::warn!(record = %record.display(), error = %e, "sync the record; its intent stays")
         }
     }
 }
@@ -146,6 +171,13 @@ pub async fn finish_half_made(ctx: &Ctx<'_>) {
         remove(&state_dir);
     }
     let pods: HashSet<String> = ctx.sandboxes.all().iter().map(|s| s.id.clone()).collect();
+    // Pods made, whose intent had not gone: the record is made durable first.
+    for id in &pods {
+        let state_dir = ctx.sandboxes.record_dir(id);
+        if state_dir.join(INTENT_FILE).exists() {
+            clear_once_durable(&state_dir, &ctx.sandboxes.record_path(id));
+        }
+    }
     for (state_dir, leftover) in
         unowned::<PodIntent>(ctx.sandboxes.dir(), crate::sandbox::RECORD_FILE, &pods)
     {

@@ -92,6 +92,19 @@ pub fn replace_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StoreErr
     replace_file(path, &bytes)
 }
 
+/// Makes a file written without fsync (`replace_json`, `replace_file`) durable: its data,
+/// then the directory entry that names it. A file removed meanwhile is not an error (its
+/// owner went; there is nothing left to make durable).
+pub fn sync_written(path: &Path) -> io::Result<()> {
+    let synced = File::open(path)
+        .and_then(|f| f.sync_all())
+        .and_then(|()| File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all());
+    match synced {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
 /// Reads a JSON state file. `Ok(None)` when it does not exist; `Corrupt` names the
 /// file when it cannot be parsed (a torn write from before atomic writes, or a disk fault).
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, StoreError> {
@@ -130,17 +143,35 @@ pub fn ensure_dir_mode(path: &Path, mode: u32) -> io::Result<()> {
     fs::set_permissions(path, fs::Permissions::from_mode(mode))
 }
 
+/// What a record beside an intent in its state dir means (`intent.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BesideIntent {
+    /// The create had not finished (a container's record is written while the backend
+    /// creates it): not loaded.
+    Unfinished,
+    /// The create had finished and the intent's removal had not happened yet (a pod's
+    /// record is written once the pod is made; its intent goes once the record is
+    /// durable): loaded.
+    Finished,
+}
+
 /// Reads `<dir>/<id>/<file>` for every subdirectory of `dir` (created if missing).
-/// A subdirectory without the file, or with an intent beside it, is a create or a
-/// removal the daemon was killed in: it is not loaded, and the start's reconcile undoes
-/// it (`intent.rs`). A torn or unreadable record is skipped with a warning naming it, so
-/// one bad file never keeps the daemon from starting.
-pub fn load_records<R: DeserializeOwned>(dir: &Path, file: &str) -> io::Result<Vec<R>> {
+/// A subdirectory without the file is a create or a removal the daemon was killed in:
+/// it is not loaded, and the start's reconcile undoes it (`intent.rs`); one with an
+/// intent beside the file is loaded or not as `beside_intent` says. A torn or unreadable
+/// record is skipped with a warning naming it, so one bad file never keeps the daemon
+/// from starting.
+pub fn load_records<R: DeserializeOwned>(
+    dir: &Path,
+    file: &str,
+    beside_intent: BesideIntent,
+) -> io::Result<Vec<R>> {
     fs::create_dir_all(dir)?;
     let mut out = Vec::new();
     for entry in fs::read_dir(dir)?.flatten() {
         if entry.file_name().to_string_lossy().starts_with('.')
-            || entry.path().join(crate::intent::INTENT_FILE).exists()
+            || (beside_intent == BesideIntent::Unfinished
+                && entry.path().join(crate::intent::INTENT_FILE).exists())
         {
             continue;
         }
@@ -317,8 +348,14 @@ mod tests {
             }
         }
         fs::write(dir.path().join("recorded-unfinished/intent.json"), "{}").unwrap();
-        let records: Vec<Vec<u32>> = load_records(dir.path(), "r.json").unwrap();
+        let records: Vec<Vec<u32>> =
+            load_records(dir.path(), "r.json", BesideIntent::Unfinished).unwrap();
         assert_eq!(records, vec![vec![1]]);
+        // A pod's record beside its intent: made, the intent not yet gone.
+        let mut records: Vec<Vec<u32>> =
+            load_records(dir.path(), "r.json", BesideIntent::Finished).unwrap();
+        records.sort();
+        assert_eq!(records, vec![vec![1], vec![3]]);
         // Left to the start's reconcile (intent.rs), which knows what to undo first.
         assert!(dir.path().join("unfinished").exists());
         assert!(dir.path().join("recorded-unfinished").exists());
@@ -326,5 +363,18 @@ mod tests {
             dir.path().join("torn").exists(),
             "a torn record is kept for inspection"
         );
+    }
+
+    #[test]
+    fn sync_written_makes_a_file_durable_and_a_missing_one_is_fine() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.json");
+        replace_json(&path, &[1]).unwrap();
+        sync_written(&path).unwrap();
+        assert_eq!(read_json::<Vec<u32>>(&path).unwrap(), Some(vec![1]));
+        fs::remove_file(&path).unwrap();
+        sync_written(&path).unwrap();
+        let err = sync_written(&dir.path().join("not-a-dir/r.json"));
+        assert!(err.is_ok(), "{err:?}");
     }
 }

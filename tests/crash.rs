@@ -178,12 +178,20 @@ async fn run_pod_sandbox_killed_at_each_step() {
 
         let pods = env.list_pods(PodSandboxFilter::default()).await;
         if point == "run_pod_sandbox.record" {
-            // The record was written: the pod was made, and is reported ready.
+            // The record was written (its intent still beside it: that goes once the
+            // record is on disk, after the answer): the pod was made, and is reported
+            // ready; the start made the record durable and let the intent go.
             assert_eq!(pods.len(), 1, "{context}: {pods:?}");
             assert_eq!(
                 pods[0].state,
                 PodSandboxState::SandboxReady as i32,
                 "{context}"
+            );
+            let state_dir = env.daemon().root.join("sandboxes").join(&pods[0].id);
+            assert!(state_dir.join("sandbox.json").is_file(), "{context}");
+            assert!(
+                !state_dir.join("intent.json").exists(),
+                "{context}: the intent stayed after the start"
             );
             let pod = Pod {
                 id: pods[0].id.clone(),

@@ -219,6 +219,13 @@ pub trait Backend: Send + Sync {
 
     // ----- pods -----
 
+    /// Whether `run_pod` makes something of this pod that outlives a host crash (an IP
+    /// address allocated on disk, a guest): RunPodSandbox then makes the pod's intent
+    /// durable before `run_pod`, so that the start after a crash undoes it. Default: yes.
+    fn pod_outlives_host(&self, _config: &PodSandboxConfig) -> bool {
+        true
+    }
+
     /// Makes the pod: its namespaces, files, guest. On error nothing it made remains.
     async fn run_pod(&self, pod: PodParams<'_>) -> Result<PodRuntime, BackendError>;
 

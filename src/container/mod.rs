@@ -401,10 +401,14 @@ impl ContainerStore {
     /// Loads every record; each container's status comes from its monitor's status.json.
     /// Changes from now on are published to `events`.
     pub fn load(dir: &Path, events: Events) -> Result<ContainerStore, ContainerError> {
-        let records =
-            crate::store::load_records::<ContainerRecord>(dir, RECORD_FILE).map_err(|e| {
-                ContainerError::io(format!("load containers from {}", dir.display()), e)
-            })?;
+        // CreateContainer writes its record while the backend creates: beside an intent it
+        // is a create that did not finish.
+        let records = crate::store::load_records::<ContainerRecord>(
+            dir,
+            RECORD_FILE,
+            crate::store::BesideIntent::Unfinished,
+        )
+        .map_err(|e| ContainerError::io(format!("load containers from {}", dir.display()), e))?;
         Ok(ContainerStore {
             dir: dir.to_owned(),
             events: events.clone(),

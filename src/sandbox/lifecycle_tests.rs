@@ -71,6 +71,27 @@ async fn a_pod_lives_through_its_backend_and_leaves_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pods_intent_goes_once_its_record_is_on_disk_and_a_start_keeps_the_pod_meanwhile() {
+    let w = World::new();
+    let id = run_pod_sandbox(&w.ctx(), pod(), "").await.unwrap();
+    let state_dir = w.sandboxes.record_dir(&id);
+    assert!(state_dir.join(RECORD_FILE).is_file());
+    // Removed by a task of its own after the answer.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while state_dir.join(crate::intent::INTENT_FILE).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the intent stayed beside the record"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    // A start that finds both (the daemon killed before that task ran) keeps the pod.
+    std::fs::write(state_dir.join(crate::intent::INTENT_FILE), "{}").unwrap();
+    let reloaded = SandboxStore::load(w.sandboxes.dir(), w.sandboxes.events().clone()).unwrap();
+    assert_eq!(reloaded.get(&id).unwrap().record().id, id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_that_fails_to_run_the_pod_leaves_no_name_or_record() {
     for kind in [Kind::Internal, Kind::InvalidArgument, Kind::Unavailable] {
         let w = World::new();

@@ -292,17 +292,39 @@ impl Sandbox {
         self.record.lock().unwrap_or_else(|e| e.into_inner()).state
     }
 
-    /// Changes the record and persists it atomically. A pod that goes from ready to not
-    /// ready (stopped, or found gone) publishes the stopped event.
+    /// Changes the record and persists it atomically and durably. A pod that goes from
+    /// ready to not ready (stopped, or found gone) publishes the stopped event.
     pub fn update(
         &self,
         store_dir: &Path,
         f: impl FnOnce(&mut SandboxRecord),
     ) -> Result<(), SandboxError> {
+        self.update_with(store_dir, crate::store::write_json, f)
+    }
+
+    /// Like `update`, without waiting for the disk: for a change that a host crash may
+    /// lose because the start after it finds the same again. A stopped pod is one: its
+    /// holder and namespaces are gone after a reboot whatever the record says, and
+    /// StopPodSandbox, which kubelet calls again for a pod it finds not ready, is
+    /// idempotent (CNI DEL included).
+    pub fn update_unsynced(
+        &self,
+        store_dir: &Path,
+        f: impl FnOnce(&mut SandboxRecord),
+    ) -> Result<(), SandboxError> {
+        self.update_with(store_dir, crate::store::replace_json, f)
+    }
+
+    fn update_with(
+        &self,
+        store_dir: &Path,
+        write: fn(&Path, &SandboxRecord) -> Result<(), crate::store::StoreError>,
+        f: impl FnOnce(&mut SandboxRecord),
+    ) -> Result<(), SandboxError> {
         let mut r = self.record.lock().unwrap_or_else(|e| e.into_inner());
         let mut next = r.clone();
         f(&mut next);
-        crate::store::write_json(&store_dir.join(&self.id).join(RECORD_FILE), &next)?;
+        write(&store_dir.join(&self.id).join(RECORD_FILE), &next)?;
         let stopped = r.state == SandboxState::Ready && next.state == SandboxState::NotReady;
         *r = next.clone();
         drop(r);
@@ -357,8 +379,14 @@ impl SandboxStore {
     /// Loads every record under `<root>/sandboxes`; unreadable ones are skipped with a
     /// warning. Changes from now on are published to `events`.
     pub fn load(dir: &Path, events: Events) -> Result<SandboxStore, SandboxError> {
-        let records = crate::store::load_records::<SandboxRecord>(dir, RECORD_FILE)
-            .map_err(|e| SandboxError::io(format!("load sandboxes from {}", dir.display()), e))?;
+        // RunPodSandbox writes its record once the pod is made: beside an intent it is a pod
+        // whose intent had not gone yet (`intent::clear_once_durable`).
+        let records = crate::store::load_records::<SandboxRecord>(
+            dir,
+            RECORD_FILE,
+            crate::store::BesideIntent::Finished,
+        )
+        .map_err(|e| SandboxError::io(format!("load sandboxes from {}", dir.display()), e))?;
         Ok(SandboxStore {
             dir: dir.to_owned(),
             items: ById::new(
@@ -379,10 +407,19 @@ impl SandboxStore {
         self.dir.join(id)
     }
 
-    /// Writes a new record atomically (later changes go through `Sandbox::update`).
+    /// `<root>/sandboxes/<id>/sandbox.json`.
+    pub fn record_path(&self, id: &str) -> PathBuf {
+        self.record_dir(id).join(RECORD_FILE)
+    }
+
+    /// Writes a new record atomically, not yet durably: RunPodSandbox answers without
+    /// waiting for the disk and has it made durable afterwards, removing the intent only
+    /// then (`intent::clear_once_durable`). Later changes go through `Sandbox::update`.
     pub fn persist(&self, record: &SandboxRecord) -> Result<(), SandboxError> {
-        let path = self.record_dir(&record.id).join(RECORD_FILE);
-        Ok(crate::store::write_json(&path, record)?)
+        Ok(crate::store::replace_json(
+            &self.record_path(&record.id),
+            record,
+        )?)
     }
 
     /// What a new sandbox publishes its changes to.

@@ -1,7 +1,7 @@
 //! RunPodSandbox: validate, select the backend, reserve the name, write the intent, have
-//! the backend make the pod, persist the record. Every step pushes its undo; a failure
-//! leaves nothing, and a daemon killed midway leaves an intent the next start undoes
-//! (`intent.rs`).
+//! the backend make the pod, persist the record; once that is on disk (after the answer)
+//! the intent goes. Every step pushes its undo; a failure leaves nothing, and a daemon
+//! killed midway leaves an intent the next start undoes (`intent.rs`).
 
 use std::sync::Arc;
 
@@ -46,6 +46,7 @@ pub async fn run_pod_sandbox(
             run_dir: paths.run_dir.clone(),
             config: config.clone(),
         },
+        backend.pod_outlives_host(&config),
     )?;
     crate::crash_point!("run_pod_sandbox.intent");
     let made = backend
@@ -85,9 +86,15 @@ pub async fn run_pod_sandbox(
     }
     crate::crash_point!("run_pod_sandbox.made");
     ctx.sandboxes.persist(&record)?;
-    crate::intent::clear(&state_dir);
     crate::crash_point!("run_pod_sandbox.record");
     rb.commit();
+    // The pod is made and recorded: kubelet need not wait for the disk.
+    {
+        let record_path = ctx.sandboxes.record_path(&id);
+        tokio::task::spawn_blocking(move || {
+            crate::intent::clear_once_durable(&state_dir, &record_path)
+        });
+    }
     let sandbox = Arc::new(Sandbox::new(record, ctx.sandboxes.events().clone()));
     ctx.sandboxes.insert(sandbox.clone());
     super::watch_pod(&backend, sandbox, ctx.sandboxes.dir().to_owned());

@@ -25,7 +25,7 @@ pub async fn stop_pod_sandbox(ctx: &Ctx<'_>, id: &str) -> Result<(), SandboxErro
         || record.network.is_some()
     {
         ctx.backends.get(&record.backend)?.stop_pod(&record).await?;
-        sandbox.update(ctx.sandboxes.dir(), |r| {
+        sandbox.update_unsynced(ctx.sandboxes.dir(), |r| {
             r.state = SandboxState::NotReady;
             r.holder_pid = None;
             r.network = None;

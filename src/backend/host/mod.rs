@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
-use k8s_cri::v1::LinuxContainerResources;
+use k8s_cri::v1::{LinuxContainerResources, PodSandboxConfig};
 use oci_spec::runtime::{LinuxResources, Spec};
 
 pub use engine::Engine;
@@ -151,6 +151,12 @@ impl Backend for HostBackend {
 
     fn describe(&self) -> serde_json::Value {
         self.engine.describe()
+    }
+
+    /// Only CNI's allocations (host-local's files, the fast path's store) outlive a
+    /// reboot; a pod on the node's network has none.
+    fn pod_outlives_host(&self, config: &PodSandboxConfig) -> bool {
+        !pod::host_network(config)
     }
 
     async fn run_pod(&self, pod: PodParams<'_>) -> Result<PodRuntime, BackendError> {

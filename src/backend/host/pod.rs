@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
-use k8s_cri::v1::NamespaceMode;
+use k8s_cri::v1::{NamespaceMode, PodSandboxConfig};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
 use super::{files, holder_cgroup};
@@ -45,6 +45,11 @@ fn network_error(e: NetworkError) -> BackendError {
     }
 }
 
+/// Whether the pod shares the node's network namespace (no CNI).
+pub(super) fn host_network(config: &PodSandboxConfig) -> bool {
+    crate::sandbox::namespace_options(config).network == NamespaceMode::Node as i32
+}
+
 pub(super) async fn run(
     zygote: &Zygote,
     network: &Arc<Network>,
@@ -52,7 +57,7 @@ pub(super) async fn run(
 ) -> Result<PodRuntime, BackendError> {
     let config = pod.config;
     let ns = crate::sandbox::namespace_options(config);
-    let host_net = ns.network == NamespaceMode::Node as i32;
+    let host_net = host_network(config);
     let host_ipc = ns.ipc == NamespaceMode::Node as i32;
     let pod_pid = ns.pid == NamespaceMode::Pod as i32;
     let hostname = if host_net {
