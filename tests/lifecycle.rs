@@ -1188,7 +1188,10 @@ async fn containers_are_created_without_the_hosts_other_mounts() {
 
     let zygote = zygote_of(&env);
     let out = env.daemon().dir().join("strace-view.out");
-    let strace = common::Strace::attach_with(zygote as u32, &["-s", "1048576"], "read", &out).await;
+    // The next create is the spare monitor's (forked after the first one), or a fork's.
+    let mut traced = vec![zygote as u32];
+    traced.extend(spare_monitor_of(zygote).map(|p| p as u32));
+    let strace = common::Strace::attach_all(&traced, &["-s", "1048576"], "read", &out).await;
     let mut c = env.container_config(&pod, "volumes", sleep);
     c.mounts = vec![volume(&vol, "/vol")];
     let id = env.create_start(&pod, c).await;
@@ -1360,6 +1363,83 @@ async fn the_create_template_goes_when_idle_and_can_be_switched_off() {
         .await;
     assert_eq!(mount_namespaces_held(zygote_of(&env)).len(), 1);
     assert_eq!(creates_by_view(&env), (0.0, 1.0), "(template, copy)");
+}
+
+fn monitors_by_origin(env: &PodEnv) -> (f64, f64) {
+    let (_, _, text) = common::metrics::get(&common::metrics::metrics_url(env.daemon()));
+    let count = |from: &str| {
+        let series = format!("proxrt_container_monitors_by_origin_total{{from=\"{from}\"}}");
+        common::metrics::sample(&text, &series)
+    };
+    (count("spare"), count("fork"))
+}
+
+async fn wait_for_spare(zygote: i32, not: Option<i32>) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(pid) = spare_monitor_of(zygote).filter(|p| Some(*p) != not) {
+            return pid;
+        }
+        assert!(Instant::now() < deadline, "no new spare monitor");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The next container's monitor is forked ahead (the zygote's spare, monitor/spare.rs):
+/// the first create forks its monitor, the next one's is the spare forked after it (and
+/// serves its container); a spare killed before a create is replaced by a fork for it;
+/// a spare goes with its daemon.
+#[tokio::test]
+async fn the_next_containers_monitor_is_forked_ahead_and_goes_with_the_daemon() {
+    let mut env = PodEnv::start_with("[metrics]\naddress = \"127.0.0.1:0\"\n").await;
+    let pod = env.run_pod(env.pod_config("spare")).await;
+    let zygote = zygote_of(&env);
+    assert_eq!(spare_monitor_of(zygote), None, "a spare before any create");
+    let sleep = &["sleep", "3600"];
+
+    env.create_start(&pod, env.container_config(&pod, "first", sleep))
+        .await;
+    assert_eq!(monitors_by_origin(&env), (0.0, 1.0), "(spare, fork)");
+    let spare = wait_for_spare(zygote, None).await;
+    let second = env
+        .create_start(&pod, env.container_config(&pod, "second", sleep))
+        .await;
+    assert_eq!(monitors_by_origin(&env), (1.0, 1.0), "(spare, fork)");
+    assert_eq!(
+        comm(spare),
+        "proxrt-monitor",
+        "the spare is the monitor now"
+    );
+    assert_eq!(
+        env.exec_ok(&second, &["echo", "served"]).await.trim(),
+        "served"
+    );
+
+    let killed = wait_for_spare(zygote, Some(spare)).await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(killed),
+        nix::sys::signal::SIGKILL,
+    )
+    .unwrap();
+    while !is_dead(killed) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let third = env
+        .create_start(&pod, env.container_config(&pod, "third", sleep))
+        .await;
+    assert_eq!(monitors_by_origin(&env), (1.0, 2.0), "(spare, fork)");
+    assert_eq!(
+        env.exec_ok(&third, &["echo", "served"]).await.trim(),
+        "served"
+    );
+
+    let last = wait_for_spare(zygote, Some(killed)).await;
+    drop(env);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !is_dead(last) {
+        assert!(Instant::now() < deadline, "the spare outlived its daemon");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// The daemon makes its pods dir a mount of its own, and each container is created in a

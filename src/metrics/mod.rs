@@ -14,7 +14,9 @@
 //! - `cni_finished(command, path, ok, duration)`: a pod network's ADD or DEL, in-process
 //!   (the fast path) or by the plugins (src/network);
 //! - `container_created_in(view)`: a host backend's create, by the mount namespace it ran
-//!   in (monitor/container/view.rs).
+//!   in (monitor/container/view.rs);
+//! - `container_monitor_from(from)`: whether that create's monitor was the zygote's spare
+//!   (monitor/spare.rs).
 //!
 //! Every label value is a `&'static str` or a gRPC method name: a label must never carry
 //! an id, a name or a path, or each pod would make new series.
@@ -88,6 +90,11 @@ struct ViewLabels {
     view: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MonitorLabels {
+    from: &'static str,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// The process's counters and histograms. Clones share the values (each metric is an
@@ -106,6 +113,7 @@ struct Metrics {
     cni_operations: Family<CniLabels, Counter>,
     cni_duration: HistogramFamily<CniLabels>,
     creates_by_view: Family<ViewLabels, Counter>,
+    monitors_by_origin: Family<MonitorLabels, Counter>,
 }
 
 /// 1 ms to ~150 s: a Version call to a slow CreateContainer or a pull.
@@ -131,6 +139,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     cni_operations: Family::default(),
     cni_duration: Family::new_with_constructor(rpc_buckets),
     creates_by_view: Family::default(),
+    monitors_by_origin: Family::default(),
 });
 
 /// A registry over the process's metrics and `source`'s state, for one endpoint.
@@ -217,6 +226,11 @@ pub fn registry(source: Box<dyn StateSource>) -> Registry {
         "container_creates_by_view",
         "Containers a host backend created, by the mount namespace the runtime ran in (template: a copy of the zygote's create template; copy: a copy of the host's; host: the host's own)",
         m.creates_by_view,
+    );
+    r.register(
+        "container_monitors_by_origin",
+        "Monitors of containers a host backend created, by how they came to be (spare: the zygote's spare monitor, forked before the create; fork: forked for the create)",
+        m.monitors_by_origin,
     );
     r.register_collector(Box::new(state::StateCollector(source)));
     r
@@ -359,6 +373,15 @@ pub fn container_created_in(view: &'static str) {
     METRICS
         .creates_by_view
         .get_or_create(&ViewLabels { view })
+        .inc();
+}
+
+/// A host backend's container got its monitor `from` the zygote's spare (`"spare"`) or a
+/// fork for the create (`"fork"`).
+pub fn container_monitor_from(from: &'static str) {
+    METRICS
+        .monitors_by_origin
+        .get_or_create(&MonitorLabels { from })
         .inc();
 }
 

@@ -43,6 +43,7 @@ mod process;
 mod propagation;
 mod protocol;
 pub(crate) mod sandbox;
+mod spare;
 mod status;
 mod zygote;
 

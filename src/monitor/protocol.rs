@@ -115,6 +115,9 @@ pub(crate) enum Report {
         monitor_pid: i32,
         #[serde(default)]
         view: CreateViewKind,
+        /// The monitor was the zygote's spare (`spare.rs`), not forked for this create.
+        #[serde(default)]
+        spare: bool,
     },
     Sandbox(SandboxCreated),
     Failed {
@@ -370,6 +373,7 @@ mod tests {
             view: CreateViewKind::Copy {
                 template_unfit: Some("why".into()),
             },
+            spare: true,
         }));
         let report: Report = read_frame(&mut cursor).unwrap();
         assert!(matches!(
@@ -380,6 +384,7 @@ mod tests {
                 view: CreateViewKind::Copy {
                     template_unfit: Some(ref why),
                 },
+                spare: true,
             } if why == "why"
         ));
     }

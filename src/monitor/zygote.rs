@@ -29,6 +29,7 @@ use super::protocol::{
     MAX_FRAME,
 };
 use super::sandbox::{self, SandboxCreated, SandboxRequest};
+use super::spare::Spare;
 use super::{container, MonitorError, MONITOR_SOCKET};
 use crate::spec::process::DEFAULT_PATH;
 
@@ -247,7 +248,7 @@ impl Zygote {
             id: id.clone(),
             message,
         };
-        let (created, view) = self
+        let (created, (view, spare)) = self
             .create_acknowledged(
                 |seq| ZygoteRequest::Create { seq, req },
                 &format!("container {id}"),
@@ -258,12 +259,13 @@ impl Zygote {
                         init_pid,
                         monitor_pid,
                         view,
+                        spare,
                     } => Ok((
                         Created {
                             init_pid,
                             monitor_pid,
                         },
-                        view,
+                        (view, spare),
                     )),
                     other => Err(other),
                 },
@@ -275,6 +277,7 @@ impl Zygote {
             init_pid = created.init_pid,
             monitor_pid = created.monitor_pid,
             view = view.as_str(),
+            spare,
             "container created"
         );
         if let CreateViewKind::Copy {
@@ -284,6 +287,7 @@ impl Zygote {
             tracing::debug!(container = %id, "the create template did not fit: {why}");
         }
         crate::metrics::container_created_in(view.as_str());
+        crate::metrics::container_monitor_from(if spare { "spare" } else { "fork" });
         Ok(created)
     }
 
@@ -426,8 +430,8 @@ impl Channel {
                 .await
                 .map_err(|e| MonitorError::io("zygote socket", e))?;
             let (bytes, fd) =
-                match ready.try_io(|s| recv_with_fd(s.get_ref().0, MsgFlags::MSG_DONTWAIT)) {
-                    Ok(Ok(got)) => got,
+                match ready.try_io(|s| recv_with_fds(s.get_ref().0, MsgFlags::MSG_DONTWAIT)) {
+                    Ok(Ok((bytes, fds))) => (bytes, fds.into_iter().next()),
                     Ok(Err(e)) => return Err(MonitorError::ZygoteGone(format!("receive: {e}"))),
                     Err(_would_block) => continue,
                 };
@@ -614,8 +618,8 @@ async fn wait_for_exit(stream: &mut tokio::net::UnixStream) {
     .await;
 }
 
-/// One datagram and the fd it carries, if any.
-fn recv_with_fd(fd: RawFd, flags: MsgFlags) -> io::Result<(Vec<u8>, Option<OwnedFd>)> {
+/// One datagram and the fds it carries (at most two).
+pub(super) fn recv_with_fds(fd: RawFd, flags: MsgFlags) -> io::Result<(Vec<u8>, Vec<OwnedFd>)> {
     let mut buf = vec![0u8; MAX_FRAME + 4];
     let mut cmsg = nix::cmsg_space!([RawFd; 2]);
     let (bytes, truncated, fds) = {
@@ -647,7 +651,7 @@ fn recv_with_fd(fd: RawFd, flags: MsgFlags) -> io::Result<(Vec<u8>, Option<Owned
         return Err(io::Error::other("message truncated"));
     }
     buf.truncate(bytes);
-    Ok((buf, fds.into_iter().next()))
+    Ok((buf, fds))
 }
 
 /// The zygote's main loop; the `proxrt` binary's hidden `__zygote` subcommand calls
@@ -682,6 +686,8 @@ pub fn zygote_main(fd: RawFd) -> ! {
         .ok();
     let holders_ns_fd = holders_ns.as_ref().map(AsRawFd::as_raw_fd);
     let mut template = Template::NotYet { last: None };
+    // Forked after the first create, and again after each create it serves.
+    let mut spare: Option<Spare> = None;
     // SAFETY: fd is the daemon's socket, owned by this process from here on.
     let sock = unsafe { OwnedFd::from_raw_fd(fd) };
     loop {
@@ -693,7 +699,7 @@ pub fn zygote_main(fd: RawFd) -> ! {
                 continue;
             }
         }
-        let (bytes, _) = match recv_with_fd(sock.as_raw_fd(), MsgFlags::empty()) {
+        let (bytes, _) = match recv_with_fds(sock.as_raw_fd(), MsgFlags::empty()) {
             Ok(got) => got,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) if e.to_string().contains("truncated") => {
@@ -714,16 +720,26 @@ pub fn zygote_main(fd: RawFd) -> ! {
             exit_now(0);
         }
         let mut pod_made = false;
+        let mut container_made = false;
         let (seq, result) = match decode_frame::<ZygoteRequest>(&bytes) {
             Err(e) => (0, Err(e.to_string())),
             Ok(ZygoteRequest::Create { seq, req }) => {
+                container_made = true;
                 let template_fd = template.for_create(&req);
-                (
-                    seq,
-                    fork_with_report(move |report| {
+                let handed = spare.take().and_then(|s| {
+                    s.hand(&req, template_fd)
+                        .inspect_err(|e| {
+                            eprintln!("proxrt zygote: the spare monitor is gone ({e}); forking one")
+                        })
+                        .ok()
+                });
+                let result = match handed {
+                    Some(daemon_end) => Ok(daemon_end),
+                    None => fork_with_report(move |report| {
                         container::run_monitor(req, report, template_fd)
                     }),
-                )
+                };
+                (seq, result)
             }
             Ok(ZygoteRequest::Sandbox { seq, req }) => {
                 pod_made = true;
@@ -741,6 +757,12 @@ pub fn zygote_main(fd: RawFd) -> ! {
             // Its containers come next: make the template they will be created from while
             // the daemon sets the pod up, not in their first create.
             template.prepare();
+        }
+        if container_made {
+            // While that monitor creates its container: the next create's monitor.
+            spare = Spare::fork()
+                .inspect_err(|e| eprintln!("proxrt zygote: no spare monitor ({e})"))
+                .ok();
         }
     }
 }

@@ -1208,25 +1208,32 @@ impl Strace {
 
     /// As `attach`, with more of strace's options (`-s 65536`: whole strings).
     pub async fn attach_with(pid: u32, options: &[&str], calls: &str, out: &Path) -> Strace {
-        let child = Command::new("strace")
-            .args(options)
+        Strace::attach_all(&[pid], options, calls, out).await
+    }
+
+    /// As `attach_with`, to several processes (and what each forks) at once.
+    pub async fn attach_all(pids: &[u32], options: &[&str], calls: &str, out: &Path) -> Strace {
+        let mut cmd = Command::new("strace");
+        cmd.args(options)
             .args(["-f", "-qq", "-y", "-e"])
             .arg(format!("trace={calls}"))
             .arg("-o")
-            .arg(out)
-            .arg("-p")
-            .arg(pid.to_string())
-            .spawn()
-            .expect("run strace (hack/setup installs it)");
-        // Attached once the traced process's main thread has a tracer.
+            .arg(out);
+        for pid in pids {
+            cmd.arg("-p").arg(pid.to_string());
+        }
+        let child = cmd.spawn().expect("run strace (hack/setup installs it)");
+        // Attached once each traced process's main thread has a tracer.
         let deadline = Instant::now() + Duration::from_secs(60);
-        while !fs::read_to_string(format!("/proc/{pid}/status"))
-            .unwrap_or_default()
-            .lines()
-            .any(|l| l.starts_with("TracerPid:") && l.trim_end() != "TracerPid:\t0")
-        {
-            assert!(Instant::now() < deadline, "strace did not attach");
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        for pid in pids {
+            while !fs::read_to_string(format!("/proc/{pid}/status"))
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l.starts_with("TracerPid:") && l.trim_end() != "TracerPid:\t0")
+            {
+                assert!(Instant::now() < deadline, "strace did not attach");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
         Strace {
             child,

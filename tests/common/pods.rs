@@ -552,6 +552,17 @@ impl PodEnv {
                 }
             }
         });
+        // The zygote's spare monitor is the daemon's, as the zygote: it comes with the
+        // first create and is renewed by each. More than one is a leak.
+        let spares: Vec<String> = processes
+            .iter()
+            .filter(|p| p.ends_with(" proxrt-spare"))
+            .cloned()
+            .collect();
+        processes.retain(|p| !p.ends_with(" proxrt-spare"));
+        if spares.len() > 1 {
+            processes.insert(format!("spare monitors: {}", spares.join(", ")));
+        }
         let daemon_fds = d
             .pid()
             .map(|pid| {
@@ -1079,6 +1090,37 @@ fn stat_fields(pid: i32) -> Option<Vec<String>> {
 
 fn ppid(pid: i32) -> Option<i32> {
     stat_fields(pid)?.get(1)?.parse().ok()
+}
+
+/// The zygote's spare monitor: the process named `proxrt-spare` at the other end of one
+/// of the zygote's sockets (`ss` pairs them).
+pub fn spare_monitor_of(zygote: i32) -> Option<i32> {
+    let ours: Vec<String> = std::fs::read_dir(format!("/proc/{zygote}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter_map(|l| {
+            let l = l.display().to_string();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+        })
+        .collect();
+    let out = std::process::Command::new("ss")
+        .arg("-xpn")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ss: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let peer = fields.get(7)?;
+            let pid = line
+                .split_once("((\"proxrt-spare\",pid=")?
+                .1
+                .split(',')
+                .next()?;
+            ours.iter().any(|i| i == peer).then(|| pid.parse().ok())?
+        })
 }
 
 /// Gone, or a zombie (exited, parent not done reaping).

@@ -39,7 +39,7 @@ use create::create;
 use event_loop::Monitor;
 pub(crate) use stdio::ChildStdio;
 
-type Failure = (Fault, String);
+pub(crate) type Failure = (Fault, String);
 
 /// The monitor process's main: runs in the detached grandchild of the zygote, returns the
 /// process's exit code. `template`: the zygote's create template, inherited (an fd this
@@ -47,10 +47,22 @@ type Failure = (Fault, String);
 pub(crate) fn run_monitor(req: CreateRequest, report: OwnedFd, template: Option<RawFd>) -> i32 {
     let mut keep = vec![report.as_raw_fd()];
     keep.extend(template);
-    close_fds_except(&keep);
+    let set_up = set_up_process(&keep);
     // SAFETY: the zygote's fd, inherited by this fork and kept open just above; nothing
     // else in this process owns it.
     let template = template.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
+    match set_up {
+        Ok(sigfd) => monitor(req, report, template, sigfd, false),
+        Err(failure) => fail(&mut UnixStream::from(report), failure),
+    }
+}
+
+/// What a monitor process does before it knows its container (a spare does it ahead,
+/// `monitor/spare.rs`): every fd but `keep` closed, stdio on /dev/null, the environment
+/// cleared, its name, the subreaper bit, and SIGCHLD blocked and turned into the returned
+/// signalfd before anything can exit, so that no exit is lost.
+pub(crate) fn set_up_process(keep: &[RawFd]) -> Result<SignalFd, Failure> {
+    close_fds_except(keep);
     let _ = stdio_to_dev_null();
     clear_env();
     ignore_sigpipe();
@@ -59,20 +71,24 @@ pub(crate) fn run_monitor(req: CreateRequest, report: OwnedFd, template: Option<
     // Orphans of a container without its own pid namespace are re-parented here, not to
     // the host's init.
     let _ = nix::sys::prctl::set_child_subreaper(true);
-    let mut report = UnixStream::from(report);
-
-    // SIGCHLD is blocked before anything can exit so that no exit is lost; the signalfd
-    // turns it into a readable fd for the poll loop.
     let mut mask = SigSet::empty();
     mask.add(Signal::SIGCHLD);
-    let sigfd = mask
-        .thread_block()
-        .and_then(|_| SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC));
-    let sigfd = match sigfd {
-        Ok(s) => s,
-        Err(e) => return fail(&mut report, (Fault::Internal, format!("signalfd: {e}"))),
-    };
+    mask.thread_block()
+        .and_then(|_| SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC))
+        .map_err(|e| (Fault::Internal, format!("signalfd: {e}")))
+}
 
+/// Creates the container `req` names, reports it on `report`, and supervises it until it
+/// is removed; returns the process's exit code. `spare`: this process was the zygote's
+/// spare (said in the report).
+pub(crate) fn monitor(
+    req: CreateRequest,
+    report: OwnedFd,
+    template: Option<OwnedFd>,
+    sigfd: SignalFd,
+    spare: bool,
+) -> i32 {
+    let mut report = UnixStream::from(report);
     let mut rollback = Rollback::new(format!("create container {}", req.id));
     let built = match create(&req, &mut rollback, template) {
         Ok(built) => built,
@@ -89,6 +105,7 @@ pub(crate) fn run_monitor(req: CreateRequest, report: OwnedFd, template: Option<
             init_pid: built.init_pid.as_raw(),
             monitor_pid: std::process::id() as i32,
             view: built.view.clone(),
+            spare,
         },
     );
     if reported.is_err() || !acknowledged(&mut report) {
