@@ -633,7 +633,7 @@ async fn without_apparmor_profiles_are_accepted_and_the_status_says_so() {
 /// The pod holder starts in its leaf: it is created in the v2 leaf by
 /// `clone3(CLONE_INTO_CGROUP)` and joins each v1 leaf through `tasks` itself ("0": a
 /// thread moving itself takes no global lock). strace (not proxrt) on
-/// the daemon and on the zygote, which forks the setup process, sees no write into any
+/// the daemon and on the zygote and its spare (the setup process), sees no write into any
 /// `cgroup.procs` during RunPodSandbox: nothing waits for the kernel's cgroup migration
 /// lock (an RCU grace period when it is cold).
 async fn the_pod_holder_starts_in_its_cgroup(mut env: PodEnv, v1: bool) {
@@ -646,7 +646,13 @@ async fn the_pod_holder_starts_in_its_cgroup(mut env: PodEnv, v1: bool) {
         .expect("the daemon's zygote") as u32;
     let dir = env.daemon().dir().to_owned();
     let daemon_trace = common::Strace::attach(daemon, "write", &dir.join("d.out")).await;
-    let zygote_trace = common::Strace::attach(zygote, "write,clone3", &dir.join("z.out")).await;
+    let zygote_trace = common::Strace::attach_all(
+        &zygote_and_spare(zygote as i32),
+        &[],
+        "write,clone3",
+        &dir.join("z.out"),
+    )
+    .await;
     let pod = env.run_pod(env.pod_config("holder-start")).await;
     let (daemon_trace, zygote_trace) = (daemon_trace.finish(), zygote_trace.finish());
 

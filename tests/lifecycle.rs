@@ -1188,10 +1188,10 @@ async fn containers_are_created_without_the_hosts_other_mounts() {
 
     let zygote = zygote_of(&env);
     let out = env.daemon().dir().join("strace-view.out");
-    // The next create is the spare monitor's (forked after the first one), or a fork's.
-    let mut traced = vec![zygote as u32];
-    traced.extend(spare_monitor_of(zygote).map(|p| p as u32));
-    let strace = common::Strace::attach_all(&traced, &["-s", "1048576"], "read", &out).await;
+    // The next create is the zygote's spare's.
+    let strace =
+        common::Strace::attach_all(&zygote_and_spare(zygote), &["-s", "1048576"], "read", &out)
+            .await;
     let mut c = env.container_config(&pod, "volumes", sleep);
     c.mounts = vec![volume(&vol, "/vol")];
     let id = env.create_start(&pod, c).await;
@@ -1385,33 +1385,36 @@ async fn wait_for_spare(zygote: i32, not: Option<i32>) -> i32 {
     }
 }
 
-/// The next container's monitor is forked ahead (the zygote's spare, monitor/spare.rs):
-/// the first create forks its monitor, the next one's is the spare forked after it (and
-/// serves its container); a spare killed before a create is replaced by a fork for it;
-/// a spare goes with its daemon.
+/// The zygote forks the child of its next request ahead (its spare, monitor/spare.rs):
+/// from the start and after each request. A pod's setup process is the spare (it exits
+/// once the pod is made), so is each container's monitor (and serves its container); a
+/// spare killed before a create is replaced by a fork for it; a spare goes with its
+/// daemon.
 #[tokio::test]
-async fn the_next_containers_monitor_is_forked_ahead_and_goes_with_the_daemon() {
+async fn the_zygotes_next_child_is_forked_ahead_and_goes_with_the_daemon() {
     let mut env = PodEnv::start_with("[metrics]\naddress = \"127.0.0.1:0\"\n").await;
-    let pod = env.run_pod(env.pod_config("spare")).await;
     let zygote = zygote_of(&env);
-    assert_eq!(spare_monitor_of(zygote), None, "a spare before any create");
+    let first_spare = wait_for_spare(zygote, None).await;
+    let pod = env.run_pod(env.pod_config("spare")).await;
+    let spare = wait_for_spare(zygote, Some(first_spare)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !is_dead(first_spare) {
+        assert!(Instant::now() < deadline, "the pod's setup stayed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let sleep = &["sleep", "3600"];
 
-    env.create_start(&pod, env.container_config(&pod, "first", sleep))
+    let first = env
+        .create_start(&pod, env.container_config(&pod, "first", sleep))
         .await;
-    assert_eq!(monitors_by_origin(&env), (0.0, 1.0), "(spare, fork)");
-    let spare = wait_for_spare(zygote, None).await;
-    let second = env
-        .create_start(&pod, env.container_config(&pod, "second", sleep))
-        .await;
-    assert_eq!(monitors_by_origin(&env), (1.0, 1.0), "(spare, fork)");
+    assert_eq!(monitors_by_origin(&env), (1.0, 0.0), "(spare, fork)");
     assert_eq!(
         comm(spare),
         "proxrt-monitor",
         "the spare is the monitor now"
     );
     assert_eq!(
-        env.exec_ok(&second, &["echo", "served"]).await.trim(),
+        env.exec_ok(&first, &["echo", "served"]).await.trim(),
         "served"
     );
 
@@ -1424,12 +1427,12 @@ async fn the_next_containers_monitor_is_forked_ahead_and_goes_with_the_daemon() 
     while !is_dead(killed) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let third = env
-        .create_start(&pod, env.container_config(&pod, "third", sleep))
+    let second = env
+        .create_start(&pod, env.container_config(&pod, "second", sleep))
         .await;
-    assert_eq!(monitors_by_origin(&env), (1.0, 2.0), "(spare, fork)");
+    assert_eq!(monitors_by_origin(&env), (1.0, 1.0), "(spare, fork)");
     assert_eq!(
-        env.exec_ok(&third, &["echo", "served"]).await.trim(),
+        env.exec_ok(&second, &["echo", "served"]).await.trim(),
         "served"
     );
 

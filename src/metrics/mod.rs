@@ -229,7 +229,7 @@ pub fn registry(source: Box<dyn StateSource>) -> Registry {
     );
     r.register(
         "container_monitors_by_origin",
-        "Monitors of containers a host backend created, by how they came to be (spare: the zygote's spare monitor, forked before the create; fork: forked for the create)",
+        "Monitors of containers a host backend created, by how they came to be (spare: the zygote's spare, forked ahead; fork: forked for the create)",
         m.monitors_by_origin,
     );
     r.register_collector(Box::new(state::StateCollector(source)));

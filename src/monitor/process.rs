@@ -125,6 +125,14 @@ pub(crate) fn wait_pid(pid: Pid) -> io::Result<WaitStatus> {
     }
 }
 
+/// What every child of the zygote (a monitor, a pod's setup process, a spare) does
+/// first: every fd but `keep` closed, stdio on /dev/null, `/` as its working directory.
+pub(crate) fn set_up_child(keep: &[RawFd]) {
+    close_fds_except(keep);
+    let _ = stdio_to_dev_null();
+    let _ = nix::unistd::chdir("/");
+}
+
 /// Closes every fd except stdio and `keep`, so a monitor holds none of the daemon's or the
 /// zygote's sockets (which would keep them open after the daemon died).
 pub(crate) fn close_fds_except(keep: &[RawFd]) {

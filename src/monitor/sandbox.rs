@@ -25,10 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use super::cgroup_join::CgroupJoin;
 use super::holder_confine::HolderRoot;
-use super::process::{
-    close_fds_except, exit_now, pidfd_open, pidfd_send_signal, poll_one, reset_signals,
-    stdio_to_dev_null, Forked,
-};
+use super::process::{exit_now, pidfd_open, pidfd_send_signal, poll_one, reset_signals, Forked};
 use super::protocol::{acknowledged, write_frame, Fault, Report};
 use super::MonitorError;
 use crate::rollback::Rollback;
@@ -165,11 +162,20 @@ type Failure = (Fault, String);
 pub(crate) fn run_setup(req: SandboxRequest, report: OwnedFd, holders_ns: Option<RawFd>) -> i32 {
     let mut keep = vec![report.as_raw_fd()];
     keep.extend(holders_ns);
-    close_fds_except(&keep);
+    super::process::set_up_child(&keep);
     // SAFETY: inherited from the zygote and kept open above; owned by this process now.
     let holders_ns = holders_ns.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
-    let _ = stdio_to_dev_null();
-    let _ = nix::unistd::chdir("/");
+    serve_setup(req, report, holders_ns)
+}
+
+/// The setup process's work once set up as a zygote child (`process::set_up_child`; a
+/// spare was, `monitor/spare.rs`): makes the pod's namespaces and holder, reports them,
+/// and keeps them only if the daemon acknowledges. Returns the exit code.
+pub(crate) fn serve_setup(
+    req: SandboxRequest,
+    report: OwnedFd,
+    holders_ns: Option<OwnedFd>,
+) -> i32 {
     let mut report = UnixStream::from(report);
     let mut rollback = Rollback::new(format!("create sandbox {}", req.id));
     let created = match setup(&req, &mut rollback, report.as_raw_fd(), holders_ns) {

@@ -1,15 +1,15 @@
-//! The zygote's spare monitor: a monitor process forked before the create that will use
-//! it, and set up as far as a monitor can be before it knows its container (detached,
-//! every fd but its socket closed, stdio on /dev/null, environment cleared, SIGCHLD on a
-//! signalfd: `container::set_up_process`). It waits on a socket of its own; a create
-//! hands it the request, with the report socket and the create template passed along
-//! (`SCM_RIGHTS`), instead of forking, so the fork, the detach and that set-up are off
-//! the create's path. The zygote forks the next spare while the monitor it handed the
-//! create to works. A spare whose zygote is gone (its socket closed) exits; one that is
-//! gone when a create comes (killed) is replaced by a fork, as before spares.
+//! The zygote's spare: a child forked before the request that will use it, detached and
+//! set up as every zygote child is (`process::set_up_child`), waiting on a socket of its
+//! own. The next CreateContainer or RunPodSandbox is handed to it (the request, with the
+//! report socket and the create template or the holders' namespace passed along by
+//! `SCM_RIGHTS`) instead of a fork: the fork and the detach are off that call's path. It
+//! becomes the container's monitor or the pod's setup process; the zygote forks the next
+//! spare while it works. A spare whose zygote is gone (its socket closed) exits; one that
+//! is gone when a request comes (killed) is replaced by a fork, as before spares.
 
 use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
 
 use nix::sys::socket::{
     sendmsg, socketpair, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType,
@@ -17,8 +17,9 @@ use nix::sys::socket::{
 use serde::{Deserialize, Serialize};
 
 use super::container;
-use super::process::fork_detached;
+use super::process::{fork_detached, set_up_child};
 use super::protocol::{decode_frame, encode_frame, MAX_FRAME};
+use super::sandbox::{self, SandboxRequest};
 use super::zygote::{recv_with_fds, CreateRequest};
 
 /// The zygote's handle on its spare: the zygote's end of the spare's socket.
@@ -26,12 +27,18 @@ pub(super) struct Spare {
     sock: OwnedFd,
 }
 
-/// What the zygote sends a spare: the request; the report socket comes first among the
-/// fds, the template second when `template` says there is one.
+/// What the zygote sends a spare. The report socket comes first among the fds, the
+/// namespace (`with_ns`: the create template, the holders' namespace) second.
 #[derive(Serialize, Deserialize)]
 struct Handed {
-    req: CreateRequest,
-    template: bool,
+    work: Work,
+    with_ns: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+enum Work {
+    Create(CreateRequest),
+    Sandbox(SandboxRequest),
 }
 
 impl Spare {
@@ -46,17 +53,35 @@ impl Spare {
         .map_err(io::Error::from)?;
         // The child closes the zygote's end (with every other inherited fd) first thing;
         // the closure owns spare_end, so the zygote's copy goes when it is dropped here.
-        fork_detached(move || wait_for_create(spare_end))?;
+        fork_detached(move || wait_for_request(spare_end))?;
         Ok(Spare { sock })
     }
 
     /// Hands the create `req` to the spare (with `template`, the zygote's create
     /// template, if any); returns the daemon's end of the new monitor's report socket.
     /// An error: the spare is gone, nothing was handed.
-    pub(super) fn hand(self, req: &CreateRequest, template: Option<RawFd>) -> io::Result<OwnedFd> {
+    pub(super) fn hand_create(
+        self,
+        req: &CreateRequest,
+        template: Option<RawFd>,
+    ) -> io::Result<OwnedFd> {
+        self.hand(Work::Create(req.clone()), template)
+    }
+
+    /// Hands a pod's setup `req` to the spare (with `holders_ns`, the holders' mount
+    /// namespace, if any), as `hand_create`.
+    pub(super) fn hand_sandbox(
+        self,
+        req: &SandboxRequest,
+        holders_ns: Option<RawFd>,
+    ) -> io::Result<OwnedFd> {
+        self.hand(Work::Sandbox(req.clone()), holders_ns)
+    }
+
+    fn hand(self, work: Work, ns: Option<RawFd>) -> io::Result<OwnedFd> {
         let frame = encode_frame(&Handed {
-            req: req.clone(),
-            template: template.is_some(),
+            work,
+            with_ns: ns.is_some(),
         });
         if frame.len() > MAX_FRAME {
             return Err(io::Error::other(format!(
@@ -64,15 +89,15 @@ impl Spare {
                 frame.len()
             )));
         }
-        let (daemon_end, monitor_end) = socketpair(
+        let (daemon_end, child_end) = socketpair(
             AddressFamily::Unix,
             SockType::Stream,
             None,
             SockFlag::SOCK_CLOEXEC,
         )
         .map_err(io::Error::from)?;
-        let mut fds = vec![monitor_end.as_raw_fd()];
-        fds.extend(template);
+        let mut fds = vec![child_end.as_raw_fd()];
+        fds.extend(ns);
         sendmsg::<()>(
             self.sock.as_raw_fd(),
             &[IoSlice::new(&frame)],
@@ -86,14 +111,10 @@ impl Spare {
     }
 }
 
-/// The spare's main: set up, then wait for the one create it serves (or for the zygote
+/// The spare's main: set up, then wait for the one request it serves (or for the zygote
 /// to go: exit). Returns the process's exit code.
-fn wait_for_create(sock: OwnedFd) -> i32 {
-    let sigfd = match container::set_up_process(&[sock.as_raw_fd()]) {
-        Ok(sigfd) => sigfd,
-        // Not a monitor yet: nobody to report to; the zygote forks one at the next create.
-        Err(_) => return 1,
-    };
+fn wait_for_request(sock: OwnedFd) -> i32 {
+    set_up_child(&[sock.as_raw_fd()]);
     let _ = nix::sys::prctl::set_name(c"proxrt-spare");
     let (bytes, mut fds) = loop {
         match recv_with_fds(sock.as_raw_fd(), MsgFlags::empty()) {
@@ -104,15 +125,23 @@ fn wait_for_create(sock: OwnedFd) -> i32 {
     };
     drop(sock);
     if bytes.is_empty() || fds.is_empty() {
-        // The zygote went (the daemon stopped) before a create came.
+        // The zygote went (the daemon stopped) before a request came.
         return 0;
     }
     let report = fds.remove(0);
     let Ok(handed) = decode_frame::<Handed>(&bytes) else {
-        // Dropping the report socket unanswered fails that create at once.
+        // Dropping the report socket unanswered fails that request at once.
         return 1;
     };
-    let template = if handed.template { fds.pop() } else { None };
-    let _ = nix::sys::prctl::set_name(c"proxrt-monitor");
-    container::monitor(handed.req, report, template, sigfd, true)
+    let ns = if handed.with_ns { fds.pop() } else { None };
+    match handed.work {
+        Work::Create(req) => match container::set_up_monitor() {
+            Ok(sigfd) => container::monitor(req, report, ns, sigfd, true),
+            Err(failure) => container::fail(&mut UnixStream::from(report), failure),
+        },
+        Work::Sandbox(req) => {
+            let _ = nix::sys::prctl::set_name(c"proxrt-sandbox");
+            sandbox::serve_setup(req, report, ns)
+        }
+    }
 }

@@ -686,8 +686,8 @@ pub fn zygote_main(fd: RawFd) -> ! {
         .ok();
     let holders_ns_fd = holders_ns.as_ref().map(AsRawFd::as_raw_fd);
     let mut template = Template::NotYet { last: None };
-    // Forked after the first create, and again after each create it serves.
-    let mut spare: Option<Spare> = None;
+    // The next request's child, forked ahead: now, and after each request.
+    let mut spare = fork_spare();
     // SAFETY: fd is the daemon's socket, owned by this process from here on.
     let sock = unsafe { OwnedFd::from_raw_fd(fd) };
     loop {
@@ -720,19 +720,13 @@ pub fn zygote_main(fd: RawFd) -> ! {
             exit_now(0);
         }
         let mut pod_made = false;
-        let mut container_made = false;
         let (seq, result) = match decode_frame::<ZygoteRequest>(&bytes) {
             Err(e) => (0, Err(e.to_string())),
             Ok(ZygoteRequest::Create { seq, req }) => {
-                container_made = true;
                 let template_fd = template.for_create(&req);
-                let handed = spare.take().and_then(|s| {
-                    s.hand(&req, template_fd)
-                        .inspect_err(|e| {
-                            eprintln!("proxrt zygote: the spare monitor is gone ({e}); forking one")
-                        })
-                        .ok()
-                });
+                let handed = spare
+                    .take()
+                    .and_then(|s| handed(s.hand_create(&req, template_fd)));
                 let result = match handed {
                     Some(daemon_end) => Ok(daemon_end),
                     None => fork_with_report(move |report| {
@@ -743,10 +737,16 @@ pub fn zygote_main(fd: RawFd) -> ! {
             }
             Ok(ZygoteRequest::Sandbox { seq, req }) => {
                 pod_made = true;
-                (
-                    seq,
-                    fork_with_report(move |report| sandbox::run_setup(req, report, holders_ns_fd)),
-                )
+                let handed = spare
+                    .take()
+                    .and_then(|s| handed(s.hand_sandbox(&req, holders_ns_fd)));
+                let result = match handed {
+                    Some(daemon_end) => Ok(daemon_end),
+                    None => fork_with_report(move |report| {
+                        sandbox::run_setup(req, report, holders_ns_fd)
+                    }),
+                };
+                (seq, result)
             }
         };
         match result {
@@ -758,11 +758,9 @@ pub fn zygote_main(fd: RawFd) -> ! {
             // the daemon sets the pod up, not in their first create.
             template.prepare();
         }
-        if container_made {
-            // While that monitor creates its container: the next create's monitor.
-            spare = Spare::fork()
-                .inspect_err(|e| eprintln!("proxrt zygote: no spare monitor ({e})"))
-                .ok();
+        if spare.is_none() {
+            // While that child works: the next request's.
+            spare = fork_spare();
         }
     }
 }
@@ -860,6 +858,20 @@ impl Template {
             Template::Failed { recipe, since } => Some(recipe.idle.saturating_sub(since.elapsed())),
         }
     }
+}
+
+fn fork_spare() -> Option<Spare> {
+    Spare::fork()
+        .inspect_err(|e| eprintln!("proxrt zygote: no spare ({e}); the next request forks"))
+        .ok()
+}
+
+/// The daemon's end of the report socket of the spare a request was handed to; None when
+/// the spare was gone (said on stderr): the caller forks instead.
+fn handed(result: std::io::Result<OwnedFd>) -> Option<OwnedFd> {
+    result
+        .inspect_err(|e| eprintln!("proxrt zygote: the spare is gone ({e}); forking instead"))
+        .ok()
 }
 
 /// Forks a detached child running `run` with its end of a new report socket; returns the

@@ -1123,6 +1123,15 @@ pub fn spare_monitor_of(zygote: i32) -> Option<i32> {
         })
 }
 
+/// The zygote and its spare, which serves the next request (what a trace of the zygote's
+/// next child attaches to: strace -f follows a fork, not a process forked before).
+pub fn zygote_and_spare(zygote: i32) -> Vec<u32> {
+    std::iter::once(zygote)
+        .chain(spare_monitor_of(zygote))
+        .map(|p| p as u32)
+        .collect()
+}
+
 /// Gone, or a zombie (exited, parent not done reaping).
 pub fn is_dead(pid: i32) -> bool {
     stat_fields(pid).is_none_or(|f| f.first().is_some_and(|s| s == "Z" || s == "X"))

@@ -17,9 +17,7 @@ use std::os::unix::net::UnixStream;
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
-use super::process::{
-    clear_env, close_fds_except, ignore_sigpipe, kill_and_reap_children, stdio_to_dev_null,
-};
+use super::process::{clear_env, ignore_sigpipe, kill_and_reap_children};
 use super::protocol::{acknowledged, write_frame, Fault, Report};
 use super::zygote::CreateRequest;
 use crate::rollback::Rollback;
@@ -47,26 +45,22 @@ pub(crate) type Failure = (Fault, String);
 pub(crate) fn run_monitor(req: CreateRequest, report: OwnedFd, template: Option<RawFd>) -> i32 {
     let mut keep = vec![report.as_raw_fd()];
     keep.extend(template);
-    let set_up = set_up_process(&keep);
+    super::process::set_up_child(&keep);
     // SAFETY: the zygote's fd, inherited by this fork and kept open just above; nothing
     // else in this process owns it.
     let template = template.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
-    match set_up {
+    match set_up_monitor() {
         Ok(sigfd) => monitor(req, report, template, sigfd, false),
         Err(failure) => fail(&mut UnixStream::from(report), failure),
     }
 }
 
-/// What a monitor process does before it knows its container (a spare does it ahead,
-/// `monitor/spare.rs`): every fd but `keep` closed, stdio on /dev/null, the environment
+/// What makes a zygote child (`process::set_up_child`) a monitor: the environment
 /// cleared, its name, the subreaper bit, and SIGCHLD blocked and turned into the returned
 /// signalfd before anything can exit, so that no exit is lost.
-pub(crate) fn set_up_process(keep: &[RawFd]) -> Result<SignalFd, Failure> {
-    close_fds_except(keep);
-    let _ = stdio_to_dev_null();
+pub(crate) fn set_up_monitor() -> Result<SignalFd, Failure> {
     clear_env();
     ignore_sigpipe();
-    let _ = nix::unistd::chdir("/");
     let _ = nix::sys::prctl::set_name(c"proxrt-monitor");
     // Orphans of a container without its own pid namespace are re-parented here, not to
     // the host's init.
@@ -120,7 +114,7 @@ pub(crate) fn monitor(
     Monitor::new(req, built, sigfd).run()
 }
 
-fn fail(report: &mut UnixStream, (fault, message): Failure) -> i32 {
+pub(crate) fn fail(report: &mut UnixStream, (fault, message): Failure) -> i32 {
     let _ = write_frame(report, &Report::Failed { message, fault });
     1
 }
