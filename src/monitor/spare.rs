@@ -20,7 +20,7 @@ use super::container;
 use super::process::{fork_detached, set_up_child};
 use super::protocol::{decode_frame, encode_frame, MAX_FRAME};
 use super::sandbox::{self, SandboxRequest};
-use super::zygote::{recv_with_fds, CreateRequest};
+use super::zygote::{recv_with_fds, report_pair, CreateRequest};
 
 /// The zygote's handle on its spare: the zygote's end of the spare's socket.
 pub(super) struct Spare {
@@ -89,13 +89,7 @@ impl Spare {
                 frame.len()
             )));
         }
-        let (daemon_end, child_end) = socketpair(
-            AddressFamily::Unix,
-            SockType::Stream,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )
-        .map_err(io::Error::from)?;
+        let (daemon_end, child_end) = report_pair()?;
         let mut fds = vec![child_end.as_raw_fd()];
         fds.extend(ns);
         sendmsg::<()>(

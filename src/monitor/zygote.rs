@@ -724,28 +724,22 @@ pub fn zygote_main(fd: RawFd) -> ! {
             Err(e) => (0, Err(e.to_string())),
             Ok(ZygoteRequest::Create { seq, req }) => {
                 let template_fd = template.for_create(&req);
-                let handed = spare
-                    .take()
-                    .and_then(|s| handed(s.hand_create(&req, template_fd)));
-                let result = match handed {
-                    Some(daemon_end) => Ok(daemon_end),
-                    None => fork_with_report(move |report| {
-                        container::run_monitor(req, report, template_fd)
-                    }),
-                };
+                let result = hand_or_fork(
+                    spare.take(),
+                    req,
+                    |s, req| s.hand_create(req, template_fd),
+                    move |req, report| container::run_monitor(req, report, template_fd),
+                );
                 (seq, result)
             }
             Ok(ZygoteRequest::Sandbox { seq, req }) => {
                 pod_made = true;
-                let handed = spare
-                    .take()
-                    .and_then(|s| handed(s.hand_sandbox(&req, holders_ns_fd)));
-                let result = match handed {
-                    Some(daemon_end) => Ok(daemon_end),
-                    None => fork_with_report(move |report| {
-                        sandbox::run_setup(req, report, holders_ns_fd)
-                    }),
-                };
+                let result = hand_or_fork(
+                    spare.take(),
+                    req,
+                    |s, req| s.hand_sandbox(req, holders_ns_fd),
+                    move |req, report| sandbox::run_setup(req, report, holders_ns_fd),
+                );
                 (seq, result)
             }
         };
@@ -866,24 +860,40 @@ fn fork_spare() -> Option<Spare> {
         .ok()
 }
 
-/// The daemon's end of the report socket of the spare a request was handed to; None when
-/// the spare was gone (said on stderr): the caller forks instead.
-fn handed(result: std::io::Result<OwnedFd>) -> Option<OwnedFd> {
-    result
-        .inspect_err(|e| eprintln!("proxrt zygote: the spare is gone ({e}); forking instead"))
-        .ok()
+/// Hands `req` to `spare` (`hand`), or forks a child running `run` with it when there is
+/// no spare or it could not take the request (gone, or the request too large for its
+/// socket; said on stderr). Returns the daemon's end of the child's report socket.
+fn hand_or_fork<R>(
+    spare: Option<Spare>,
+    req: R,
+    hand: impl FnOnce(Spare, &R) -> io::Result<OwnedFd>,
+    run: impl FnOnce(R, OwnedFd) -> i32,
+) -> Result<OwnedFd, String> {
+    match spare.map(|s| hand(s, &req)) {
+        Some(Ok(daemon_end)) => return Ok(daemon_end),
+        Some(Err(e)) => {
+            eprintln!("proxrt zygote: the spare could not take the request ({e}); forking instead")
+        }
+        None => {}
+    }
+    fork_with_report(move |report| run(req, report))
 }
 
-/// Forks a detached child running `run` with its end of a new report socket; returns the
-/// daemon's end.
-fn fork_with_report(run: impl FnOnce(OwnedFd) -> i32) -> Result<OwnedFd, String> {
-    let (daemon_end, child_end) = socketpair(
+/// A report socket: the daemon's end, the child's end.
+pub(super) fn report_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    socketpair(
         AddressFamily::Unix,
         SockType::Stream,
         None,
         SockFlag::SOCK_CLOEXEC,
     )
-    .map_err(|e| format!("socketpair: {e}"))?;
+    .map_err(io::Error::from)
+}
+
+/// Forks a detached child running `run` with its end of a new report socket; returns the
+/// daemon's end.
+fn fork_with_report(run: impl FnOnce(OwnedFd) -> i32) -> Result<OwnedFd, String> {
+    let (daemon_end, child_end) = report_pair().map_err(|e| format!("socketpair: {e}"))?;
     // The child closes daemon_end (with every other inherited fd) first thing; the closure
     // owns child_end, so the zygote's copy is closed when the closure is dropped below.
     fork_detached(move || run(child_end)).map_err(|e| format!("fork: {e}"))?;
