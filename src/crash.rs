@@ -31,6 +31,23 @@ pub fn reached(name: &str) {
     });
 }
 
+/// Marks a step a test may slow down to make a race visible (`FAILPOINTS` with a
+/// `sleep(ms)` action, as `FAILPOINTS="run_pod_sandbox.intent_sync=sleep(300)"`):
+/// `slow_point!("run_pod_sandbox.intent_sync")`. Nothing without the feature.
+#[macro_export]
+macro_rules! slow_point {
+    ($name:literal) => {
+        #[cfg(feature = "failpoints")]
+        $crate::crash::slowed($name);
+    };
+}
+
+/// Sleeps when the test configured `name` with `sleep(ms)`; other actions do nothing.
+#[cfg(feature = "failpoints")]
+pub fn slowed(name: &str) {
+    fail::eval(name, |_| ());
+}
+
 /// Reads `FAILPOINTS` (a no-op without the feature). Keep the guard for the daemon's life.
 pub fn setup() -> Guard {
     #[cfg(feature = "failpoints")]

@@ -18,6 +18,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
+use futures_util::future::{BoxFuture, FutureExt, Shared};
 use k8s_cri::v1::PodSandboxConfig;
 use serde::{Deserialize, Serialize};
 
@@ -49,16 +50,63 @@ pub struct ContainerIntent {
     pub run_dir: PathBuf,
 }
 
-/// Writes a pod's intent; `durable` when what the pod is made of outlives a host crash
-/// (`Backend::pod_outlives_host`: an IP address allocated on disk, a Proxmox guest), so
-/// that the start after one undoes it. Otherwise (a host-network pod of a host backend:
-/// processes, mounts, cgroups) it is not fsync'd, as a container's.
-pub fn write_pod(state_dir: &Path, intent: &PodIntent, durable: bool) -> Result<(), StoreError> {
+/// Writes a pod's intent; when what the pod is made of outlives a host crash (`durable`:
+/// `Backend::pod_outlives_host`, an IP address allocated on disk, a Proxmox guest) it is
+/// then fsync'd beside the backend's first steps, and the backend waits for that before
+/// its first such step (`IntentOnDisk::wait`), so that the start after a crash undoes
+/// it. Otherwise (a host-network pod of a host backend: processes, mounts, cgroups) it
+/// is not fsync'd, as a container's.
+pub fn write_pod(
+    state_dir: &Path,
+    intent: &PodIntent,
+    durable: bool,
+) -> Result<IntentOnDisk, StoreError> {
     let path = state_dir.join(INTENT_FILE);
-    if durable {
-        crate::store::write_json(&path, intent)
+    crate::store::replace_json(&path, intent)?;
+    Ok(if durable {
+        IntentOnDisk::sync(path)
     } else {
-        crate::store::replace_json(&path, intent)
+        IntentOnDisk::not_needed()
+    })
+}
+
+/// A pod's intent on its way to the disk (`write_pod`).
+#[derive(Clone)]
+pub struct IntentOnDisk(Shared<BoxFuture<'static, Result<(), String>>>);
+
+impl IntentOnDisk {
+    fn sync(path: PathBuf) -> IntentOnDisk {
+        let task = tokio::task::spawn_blocking(move || {
+            crate::slow_point!("run_pod_sandbox.intent_sync");
+            crate::store::sync_written(&path)
+        });
+        IntentOnDisk(
+            async move {
+                match task.await {
+                    Ok(synced) => synced.map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            .boxed()
+            .shared(),
+        )
+    }
+
+    /// Nothing to wait for: the pod leaves nothing a reboot does not remove (or it has no
+    /// intent: a pod moved between backends, `rehome.rs`).
+    pub fn not_needed() -> IntentOnDisk {
+        IntentOnDisk(futures_util::future::ready(Ok(())).boxed().shared())
+    }
+
+    /// Resolves once the intent is on disk; an error says why it could not be synced.
+    pub async fn wait(&self) -> Result<(), String> {
+        self.0.clone().await
+    }
+}
+
+impl std::fmt::Debug for IntentOnDisk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IntentOnDisk")
     }
 }
 

@@ -292,6 +292,64 @@ async fn network_ready(env: &mut PodEnv) -> (bool, String, String) {
     (c.status, c.reason, c.message)
 }
 
+/// A pod's intent is on disk before CNI allocates its address (which outlives a host
+/// crash: the intent is what the start after one undoes it from), while the fsync runs
+/// beside the pod's namespaces being made: with that fsync slowed down (a failpoint,
+/// `--features failpoints` as hack/test builds), strace (not proxrt) on the daemon sees
+/// the fsync of `intent.json` before the first open in host-local's data dir, and the
+/// pod's record fsync'd (after the answer) before its intent goes.
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pods_intent_is_on_disk_before_its_address_is_allocated() {
+    let net = Net::new('i');
+    net.write_config("10-test.conflist", &net.conflist(&[]));
+    let mut env = PodEnv::start_in_netns(&net.toml(), &net.netns_path()).await;
+    env.daemon_mut()
+        .set_env("FAILPOINTS", Some("run_pod_sandbox.intent_sync=sleep(300)"));
+    env.restart().await;
+    let daemon = env.daemon().pid().expect("daemon running");
+    let out = env.daemon().dir().join("strace-intent.out");
+    let strace = common::Strace::attach(daemon, "fsync,openat,unlink", &out).await;
+    let pod = env.run_pod(env.pod_config("intent")).await;
+    let state_dir = env.daemon().root.join("sandboxes").join(&pod.id);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while state_dir.join("intent.json").exists() {
+        assert!(Instant::now() < deadline, "the intent stayed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let trace = strace.finish();
+    let lines: Vec<&str> = trace.lines().collect();
+    let at = |what: &str, pred: &dyn Fn(&str) -> bool| {
+        lines
+            .iter()
+            .position(|l| pred(l))
+            .unwrap_or_else(|| panic!("no {what} in the trace:\n{trace}"))
+    };
+    let data_dir = net.dir.path().join("data").display().to_string();
+    let intent_synced = at("fsync of the intent", &|l| {
+        l.contains("fsync(") && l.contains("/intent.json>")
+    });
+    let allocated = at("open in host-local's data dir", &|l| {
+        l.contains("openat(") && l.contains(&data_dir)
+    });
+    assert!(
+        intent_synced < allocated,
+        "allocated before the intent was on disk:\n{trace}"
+    );
+    let record_synced = at("fsync of the record", &|l| {
+        l.contains("fsync(") && l.contains("/sandbox.json>")
+    });
+    let intent_gone = at("unlink of the intent", &|l| {
+        l.contains("unlink(") && l.contains("/intent.json")
+    });
+    assert!(
+        record_synced < intent_gone,
+        "the intent went before the record was on disk:\n{trace}"
+    );
+    assert_eq!(net.allocations().len(), 1);
+    env.remove_pod(&pod.id).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn two_pods_reach_each_other_over_the_bridge() {
     let net = Net::new('a');

@@ -28,7 +28,7 @@ use k8s_cri::v1::{ContainerConfig, LinuxContainerResources, PodSandboxConfig};
 use oci_spec::runtime::{LinuxResources, Spec};
 
 use crate::error::{Classify, Kind};
-use crate::intent::PodIntent;
+use crate::intent::{IntentOnDisk, PodIntent};
 use crate::monitor::{
     AttachInput, AttachOutput, AttachStreams, ExecStreamRequest, ExecSyncRequest, ExecSyncResult,
     ExitStatus, MonitorClient, MonitorError,
@@ -85,6 +85,10 @@ pub struct PodParams<'a> {
     pub config: &'a PodSandboxConfig,
     /// `<run_dir>/s/<id16>`.
     pub run_dir: &'a Path,
+    /// The pod's intent on its way to the disk: awaited before the backend makes anything
+    /// that outlives a host crash (`Backend::pod_outlives_host`; the host backends: CNI
+    /// ADD). RunPodSandbox awaits it after `run_pod` too.
+    pub intent_on_disk: &'a IntentOnDisk,
 }
 
 /// What a backend made for a pod, persisted in the sandbox record so that a restarted

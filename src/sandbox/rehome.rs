@@ -36,10 +36,12 @@ pub async fn move_pod(
     let from = ctx.backends.get(&old.backend)?;
     from.stop_pod(&old).await?;
     from.remove_pod(&old).await?;
+    let intent_on_disk = crate::intent::IntentOnDisk::not_needed();
     let params = PodParams {
         id: &old.id,
         config: &old.config,
         run_dir: &old.run_dir,
+        intent_on_disk: &intent_on_disk,
     };
     let (made, backend, reason, result) = match to.run_pod(params.clone()).await {
         Ok(made) => (made, to.name(), reason, Ok(())),

@@ -38,7 +38,7 @@ pub async fn run_pod_sandbox(
         .map_err(|e| SandboxError::io(format!("create {}", state_dir.display()), e))?;
 
     let paths = SandboxPaths::new(ctx.run_dir, &id);
-    crate::intent::write_pod(
+    let intent_on_disk = crate::intent::write_pod(
         &state_dir,
         &crate::intent::PodIntent {
             id: id.clone(),
@@ -54,6 +54,7 @@ pub async fn run_pod_sandbox(
             id: &id,
             config: &config,
             run_dir: &paths.run_dir,
+            intent_on_disk: &intent_on_disk,
         })
         .await?;
 
@@ -85,6 +86,11 @@ pub async fn run_pod_sandbox(
         });
     }
     crate::crash_point!("run_pod_sandbox.made");
+    // Before the record: a record on disk beside an intent that is not means a pod made.
+    intent_on_disk
+        .wait()
+        .await
+        .map_err(|e| SandboxError::io("sync the pod's intent", std::io::Error::other(e)))?;
     ctx.sandboxes.persist(&record)?;
     crate::crash_point!("run_pod_sandbox.record");
     rb.commit();

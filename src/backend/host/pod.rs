@@ -188,6 +188,11 @@ pub(super) async fn run(
 
     let network = match &created.net_ns {
         Some(netns) => {
+            // CNI's allocations outlive a reboot: the intent that undoes them comes first.
+            pod.intent_on_disk
+                .wait()
+                .await
+                .map_err(|e| io("sync the pod's intent".into(), std::io::Error::other(e)))?;
             let attached = network
                 .attach(AttachRequest {
                     id: pod.id,
