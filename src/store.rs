@@ -366,7 +366,7 @@ mod tests {
     }
 
     #[test]
-    fn sync_written_makes_a_file_durable_and_a_missing_one_is_fine() {
+    fn sync_written_keeps_the_file_and_a_missing_one_is_no_error() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.json");
         replace_json(&path, &[1]).unwrap();
