@@ -228,7 +228,8 @@ async fn grpcio_exec_sync_on_a_pure_cgroup_v2_host() {
 /// has a tmpfs mounted below it before the daemon started: the container is created from
 /// the create template (monitor/create_template.rs, which leaves that mount out) with the
 /// volume cloned from the host's namespace, so the container sees the file on the tmpfs
-/// (ExecSync, grpcio too), and the metrics count one create from the template.
+/// (ExecSync, grpcio too), and the metrics count one create from the template, whose
+/// monitor was the zygote's spare.
 #[tokio::test]
 async fn grpcio_creates_a_container_from_the_create_template() {
     let dir = common::temp_dir("proxrt-pycreate-");
@@ -266,9 +267,21 @@ async fn grpcio_creates_a_container_from_the_create_template() {
         "ExecSync ok exit_code=0",
     );
     assert!(seen.ends_with("stdout:\nbelow\n"), "{seen}");
-    let (_, _, text) = common::metrics::get(&common::metrics::metrics_url(env.daemon()));
-    let series = "proxrt_container_creates_by_view_total{view=\"template\"}";
-    assert_eq!(common::metrics::sample(&text, series), 1.0, "{text}");
+    let views = common::metrics::counts(
+        env.daemon(),
+        "proxrt_container_creates_by_view_total",
+        "view",
+        &["template"],
+    );
+    assert_eq!(views, [1.0], "(template)");
+    // Its monitor was the zygote's spare, forked before grpcio's call came.
+    let monitors = common::metrics::counts(
+        env.daemon(),
+        "proxrt_container_monitors_by_origin_total",
+        "from",
+        &["spare", "fork"],
+    );
+    assert_eq!(monitors, [1.0, 0.0], "(spare, fork)");
     env.remove_pod(&pod.id).await.unwrap();
 }
 

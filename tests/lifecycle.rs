@@ -1268,18 +1268,19 @@ async fn containers_are_created_without_the_hosts_other_mounts() {
     let seen = format!("/host{}", seen.display());
     assert_eq!(env.exec_ok(&id, &["cat", &seen]).await, "host\n");
 
-    assert_eq!(creates_by_view(&env), (4.0, 1.0), "(template, copy)");
+    assert_eq!(creates_by_view(&env), [4.0, 1.0], "(template, copy)");
 }
 
 /// How many containers the daemon created in each kind of mount namespace, from its
 /// metrics: (`template`, `copy`).
-fn creates_by_view(env: &PodEnv) -> (f64, f64) {
-    let (_, _, text) = common::metrics::get(&common::metrics::metrics_url(env.daemon()));
-    let count = |view: &str| {
-        let series = format!("proxrt_container_creates_by_view_total{{view=\"{view}\"}}");
-        common::metrics::sample(&text, &series)
-    };
-    (count("template"), count("copy"))
+/// (template, copy) creates.
+fn creates_by_view(env: &PodEnv) -> Vec<f64> {
+    common::metrics::counts(
+        env.daemon(),
+        "proxrt_container_creates_by_view_total",
+        "view",
+        &["template", "copy"],
+    )
 }
 
 /// The daemon's zygote, found among its children by name.
@@ -1353,7 +1354,7 @@ async fn the_create_template_goes_when_idle_and_can_be_switched_off() {
         "the create made a template of its own"
     );
     wait_for(1, "the template was kept").await;
-    assert_eq!(creates_by_view(&env), (2.0, 0.0), "(template, copy)");
+    assert_eq!(creates_by_view(&env), [2.0, 0.0], "(template, copy)");
     drop(env);
 
     let mut env =
@@ -1362,16 +1363,17 @@ async fn the_create_template_goes_when_idle_and_can_be_switched_off() {
     env.create_start(&pod, env.container_config(&pod, "off", sleep))
         .await;
     assert_eq!(mount_namespaces_held(zygote_of(&env)).len(), 1);
-    assert_eq!(creates_by_view(&env), (0.0, 1.0), "(template, copy)");
+    assert_eq!(creates_by_view(&env), [0.0, 1.0], "(template, copy)");
 }
 
-fn monitors_by_origin(env: &PodEnv) -> (f64, f64) {
-    let (_, _, text) = common::metrics::get(&common::metrics::metrics_url(env.daemon()));
-    let count = |from: &str| {
-        let series = format!("proxrt_container_monitors_by_origin_total{{from=\"{from}\"}}");
-        common::metrics::sample(&text, &series)
-    };
-    (count("spare"), count("fork"))
+/// (spare, fork) monitors.
+fn monitors_by_origin(env: &PodEnv) -> Vec<f64> {
+    common::metrics::counts(
+        env.daemon(),
+        "proxrt_container_monitors_by_origin_total",
+        "from",
+        &["spare", "fork"],
+    )
 }
 
 async fn wait_for_spare(zygote: i32, not: Option<i32>) -> i32 {
@@ -1407,7 +1409,7 @@ async fn the_zygotes_next_child_is_forked_ahead_and_goes_with_the_daemon() {
     let first = env
         .create_start(&pod, env.container_config(&pod, "first", sleep))
         .await;
-    assert_eq!(monitors_by_origin(&env), (1.0, 0.0), "(spare, fork)");
+    assert_eq!(monitors_by_origin(&env), [1.0, 0.0], "(spare, fork)");
     assert_eq!(
         comm(spare),
         "proxrt-monitor",
@@ -1430,7 +1432,7 @@ async fn the_zygotes_next_child_is_forked_ahead_and_goes_with_the_daemon() {
     let second = env
         .create_start(&pod, env.container_config(&pod, "second", sleep))
         .await;
-    assert_eq!(monitors_by_origin(&env), (1.0, 1.0), "(spare, fork)");
+    assert_eq!(monitors_by_origin(&env), [1.0, 1.0], "(spare, fork)");
     assert_eq!(
         env.exec_ok(&second, &["echo", "served"]).await.trim(),
         "served"

@@ -27,19 +27,23 @@ pub(super) struct Spare {
     sock: OwnedFd,
 }
 
-/// What the zygote sends a spare. The report socket comes first among the fds, the
-/// namespace (`with_ns`: the create template, the holders' namespace) second.
+/// What the zygote sends a spare (serialized from borrowed requests, received owned). The
+/// report socket comes first among the fds, the namespace (`with_ns`: the create
+/// template, the holders' namespace) second.
 #[derive(Serialize, Deserialize)]
-struct Handed {
-    work: Work,
+struct Handed<C, S> {
+    work: Work<C, S>,
     with_ns: bool,
 }
 
 #[derive(Serialize, Deserialize)]
-enum Work {
-    Create(CreateRequest),
-    Sandbox(SandboxRequest),
+enum Work<C, S> {
+    Create(C),
+    Sandbox(S),
 }
+
+type Sent<'a> = Work<&'a CreateRequest, &'a SandboxRequest>;
+type Received = Handed<CreateRequest, SandboxRequest>;
 
 impl Spare {
     /// Forks a spare, detached as every monitor.
@@ -65,7 +69,7 @@ impl Spare {
         req: &CreateRequest,
         template: Option<RawFd>,
     ) -> io::Result<OwnedFd> {
-        self.hand(Work::Create(req.clone()), template)
+        self.hand(Work::Create(req), template)
     }
 
     /// Hands a pod's setup `req` to the spare (with `holders_ns`, the holders' mount
@@ -75,10 +79,10 @@ impl Spare {
         req: &SandboxRequest,
         holders_ns: Option<RawFd>,
     ) -> io::Result<OwnedFd> {
-        self.hand(Work::Sandbox(req.clone()), holders_ns)
+        self.hand(Work::Sandbox(req), holders_ns)
     }
 
-    fn hand(self, work: Work, ns: Option<RawFd>) -> io::Result<OwnedFd> {
+    fn hand(self, work: Sent<'_>, ns: Option<RawFd>) -> io::Result<OwnedFd> {
         let frame = encode_frame(&Handed {
             work,
             with_ns: ns.is_some(),
@@ -123,7 +127,7 @@ fn wait_for_request(sock: OwnedFd) -> i32 {
         return 0;
     }
     let report = fds.remove(0);
-    let Ok(handed) = decode_frame::<Handed>(&bytes) else {
+    let Ok(handed) = decode_frame::<Received>(&bytes) else {
         // Dropping the report socket unanswered fails that request at once.
         return 1;
     };

@@ -30,6 +30,16 @@ pub fn sample(text: &str, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The daemon's counter `metric` for each value of its one label `label`, in order (0 for
+/// a series not exposed yet).
+pub fn counts(d: &TestDaemon, metric: &str, label: &str, values: &[&str]) -> Vec<f64> {
+    let (_, _, text) = get(&metrics_url(d));
+    values
+        .iter()
+        .map(|v| sample(&text, &format!("{metric}{{{label}=\"{v}\"}}")))
+        .collect()
+}
+
 /// Where the daemon says it serves metrics (`proxrt info`).
 pub fn metrics_url(d: &TestDaemon) -> String {
     let out = output_within(
