@@ -294,6 +294,19 @@ fn log_lines(req: &CreateRequest) -> Vec<String> {
         .collect()
 }
 
+/// Whether `line` (without its timestamp) reaches the container's log within 10 s: what a
+/// container prints at start may come after the first exec on a busy machine.
+async fn logged(req: &CreateRequest, line: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !log_lines(req).iter().any(|l| l == line) {
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    true
+}
+
 fn exec(args: &[&str], timeout: Option<Duration>) -> ExecSyncRequest {
     ExecSyncRequest {
         args: args.iter().map(|s| s.to_string()).collect(),
@@ -514,6 +527,11 @@ async fn monitor_survives_the_zygote_and_a_new_client_talks_to_it() {
     let err = fx.create(&fx.request(&["true"], |_| {})).await.unwrap_err();
     assert!(matches!(err, MonitorError::ZygoteGone(_)), "{err}");
 
+    assert!(
+        logged(&req, "stdout F started").await,
+        "{:?}",
+        log_lines(&req)
+    );
     let status = kill_and_wait(&fresh).await;
     assert!(log_lines(&req).contains(&"stdout F started".to_string()));
     fx.assert_clean(&req, &status);
@@ -778,6 +796,11 @@ fn forked_zygote_serves_like_the_exec_one() {
                         .map_err(|_| 14)?;
                     if r.stdout != b"exec\n" {
                         return Err(15);
+                    }
+                    // The shell may not have printed yet on a busy machine: the kill
+                    // waits for its line in the log.
+                    if !logged(&req, "stdout F forked").await {
+                        return Err(19);
                     }
                     client.signal(libc::SIGKILL).await.map_err(|_| 16)?;
                     let exit = client.wait().await.map_err(|_| 17)?;
