@@ -10,6 +10,7 @@
 use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::time::Duration;
 
 use nix::sys::socket::{
     sendmsg, socketpair, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType,
@@ -17,7 +18,7 @@ use nix::sys::socket::{
 use serde::{Deserialize, Serialize};
 
 use super::container;
-use super::process::{fork_detached, set_up_child};
+use super::process::{fork_detached, poll_one, set_up_child};
 use super::protocol::{decode_frame, encode_frame, MAX_FRAME};
 use super::sandbox::{self, SandboxRequest};
 use super::zygote::{recv_with_fds, report_pair, CreateRequest};
@@ -109,11 +110,16 @@ impl Spare {
     }
 }
 
-/// The spare's main: set up, then wait for the one request it serves (or for the zygote
-/// to go: exit). Returns the process's exit code.
+/// The spare's main: set up, rehearse a create's first-run costs (`container::rehearse`),
+/// then wait for the one request it serves (or for the zygote to go: exit). Returns the
+/// process's exit code.
 fn wait_for_request(sock: OwnedFd) -> i32 {
     set_up_child(&[sock.as_raw_fd()]);
     let _ = nix::sys::prctl::set_name(c"proxrt-spare");
+    // Not when a request is already there: it would wait for the rehearsal.
+    if let Ok(false) = poll_one(sock.as_raw_fd(), libc::POLLIN, Some(Duration::ZERO)) {
+        container::rehearse();
+    }
     let (bytes, mut fds) = loop {
         match recv_with_fds(sock.as_raw_fd(), MsgFlags::empty()) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

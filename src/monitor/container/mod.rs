@@ -34,6 +34,7 @@ mod view;
 pub(crate) use crate::error::error_chain;
 pub(crate) use cgroup::remove_cgroup_leaf;
 use create::create;
+pub(crate) use create::rehearse;
 use event_loop::Monitor;
 pub(crate) use stdio::ChildStdio;
 
