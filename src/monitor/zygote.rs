@@ -680,6 +680,9 @@ pub fn zygote_main(fd: RawFd) -> ! {
     let _ = nix::sys::prctl::set_name(c"proxrt-zygote");
     // Every monitor and exec child is forked from here and finds cgroups through it.
     super::enter::remember_cgroup_mounts();
+    // Compiled once, loaded by every pod's holder; without it each holder compiles its own.
+    let _ = super::holder_confine::compile_filter()
+        .inspect_err(|e| eprintln!("proxrt zygote: {e}; each pod holder compiles its own"));
     // Made once, joined by every pod's holder; without it each holder builds its own.
     let holders_ns = super::holder_confine::holders_namespace()
         .inspect_err(|e| eprintln!("proxrt zygote: {e}; each pod holder makes its own"))
