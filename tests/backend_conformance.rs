@@ -203,7 +203,14 @@ async fn the_rootfs_is_mounted_in_the_container_only(backend: &'static str) {
             .container_config(&pod, &format!("c{i}"), &["sleep", "1000"]);
         let id = s.env.create(&pod, cfg).await.expect("CreateContainer");
         // Created (init waiting for StartContainer), then running: neither is in the
-        // host's table, and the container's root is reachable through its init.
+        // host's table (the daemon's mount is released beside CreateContainer's answer),
+        // and the container's root is reachable through its init.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while common::mounts_under(containers_run_dir) != host_before
+            && std::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
         assert_eq!(
             common::mounts_under(containers_run_dir),
             host_before,

@@ -133,8 +133,9 @@ impl BundleInputs {
 /// host's mount table then holds nothing per container, and the calls that read or copy
 /// that table (libcontainer's cgroup manager reads it many times per create, every new
 /// mount namespace copies it) do not slow down as containers are added. The overlay
-/// itself lives on as long as the container's namespace does; RemoveContainer's unmount
-/// stays for containers made before this (or a daemon killed before this line).
+/// itself lives on as long as the container's namespace does. Run beside CreateContainer's
+/// answer (its failure is logged, not the create's); RemoveContainer's unmount stays for
+/// containers made before this, or whose daemon was killed before it ran.
 pub(super) fn release_host_rootfs(paths: &ContainerPaths) -> Result<(), ContainerError> {
     rootfs::unmount(&paths.rootfs()).map_err(|e| ContainerError::io("release rootfs", e))
 }

@@ -202,12 +202,19 @@ pub async fn create_container(
         ContainerError::io("write the record", std::io::Error::other(e.to_string()))
     })??;
     crate::crash_point!("create_container.created");
-    if matches!(form, ContainerForm::Bundle) {
-        super::bundle::release_host_rootfs(&paths)?;
-    }
     crate::intent::clear(&paths.state_dir);
     crate::crash_point!("create_container.record");
     rb.commit();
+    if matches!(form, ContainerForm::Bundle) {
+        // Beside the answer, not before it: an unmount waits for the kernel's RCU grace
+        // period (0.05-0.1 ms here, a few ms at times).
+        let (paths, id) = (paths.clone(), id.clone());
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = super::bundle::release_host_rootfs(&paths) {
+                tracing::warn!(container = %id, error = %e, "release the host's rootfs mount");
+            }
+        });
+    }
 
     let container = Arc::new(Container::new(
         record,
