@@ -1416,6 +1416,11 @@ async fn the_zygotes_next_child_is_forked_ahead_and_goes_with_the_daemon() {
         "the spare is the monitor now"
     );
     assert_eq!(
+        mount_namespaces_held(spare),
+        Vec::<String>::new(),
+        "the namespace its create ran in is let go once the create is reported"
+    );
+    assert_eq!(
         env.exec_ok(&first, &["echo", "served"]).await.trim(),
         "served"
     );

@@ -40,6 +40,9 @@ pub(super) struct Built {
     pub(super) listener: UnixListener,
     pub(super) status: ContainerStatusFile,
     pub(super) view: CreateViewKind,
+    /// The mount namespace the create ran in, held until the create is reported
+    /// (`CreateView::leave`).
+    pub(super) view_ns: Option<OwnedFd>,
 }
 
 /// Builds the container and everything the monitor serves it with; every step pushes its
@@ -130,9 +133,10 @@ pub(super) fn create(
             create_with_crun(req, crun, child, console_path, &cgroups_path, rb)
         }
     };
-    if let Some(view) = view {
-        view.leave().map_err(|e| (Fault::Internal, e))?;
-    }
+    let view_ns = match view {
+        Some(view) => view.leave().map_err(|e| (Fault::Internal, e))?,
+        None => None,
+    };
     let (engine, init_pid) = created?;
     let stdio = match (pipes, console) {
         (Some(pipes), _) => pipes,
@@ -200,6 +204,7 @@ pub(super) fn create(
         listener,
         status,
         view: view_kind,
+        view_ns,
     })
 }
 

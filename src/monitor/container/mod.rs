@@ -85,7 +85,7 @@ pub(crate) fn monitor(
 ) -> i32 {
     let mut report = UnixStream::from(report);
     let mut rollback = Rollback::new(format!("create container {}", req.id));
-    let built = match create(&req, &mut rollback, template) {
+    let mut built = match create(&req, &mut rollback, template) {
         Ok(built) => built,
         Err(failure) => {
             drop(rollback);
@@ -103,6 +103,8 @@ pub(crate) fn monitor(
             spare,
         },
     );
+    // Torn down off the create's path, now that it is reported.
+    drop(built.view_ns.take());
     if reported.is_err() || !acknowledged(&mut report) {
         // Nobody took ownership of the container (the daemon died or dropped the request).
         drop(rollback);

@@ -114,9 +114,20 @@ impl CreateView {
         &self.kind
     }
 
-    /// Returns to the host's mount namespace.
-    pub(super) fn leave(mut self) -> Result<(), String> {
-        self.return_home()
+    /// Returns to the host's mount namespace. Returns a handle on the namespace the create
+    /// ran in when this process left one (nothing else uses it once the container's init
+    /// has its own): while held, the namespace and its mounts stay; its teardown, when the
+    /// handle goes, waits for the kernel's RCU grace period, so the caller lets it go once
+    /// the create is reported, not before.
+    pub(super) fn leave(mut self) -> Result<Option<OwnedFd>, String> {
+        let view = match self.host {
+            Some(_) => std::fs::File::open("/proc/self/ns/mnt")
+                .ok()
+                .map(OwnedFd::from),
+            None => None,
+        };
+        self.return_home()?;
+        Ok(view)
     }
 
     fn return_home(&mut self) -> Result<(), String> {
