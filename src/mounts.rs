@@ -143,7 +143,9 @@ fn uncover(path: &Path) -> io::Result<Entry> {
             return Ok(entry);
         }
         match umount2(path, MntFlags::MNT_DETACH) {
-            Ok(()) | Err(nix::errno::Errno::ENOENT) => {}
+            // EINVAL: no longer a mount (another thread detached it meanwhile, as
+            // CreateContainer's release of the daemon's rootfs mount may): stat again.
+            Ok(()) | Err(nix::errno::Errno::ENOENT) | Err(nix::errno::Errno::EINVAL) => {}
             Err(e) => {
                 return Err(io::Error::new(
                     io::Error::from(e).kind(),

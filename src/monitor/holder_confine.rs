@@ -21,7 +21,7 @@
 //! The process is single-threaded (a fork of the sandbox setup process), so the
 //! allocations libseccomp makes are safe.
 
-use std::io::Read;
+use std::io::{Read, Seek};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::sync::OnceLock;
@@ -155,13 +155,14 @@ fn filter() -> Result<ScmpFilterContext, String> {
 /// The filter's BPF program, as libseccomp would load it (its default attributes: no
 /// flags; `no_new_privs` is the holder's own step).
 fn export_bpf(filter: &ScmpFilterContext) -> Result<Vec<libc::sock_filter>, String> {
-    // A few dozen instructions: the pipe holds them all before they are read.
-    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| e.to_string())?;
-    filter.export_bpf(&w).map_err(|e| e.to_string())?;
-    drop(w);
+    // Into a memory file, whatever its size (a pipe would block a long program's write).
+    let fd = rustix::fs::memfd_create(c"proxrt-holder-filter", rustix::fs::MemfdFlags::CLOEXEC)
+        .map_err(|e| e.to_string())?;
+    filter.export_bpf(&fd).map_err(|e| e.to_string())?;
+    let mut file = std::fs::File::from(fd);
     let mut bytes = Vec::new();
-    std::fs::File::from(r)
-        .read_to_end(&mut bytes)
+    file.seek(std::io::SeekFrom::Start(0))
+        .and_then(|_| file.read_to_end(&mut bytes))
         .map_err(|e| e.to_string())?;
     let size = std::mem::size_of::<libc::sock_filter>();
     if bytes.is_empty() || bytes.len() % size != 0 {
