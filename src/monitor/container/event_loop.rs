@@ -77,6 +77,8 @@ pub(super) struct Monitor {
     exited: Option<WaitStatus>,
     /// Scratch buffer for the output pipes.
     buf: Vec<u8>,
+    /// Held, never read (`Built::init_mnt_ns`).
+    _init_mnt_ns: Option<OwnedFd>,
 }
 
 const STREAMS: [Stream; 2] = [Stream::Stdout, Stream::Stderr];
@@ -129,6 +131,7 @@ impl Monitor {
             status: built.status,
             exited: None,
             buf: vec![0u8; READ_CHUNK],
+            _init_mnt_ns: built.init_mnt_ns,
         }
     }
 
