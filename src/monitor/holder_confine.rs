@@ -142,14 +142,14 @@ pub(crate) fn compile_filter() -> Result<(), String> {
 }
 
 fn filter() -> Result<ScmpFilterContext, String> {
-    let build = || {
-        let mut filter = ScmpFilterContext::new(ScmpAction::Errno(libc::EPERM))?;
-        for name in HOLDER_SYSCALLS {
-            filter.add_rule(ScmpAction::Allow, ScmpSyscall::from_name(name)?)?;
-        }
-        Ok::<_, libseccomp::error::SeccompError>(filter)
-    };
-    build().map_err(|e| e.to_string())
+    let mut filter =
+        ScmpFilterContext::new(ScmpAction::Errno(libc::EPERM)).map_err(|e| e.to_string())?;
+    for name in HOLDER_SYSCALLS {
+        ScmpSyscall::from_name(name)
+            .and_then(|call| filter.add_rule(ScmpAction::Allow, call))
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(filter)
 }
 
 /// The filter's BPF program, as libseccomp would load it (its default attributes: no

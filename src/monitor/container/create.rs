@@ -43,11 +43,6 @@ pub(super) struct Built {
     /// The mount namespace the create ran in, held until the create is reported
     /// (`CreateView::leave`).
     pub(super) view_ns: Option<OwnedFd>,
-    /// The container's own mount namespace, held for the monitor's life: when the
-    /// container's last process exits, its teardown (the kernel's RCU grace period, the
-    /// overlay's) is then the monitor's at its own exit, after the exit is reported, and
-    /// not part of the exit the monitor waits for.
-    pub(super) init_mnt_ns: Option<OwnedFd>,
 }
 
 /// Builds the container and everything the monitor serves it with; every step pushes its
@@ -143,9 +138,6 @@ pub(super) fn create(
         None => None,
     };
     let (engine, init_pid) = created?;
-    let init_mnt_ns = fs::File::open(format!("/proc/{init_pid}/ns/mnt"))
-        .ok()
-        .map(OwnedFd::from);
     let stdio = match (pipes, console) {
         (Some(pipes), _) => pipes,
         (None, Some(console)) => {
@@ -213,7 +205,6 @@ pub(super) fn create(
         status,
         view: view_kind,
         view_ns,
-        init_mnt_ns,
     })
 }
 

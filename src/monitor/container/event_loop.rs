@@ -77,7 +77,10 @@ pub(super) struct Monitor {
     exited: Option<WaitStatus>,
     /// Scratch buffer for the output pipes.
     buf: Vec<u8>,
-    /// Held, never read (`Built::init_mnt_ns`).
+    /// The container's own mount namespace, held for the monitor's life: when the
+    /// container's last process exits, its teardown (the kernel's RCU grace period, the
+    /// overlay's) is then the monitor's at its own exit, after the exit is reported, and
+    /// not part of the exit the monitor waits for. Opened once the create is reported.
     _init_mnt_ns: Option<OwnedFd>,
 }
 
@@ -131,7 +134,9 @@ impl Monitor {
             status: built.status,
             exited: None,
             buf: vec![0u8; READ_CHUNK],
-            _init_mnt_ns: built.init_mnt_ns,
+            _init_mnt_ns: std::fs::File::open(format!("/proc/{}/ns/mnt", built.init_pid))
+                .ok()
+                .map(OwnedFd::from),
         }
     }
 
