@@ -151,7 +151,9 @@ enum Leftover<T> {
 
 /// The entries of `dir` (a store's directory) that no loaded record owns and that hold an
 /// intent or no record file at all (an unreadable record without an intent is kept for
-/// inspection, with its data).
+/// inspection, with its data), and every removal's leftover (`.removing-*`, whatever it
+/// still holds: RemoveContainer and RemovePodSandbox retire the dir with its record and
+/// remove its files after their answer).
 fn unowned<T: serde::de::DeserializeOwned>(
     dir: &Path,
     record_file: &str,
@@ -164,17 +166,16 @@ fn unowned<T: serde::de::DeserializeOwned>(
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let path = entry.path();
+        let retired = name.starts_with(crate::mounts::RETIRED_PREFIX);
         let unfinished = path.join(INTENT_FILE).exists();
         if known.contains(&name)
             || !path.is_dir()
-            || (path.join(record_file).exists() && !unfinished)
+            || (!retired && path.join(record_file).exists() && !unfinished)
         {
             continue;
         }
         let leftover = match crate::store::read_json::<T>(&path.join(INTENT_FILE)) {
-            Ok(Some(intent)) if !name.starts_with(crate::mounts::RETIRED_PREFIX) => {
-                Leftover::Intent(intent)
-            }
+            Ok(Some(intent)) if !retired => Leftover::Intent(intent),
             Ok(_) => Leftover::Bare,
             Err(e) => {
                 tracing::warn!(error = %e, "unreadable intent: removing the dir only");

@@ -124,6 +124,64 @@ async fn removing_a_pod_with_running_containers_leaves_nothing() {
     env.assert_back_to(&before, "RemovePodSandbox").await;
 }
 
+/// RemoveContainer and RemovePodSandbox answer once the record is out of its store (the
+/// state dir renamed `.removing-<id>`, which no loader reads); the files (a writable layer
+/// with what the container wrote) go after the answer, and what a daemon stopped before
+/// that leaves is removed by its next start.
+#[tokio::test]
+async fn removed_state_dirs_leave_the_store_before_the_answer_and_their_files_after() {
+    let mut env = PodEnv::start().await;
+    let before = env.settled_snapshot().await;
+    let containers = env.daemon().root.join("containers");
+    let sandboxes = env.daemon().root.join("sandboxes");
+    let pod = env.run_pod(env.pod_config("retire")).await;
+    let id = env
+        .create_start(
+            &pod,
+            env.container_config(
+                &pod,
+                "writer",
+                &[
+                    "sh",
+                    "-c",
+                    "mkdir -p /data/a/b && head -c 1000000 /dev/zero > /data/a/b/big && sleep 1000",
+                ],
+            ),
+        )
+        .await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !containers.join(&id).join("upper/data/a/b/big").is_file() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the container never wrote"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    env.remove_container(&id).await.unwrap();
+    assert!(
+        !containers.join(&id).exists(),
+        "the container's state dir at the answer"
+    );
+    env.remove_pod(&pod.id).await.unwrap();
+    assert!(
+        !sandboxes.join(&pod.id).exists(),
+        "the pod's state dir at the answer"
+    );
+    env.assert_back_to(&before, "the removals after their answers")
+        .await;
+
+    // A removal its daemon did not get to (killed before the files went): the retired
+    // dir still holds the record.
+    let left = containers.join(".removing-0123456789abcdef");
+    std::fs::create_dir_all(left.join("upper/etc")).unwrap();
+    std::fs::write(left.join("upper/etc/file"), "x").unwrap();
+    std::fs::write(left.join("container.json"), "{}").unwrap();
+    env.kill9();
+    env.restart().await;
+    assert!(!left.exists(), "the start removes what a removal left");
+    assert_eq!(env.snapshot().dirs, before.dirs, "after the restart");
+}
+
 #[tokio::test]
 async fn two_hundred_container_cycles_leak_nothing() {
     const CYCLES: u32 = 200;

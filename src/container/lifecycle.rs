@@ -146,8 +146,9 @@ pub async fn remove_container(ctx: &Ctx<'_>, id: &str) -> Result<(), ContainerEr
         .map_err(|e| ContainerError::io(format!("remove {}", paths.run_dir.display()), e))?;
     crate::crash_point!("remove_container.run_dir");
     // The record goes last and at once (a rename out of the store): a daemon killed
-    // before it finds the container again (exited) and removes it on the next call.
-    crate::mounts::retire_tree(&paths.state_dir)
+    // before it finds the container again (exited) and removes it on the next call. The
+    // files go after the answer.
+    crate::mounts::retire_tree_later(&paths.state_dir)
         .map_err(|e| ContainerError::io(format!("remove {}", paths.state_dir.display()), e))?;
     crate::crash_point!("remove_container.record");
     ctx.names.release(&r.name, &r.id);

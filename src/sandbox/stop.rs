@@ -54,7 +54,8 @@ pub async fn remove_pod_sandbox(ctx: &Ctx<'_>, id: &str) -> Result<(), SandboxEr
         .remove_pod(&record)
         .await?;
     let state_dir = ctx.sandboxes.record_dir(&record.id);
-    crate::mounts::retire_tree(&state_dir)
+    // Out of the store at once, its files after the answer.
+    crate::mounts::retire_tree_later(&state_dir)
         .map_err(|e| SandboxError::io(format!("remove {}", state_dir.display()), e))?;
     ctx.names.release(&record.name, &record.id);
     ctx.sandboxes.remove(&record.id);
