@@ -199,6 +199,28 @@ impl FakeWorld {
 }
 
 /// The pod config the unit tests run: `web` in `default`, uid `uid-1`, attempt 0.
+/// What is left in a store's directory: what has not left it by the answer at once, and a
+/// removal's `.removing-` entry if it is still there after 10 s (its files are removed
+/// beside the answer, `mounts::retire_tree_later`).
+pub(crate) fn left_in_store(dir: &Path) -> Vec<PathBuf> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let left: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        let removing = left.iter().any(|p| {
+            p.file_name().is_some_and(|n| {
+                n.to_string_lossy()
+                    .starts_with(crate::mounts::RETIRED_PREFIX)
+            })
+        });
+        if !removing || std::time::Instant::now() >= deadline {
+            return left;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 pub(crate) fn pod_config() -> k8s_cri::v1::PodSandboxConfig {
     k8s_cri::v1::PodSandboxConfig {
         metadata: Some(k8s_cri::v1::PodSandboxMetadata {

@@ -34,9 +34,7 @@ fn code(e: ContainerError) -> Code {
 /// No container, no container dir, and the container's name is free.
 fn assert_no_container(w: &FakeWorld) {
     assert!(w.containers.all().is_empty());
-    let left: Vec<_> = std::fs::read_dir(w.containers.dir())
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
+    let left = crate::backend::fake::left_in_store(w.containers.dir());
     assert!(left.is_empty(), "left in the store: {left:?}");
     let name = "app_web_default_uid-1_0";
     w.names.reserve(name, "probe").expect("the name is free");

@@ -18,9 +18,7 @@ impl Empty for FakeWorld {
     /// Nothing of any pod is left: no record, no state dir, no name.
     fn assert_empty(&self) {
         assert!(self.sandboxes.all().is_empty());
-        let left: Vec<_> = std::fs::read_dir(self.sandboxes.dir())
-            .map(|d| d.flatten().map(|e| e.path()).collect())
-            .unwrap_or_default();
+        let left = crate::backend::fake::left_in_store(self.sandboxes.dir());
         assert!(left.is_empty(), "left in the store: {left:?}");
         self.names
             .reserve(&name(), "probe")
