@@ -172,9 +172,16 @@ impl Fixture {
             .collect()
     }
 
-    /// Nothing of the container is left but its final status.json (and its log).
+    /// Nothing of the container is left but its final status.json (and its log), once its
+    /// monitor is gone (it removes the cgroup and the runtime's state after answering the
+    /// exit).
     fn assert_clean(&self, req: &CreateRequest, status: &ContainerStatusFile) {
         assert!(status.is_final(), "{status:?}");
+        assert!(
+            wait_until_dead(status.monitor_pid),
+            "monitor {} still running",
+            status.monitor_pid
+        );
         assert!(
             !req.runtime_root.join(&req.id).exists(),
             "libcontainer state left behind"
@@ -183,11 +190,6 @@ impl Fixture {
             self.cgroup_leaves(&req.id),
             Vec::<PathBuf>::new(),
             "cgroup left behind"
-        );
-        assert!(
-            wait_until_dead(status.monitor_pid),
-            "monitor {} still running",
-            status.monitor_pid
         );
         let left: Vec<String> = fs::read_dir(&req.state_dir)
             .unwrap()

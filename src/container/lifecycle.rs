@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{rootfs, Container, ContainerError, Phase};
-use crate::backend::{Backend, BackendError, Unsupervised};
+use crate::backend::{Backend, BackendError, ContainerForm, Unsupervised};
 use crate::context::Ctx;
 
 pub async fn start_container(ctx: &Ctx<'_>, id: &str) -> Result<(), ContainerError> {
@@ -137,7 +137,18 @@ pub async fn remove_container(ctx: &Ctx<'_>, id: &str) -> Result<(), ContainerEr
     stop_locked(ctx, &c, 0).await?;
     let r = &c.record;
     crate::crash_point!("remove_container.stopped");
-    ctx.backends.get(&r.backend)?.remove(&r.run_dir).await?;
+    let backend = ctx.backends.get(&r.backend)?;
+    backend.remove(&r.run_dir).await?;
+    if matches!(backend.container_form(), ContainerForm::Bundle) {
+        // The monitor removes the container's leaf cgroups after it has answered the
+        // exit; one killed before that left them, empty: they go here (an rmdir never
+        // removes a cgroup with processes), beside the answer.
+        if let Some(cg) = ctx.containers.cgroup(&c) {
+            tokio::task::spawn_blocking(move || {
+                crate::monitor::remove_cgroup_leaf(std::path::Path::new(&cg))
+            });
+        }
+    }
     crate::crash_point!("remove_container.backend");
     let paths = ctx.containers.paths(r);
     rootfs::unmount(&paths.rootfs()).map_err(|e| ContainerError::io("remove rootfs", e))?;

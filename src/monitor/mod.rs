@@ -57,6 +57,7 @@ pub use client::{
     ExecSyncRequest, ExecSyncResult, ExitStatus, MonitorClient,
 };
 pub use container::kill_cgroup;
+pub(crate) use container::remove_cgroup_leaf;
 pub(crate) use enter::{cgroup_procs_files, remember_cgroup_mounts};
 pub(crate) use process::pidfd_open;
 pub use sandbox::{teardown_sandbox, SandboxCreated, SandboxRequest, HOLDER_NAME};

@@ -87,11 +87,23 @@ pub(super) fn kill_cgroup_once(cgroups_path: &Path) {
 
 /// Kills every process of the container's cgroup, in every hierarchy, and removes the
 /// leaves once they are empty: what the daemon does itself when the container's monitor
-/// does not answer or is gone (issue 12, items 5 and 6). On cgroup v2 `cgroup.kill` kills
-/// the whole cgroup at once, forks included; on v1 the listing is killed until it stays
-/// empty. The processes are not the caller's children: their parent (the monitor, or init
-/// after the monitor died) reaps them. Err names what is still alive at `deadline`.
+/// does not answer or is gone (issue 12, items 5 and 6). See [`kill_cgroup_procs`].
 pub fn kill_cgroup(cgroups_path: &Path, deadline: Duration) -> Result<(), String> {
+    for leaf in kill_cgroup_procs(cgroups_path, deadline)? {
+        let _ = fs::remove_dir(leaf);
+    }
+    Ok(())
+}
+
+/// Kills every process of the container's cgroup, in every hierarchy, until none is left;
+/// returns the leaves (empty now, not removed). On cgroup v2 `cgroup.kill` kills the whole
+/// cgroup at once, forks included; on v1 the listing is killed until it stays empty. The
+/// processes are not the caller's children: their parent (the monitor, or init after the
+/// monitor died) reaps them. Err names what is still alive at `deadline`.
+pub(super) fn kill_cgroup_procs(
+    cgroups_path: &Path,
+    deadline: Duration,
+) -> Result<Vec<PathBuf>, String> {
     let rel = cgroups_path.strip_prefix("/").unwrap_or(cgroups_path);
     if rel.as_os_str().is_empty() {
         return Err("the container has no cgroup of its own".into());
@@ -115,7 +127,7 @@ pub fn kill_cgroup(cgroups_path: &Path, deadline: Duration) -> Result<(), String
             }
         }
         if alive.is_empty() {
-            break;
+            return Ok(leaves);
         }
         if Instant::now() >= until {
             return Err(format!(
@@ -126,10 +138,6 @@ pub fn kill_cgroup(cgroups_path: &Path, deadline: Duration) -> Result<(), String
         // A killed process leaves the listing as it exits: microseconds, usually.
         std::thread::sleep(Duration::from_millis(2));
     }
-    for leaf in &leaves {
-        let _ = fs::remove_dir(leaf);
-    }
-    Ok(())
 }
 
 /// Every cgroup hierarchy's root: `/sys/fs/cgroup` (cgroup v2) and each v1 controller

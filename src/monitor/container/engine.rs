@@ -69,6 +69,14 @@ impl Engine {
         }
     }
 
+    /// Whether `delete` may run after the exit is answered: libcontainer's state is in its
+    /// own root and the cgroup in the cgroup file systems, neither of which the daemon
+    /// touches; crun writes its log into the container's run dir, which RemoveContainer
+    /// removes once it has the answer.
+    pub(super) fn deletes_after_the_answer(&self) -> bool {
+        matches!(self, Engine::Libcontainer(_))
+    }
+
     /// After the init was reaped: kills what is left in the cgroup, removes the cgroup and
     /// the runtime's state. On failure the state dir and the leaf cgroup are removed anyway.
     pub(super) fn delete(&mut self, cgroups_path: Option<&Path>) -> Result<(), String> {

@@ -27,7 +27,7 @@ use crate::monitor::zygote::CreateRequest;
 use crate::monitor::MONITOR_SOCKET;
 
 use super::attach::{Input, Session, INPUT_BACKLOG};
-use super::cgroup::sweep_cgroup_leaf;
+use super::cgroup::{kill_cgroup_procs, sweep_cgroup_leaf};
 use super::create::Built;
 use super::engine::Engine;
 use super::stdio::set_size;
@@ -37,6 +37,8 @@ use super::stdio::set_size;
 /// hold them open).
 const EXEC_GRACE: Duration = Duration::from_secs(2);
 const DRAIN_GRACE: Duration = Duration::from_secs(1);
+/// After the init exited: how long what is left in its cgroup gets to die.
+const KILL_DEADLINE: Duration = Duration::from_secs(5);
 const READ_CHUNK: usize = 64 * 1024;
 /// Bytes one stream may move into the log per wakeup of the loop. A container that writes
 /// without pause (`yes`) keeps its pipe full: draining it "until empty" never ends, and the
@@ -609,15 +611,21 @@ impl Monitor {
         self.drain_output(Duration::ZERO);
 
         let mut problems = Vec::new();
-        // Kills whatever is left in the cgroup (exec'd processes, daemons of a container
-        // sharing a pid namespace), removes the cgroup and the runtime's state.
-        if let Err(message) = self.engine.delete(self.cgroups_path.as_deref()) {
-            problems.push(format!("delete: {message}"));
+        // Nothing of the container outlives its exit's answer: whatever is left in the
+        // cgroup (exec'd processes, daemons of a container sharing a pid namespace) is
+        // killed first.
+        if let Some(cg) = self.cgroups_path.as_deref() {
+            if let Err(message) = kill_cgroup_procs(cg, KILL_DEADLINE) {
+                problems.push(format!("kill: {message}"));
+            }
+        }
+        let delete_late = self.engine.deletes_after_the_answer();
+        if !delete_late {
+            if let Err(message) = self.engine.delete(self.cgroups_path.as_deref()) {
+                problems.push(format!("delete: {message}"));
+            }
         }
         self.wait_exec_children();
-        if let Some(cg) = self.cgroups_path.as_deref() {
-            sweep_cgroup_leaf(cg);
-        }
         self.drain_output(DRAIN_GRACE);
         for (i, s) in STREAMS.iter().enumerate() {
             let _ = self.log.close_stream(*s, chrono::Utc::now());
@@ -645,6 +653,15 @@ impl Monitor {
         };
         for w in std::mem::take(&mut self.waiters) {
             reply(w, &answer);
+        }
+        // Then what the exit left, after the answers: the cgroup's empty leaves (an rmdir
+        // per hierarchy, ~0.5 ms on a cgroup v1 host) and the runtime's state. A failure
+        // leaves an empty leaf, which RemoveContainer removes.
+        if delete_late {
+            let _ = self.engine.delete(self.cgroups_path.as_deref());
+        }
+        if let Some(cg) = self.cgroups_path.as_deref() {
+            sweep_cgroup_leaf(cg);
         }
         0
     }
