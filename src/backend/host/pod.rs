@@ -250,17 +250,19 @@ pub(super) async fn stop(network: &Network, pod: &SandboxRecord) -> Result<(), B
     let pid = pod.holder_pid.filter(|_| same_namespaces(pod));
     let dir = pod.paths().ns_dir();
     let holder_dirs = holder_dirs(pod.cgroup_parent(), &pod.id);
-    tokio::task::spawn_blocking(move || {
-        teardown_sandbox(&dir, pid)?;
-        // The holder is gone: its leaf can go (RemovePodSandbox tries again and fails
-        // if it cannot).
-        if let Err(e) = holder_cgroup::remove(&holder_dirs, HOLDER_CGROUP_PATIENCE) {
-            tracing::warn!(error = %e, "stop pod: the holder's cgroup");
-        }
-        Ok::<(), crate::monitor::MonitorError>(())
-    })
-    .await
-    .map_err(|e| BackendError::internal("host", format!("teardown task: {e}")))??;
+    tokio::task::spawn_blocking(move || teardown_sandbox(&dir, pid))
+        .await
+        .map_err(|e| BackendError::internal("host", format!("teardown task: {e}")))??;
+    // The holder is gone: its leaf goes beside the answer (an rmdir per cgroup v1
+    // hierarchy, and the wait until the exited holder has left it); RemovePodSandbox tries
+    // again and fails if it cannot.
+    if !holder_dirs.is_empty() {
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = holder_cgroup::remove(&holder_dirs, HOLDER_CGROUP_PATIENCE) {
+                tracing::warn!(error = %e, "stop pod: the holder's cgroup");
+            }
+        });
+    }
     Ok(())
 }
 
