@@ -198,7 +198,6 @@ impl FakeWorld {
     }
 }
 
-/// The pod config the unit tests run: `web` in `default`, uid `uid-1`, attempt 0.
 /// What is left in a store's directory: what has not left it by the answer at once, and a
 /// removal's `.removing-` entry if it is still there after 10 s (its files are removed
 /// beside the answer, `mounts::retire_tree_later`).
@@ -221,6 +220,7 @@ pub(crate) fn left_in_store(dir: &Path) -> Vec<PathBuf> {
     }
 }
 
+/// The pod config the unit tests run: `web` in `default`, uid `uid-1`, attempt 0.
 pub(crate) fn pod_config() -> k8s_cri::v1::PodSandboxConfig {
     k8s_cri::v1::PodSandboxConfig {
         metadata: Some(k8s_cri::v1::PodSandboxMetadata {

@@ -613,12 +613,9 @@ impl Monitor {
         let mut problems = Vec::new();
         // Nothing of the container outlives its exit's answer: whatever is left in the
         // cgroup (exec'd processes, daemons of a container sharing a pid namespace) is
-        // killed first.
-        if let Some(cg) = self.cgroups_path.as_deref() {
-            if let Err(message) = kill_cgroup_procs(cg, KILL_DEADLINE) {
-                problems.push(format!("kill: {message}"));
-            }
-        }
+        // killed first, and again once the exec children are done (one that raced the
+        // exit may have put a process in the cgroup meanwhile).
+        problems.extend(self.kill_what_is_left());
         let delete_late = self.engine.deletes_after_the_answer();
         if !delete_late {
             if let Err(message) = self.engine.delete(self.cgroups_path.as_deref()) {
@@ -626,6 +623,7 @@ impl Monitor {
             }
         }
         self.wait_exec_children();
+        problems.extend(self.kill_what_is_left());
         self.drain_output(DRAIN_GRACE);
         for (i, s) in STREAMS.iter().enumerate() {
             let _ = self.log.close_stream(*s, chrono::Utc::now());
@@ -664,6 +662,15 @@ impl Monitor {
             sweep_cgroup_leaf(cg);
         }
         0
+    }
+
+    /// SIGKILL to every process of the container's cgroup until none is left (the leaves
+    /// stay); why not, if some outlived the deadline.
+    fn kill_what_is_left(&self) -> Option<String> {
+        let cg = self.cgroups_path.as_deref()?;
+        kill_cgroup_procs(cg, KILL_DEADLINE)
+            .err()
+            .map(|message| format!("kill: {message}"))
     }
 
     /// Gives running exec children a moment to report (their processes were just killed),
