@@ -70,7 +70,10 @@ impl StatsReader {
         c: &Container,
     ) -> Result<ContainerUsage, StatsError> {
         let timestamp = crate::store::now_nanos();
-        let cgroup = match host_cgroups(backends, &c.record.backend)
+        // An exited container has no cgroup figures: its monitor removes the cgroup just
+        // after answering the exit, and what is left of it until then is not reported.
+        let exited = c.snapshot().phase() == crate::container::Phase::Exited;
+        let cgroup = match (host_cgroups(backends, &c.record.backend) && !exited)
             .then(|| store.cgroup(c))
             .flatten()
         {
