@@ -92,7 +92,7 @@ pub fn remove_tree(dir: &Path) -> io::Result<()> {
         };
     }
     if !top.dir {
-        return fs::remove_file(dir);
+        return gone_is_fine(fs::remove_file(dir));
     }
     remove_within(dir, top.dev)
 }
@@ -160,9 +160,21 @@ fn uncover(path: &Path) -> io::Result<Entry> {
     )))
 }
 
+/// What is gone already is fine at every step: another party may remove parts of the
+/// tree at the same time (a container's monitor removes its socket and state files while
+/// it exits, which may be while RemoveContainer removes its dir).
 fn remove_within(dir: &Path, dev: (u32, u32)) -> io::Result<()> {
-    for entry in fs::read_dir(dir)? {
-        let path = entry?.path();
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let path = match entry {
+            Ok(entry) => entry.path(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
         let entry = match uncover(&path) {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
@@ -177,12 +189,16 @@ fn remove_within(dir: &Path, dev: (u32, u32)) -> io::Result<()> {
             }
             remove_within(&path, dev)?;
         } else {
-            fs::remove_file(&path)?;
+            gone_is_fine(fs::remove_file(&path))?;
         }
     }
-    match fs::remove_dir(dir) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
+    gone_is_fine(fs::remove_dir(dir))
+}
+
+fn gone_is_fine(result: io::Result<()>) -> io::Result<()> {
+    match result {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
     }
 }
 
@@ -353,6 +369,38 @@ mod tests {
         // Gone already: fine.
         remove_tree(&tree).unwrap();
         remove_tree(&retire(&tree).unwrap()).unwrap();
+    }
+
+    /// Parts of the tree removed by someone else meanwhile (a monitor removing its own
+    /// files as it exits) are not an error: four walks over one tree at once all succeed.
+    #[test]
+    fn a_tree_removed_by_several_at_once_is_removed_without_error() {
+        let base = tempfile::tempdir().unwrap();
+        for round in 0..5 {
+            let tree = base.path().join(format!("tree{round}"));
+            for d in 0..30 {
+                let dir = tree.join(format!("d{d}/inner"));
+                fs::create_dir_all(&dir).unwrap();
+                for f in 0..20 {
+                    fs::write(dir.join(format!("f{f}")), "x").unwrap();
+                    fs::write(tree.join(format!("d{d}/g{f}")), "x").unwrap();
+                }
+            }
+            let start = std::sync::Arc::new(std::sync::Barrier::new(4));
+            let walks: Vec<_> = (0..4)
+                .map(|_| {
+                    let (tree, start) = (tree.clone(), start.clone());
+                    std::thread::spawn(move || {
+                        start.wait();
+                        remove_tree(&tree)
+                    })
+                })
+                .collect();
+            for walk in walks {
+                walk.join().unwrap().unwrap();
+            }
+            assert!(!tree.exists(), "round {round}");
+        }
     }
 
     /// A retired directory is out of its store (no longer under its name) before anything
