@@ -224,22 +224,15 @@ impl Drop for Fixture {
             let Ok(Some(status)) = read_status(&state_dir) else {
                 continue;
             };
-            if status.is_final() {
-                continue;
+            if !status.is_final() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(status.init_pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             }
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(status.init_pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline
-                && !read_status(&state_dir)
-                    .ok()
-                    .flatten()
-                    .is_some_and(|s| s.is_final())
-            {
-                std::thread::sleep(Duration::from_millis(10));
-            }
+            // The monitor removes the container's leaf cgroups after it has written the
+            // final status: the parent can go once the monitor is gone.
+            wait_until_dead(status.monitor_pid);
         }
         for root in cgroup_roots() {
             let _ = fs::remove_dir(root.join(&self.cg_parent));
