@@ -179,6 +179,72 @@ async fn grpcio_list_container_stats() {
     env.remove_pod(&pod.id).await.unwrap();
 }
 
+/// kubelet's teardown of a pod, from grpcio: StopContainer, ContainerStatus (EXITED),
+/// ListContainerStats of the exited container (no cgroup figures: its monitor removes the
+/// cgroup after answering the exit), RemoveContainer twice (the second finds nothing and
+/// succeeds), StopPodSandbox, RemovePodSandbox twice, and NOT_FOUND after; each answer
+/// decoded from the wire. The container's and the pod's state dirs have left the store
+/// when the answers come; their files go after (`mounts::retire_tree_later`).
+#[tokio::test]
+async fn grpcio_tears_a_pod_down() {
+    let mut env = common::pods::PodEnv::start().await;
+    let pod = env.run_pod(env.pod_config("pyteardown")).await;
+    let id = env
+        .create_start(
+            &pod,
+            env.container_config(&pod, "sleeper", &["sleep", "1000"]),
+        )
+        .await;
+    let stdout = grpcio_on(&env, &["teardown", &id, &pod.id], "all ok");
+    let stats = format!("ListContainerStats ok id={id} cpu=False memory=False");
+    for line in [
+        "StopContainer ok",
+        "ContainerStatus ok state=2 ",
+        &stats,
+        "RemoveContainer ok",
+        "RemoveContainer again ok",
+        "ContainerStatus NOT_FOUND ok",
+        "StopPodSandbox ok",
+        "RemovePodSandbox ok",
+        "RemovePodSandbox again ok",
+        "PodSandboxStatus NOT_FOUND ok",
+    ] {
+        assert!(stdout.contains(line), "no {line:?} in\n{stdout}");
+    }
+    assert!(
+        !stdout.contains("finished_at=0 "),
+        "an exited container without its finish time:\n{stdout}"
+    );
+    let root = &env.daemon().root;
+    let (containers, sandboxes) = (root.join("containers"), root.join("sandboxes"));
+    assert!(
+        !containers.join(&id).exists(),
+        "the container's dir is in the store"
+    );
+    assert!(
+        !sandboxes.join(&pod.id).exists(),
+        "the pod's dir is in the store"
+    );
+    let removing = |dir: &Path| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with(".removing-"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !(removing(&containers).is_empty() && removing(&sandboxes).is_empty())
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(removing(&containers), Vec::<String>::new());
+    assert_eq!(removing(&sandboxes), Vec::<String>::new());
+}
+
 /// ExecSync from grpcio (the call kubelet's exec probes make): the command runs in the
 /// container's cgroups, which the exec joins without a move through a v1 `cgroup.procs`
 /// and, on cgroup v2, by being created in its cgroup (monitor/cgroup_join.rs), and the

@@ -13,6 +13,7 @@ Usage: cri_client.py SOCKET_PATH {default,path,localhost}
        cri_client.py SOCKET_PATH exec CONTAINER_ID CMD...
        cri_client.py SOCKET_PATH attach CONTAINER_ID
        cri_client.py SOCKET_PATH portforward POD_ID PORT
+       cri_client.py SOCKET_PATH teardown CONTAINER_ID POD_ID
        cri_client.py SOCKET_PATH create POD_ID POD_NAME POD_UID POD_NAMESPACE IMAGE HOST_PATH CONTAINER_PATH CMD...
   default    grpcio's own :authority for a unix: target (since 1.57 the %-encoded path)
   path       the socket path itself, as grpc-go and grpc-java send it
@@ -27,6 +28,10 @@ Usage: cri_client.py SOCKET_PATH {default,path,localhost}
              with the fields decoded from the wire
   execsync   ExecSync of CMD in CONTAINER_ID (timeout 10 s): prints "exit_code=N" and the
              command's stdout after a line "stdout:"
+  teardown   kubelet's teardown of a running CONTAINER_ID and its POD_ID: StopContainer
+             (timeout 1 s), ContainerStatus (EXITED), ListContainerStats of it,
+             RemoveContainer twice, ContainerStatus (NOT_FOUND), StopPodSandbox,
+             RemovePodSandbox twice, PodSandboxStatus (NOT_FOUND); a line per call
   create     CreateContainer in POD_ID (named "py", IMAGE, CMD, HOST_PATH bound at
              CONTAINER_PATH, the pod's metadata as sandbox_config) then StartContainer:
              prints "created id=ID"
@@ -166,6 +171,50 @@ def varint_value(msg, n):
     return fields(msg).get(n, [0])[0]
 
 
+def expect_not_found(channel, method, request):
+    """A call that must answer NOT_FOUND."""
+    rpc = channel.unary_unary(f"/runtime.v1.RuntimeService/{method}")
+    try:
+        rpc(request, timeout=30)
+    except grpc.RpcError as e:
+        if e.code() != grpc.StatusCode.NOT_FOUND:
+            sys.exit(f"cri_client.py: {method}: want NOT_FOUND, got {e.code()}: {e.details()}")
+        print(f"{method} NOT_FOUND ok")
+        return
+    sys.exit(f"cri_client.py: {method} of a removed object succeeded")
+
+
+def teardown(channel, container_id, pod_id):
+    """What kubelet calls when a pod goes, each answer decoded from the wire."""
+    container = length_delimited(1, container_id.encode())
+    pod = length_delimited(1, pod_id.encode())
+    unary(channel, "StopContainer", container + varint_field(2, 1))
+    print("StopContainer ok")
+    status = path(unary(channel, "ContainerStatus", container), 1)
+    print(
+        f"ContainerStatus ok state={varint_value(status, 3)} "
+        f"finished_at={varint_value(status, 6)} exit_code={varint_value(status, 7)}"
+    )
+    reply = unary(channel, "ListContainerStats", length_delimited(1, container))
+    stats = fields(reply).get(1, [])
+    if len(stats) != 1:
+        sys.exit(f"cri_client.py: ListContainerStats: want 1 container, got {len(stats)}")
+    print(
+        f"ListContainerStats ok id={path(stats[0], 1, 1).decode()} "
+        f"cpu={path(stats[0], 2) is not None} memory={path(stats[0], 3) is not None}"
+    )
+    for attempt in ("", " again"):
+        unary(channel, "RemoveContainer", container)
+        print(f"RemoveContainer{attempt} ok")
+    expect_not_found(channel, "ContainerStatus", container)
+    unary(channel, "StopPodSandbox", pod)
+    print("StopPodSandbox ok")
+    for attempt in ("", " again"):
+        unary(channel, "RemovePodSandbox", pod)
+        print(f"RemovePodSandbox{attempt} ok")
+    expect_not_found(channel, "PodSandboxStatus", pod)
+
+
 def container_events(channel, count):
     """GetContainerEvents{}: COUNT events, each as the fields kubelet's Evented PLEG reads."""
     rpc = channel.unary_stream("/runtime.v1.RuntimeService/GetContainerEvents")
@@ -282,6 +331,12 @@ def main():
         with grpc.insecure_channel("unix:" + sys.argv[1]) as channel:
             grpc.channel_ready_future(channel).result(timeout=30)
             create_and_start(channel, *sys.argv[3:10], sys.argv[10:])
+        print("all ok")
+        return
+    if len(sys.argv) == 5 and sys.argv[2] == "teardown":
+        with grpc.insecure_channel("unix:" + sys.argv[1]) as channel:
+            grpc.channel_ready_future(channel).result(timeout=30)
+            teardown(channel, sys.argv[3], sys.argv[4])
         print("all ok")
         return
     if len(sys.argv) >= 4 and sys.argv[2] in ("exec", "attach", "portforward"):
