@@ -613,8 +613,10 @@ impl Monitor {
         let mut problems = Vec::new();
         // Nothing of the container outlives its exit's answer: whatever is left in the
         // cgroup (exec'd processes, daemons of a container sharing a pid namespace) is
-        // killed first, and again once the exec children are done (one that raced the
-        // exit may have put a process in the cgroup meanwhile).
+        // killed first, and again once the exec children are done when there were any (one
+        // that raced the exit may have put a process in the cgroup meanwhile; the loop takes
+        // no new request from here on).
+        let execs_in_flight = !self.exec_children.is_empty();
         problems.extend(self.kill_what_is_left());
         let delete_late = self.engine.deletes_after_the_answer();
         if !delete_late {
@@ -623,7 +625,9 @@ impl Monitor {
             }
         }
         self.wait_exec_children();
-        problems.extend(self.kill_what_is_left());
+        if execs_in_flight {
+            problems.extend(self.kill_what_is_left());
+        }
         self.drain_output(DRAIN_GRACE);
         for (i, s) in STREAMS.iter().enumerate() {
             let _ = self.log.close_stream(*s, chrono::Utc::now());
