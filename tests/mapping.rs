@@ -785,3 +785,168 @@ async fn runtime_default_seccomp_writes_nothing_into_the_container_log() {
         "the container wrote nothing to stderr"
     );
 }
+
+/// The fields of the mountinfo line (as a container printed its own) whose mount point is
+/// `point`: (root, per-mount options, optional fields such as `shared:N`).
+fn mountinfo_entry(lines: &[String], point: &str) -> Option<(String, String, Vec<String>)> {
+    let found: Vec<_> = lines
+        .iter()
+        .filter_map(|l| {
+            let fields: Vec<&str> = l.split(' ').collect();
+            let dash = fields.iter().position(|f| *f == "-")?;
+            (fields.get(4) == Some(&point)).then(|| {
+                (
+                    fields[3].to_string(),
+                    fields[5].to_string(),
+                    fields[6..dash].iter().map(|s| s.to_string()).collect(),
+                )
+            })
+        })
+        .collect();
+    assert!(found.len() <= 1, "{point} mounted twice: {found:?}");
+    found.into_iter().next()
+}
+
+/// The mounts' destinations of the config.json libcontainer was given for `id`.
+async fn runtime_spec_destinations(env: &mut PodEnv, id: &str) -> Vec<String> {
+    let info = env.container_info(id).await;
+    let bundle = PathBuf::from(info["bundle"].as_str().expect("bundle in the info"));
+    let spec: serde_json::Value =
+        serde_json::from_slice(&fs::read(bundle.join("config.json")).unwrap()).unwrap();
+    spec["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["destination"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The pod's files and a single-file volume are attached by the monitor before
+/// libcontainer runs (monitor/premount.rs), not through config.json: in the container
+/// they are the same mounts libcontainer makes — each once, of the same file, read-only
+/// exactly when asked, private — and the rest (/dev/shm below the /dev tmpfs) stays in
+/// config.json.
+#[tokio::test]
+async fn the_pods_files_are_mounted_by_the_monitor_as_libcontainer_mounts_them() {
+    let mut env = PodEnv::start().await;
+    let pod = env.run_pod(env.pod_config("files")).await;
+    let hostname = pod.config.hostname.clone();
+    let conf = env.daemon().dir().join("app.conf");
+    fs::write(&conf, "from a file volume\n").unwrap();
+    let premounted = [
+        "/etc/hostname",
+        "/etc/hosts",
+        "/etc/resolv.conf",
+        "/etc/app.conf",
+    ];
+    for (name, readonly_rootfs, readonly_volume) in [("rw", false, true), ("ro", true, false)] {
+        let mut c = script(
+            &env,
+            &pod,
+            name,
+            "cat /proc/self/mountinfo; echo ---; cat /etc/hostname /etc/app.conf",
+        );
+        c.mounts = vec![Mount {
+            readonly: readonly_volume,
+            ..bind(
+                &conf,
+                "/etc/app.conf",
+                MountPropagation::PropagationPrivate,
+                false,
+            )
+        }];
+        security(&mut c).readonly_rootfs = readonly_rootfs;
+        let log = pod.log_path(&c);
+        let id = env.create(&pod, c).await.unwrap();
+        let in_spec = runtime_spec_destinations(&mut env, &id).await;
+        for d in premounted {
+            assert!(!in_spec.contains(&d.to_string()), "{d} in config.json");
+        }
+        assert!(in_spec.contains(&"/dev/shm".to_string()), "{in_spec:?}");
+        env.start_container(&id).await.unwrap();
+        let status = env.wait_exit(&id).await;
+        let out = log_lines(&read_log(&log), "stdout");
+        assert_eq!(status.exit_code, 0, "{out:?}");
+        let split = out.iter().position(|l| l == "---").expect("the separator");
+        let (mountinfo, rest) = (&out[..split], &out[split + 1..]);
+        assert_eq!(rest, [hostname.as_str(), "from a file volume"]);
+        for d in premounted {
+            let (root, options, optional) = mountinfo_entry(mountinfo, d)
+                .unwrap_or_else(|| panic!("{d} not mounted: {mountinfo:#?}"));
+            let source = if d == "/etc/app.conf" {
+                "/app.conf"
+            } else {
+                &d[4..]
+            };
+            assert!(root.ends_with(source), "{d}: root {root}");
+            let readonly = if d == "/etc/app.conf" {
+                readonly_volume
+            } else {
+                readonly_rootfs
+            };
+            assert_eq!(
+                options.split(',').next(),
+                Some(if readonly { "ro" } else { "rw" }),
+                "{d}: {options}"
+            );
+            assert!(optional.is_empty(), "{d} is not private: {optional:?}");
+        }
+        env.remove_container(&id).await.unwrap();
+    }
+    env.remove_pod(&pod.id).await.unwrap();
+}
+
+/// A pod file whose place in the image is not a plain file in a plain directory (here
+/// /etc/hosts is a symlink) goes back into config.json for libcontainer, which mounts it
+/// where the symlink leads, as it always did; the other pod files are still attached by
+/// the monitor.
+#[tokio::test]
+async fn a_pod_file_the_monitor_cannot_attach_is_left_to_libcontainer() {
+    let mut env = PodEnv::start().await;
+    let busybox = fs::read("/bin/busybox").expect("busybox-static is installed");
+    let layout = env.daemon().dir().join("symlinked-hosts");
+    common::TestImage::new()
+        .executable("bin/busybox", &busybox)
+        .file("elsewhere/hosts", b"from the image\n")
+        .symlink("etc/hosts", "/elsewhere/hosts")
+        .write_layout(&layout);
+    let image = env
+        .import_layout(&layout, "proxrt.test/symlinked-hosts:1")
+        .await;
+    let pod = env.run_pod(env.pod_config("symlinked")).await;
+    let mut c = env.container_config(
+        &pod,
+        "reader",
+        &["/bin/busybox", "cat", "/elsewhere/hosts", "/etc/hostname"],
+    );
+    c.image = Some(k8s_cri::v1::ImageSpec {
+        image: image.clone(),
+        ..Default::default()
+    });
+    let log = pod.log_path(&c);
+    let id = env.create(&pod, c).await.unwrap();
+    let in_spec = runtime_spec_destinations(&mut env, &id).await;
+    assert!(in_spec.contains(&"/etc/hosts".to_string()), "{in_spec:?}");
+    assert!(
+        !in_spec.contains(&"/etc/hostname".to_string()),
+        "{in_spec:?}"
+    );
+    env.start_container(&id).await.unwrap();
+    let status = env.wait_exit(&id).await;
+    let out = log_lines(&read_log(&log), "stdout");
+    assert_eq!(status.exit_code, 0, "{out:?}");
+    let pod_hosts = fs::read_to_string(
+        env.daemon()
+            .dir()
+            .join("run")
+            .join("s")
+            .join(&pod.id[..16])
+            .join("hosts"),
+    );
+    let pod_hosts = pod_hosts.expect("the pod's hosts file");
+    let mut expected: Vec<&str> = pod_hosts.lines().collect();
+    expected.push(pod.config.hostname.as_str());
+    assert_eq!(out, expected);
+    env.remove_container(&id).await.unwrap();
+    env.remove_pod(&pod.id).await.unwrap();
+}

@@ -143,6 +143,7 @@ impl Fixture {
             runtime: Default::default(),
             pods_mount: None,
             create_template_idle_secs: None,
+            premounts: Vec::new(),
         }
     }
 

@@ -180,6 +180,9 @@ pub struct PreparedSpec {
     /// Written into the container's init by its monitor (libcontainer would write the
     /// spec's value into its caller instead: docs/libcontainer.md).
     pub oom_score_adj: Option<i32>,
+    /// Bind mounts taken out of the spec that the monitor attaches to the rootfs before
+    /// libcontainer runs (monitor/premount.rs).
+    pub premounts: Vec<crate::monitor::premount::Premount>,
 }
 
 #[tonic::async_trait]

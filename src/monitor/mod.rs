@@ -39,6 +39,7 @@ mod executor;
 mod holder_confine;
 mod mntns;
 mod oom;
+pub mod premount;
 mod process;
 mod propagation;
 mod protocol;

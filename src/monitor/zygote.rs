@@ -93,6 +93,11 @@ pub struct CreateRequest {
     /// after this many seconds without a create; None: copy the host's namespace.
     #[serde(default)]
     pub create_template_idle_secs: Option<u64>,
+    /// Bind mounts the daemon took out of config.json for the monitor to attach to the
+    /// rootfs itself before libcontainer runs (`premount.rs`); given back to config.json
+    /// when it cannot.
+    #[serde(default)]
+    pub premounts: Vec<crate::monitor::premount::Premount>,
 }
 
 /// Which runtime creates the container. The monitor supervises either the same way: logs,
@@ -990,6 +995,7 @@ mod tests {
             runtime,
             pods_mount: Some("/run/p".into()),
             create_template_idle_secs: Some(30),
+            premounts: Vec::new(),
         }
     }
 

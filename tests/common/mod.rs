@@ -896,6 +896,8 @@ fn run(cmd: &mut Command) -> Output {
 #[derive(Debug, Clone, Default)]
 pub struct TestImage {
     files: Vec<(String, Vec<u8>)>,
+    executables: Vec<(String, Vec<u8>)>,
+    symlinks: Vec<(String, String)>,
     raw_layer: Option<Vec<u8>>,
     media_type: Option<String>,
     diff_id: Option<String>,
@@ -911,6 +913,18 @@ impl TestImage {
     /// Adds a regular file (mode 0644, root-owned) to the layer.
     pub fn file(mut self, path: &str, contents: &[u8]) -> TestImage {
         self.files.push((path.to_owned(), contents.to_vec()));
+        self
+    }
+
+    /// Adds an executable (mode 0755, root-owned) to the layer.
+    pub fn executable(mut self, path: &str, contents: &[u8]) -> TestImage {
+        self.executables.push((path.to_owned(), contents.to_vec()));
+        self
+    }
+
+    /// Adds a symlink `path` → `target` to the layer.
+    pub fn symlink(mut self, path: &str, target: &str) -> TestImage {
+        self.symlinks.push((path.to_owned(), target.to_owned()));
         self
     }
 
@@ -951,10 +965,12 @@ impl TestImage {
             return raw.clone();
         }
         let mut builder = tar::Builder::new(Vec::new());
-        for (path, contents) in &self.files {
+        let files = self.files.iter().map(|(p, c)| (p, c, 0o644));
+        let executables = self.executables.iter().map(|(p, c)| (p, c, 0o755));
+        for (path, contents, mode) in files.chain(executables) {
             let mut header = tar::Header::new_gnu();
             header.set_size(contents.len() as u64);
-            header.set_mode(0o644);
+            header.set_mode(mode);
             header.set_uid(0);
             header.set_gid(0);
             header.set_mtime(0);
@@ -962,6 +978,18 @@ impl TestImage {
             builder
                 .append_data(&mut header, path, contents.as_slice())
                 .expect("tar entry");
+        }
+        for (path, target) in &self.symlinks {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(0);
+            header.set_mode(0o777);
+            header.set_uid(0);
+            header.set_gid(0);
+            header.set_mtime(0);
+            header.set_entry_type(tar::EntryType::Symlink);
+            builder
+                .append_link(&mut header, path, target)
+                .expect("tar symlink");
         }
         builder.into_inner().expect("finish tar")
     }

@@ -131,12 +131,16 @@ impl PodEnv {
     }
 
     async fn import_busybox(&mut self) -> String {
-        let layout = busybox_layout();
+        self.import_layout(&busybox_layout(), BUSYBOX).await
+    }
+
+    /// Imports the OCI layout at `layout` as `tag`; returns the name to use in configs.
+    pub async fn import_layout(&mut self, layout: &Path, tag: &str) -> String {
         let mut admin = AdminClient::new(self.cri.channel.clone());
         let resp = admin
             .import_image(ImportImageRequest {
                 path: layout.display().to_string(),
-                tags: vec![BUSYBOX.into()],
+                tags: vec![tag.into()],
             })
             .await
             .unwrap_or_else(|s| panic!("ImportImage {}: {s:?}", layout.display()))

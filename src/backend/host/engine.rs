@@ -123,6 +123,11 @@ fn prepare_for_libcontainer(spec: &mut Spec) -> Result<PreparedSpec, BackendErro
             linux.set_seccomp(Some(fixed));
         }
     }
+    // The pod's files (and other single-file binds) are mounted by the monitor, each in
+    // a few system calls, rather than through libcontainer's hardened path resolution.
+    prepared.premounts = crate::monitor::premount::take(spec, |source| {
+        std::fs::metadata(source).is_ok_and(|m| m.is_file())
+    });
     Ok(prepared)
 }
 

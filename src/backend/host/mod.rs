@@ -236,6 +236,7 @@ impl Backend for HostBackend {
                 log: p.log,
                 max_log_line_size: self.max_log_line_size,
                 oom_score_adj: prepared.oom_score_adj,
+                premounts: prepared.premounts,
                 exec_max_output: self.exec_max_output,
                 tty: p.tty,
                 stdin: p.stdin,

@@ -16,6 +16,7 @@ use oci_spec::runtime::Spec;
 use crate::logs::CriLogWriter;
 use crate::monitor::crun::Crun;
 use crate::monitor::executor::CleanSignalsExecutor;
+use crate::monitor::premount::{self, Premount};
 use crate::monitor::process::now_nanos;
 use crate::monitor::protocol::{CreateViewKind, Fault};
 use crate::monitor::status::{write_status, ContainerStatusFile, STATUS_FILE};
@@ -65,7 +66,7 @@ pub(super) fn create(
         });
     }
 
-    let spec = load_spec(&req.bundle, &req.runtime)?;
+    let mut spec = load_spec(&req.bundle, &req.runtime)?;
     let terminal = spec.process().as_ref().and_then(|p| p.terminal()) == Some(true);
     if terminal != req.tty {
         return Err((
@@ -112,6 +113,27 @@ pub(super) fn create(
     };
     let console_path = console.as_ref().map(|c| c.path().to_owned());
 
+    // The pod's files the monitor mounts itself (premount.rs), cloned while in the host's
+    // namespace; those it cannot mount as libcontainer would go back into config.json.
+    let rootfs = spec
+        .root()
+        .as_ref()
+        .map(|r| req.bundle.join(r.path()))
+        .unwrap_or_default();
+    // Only in a namespace of the create's own (view.rs): never in the host's.
+    let own_namespace = req
+        .pods_mount
+        .as_deref()
+        .is_some_and(|pods| crate::mounts::is_mount_root(pods).unwrap_or(false));
+    let (detached, back) = match req.runtime {
+        RuntimeKind::Libcontainer if own_namespace => {
+            premount::detach(req.premounts.clone(), &rootfs)
+        }
+        _ => (Vec::new(), req.premounts.clone()),
+    };
+    let still_out: Vec<usize> = detached.iter().map(premount::Detached::index).collect();
+    give_back(&mut spec, &req.bundle, back, &still_out)?;
+
     // The runtime sees a mount table without the other pods' mounts (view.rs).
     let view = match &req.pods_mount {
         Some(pods) => {
@@ -121,6 +143,17 @@ pub(super) fn create(
         }
         None => None,
     };
+    match (&view, detached.is_empty()) {
+        (Some(_), _) => premount::attach(detached, &rootfs).map_err(|e| (Fault::Internal, e))?,
+        (None, true) => {}
+        // The pods dir was a mount an instant ago: the daemon is being torn down.
+        (None, false) => {
+            return Err((
+                Fault::Internal,
+                "the pods dir stopped being a mount during the create".into(),
+            ))
+        }
+    }
     let view_kind = view
         .as_ref()
         .map_or(CreateViewKind::Host, |v| v.kind().clone());
@@ -377,6 +410,23 @@ pub(crate) fn rehearse() {
             spare: true,
         },
     ));
+}
+
+/// Puts premounts back into `spec` and into config.json, for the runtime to mount.
+fn give_back(
+    spec: &mut Spec,
+    bundle: &Path,
+    back: Vec<Premount>,
+    still_out: &[usize],
+) -> Result<(), Failure> {
+    if back.is_empty() {
+        return Ok(());
+    }
+    premount::give_back(spec, back, still_out);
+    let bytes =
+        serde_json::to_vec(spec).map_err(|e| (Fault::Internal, format!("serialize spec: {e}")))?;
+    crate::store::replace_file(&bundle.join("config.json"), &bytes)
+        .map_err(|e| (Fault::Internal, e.to_string()))
 }
 
 fn load_spec(bundle: &Path, runtime: &RuntimeKind) -> Result<Spec, Failure> {
