@@ -38,6 +38,7 @@ mod exec_stream;
 mod executor;
 mod holder_confine;
 mod mntns;
+mod mount_attr;
 mod oom;
 pub mod premount;
 mod process;

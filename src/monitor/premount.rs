@@ -31,7 +31,7 @@
 //!   reach another namespace.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
 use nix::mount::MsFlags;
@@ -39,6 +39,8 @@ use oci_spec::runtime::{LinuxNamespaceType, Mount, Spec};
 use rustix::fs::{fstat, openat, statat, AtFlags, FileType, Mode, OFlags, ResolveFlags};
 use rustix::mount::{move_mount, open_tree, MoveMountFlags, OpenTreeFlags};
 use serde::{Deserialize, Serialize};
+
+use super::mount_attr::{self, MountAttr};
 
 /// A mount the daemon took out of the spec for the monitor to attach.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -277,68 +279,17 @@ fn attach_one(d: &Detached, root: BorrowedFd<'_>) -> io::Result<()> {
         "",
         MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
     )?;
-    set_attributes(
-        d.tree.as_fd(),
-        &MountAttr {
-            attr_set: attr_flags(d.premount.mount.options().as_deref().unwrap_or_default()),
-            attr_clr: 0,
-            propagation: MS_PRIVATE,
-            userns_fd: 0,
-        },
-    )
-}
-
-/// The `MOUNT_ATTR_*` bits libcontainer's `mount_setattr` sets for these options (the last
-/// of `ro`/`rw` wins).
-fn attr_flags(options: &[String]) -> u64 {
-    let mut set = 0;
-    for o in options {
-        match o.as_str() {
-            "ro" => set |= MOUNT_ATTR_RDONLY,
-            "rw" => set &= !MOUNT_ATTR_RDONLY,
-            "nosuid" => set |= MOUNT_ATTR_NOSUID,
-            "nodev" => set |= MOUNT_ATTR_NODEV,
-            "noexec" => set |= MOUNT_ATTR_NOEXEC,
-            _ => {}
-        }
-    }
-    set
-}
-
-// linux/mount.h
-const MOUNT_ATTR_RDONLY: u64 = 0x1;
-const MOUNT_ATTR_NOSUID: u64 = 0x2;
-const MOUNT_ATTR_NODEV: u64 = 0x4;
-const MOUNT_ATTR_NOEXEC: u64 = 0x8;
-const MS_PRIVATE: u64 = 1 << 18;
-
-/// `struct mount_attr` (linux/mount.h).
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
-}
-
-/// `mount_setattr(fd, "", AT_EMPTY_PATH, attr)`: neither nix nor rustix wraps it.
-fn set_attributes(fd: BorrowedFd<'_>, attr: &MountAttr) -> io::Result<()> {
-    // SAFETY: the path is a NUL-terminated empty string, `attr` points to a live
-    // `struct mount_attr` of the size passed; the kernel only reads both.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            fd.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH,
-            attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
+    let attr = MountAttr {
+        attr_set: mount_attr::flags_of(d.premount.mount.options().as_deref().unwrap_or_default()),
+        propagation: mount_attr::MS_PRIVATE,
+        ..MountAttr::default()
     };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    mount_attr::set(
+        d.tree.as_fd(),
+        Path::new(""),
+        libc::AT_EMPTY_PATH as libc::c_uint,
+        &attr,
+    )
 }
 
 fn is_regular(fd: &OwnedFd) -> bool {
@@ -611,18 +562,5 @@ mod tests {
                 "{destination}"
             );
         }
-    }
-
-    #[test]
-    fn flags_are_libcontainers() {
-        let o = |v: &[&str]| attr_flags(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
-        assert_eq!(o(&["rbind", "rprivate", "rw"]), 0);
-        assert_eq!(o(&["rbind", "rprivate", "ro"]), MOUNT_ATTR_RDONLY);
-        assert_eq!(o(&["ro", "rw"]), 0, "the last of ro/rw wins");
-        assert_eq!(o(&["rw", "ro"]), MOUNT_ATTR_RDONLY);
-        assert_eq!(
-            o(&["nosuid", "nodev", "noexec"]),
-            MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC
-        );
     }
 }
