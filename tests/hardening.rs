@@ -734,3 +734,47 @@ async fn the_pod_holder_is_in_the_pods_cgroup_until_the_pod_stops() {
     }
     env.remove_pod(&pod.id).await.expect("RemovePodSandbox");
 }
+
+/// A container's view of its cgroups (/sys/fs/cgroup) is read-only, on a cgroup v1 or
+/// hybrid host too, where libcontainer 0.7 mounts a tmpfs with a read-write bind of each
+/// hierarchy whatever the mount's `ro` (monitor/propagation.rs makes the tree read-only
+/// after the create): the container can neither raise its own limits nor make
+/// sub-cgroups. Checked from inside, on this host's layout and on a pure cgroup v2 view.
+#[tokio::test]
+async fn a_containers_cgroups_are_read_only() {
+    let script = "grep -E ' /sys/fs/cgroup(/| )' /proc/self/mountinfo | cut -d' ' -f5,6; \
+         for f in memory/memory.limit_in_bytes memory.max pids/pids.max pids.max; do \
+           [ -e /sys/fs/cgroup/$f ] && echo 1234567 2>/dev/null > /sys/fs/cgroup/$f && echo wrote $f; \
+         done; \
+         for d in sub memory/sub pids/sub; do mkdir /sys/fs/cgroup/$d 2>/dev/null && echo made $d; done; \
+         true";
+    for v2_view in [false, true] {
+        let mut env = match v2_view {
+            false => PodEnv::start().await,
+            true => PodEnv::start_in_cgroup_v2_view("").await,
+        };
+        let pod = env.run_pod(env.pod_config("cgroups-ro")).await;
+        let c = env.container_config(&pod, "writer", &["sh", "-c", script]);
+        let log = pod.log_path(&c);
+        let id = env.create_start(&pod, c).await;
+        let status = env.wait_exit(&id).await;
+        let out = log_lines(&read_log(&log), "stdout");
+        assert_eq!(status.exit_code, 0, "{out:?}");
+        let mounts: Vec<&String> = out.iter().filter(|l| l.starts_with('/')).collect();
+        assert!(
+            !mounts.is_empty(),
+            "v2 view {v2_view}: no cgroup mount: {out:?}"
+        );
+        for m in &mounts {
+            let options = m.split(' ').nth(1).unwrap_or_default();
+            assert!(
+                options.split(',').next() == Some("ro"),
+                "v2 view {v2_view}: {m} is writable: {out:?}"
+            );
+        }
+        let wrote: Vec<&String> = out.iter().filter(|l| !l.starts_with('/')).collect();
+        assert!(wrote.is_empty(), "v2 view {v2_view}: {wrote:?}");
+        env.remove_container(&id).await.unwrap();
+        env.remove_pod(&pod.id).await.unwrap();
+    }
+}

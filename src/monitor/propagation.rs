@@ -1,4 +1,5 @@
-//! Mount propagation of a libcontainer container's bind mounts, set after `build()`.
+//! Mount propagation of a libcontainer container's bind mounts, and the read-only cgroup
+//! view on a cgroup v1 host, set after `build()`.
 //!
 //! libcontainer 0.7 makes bind mounts with `open_tree(OPEN_TREE_CLONE)` + `move_mount` and
 //! ignores their propagation options (`rprivate`, `rslave`, `rshared`): each bind keeps what
@@ -6,6 +7,13 @@
 //! first), or a peer of the host when the rootfs propagation is `shared`. So a PRIVATE
 //! volume saw mounts made later on the host, and a HOST_TO_CONTAINER one next to a
 //! BIDIRECTIONAL one would have leaked mounts back to the host.
+//!
+//! On a cgroup v1 (or hybrid) host libcontainer 0.7 mounts the spec's `cgroup` mount as a
+//! tmpfs with a bind of each hierarchy's container cgroup in it, and ignores the mount's
+//! `ro`: a container could write its own limits (`memory.limit_in_bytes`) and make
+//! sub-cgroups. runc and crun make the tmpfs and the binds read-only, and so does this, for
+//! the whole tree in one `mount_setattr(AT_RECURSIVE)` (on a cgroup v2 host, where
+//! libcontainer honours `ro`, it changes nothing).
 //!
 //! Fixed here rather than by a hook: once `build()` returned, the init has prepared its
 //! root and waits for `start()`, nothing runs in the container yet, and every mount is in
@@ -24,6 +32,8 @@ use nix::sched::CloneFlags;
 use nix::unistd::Pid;
 use oci_spec::runtime::Spec;
 
+use super::mount_attr::{self, MountAttr};
+
 /// Applies the propagation option of every bind mount of `spec` inside the container whose
 /// init is `init` (waiting for `start()`). Must be called by a single-threaded process
 /// (`setns` into a mount namespace refuses a shared filesystem context anyway). On return,
@@ -32,7 +42,8 @@ use oci_spec::runtime::Spec;
 /// once, since nothing it would do from inside the container's root is safe.
 pub(crate) fn apply(init: Pid, spec: &Spec) -> Result<(), String> {
     let wanted = bind_propagation(spec);
-    if wanted.is_empty() {
+    let cgroup = readonly_cgroup_mount(spec);
+    if wanted.is_empty() && cgroup.is_none() {
         return Ok(());
     }
     let home = File::open("/proc/self/ns/mnt")
@@ -43,7 +54,7 @@ pub(crate) fn apply(init: Pid, spec: &Spec) -> Result<(), String> {
     let root = File::open(&root_path).map_err(|e| format!("open {root_path}: {e}"))?;
     nix::sched::setns(&ns, CloneFlags::CLONE_NEWNS)
         .map_err(|e| format!("join the container's mount namespace: {e}"))?;
-    let applied = enter_root_and_apply(&root, &wanted);
+    let applied = enter_root_and_apply(&root, &wanted, cgroup.as_ref());
     if nix::sched::setns(&home, CloneFlags::CLONE_NEWNS).is_err() {
         // Not expected of a single-threaded root process returning to a namespace it holds.
         let _ = nix::sys::signal::kill(init, nix::sys::signal::Signal::SIGKILL);
@@ -52,7 +63,11 @@ pub(crate) fn apply(init: Pid, spec: &Spec) -> Result<(), String> {
     applied
 }
 
-fn enter_root_and_apply(root: &File, wanted: &[(PathBuf, MsFlags)]) -> Result<(), String> {
+fn enter_root_and_apply(
+    root: &File,
+    wanted: &[(PathBuf, MsFlags)],
+    cgroup: Option<&(PathBuf, u64)>,
+) -> Result<(), String> {
     // The init's root (its pivot_root'ed rootfs): destinations resolve as the container
     // sees them.
     nix::unistd::fchdir(root.as_raw_fd())
@@ -68,7 +83,31 @@ fn enter_root_and_apply(root: &File, wanted: &[(PathBuf, MsFlags)]) -> Result<()
         )
         .map_err(|e| format!("set propagation of {}: {e}", destination.display()))?;
     }
+    if let Some((destination, flags)) = cgroup {
+        let attr = MountAttr {
+            attr_set: *flags,
+            ..MountAttr::default()
+        };
+        let cwd = rustix::fs::CWD;
+        mount_attr::set(
+            cwd,
+            destination,
+            (libc::AT_RECURSIVE | libc::AT_SYMLINK_NOFOLLOW) as libc::c_uint,
+            &attr,
+        )
+        .map_err(|e| format!("make {} read-only: {e}", destination.display()))?;
+    }
     Ok(())
+}
+
+/// The spec's read-only `cgroup` mount, if it has one, with the flags its tree must have
+/// (module doc).
+pub(crate) fn readonly_cgroup_mount(spec: &Spec) -> Option<(PathBuf, u64)> {
+    spec.mounts().iter().flatten().find_map(|m| {
+        let flags = mount_attr::flags_of(m.options().as_deref().unwrap_or_default());
+        (m.typ().as_deref() == Some("cgroup") && flags & mount_attr::MOUNT_ATTR_RDONLY != 0)
+            .then(|| (m.destination().clone(), flags))
+    })
 }
 
 /// The bind mounts of `spec` with a propagation option, in the spec's order, with the flags
@@ -135,5 +174,29 @@ mod tests {
                 ("/last".into(), MsFlags::MS_PRIVATE),
             ]
         );
+    }
+
+    #[test]
+    fn the_read_only_cgroup_mount_with_its_flags() {
+        let mut spec = Spec::default();
+        let mut cgroup = mount(
+            "/sys/fs/cgroup",
+            &["nosuid", "noexec", "nodev", "relatime", "ro"],
+        );
+        cgroup.set_typ(Some("cgroup".into()));
+        let mut rw = cgroup.clone();
+        rw.set_options(Some(vec!["nosuid".into(), "rw".into()]));
+        spec.set_mounts(Some(vec![mount("/data", &["rbind", "ro"]), cgroup]));
+        use mount_attr::*;
+        assert_eq!(
+            readonly_cgroup_mount(&spec),
+            Some((
+                "/sys/fs/cgroup".into(),
+                MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC
+            ))
+        );
+        // A privileged container's is read-write: left as the runtime made it.
+        spec.set_mounts(Some(vec![rw]));
+        assert_eq!(readonly_cgroup_mount(&spec), None);
     }
 }
