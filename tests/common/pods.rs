@@ -586,13 +586,16 @@ impl PodEnv {
 
     /// The daemon's state once it stopped changing: after StartContainer the daemon
     /// connects to the container's monitor in the background (to learn of its exit), so
-    /// a snapshot taken right away may miss that connection's fd.
+    /// a snapshot taken right away may miss that connection's fd; and a removed
+    /// container's or pod's files go after the answer (a `.removing-` dir and the fd its
+    /// removal holds), which a loaded machine may take longer than one poll to finish.
     pub async fn settled_snapshot(&self) -> Snapshot {
         let mut last = self.snapshot();
-        for _ in 0..40 {
+        for _ in 0..200 {
             tokio::time::sleep(Duration::from_millis(50)).await;
             let now = self.snapshot();
-            if now == last {
+            let removing = now.dirs.iter().any(|d| d.contains("/.removing-"));
+            if now == last && !removing {
                 return now;
             }
             last = now;
