@@ -244,12 +244,20 @@ async fn an_unreadable_record_is_kept_with_everything_of_its_container() {
     let run_dir = env.daemon().run_dir.join("c").join(&id[..16]);
     let record = state_dir.join("container.json");
     let good = fs::read(&record).unwrap();
-    let theirs: Vec<String> = env
-        .snapshot()
-        .processes
-        .into_iter()
-        .filter(|p| p.ends_with(" sleep") || p.ends_with(" proxrt-monitor"))
-        .collect();
+    // StartContainer answers once the init is let go: its exec of `sleep` may come after.
+    let deadline = std::time::Instant::now() + STATE_TIMEOUT;
+    let theirs: Vec<String> = loop {
+        let theirs: Vec<String> = env
+            .snapshot()
+            .processes
+            .into_iter()
+            .filter(|p| p.ends_with(" sleep") || p.ends_with(" proxrt-monitor"))
+            .collect();
+        if theirs.len() == 2 || std::time::Instant::now() > deadline {
+            break theirs;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
     assert_eq!(theirs.len(), 2, "the container and its monitor: {theirs:?}");
 
     env.kill9();
