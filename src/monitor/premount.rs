@@ -361,6 +361,14 @@ mod tests {
         }
     }
 
+    /// The fixture's spec with a private volume of `/srv/v` on `container_path`.
+    fn spec_with_volume_on(container_path: &str) -> Spec {
+        let mut f = Fixture::new();
+        let private = MountPropagation::PropagationPrivate;
+        f.config.mounts = vec![volume(container_path, "/srv/v", private)];
+        spec_of(f)
+    }
+
     /// Every source of the fixture's pod files is a file.
     const FILES: [&str; 3] = [
         "/run/proxrt/pod/hostname",
@@ -438,13 +446,7 @@ mod tests {
     #[test]
     fn a_mount_on_or_above_the_destination_keeps_it_with_libcontainer() {
         for above in ["/etc", "/etc/"] {
-            let mut f = Fixture::new();
-            f.config.mounts = vec![volume(
-                above,
-                "/srv/v",
-                MountPropagation::PropagationPrivate,
-            )];
-            let mut spec = spec_of(f);
+            let mut spec = spec_with_volume_on(above);
             let got = taken(&mut spec, &[FILES.as_slice(), &["/srv/v"]].concat());
             assert!(
                 !got.iter().any(|d| POD_FILES.contains(&d.as_str())),
@@ -452,13 +454,7 @@ mod tests {
             );
         }
         // kubelet's own /etc/hosts replaces the pod's, and is taken itself.
-        let mut f = Fixture::new();
-        f.config.mounts = vec![volume(
-            "/etc/hosts",
-            "/srv/v",
-            MountPropagation::PropagationPrivate,
-        )];
-        let mut spec = spec_of(f);
+        let mut spec = spec_with_volume_on("/etc/hosts");
         let premounts = take(&mut spec, |p| {
             p == Path::new("/srv/v") || FILES.iter().any(|f| p == Path::new(f))
         });
@@ -468,13 +464,7 @@ mod tests {
             .unwrap();
         assert_eq!(hosts.mount.source().as_deref(), Some(Path::new("/srv/v")));
         // Beside it is fine.
-        let mut f = Fixture::new();
-        f.config.mounts = vec![volume(
-            "/etcetera",
-            "/srv/v",
-            MountPropagation::PropagationPrivate,
-        )];
-        let mut spec = spec_of(f);
+        let mut spec = spec_with_volume_on("/etcetera");
         assert_eq!(taken(&mut spec, &FILES), POD_FILES);
     }
 
