@@ -59,12 +59,18 @@ impl Engine {
     }
 
     /// The engine's own fixes to a spec (spec/ writes what runc and crun read).
-    pub fn prepare_spec(&self, spec: &mut Spec) -> Result<PreparedSpec, BackendError> {
+    /// `own_namespace`: containers are created in a mount namespace of their own
+    /// (`CreateRequest::pods_mount`), where the monitor can attach premounts.
+    pub fn prepare_spec(
+        &self,
+        spec: &mut Spec,
+        own_namespace: bool,
+    ) -> Result<PreparedSpec, BackendError> {
         match self {
             // crun reads the spec as runc does, oomScoreAdj and seccomp argument order
             // included.
             Engine::Crun { .. } => Ok(PreparedSpec::default()),
-            Engine::Libcontainer { .. } => prepare_for_libcontainer(spec),
+            Engine::Libcontainer { .. } => prepare_for_libcontainer(spec, own_namespace),
         }
     }
 
@@ -100,7 +106,10 @@ fn refused(message: String) -> BackendError {
 }
 
 /// libcontainer 0.7's quirks, worked around in the spec (docs/libcontainer.md).
-fn prepare_for_libcontainer(spec: &mut Spec) -> Result<PreparedSpec, BackendError> {
+fn prepare_for_libcontainer(
+    spec: &mut Spec,
+    own_namespace: bool,
+) -> Result<PreparedSpec, BackendError> {
     let mut prepared = PreparedSpec::default();
     if let Some(p) = spec.process_mut() {
         // libcontainer writes the spec's oomScoreAdj into its caller's own
@@ -124,10 +133,13 @@ fn prepare_for_libcontainer(spec: &mut Spec) -> Result<PreparedSpec, BackendErro
         }
     }
     // The pod's files (and other single-file binds) are mounted by the monitor, each in
-    // a few system calls, rather than through libcontainer's hardened path resolution.
-    prepared.premounts = crate::monitor::premount::take(spec, |source| {
-        std::fs::metadata(source).is_ok_and(|m| m.is_file())
-    });
+    // a few system calls, rather than through libcontainer's hardened path resolution;
+    // only in a mount namespace of the create's own, never in the host's.
+    if own_namespace {
+        prepared.premounts = crate::monitor::premount::take(spec, |source| {
+            std::fs::metadata(source).is_ok_and(|m| m.is_file())
+        });
+    }
     Ok(prepared)
 }
 
@@ -149,7 +161,7 @@ mod tests {
             root: "/run/l".into(),
         };
         let mut spec = spec_with(Some(500), Some(false));
-        let prepared = lc.prepare_spec(&mut spec).unwrap();
+        let prepared = lc.prepare_spec(&mut spec, true).unwrap();
         assert_eq!(prepared.oom_score_adj, Some(500));
         let p = spec.process().as_ref().unwrap();
         assert_eq!(p.oom_score_adj(), None);
@@ -161,12 +173,36 @@ mod tests {
         };
         let mut spec = spec_with(Some(500), Some(false));
         assert_eq!(
-            crun.prepare_spec(&mut spec).unwrap(),
+            crun.prepare_spec(&mut spec, true).unwrap(),
             PreparedSpec::default()
         );
         let p = spec.process().as_ref().unwrap();
         assert_eq!(p.oom_score_adj(), Some(500));
         assert_eq!(p.no_new_privileges(), Some(false));
+    }
+
+    #[test]
+    fn libcontainer_takes_the_pods_files_out_only_for_a_namespace_of_the_creates_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let hosts = dir.path().join("hosts");
+        std::fs::write(&hosts, "").unwrap();
+        let mut f = crate::spec::fixture::Fixture::new();
+        f.config.command = vec!["/bin/sh".into()];
+        f.sandbox.hosts_path = Some(hosts.clone());
+        let spec = crate::spec::container_spec(&f.input()).unwrap();
+        let count = |s: &Spec| s.mounts().as_ref().map_or(0, Vec::len);
+        let lc = Engine::Libcontainer {
+            root: "/run/l".into(),
+        };
+        for (own_namespace, taken) in [(true, 1), (false, 0)] {
+            let mut s = spec.clone();
+            let prepared = lc.prepare_spec(&mut s, own_namespace).unwrap();
+            assert_eq!(prepared.premounts.len(), taken, "{own_namespace}");
+            assert_eq!(count(&s) + taken, count(&spec));
+            if let Some(p) = prepared.premounts.first() {
+                assert_eq!(p.mount.source().as_deref(), Some(hosts.as_path()));
+            }
+        }
     }
 
     #[test]

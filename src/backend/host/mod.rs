@@ -190,7 +190,7 @@ impl Backend for HostBackend {
     }
 
     fn prepare_spec(&self, spec: &mut Spec) -> Result<PreparedSpec, BackendError> {
-        self.engine.prepare_spec(spec)
+        self.engine.prepare_spec(spec, self.pods_mount.is_some())
     }
 
     /// Writes the new limits into the container's cgroup (libcgroups, as libcontainer and
