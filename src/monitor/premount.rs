@@ -205,12 +205,13 @@ pub(crate) fn detach(premounts: Vec<Premount>, rootfs: &Path) -> (Vec<Detached>,
 
 fn detach_one(premount: &Premount, root: BorrowedFd<'_>) -> Option<(OwnedFd, bool)> {
     let source = premount.mount.source().as_ref()?;
-    let tree = open_tree(
-        rustix::fs::CWD,
-        source.as_path(),
-        OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC,
-    )
-    .ok()?;
+    // As libcontainer clones: with what is mounted on it for `rbind`.
+    let options = premount.mount.options().as_deref().unwrap_or_default();
+    let mut flags = OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC;
+    if options.iter().any(|o| o == "rbind") {
+        flags |= OpenTreeFlags::AT_RECURSIVE;
+    }
+    let tree = open_tree(rustix::fs::CWD, source.as_path(), flags).ok()?;
     if !is_regular(&tree) {
         return None;
     }
@@ -279,17 +280,28 @@ fn attach_one(d: &Detached, root: BorrowedFd<'_>) -> io::Result<()> {
         "",
         MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
     )?;
-    let attr = MountAttr {
-        attr_set: mount_attr::flags_of(d.premount.mount.options().as_deref().unwrap_or_default()),
+    // libcontainer's flags on the mount itself; then the propagation monitor/propagation.rs
+    // sets on libcontainer's binds (the last option says; `rprivate`: the whole tree).
+    let options = d.premount.mount.options().as_deref().unwrap_or_default();
+    let here = libc::AT_EMPTY_PATH as libc::c_uint;
+    let flags = MountAttr {
+        attr_set: mount_attr::flags_of(options),
+        ..MountAttr::default()
+    };
+    mount_attr::set(d.tree.as_fd(), Path::new(""), here, &flags)?;
+    let last = options
+        .iter()
+        .rev()
+        .find(|o| *o == "rprivate" || *o == "private");
+    let recursive = match last.is_some_and(|o| o == "rprivate") {
+        true => libc::AT_RECURSIVE as libc::c_uint,
+        false => 0,
+    };
+    let private = MountAttr {
         propagation: mount_attr::MS_PRIVATE,
         ..MountAttr::default()
     };
-    mount_attr::set(
-        d.tree.as_fd(),
-        Path::new(""),
-        libc::AT_EMPTY_PATH as libc::c_uint,
-        &attr,
-    )
+    mount_attr::set(d.tree.as_fd(), Path::new(""), here | recursive, &private)
 }
 
 fn is_regular(fd: &OwnedFd) -> bool {
