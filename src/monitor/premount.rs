@@ -5,10 +5,10 @@
 //! libcontainer's init mounts each of the spec's mounts through pathrs' hardened path
 //! resolution: about 75 system calls per bind mount (procfs checks of every fd it opens),
 //! ~0.1 ms each on a quiet host and three of them in every container. The monitor makes
-//! the same mount with six: it clones the source in the host's mount namespace, and in
-//! the private namespace the container is created in (`container/view.rs`) attaches the
-//! clone on the destination inside the rootfs, with the spec's flags and private
-//! propagation. libcontainer's init then finds it there: its recursive bind of the rootfs
+//! the same mount with about ten, checks included: it clones the source in the host's
+//! mount namespace, and in the private namespace the container is created in
+//! (`container/view.rs`) attaches the clone on the destination inside the rootfs, with
+//! the spec's flags and private propagation. libcontainer's init then finds it there: its recursive bind of the rootfs
 //! carries it into the container as it carries the rootfs' own mounts.
 //!
 //! Only where the result is the one libcontainer would make; everything else stays in the
