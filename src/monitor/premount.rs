@@ -8,8 +8,9 @@
 //! the same mount with about ten, checks included: it clones the source in the host's
 //! mount namespace, and in the private namespace the container is created in
 //! (`container/view.rs`) attaches the clone on the destination inside the rootfs, with
-//! the spec's flags and private propagation. libcontainer's init then finds it there: its recursive bind of the rootfs
-//! carries it into the container as it carries the rootfs' own mounts.
+//! the spec's flags and private propagation. libcontainer's init then finds it there:
+//! its recursive bind of the rootfs carries it into the container as it carries the
+//! rootfs' own mounts.
 //!
 //! Only where the result is the one libcontainer would make; everything else stays in the
 //! spec for libcontainer:
