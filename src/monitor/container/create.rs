@@ -28,7 +28,7 @@ use crate::store::atomic_write;
 use super::engine::Engine;
 use super::remove_cgroup_leaf;
 use super::stdio::{self, ChildStdio, ConsoleSocket, MonitorStdio};
-use super::view::CreateView;
+use super::view::{pods_is_a_mount, CreateView};
 use super::{error_chain, Failure};
 
 /// What `create` made and the loop needs.
@@ -120,11 +120,15 @@ pub(super) fn create(
         .as_ref()
         .map(|r| req.bundle.join(r.path()))
         .unwrap_or_default();
-    // Only in a namespace of the create's own (view.rs): never in the host's.
-    let own_namespace = req
-        .pods_mount
-        .as_deref()
-        .is_some_and(|pods| crate::mounts::is_mount_root(pods).unwrap_or(false));
+    // The runtime sees a mount table without the other pods' mounts (view.rs), when the
+    // pods dir is a mount of its own; premounts are made only there, never in the host's.
+    let pods = match &req.pods_mount {
+        Some(pods) => pods_is_a_mount(pods)
+            .map_err(|e| (Fault::Internal, e))?
+            .then_some(pods),
+        None => None,
+    };
+    let own_namespace = pods.is_some();
     let (detached, back) = match req.runtime {
         RuntimeKind::Libcontainer if own_namespace => {
             premount::detach(req.premounts.clone(), &rootfs)
@@ -134,26 +138,16 @@ pub(super) fn create(
     let still_out: Vec<usize> = detached.iter().map(premount::Detached::index).collect();
     give_back(&mut spec, &req.bundle, back, &still_out)?;
 
-    // The runtime sees a mount table without the other pods' mounts (view.rs).
-    let view = match &req.pods_mount {
+    let view = match pods {
         Some(pods) => {
             let dirs = crate::monitor::create_template::runtime_dirs(req);
-            CreateView::enter(pods, &spec, &req.bundle, template, &dirs)
-                .map_err(|e| (Fault::Internal, e))?
+            let view = CreateView::enter(pods, &spec, &req.bundle, template, &dirs)
+                .map_err(|e| (Fault::Internal, e))?;
+            premount::attach(detached, &rootfs).map_err(|e| (Fault::Internal, e))?;
+            Some(view)
         }
         None => None,
     };
-    match (&view, detached.is_empty()) {
-        (Some(_), _) => premount::attach(detached, &rootfs).map_err(|e| (Fault::Internal, e))?,
-        (None, true) => {}
-        // The pods dir was a mount an instant ago: the daemon is being torn down.
-        (None, false) => {
-            return Err((
-                Fault::Internal,
-                "the pods dir stopped being a mount during the create".into(),
-            ))
-        }
-    }
     let view_kind = view
         .as_ref()
         .map_or(CreateViewKind::Host, |v| v.kind().clone());

@@ -40,36 +40,37 @@ pub(super) struct CreateView {
     kind: CreateViewKind,
 }
 
+/// Whether the create has a namespace of its own: `pods` is still the mount the daemon
+/// made it (an older daemon's pods below it kept it from being one, or it was unmounted
+/// since: the create then happens in the host's namespace, seeing every pod's mounts).
+pub(super) fn pods_is_a_mount(pods: &Path) -> Result<bool, String> {
+    crate::mounts::is_mount_root(pods).map_err(|e| format!("stat {}: {e}", pods.display()))
+}
+
 impl CreateView {
     /// Enters a namespace for the create of `spec` (whose relative paths are relative to
-    /// `bundle`) without what the daemon keeps under `pods` (a mount of its own): a copy of
-    /// `template` when there is one and it fits (the runtime's `dirs` are the same there),
-    /// else a copy of this process's. None, and nothing done, when `pods` is not a mount
-    /// (anymore): the create then happens in the host's namespace. Must be called by a
-    /// single-threaded process (the monitor). On error this process is back in the host's
-    /// namespace.
+    /// `bundle`) without what the daemon keeps under `pods`, a mount of its own (the
+    /// caller checked: [`pods_is_a_mount`]): a copy of `template` when there is one and it
+    /// fits (the runtime's `dirs` are the same there), else a copy of this process's. Must
+    /// be called by a single-threaded process (the monitor). On error this process is back
+    /// in the host's namespace.
     pub(super) fn enter(
         pods: &Path,
         spec: &Spec,
         bundle: &Path,
         template: Option<OwnedFd>,
         dirs: &[PathBuf],
-    ) -> Result<Option<CreateView>, String> {
-        match crate::mounts::is_mount_root(pods) {
-            Ok(true) => {}
-            Ok(false) => return Ok(None),
-            Err(e) => return Err(format!("stat {}: {e}", pods.display())),
-        }
+    ) -> Result<CreateView, String> {
         let host = std::fs::File::open("/proc/self/ns/mnt")
             .map(OwnedFd::from)
             .map_err(|e| format!("open the host's mount namespace: {e}"))?;
         let template_unfit = if let Some(template) = template {
             match from_template(&host, template, spec, bundle, dirs) {
                 Ok(()) => {
-                    return Ok(Some(CreateView {
+                    return Ok(CreateView {
                         host: Some(host),
                         kind: CreateViewKind::Template,
-                    }))
+                    })
                 }
                 // Back in the host's namespace: the copy below serves this create.
                 Err(Unfit::Fallback(why)) => Some(why),
@@ -106,7 +107,7 @@ impl CreateView {
         for (path, clone) in carried.iter().zip(clones) {
             attach(&clone, path)?;
         }
-        Ok(Some(view))
+        Ok(view)
     }
 
     /// How this view was made.
