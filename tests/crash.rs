@@ -435,11 +435,7 @@ async fn remove_container_killed_at_each_step(backend: &str) {
                     .unwrap_or_else(|s| panic!("{context}: RemoveContainer again: {s:?}"));
             }
             // The name is free again.
-            env.create_start(
-                &pod,
-                env.container_config(&pod, "crash", &["sleep", "1000"]),
-            )
-            .await;
+            env.start_sleeper(&pod, "crash").await;
             assert_all_removable(&mut env, &baseline, &context).await;
         }
     }

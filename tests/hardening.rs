@@ -162,9 +162,7 @@ async fn pid_target_must_be_in_the_same_pod() {
     let mut env = PodEnv::start().await;
     let a = env.run_pod(env.pod_config("target-a")).await;
     let b = env.run_pod(env.pod_config("target-b")).await;
-    let target = env
-        .create_start(&a, env.container_config(&a, "t", &["sleep", "1000"]))
-        .await;
+    let target = env.start_sleeper(&a, "t").await;
 
     let mut other = env.container_config(&b, "joiner", &["sleep", "1000"]);
     let ns = security(&mut other).namespace_options.as_mut().unwrap();
@@ -254,18 +252,8 @@ fn monitor_pid(env: &PodEnv, id: &str) -> i32 {
 async fn a_container_whose_monitor_died_can_be_stopped_and_removed() {
     let mut env = PodEnv::start().await;
     let pod = env.run_pod(env.pod_config("orphan")).await;
-    let stopped = env
-        .create_start(
-            &pod,
-            env.container_config(&pod, "stopped", &["sleep", "1000"]),
-        )
-        .await;
-    let removed = env
-        .create_start(
-            &pod,
-            env.container_config(&pod, "removed", &["sleep", "1000"]),
-        )
-        .await;
+    let stopped = env.start_sleeper(&pod, "stopped").await;
+    let removed = env.start_sleeper(&pod, "removed").await;
     for id in [&stopped, &removed] {
         let pid = monitor_pid(&env, id);
         assert!(comm(pid).starts_with("proxrt"), "{pid} is the monitor");

@@ -13,11 +13,7 @@ async fn failed_creates_leave_nothing_behind() {
     let mut env = PodEnv::start().await;
     let pod = env.run_pod(env.pod_config("rollback")).await;
     // One running container, so that "nothing changed" is checked next to live state.
-    env.create_start(
-        &pod,
-        env.container_config(&pod, "steady", &["sleep", "1000"]),
-    )
-    .await;
+    env.start_sleeper(&pod, "steady").await;
     let before = env.settled_snapshot().await;
     assert!(
         !before.processes.is_empty() && !before.mounts.is_empty() && !before.dirs.is_empty(),
@@ -97,9 +93,7 @@ async fn removing_a_pod_with_running_containers_leaves_nothing() {
     let mut env = PodEnv::start().await;
     let before = env.settled_snapshot().await;
     let pod = env.run_pod(env.pod_config("busy")).await;
-    let one = env
-        .create_start(&pod, env.container_config(&pod, "one", &["sleep", "1000"]))
-        .await;
+    let one = env.start_sleeper(&pod, "one").await;
     // A process that ignores SIGTERM and a second process in the container.
     env.create_start(
         &pod,
@@ -216,11 +210,6 @@ async fn two_hundred_container_cycles_leak_nothing() {
     let st = env.pod_status(&pod.id).await.unwrap();
     assert_eq!(st.state, k8s_cri::v1::PodSandboxState::SandboxReady as i32);
     // The pod still works.
-    let id = env
-        .create_start(
-            &pod,
-            env.container_config(&pod, "after", &["sleep", "1000"]),
-        )
-        .await;
+    let id = env.start_sleeper(&pod, "after").await;
     env.wait_state(&id, ContainerState::ContainerRunning).await;
 }

@@ -377,12 +377,8 @@ async fn namespaces(env: &mut PodEnv, id: &str) -> Vec<String> {
 async fn containers_of_a_pod_share_net_ipc_and_uts() {
     let mut env = PodEnv::start().await;
     let pod = env.run_pod(env.pod_config("shared")).await;
-    let one = env
-        .create_start(&pod, env.container_config(&pod, "one", &["sleep", "1000"]))
-        .await;
-    let two = env
-        .create_start(&pod, env.container_config(&pod, "two", &["sleep", "1000"]))
-        .await;
+    let one = env.start_sleeper(&pod, "one").await;
+    let two = env.start_sleeper(&pod, "two").await;
     let a = namespaces(&mut env, &one).await;
     let b = namespaces(&mut env, &two).await;
     assert_eq!(a.len(), 5, "{a:?}");
@@ -403,12 +399,7 @@ async fn containers_of_a_pod_share_net_ipc_and_uts() {
     }
     // A second pod has namespaces of its own.
     let other = env.run_pod(env.pod_config("other")).await;
-    let three = env
-        .create_start(
-            &other,
-            env.container_config(&other, "three", &["sleep", "1000"]),
-        )
-        .await;
+    let three = env.start_sleeper(&other, "three").await;
     let c = namespaces(&mut env, &three).await;
     for i in 0..3 {
         assert_ne!(a[i], c[i], "pods do not share namespaces");
@@ -433,9 +424,7 @@ async fn containers_of_a_pod_share_net_ipc_and_uts() {
 async fn exec_sync_output_exit_code_and_timeout() {
     let mut env = PodEnv::start().await;
     let pod = env.run_pod(env.pod_config("exec")).await;
-    let id = env
-        .create_start(&pod, env.container_config(&pod, "main", &["sleep", "1000"]))
-        .await;
+    let id = env.start_sleeper(&pod, "main").await;
 
     let r = env
         .try_exec(&id, &["sh", "-c", "echo out; echo err >&2; exit 3"], 10)

@@ -237,9 +237,7 @@ async fn a_container_that_exits_while_the_daemon_is_down_reports_its_code() {
 async fn an_unreadable_record_is_kept_with_everything_of_its_container() {
     let mut env = PodEnv::start().await;
     let pod = env.run_pod(env.pod_config("unreadable")).await;
-    let id = env
-        .create_start(&pod, env.container_config(&pod, "kept", &["sleep", "1000"]))
-        .await;
+    let id = env.start_sleeper(&pod, "kept").await;
     let state_dir = env.daemon().root.join("containers").join(&id);
     let run_dir = env.daemon().run_dir.join("c").join(&id[..16]);
     let record = state_dir.join("container.json");

@@ -116,12 +116,7 @@ async fn stats_of_a_busy_container_and_its_pod() {
     let mut idle = env.container_config(&pod, "idle", &["sleep", "1000"]);
     idle.labels.insert("role".into(), "idle".into());
     let idle = env.create_start(&pod, idle).await;
-    let elsewhere = env
-        .create_start(
-            &other,
-            env.container_config(&other, "elsewhere", &["sleep", "1000"]),
-        )
-        .await;
+    let elsewhere = env.start_sleeper(&other, "elsewhere").await;
     wait_log(&log, "\"ready\"", |r| log_lines(r, "stdout") == ["ready"]).await;
 
     // ----- ContainerStats: CPU grows, memory is held, the limit shows, the layer is used.

@@ -393,6 +393,12 @@ impl PodEnv {
         }
     }
 
+    /// Creates and starts a container of `pod` that sleeps (`sleep 1000`); returns its id.
+    pub async fn start_sleeper(&mut self, pod: &Pod, name: &str) -> String {
+        let config = self.container_config(pod, name, &["sleep", "1000"]);
+        self.create_start(pod, config).await
+    }
+
     /// Waits for the container to exit and returns its final status.
     pub async fn wait_exit(&mut self, id: &str) -> ContainerStatus {
         self.wait_state(id, ContainerState::ContainerExited).await
