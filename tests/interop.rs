@@ -155,12 +155,7 @@ fn grpcio_with_localhost() {
 async fn grpcio_list_container_stats() {
     let mut env = common::pods::PodEnv::start().await;
     let pod = env.run_pod(env.pod_config("pystats")).await;
-    let id = env
-        .create_start(
-            &pod,
-            env.container_config(&pod, "sleeper", &["sleep", "1000"]),
-        )
-        .await;
+    let id = env.start_sleeper(&pod, "sleeper").await;
     let stdout = grpcio_on(&env, &["stats", &id], "all ok");
     let line = stdout
         .lines()
@@ -189,12 +184,7 @@ async fn grpcio_list_container_stats() {
 async fn grpcio_tears_a_pod_down() {
     let mut env = common::pods::PodEnv::start().await;
     let pod = env.run_pod(env.pod_config("pyteardown")).await;
-    let id = env
-        .create_start(
-            &pod,
-            env.container_config(&pod, "sleeper", &["sleep", "1000"]),
-        )
-        .await;
+    let id = env.start_sleeper(&pod, "sleeper").await;
     let stdout = grpcio_on(&env, &["teardown", &id, &pod.id], "all ok");
     let stats = format!("ListContainerStats ok id={id} cpu=False memory=False");
     for line in [
@@ -251,12 +241,7 @@ async fn grpcio_tears_a_pod_down() {
 /// exit code and output decoded from the wire are the command's.
 async fn grpcio_exec_sync_in_the_containers_cgroups(mut env: common::pods::PodEnv) {
     let pod = env.run_pod(env.pod_config("pyexec")).await;
-    let id = env
-        .create_start(
-            &pod,
-            env.container_config(&pod, "sleeper", &["sleep", "1000"]),
-        )
-        .await;
+    let id = env.start_sleeper(&pod, "sleeper").await;
     let script = "cat /proc/self/cgroup; echo --; cat /proc/1/cgroup; exit 3";
     let stdout = grpcio_on(
         &env,
@@ -333,6 +318,27 @@ async fn grpcio_creates_a_container_from_the_create_template() {
         "ExecSync ok exit_code=0",
     );
     assert!(seen.ends_with("stdout:\nbelow\n"), "{seen}");
+    // The pod's files, attached by the monitor (premount.rs), and the cgroup view, made
+    // read-only after the create (propagation.rs), as a grpcio client's container has them.
+    let hostname = grpcio_on(
+        &env,
+        &["execsync", &id, "cat", "/etc/hostname"],
+        "ExecSync ok exit_code=0",
+    );
+    let expected = format!("stdout:\n{}\n", pod.config.hostname);
+    assert!(hostname.ends_with(&expected), "{hostname}");
+    let cgroup = grpcio_on(
+        &env,
+        &[
+            "execsync",
+            &id,
+            "sh",
+            "-c",
+            "grep ' /sys/fs/cgroup ' /proc/self/mountinfo | cut -d' ' -f6",
+        ],
+        "ExecSync ok exit_code=0",
+    );
+    assert!(cgroup.contains("stdout:\nro,"), "{cgroup}");
     let views = common::metrics::counts(
         env.daemon(),
         "proxrt_container_creates_by_view_total",
@@ -357,12 +363,7 @@ async fn grpcio_creates_a_container_from_the_create_template() {
 async fn grpcio_update_container_resources() {
     let mut env = common::pods::PodEnv::start().await;
     let pod = env.run_pod(env.pod_config("pyupdate")).await;
-    let id = env
-        .create_start(
-            &pod,
-            env.container_config(&pod, "sleeper", &["sleep", "1000"]),
-        )
-        .await;
+    let id = env.start_sleeper(&pod, "sleeper").await;
     let limit: i64 = 96 << 20;
     grpcio_on(&env, &["update", &id, &limit.to_string()], "all ok");
     let status = env.status(&id).await;
@@ -419,12 +420,7 @@ async fn grpcio_get_container_events() {
     let config = env.pod_config("pyevents");
     let uid = config.metadata.as_ref().unwrap().uid.clone();
     let pod = env.run_pod(config).await;
-    let id = env
-        .create_start(
-            &pod,
-            env.container_config(&pod, "sleeper", &["sleep", "1000"]),
-        )
-        .await;
+    let id = env.start_sleeper(&pod, "sleeper").await;
     env.stop_container(&id, 0).await.unwrap();
     env.remove_pod(&pod.id).await.unwrap();
 
