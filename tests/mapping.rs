@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use common::pods::*;
 use k8s_cri::v1::{
     security_profile::ProfileType, Capability, ContainerConfig, DnsConfig, Int64Value, Mount,
-    MountPropagation, SecurityProfile,
+    MountPropagation, NamespaceMode, SecurityProfile,
 };
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
@@ -824,8 +824,7 @@ async fn runtime_spec_destinations(env: &mut PodEnv, id: &str) -> Vec<String> {
 /// The pod's files and a single-file volume are attached by the monitor before
 /// libcontainer runs (monitor/premount.rs), not through config.json: in the container
 /// they are the same mounts libcontainer makes — each once, of the same file, read-only
-/// exactly when asked, private — and the rest (/dev/shm below the /dev tmpfs) stays in
-/// config.json.
+/// exactly when asked, private. (/dev with them: `dev_made_by_the_monitor_is_the_dev_libcontainer_makes`.)
 #[tokio::test]
 async fn the_pods_files_are_mounted_by_the_monitor_as_libcontainer_mounts_them() {
     let mut env = PodEnv::start().await;
@@ -862,7 +861,9 @@ async fn the_pods_files_are_mounted_by_the_monitor_as_libcontainer_mounts_them()
         for d in premounted {
             assert!(!in_spec.contains(&d.to_string()), "{d} in config.json");
         }
-        assert!(in_spec.contains(&"/dev/shm".to_string()), "{in_spec:?}");
+        for d in ["/proc", "/dev/mqueue", "/sys/fs/cgroup"] {
+            assert!(in_spec.contains(&d.to_string()), "{d}: {in_spec:?}");
+        }
         env.start_container(&id).await.unwrap();
         let status = env.wait_exit(&id).await;
         let out = log_lines(&read_log(&log), "stdout");
@@ -894,6 +895,114 @@ async fn the_pods_files_are_mounted_by_the_monitor_as_libcontainer_mounts_them()
         env.remove_container(&id).await.unwrap();
     }
     env.remove_pod(&pod.id).await.unwrap();
+}
+
+/// /dev, /dev/pts, the pod's /dev/shm and, for a pod on the host's network, /sys are made
+/// by the monitor (monitor/premount.rs) exactly as libcontainer makes them: the same
+/// mount table below /dev and /sys (but for the mounts' ids and device numbers) and the
+/// same nodes and links in /dev as a container whose image has no /dev or /sys, for which
+/// they go back to libcontainer.
+#[tokio::test]
+async fn dev_made_by_the_monitor_is_the_dev_libcontainer_makes() {
+    let mut env = PodEnv::start().await;
+    let busybox = fs::read("/bin/busybox").expect("busybox-static is installed");
+    let layout = env.daemon().dir().join("no-dev");
+    common::TestImage::new()
+        .executable("bin/busybox", &busybox)
+        .write_layout(&layout);
+    let bare = env.import_layout(&layout, "proxrt.test/no-dev:1").await;
+    let mut config = env.pod_config("dev");
+    pod_security(&mut config)
+        .namespace_options
+        .get_or_insert_with(pod_namespaces)
+        .network = NamespaceMode::Node as i32;
+    let pod = env.run_pod(config).await;
+    let show = "cat /proc/self/mountinfo; echo ---; \
+        /bin/busybox stat -c '%n %A %u %g %t %T %F' /dev /dev/* /dev/pts/* /dev/shm /dev/mqueue";
+    let made_here = ["/dev", "/dev/pts", "/dev/shm", "/sys"];
+    let mut seen = Vec::new();
+    for (name, image) in [("monitor", None), ("libcontainer", Some(&bare))] {
+        let mut c = env.container_config(&pod, name, &["/bin/busybox", "sh", "-c", show]);
+        if let Some(image) = image {
+            c.image = Some(k8s_cri::v1::ImageSpec {
+                image: image.clone(),
+                ..Default::default()
+            });
+        }
+        let log = pod.log_path(&c);
+        let id = env.create(&pod, c).await.unwrap();
+        let in_spec = runtime_spec_destinations(&mut env, &id).await;
+        for d in made_here {
+            let by_libcontainer = name == "libcontainer";
+            assert_eq!(
+                in_spec.contains(&d.to_string()),
+                by_libcontainer,
+                "{name}: {d}"
+            );
+        }
+        for d in ["/proc", "/dev/mqueue", "/sys/fs/cgroup"] {
+            assert!(in_spec.contains(&d.to_string()), "{name}: {d}");
+        }
+        env.start_container(&id).await.unwrap();
+        let status = env.wait_exit(&id).await;
+        let out = log_lines(&read_log(&log), "stdout");
+        assert_eq!(status.exit_code, 0, "{name}: {out:?}");
+        let split = out.iter().position(|l| l == "---").expect("the separator");
+        let mounts = dev_and_sys_mounts(&out[..split], &id);
+        for d in made_here.iter().chain(&["/dev/mqueue", "/sys/fs/cgroup"]) {
+            let prefix = format!("{d} ");
+            assert!(
+                mounts.iter().any(|m| m.starts_with(&prefix)),
+                "{name}: {d} in {mounts:#?}"
+            );
+        }
+        seen.push((mounts, out[split + 1..].to_vec()));
+        env.remove_container(&id).await.unwrap();
+    }
+    assert_eq!(
+        seen[0].0, seen[1].0,
+        "the mounts: the monitor's, then libcontainer's"
+    );
+    assert_eq!(
+        seen[0].1, seen[1].1,
+        "/dev's nodes: the monitor's, then libcontainer's"
+    );
+    assert!(
+        seen[0]
+            .1
+            .iter()
+            .any(|l| l.starts_with("/dev/null crw-rw-rw- 0 0 1 3")),
+        "{:#?}",
+        seen[0].1
+    );
+    env.remove_pod(&pod.id).await.unwrap();
+}
+
+/// The mounts of `mountinfo` on or below /dev and /sys, each as its mount point, its
+/// parent's mount point, and the rest of its line but the ids and device numbers, with
+/// the container's `id` (in its cgroups' paths) written `<id>`.
+fn dev_and_sys_mounts(mountinfo: &[String], id: &str) -> Vec<String> {
+    let points: std::collections::HashMap<&str, &str> = mountinfo
+        .iter()
+        .filter_map(|l| {
+            let mut f = l.split(' ');
+            let mount_id = f.next()?;
+            Some((mount_id, f.nth(3)?))
+        })
+        .collect();
+    let mut mounts: Vec<String> = mountinfo
+        .iter()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            let point = *f.get(4)?;
+            (point.starts_with("/dev") || point.starts_with("/sys")).then(|| {
+                let parent = points.get(f[1]).copied().unwrap_or("?");
+                format!("{point} in {parent}: {} {}", f[3], f[5..].join(" ")).replace(id, "<id>")
+            })
+        })
+        .collect();
+    mounts.sort();
+    mounts
 }
 
 /// A pod file whose place in the image is not a plain file in a plain directory (here

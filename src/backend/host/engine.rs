@@ -132,12 +132,16 @@ fn prepare_for_libcontainer(
             linux.set_seccomp(Some(fixed));
         }
     }
-    // The pod's files (and other single-file binds) are mounted by the monitor, each in
-    // a few system calls, rather than through libcontainer's hardened path resolution;
-    // only in a mount namespace of the create's own, never in the host's.
+    // The pod's files, /dev and its pts and shm, private binds (and /sys on the host's
+    // network) are mounted by the monitor, each in a few system calls, rather than
+    // through libcontainer's hardened path resolution; only in a mount namespace of the
+    // create's own, never in the host's.
     if own_namespace {
-        prepared.premounts = crate::monitor::premount::take(spec, |source| {
-            std::fs::metadata(source).is_ok_and(|m| m.is_file())
+        use crate::monitor::premount::{take, SourceKind};
+        prepared.premounts = take(spec, |source| match std::fs::metadata(source) {
+            Ok(m) if m.is_file() => Some(SourceKind::File),
+            Ok(m) if m.is_dir() => Some(SourceKind::Dir),
+            _ => None,
         });
     }
     Ok(prepared)
@@ -194,14 +198,18 @@ mod tests {
         let lc = Engine::Libcontainer {
             root: "/run/l".into(),
         };
-        for (own_namespace, taken) in [(true, 1), (false, 0)] {
+        for own_namespace in [true, false] {
             let mut s = spec.clone();
             let prepared = lc.prepare_spec(&mut s, own_namespace).unwrap();
-            assert_eq!(prepared.premounts.len(), taken, "{own_namespace}");
+            let taken = prepared.premounts.len();
             assert_eq!(count(&s) + taken, count(&spec));
-            if let Some(p) = prepared.premounts.first() {
-                assert_eq!(p.mount.source().as_deref(), Some(hosts.as_path()));
-            }
+            let hosts_taken = prepared
+                .premounts
+                .iter()
+                .any(|p| p.mount.source().as_deref() == Some(hosts.as_path()));
+            assert_eq!(hosts_taken, own_namespace);
+            // The /dev tmpfs with it; nothing at all for the host's namespace.
+            assert_eq!(taken > 1, own_namespace, "{:#?}", prepared.premounts);
         }
     }
 
