@@ -861,7 +861,7 @@ async fn the_pods_files_are_mounted_by_the_monitor_as_libcontainer_mounts_them()
         for d in premounted {
             assert!(!in_spec.contains(&d.to_string()), "{d} in config.json");
         }
-        for d in ["/proc", "/dev/mqueue", "/sys/fs/cgroup"] {
+        for d in ["/proc", "/sys/fs/cgroup"] {
             assert!(in_spec.contains(&d.to_string()), "{d}: {in_spec:?}");
         }
         env.start_container(&id).await.unwrap();
@@ -897,11 +897,11 @@ async fn the_pods_files_are_mounted_by_the_monitor_as_libcontainer_mounts_them()
     env.remove_pod(&pod.id).await.unwrap();
 }
 
-/// /dev, /dev/pts, the pod's /dev/shm and, for a pod on the host's network, /sys are made
-/// by the monitor (monitor/premount.rs) exactly as libcontainer makes them: the same
-/// mount table below /dev and /sys (but for the mounts' ids and device numbers) and the
-/// same nodes and links in /dev as a container whose image has no /dev or /sys, for which
-/// they go back to libcontainer.
+/// /dev, /dev/pts, the pod's /dev/shm, /dev/mqueue and, for a pod on the host's network,
+/// /sys are made by the monitor (monitor/premount.rs) exactly as libcontainer makes them:
+/// the same mount table below /dev and /sys (but for the mounts' ids and device numbers)
+/// and the same nodes and links in /dev as a container whose image has no /dev or /sys,
+/// for which they go back to libcontainer; and the message queues are the pod's.
 #[tokio::test]
 async fn dev_made_by_the_monitor_is_the_dev_libcontainer_makes() {
     let mut env = PodEnv::start().await;
@@ -918,11 +918,17 @@ async fn dev_made_by_the_monitor_is_the_dev_libcontainer_makes() {
         .network = NamespaceMode::Node as i32;
     let pod = env.run_pod(config).await;
     let show = "cat /proc/self/mountinfo; echo ---; \
-        /bin/busybox stat -c '%n %A %u %g %t %T %F' /dev /dev/* /dev/pts/* /dev/shm /dev/mqueue";
-    let made_here = ["/dev", "/dev/pts", "/dev/shm", "/sys"];
+        /bin/busybox stat -c '%n %A %u %g %t %T %F' /dev /dev/* /dev/pts/* /dev/shm /dev/mqueue; \
+        echo ---; /bin/busybox ls /dev/mqueue";
+    let made_here = ["/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/sys"];
     let mut seen = Vec::new();
     for (name, image) in [("monitor", None), ("libcontainer", Some(&bare))] {
-        let mut c = env.container_config(&pod, name, &["/bin/busybox", "sh", "-c", show]);
+        // A message queue made in the first is seen in the second, of the same pod.
+        let script = match image {
+            None => format!("/bin/busybox touch /dev/mqueue/proxrt-q && {show}"),
+            Some(_) => show.to_string(),
+        };
+        let mut c = env.container_config(&pod, name, &["/bin/busybox", "sh", "-c", &script]);
         if let Some(image) = image {
             c.image = Some(k8s_cri::v1::ImageSpec {
                 image: image.clone(),
@@ -940,7 +946,7 @@ async fn dev_made_by_the_monitor_is_the_dev_libcontainer_makes() {
                 "{name}: {d}"
             );
         }
-        for d in ["/proc", "/dev/mqueue", "/sys/fs/cgroup"] {
+        for d in ["/proc", "/sys/fs/cgroup"] {
             assert!(in_spec.contains(&d.to_string()), "{name}: {d}");
         }
         env.start_container(&id).await.unwrap();
@@ -948,15 +954,17 @@ async fn dev_made_by_the_monitor_is_the_dev_libcontainer_makes() {
         let out = log_lines(&read_log(&log), "stdout");
         assert_eq!(status.exit_code, 0, "{name}: {out:?}");
         let split = out.iter().position(|l| l == "---").expect("the separator");
+        let queues = out.iter().rposition(|l| l == "---").expect("the separator");
+        assert_eq!(out[queues + 1..], ["proxrt-q"], "{name}: the pod's queues");
         let mounts = dev_and_sys_mounts(&out[..split], &id);
-        for d in made_here.iter().chain(&["/dev/mqueue", "/sys/fs/cgroup"]) {
+        for d in made_here.iter().chain(&["/sys/fs/cgroup"]) {
             let prefix = format!("{d} ");
             assert!(
                 mounts.iter().any(|m| m.starts_with(&prefix)),
                 "{name}: {d} in {mounts:#?}"
             );
         }
-        seen.push((mounts, out[split + 1..].to_vec()));
+        seen.push((mounts, out[split + 1..queues].to_vec()));
         env.remove_container(&id).await.unwrap();
     }
     assert_eq!(

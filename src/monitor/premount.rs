@@ -2,8 +2,9 @@
 //! instead of by libcontainer's init: binds of a single file (the pod's /etc/hostname,
 //! /etc/hosts, /etc/resolv.conf, kubelet's etc-hosts and termination log, file volumes),
 //! binds of a directory (the pod's /dev/shm, directory volumes), and the filesystems that
-//! belong to no namespace the container may have of its own (the /dev tmpfs, /dev/pts;
-//! /sys when the container stays in the host's network namespace).
+//! belong to no namespace the container may have of its own or to one it joins (the /dev
+//! tmpfs, /dev/pts; /dev/mqueue, of the pod's IPC namespace; /sys when the container
+//! stays in the host's network namespace).
 //!
 //! libcontainer's init mounts each of the spec's mounts through pathrs' hardened path
 //! resolution: 60 to 75 system calls per mount (procfs checks of every fd it opens), ~0.1
@@ -25,8 +26,10 @@
 //!   `shared`, which would turn what is attached into a peer):
 //!   - a bind of a regular file or a directory whose options are only `bind`/`rbind`, an
 //!     explicit `rprivate`/`private`, `ro`/`rw`, `nosuid`, `nodev`, `noexec`;
-//!   - a `tmpfs` or `devpts` mount, or a `sysfs` one when the spec has no network
-//!     namespace (the container then stays in the monitor's, the host's), whose options
+//!   - a `tmpfs` or `devpts` mount, a `sysfs` one when the spec has no network namespace
+//!     (the container then stays in the monitor's, the host's), an `mqueue` one unless
+//!     the spec asks for a new IPC namespace (the monitor opens it in the namespace the
+//!     container joins, the pod's, or in its own, the host's, when there is none), whose options
 //!     are only flags (`nosuid`, `nodev`, `noexec`, `ro`/`rw` — not `ro` on /dev, which
 //!     libcontainer ignores there —, `strictatime`, `relatime`) and data libcontainer
 //!     hands to `fsconfig` as they are (`mode=`, `size=`, `ptmxmode=`, `gid=`,
@@ -54,6 +57,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
 use nix::mount::MsFlags;
+use nix::sched::{setns, CloneFlags};
 use oci_spec::runtime::{LinuxNamespaceType, Mount, Spec};
 use rustix::fs::{fstat, mkdirat, openat, statat, AtFlags, FileType, Mode, OFlags, ResolveFlags};
 use rustix::mount::{
@@ -88,6 +92,9 @@ const BIND_OPTIONS: &[&str] = &[
 /// mounting process's network namespace, is added when the container has none).
 const FS_TYPES: &[&str] = &["tmpfs", "devpts"];
 
+/// `mqueue`: of the IPC namespace of the process that opens it (`fsopen`).
+const MQUEUE: &str = "mqueue";
+
 /// A filesystem premount's flags (libcontainer's `mount_setattr`)…
 const FS_FLAGS: &[&str] = &[
     "nosuid",
@@ -113,13 +120,15 @@ pub fn take(spec: &mut Spec, kind_of: impl Fn(&Path) -> Option<SourceKind>) -> V
         return Vec::new();
     };
     let host_net = !has_namespace(spec, LinuxNamespaceType::Network);
+    // A new IPC namespace exists only once the runtime made it.
+    let ipc_exists = namespace_path(spec, LinuxNamespaceType::Ipc) != Some(None);
     let mut chosen = vec![false; mounts.len()];
     for i in 0..mounts.len() {
         let m = &mounts[i];
         let fits = if is_bind(m) {
             bind_candidate(m) && m.source().as_deref().and_then(&kind_of).is_some()
         } else {
-            fs_candidate(m, host_net)
+            fs_candidate(m, host_net, ipc_exists)
         };
         chosen[i] = fits && placed(&mounts, i, &chosen);
     }
@@ -173,10 +182,17 @@ fn spec_allows(spec: &Spec) -> bool {
 }
 
 fn has_namespace(spec: &Spec, typ: LinuxNamespaceType) -> bool {
+    namespace_path(spec, typ).is_some()
+}
+
+/// The spec's entry for namespace `typ`: None without one, `Some(None)` for a new one,
+/// else the path of the one to join.
+pub(crate) fn namespace_path(spec: &Spec, typ: LinuxNamespaceType) -> Option<Option<&Path>> {
     spec.linux()
         .iter()
         .flat_map(|l| l.namespaces().iter().flatten())
-        .any(|n| n.typ() == typ)
+        .find(|n| n.typ() == typ)
+        .map(|n| n.path().as_deref())
 }
 
 /// libcontainer's test: a bind by its type or its options.
@@ -202,14 +218,16 @@ fn bind_candidate(m: &Mount) -> bool {
         && clean_below_root(m.destination())
 }
 
-/// A filesystem of [`FS_TYPES`] (or `sysfs` on the host's network) with only the options
-/// of [`FS_FLAGS`] and data of [`FS_DATA`]/[`FS_DATA_KEYS`], a source `fsconfig` takes,
-/// and a clean absolute destination below `/`.
-fn fs_candidate(m: &Mount, host_net: bool) -> bool {
+/// A filesystem of [`FS_TYPES`] (or `sysfs` on the host's network, `mqueue` of an IPC
+/// namespace that exists) with only the options of [`FS_FLAGS`] and data of
+/// [`FS_DATA`]/[`FS_DATA_KEYS`], a source `fsconfig` takes, and a clean absolute
+/// destination below `/`.
+fn fs_candidate(m: &Mount, host_net: bool, ipc_exists: bool) -> bool {
     let Some(typ) = m.typ().as_deref() else {
         return false;
     };
-    let typ_ok = FS_TYPES.contains(&typ) || (typ == "sysfs" && host_net);
+    let typ_ok =
+        FS_TYPES.contains(&typ) || (typ == "sysfs" && host_net) || (typ == MQUEUE && ipc_exists);
     let dev = m.destination() == Path::new("/dev");
     let options = m.options().as_deref().unwrap_or_default();
     typ_ok
@@ -267,8 +285,9 @@ enum What {
     File(OwnedFd),
     /// A clone of a bind's source, a directory.
     Dir(OwnedFd),
-    /// A new filesystem, made in the create's namespace.
-    Fs,
+    /// A new filesystem, made in the create's namespace; from this context when it had to
+    /// be opened ahead (`mqueue`, in the container's IPC namespace).
+    Fs(Option<OwnedFd>),
 }
 
 impl What {
@@ -276,7 +295,7 @@ impl What {
     fn clone_of_source(&self) -> Option<&OwnedFd> {
         match self {
             What::File(tree) | What::Dir(tree) => Some(tree),
-            What::Fs => None,
+            What::Fs(_) => None,
         }
     }
 }
@@ -289,21 +308,24 @@ impl Detached {
 }
 
 /// In the host's mount namespace, before the create's own (`container/view.rs`): clones
-/// each bind's source and checks each destination in `rootfs`. Returns what [`attach`]
-/// attaches and the premounts to give back to the spec (module doc).
+/// each bind's source, opens an `mqueue` in the IPC namespace `ipc` the container joins
+/// (this process's own when None) and checks each destination in `rootfs`. Returns what
+/// [`attach`] attaches and the premounts to give back to the spec (module doc); an error
+/// only when this process could not return to its own IPC namespace.
 pub(crate) fn detach(
     mut premounts: Vec<Premount>,
     rootfs: &Path,
-) -> (Vec<Detached>, Vec<Premount>) {
+    ipc: Option<&Path>,
+) -> Result<(Vec<Detached>, Vec<Premount>), String> {
     if premounts.is_empty() {
-        return (Vec::new(), Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
     let root = match crate::mounts::is_mount_root(rootfs) {
         Ok(true) => open_dir(rootfs),
-        _ => return (Vec::new(), premounts),
+        _ => return Ok((Vec::new(), premounts)),
     };
     let Ok(root) = root else {
-        return (Vec::new(), premounts);
+        return Ok((Vec::new(), premounts));
     };
     // Parents first: a mount in a filesystem premount follows that premount.
     premounts.sort_by_key(|p| p.index);
@@ -318,12 +340,16 @@ pub(crate) fn detach(
         let inside = parent.filter(|p| destinations.iter().any(|d| d == p));
         let ready = match inside {
             // In a filesystem attached just before it, still empty there.
-            Some(parent) => detached
-                .iter()
-                .any(|d| d.premount.mount.destination() == parent && matches!(d.what, What::Fs))
-                .then(|| detach_one(&premount, None))
-                .flatten(),
-            None => detach_one(&premount, Some(root.as_fd())),
+            Some(parent) => {
+                let in_fs = detached.iter().any(|d| {
+                    d.premount.mount.destination() == parent && matches!(d.what, What::Fs(_))
+                });
+                match in_fs {
+                    true => detach_one(&premount, None, ipc)?,
+                    false => None,
+                }
+            }
+            None => detach_one(&premount, Some(root.as_fd()), ipc)?,
         };
         match ready {
             Some((what, create)) => detached.push(Detached {
@@ -334,32 +360,56 @@ pub(crate) fn detach(
             None => back.push(premount),
         }
     }
-    (detached, back)
+    Ok((detached, back))
 }
 
 /// What to attach for `premount`, and whether its destination is to be made: always in a
 /// new filesystem (`root` None), else where `root` has nothing by that name for a file.
-fn detach_one(premount: &Premount, root: Option<BorrowedFd<'_>>) -> Option<(What, bool)> {
+/// None: given back; an error only from [`mqueue_context`].
+fn detach_one(
+    premount: &Premount,
+    root: Option<BorrowedFd<'_>>,
+    ipc: Option<&Path>,
+) -> Result<Option<(What, bool)>, String> {
     let what = if is_bind(&premount.mount) {
-        let source = premount.mount.source().as_ref()?;
-        // As libcontainer clones: with what is mounted on it for `rbind`.
-        let options = premount.mount.options().as_deref().unwrap_or_default();
-        let mut flags = OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC;
-        if options.iter().any(|o| o == "rbind") {
-            flags |= OpenTreeFlags::AT_RECURSIVE;
-        }
-        let tree = open_tree(rustix::fs::CWD, source.as_path(), flags).ok()?;
-        match file_type(&tree)? {
-            FileType::RegularFile => What::File(tree),
-            FileType::Directory => What::Dir(tree),
-            _ => return None,
+        let Some(what) = clone_source(premount) else {
+            return Ok(None);
+        };
+        what
+    } else if premount.mount.typ().as_deref() == Some(MQUEUE) {
+        match mqueue_context(ipc)? {
+            Some(context) => What::Fs(Some(context)),
+            None => return Ok(None),
         }
     } else {
-        What::Fs
+        What::Fs(None)
     };
     let Some(root) = root else {
-        return Some((what, true));
+        return Ok(Some((what, true)));
     };
+    Ok(destination_is_ready(premount, root, &what).map(|create| (what, create)))
+}
+
+/// A clone of a bind's source (a regular file or a directory), as libcontainer clones it.
+fn clone_source(premount: &Premount) -> Option<What> {
+    let source = premount.mount.source().as_ref()?;
+    // As libcontainer clones: with what is mounted on it for `rbind`.
+    let options = premount.mount.options().as_deref().unwrap_or_default();
+    let mut flags = OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC;
+    if options.iter().any(|o| o == "rbind") {
+        flags |= OpenTreeFlags::AT_RECURSIVE;
+    }
+    let tree = open_tree(rustix::fs::CWD, source.as_path(), flags).ok()?;
+    match file_type(&tree)? {
+        FileType::RegularFile => Some(What::File(tree)),
+        FileType::Directory => Some(What::Dir(tree)),
+        _ => None,
+    }
+}
+
+/// Whether `premount`'s destination in `root` is one the monitor attaches on as
+/// libcontainer would: Some(true) when there is nothing by that name yet (for a file).
+fn destination_is_ready(premount: &Premount, root: BorrowedFd<'_>, what: &What) -> Option<bool> {
     let (parent, name) = split(premount.mount.destination())?;
     let dir = resolve_dir(root, &parent).ok()?;
     let found = match statat(&dir, name.as_path(), AtFlags::SYMLINK_NOFOLLOW) {
@@ -370,10 +420,33 @@ fn detach_one(premount: &Premount, root: Option<BorrowedFd<'_>>) -> Option<(What
     let create = match (&what, found) {
         (What::File(_), Some(FileType::RegularFile)) => false,
         (What::File(_), None) => true,
-        (What::Dir(_) | What::Fs, Some(FileType::Directory)) => false,
+        (What::Dir(_) | What::Fs(_), Some(FileType::Directory)) => false,
         _ => return None,
     };
-    Some((what, create))
+    Some(create)
+}
+
+/// `fsopen("mqueue")` in the IPC namespace at `ipc` (the pod's: the queues are its),
+/// then back in this process's own; in this process's own, the host's, when `ipc` is
+/// None (the container stays in it). None when it cannot (given back to libcontainer); an
+/// error when this process could not return to its own IPC namespace.
+fn mqueue_context(ipc: Option<&Path>) -> Result<Option<OwnedFd>, String> {
+    let open = || fsopen(MQUEUE, FsOpenFlags::FSOPEN_CLOEXEC).ok();
+    let Some(ipc) = ipc else {
+        return Ok(open());
+    };
+    let own = std::fs::File::open("/proc/thread-self/ns/ipc");
+    let theirs = std::fs::File::open(ipc);
+    let (Ok(own), Ok(theirs)) = (own, theirs) else {
+        return Ok(None);
+    };
+    if setns(theirs.as_fd(), CloneFlags::CLONE_NEWIPC).is_err() {
+        return Ok(None);
+    }
+    let context = open();
+    setns(own.as_fd(), CloneFlags::CLONE_NEWIPC)
+        .map_err(|e| format!("return to the monitor's IPC namespace: {e}"))?;
+    Ok(context)
 }
 
 /// In the create's mount namespace: makes the rootfs mount private, then attaches each
@@ -396,10 +469,10 @@ pub(crate) fn attach(detached: Vec<Detached>, rootfs: &Path) -> Result<(), Strin
     // The filesystems attached so far, by destination: the premounts in them follow.
     let mut filesystems: Vec<(PathBuf, OwnedFd)> = Vec::new();
     for d in detached {
-        let destination = d.premount.mount.destination();
+        let destination = d.premount.mount.destination().clone();
         let in_rootfs =
             |e: io::Error| format!("mount {} in the rootfs: {e}", destination.display());
-        let (parent, name) = split(destination)
+        let (parent, name) = split(&destination)
             .ok_or_else(|| in_rootfs(io::Error::other("destination has no parent")))?;
         let resolved;
         let dir = match filesystems
@@ -412,15 +485,15 @@ pub(crate) fn attach(detached: Vec<Detached>, rootfs: &Path) -> Result<(), Strin
                 resolved.as_fd()
             }
         };
-        if let Some(fs) = attach_one(&d, dir, &name).map_err(in_rootfs)? {
-            filesystems.push((destination.clone(), fs));
+        if let Some(fs) = attach_one(d, dir, &name).map_err(in_rootfs)? {
+            filesystems.push((destination, fs));
         }
     }
     Ok(())
 }
 
 /// Attaches `d` on `name` in `dir`; returns the filesystem it mounted, if it made one.
-fn attach_one(d: &Detached, dir: BorrowedFd<'_>, name: &Path) -> io::Result<Option<OwnedFd>> {
+fn attach_one(mut d: Detached, dir: BorrowedFd<'_>, name: &Path) -> io::Result<Option<OwnedFd>> {
     let mount = &d.premount.mount;
     let options = mount.options().as_deref().unwrap_or_default();
     if d.create {
@@ -438,7 +511,7 @@ fn attach_one(d: &Detached, dir: BorrowedFd<'_>, name: &Path) -> io::Result<Opti
                     Mode::from_raw_mode(0o644),
                 )?;
             }
-            What::Dir(_) | What::Fs => mkdirat(dir, name, Mode::from_raw_mode(0o755))?,
+            What::Dir(_) | What::Fs(_) => mkdirat(dir, name, Mode::from_raw_mode(0o755))?,
         }
     }
     let target = openat(
@@ -449,13 +522,13 @@ fn attach_one(d: &Detached, dir: BorrowedFd<'_>, name: &Path) -> io::Result<Opti
     )?;
     let want = match d.what {
         What::File(_) => FileType::RegularFile,
-        What::Dir(_) | What::Fs => FileType::Directory,
+        What::Dir(_) | What::Fs(_) => FileType::Directory,
     };
     if file_type(&target) != Some(want) {
         return Err(io::Error::other(format!("not a {want:?} in the rootfs")));
     }
     let made = match d.what {
-        What::Fs => Some(new_filesystem(mount, options)?),
+        What::Fs(ref mut context) => Some(new_filesystem(mount, options, context.take())?),
         What::File(_) | What::Dir(_) => None,
     };
     let tree = made
@@ -476,8 +549,13 @@ fn attach_one(d: &Detached, dir: BorrowedFd<'_>, name: &Path) -> io::Result<Opti
 }
 
 /// A new filesystem of `mount`'s type and source with its data options, as libcontainer
-/// makes it (`fsopen`, `fsconfig` for each in order, `fsmount`), with its flags set.
-fn new_filesystem(mount: &Mount, options: &[String]) -> io::Result<OwnedFd> {
+/// makes it (`fsopen`, unless `context` was opened ahead, `fsconfig` for each in order,
+/// `fsmount`), with its flags set.
+fn new_filesystem(
+    mount: &Mount,
+    options: &[String],
+    context: Option<OwnedFd>,
+) -> io::Result<OwnedFd> {
     let invalid = || io::Error::from(io::ErrorKind::InvalidInput);
     let typ = mount.typ().as_deref().ok_or_else(invalid)?;
     let source = mount
@@ -485,7 +563,10 @@ fn new_filesystem(mount: &Mount, options: &[String]) -> io::Result<OwnedFd> {
         .as_deref()
         .and_then(Path::to_str)
         .ok_or_else(invalid)?;
-    let fs = fsopen(typ, FsOpenFlags::FSOPEN_CLOEXEC)?;
+    let fs = match context {
+        Some(context) => context,
+        None => fsopen(typ, FsOpenFlags::FSOPEN_CLOEXEC)?,
+    };
     fsconfig_set_string(&fs, "source", source)?;
     for o in options.iter().filter(|o| !FS_FLAGS.contains(&o.as_str())) {
         match o.split_once('=') {
@@ -647,6 +728,7 @@ mod tests {
             "/etc/resolv.conf",
             "/dev/shm",
             "/dev/pts",
+            "/dev/mqueue",
         ];
         assert_eq!(got, expected);
         let after = spec.mounts().clone().unwrap();
@@ -656,12 +738,9 @@ mod tests {
             .cloned()
             .collect();
         assert_eq!(after, rest);
-        // /proc, /sys (the pod has a network namespace), /dev/mqueue and the cgroups
-        // belong to the container's namespaces: libcontainer's init mounts them.
-        assert_eq!(
-            destinations(&after),
-            ["/proc", "/sys", "/dev/mqueue", "/sys/fs/cgroup"]
-        );
+        // /proc, /sys (the pod has a network namespace) and the cgroups belong to the
+        // container's namespaces: libcontainer's init mounts them.
+        assert_eq!(destinations(&after), ["/proc", "/sys", "/sys/fs/cgroup"]);
     }
 
     #[test]
@@ -681,6 +760,40 @@ mod tests {
         assert!(got.contains(&"/sys".to_string()), "{got:?}");
         // The cgroups on it stay: libcontainer mounts them on the monitor's sysfs.
         assert!(destinations(spec.mounts().as_ref().unwrap()).contains(&"/sys/fs/cgroup".into()));
+    }
+
+    #[test]
+    fn mqueue_is_taken_unless_its_ipc_namespace_is_yet_to_be_made() {
+        for (ipc, expected) in [
+            (Some(Some("/proc/100/ns/ipc")), true),
+            (None, true),
+            (Some(None), false),
+        ] {
+            let mut spec = spec_of(Fixture::new());
+            let mut linux = spec.linux().clone().unwrap();
+            let mut namespaces: Vec<_> = linux
+                .namespaces()
+                .iter()
+                .flatten()
+                .filter(|n| n.typ() != LinuxNamespaceType::Ipc)
+                .cloned()
+                .collect();
+            if let Some(path) = ipc {
+                let mut ns = LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Ipc);
+                if let Some(path) = path {
+                    ns = ns.path(path);
+                }
+                namespaces.push(ns.build().unwrap());
+            }
+            linux.set_namespaces(Some(namespaces));
+            spec.set_linux(Some(linux));
+            let got = taken(&mut spec, &FILES);
+            assert_eq!(
+                got.contains(&"/dev/mqueue".to_string()),
+                expected,
+                "{ipc:?}"
+            );
+        }
     }
 
     #[test]
@@ -746,12 +859,9 @@ mod tests {
             // A mount in it before it: hidden by it (in libcontainer's order too), not on it.
             (vec![file("/a/f"), tmpfs("/a")], vec![]),
             (vec![tmpfs("/a"), tmpfs("/a")], vec![]),
+            // What stays in it is made by libcontainer on the monitor's filesystem.
             (
-                vec![
-                    tmpfs("/a"),
-                    m("/a/q", "mqueue", "mqueue", &[]),
-                    file("/a/f"),
-                ],
+                vec![tmpfs("/a"), m("/a/p", "proc", "proc", &[]), file("/a/f")],
                 vec!["/a", "/a/f"],
             ),
         ];
@@ -786,8 +896,8 @@ mod tests {
             .collect();
         let mut spec = original.clone();
         let premounts = take(&mut spec, kinds(&files, &[SHM]));
-        // /dev, /dev/pts, /dev/shm, the pod's three files and two volumes.
-        assert_eq!(premounts.len(), 8, "{premounts:#?}");
+        // /dev, /dev/pts, /dev/shm, /dev/mqueue, the pod's three files and two volumes.
+        assert_eq!(premounts.len(), 9, "{premounts:#?}");
         // Any subset given back lands where it was.
         for mask in 0..(1u32 << premounts.len()) {
             let mut partial = spec.clone();
@@ -814,7 +924,7 @@ mod tests {
     #[test]
     fn a_source_neither_file_nor_directory_stays_with_libcontainer() {
         let mut spec = spec_of(Fixture::new());
-        assert_eq!(taken(&mut spec, &[]), ["/dev", "/dev/pts"]);
+        assert_eq!(taken(&mut spec, &[]), ["/dev", "/dev/pts", "/dev/mqueue"]);
         let left = destinations(spec.mounts().as_ref().unwrap());
         for d in POD_FILES.iter().chain(&["/dev/shm"]) {
             assert!(left.contains(&d.to_string()), "{d}: {left:?}");
@@ -910,11 +1020,11 @@ mod tests {
         spec.set_linux(Some(linux));
         assert!(taken(&mut spec, &FILES).is_empty());
 
-        // The pod's three files, /dev and /dev/pts.
+        // The pod's three files, /dev, /dev/pts and /dev/mqueue.
         for (propagation, expected) in [
-            (None, 5),
-            (Some("slave"), 5),
-            (Some("private"), 5),
+            (None, 6),
+            (Some("slave"), 6),
+            (Some("private"), 6),
             (Some("shared"), 0),
         ] {
             let mut spec = spec_of(Fixture::new());

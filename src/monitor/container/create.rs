@@ -11,7 +11,7 @@ use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::syscall::syscall::SyscallType;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
-use oci_spec::runtime::Spec;
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use crate::logs::CriLogWriter;
 use crate::monitor::crun::Crun;
@@ -131,7 +131,9 @@ pub(super) fn create(
     let own_namespace = pods.is_some();
     let (detached, back) = match req.runtime {
         RuntimeKind::Libcontainer if own_namespace => {
-            premount::detach(req.premounts.clone(), &rootfs)
+            let ipc = premount::namespace_path(&spec, LinuxNamespaceType::Ipc).flatten();
+            premount::detach(req.premounts.clone(), &rootfs, ipc)
+                .map_err(|e| (Fault::Internal, e))?
         }
         _ => (Vec::new(), req.premounts.clone()),
     };
