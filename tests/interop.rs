@@ -339,6 +339,20 @@ async fn grpcio_creates_a_container_from_the_create_template() {
         "ExecSync ok exit_code=0",
     );
     assert!(cgroup.contains("stdout:\nro,"), "{cgroup}");
+    // /dev and the filesystems in it (the monitor makes them: premount.rs), as seen inside.
+    let dev = grpcio_on(
+        &env,
+        &[
+            "execsync",
+            &id,
+            "sh",
+            "-c",
+            "grep -E ' /dev(/pts|/shm|/mqueue)? ' /proc/self/mountinfo | cut -d' ' -f5,8",
+        ],
+        "ExecSync ok exit_code=0",
+    );
+    let expected = "stdout:\n/dev tmpfs\n/dev/shm tmpfs\n/dev/pts devpts\n/dev/mqueue mqueue\n";
+    assert!(dev.ends_with(expected), "{dev}");
     let views = common::metrics::counts(
         env.daemon(),
         "proxrt_container_creates_by_view_total",

@@ -920,7 +920,16 @@ async fn dev_made_by_the_monitor_is_the_dev_libcontainer_makes() {
     let show = "cat /proc/self/mountinfo; echo ---; \
         /bin/busybox stat -c '%n %A %u %g %t %T %F' /dev /dev/* /dev/pts/* /dev/shm /dev/mqueue; \
         echo ---; /bin/busybox ls /dev/mqueue";
-    let made_here = ["/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/sys"];
+    let termination_log = env.daemon().dir().join("termination-log");
+    fs::write(&termination_log, "").unwrap();
+    let made_here = [
+        "/dev",
+        "/dev/pts",
+        "/dev/shm",
+        "/dev/mqueue",
+        "/sys",
+        "/dev/termination-log",
+    ];
     let mut seen = Vec::new();
     for (name, image) in [("monitor", None), ("libcontainer", Some(&bare))] {
         // A message queue made in the first is seen in the second, of the same pod.
@@ -929,6 +938,13 @@ async fn dev_made_by_the_monitor_is_the_dev_libcontainer_makes() {
             Some(_) => show.to_string(),
         };
         let mut c = env.container_config(&pod, name, &["/bin/busybox", "sh", "-c", &script]);
+        // As kubelet's termination log: a file in /dev.
+        c.mounts = vec![bind(
+            &termination_log,
+            "/dev/termination-log",
+            MountPropagation::PropagationPrivate,
+            false,
+        )];
         if let Some(image) = image {
             c.image = Some(k8s_cri::v1::ImageSpec {
                 image: image.clone(),
