@@ -807,6 +807,38 @@ fn mountinfo_entry(lines: &[String], point: &str) -> Option<(String, String, Vec
     found.into_iter().next()
 }
 
+/// `image` with /bin/busybox (the host's busybox-static) added, imported as
+/// `proxrt.test/<name>:1`; returns the reference.
+async fn import_with_busybox(env: &mut PodEnv, name: &str, image: common::TestImage) -> String {
+    let busybox = fs::read("/bin/busybox").expect("busybox-static is installed");
+    let layout = env.daemon().dir().join(name);
+    image
+        .executable("bin/busybox", &busybox)
+        .write_layout(&layout);
+    env.import_layout(&layout, &format!("proxrt.test/{name}:1"))
+        .await
+}
+
+/// `c` with `image` (a reference the daemon has) instead of the test's busybox.
+fn from_image(mut c: ContainerConfig, image: &str) -> ContainerConfig {
+    c.image = Some(k8s_cri::v1::ImageSpec {
+        image: image.into(),
+        ..Default::default()
+    });
+    c
+}
+
+/// Creates `c` in `pod`: its id and the mounts' destinations of its config.json.
+async fn create_reading_spec(
+    env: &mut PodEnv,
+    pod: &Pod,
+    c: ContainerConfig,
+) -> (String, Vec<String>) {
+    let id = env.create(pod, c).await.unwrap();
+    let in_spec = runtime_spec_destinations(env, &id).await;
+    (id, in_spec)
+}
+
 /// The mounts' destinations of the config.json libcontainer was given for `id`.
 async fn runtime_spec_destinations(env: &mut PodEnv, id: &str) -> Vec<String> {
     let info = env.container_info(id).await;
@@ -856,8 +888,7 @@ async fn the_pods_files_are_mounted_by_the_monitor_as_libcontainer_mounts_them()
         }];
         security(&mut c).readonly_rootfs = readonly_rootfs;
         let log = pod.log_path(&c);
-        let id = env.create(&pod, c).await.unwrap();
-        let in_spec = runtime_spec_destinations(&mut env, &id).await;
+        let (id, in_spec) = create_reading_spec(&mut env, &pod, c).await;
         for d in premounted {
             assert!(!in_spec.contains(&d.to_string()), "{d} in config.json");
         }
@@ -905,12 +936,7 @@ async fn the_pods_files_are_mounted_by_the_monitor_as_libcontainer_mounts_them()
 #[tokio::test]
 async fn dev_made_by_the_monitor_is_the_dev_libcontainer_makes() {
     let mut env = PodEnv::start().await;
-    let busybox = fs::read("/bin/busybox").expect("busybox-static is installed");
-    let layout = env.daemon().dir().join("no-dev");
-    common::TestImage::new()
-        .executable("bin/busybox", &busybox)
-        .write_layout(&layout);
-    let bare = env.import_layout(&layout, "proxrt.test/no-dev:1").await;
+    let bare = import_with_busybox(&mut env, "no-dev", common::TestImage::new()).await;
     let mut config = env.pod_config("dev");
     pod_security(&mut config)
         .namespace_options
@@ -946,14 +972,10 @@ async fn dev_made_by_the_monitor_is_the_dev_libcontainer_makes() {
             false,
         )];
         if let Some(image) = image {
-            c.image = Some(k8s_cri::v1::ImageSpec {
-                image: image.clone(),
-                ..Default::default()
-            });
+            c = from_image(c, image);
         }
         let log = pod.log_path(&c);
-        let id = env.create(&pod, c).await.unwrap();
-        let in_spec = runtime_spec_destinations(&mut env, &id).await;
+        let (id, in_spec) = create_reading_spec(&mut env, &pod, c).await;
         for d in made_here {
             let by_libcontainer = name == "libcontainer";
             assert_eq!(
@@ -1036,29 +1058,19 @@ fn dev_and_sys_mounts(mountinfo: &[String], id: &str) -> Vec<String> {
 #[tokio::test]
 async fn a_pod_file_the_monitor_cannot_attach_is_left_to_libcontainer() {
     let mut env = PodEnv::start().await;
-    let busybox = fs::read("/bin/busybox").expect("busybox-static is installed");
-    let layout = env.daemon().dir().join("symlinked-hosts");
-    common::TestImage::new()
-        .executable("bin/busybox", &busybox)
+    let layout = common::TestImage::new()
         .file("elsewhere/hosts", b"from the image\n")
-        .symlink("etc/hosts", "/elsewhere/hosts")
-        .write_layout(&layout);
-    let image = env
-        .import_layout(&layout, "proxrt.test/symlinked-hosts:1")
-        .await;
+        .symlink("etc/hosts", "/elsewhere/hosts");
+    let image = import_with_busybox(&mut env, "symlinked-hosts", layout).await;
     let pod = env.run_pod(env.pod_config("symlinked")).await;
-    let mut c = env.container_config(
+    let c = env.container_config(
         &pod,
         "reader",
         &["/bin/busybox", "cat", "/elsewhere/hosts", "/etc/hostname"],
     );
-    c.image = Some(k8s_cri::v1::ImageSpec {
-        image: image.clone(),
-        ..Default::default()
-    });
+    let c = from_image(c, &image);
     let log = pod.log_path(&c);
-    let id = env.create(&pod, c).await.unwrap();
-    let in_spec = runtime_spec_destinations(&mut env, &id).await;
+    let (id, in_spec) = create_reading_spec(&mut env, &pod, c).await;
     assert!(in_spec.contains(&"/etc/hosts".to_string()), "{in_spec:?}");
     assert!(
         !in_spec.contains(&"/etc/hostname".to_string()),

@@ -685,6 +685,48 @@ mod tests {
             .collect()
     }
 
+    /// The fixture's spec with its Linux part changed by `change`.
+    fn spec_with_linux(change: impl FnOnce(&mut oci_spec::runtime::Linux)) -> Spec {
+        let mut spec = spec_of(Fixture::new());
+        let mut linux = spec.linux().clone().unwrap();
+        change(&mut linux);
+        spec.set_linux(Some(linux));
+        spec
+    }
+
+    /// The fixture's spec without its namespace `typ`, and with `entry` instead when some.
+    fn spec_with_namespace(typ: LinuxNamespaceType, entry: Option<Option<&str>>) -> Spec {
+        spec_with_linux(|linux| {
+            let mut namespaces: Vec<_> = linux
+                .namespaces()
+                .iter()
+                .flatten()
+                .filter(|n| n.typ() != typ)
+                .cloned()
+                .collect();
+            if let Some(path) = entry {
+                let mut ns = LinuxNamespaceBuilder::default().typ(typ);
+                if let Some(path) = path {
+                    ns = ns.path(path);
+                }
+                namespaces.push(ns.build().unwrap());
+            }
+            linux.set_namespaces(Some(namespaces));
+        })
+    }
+
+    /// `spec` with the options of its mount on `destination` replaced by `options`.
+    fn with_options(mut spec: Spec, destination: &str, options: &[&str]) -> Spec {
+        let mut mounts = spec.mounts().clone().unwrap();
+        let at = mounts
+            .iter()
+            .position(|m| m.destination() == Path::new(destination))
+            .unwrap();
+        mounts[at].set_options(Some(options.iter().map(|o| o.to_string()).collect()));
+        spec.set_mounts(Some(mounts));
+        spec
+    }
+
     fn volume(container_path: &str, host_path: &str, propagation: MountPropagation) -> CriMount {
         CriMount {
             container_path: container_path.into(),
@@ -745,17 +787,7 @@ mod tests {
 
     #[test]
     fn sys_is_taken_only_on_the_hosts_network() {
-        let mut spec = spec_of(Fixture::new());
-        let mut linux = spec.linux().clone().unwrap();
-        let namespaces: Vec<_> = linux
-            .namespaces()
-            .iter()
-            .flatten()
-            .filter(|n| n.typ() != LinuxNamespaceType::Network)
-            .cloned()
-            .collect();
-        linux.set_namespaces(Some(namespaces));
-        spec.set_linux(Some(linux));
+        let mut spec = spec_with_namespace(LinuxNamespaceType::Network, None);
         let got = taken(&mut spec, &FILES);
         assert!(got.contains(&"/sys".to_string()), "{got:?}");
         // The cgroups on it stay: libcontainer mounts them on the monitor's sysfs.
@@ -769,44 +801,17 @@ mod tests {
             (None, true),
             (Some(None), false),
         ] {
-            let mut spec = spec_of(Fixture::new());
-            let mut linux = spec.linux().clone().unwrap();
-            let mut namespaces: Vec<_> = linux
-                .namespaces()
-                .iter()
-                .flatten()
-                .filter(|n| n.typ() != LinuxNamespaceType::Ipc)
-                .cloned()
-                .collect();
-            if let Some(path) = ipc {
-                let mut ns = LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Ipc);
-                if let Some(path) = path {
-                    ns = ns.path(path);
-                }
-                namespaces.push(ns.build().unwrap());
-            }
-            linux.set_namespaces(Some(namespaces));
-            spec.set_linux(Some(linux));
+            let mut spec = spec_with_namespace(LinuxNamespaceType::Ipc, ipc);
             let got = taken(&mut spec, &FILES);
-            assert_eq!(
-                got.contains(&"/dev/mqueue".to_string()),
-                expected,
-                "{ipc:?}"
-            );
+            let mqueue = got.contains(&"/dev/mqueue".to_string());
+            assert_eq!(mqueue, expected, "{ipc:?}");
         }
     }
 
     #[test]
     fn a_filesystem_with_other_options_stays_and_so_does_what_is_in_it() {
         let with_dev_options = |options: &[&str]| {
-            let mut spec = spec_of(Fixture::new());
-            let mut mounts = spec.mounts().clone().unwrap();
-            let dev = mounts
-                .iter()
-                .position(|m| m.destination() == Path::new("/dev"))
-                .unwrap();
-            mounts[dev].set_options(Some(options.iter().map(|o| o.to_string()).collect()));
-            spec.set_mounts(Some(mounts));
+            let mut spec = with_options(spec_of(Fixture::new()), "/dev", options);
             take(&mut spec, kinds(&FILES, &[SHM]))
                 .iter()
                 .map(|p| p.mount.destination().display().to_string())
@@ -963,14 +968,6 @@ mod tests {
 
     #[test]
     fn only_private_binds_with_plain_options_are_taken() {
-        let base = spec_of(Fixture::new());
-        let hosts = |spec: &Spec| {
-            spec.mounts()
-                .iter()
-                .flatten()
-                .position(|m| m.destination() == Path::new("/etc/hosts"))
-                .unwrap()
-        };
         for (options, expected) in [
             (vec!["rbind", "rprivate", "rw"], true),
             (
@@ -984,40 +981,22 @@ mod tests {
             (vec!["rbind", "rprivate", "noatime"], false),
             (vec!["rprivate", "rw"], false),
         ] {
-            let mut spec = base.clone();
-            let i = hosts(&spec);
-            let mut mounts = spec.mounts().clone().unwrap();
-            mounts[i].set_options(Some(options.iter().map(|o| o.to_string()).collect()));
-            spec.set_mounts(Some(mounts));
+            let mut spec = with_options(spec_of(Fixture::new()), "/etc/hosts", &options);
             let got = taken(&mut spec, &FILES);
-            assert_eq!(
-                got.contains(&"/etc/hosts".to_string()),
-                expected,
-                "{options:?}"
-            );
+            let hosts = got.contains(&"/etc/hosts".to_string());
+            assert_eq!(hosts, expected, "{options:?}");
         }
     }
 
     #[test]
     fn nothing_is_taken_with_a_user_namespace_a_mount_label_or_shared_root_propagation() {
-        let mut spec = spec_of(Fixture::new());
-        let mut linux = spec.linux().clone().unwrap();
-        let mut namespaces = linux.namespaces().clone().unwrap();
-        namespaces.push(
-            LinuxNamespaceBuilder::default()
-                .typ(LinuxNamespaceType::User)
-                .build()
-                .unwrap(),
-        );
-        linux.set_namespaces(Some(namespaces));
-        spec.set_linux(Some(linux));
+        let mut spec = spec_with_namespace(LinuxNamespaceType::User, Some(None));
         assert!(taken(&mut spec, &FILES).is_empty());
 
         // libcontainer labels what it mounts, but proc and sysfs, with a mount label.
-        let mut spec = spec_of(Fixture::new());
-        let mut linux = spec.linux().clone().unwrap();
-        linux.set_mount_label(Some("system_u:object_r:container_file_t:s0".into()));
-        spec.set_linux(Some(linux));
+        let mut spec = spec_with_linux(|linux| {
+            linux.set_mount_label(Some("system_u:object_r:container_file_t:s0".into()));
+        });
         assert!(taken(&mut spec, &FILES).is_empty());
 
         // The pod's three files, /dev, /dev/pts and /dev/mqueue.
@@ -1027,10 +1006,9 @@ mod tests {
             (Some("private"), 6),
             (Some("shared"), 0),
         ] {
-            let mut spec = spec_of(Fixture::new());
-            let mut linux = spec.linux().clone().unwrap();
-            linux.set_rootfs_propagation(propagation.map(String::from));
-            spec.set_linux(Some(linux));
+            let mut spec = spec_with_linux(|linux| {
+                linux.set_rootfs_propagation(propagation.map(String::from));
+            });
             assert_eq!(taken(&mut spec, &FILES).len(), expected, "{propagation:?}");
         }
     }
