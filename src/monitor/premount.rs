@@ -15,8 +15,8 @@
 //! libcontainer does) and attaches it or the clone on the destination inside the rootfs,
 //! with the spec's flags (and a bind's private propagation). libcontainer's init then
 //! finds them there: its recursive bind of the rootfs carries them into the container as
-//! it carries the rootfs' own mounts, and the spec's other mounts (/proc, /dev/mqueue, the
-//! cgroups…) are made on top as before.
+//! it carries the rootfs' own mounts, and the spec's other mounts (/proc, the cgroups, a
+//! pod network's /sys) are made on top as before.
 //!
 //! Only where the result is the one libcontainer would make; everything else stays in the
 //! spec for libcontainer:
@@ -29,15 +29,18 @@
 //!   - a `tmpfs` or `devpts` mount, a `sysfs` one when the spec has no network namespace
 //!     (the container then stays in the monitor's, the host's), an `mqueue` one unless
 //!     the spec asks for a new IPC namespace (the monitor opens it in the namespace the
-//!     container joins, the pod's, or in its own, the host's, when there is none), whose options
-//!     are only flags (`nosuid`, `nodev`, `noexec`, `ro`/`rw` — not `ro` on /dev, which
-//!     libcontainer ignores there —, `strictatime`, `relatime`) and data libcontainer
-//!     hands to `fsconfig` as they are (`mode=`, `size=`, `ptmxmode=`, `gid=`,
-//!     `newinstance`);
+//!     container joins, the pod's, or in its own, the host's, when there is none), whose
+//!     options are only flags (`nosuid`, `nodev`, `noexec`, `ro`/`rw` — not `ro` on /dev,
+//!     which libcontainer ignores there —, `strictatime`, `relatime`) and data
+//!     libcontainer hands to `fsconfig` as they are (`mode=`, `size=`, `ptmxmode=`,
+//!     `gid=`, `newinstance`);
 //!
 //!   whose destination is a clean absolute path that no mount before it in the spec is
 //!   below and no other mount is on or above — but a filesystem taken before it as its
-//!   direct parent (/dev/pts in /dev), which the monitor mounts first;
+//!   direct parent (/dev/pts in /dev), which the monitor mounts first. (Paths are
+//!   compared as written: a mount before it whose destination leads below it through a
+//!   symlink in the image, which libcontainer's order would hide under it, is made on it
+//!   instead; proxrt's specs list parents first, so only a link to a deeper place can.)
 //! - the monitor ([`detach`]) gives a mount back (and rewrites config.json, which only
 //!   then differs from what the daemon wrote) unless the rootfs is a mount of its own, a
 //!   bind's source is still a regular file or a directory, and the destination's
