@@ -129,8 +129,9 @@ async fn measure(
         })
         .collect();
     let mut progress = Progress::new("bench pods: pods", args.pods * benches.len());
-    for batch in batches(args.pods) {
-        for (b, m) in benches.iter().zip(results.iter_mut()) {
+    for (round, batch) in batches(args.pods).enumerate() {
+        for i in super::bench::round_order(round, benches.len()) {
+            let (b, m) = (&benches[i], &mut results[i]);
             stop.check()?;
             let n = batch.len();
             let started = Instant::now();
