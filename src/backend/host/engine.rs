@@ -132,10 +132,10 @@ fn prepare_for_libcontainer(
             linux.set_seccomp(Some(fixed));
         }
     }
-    // The pod's files, /dev and its pts and shm, private binds (and /sys on the host's
-    // network) are mounted by the monitor, each in a few system calls, rather than
-    // through libcontainer's hardened path resolution; only in a mount namespace of the
-    // create's own, never in the host's.
+    // The pod's files, /dev and what is in it (pts, shm, mqueue), private binds (and /sys
+    // on the host's network) are mounted by the monitor, each in a few system calls,
+    // rather than through libcontainer's hardened path resolution; only in a mount
+    // namespace of the create's own, never in the host's.
     if own_namespace {
         use crate::monitor::premount::{take, SourceKind};
         prepared.premounts = take(spec, |source| match std::fs::metadata(source) {
