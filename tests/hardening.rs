@@ -694,7 +694,9 @@ async fn the_pod_holder_starts_in_its_cgroup_on_a_pure_cgroup_v2_host() {
 
 /// Item 1, the rest: the pod holder lives in a leaf of the pod's cgroup
 /// (`<cgroup_parent>/proxrt-pause-<pod id>`) in every hierarchy, and the leaf goes with the
-/// pod. Before: the holder stayed in the daemon's cgroup.
+/// pod: StopPodSandbox removes it beside its answer (so soon after it, not necessarily by
+/// then), RemovePodSandbox before its own. Before: the holder stayed in the daemon's
+/// cgroup.
 #[tokio::test]
 async fn the_pod_holder_is_in_the_pods_cgroup_until_the_pod_stops() {
     let mut env = PodEnv::start().await;
@@ -717,10 +719,42 @@ async fn the_pod_holder_is_in_the_pods_cgroup_until_the_pod_stops() {
         assert_eq!(comm(pids[0]), "proxrt-pause", "{}", dir.display());
     }
     env.stop_pod(&pod.id).await.expect("StopPodSandbox");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while dirs.iter().any(|d| d.exists()) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     for dir in &dirs {
         assert!(!dir.exists(), "{} left after StopPodSandbox", dir.display());
     }
     env.remove_pod(&pod.id).await.expect("RemovePodSandbox");
+}
+
+/// RemovePodSandbox right after StopPodSandbox, before the leaf StopPodSandbox removes
+/// beside its answer can be gone: it is gone when RemovePodSandbox answers.
+#[tokio::test]
+async fn the_pod_holders_cgroup_is_gone_when_remove_answers() {
+    let mut env = PodEnv::start().await;
+    let pod = env.run_pod(env.pod_config("holder-cgroup-rm")).await;
+    let leaf = format!(
+        "{}/proxrt-pause-{}",
+        env.cgroup_parent.trim_start_matches('/'),
+        pod.id
+    );
+    let dirs: Vec<_> = cgroup_roots()
+        .into_iter()
+        .map(|root| root.join(&leaf))
+        .filter(|d| d.is_dir())
+        .collect();
+    assert!(!dirs.is_empty(), "no {leaf} in any hierarchy");
+    env.stop_pod(&pod.id).await.expect("StopPodSandbox");
+    env.remove_pod(&pod.id).await.expect("RemovePodSandbox");
+    for dir in &dirs {
+        assert!(
+            !dir.exists(),
+            "{} left after RemovePodSandbox",
+            dir.display()
+        );
+    }
 }
 
 /// A container's view of its cgroups (/sys/fs/cgroup) is read-only, on a cgroup v1 or
