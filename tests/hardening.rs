@@ -692,15 +692,9 @@ async fn the_pod_holder_starts_in_its_cgroup_on_a_pure_cgroup_v2_host() {
     the_pod_holder_starts_in_its_cgroup(PodEnv::start_in_cgroup_v2_view("").await, false).await;
 }
 
-/// Item 1, the rest: the pod holder lives in a leaf of the pod's cgroup
-/// (`<cgroup_parent>/proxrt-pause-<pod id>`) in every hierarchy, and the leaf goes with the
-/// pod: StopPodSandbox removes it beside its answer (so soon after it, not necessarily by
-/// then), RemovePodSandbox before its own. Before: the holder stayed in the daemon's
-/// cgroup.
-#[tokio::test]
-async fn the_pod_holder_is_in_the_pods_cgroup_until_the_pod_stops() {
-    let mut env = PodEnv::start().await;
-    let pod = env.run_pod(env.pod_config("holder-cgroup")).await;
+/// The pod holder's cgroup leaf (`<cgroup_parent>/proxrt-pause-<pod id>`) in every
+/// hierarchy that has it; at least one.
+fn holder_leaves(env: &PodEnv, pod: &Pod) -> Vec<std::path::PathBuf> {
     let leaf = format!(
         "{}/proxrt-pause-{}",
         env.cgroup_parent.trim_start_matches('/'),
@@ -712,6 +706,19 @@ async fn the_pod_holder_is_in_the_pods_cgroup_until_the_pod_stops() {
         .filter(|d| d.join("cgroup.procs").is_file())
         .collect();
     assert!(!dirs.is_empty(), "no {leaf} in any hierarchy");
+    dirs
+}
+
+/// Item 1, the rest: the pod holder lives in a leaf of the pod's cgroup
+/// (`<cgroup_parent>/proxrt-pause-<pod id>`) in every hierarchy, and the leaf goes with the
+/// pod: StopPodSandbox removes it beside its answer (so soon after it, not necessarily by
+/// then), RemovePodSandbox before its own. Before: the holder stayed in the daemon's
+/// cgroup.
+#[tokio::test]
+async fn the_pod_holder_is_in_the_pods_cgroup_until_the_pod_stops() {
+    let mut env = PodEnv::start().await;
+    let pod = env.run_pod(env.pod_config("holder-cgroup")).await;
+    let dirs = holder_leaves(&env, &pod);
     for dir in &dirs {
         let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap();
         let pids: Vec<i32> = procs.lines().map(|l| l.trim().parse().unwrap()).collect();
@@ -735,17 +742,7 @@ async fn the_pod_holder_is_in_the_pods_cgroup_until_the_pod_stops() {
 async fn the_pod_holders_cgroup_is_gone_when_remove_answers() {
     let mut env = PodEnv::start().await;
     let pod = env.run_pod(env.pod_config("holder-cgroup-rm")).await;
-    let leaf = format!(
-        "{}/proxrt-pause-{}",
-        env.cgroup_parent.trim_start_matches('/'),
-        pod.id
-    );
-    let dirs: Vec<_> = cgroup_roots()
-        .into_iter()
-        .map(|root| root.join(&leaf))
-        .filter(|d| d.is_dir())
-        .collect();
-    assert!(!dirs.is_empty(), "no {leaf} in any hierarchy");
+    let dirs = holder_leaves(&env, &pod);
     env.stop_pod(&pod.id).await.expect("StopPodSandbox");
     env.remove_pod(&pod.id).await.expect("RemovePodSandbox");
     for dir in &dirs {
