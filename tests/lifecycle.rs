@@ -879,26 +879,33 @@ fn v1_mounted() -> bool {
 
 /// A create moves a process into the container's cgroup, which waits for an RCU grace
 /// period when the kernel's migration lock is cold; the daemon takes that lock first, by
-/// writing its own pid into its own cgroup (backend/host/migration.rs). strace (not
-/// proxrt) sees that write, and the daemon is still where it was. An exec joins the v1
-/// hierarchies through `tasks` ("0": the child itself) and starts in its v2 cgroup,
-/// neither of which takes the lock: no warm-up for it, and no write into a v1
-/// `cgroup.procs` (the v2 side: `the_lifecycle_on_a_pure_cgroup_v2_host`).
+/// writing its own pid into its own cgroup (backend/host/migration.rs), and keeps taking
+/// it for `keep_cgroup_lock_warm_ms` after the create began. strace (not proxrt) sees
+/// those writes, more than one while the window lasts and none after, and the daemon is
+/// still where it was. An exec joins the v1 hierarchies through `tasks` ("0": the child
+/// itself) and starts in its v2 cgroup, neither of which takes the lock: no warm-up for
+/// it, and no write into a v1 `cgroup.procs` (the v2 side:
+/// `the_lifecycle_on_a_pure_cgroup_v2_host`).
 #[tokio::test]
-async fn a_create_warms_the_cgroup_lock_and_an_exec_joins_v1_without_it() {
-    let mut env = PodEnv::start().await;
+async fn a_create_warms_the_cgroup_lock_for_a_while_and_an_exec_joins_v1_without_it() {
+    let window = Duration::from_millis(400);
+    let mut env = PodEnv::start_with(&format!(
+        "[runtime]\nkeep_cgroup_lock_warm_ms = {}\n",
+        window.as_millis()
+    ))
+    .await;
     let pid = env.daemon().pid().expect("daemon running");
     let before = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
     let pod = env.run_pod(env.pod_config("warm")).await;
     let out = env.daemon().dir().join("strace.out");
-    // A warm-up still waiting for its grace period (this pod's, which has a cgroup
-    // parent) makes the next one a no-op: let it end before each traced call.
-    let settle = || tokio::time::sleep(Duration::from_millis(500));
+    // Past any warm-up from before (none here: a pod takes no lock) and its window.
+    let settle = || tokio::time::sleep(window + Duration::from_millis(500));
 
     settle().await;
     let strace = common::Strace::attach(pid, "write", &out).await;
     let c = env.container_config(&pod, "warm", &["sleep", "3600"]);
     let id = env.create_start(&pod, c).await;
+    tokio::time::sleep(window / 2).await;
     let create = common::cgroup_writes(&strace.finish());
     let own: Vec<&String> = create
         .iter()
@@ -906,8 +913,9 @@ async fn a_create_warms_the_cgroup_lock_and_an_exec_joins_v1_without_it() {
         .map(|(file, _)| file)
         .collect();
     assert!(
-        !own.is_empty(),
-        "create: the daemon did not write its pid into a cgroup.procs: {create:?}"
+        own.len() >= 2,
+        "create: the daemon did not write its pid into a cgroup.procs again within the \
+         window: {create:?}"
     );
     for file in own {
         let members = std::fs::read_to_string(file).unwrap();

@@ -9,30 +9,66 @@
 //! once for about one more grace period.
 //!
 //! So when a create begins, the daemon writes its own pid into the
-//! `cgroup.procs` of the cgroup it is already in, on a blocking thread: for the kernel a
-//! move to where the process already is (nothing changes), but it takes the lock, and the
-//! grace period then elapses while the daemon builds the bundle and the zygote forks the
-//! monitor, so the real move later finds the lock warm. A cgroup v2 mounted with
+//! `cgroup.procs` of the cgroup it is already in, on a thread of its own: for the kernel
+//! a move to where the process already is (nothing changes), but it takes the lock, and
+//! the grace period then elapses while the daemon builds the bundle and the zygote forks
+//! the monitor, so the real move later finds the lock warm. A cgroup v2 mounted with
 //! `favordynmods` never waits; the write is then merely cheap. Failure is harmless (the
 //! real move pays the wait) and only logged.
 //!
+//! A create reaches its move 3–5 ms after it begins, and a grace period lasts 6–16 ms on
+//! the test VM, so a create alone still waits for the rest of one. Creates come in bursts
+//! (a node starting pods, a deployment rolled out), so the thread then keeps the lock
+//! warm: it writes again every [`REWARM_EVERY`], within the ~15 ms the lock stays warm
+//! after a writer, until `[runtime] keep_cgroup_lock_warm_ms` (1 s) have passed since the
+//! last create began. Each write is a move to nowhere: microseconds holding the lock,
+//! without a grace period once warm. Meanwhile the host's forks and exits take the
+//! lock's slower shared path, as on a host mounted with `favordynmods`, whose trade-off
+//! this is, for a second after a create. 0 writes once per create, as before.
+//!
 //! Not for an exec or a pod: the exec child and the pod's holder join their v1 cgroups
 //! through `tasks` and start in their v2 cgroup (`monitor::cgroup_join_files`,
-//! monitor/sandbox.rs), neither of which takes the lock, and a warm-up would only make
-//! every fork, exec and exit on the host wait for its grace period (a writer waiting for
-//! the lock holds them off).
+//! monitor/sandbox.rs), neither of which takes the lock, and a warm-up would only hold
+//! off the host's cgroup changes (a writer holds `cgroup_mutex` while it waits for its
+//! grace period) for nothing.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// How often a warm lock is taken again to keep it warm: the lock goes cold 15–20 ms
+/// after the last writer on the test VM (docs/benchmarks.md, "The cgroup migration lock,
+/// kept warm").
+pub const REWARM_EVERY: Duration = Duration::from_millis(8);
 
 /// Where the daemon is: the `cgroup.procs` files of its own cgroups, one per hierarchy.
 type Locate = dyn Fn() -> Vec<PathBuf> + Send + Sync;
 
 pub struct MigrationLock {
+    shared: Arc<Shared>,
+}
+
+/// What the warming thread shares with the lock (not the lock itself: the thread ends
+/// when the lock is dropped).
+struct Shared {
     locate: Box<Locate>,
-    /// A warm-up is waiting for its grace period: another one would wait for the same.
-    in_flight: AtomicBool,
+    /// How long after the last `warm` the lock is kept warm.
+    keep_warm: Duration,
+    state: Mutex<Warming>,
+    /// Wakes the warming thread when it is idle, or when the lock is dropped.
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct Warming {
+    /// The warming thread is writing (or about to): a `warm` then only moves `until`.
+    busy: bool,
+    /// Keep writing until then.
+    until: Option<Instant>,
+    /// The warming thread exists (made at the first `warm`).
+    started: bool,
+    /// The lock is gone: the thread ends.
+    closed: bool,
 }
 
 impl MigrationLock {
@@ -41,48 +77,122 @@ impl MigrationLock {
     /// that read and the write, microseconds apart, would be undone by the write.) Where
     /// each hierarchy is mounted comes from the cgroup lines of the mount table read once,
     /// here (`monitor::remember_cgroup_mounts`): the table grows with every pod.
-    pub fn for_this_process() -> Arc<MigrationLock> {
+    pub fn for_this_process(keep_warm: Duration) -> Arc<MigrationLock> {
         crate::monitor::remember_cgroup_mounts();
-        Arc::new(MigrationLock::new(|| {
+        Arc::new(MigrationLock::new(keep_warm, || {
             crate::monitor::cgroup_procs_files(nix::unistd::getpid()).unwrap_or_default()
         }))
     }
 
     #[cfg(test)]
     pub(crate) fn with_locator(
+        keep_warm: Duration,
         locate: impl Fn() -> Vec<PathBuf> + Send + Sync + 'static,
     ) -> Arc<MigrationLock> {
-        Arc::new(MigrationLock::new(locate))
+        Arc::new(MigrationLock::new(keep_warm, locate))
     }
 
-    fn new(locate: impl Fn() -> Vec<PathBuf> + Send + Sync + 'static) -> MigrationLock {
+    fn new(
+        keep_warm: Duration,
+        locate: impl Fn() -> Vec<PathBuf> + Send + Sync + 'static,
+    ) -> MigrationLock {
         MigrationLock {
-            locate: Box::new(locate),
-            in_flight: AtomicBool::new(false),
+            shared: Arc::new(Shared {
+                locate: Box::new(locate),
+                keep_warm,
+                state: Mutex::new(Warming::default()),
+                wake: Condvar::new(),
+            }),
         }
     }
 
-    /// Starts a warm-up on a blocking thread and returns at once (also outside a tokio
-    /// runtime: then it does nothing).
-    pub fn warm(self: &Arc<Self>) {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        if self.in_flight.swap(true, Ordering::AcqRel) {
+    /// Has the lock taken on the warming thread and kept warm for `keep_warm` from now;
+    /// returns at once. A warm-up under way (still waiting for its grace period, or
+    /// keeping the lock warm) is not repeated, only lengthened.
+    pub fn warm(&self) {
+        let shared = &self.shared;
+        let mut state = shared.lock_state();
+        let until = Instant::now() + shared.keep_warm;
+        state.until = Some(state.until.map_or(until, |u| u.max(until)));
+        if state.busy {
             return;
         }
-        let lock = Arc::clone(self);
-        runtime.spawn_blocking(move || {
-            if let Err(e) = lock.warm_now() {
-                tracing::debug!("cgroup migration lock not warmed: {e}");
+        state.busy = true;
+        if state.started {
+            shared.wake.notify_one();
+            return;
+        }
+        let thread = Arc::clone(shared);
+        let spawned = std::thread::Builder::new()
+            .name("cgroup-warm".into())
+            .spawn(move || thread.keep_warm_loop());
+        match spawned {
+            Ok(_) => state.started = true,
+            Err(e) => {
+                state.busy = false;
+                tracing::debug!("cgroup migration lock not warmed: no thread: {e}");
             }
-            lock.in_flight.store(false, Ordering::Release);
-        });
+        }
+    }
+
+    /// The warm-up itself, blocking (see [`Shared::warm_now`]).
+    #[cfg(test)]
+    pub(crate) fn warm_now(&self) -> Result<PathBuf, String> {
+        self.shared.warm_now()
+    }
+}
+
+impl Drop for MigrationLock {
+    fn drop(&mut self) {
+        self.shared.lock_state().closed = true;
+        self.shared.wake.notify_one();
+    }
+}
+
+impl Shared {
+    fn lock_state(&self) -> std::sync::MutexGuard<'_, Warming> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The warming thread: idle until a `warm`, then writes every [`REWARM_EVERY`]
+    /// until the last `warm`'s `keep_warm` is over (once with none), or a write fails;
+    /// ends when the lock is dropped.
+    fn keep_warm_loop(&self) {
+        let mut state = self.lock_state();
+        loop {
+            while !state.busy && !state.closed {
+                state = self
+                    .wake
+                    .wait(state)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+            if state.closed {
+                return;
+            }
+            drop(state);
+            let written = self.warm_now();
+            state = self.lock_state();
+            if let Err(e) = written {
+                tracing::debug!("cgroup migration lock not warmed: {e}");
+                state.busy = false;
+                continue;
+            }
+            let now = Instant::now();
+            match state.until {
+                Some(until) if until > now => {
+                    let pause = REWARM_EVERY.min(until - now);
+                    drop(state);
+                    std::thread::sleep(pause);
+                    state = self.lock_state();
+                }
+                _ => state.busy = false,
+            }
+        }
     }
 
     /// The warm-up itself, blocking: writes this process's pid into the first of its own
     /// `cgroup.procs` files that takes it.
-    pub(crate) fn warm_now(&self) -> Result<PathBuf, String> {
+    fn warm_now(&self) -> Result<PathBuf, String> {
         let files = (self.locate)();
         let pid = std::process::id().to_string();
         let mut last = "no cgroup found for this process".to_owned();
@@ -104,6 +214,7 @@ impl MigrationLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[test]
     fn the_first_writable_file_gets_this_process_pid() {
@@ -112,7 +223,7 @@ mod tests {
         let procs = dir.path().join("cgroup.procs");
         std::fs::write(&procs, "").unwrap();
         let (a, b) = (gone.clone(), procs.clone());
-        let lock = MigrationLock::with_locator(move || vec![a.clone(), b.clone()]);
+        let lock = MigrationLock::with_locator(Duration::ZERO, move || vec![a.clone(), b.clone()]);
         assert_eq!(lock.warm_now().unwrap(), procs);
         assert_eq!(
             std::fs::read_to_string(&procs).unwrap(),
@@ -126,11 +237,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("cgroup.procs");
         let m = missing.clone();
-        let lock = MigrationLock::with_locator(move || vec![m.clone()]);
+        let lock = MigrationLock::with_locator(Duration::ZERO, move || vec![m.clone()]);
         let err = lock.warm_now().unwrap_err();
         assert!(err.contains("cgroup.procs"), "{err}");
         assert!(!missing.exists());
-        let none = MigrationLock::with_locator(Vec::new);
+        let none = MigrationLock::with_locator(Duration::ZERO, Vec::new);
         assert_eq!(
             none.warm_now().unwrap_err(),
             "no cgroup found for this process"
@@ -140,7 +251,7 @@ mod tests {
     #[test]
     fn the_daemon_moved_into_its_own_cgroup_stays_where_it_was() {
         let before = std::fs::read_to_string("/proc/self/cgroup").unwrap();
-        let lock = MigrationLock::for_this_process();
+        let lock = MigrationLock::for_this_process(Duration::ZERO);
         let written = lock.warm_now();
         let after = std::fs::read_to_string("/proc/self/cgroup").unwrap();
         assert_eq!(before, after);
@@ -151,33 +262,111 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn warm_ups_do_not_pile_up_while_one_waits() {
-        let (tx, rx) = std::sync::mpsc::channel::<()>();
-        let rx = std::sync::Mutex::new(rx);
-        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let seen = Arc::clone(&calls);
-        let lock = MigrationLock::with_locator(move || {
+    /// A lock whose writes go into a file of `dir` and are counted, and which, while
+    /// `gate` is held, block as a write waiting for its grace period would.
+    fn counting(
+        keep_warm: Duration,
+        dir: &tempfile::TempDir,
+    ) -> (Arc<MigrationLock>, Arc<AtomicUsize>, Arc<Mutex<()>>) {
+        let procs = dir.path().join("cgroup.procs");
+        std::fs::write(&procs, "").unwrap();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let gate = Arc::new(Mutex::new(()));
+        let (seen, held) = (Arc::clone(&calls), Arc::clone(&gate));
+        let lock = MigrationLock::with_locator(keep_warm, move || {
             seen.fetch_add(1, Ordering::SeqCst);
-            let _ = rx.lock().unwrap().recv();
-            Vec::new()
+            drop(held.lock().unwrap());
+            vec![procs.clone()]
         });
-        lock.warm();
-        while calls.load(Ordering::SeqCst) == 0 {
-            tokio::task::yield_now().await;
+        (lock, calls, gate)
+    }
+
+    fn idle(lock: &MigrationLock) -> bool {
+        !lock.shared.lock_state().busy
+    }
+
+    fn wait_for(what: &str, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(1));
         }
+    }
+
+    #[test]
+    fn warm_ups_do_not_pile_up_while_one_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let (lock, calls, gate) = counting(Duration::ZERO, &dir);
+        let held = gate.lock().unwrap();
+        lock.warm();
+        wait_for("the first write", || calls.load(Ordering::SeqCst) == 1);
         lock.warm();
         lock.warm();
-        tx.send(()).unwrap();
-        while lock.in_flight.load(Ordering::Acquire) {
-            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-        }
+        drop(held);
+        wait_for("the warm-up's end", || idle(&lock));
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         lock.warm();
-        tx.send(()).unwrap();
-        while calls.load(Ordering::SeqCst) < 2 || lock.in_flight.load(Ordering::Acquire) {
-            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-        }
+        wait_for("a second warm-up", || {
+            calls.load(Ordering::SeqCst) == 2 && idle(&lock)
+        });
         assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn the_lock_is_kept_warm_for_the_window_after_the_last_warm_up() {
+        let window = Duration::from_millis(150);
+        let dir = tempfile::tempdir().unwrap();
+        let (lock, calls, _gate) = counting(window, &dir);
+        let started = Instant::now();
+        lock.warm();
+        std::thread::sleep(window / 2);
+        let lengthened = Instant::now();
+        lock.warm();
+        wait_for("the window's end", || idle(&lock));
+        let ended = Instant::now();
+        assert!(
+            ended >= lengthened + window,
+            "stopped {:?} after the last warm-up, before its window",
+            ended - lengthened
+        );
+        // A write at once, then one per REWARM_EVERY at most, and a last one at the
+        // window's end.
+        let written = calls.load(Ordering::SeqCst);
+        let most = ((ended - started).as_millis() / REWARM_EVERY.as_millis()) as usize + 2;
+        assert!(written >= 2, "kept warm by {written} write(s)");
+        assert!(written <= most, "{written} writes in {:?}", ended - started);
+        std::thread::sleep(4 * REWARM_EVERY);
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            written,
+            "writes after the window"
+        );
+    }
+
+    #[test]
+    fn a_failed_write_ends_the_keeping_warm() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("cgroup.procs");
+        let calls = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::clone(&calls);
+        let lock = MigrationLock::with_locator(Duration::from_secs(60), move || {
+            seen.fetch_add(1, Ordering::SeqCst);
+            vec![missing.clone()]
+        });
+        lock.warm();
+        wait_for("the failed write", || idle(&lock));
+        std::thread::sleep(4 * REWARM_EVERY);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn the_warming_thread_ends_with_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let (lock, calls, _gate) = counting(Duration::from_secs(60), &dir);
+        let shared = Arc::downgrade(&lock.shared);
+        lock.warm();
+        wait_for("a write", || calls.load(Ordering::SeqCst) >= 1);
+        drop(lock);
+        wait_for("the thread's end", || shared.upgrade().is_none());
     }
 }

@@ -76,7 +76,7 @@ pub struct HostBackend {
     exec_max_output: usize,
     /// CNI for pods with their own network namespace (shared by the host backends).
     network: Arc<Network>,
-    /// Warmed when a create, exec or pod begins (migration.rs).
+    /// Warmed when a create begins, and kept warm for a while (migration.rs).
     migration: Arc<MigrationLock>,
     /// The pods dir when the daemon made it a mount of its own (`CreateRequest::pods_mount`).
     pods_mount: Option<PathBuf>,
@@ -99,7 +99,9 @@ impl HostBackend {
             pods_mount: crate::mounts::is_mount_root(&pods_dir)
                 .unwrap_or(false)
                 .then_some(pods_dir),
-            migration: MigrationLock::for_this_process(),
+            migration: MigrationLock::for_this_process(std::time::Duration::from_millis(
+                config.runtime.keep_cgroup_lock_warm_ms,
+            )),
             max_log_line_size: config.runtime.max_log_line_size,
             exec_max_output: config.runtime.exec_sync_max_output,
             create_template_idle_secs: config
