@@ -1054,6 +1054,85 @@ async fn the_lifecycle_on_a_pure_cgroup_v2_host() {
     );
 }
 
+/// On a pure cgroup v2 host the monitor makes the container's cgroup before libcontainer
+/// runs, enabling in the cgroups above it only the controllers not enabled yet
+/// (libcontainer's manager writes every one into the root's and the parent's
+/// `cgroup.subtree_control` at every create, and each such write waits until the cgroups
+/// removed lately have gone offline). strace (not proxrt) on the zygote's spare and its
+/// forks: the pod's first container enables the root's controllers in the pod's new
+/// parent, each once; the second writes no `cgroup.subtree_control` at all; both containers get
+/// every controller of the root, as libcontainer's manager gives them.
+#[tokio::test]
+async fn on_cgroup_v2_a_create_enables_only_the_controllers_still_off() {
+    let mut env = PodEnv::start_in_cgroup_v2_view("").await;
+    let root = cgroup2_mount();
+    let available = std::fs::read_to_string(root.join("cgroup.controllers")).unwrap();
+    let available: Vec<&str> = available.split_whitespace().collect();
+    assert!(
+        !available.is_empty(),
+        "no controller in {}: nothing to enable",
+        root.display()
+    );
+    let pod = env.run_pod(env.pod_config("v2-leaf")).await;
+    let sleep = &["sleep", "3600"];
+    let mut enabled = Vec::new();
+    for name in ["first", "second"] {
+        let out = env.daemon().dir().join(format!("strace-{name}.out"));
+        let strace =
+            common::Strace::attach_all(&zygote_and_spare(zygote_of(&env)), &[], "write", &out)
+                .await;
+        let id = env
+            .create_start(&pod, env.container_config(&pod, name, sleep))
+            .await;
+        let trace = strace.finish();
+        let writes: Vec<(String, String)> = trace
+            .lines()
+            .filter_map(|line| {
+                let rest = line.split_once("write(")?.1;
+                let file = rest.split_once('<')?.1.split_once('>')?.0;
+                let data = rest.split_once(", \"")?.1.split_once('"')?.0;
+                file.ends_with("/cgroup.subtree_control")
+                    .then(|| (file.to_owned(), data.to_owned()))
+            })
+            .collect();
+        enabled.push(writes);
+
+        let init = env.container_info(&id).await["pid"].as_i64().unwrap();
+        let membership = std::fs::read_to_string(format!("/proc/{init}/cgroup")).unwrap();
+        let path = membership
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .expect("a cgroup v2 membership");
+        let leaf = root.join(path.trim_start_matches('/'));
+        let got = std::fs::read_to_string(leaf.join("cgroup.controllers")).unwrap();
+        assert_eq!(
+            got.split_whitespace().collect::<Vec<_>>(),
+            available,
+            "{name}: the controllers of {}",
+            leaf.display()
+        );
+    }
+    let parent = format!("{}/cgroup.subtree_control", env.cgroup_parent);
+    let first = &enabled[0];
+    assert!(
+        !first.is_empty(),
+        "first: no controller enabled in the pod's new parent {parent}"
+    );
+    assert!(
+        first.iter().all(|(file, _)| file.ends_with(&parent)),
+        "first: written outside the pod's new parent {parent}: {first:?}"
+    );
+    let mut once = first.clone();
+    once.sort();
+    once.dedup();
+    assert_eq!(once.len(), first.len(), "first: written twice: {first:?}");
+    assert!(
+        enabled[1].is_empty(),
+        "second: controllers enabled again: {:?}",
+        enabled[1]
+    );
+}
+
 /// Where this (host) process sees the cgroup2 hierarchy.
 fn cgroup2_mount() -> std::path::PathBuf {
     std::fs::read_to_string("/proc/self/mountinfo")

@@ -25,6 +25,7 @@ use crate::monitor::MONITOR_SOCKET;
 use crate::rollback::Rollback;
 use crate::store::atomic_write;
 
+use super::cgroup::{is_cgroup2, make_v2_leaf, V2_ROOT};
 use super::engine::Engine;
 use super::remove_cgroup_leaf;
 use super::stdio::{self, ChildStdio, ConsoleSocket, MonitorStdio};
@@ -262,6 +263,16 @@ fn create_with_libcontainer(
         ));
     }
 
+    // On a pure cgroup v2 host the leaf is made here, writing only the controllers still
+    // to enable (cgroup.rs); libcontainer's manager then only moves its process into it.
+    if let Some(cg) = cgroups_path {
+        let root = Path::new(V2_ROOT);
+        if is_cgroup2(root) {
+            if let Err(e) = make_v2_leaf(root, cg) {
+                tracing::debug!("cgroup {} left to libcontainer: {e}", cg.display());
+            }
+        }
+    }
     let built = ContainerBuilder::new(req.id.clone(), SyscallType::default())
         .with_executor(CleanSignalsExecutor)
         .with_root_path(&req.runtime_root)
