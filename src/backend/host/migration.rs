@@ -1,8 +1,8 @@
 //! The kernel's cgroup migration lock, taken ahead of the move that needs it.
 //!
 //! Moving a process between cgroups (a write to `cgroup.procs`: libcontainer's or crun's
-//! intermediate process joining the container's cgroup) takes the kernel's global `cgroup_threadgroup_rwsem` for
-//! writing. That lock is a per-CPU rwsem: when no move happened within about the last RCU
+//! intermediate process joining the container's cgroup) takes the kernel's global
+//! `cgroup_threadgroup_rwsem` for writing. That lock is a per-CPU rwsem: when no move happened within about the last RCU
 //! grace period, the writer first waits for a full grace period (`rcu_sync_enter`), 4–16 ms
 //! on the test VM and the largest single wait in a CreateContainer (docs/benchmarks.md,
 //! "The cgroup migration lock"). Once a writer has been through, further writers pass at
@@ -24,7 +24,7 @@
 //! last create began. Each write is a move to nowhere: microseconds holding the lock,
 //! without a grace period once warm. Meanwhile the host's forks and exits take the
 //! lock's slower shared path, as on a host mounted with `favordynmods`, whose trade-off
-//! this is, for a second after a create. 0 writes once per create, as before.
+//! this is, for a second after a create. `0`: one write per create, as before.
 //!
 //! Not for an exec or a pod: the exec child and the pod's holder join their v1 cgroups
 //! through `tasks` and start in their v2 cgroup (`monitor::cgroup_join_files`,
@@ -37,8 +37,8 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// How often a warm lock is taken again to keep it warm: the lock goes cold 15–20 ms
-/// after the last writer on the test VM (docs/benchmarks.md, "The cgroup migration lock,
-/// kept warm").
+/// after the last writer on the test VM (docs/benchmarks.md, "2026-12-02, eleventh
+/// session: the cgroup migration lock kept warm").
 pub const REWARM_EVERY: Duration = Duration::from_millis(8);
 
 /// Where the daemon is: the `cgroup.procs` files of its own cgroups, one per hierarchy.
