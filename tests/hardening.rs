@@ -621,9 +621,9 @@ async fn without_apparmor_profiles_are_accepted_and_the_status_says_so() {
 /// The pod holder starts in its leaf: it is created in the v2 leaf by
 /// `clone3(CLONE_INTO_CGROUP)` and joins each v1 leaf through `tasks` itself ("0": a
 /// thread moving itself takes no global lock). strace (not proxrt) on
-/// the daemon and on the zygote and its spare (the setup process), sees no write into any
-/// `cgroup.procs` during RunPodSandbox: nothing waits for the kernel's cgroup migration
-/// lock (an RCU grace period when it is cold).
+/// the daemon and on the zygote and its spare (the setup process), sees no move through
+/// any `cgroup.procs` during RunPodSandbox: nothing waits for the kernel's cgroup
+/// migration lock (an RCU grace period when it is cold).
 async fn the_pod_holder_starts_in_its_cgroup(mut env: PodEnv, v1: bool) {
     let daemon = env.daemon().pid().expect("daemon running");
     let zygote = std::fs::read_to_string(format!("/proc/{daemon}/task/{daemon}/children"))
@@ -654,9 +654,11 @@ async fn the_pod_holder_starts_in_its_cgroup(mut env: PodEnv, v1: bool) {
     );
     let mut writes = common::cgroup_writes(&daemon_trace);
     writes.extend(common::cgroup_writes(&zygote_trace));
+    // The daemon's own pid into its own cgroup, after the pod runs, is the warm-up for
+    // the pod's first container (backend/host/migration.rs), not a move.
     let moves: Vec<_> = writes
         .iter()
-        .filter(|(file, _)| file.ends_with("/cgroup.procs"))
+        .filter(|(file, data)| file.ends_with("/cgroup.procs") && *data != daemon.to_string())
         .collect();
     assert!(moves.is_empty(), "moved through cgroup.procs: {moves:?}");
     if v1 {

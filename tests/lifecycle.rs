@@ -1054,6 +1054,45 @@ async fn the_lifecycle_on_a_pure_cgroup_v2_host() {
     );
 }
 
+/// Once a pod runs, the daemon takes the cgroup migration lock for the pod's first
+/// container (kubelet creates it next; the grace period passes in between): strace (not
+/// proxrt) on the daemon sees its pid written into its own `cgroup.procs` after
+/// RunPodSandbox, and none once the window is over.
+#[tokio::test]
+async fn a_running_pod_warms_the_cgroup_lock_for_its_first_container() {
+    let window = Duration::from_millis(300);
+    let mut env = PodEnv::start_with(&format!(
+        "[runtime]\nkeep_cgroup_lock_warm_ms = {}\n",
+        window.as_millis()
+    ))
+    .await;
+    let pid = env.daemon().pid().expect("daemon running");
+    let out = env.daemon().dir().join("strace-pod.out");
+    let strace = common::Strace::attach(pid, "write", &out).await;
+    let pod = env.run_pod(env.pod_config("warm-pod")).await;
+    tokio::time::sleep(window / 2).await;
+    let own = |trace: &str| -> Vec<String> {
+        common::cgroup_writes(trace)
+            .into_iter()
+            .filter(|(file, data)| *data == pid.to_string() && file.ends_with("/cgroup.procs"))
+            .map(|(file, _)| file)
+            .collect()
+    };
+    let warmed = own(&strace.finish());
+    assert!(
+        !warmed.is_empty(),
+        "the daemon did not take the lock after RunPodSandbox"
+    );
+    tokio::time::sleep(window + Duration::from_millis(500)).await;
+    let out = env.daemon().dir().join("strace-after.out");
+    let strace = common::Strace::attach(pid, "write", &out).await;
+    tokio::time::sleep(window / 2).await;
+    let after = own(&strace.finish());
+    assert!(after.is_empty(), "still warmed after the window: {after:?}");
+    env.stop_pod(&pod.id).await.expect("StopPodSandbox");
+    env.remove_pod(&pod.id).await.expect("RemovePodSandbox");
+}
+
 /// On a pure cgroup v2 host the monitor makes the container's cgroup before libcontainer
 /// runs, enabling in the cgroups above it only the controllers not enabled yet
 /// (libcontainer's manager writes every one into the root's and the parent's

@@ -267,7 +267,8 @@ pub trait Backend: Send + Sync {
     // ----- containers -----
 
     /// A create is about to move a process between this host's cgroups: start now what
-    /// makes that move fast (host/migration.rs). Default: nothing. (An exec and a pod's
+    /// makes that move fast (host/migration.rs; the host backends also start it when a
+    /// pod is running, for its first container). Default: nothing. (An exec and a pod's
     /// holder join without that lock: `monitor::cgroup_join_files`, monitor/sandbox.rs.)
     fn expect_cgroup_move(&self) {}
 

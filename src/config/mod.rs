@@ -77,8 +77,8 @@ pub struct RuntimeConfig {
     /// The zygote lets the template go after this long without a create (it holds the
     /// filesystems it keeps referenced) and makes it again for the next pod or create.
     pub create_template_idle_seconds: u64,
-    /// After a create begins, the kernel's cgroup migration lock is kept warm this long
-    /// (backend/host/migration.rs); 0: taken once per create, at its start.
+    /// After a create begins (or a pod runs), the kernel's cgroup migration lock is kept
+    /// warm this long (backend/host/migration.rs); 0: taken once each time.
     pub keep_cgroup_lock_warm_ms: u64,
 }
 

@@ -26,11 +26,13 @@
 //! lock's slower shared path, as on a host mounted with `favordynmods`, whose trade-off
 //! this is, for a second after a create. `0`: one write per create, as before.
 //!
-//! Not for an exec or a pod: the exec child and the pod's holder join their v1 cgroups
-//! through `tasks` and start in their v2 cgroup (`monitor::cgroup_join_files`,
-//! monitor/sandbox.rs), neither of which takes the lock, and a warm-up would only hold
-//! off the host's cgroup changes (a writer holds `cgroup_mutex` while it waits for its
-//! grace period) for nothing.
+//! A pod warms it too, once its holder runs: kubelet creates the pod's first container
+//! next (after PodSandboxStatus and ImageStatus), and the grace period passes in between.
+//! Not before the holder, nor for an exec: the exec child and the pod's holder join their
+//! v1 cgroups through `tasks` and start in their v2 cgroup (`monitor::cgroup_join_files`,
+//! monitor/sandbox.rs), neither of which takes the lock, and a warm-up then would only
+//! hold off their cgroup changes (a writer holds `cgroup_mutex` while it waits for its
+//! grace period).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};

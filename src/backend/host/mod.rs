@@ -76,7 +76,8 @@ pub struct HostBackend {
     exec_max_output: usize,
     /// CNI for pods with their own network namespace (shared by the host backends).
     network: Arc<Network>,
-    /// Warmed when a create begins, and kept warm for a while (migration.rs).
+    /// Warmed when a create begins and when a pod is running, and kept warm for a while
+    /// (migration.rs).
     migration: Arc<MigrationLock>,
     /// The pods dir when the daemon made it a mount of its own (`CreateRequest::pods_mount`).
     pods_mount: Option<PathBuf>,
@@ -162,9 +163,14 @@ impl Backend for HostBackend {
     }
 
     async fn run_pod(&self, pod: PodParams<'_>) -> Result<PodRuntime, BackendError> {
-        // No warm-up of the cgroup migration lock: the holder starts in its cgroup
-        // without a move through cgroup.procs (monitor/sandbox.rs).
-        pod::run(self.zygote()?, &self.network, &pod).await
+        // The holder starts in its cgroup without a move through cgroup.procs
+        // (monitor/sandbox.rs): no warm-up of the cgroup migration lock before it, which
+        // would hold off the holder leaf's mkdir while it waits. After it, one for the
+        // pod's first container, which kubelet creates next: its grace period passes
+        // meanwhile (migration.rs).
+        let running = pod::run(self.zygote()?, &self.network, &pod).await?;
+        self.migration.warm();
+        Ok(running)
     }
 
     async fn stop_pod(&self, pod: &SandboxRecord) -> Result<(), BackendError> {
