@@ -877,6 +877,26 @@ fn v1_mounted() -> bool {
         .any(|l| l.contains(" - cgroup "))
 }
 
+/// A daemon that keeps the cgroup migration lock warm for `window` after a create or a
+/// running pod (`[runtime] keep_cgroup_lock_warm_ms`).
+async fn keeping_the_lock_warm(window: Duration) -> PodEnv {
+    PodEnv::start_with(&format!(
+        "[runtime]\nkeep_cgroup_lock_warm_ms = {}\n",
+        window.as_millis()
+    ))
+    .await
+}
+
+/// The `cgroup.procs` files an strace of `pid` saw it write its own pid into (the
+/// warm-ups of backend/host/migration.rs).
+fn own_cgroup_procs_writes(trace: &str, pid: u32) -> Vec<String> {
+    common::cgroup_writes(trace)
+        .into_iter()
+        .filter(|(file, data)| *data == pid.to_string() && file.ends_with("/cgroup.procs"))
+        .map(|(file, _)| file)
+        .collect()
+}
+
 /// A create moves a process into the container's cgroup, which waits for an RCU grace
 /// period when the kernel's migration lock is cold; the daemon takes that lock first, by
 /// writing its own pid into its own cgroup (backend/host/migration.rs), and keeps taking
@@ -889,11 +909,7 @@ fn v1_mounted() -> bool {
 #[tokio::test]
 async fn a_create_warms_the_cgroup_lock_for_a_while_and_an_exec_joins_v1_without_it() {
     let window = Duration::from_millis(400);
-    let mut env = PodEnv::start_with(&format!(
-        "[runtime]\nkeep_cgroup_lock_warm_ms = {}\n",
-        window.as_millis()
-    ))
-    .await;
+    let mut env = keeping_the_lock_warm(window).await;
     let pid = env.daemon().pid().expect("daemon running");
     let before = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
     let pod = env.run_pod(env.pod_config("warm")).await;
@@ -906,19 +922,16 @@ async fn a_create_warms_the_cgroup_lock_for_a_while_and_an_exec_joins_v1_without
     let c = env.container_config(&pod, "warm", &["sleep", "3600"]);
     let id = env.create_start(&pod, c).await;
     tokio::time::sleep(window / 2).await;
-    let create = common::cgroup_writes(&strace.finish());
-    let own: Vec<&String> = create
-        .iter()
-        .filter(|(file, data)| *data == pid.to_string() && file.ends_with("/cgroup.procs"))
-        .map(|(file, _)| file)
-        .collect();
+    let create = strace.finish();
+    let own = own_cgroup_procs_writes(&create, pid);
     assert!(
         own.len() >= 2,
         "create: the daemon did not write its pid into a cgroup.procs again within the \
-         window: {create:?}"
+         window: {:?}",
+        common::cgroup_writes(&create)
     );
     for file in own {
-        let members = std::fs::read_to_string(file).unwrap();
+        let members = std::fs::read_to_string(&file).unwrap();
         assert!(
             members.lines().any(|p| p == pid.to_string()),
             "create: {file} is not the daemon's own cgroup"
@@ -1061,24 +1074,13 @@ async fn the_lifecycle_on_a_pure_cgroup_v2_host() {
 #[tokio::test]
 async fn a_running_pod_warms_the_cgroup_lock_for_its_first_container() {
     let window = Duration::from_millis(300);
-    let mut env = PodEnv::start_with(&format!(
-        "[runtime]\nkeep_cgroup_lock_warm_ms = {}\n",
-        window.as_millis()
-    ))
-    .await;
+    let mut env = keeping_the_lock_warm(window).await;
     let pid = env.daemon().pid().expect("daemon running");
     let out = env.daemon().dir().join("strace-pod.out");
     let strace = common::Strace::attach(pid, "write", &out).await;
     let pod = env.run_pod(env.pod_config("warm-pod")).await;
     tokio::time::sleep(window / 2).await;
-    let own = |trace: &str| -> Vec<String> {
-        common::cgroup_writes(trace)
-            .into_iter()
-            .filter(|(file, data)| *data == pid.to_string() && file.ends_with("/cgroup.procs"))
-            .map(|(file, _)| file)
-            .collect()
-    };
-    let warmed = own(&strace.finish());
+    let warmed = own_cgroup_procs_writes(&strace.finish(), pid);
     assert!(
         !warmed.is_empty(),
         "the daemon did not take the lock after RunPodSandbox"
@@ -1087,7 +1089,7 @@ async fn a_running_pod_warms_the_cgroup_lock_for_its_first_container() {
     let out = env.daemon().dir().join("strace-after.out");
     let strace = common::Strace::attach(pid, "write", &out).await;
     tokio::time::sleep(window / 2).await;
-    let after = own(&strace.finish());
+    let after = own_cgroup_procs_writes(&strace.finish(), pid);
     assert!(after.is_empty(), "still warmed after the window: {after:?}");
     env.stop_pod(&pod.id).await.expect("StopPodSandbox");
     env.remove_pod(&pod.id).await.expect("RemovePodSandbox");
