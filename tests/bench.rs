@@ -162,6 +162,7 @@ async fn pods_counts_json_file_and_cleanup() {
     assert_eq!(report["pods"], 3);
     assert_eq!(report["parallel"], 2);
     assert_eq!(report["live"], 1);
+    assert_eq!(report["security"], "none");
     assert_eq!(report["unit"], "ms");
     assert_eq!(report["throughput_unit"], "pods/s");
     assert!(report.get("ratios").is_none(), "one endpoint: no ratios");
@@ -188,12 +189,15 @@ async fn two_endpoints_interleaved_with_ratios() {
                 "-n",
                 "2",
                 "--host-network",
+                "--security",
+                "restricted",
             ],
         ),
         "bench pods on two endpoints",
     );
     let report: Value = serde_json::from_str(&out).expect("only JSON on stdout with --json -");
     assert_eq!(report["host_network"], true);
+    assert_eq!(report["security"], "restricted");
     let endpoints = report["endpoints"].as_array().expect("endpoints");
     assert_eq!(endpoints.len(), 2);
     assert_eq!(endpoints[0]["endpoint"], a.endpoint());

@@ -68,6 +68,14 @@ pub enum Workload {
         /// Pods in the host's network namespace (hostNetwork: no CNI on any runtime).
         #[arg(long)]
         host_network: bool,
+        /// The containers' security context: `none` (unconfined, the runtime's default
+        /// capabilities), `runtime-default` (seccomp RuntimeDefault, what kubelet's
+        /// `seccompDefault` gives every container), `restricted` (as the Pod Security
+        /// Standards' restricted profile has them: RuntimeDefault, allowPrivilegeEscalation
+        /// false, every capability dropped; still as root, the bench's script writes its
+        /// ready file at /).
+        #[arg(long, value_enum, default_value_t = super::bench_pods::Security::None)]
+        security: super::bench_pods::Security,
     },
 }
 
@@ -200,10 +208,12 @@ pub async fn run(
             live,
             parallel,
             host_network,
+            security,
         } => (
             serde_json::json!({
                 "workload": "pods", "image": image, "pods": n, "live": live,
                 "parallel": parallel, "host_network": host_network,
+                "security": security.name(),
             }),
             "pods",
             super::bench_pods::pods(
@@ -214,6 +224,7 @@ pub async fn run(
                     live: *live as usize,
                     parallel: *parallel as usize,
                     host_network: *host_network,
+                    security: *security,
                 },
                 &stop,
             )

@@ -15,13 +15,15 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use k8s_cri::v1::security_profile::ProfileType;
 use k8s_cri::v1::{
-    ContainerConfig, ContainerMetadata, ContainerStatusRequest, CreateContainerRequest,
+    Capability, ContainerConfig, ContainerMetadata, ContainerStatusRequest, CreateContainerRequest,
     ExecSyncRequest, ExecSyncResponse, ImageSpec, ImageStatusRequest, LinuxContainerConfig,
     LinuxContainerSecurityContext, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
     ListContainersRequest, ListPodSandboxRequest, NamespaceMode, NamespaceOption, PodSandboxConfig,
     PodSandboxFilter, PodSandboxMetadata, RemoveContainerRequest, RemovePodSandboxRequest,
-    RunPodSandboxRequest, StartContainerRequest, StopContainerRequest, StopPodSandboxRequest,
+    RunPodSandboxRequest, SecurityProfile, StartContainerRequest, StopContainerRequest,
+    StopPodSandboxRequest,
 };
 use tokio::task::JoinSet;
 
@@ -56,6 +58,52 @@ pub struct PodsArgs {
     pub parallel: usize,
     /// Pods in the host's network namespace (no CNI).
     pub host_network: bool,
+    pub security: Security,
+}
+
+/// The containers' security context.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Security {
+    /// Unconfined, the runtime's default capabilities.
+    None,
+    /// Seccomp RuntimeDefault (kubelet's `seccompDefault`).
+    RuntimeDefault,
+    /// RuntimeDefault, no_new_privs, no capabilities (Pod Security `restricted`, as root).
+    Restricted,
+}
+
+impl Security {
+    /// As on the command line (`--security`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Security::None => "none",
+            Security::RuntimeDefault => "runtime-default",
+            Security::Restricted => "restricted",
+        }
+    }
+
+    fn context(self) -> LinuxContainerSecurityContext {
+        let runtime_default = Some(SecurityProfile {
+            profile_type: ProfileType::RuntimeDefault as i32,
+            localhost_ref: String::new(),
+        });
+        match self {
+            Security::None => LinuxContainerSecurityContext::default(),
+            Security::RuntimeDefault => LinuxContainerSecurityContext {
+                seccomp: runtime_default,
+                ..Default::default()
+            },
+            Security::Restricted => LinuxContainerSecurityContext {
+                seccomp: runtime_default,
+                no_new_privs: true,
+                capabilities: Some(Capability {
+                    drop_capabilities: vec!["ALL".into()],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        }
+    }
 }
 
 /// Runs the workload on every target; `image` must already be present on each.
@@ -75,6 +123,7 @@ pub async fn pods(
             run: run.clone(),
             logs: logs.clone(),
             host_network: args.host_network,
+            security: args.security,
         })
         .collect();
     let result = measure(&benches, args, stop).await;
@@ -170,6 +219,7 @@ struct Bench {
     /// Pods' log directories live under it; removed at the end.
     logs: PathBuf,
     host_network: bool,
+    security: Security,
 }
 
 impl Bench {
@@ -379,7 +429,7 @@ impl Bench {
     ) -> Result<String, ClientError> {
         let req = CreateContainerRequest {
             pod_sandbox_id: pod.to_owned(),
-            config: Some(container_config(&self.image, config)),
+            config: Some(container_config(&self.image, config, self.security)),
             sandbox_config: Some(config.clone()),
         };
         Ok(report
@@ -520,7 +570,8 @@ fn ready_answer(answer: &ExecSyncResponse) -> Result<bool, ClientError> {
     }
 }
 
-fn container_config(image: &str, pod: &PodSandboxConfig) -> ContainerConfig {
+/// The container under test.
+fn container_config(image: &str, pod: &PodSandboxConfig, security: Security) -> ContainerConfig {
     ContainerConfig {
         metadata: Some(ContainerMetadata {
             name: "bench".into(),
@@ -540,7 +591,7 @@ fn container_config(image: &str, pod: &PodSandboxConfig) -> ContainerConfig {
                     .as_ref()
                     .and_then(|l| l.security_context.as_ref())
                     .and_then(|s| s.namespace_options.clone()),
-                ..Default::default()
+                ..security.context()
             }),
             ..Default::default()
         }),
