@@ -177,6 +177,8 @@ every_backend!(
     removing_a_pod_with_running_containers_leaves_nothing,
     a_missing_executable_fails_and_leaves_nothing,
     seccomp_profile_binds_the_main_process_and_exec,
+    runtime_default_seccomp_keeps_to_the_capabilities_asked_for,
+    a_filter_the_kernel_refuses_fails_the_container_and_leaves_nothing,
     stdin_and_tty_containers,
     the_rootfs_is_mounted_in_the_container_only,
 );
@@ -751,6 +753,179 @@ async fn seccomp_profile_binds_the_main_process_and_exec(backend: &'static str) 
     let (id, main) = probe_main(&mut s, &pod, cfg).await;
     assert_eq!(main, ALLOWED, "main process");
     assert_eq!(probe_exec(&mut s, &id).await.0, ALLOWED, "ExecSync");
+}
+
+/// The capability and seccomp lines of /proc/self/status.
+const STATUS: &str = "grep -E '^(Cap|NoNewPrivs|Seccomp)' /proc/self/status";
+
+/// RuntimeDefault (what kubelet's `seccompDefault` gives every container) without
+/// no_new_privs and without CAP_SYS_ADMIN: the filter must be loaded before the
+/// capabilities are dropped, or loaded with CAP_SYS_ADMIN lent for the moment (libcontainer
+/// containers load one the daemon compiled, after libcontainer has set the capabilities:
+/// seccomp_bpf.rs). Either way the main process and an ExecSync'd one are filtered and
+/// have exactly the capabilities asked for: crun, which loads its own filter, is the
+/// yardstick here.
+async fn runtime_default_seccomp_keeps_to_the_capabilities_asked_for(backend: &'static str) {
+    let Some(mut s) = Suite::start(backend).await else {
+        return;
+    };
+    let runtime_default = || {
+        Some(SecurityProfile {
+            profile_type: ProfileType::RuntimeDefault as i32,
+            localhost_ref: String::new(),
+        })
+    };
+    let pod = s.pod("runtime-default").await;
+    // CAP_CHOWN (bit 0) and CAP_NET_BIND_SERVICE (bit 10) only; the process runs as root,
+    // so its permitted and effective sets after exec are its bounding set.
+    let asked = "0000000000000401";
+    let expected: Vec<String> = [
+        "CapInh:\t0000000000000000".to_string(),
+        format!("CapPrm:\t{asked}"),
+        format!("CapEff:\t{asked}"),
+        format!("CapBnd:\t{asked}"),
+        "CapAmb:\t0000000000000000".to_string(),
+        "NoNewPrivs:\t0".to_string(),
+        "Seccomp:\t2".to_string(),
+        "Seccomp_filters:\t1".to_string(),
+    ]
+    .into();
+    let mut cfg = s.env.container_config(&pod, "two-caps", &[]);
+    cfg.command = vec!["sh".into(), "-c".into(), format!("{STATUS}; sleep 1000")];
+    let sc = security(&mut cfg);
+    sc.seccomp = runtime_default();
+    sc.capabilities = Some(Capability {
+        drop_capabilities: vec!["ALL".into()],
+        add_capabilities: vec!["CHOWN".into(), "NET_BIND_SERVICE".into()],
+        ..Default::default()
+    });
+    let log = pod.log_path(&cfg);
+    let id = s.env.create(&pod, cfg).await.expect("CreateContainer");
+    // Created, not started: the init waits with the capabilities it will exec with (not
+    // with CAP_SYS_ADMIN still lent), and filtered already.
+    let pid = s.env.container_info(&id).await["pid"]
+        .as_i64()
+        .expect("init pid");
+    let init: Vec<String> = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .filter(|l| {
+            ["Cap", "NoNewPrivs", "Seccomp"]
+                .iter()
+                .any(|p| l.starts_with(p))
+        })
+        .map(String::from)
+        .collect();
+    assert_eq!(init, expected, "the created container's init");
+    s.env.start_container(&id).await.expect("StartContainer");
+    let records = wait_log(&log, "the status lines", |r| {
+        log_lines(r, "stdout").len() >= expected.len()
+    })
+    .await;
+    assert_eq!(log_lines(&records, "stdout"), expected, "main process");
+    let r = s
+        .env
+        .try_exec(&id, &["sh", "-c", STATUS], 10)
+        .await
+        .unwrap();
+    let exec: Vec<String> = String::from_utf8_lossy(&r.stdout)
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(
+        exec,
+        expected,
+        "ExecSync: {}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+
+    // The runtime's default capabilities: CAP_SYS_ADMIN is not among them, and neither
+    // process has it in any set.
+    let mut cfg = s.env.container_config(&pod, "default-caps", &[]);
+    cfg.command = vec!["sh".into(), "-c".into(), format!("{STATUS}; sleep 1000")];
+    security(&mut cfg).seccomp = runtime_default();
+    let log = pod.log_path(&cfg);
+    let id = s.env.create_start(&pod, cfg).await;
+    let records = wait_log(&log, "the status lines", |r| {
+        log_lines(r, "stdout").len() >= expected.len()
+    })
+    .await;
+    let main = log_lines(&records, "stdout");
+    let r = s
+        .env
+        .try_exec(&id, &["sh", "-c", STATUS], 10)
+        .await
+        .unwrap();
+    let exec: Vec<String> = String::from_utf8_lossy(&r.stdout)
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(exec, main, "ExecSync and the main process");
+    let field = |name: &str| {
+        main.iter()
+            .find_map(|l| l.strip_prefix(&format!("{name}:\t")))
+            .unwrap_or_else(|| panic!("{name} in {main:?}"))
+            .to_string()
+    };
+    let bounding = u64::from_str_radix(&field("CapBnd"), 16).unwrap();
+    assert_eq!(bounding & (1 << 21), 0, "CAP_SYS_ADMIN bounding: {main:?}");
+    assert_ne!(bounding, 0, "{main:?}");
+    for set in ["CapPrm", "CapEff"] {
+        assert_eq!(field(set), field("CapBnd"), "{set}: {main:?}");
+    }
+    assert_eq!(field("Seccomp"), "2", "{main:?}");
+}
+
+/// A profile libseccomp compiles but the kernel refuses to load (past BPF_MAXINSNS, 4096
+/// instructions): the container never runs, the failing call says why, and nothing is
+/// left behind (libcontainer containers load the daemon's compiled program, crun its own).
+async fn a_filter_the_kernel_refuses_fails_the_container_and_leaves_nothing(backend: &'static str) {
+    let Some(mut s) = Suite::start(backend).await else {
+        return;
+    };
+    // personality(n) refused for 6000 values of n, everything else allowed: thousands of
+    // comparisons, one per value.
+    let values: Vec<String> = (0..6000)
+        .map(|v| format!(r#"{{"index": 0, "value": {v}, "op": "SCMP_CMP_EQ"}}"#))
+        .collect();
+    let rules: Vec<String> = values
+        .iter()
+        .map(|arg| {
+            format!(r#"{{"names": ["personality"], "action": "SCMP_ACT_ERRNO", "args": [{arg}]}}"#)
+        })
+        .collect();
+    let profile = s.env.daemon().dir().join("too-long.json");
+    std::fs::write(
+        &profile,
+        format!(
+            r#"{{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{}]}}"#,
+            rules.join(", ")
+        ),
+    )
+    .unwrap();
+    let pod = s.pod("too-long").await;
+    s.steady().await;
+    let before = s.settled_snapshot().await;
+    let mut cfg = s.env.container_config(&pod, "too-long", &["true"]);
+    security(&mut cfg).seccomp = Some(SecurityProfile {
+        profile_type: ProfileType::Localhost as i32,
+        localhost_ref: profile.display().to_string(),
+    });
+    let failed = match s.env.create(&pod, cfg).await {
+        Err(st) => st,
+        Ok(id) => {
+            let r = s.env.start_container(&id).await;
+            let st = s.env.status(&id).await;
+            assert_ne!(st.state, ContainerState::ContainerRunning as i32, "{st:?}");
+            s.env.remove_container(&id).await.expect("RemoveContainer");
+            r.expect_err("StartContainer of a container whose filter cannot load")
+        }
+    };
+    assert!(failed.message().contains("seccomp"), "{failed:?}");
+    s.env
+        .assert_back_to(&before, "failed container removed")
+        .await;
+    s.assert_no_runtime_state("failed container removed");
 }
 
 async fn oom_kill_is_reported(backend: &'static str) {

@@ -19,6 +19,7 @@ use oci_spec::runtime::{
     LinuxResourcesBuilder, Mount, MountBuilder, RootBuilder, Spec,
 };
 use proxrt::error::{Classify, Kind};
+use proxrt::monitor::seccomp_bpf::{ContainerFilter, Program};
 use proxrt::monitor::{
     read_status, teardown_sandbox, AttachEvent, AttachOutput, AttachStreams, ContainerStatusFile,
     CreateRequest, Created, ExecSyncRequest, MonitorClient, MonitorError, SandboxCreated,
@@ -144,6 +145,7 @@ impl Fixture {
             pods_mount: None,
             create_template_idle_secs: None,
             premounts: Vec::new(),
+            seccomp: None,
         }
     }
 
@@ -562,6 +564,80 @@ async fn create_failures_leave_nothing() {
     client.start().await.unwrap();
     assert_eq!(client.wait().await.unwrap().exit_code, 0);
     fx.assert_clean(&req, &client.status().unwrap().unwrap());
+}
+
+/// A profile refusing utimensat (busybox `touch` of any path) with EPERM, compiled.
+fn no_touch_filter() -> ContainerFilter {
+    let profile: oci_spec::runtime::LinuxSeccomp = serde_json::from_str(
+        r#"{"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["utimensat", "utime", "utimes", "futimesat"],
+                          "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}"#,
+    )
+    .unwrap();
+    ContainerFilter {
+        program: Program::compile(&profile).unwrap().unwrap(),
+        capabilities: None,
+    }
+}
+
+const TOUCH: &str = "touch /touched && echo touched || echo refused";
+
+/// The daemon's compiled filter (the bundle's seccomp.bpf, `FilterLoad` in the request)
+/// binds the container's process and its execs; one that cannot be read or loaded fails
+/// the create and leaves nothing.
+#[tokio::test]
+async fn a_compiled_filter_binds_the_container_and_its_execs_or_fails_the_create() {
+    let Some(fx) = Fixture::new() else { return };
+    let filter = no_touch_filter();
+    let nnp = |spec: &mut Spec| {
+        let mut process = spec.process().clone().unwrap();
+        process.set_no_new_privileges(Some(true));
+        spec.set_process(Some(process));
+    };
+    let mut req = fx.request(&["sh", "-c", &format!("{TOUCH}; sleep 1000")], nnp);
+    filter.write(&req.bundle).unwrap();
+    req.seccomp = Some(filter.request());
+    fx.create(&req).await.unwrap();
+    let client = MonitorClient::new(&req.state_dir);
+    client.start().await.unwrap();
+    let said = |line: &str| {
+        log_lines(&req)
+            .iter()
+            .any(|l| l.starts_with("stdout F ") && l.ends_with(line))
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !said("refused") && !said("touched") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(said("refused"), "main process: {:?}", log_lines(&req));
+    let r = client
+        .exec_sync(exec(&["sh", "-c", TOUCH], None))
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&r.stdout), "refused\n", "ExecSync");
+    let status = kill_and_wait(&client).await;
+    fx.assert_clean(&req, &status);
+
+    // Without no_new_privs and without CAP_SYS_ADMIN lent for the load, the kernel
+    // refuses it in the init: the create fails, saying so.
+    let mut req = fx.request(&["true"], |spec| {
+        let mut process = spec.process().clone().unwrap();
+        process.set_no_new_privileges(None);
+        spec.set_process(Some(process));
+    });
+    filter.write(&req.bundle).unwrap();
+    req.seccomp = Some(filter.request());
+    let err = fx.create(&req).await.unwrap_err();
+    eprintln!("a filter the kernel refuses: {err}");
+    assert!(err.to_string().contains("seccomp"), "{err}");
+    fx.assert_nothing_created(&req);
+
+    // The program missing from the bundle.
+    let mut req = fx.request(&["true"], nnp);
+    req.seccomp = Some(filter.request());
+    let err = fx.create(&req).await.unwrap_err();
+    assert!(err.to_string().contains("seccomp.bpf"), "{err}");
+    fx.assert_nothing_created(&req);
 }
 
 #[tokio::test]

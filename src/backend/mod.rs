@@ -183,6 +183,9 @@ pub struct PreparedSpec {
     /// Bind mounts taken out of the spec that the monitor attaches to the rootfs before
     /// libcontainer runs (monitor/premount.rs).
     pub premounts: Vec<crate::monitor::premount::Premount>,
+    /// The spec's seccomp filter, compiled, for the monitor to load in the runtime's
+    /// stead (monitor/seccomp_bpf.rs).
+    pub seccomp: Option<crate::monitor::seccomp_bpf::ContainerFilter>,
 }
 
 #[tonic::async_trait]

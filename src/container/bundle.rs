@@ -123,6 +123,9 @@ impl BundleInputs {
         })?;
         // Derived from the record, so not fsync'd: after a crash the container is gone anyway.
         crate::store::replace_file(&bundle.join("config.json"), &spec_json)?;
+        if let Some(filter) = &prepared.seccomp {
+            filter.write(&bundle)?;
+        }
         Ok(Payload::Bundle { bundle, prepared })
     }
 }

@@ -40,6 +40,7 @@ use oci_spec::runtime::{LinuxNamespaceType, LinuxSeccomp, Process, Spec};
 
 use super::cgroup_join::CgroupJoin;
 use super::process::{exit_now, reset_signals, wait_pid, Forked};
+use super::seccomp_bpf::{ContainerFilter, Program};
 
 /// `PATH` when the container's environment has none (runc's and containerd's default).
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -51,6 +52,8 @@ pub(crate) struct Target<'a> {
     pub init_pid: Pid,
     /// The container's spec, as the backend created it (libcontainer's seccomp form).
     pub spec: &'a Spec,
+    /// The container's filter compiled by the daemon; the spec has none then.
+    pub seccomp: Option<&'a ContainerFilter>,
 }
 
 /// Starts `args` inside the container with the given stdio; returns its pid (a child of the
@@ -109,7 +112,7 @@ struct Plan {
     /// The init's cgroups the entering process is not in already.
     cgroups: CgroupJoin,
     oom_score_adj: Option<String>,
-    seccomp: Option<LinuxSeccomp>,
+    seccomp: Seccomp,
     argv: Vec<CString>,
 }
 
@@ -158,11 +161,18 @@ impl Plan {
         if argv.is_empty() {
             return Err("empty command".into());
         }
-        let seccomp = target
-            .spec
-            .linux()
-            .as_ref()
-            .and_then(|l| l.seccomp().clone());
+        let seccomp = match target.seccomp {
+            Some(filter) => Seccomp::Compiled(filter.program.clone()),
+            None => match target
+                .spec
+                .linux()
+                .as_ref()
+                .and_then(|l| l.seccomp().clone())
+            {
+                Some(profile) => Seccomp::Profile(profile),
+                None => Seccomp::None,
+            },
+        };
         Ok(Plan {
             pid_ns,
             namespaces,
@@ -279,9 +289,24 @@ impl Plan {
     }
 }
 
-fn load_seccomp(seccomp: &Option<LinuxSeccomp>) -> Result<(), String> {
-    let Some(seccomp) = seccomp else {
-        return Ok(());
+/// The filter an entering process loads.
+enum Seccomp {
+    None,
+    /// Compiled by the daemon (`seccomp_bpf.rs`): loaded as it is.
+    Compiled(Program),
+    /// Built by libseccomp in the entering process, as libcontainer does.
+    Profile(LinuxSeccomp),
+}
+
+fn load_seccomp(seccomp: &Seccomp) -> Result<(), String> {
+    let seccomp = match seccomp {
+        Seccomp::None => return Ok(()),
+        Seccomp::Compiled(program) => {
+            return program
+                .load()
+                .map_err(|e| format!("load the seccomp filter: {e}"))
+        }
+        Seccomp::Profile(profile) => profile,
     };
     let notify = libcontainer::seccomp::initialize_seccomp(seccomp)
         .map_err(|e| format!("load the seccomp filter: {e}"))?;

@@ -8,6 +8,7 @@
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::fcntl::OFlag;
@@ -19,6 +20,7 @@ use super::crun::CrunExec;
 use super::enter::{self, Target};
 use super::process::{close_fds_except, exit_code_of, pidfd_open, set_nonblocking, wait_pid};
 use super::protocol::{encode_line, Fault, MonitorReply};
+use super::seccomp_bpf::ContainerFilter;
 
 /// containerd's cap on ExecSync output when none is configured.
 const DEFAULT_MAX_OUTPUT: usize = 16 * 1024 * 1024;
@@ -35,6 +37,8 @@ pub(crate) struct ExecJob {
     /// The container's spec (config.json as the backend got it): the exec'd process gets
     /// its process identity, capabilities, AppArmor profile, seccomp filter and namespaces.
     pub spec: Spec,
+    /// The filter the daemon compiled for the container (its spec has none then).
+    pub seccomp: Option<Arc<ContainerFilter>>,
     pub args: Vec<String>,
     pub timeout: Option<Duration>,
     pub max_output: usize,
@@ -94,6 +98,7 @@ fn run(job: &ExecJob) -> Result<Outcome, (Fault, String)> {
     let target = Target {
         init_pid: job.init_pid,
         spec: &job.spec,
+        seccomp: job.seccomp.as_deref(),
     };
     let pid = enter::spawn(&target, &job.args, [stdin.into(), out_w, err_w], false)
         .map_err(|message| (Fault::Internal, format!("exec {:?}: {message}", job.args)))?;

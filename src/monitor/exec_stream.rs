@@ -10,6 +10,7 @@ use std::fs::File;
 use std::io::{IoSlice, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::sync::Arc;
 
 use nix::fcntl::OFlag;
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
@@ -20,6 +21,7 @@ use super::crun::CrunExec;
 use super::enter::{self, Target};
 use super::process::{close_fds_except, exit_code_of, wait_pid};
 use super::protocol::{encode_line, ExecFds, Fault, MonitorReply};
+use super::seccomp_bpf::ContainerFilter;
 
 /// What one streaming exec runs, in which container, with which streams.
 pub(crate) struct ExecStreamJob {
@@ -27,6 +29,8 @@ pub(crate) struct ExecStreamJob {
     pub crun: Option<CrunExec>,
     pub init_pid: Pid,
     pub spec: Spec,
+    /// The filter the daemon compiled for the container (its spec has none then).
+    pub seccomp: Option<Arc<ContainerFilter>>,
     pub args: Vec<String>,
     pub tty: bool,
     pub stdin: bool,
@@ -95,6 +99,7 @@ fn start(job: &ExecStreamJob) -> Result<(Pid, ExecFds, Vec<OwnedFd>), (Fault, St
         let target = Target {
             init_pid: job.init_pid,
             spec: &job.spec,
+            seccomp: job.seccomp.as_deref(),
         };
         enter::spawn(&target, &job.args, child, job.tty)
             .map_err(|message| (Fault::Internal, format!("exec {:?}: {message}", job.args)))?

@@ -21,7 +21,6 @@
 //! The process is single-threaded (a fork of the sandbox setup process), so the
 //! allocations libseccomp makes are safe.
 
-use std::io::{Read, Seek};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::sync::OnceLock;
@@ -30,6 +29,8 @@ use caps::CapSet;
 use libseccomp::{ScmpAction, ScmpFilterContext, ScmpSyscall};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::CloneFlags;
+
+use super::seccomp_bpf::Program;
 
 /// The only syscalls the confined holder makes: sigwait and the signal mask, reaping,
 /// exiting, and reporting its readiness on a pipe (write, close).
@@ -126,7 +127,7 @@ impl HolderRoot<'_> {
 /// The holders' filter as BPF, compiled once by the zygote at its start
 /// ([`compile_filter`]) and inherited by every holder forked after. Unset: each holder
 /// builds its own.
-static COMPILED_FILTER: OnceLock<Vec<libc::sock_filter>> = OnceLock::new();
+static COMPILED_FILTER: OnceLock<Program> = OnceLock::new();
 
 /// Compiles the holders' seccomp filter once (libseccomp, exported as BPF): each holder
 /// forked by the caller from then on loads those instructions as they are instead of
@@ -135,7 +136,7 @@ static COMPILED_FILTER: OnceLock<Vec<libc::sock_filter>> = OnceLock::new();
 /// start).
 pub(crate) fn compile_filter() -> Result<(), String> {
     let bpf = filter()
-        .and_then(|f| export_bpf(&f))
+        .and_then(|f| Program::export(&f))
         .map_err(|e| format!("compile the holders' seccomp filter: {e}"))?;
     let _ = COMPILED_FILTER.set(bpf);
     Ok(())
@@ -152,58 +153,11 @@ fn filter() -> Result<ScmpFilterContext, String> {
     Ok(filter)
 }
 
-/// The filter's BPF program, as libseccomp would load it (its default attributes: no
-/// flags; `no_new_privs` is the holder's own step).
-fn export_bpf(filter: &ScmpFilterContext) -> Result<Vec<libc::sock_filter>, String> {
-    // Into a memory file, whatever its size (a pipe would block a long program's write).
-    let fd = rustix::fs::memfd_create(c"proxrt-holder-filter", rustix::fs::MemfdFlags::CLOEXEC)
-        .map_err(|e| e.to_string())?;
-    filter.export_bpf(&fd).map_err(|e| e.to_string())?;
-    let mut file = std::fs::File::from(fd);
-    let mut bytes = Vec::new();
-    file.seek(std::io::SeekFrom::Start(0))
-        .and_then(|_| file.read_to_end(&mut bytes))
-        .map_err(|e| e.to_string())?;
-    let size = std::mem::size_of::<libc::sock_filter>();
-    if bytes.is_empty() || bytes.len() % size != 0 {
-        return Err(format!("libseccomp exported {} bytes of BPF", bytes.len()));
-    }
-    Ok(bytes
-        .chunks_exact(size)
-        .map(|i| libc::sock_filter {
-            code: u16::from_ne_bytes([i[0], i[1]]),
-            jt: i[2],
-            jf: i[3],
-            k: u32::from_ne_bytes([i[4], i[5], i[6], i[7]]),
-        })
-        .collect())
-}
-
 fn load_filter() -> Result<(), String> {
     match COMPILED_FILTER.get() {
-        Some(bpf) => load_bpf(bpf).map_err(|e| e.to_string()),
+        // Holders set no_new_privs first; libseccomp's load would pass no flags either.
+        Some(program) => program.load().map_err(|e| e.to_string()),
         None => filter().and_then(|f| f.load().map_err(|e| e.to_string())),
-    }
-}
-
-/// Loads a BPF program as this process's seccomp filter (`no_new_privs` must be set).
-fn load_bpf(bpf: &[libc::sock_filter]) -> std::io::Result<()> {
-    let prog = libc::sock_fprog {
-        len: u16::try_from(bpf.len()).map_err(std::io::Error::other)?,
-        filter: bpf.as_ptr().cast_mut(),
-    };
-    // SAFETY: `prog` points at `bpf`'s instructions, alive for the call; the kernel only
-    // reads them (it copies the program).
-    let rc = unsafe {
-        libc::prctl(
-            libc::PR_SET_SECCOMP,
-            libc::SECCOMP_MODE_FILTER,
-            &prog as *const libc::sock_fprog,
-        )
-    };
-    match rc {
-        0 => Ok(()),
-        _ => Err(std::io::Error::last_os_error()),
     }
 }
 
@@ -214,12 +168,12 @@ mod tests {
     /// In a forked child (it makes only raw syscalls after the fork): `no_new_privs`, the
     /// compiled filter, then `getppid` (not the holders') and `write` (the holders').
     /// Exit code 0: getppid refused with EPERM and write allowed.
-    fn run_confined(bpf: &[libc::sock_filter]) -> i32 {
+    fn run_confined(program: &Program) -> i32 {
         // SAFETY: the child makes raw syscalls and exits; it touches no lock or allocation.
         match unsafe { libc::fork() } {
             0 => unsafe {
                 let code = if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
-                    || load_bpf(bpf).is_err()
+                    || program.load().is_err()
                 {
                     2
                 } else if libc::syscall(libc::SYS_getppid) != -1
@@ -247,12 +201,12 @@ mod tests {
 
     #[test]
     fn the_compiled_filter_refuses_what_holders_do_not_use_and_allows_what_they_do() {
-        let bpf = export_bpf(&filter().unwrap()).unwrap();
-        assert_eq!(run_confined(&bpf), 0);
+        let program = Program::export(&filter().unwrap()).unwrap();
+        assert_eq!(run_confined(&program), 0);
     }
 
     #[test]
     fn an_empty_program_is_refused_by_the_kernel_not_loaded() {
-        assert_eq!(run_confined(&[]), 2);
+        assert_eq!(run_confined(&Program::empty()), 2);
     }
 }

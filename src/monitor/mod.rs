@@ -45,6 +45,7 @@ mod process;
 mod propagation;
 mod protocol;
 pub(crate) mod sandbox;
+pub mod seccomp_bpf;
 mod spare;
 mod status;
 mod zygote;

@@ -98,6 +98,11 @@ pub struct CreateRequest {
     /// when it cannot.
     #[serde(default)]
     pub premounts: Vec<crate::monitor::premount::Premount>,
+    /// The container's seccomp filter was compiled by the daemon into the bundle's
+    /// `seccomp.bpf` and taken out of config.json (`seccomp_bpf.rs`): the init and each
+    /// exec load it as it is.
+    #[serde(default)]
+    pub seccomp: Option<crate::monitor::seccomp_bpf::FilterLoad>,
 }
 
 /// Which runtime creates the container. The monitor supervises either the same way: logs,
@@ -996,6 +1001,7 @@ mod tests {
             pods_mount: Some("/run/p".into()),
             create_template_idle_secs: Some(30),
             premounts: Vec::new(),
+            seccomp: None,
         }
     }
 

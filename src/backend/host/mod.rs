@@ -12,6 +12,7 @@ mod files;
 mod holder_cgroup;
 mod migration;
 mod pod;
+mod seccomp_filters;
 mod unsupervised;
 
 use std::path::{Path, PathBuf};
@@ -119,7 +120,7 @@ impl HostBackend {
         network: Arc<Network>,
     ) -> HostBackend {
         let root = config.daemon.run_dir.join("libcontainer");
-        HostBackend::new(Engine::Libcontainer { root }, zygote, config, network)
+        HostBackend::new(Engine::libcontainer(root), zygote, config, network)
     }
 
     /// crun as probed on this host, with its state under `<run_dir>/crun`.
@@ -245,6 +246,7 @@ impl Backend for HostBackend {
                 max_log_line_size: self.max_log_line_size,
                 oom_score_adj: prepared.oom_score_adj,
                 premounts: prepared.premounts,
+                seccomp: prepared.seccomp.as_ref().map(|f| f.request()),
                 exec_max_output: self.exec_max_output,
                 tty: p.tty,
                 stdin: p.stdin,

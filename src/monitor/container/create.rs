@@ -6,6 +6,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::syscall::syscall::SyscallType;
@@ -19,6 +20,7 @@ use crate::monitor::executor::CleanSignalsExecutor;
 use crate::monitor::premount::{self, Premount};
 use crate::monitor::process::now_nanos;
 use crate::monitor::protocol::{CreateViewKind, Fault};
+use crate::monitor::seccomp_bpf::ContainerFilter;
 use crate::monitor::status::{write_status, ContainerStatusFile, STATUS_FILE};
 use crate::monitor::zygote::{CreateRequest, RuntimeKind};
 use crate::monitor::MONITOR_SOCKET;
@@ -45,6 +47,8 @@ pub(super) struct Built {
     /// The mount namespace the create ran in, held until the create is reported
     /// (`CreateView::leave`).
     pub(super) view_ns: Option<OwnedFd>,
+    /// The compiled seccomp filter the init loaded, for each exec to load too.
+    pub(super) seccomp: Option<Arc<ContainerFilter>>,
 }
 
 /// Builds the container and everything the monitor serves it with; every step pushes its
@@ -154,10 +158,21 @@ pub(super) fn create(
     let view_kind = view
         .as_ref()
         .map_or(CreateViewKind::Host, |v| v.kind().clone());
+    let seccomp = match (&req.runtime, &req.seccomp) {
+        (RuntimeKind::Libcontainer, Some(load)) => Some(Arc::new(
+            ContainerFilter::read(&req.bundle, load).map_err(|e| (Fault::Internal, e))?,
+        )),
+        _ => None,
+    };
     let created = match &req.runtime {
-        RuntimeKind::Libcontainer => {
-            create_with_libcontainer(req, child, console_path, &cgroups_path, rb)
-        }
+        RuntimeKind::Libcontainer => create_with_libcontainer(
+            req,
+            child,
+            console_path,
+            &cgroups_path,
+            seccomp.as_ref(),
+            rb,
+        ),
         RuntimeKind::Crun { path, v1_view } => {
             let crun = Crun::new(path, &req.runtime_root, &req.id, *v1_view, &req.state_dir);
             create_with_crun(req, crun, child, console_path, &cgroups_path, rb)
@@ -168,6 +183,13 @@ pub(super) fn create(
         None => None,
     };
     let (engine, init_pid) = created?;
+    // The spec the monitor keeps (for execs) has the capabilities the container asked for,
+    // not those widened for the filter's load in the init.
+    if let Some(caps) = seccomp.as_ref().and_then(|f| f.capabilities.clone()) {
+        if let Some(process) = spec.process_mut() {
+            process.set_capabilities(Some(*caps));
+        }
+    }
     let stdio = match (pipes, console) {
         (Some(pipes), _) => pipes,
         (None, Some(console)) => {
@@ -235,6 +257,7 @@ pub(super) fn create(
         status,
         view: view_kind,
         view_ns,
+        seccomp,
     })
 }
 
@@ -244,6 +267,7 @@ fn create_with_libcontainer(
     stdio: ChildStdio,
     console_socket: Option<PathBuf>,
     cgroups_path: &Option<PathBuf>,
+    seccomp: Option<&Arc<ContainerFilter>>,
     rb: &mut Rollback,
 ) -> Result<(Engine, Pid), Failure> {
     fs::create_dir_all(&req.runtime_root).map_err(|e| {
@@ -274,7 +298,9 @@ fn create_with_libcontainer(
         }
     }
     let built = ContainerBuilder::new(req.id.clone(), SyscallType::default())
-        .with_executor(CleanSignalsExecutor)
+        .with_executor(CleanSignalsExecutor {
+            seccomp: seccomp.cloned(),
+        })
         .with_root_path(&req.runtime_root)
         .and_then(|b| b.validate_id())
         .map(|b| {

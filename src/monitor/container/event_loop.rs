@@ -6,6 +6,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -22,6 +23,7 @@ use crate::monitor::process::{exit_code_of, exit_now, now_nanos, poll_one, set_n
 use crate::monitor::protocol::{
     encode_line, Fault, MonitorReply, MonitorRequest, MAX_REQUEST_LINE,
 };
+use crate::monitor::seccomp_bpf::ContainerFilter;
 use crate::monitor::status::{write_status, ContainerStatusFile};
 use crate::monitor::zygote::CreateRequest;
 use crate::monitor::MONITOR_SOCKET;
@@ -56,6 +58,8 @@ pub(super) struct Monitor {
     engine: Engine,
     init_pid: Pid,
     spec: Spec,
+    /// The compiled seccomp filter the init loaded, for execs.
+    seccomp: Option<Arc<ContainerFilter>>,
     cgroups_path: Option<PathBuf>,
     sigfd: SignalFd,
     listener: UnixListener,
@@ -120,6 +124,7 @@ impl Monitor {
             engine: built.engine,
             init_pid: built.init_pid,
             spec: built.spec,
+            seccomp: built.seccomp,
             cgroups_path,
             sigfd,
             listener: built.listener,
@@ -442,6 +447,7 @@ impl Monitor {
                     crun: self.engine.crun_exec(self.spec.process().as_ref()),
                     init_pid: self.init_pid,
                     spec: self.spec.clone(),
+                    seccomp: self.seccomp.clone(),
                     args,
                     tty,
                     stdin,
@@ -551,6 +557,7 @@ impl Monitor {
             crun: self.engine.crun_exec(self.spec.process().as_ref()),
             init_pid: self.init_pid,
             spec: self.spec.clone(),
+            seccomp: self.seccomp.clone(),
             args,
             timeout: timeout_ms.map(Duration::from_millis),
             max_output: self.req.exec_max_output,
