@@ -758,6 +758,16 @@ async fn seccomp_profile_binds_the_main_process_and_exec(backend: &'static str) 
 /// The capability and seccomp lines of /proc/self/status.
 const STATUS: &str = "grep -E '^(Cap|NoNewPrivs|Seccomp)' /proc/self/status";
 
+/// STATUS run by ExecSync: its lines, and its stderr.
+async fn exec_status(s: &mut Suite, id: &str) -> (Vec<String>, String) {
+    let r = s.env.try_exec(id, &["sh", "-c", STATUS], 10).await.unwrap();
+    let lines = String::from_utf8_lossy(&r.stdout)
+        .lines()
+        .map(String::from)
+        .collect();
+    (lines, String::from_utf8_lossy(&r.stderr).into_owned())
+}
+
 /// RuntimeDefault (what kubelet's `seccompDefault` gives every container) without
 /// no_new_privs and without CAP_SYS_ADMIN: the filter must be loaded before the
 /// capabilities are dropped, or loaded with CAP_SYS_ADMIN lent for the moment (libcontainer
@@ -823,21 +833,8 @@ async fn runtime_default_seccomp_keeps_to_the_capabilities_asked_for(backend: &'
     })
     .await;
     assert_eq!(log_lines(&records, "stdout"), expected, "main process");
-    let r = s
-        .env
-        .try_exec(&id, &["sh", "-c", STATUS], 10)
-        .await
-        .unwrap();
-    let exec: Vec<String> = String::from_utf8_lossy(&r.stdout)
-        .lines()
-        .map(String::from)
-        .collect();
-    assert_eq!(
-        exec,
-        expected,
-        "ExecSync: {}",
-        String::from_utf8_lossy(&r.stderr)
-    );
+    let (exec, stderr) = exec_status(&mut s, &id).await;
+    assert_eq!(exec, expected, "ExecSync: {stderr}");
 
     // The runtime's default capabilities: CAP_SYS_ADMIN is not among them, and neither
     // process has it in any set.
@@ -851,16 +848,8 @@ async fn runtime_default_seccomp_keeps_to_the_capabilities_asked_for(backend: &'
     })
     .await;
     let main = log_lines(&records, "stdout");
-    let r = s
-        .env
-        .try_exec(&id, &["sh", "-c", STATUS], 10)
-        .await
-        .unwrap();
-    let exec: Vec<String> = String::from_utf8_lossy(&r.stdout)
-        .lines()
-        .map(String::from)
-        .collect();
-    assert_eq!(exec, main, "ExecSync and the main process");
+    let (exec, stderr) = exec_status(&mut s, &id).await;
+    assert_eq!(exec, main, "ExecSync and the main process: {stderr}");
     let field = |name: &str| {
         main.iter()
             .find_map(|l| l.strip_prefix(&format!("{name}:\t")))

@@ -384,7 +384,7 @@ impl ContainerFilter {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::HashSet;
     use std::os::fd::AsRawFd;
 
@@ -549,10 +549,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn notify_profiles_and_listener_flags_are_left_to_libcontainer() {
-        let mut notify = default_profile(&[]);
-        let mut calls = notify.syscalls().clone().unwrap();
+    /// `profile` with a notify rule (mkdir), which only libcontainer can load.
+    pub(crate) fn with_notify_rule(mut profile: LinuxSeccomp) -> LinuxSeccomp {
+        let mut calls = profile.syscalls().clone().unwrap_or_default();
         calls.push(
             LinuxSyscallBuilder::default()
                 .names(vec!["mkdir".into()])
@@ -560,7 +559,13 @@ mod tests {
                 .build()
                 .unwrap(),
         );
-        notify.set_syscalls(Some(calls));
+        profile.set_syscalls(Some(calls));
+        profile
+    }
+
+    #[test]
+    fn notify_profiles_and_listener_flags_are_left_to_libcontainer() {
+        let notify = with_notify_rule(default_profile(&[]));
         assert_eq!(Program::compile(&notify).unwrap(), None);
 
         let mut waitkill = default_profile(&[]);

@@ -116,11 +116,11 @@ mod tests {
     use std::collections::HashSet;
 
     use oci_spec::runtime::{
-        LinuxBuilder, LinuxCapabilitiesBuilder, LinuxSeccompAction, LinuxSyscallBuilder,
-        ProcessBuilder, SpecBuilder,
+        LinuxBuilder, LinuxCapabilitiesBuilder, LinuxSeccompAction, ProcessBuilder, SpecBuilder,
     };
 
     use super::*;
+    use crate::monitor::seccomp_bpf::tests::with_notify_rule;
 
     fn caps(list: &[Capability]) -> HashSet<Capability> {
         list.iter().copied().collect()
@@ -214,17 +214,8 @@ mod tests {
         let cache = FilterCache::default();
         let mut s = spec(None, &[]);
         let mut linux = s.linux().clone().unwrap();
-        let mut profile = linux.seccomp().clone().unwrap();
-        let mut calls = profile.syscalls().clone().unwrap();
-        calls.push(
-            LinuxSyscallBuilder::default()
-                .names(vec!["mkdir".into()])
-                .action(LinuxSeccompAction::ScmpActNotify)
-                .build()
-                .unwrap(),
-        );
-        profile.set_syscalls(Some(calls));
-        linux.set_seccomp(Some(profile));
+        let profile = linux.seccomp().clone().unwrap();
+        linux.set_seccomp(Some(with_notify_rule(profile)));
         s.set_linux(Some(linux));
         let before = s.clone();
         assert_eq!(cache.take(&mut s), None);
