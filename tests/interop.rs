@@ -371,6 +371,74 @@ async fn grpcio_creates_a_container_from_the_create_template() {
     env.remove_pod(&pod.id).await.unwrap();
 }
 
+/// A container confined as kubelet's `seccompDefault` asks, created, started and exec'd
+/// into from grpcio: RuntimeDefault seccomp without no_new_privs, every capability dropped
+/// but CHOWN (bit 0) and NET_BIND_SERVICE (bit 10). The main process (pid 1 of its own pid
+/// namespace) and the ExecSync'd one are filtered and hold exactly those: on the
+/// libcontainer backend the init loads the daemon's compiled filter with CAP_SYS_ADMIN
+/// lent for the load only (monitor/seccomp_bpf.rs).
+#[tokio::test]
+async fn grpcio_runs_a_runtime_default_container_with_the_capabilities_asked_for() {
+    let dir = common::temp_dir("proxrt-pyconfined-");
+    let mut env = common::pods::PodEnv::start().await;
+    let pod = env.run_pod(env.pod_config("pyconfined")).await;
+    let meta = pod.config.metadata.clone().unwrap();
+    let stdout = grpcio_on(
+        &env,
+        &[
+            "create-confined",
+            &pod.id,
+            &meta.name,
+            &meta.uid,
+            &meta.namespace,
+            common::pods::BUSYBOX,
+            dir.path().to_str().unwrap(),
+            "/vol",
+            "sleep",
+            "1000",
+        ],
+        "StartContainer ok",
+    );
+    let id = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("created id="))
+        .expect("the created container's id")
+        .to_owned();
+    let status = "grep -E '^(Cap|NoNewPrivs|Seccomp)' /proc/self/status /proc/1/status";
+    let seen = grpcio_on(
+        &env,
+        &["execsync", &id, "sh", "-c", status],
+        "ExecSync ok exit_code=0",
+    );
+    let lines: Vec<&str> = seen
+        .split_once("stdout:\n")
+        .expect("the command's output")
+        .1
+        .lines()
+        .collect();
+    for who in ["/proc/self/status", "/proc/1/status"] {
+        let of: Vec<&str> = lines
+            .iter()
+            .filter_map(|l| l.strip_prefix(who).and_then(|l| l.strip_prefix(':')))
+            .collect();
+        assert_eq!(
+            of,
+            [
+                "CapInh:\t0000000000000000",
+                "CapPrm:\t0000000000000401",
+                "CapEff:\t0000000000000401",
+                "CapBnd:\t0000000000000401",
+                "CapAmb:\t0000000000000000",
+                "NoNewPrivs:\t0",
+                "Seccomp:\t2",
+                "Seccomp_filters:\t1",
+            ],
+            "{who}: {seen}"
+        );
+    }
+    env.remove_pod(&pod.id).await.unwrap();
+}
+
 /// UpdateContainerResources from grpcio: the new memory limit reaches the container's
 /// cgroup and ContainerStatus.
 #[tokio::test]

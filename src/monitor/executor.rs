@@ -15,7 +15,7 @@ use super::seccomp_bpf::ContainerFilter;
 /// process across exec (docs/libcontainer.md pitfall 5: `yes | head` would never end).
 /// With a compiled seccomp filter (`seccomp_bpf.rs`), the init loads it in `validate`,
 /// where libcontainer would have loaded the spec's.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub(crate) struct CleanSignalsExecutor {
     pub seccomp: Option<Arc<ContainerFilter>>,
 }

@@ -35,6 +35,10 @@ Usage: cri_client.py SOCKET_PATH {default,path,localhost}
   create     CreateContainer in POD_ID (named "py", IMAGE, CMD, HOST_PATH bound at
              CONTAINER_PATH, the pod's metadata as sandbox_config) then StartContainer:
              prints "created id=ID"
+  create-confined
+             the same, the container confined as kubelet's seccompDefault and a pod spec
+             dropping capabilities ask: seccomp RuntimeDefault, capabilities drop ALL,
+             add CHOWN and NET_BIND_SERVICE, no_new_privs unset
   exec, attach, portforward
              Exec, Attach (stdin, stdout, stderr) or PortForward: prints "url=URL", the
              streaming URL, for a client of the streaming protocol to open
@@ -267,7 +271,7 @@ def exec_sync(channel, container_id, cmd):
 
 
 def create_and_start(channel, pod_id, pod_name, pod_uid, pod_namespace, image, host_path,
-                     container_path, cmd):
+                     container_path, cmd, confined=False):
     """CreateContainer{pod_sandbox_id, config: {metadata: {name}, image: {image}, command,
     mounts: [{container_path, host_path}], linux: {security_context: {namespace_options:
     {pid: CONTAINER}}}}, sandbox_config: {metadata}} and
@@ -279,8 +283,14 @@ def create_and_start(channel, pod_id, pod_name, pod_uid, pod_namespace, image, h
     config += length_delimited(7, mount)
     # linux.security_context.namespace_options.pid = CONTAINER, as kubelet sends it
     # (the pod's pid namespace is not shared).
-    namespaces = length_delimited(3, varint_field(2, 1))
-    config += length_delimited(15, length_delimited(2, namespaces))
+    security = length_delimited(3, varint_field(2, 1))
+    if confined:
+        # capabilities {add_capabilities: CHOWN, NET_BIND_SERVICE; drop_capabilities: ALL}
+        caps = length_delimited(1, b"CHOWN") + length_delimited(1, b"NET_BIND_SERVICE")
+        caps += length_delimited(2, b"ALL")
+        # seccomp {profile_type: RuntimeDefault (0, the default value: an empty message)}
+        security = length_delimited(1, caps) + security + length_delimited(15, b"")
+    config += length_delimited(15, length_delimited(2, security))
     metadata = b"".join(
         length_delimited(n, v.encode())
         for n, v in ((1, pod_name), (2, pod_uid), (3, pod_namespace))
@@ -327,10 +337,11 @@ def main():
             grpc.channel_ready_future(channel).result(timeout=30)
             exec_sync(channel, sys.argv[3], sys.argv[4:])
         return
-    if len(sys.argv) >= 11 and sys.argv[2] == "create":
+    if len(sys.argv) >= 11 and sys.argv[2] in ("create", "create-confined"):
         with grpc.insecure_channel("unix:" + sys.argv[1]) as channel:
             grpc.channel_ready_future(channel).result(timeout=30)
-            create_and_start(channel, *sys.argv[3:10], sys.argv[10:])
+            create_and_start(channel, *sys.argv[3:10], sys.argv[10:],
+                             confined=sys.argv[2] == "create-confined")
         print("all ok")
         return
     if len(sys.argv) == 5 and sys.argv[2] == "teardown":
