@@ -275,6 +275,38 @@ async fn grpcio_exec_sync_on_a_pure_cgroup_v2_host() {
     .await;
 }
 
+/// grpcio's `mode` (`create` or `create-confined`): a busybox container sleeping in
+/// `pod`, with `host_path` at /vol, created and started; its id.
+fn grpcio_create(
+    env: &common::pods::PodEnv,
+    pod: &common::pods::Pod,
+    mode: &str,
+    host_path: &Path,
+) -> String {
+    let meta = pod.config.metadata.clone().unwrap();
+    let stdout = grpcio_on(
+        env,
+        &[
+            mode,
+            &pod.id,
+            &meta.name,
+            &meta.uid,
+            &meta.namespace,
+            common::pods::BUSYBOX,
+            host_path.to_str().unwrap(),
+            "/vol",
+            "sleep",
+            "1000",
+        ],
+        "StartContainer ok",
+    );
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("created id="))
+        .expect("the created container's id")
+        .to_owned()
+}
+
 /// CreateContainer and StartContainer from grpcio, with a hostPath volume whose directory
 /// has a tmpfs mounted below it before the daemon started: the container is created from
 /// the create template (monitor/create_template.rs, which leaves that mount out) with the
@@ -290,28 +322,7 @@ async fn grpcio_creates_a_container_from_the_create_template() {
     std::fs::write(vol.join("below/mark"), "below\n").unwrap();
     let mut env = common::pods::PodEnv::start_with("[metrics]\naddress = \"127.0.0.1:0\"\n").await;
     let pod = env.run_pod(env.pod_config("pycreate")).await;
-    let meta = pod.config.metadata.clone().unwrap();
-    let stdout = grpcio_on(
-        &env,
-        &[
-            "create",
-            &pod.id,
-            &meta.name,
-            &meta.uid,
-            &meta.namespace,
-            common::pods::BUSYBOX,
-            vol.to_str().unwrap(),
-            "/vol",
-            "sleep",
-            "1000",
-        ],
-        "StartContainer ok",
-    );
-    let id = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("created id="))
-        .expect("the created container's id")
-        .to_owned();
+    let id = grpcio_create(&env, &pod, "create", &vol);
     let seen = grpcio_on(
         &env,
         &["execsync", &id, "cat", "/vol/below/mark"],
@@ -382,28 +393,7 @@ async fn grpcio_runs_a_runtime_default_container_with_the_capabilities_asked_for
     let dir = common::temp_dir("proxrt-pyconfined-");
     let mut env = common::pods::PodEnv::start().await;
     let pod = env.run_pod(env.pod_config("pyconfined")).await;
-    let meta = pod.config.metadata.clone().unwrap();
-    let stdout = grpcio_on(
-        &env,
-        &[
-            "create-confined",
-            &pod.id,
-            &meta.name,
-            &meta.uid,
-            &meta.namespace,
-            common::pods::BUSYBOX,
-            dir.path().to_str().unwrap(),
-            "/vol",
-            "sleep",
-            "1000",
-        ],
-        "StartContainer ok",
-    );
-    let id = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("created id="))
-        .expect("the created container's id")
-        .to_owned();
+    let id = grpcio_create(&env, &pod, "create-confined", dir.path());
     let status = "grep -E '^(Cap|NoNewPrivs|Seccomp)' /proc/self/status /proc/1/status";
     let seen = grpcio_on(
         &env,
