@@ -68,6 +68,11 @@ pub const ANNOTATION_SANDBOX_NAME: &str = "io.kubernetes.cri.sandbox-name";
 pub const ANNOTATION_SANDBOX_NAMESPACE: &str = "io.kubernetes.cri.sandbox-namespace";
 pub const ANNOTATION_SANDBOX_UID: &str = "io.kubernetes.cri.sandbox-uid";
 pub const ANNOTATION_IMAGE_NAME: &str = "io.kubernetes.cri.image-name";
+/// The annotations crun (and youki) read as instructions rather than as information: a
+/// raw seccomp program in place of the profile, a seccomp listener socket, files for the
+/// hooks' output, groups kept, another handler. Set by proxrt alone, never copied from a
+/// request (containerd and CRI-O pass a request's annotations only when allow-listed).
+pub const RUNTIME_ANNOTATION_PREFIX: &str = "run.oci.";
 
 /// Everything [`container_spec`] needs, resolved by the caller. Paths are host paths.
 #[derive(Debug, Clone, Copy)]
@@ -373,10 +378,17 @@ pub(crate) fn resources_mut(spec: &mut Spec) -> &mut LinuxResources {
         .get_or_insert_with(LinuxResources::default)
 }
 
-/// CRI annotations are copied as sent (kubelet reads them back through ContainerStatus), then
+/// CRI annotations are copied as sent (kubelet reads them back through ContainerStatus, from
+/// the record), except those the runtime would obey ([`RUNTIME_ANNOTATION_PREFIX`]), then
 /// the `io.kubernetes.cri.*` keys hooks and tools expect from containerd are added.
 fn apply_annotations(spec: &mut Spec, input: &SpecInput) {
-    let mut annotations: HashMap<String, String> = input.config.annotations.clone();
+    let mut annotations: HashMap<String, String> = input
+        .config
+        .annotations
+        .iter()
+        .filter(|(key, _)| !key.starts_with(RUNTIME_ANNOTATION_PREFIX))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     annotations.insert(ANNOTATION_CONTAINER_TYPE.into(), "container".into());
     if let Some(m) = &input.config.metadata {
         annotations.insert(ANNOTATION_CONTAINER_NAME.into(), m.name.clone());
@@ -613,6 +625,30 @@ mod tests {
         assert_eq!(annotations[ANNOTATION_SANDBOX_NAMESPACE], "default");
         assert!(back.hostname().is_none());
         assert_eq!(back.root().as_ref().unwrap().path(), Path::new("/rootfs"));
+    }
+
+    #[test]
+    fn annotations_the_runtime_would_obey_stay_out_of_the_spec() {
+        let mut f = Fixture::new();
+        f.config.command = vec!["/bin/true".into()];
+        for (key, value) in [
+            ("run.oci.seccomp_bpf_data", "AAAAAAAAAAA="),
+            ("run.oci.hooks.stdout", "/etc/passwd"),
+            ("run.oci.keep_original_groups", "1"),
+            ("example.com/run.oci.note", "kept"),
+            ("RUN.OCI.upper", "kept: another key to crun"),
+        ] {
+            f.config.annotations.insert(key.into(), value.into());
+        }
+        let spec = container_spec(&f.input()).unwrap();
+        let annotations = spec.annotations().as_ref().unwrap();
+        assert!(
+            !annotations.keys().any(|k| k.starts_with("run.oci.")),
+            "{annotations:?}"
+        );
+        assert_eq!(annotations["example.com/run.oci.note"], "kept");
+        assert_eq!(annotations["RUN.OCI.upper"], "kept: another key to crun");
+        assert_eq!(annotations[ANNOTATION_CONTAINER_TYPE], "container");
     }
 
     #[test]
