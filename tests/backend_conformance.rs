@@ -865,6 +865,158 @@ async fn runtime_default_seccomp_keeps_to_the_capabilities_asked_for(backend: &'
     assert_eq!(field("Seccomp"), "2", "{main:?}");
 }
 
+/// crun loads the seccomp program the daemon compiled once (given to it in the
+/// `run.oci.seccomp_bpf_data` annotation, engine.rs) rather than compiling the profile at
+/// every create and exec; and that program is exactly the one crun compiles itself from
+/// the same profile — the default profile's argument rules included (whose
+/// SCMP_CMP_MASKED_EQ values libcontainer reads the other way round). A request's own
+/// `run.oci.*` annotations never reach crun: kept for ContainerStatus, out of config.json.
+#[tokio::test]
+async fn crun_loads_the_program_the_daemon_compiled_the_one_it_compiles_itself() {
+    use base64::Engine as _;
+    let Some(mut s) = Suite::start("crun").await else {
+        return;
+    };
+    let pod = s.pod("compiled").await;
+    let mut cfg = s.env.container_config(&pod, "runtime-default", &[]);
+    cfg.command = vec!["sleep".into(), "1000".into()];
+    security(&mut cfg).seccomp = Some(SecurityProfile {
+        profile_type: ProfileType::RuntimeDefault as i32,
+        localhost_ref: String::new(),
+    });
+    // What a request could say to crun if its annotations reached it: no filter at all
+    // (an empty program fails every load: the container would not start).
+    for (key, value) in [
+        ("run.oci.seccomp_bpf_data", ""),
+        ("run.oci.hooks.stdout", "/proxrt-test-hooks-out"),
+    ] {
+        cfg.annotations.insert(key.into(), value.into());
+    }
+    let annotations = cfg.annotations.clone();
+    let id = s.env.create(&pod, cfg).await.expect("CreateContainer");
+    let daemon = s.env.daemon();
+    let bundle_config = daemon
+        .root
+        .join("containers")
+        .join(&id)
+        .join("bundle/config.json");
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&bundle_config).unwrap()).unwrap();
+    let data = config["annotations"]["run.oci.seccomp_bpf_data"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the compiled program in {}", bundle_config.display()));
+    let ours = base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .expect("base64");
+    assert!(
+        !ours.is_empty() && ours.len().is_multiple_of(8),
+        "{} bytes",
+        ours.len()
+    );
+    assert_eq!(config["annotations"].get("run.oci.hooks.stdout"), None);
+    assert!(
+        config["linux"]["seccomp"].is_object(),
+        "the profile stays for crun's flags"
+    );
+    // crun writes the program it loads into its state dir.
+    let loaded = std::fs::read(daemon.run_dir.join("crun").join(&id).join("seccomp.bpf"))
+        .expect("crun's seccomp.bpf");
+    assert!(loaded == ours, "crun loaded another program");
+    let own = crun_compiles(&config["linux"]["seccomp"]);
+    assert_eq!(own.len(), ours.len(), "crun's own program and the daemon's");
+    assert!(own == ours, "crun's own program and the daemon's differ");
+
+    s.env.start_container(&id).await.expect("StartContainer");
+    let (status, stderr) = exec_status(&mut s, &id).await;
+    assert!(
+        status.contains(&"Seccomp:\t2".to_string()),
+        "{status:?} {stderr}"
+    );
+    let info = s.env.status(&id).await;
+    assert_eq!(
+        info.annotations.get("run.oci.hooks.stdout"),
+        annotations.get("run.oci.hooks.stdout"),
+        "ContainerStatus gives the request's annotations back"
+    );
+    assert!(!std::path::Path::new("/proxrt-test-hooks-out").exists());
+}
+
+/// The program crun compiles for `profile` itself: `crun create` of a bundle of its own
+/// (a rootfs of /dev and an empty executable: the init waits for `start`, which never
+/// comes), no cgroup, then
+/// `crun delete`.
+fn crun_compiles(profile: &serde_json::Value) -> Vec<u8> {
+    let dir = common::temp_dir("crun-compile");
+    let rootfs = dir.path().join("rootfs");
+    std::fs::create_dir_all(rootfs.join("dev")).unwrap();
+    // crun checks at create that the process's file is there and executable; it is never
+    // run.
+    std::fs::write(rootfs.join("true"), "").unwrap();
+    std::fs::set_permissions(
+        rootfs.join("true"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let config = serde_json::json!({
+        "ociVersion": "1.0.2",
+        "root": { "path": rootfs },
+        "process": { "args": ["/true"], "cwd": "/", "user": { "uid": 0, "gid": 0 } },
+        "mounts": [],
+        "linux": {
+            "namespaces": [{ "type": "mount" }, { "type": "pid" }],
+            "seccomp": profile,
+        },
+    });
+    std::fs::write(
+        dir.path().join("config.json"),
+        serde_json::to_vec(&config).unwrap(),
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    let id = format!("compile-{}", common::random_hex(8));
+    // In a mount namespace without a hybrid host's cgroup2 mount, which crun refuses
+    // whatever its cgroup manager (the backend's `hybrid_cgroups = "v1-view"`). Output to
+    // nothing (the init would hold a pipe open), errors into crun's log.
+    let log = dir.path().join("crun.log");
+    let crun = |args: &[&str]| -> Result<(), String> {
+        let mut child = std::process::Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg("umount /sys/fs/cgroup/unified 2>/dev/null; exec crun \"$@\"")
+            .arg("sh")
+            .arg("--root")
+            .arg(&state)
+            .arg(format!("--log=file:{}", log.display()))
+            .arg("--cgroup-manager=disabled")
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+                return match status.success() {
+                    true => Ok(()),
+                    false => Err(std::fs::read_to_string(&log).unwrap_or_default()),
+                };
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return Err(format!("crun {args:?} did not end"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let bundle = dir.path().to_str().unwrap();
+    let created = crun(&["create", "--bundle", bundle, &id]);
+    let program = std::fs::read(state.join(&id).join("seccomp.bpf"));
+    let deleted = crun(&["delete", "--force", &id]);
+    created.unwrap_or_else(|e| panic!("crun create: {e}"));
+    deleted.unwrap_or_else(|e| panic!("crun delete: {e}"));
+    program.expect("crun's own seccomp.bpf")
+}
+
 /// A profile libseccomp compiles but the kernel refuses to load (past BPF_MAXINSNS, 4096
 /// instructions): the container never runs, the failing call says why, and nothing is
 /// left behind (libcontainer containers load the daemon's compiled program, crun its own).

@@ -2,8 +2,10 @@
 //! its monitor, youki's libcontainer in-process or the crun binary. Everything else (pods,
 //! bundles, monitors, logs, exec) is the same `HostBackend`.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use base64::Engine as _;
 use oci_spec::runtime::Spec;
 
 use super::super::crun::CrunProbe;
@@ -17,13 +19,29 @@ pub enum Engine {
     /// (`<run_dir>/libcontainer`); `filters`, the seccomp profiles compiled so far.
     Libcontainer { root: PathBuf, filters: FilterCache },
     /// crun, run by the monitor for each operation; `root` is its `--root`
-    /// (`<run_dir>/crun`).
-    Crun { probe: CrunProbe, root: PathBuf },
+    /// (`<run_dir>/crun`); `filters` as for libcontainer, handed to crun compiled.
+    Crun {
+        probe: CrunProbe,
+        root: PathBuf,
+        filters: FilterCache,
+    },
 }
+
+/// crun loads this annotation's program (base64) in place of compiling the spec's seccomp
+/// profile; it still reads the profile for the load's flags and a listener.
+pub const CRUN_SECCOMP_BPF_DATA: &str = "run.oci.seccomp_bpf_data";
 
 impl Engine {
     pub fn libcontainer(root: PathBuf) -> Engine {
         Engine::Libcontainer {
+            root,
+            filters: FilterCache::default(),
+        }
+    }
+
+    pub fn crun(probe: CrunProbe, root: PathBuf) -> Engine {
+        Engine::Crun {
+            probe,
             root,
             filters: FilterCache::default(),
         }
@@ -77,7 +95,10 @@ impl Engine {
         match self {
             // crun reads the spec as runc does, oomScoreAdj and seccomp argument order
             // included.
-            Engine::Crun { .. } => Ok(PreparedSpec::default()),
+            Engine::Crun { filters, .. } => {
+                hand_crun_its_filter(spec, filters);
+                Ok(PreparedSpec::default())
+            }
             Engine::Libcontainer { filters, .. } => {
                 prepare_for_libcontainer(spec, own_namespace, filters)
             }
@@ -112,6 +133,35 @@ fn refused(message: String) -> BackendError {
         backend: "crun",
         kind: Kind::FailedPrecondition,
         message,
+    }
+}
+
+/// crun (1.8, as Debian builds it: its own cache of compiled profiles needs libgcrypt)
+/// compiles the spec's seccomp profile with libseccomp at every create, ~15 ms for the
+/// default profile on this project's machine. The daemon's compiled program, the same
+/// libseccomp translation of the same profile (a test compares them), goes to crun in
+/// [`CRUN_SECCOMP_BPF_DATA`] instead; the profile stays in the spec for crun's flags and
+/// listener. A profile not compiled here (notify, or one libseccomp refuses) stays crun's
+/// to compile or refuse, as before. Requests never set the annotation themselves
+/// (`spec::RUNTIME_ANNOTATION_PREFIX`).
+fn hand_crun_its_filter(spec: &mut Spec, filters: &FilterCache) {
+    let Some(profile) = spec.linux().as_ref().and_then(|l| l.seccomp().clone()) else {
+        return;
+    };
+    // The cache holds programs of profiles in libcontainer's form, read as crun reads the
+    // profile itself.
+    let program = match crate::spec::for_libcontainer(&profile) {
+        Ok(profile) => filters.compiled(&profile),
+        Err(e) => {
+            tracing::debug!("seccomp profile left to crun: {e}");
+            None
+        }
+    };
+    if let Some(program) = program {
+        let data = base64::engine::general_purpose::STANDARD.encode(program.bytes());
+        spec.annotations_mut()
+            .get_or_insert_with(HashMap::new)
+            .insert(CRUN_SECCOMP_BPF_DATA.into(), data);
     }
 }
 
@@ -183,10 +233,7 @@ mod tests {
         assert_eq!(p.oom_score_adj(), None);
         assert_eq!(p.no_new_privileges(), None);
 
-        let crun = Engine::Crun {
-            probe: CrunProbe::unavailable("test"),
-            root: "/run/crun".into(),
-        };
+        let crun = Engine::crun(CrunProbe::unavailable("test"), "/run/crun".into());
         let mut spec = spec_with(Some(500), Some(false));
         assert_eq!(
             crun.prepare_spec(&mut spec, true).unwrap(),
@@ -224,11 +271,61 @@ mod tests {
     }
 
     #[test]
-    fn an_unavailable_crun_refuses_to_create_with_its_reason() {
-        let crun = Engine::Crun {
-            probe: CrunProbe::unavailable("no binary here"),
-            root: "/run/crun".into(),
+    fn crun_is_handed_the_compiled_program_beside_the_profile() {
+        use crate::monitor::seccomp_bpf::{tests::with_notify_rule, Program};
+        use oci_spec::runtime::LinuxBuilder;
+        let profile = crate::spec::seccomp::default_profile(&Default::default()).unwrap();
+        let with_profile = |profile: &oci_spec::runtime::LinuxSeccomp| {
+            SpecBuilder::default()
+                .linux(
+                    LinuxBuilder::default()
+                        .seccomp(profile.clone())
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+                .unwrap()
         };
+        let crun = Engine::crun(CrunProbe::unavailable("test"), "/run/crun".into());
+        let mut spec = with_profile(&profile);
+        assert_eq!(
+            crun.prepare_spec(&mut spec, true).unwrap(),
+            PreparedSpec::default()
+        );
+        assert_eq!(
+            spec.linux().as_ref().unwrap().seccomp().as_ref(),
+            Some(&profile),
+            "the profile stays, as crun reads it"
+        );
+        let data = &spec.annotations().as_ref().unwrap()[CRUN_SECCOMP_BPF_DATA];
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .unwrap();
+        // The program of the profile read as crun reads it: libcontainer's form of it.
+        let expected = Program::compile(&crate::spec::for_libcontainer(&profile).unwrap())
+            .unwrap()
+            .unwrap();
+        assert_eq!(bytes, expected.bytes());
+        assert_ne!(
+            bytes,
+            Program::compile(&profile).unwrap().unwrap().bytes(),
+            "the default profile's clone rule compares masked values"
+        );
+
+        // Nothing to hand over: no profile, or one only crun can load (notify).
+        for mut spec in [
+            SpecBuilder::default().build().unwrap(),
+            with_profile(&with_notify_rule(profile.clone())),
+        ] {
+            crun.prepare_spec(&mut spec, true).unwrap();
+            let annotations = spec.annotations().clone().unwrap_or_default();
+            assert!(!annotations.contains_key(CRUN_SECCOMP_BPF_DATA));
+        }
+    }
+
+    #[test]
+    fn an_unavailable_crun_refuses_to_create_with_its_reason() {
+        let crun = Engine::crun(CrunProbe::unavailable("no binary here"), "/run/crun".into());
         let e = crun.runtime_kind().unwrap_err();
         assert!(e.to_string().contains("no binary here"), "{e}");
         assert_eq!(crate::error::Classify::kind(&e), Kind::FailedPrecondition);

@@ -129,10 +129,10 @@ impl HostBackend {
         zygote: Option<Arc<Zygote>>,
         network: Arc<Network>,
     ) -> HostBackend {
-        let engine = Engine::Crun {
-            probe: CrunProbe::run(&config.crun),
-            root: config.daemon.run_dir.join("crun"),
-        };
+        let engine = Engine::crun(
+            CrunProbe::run(&config.crun),
+            config.daemon.run_dir.join("crun"),
+        );
         HostBackend::new(engine, zygote, config, network)
     }
 

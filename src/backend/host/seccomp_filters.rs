@@ -1,5 +1,6 @@
-//! The seccomp filters of libcontainer containers, compiled by the daemon once per
-//! profile (`monitor/seccomp_bpf.rs`) and taken out of the spec libcontainer reads.
+//! The seccomp filters of host containers, compiled by the daemon once per profile
+//! (`monitor/seccomp_bpf.rs`): taken out of the spec libcontainer reads, handed to crun
+//! beside it (engine.rs).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -27,14 +28,7 @@ impl FilterCache {
     /// that refusal as it always did.
     pub fn take(&self, spec: &mut Spec) -> Option<ContainerFilter> {
         let profile = spec.linux().as_ref()?.seccomp().clone()?;
-        let program = match self.program(&profile) {
-            Ok(Some(program)) => program,
-            Ok(None) => return None,
-            Err(e) => {
-                tracing::debug!("seccomp profile left to libcontainer: {e}");
-                return None;
-            }
-        };
+        let program = self.compiled(&profile)?;
         if let Some(linux) = spec.linux_mut() {
             linux.set_seccomp(None);
         }
@@ -47,6 +41,20 @@ impl FilterCache {
             program: Program::clone(&program),
             capabilities,
         })
+    }
+
+    /// The program of `profile` (in libcontainer's form: `spec::for_libcontainer`),
+    /// compiled at its first use. None for a profile that is not compiled here (notify)
+    /// or that libseccomp refuses: the runtime then compiles or refuses it, as it always
+    /// did.
+    pub fn compiled(&self, profile: &oci_spec::runtime::LinuxSeccomp) -> Option<Arc<Program>> {
+        match self.program(profile) {
+            Ok(program) => program,
+            Err(e) => {
+                tracing::debug!("seccomp profile left to the runtime: {e}");
+                None
+            }
+        }
     }
 
     fn program(
