@@ -941,6 +941,44 @@ async fn crun_loads_the_program_the_daemon_compiled_the_one_it_compiles_itself()
     assert!(!std::path::Path::new("/proxrt-test-hooks-out").exists());
 }
 
+/// crun runs from one sealed copy of itself per monitor, made by the monitor, rather than
+/// copying itself into a new one and executing again at every command (monitor/crun.rs):
+/// a created container's init (crun's own process until StartContainer) runs from the
+/// monitor's copy, which nothing can write (the defence crun's copy is for), and the
+/// container starts and execs as before.
+#[tokio::test]
+async fn crun_runs_from_the_monitors_sealed_copy_of_itself() {
+    let Some(mut s) = Suite::start("crun").await else {
+        return;
+    };
+    let pod = s.pod("sealed").await;
+    let mut cfg = s.env.container_config(&pod, "sealed", &[]);
+    cfg.command = vec!["sleep".into(), "1000".into()];
+    let id = s.env.create(&pod, cfg).await.expect("CreateContainer");
+    let pid = s.env.container_info(&id).await["pid"]
+        .as_i64()
+        .expect("init pid");
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+    assert!(
+        exe.to_string_lossy().starts_with("/memfd:proxrt-crun"),
+        "crun's init runs from {}",
+        exe.display()
+    );
+    let file = std::fs::File::open(format!("/proc/{pid}/exe")).unwrap();
+    // SAFETY: F_GET_SEALS on a descriptor this test owns.
+    let seals = unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&file), libc::F_GET_SEALS) };
+    let all = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+    assert_eq!(seals, all, "the copy's seals");
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/{pid}/exe"))
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"\x7fELF"));
+    assert!(written.is_err(), "the sealed copy took a write");
+
+    s.env.start_container(&id).await.expect("StartContainer");
+    assert_eq!(s.env.exec_ok(&id, &["echo", "exec"]).await.trim(), "exec");
+}
+
 /// The program crun compiles for `profile` itself: `crun create` of a bundle of its own
 /// (a rootfs of /dev and an empty executable: the init waits for `start`, which never
 /// comes), no cgroup, then

@@ -15,10 +15,11 @@
 use std::ffi::OsString;
 use std::fs;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
 
 use nix::unistd::Pid;
 
@@ -75,7 +76,15 @@ impl Crun {
     }
 
     fn command(&self, args: &[OsString]) -> Command {
-        let mut cmd = Command::new(&self.binary);
+        let sealed = sealed_copy(&self.binary);
+        let mut cmd = match sealed {
+            Some(fd) => {
+                let mut cmd = Command::new(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+                cmd.arg0(&self.binary);
+                cmd
+            }
+            None => Command::new(&self.binary),
+        };
         cmd.arg("--root")
             .arg(&self.root)
             .arg(format!("--log=file:{}", self.log_path().display()))
@@ -85,6 +94,9 @@ impl Crun {
             .env_clear()
             .env("PATH", DEFAULT_PATH)
             .current_dir("/");
+        if sealed.is_some() {
+            cmd.env(CLONED_BINARY_ENV, "1");
+        }
         let v1_view = self.v1_view;
         // SAFETY: between fork and exec only async-signal-safe calls are made: sigprocmask,
         // sigaction, unshare, mount, umount2.
@@ -263,6 +275,89 @@ fn read_pid(path: &Path) -> Result<i32, String> {
         .ok()
         .filter(|p| *p > 0)
         .ok_or_else(|| format!("{} holds no pid: {text:?}", path.display()))
+}
+
+/// What tells crun it already runs from a sealed copy of itself (runc's name, which crun
+/// kept).
+const CLONED_BINARY_ENV: &str = "_LIBCONTAINER_CLONED_BINARY";
+
+/// The sealed copy of the crun binary this process runs crun from, made at its first
+/// crun command; None where it could not be made (crun then copies itself, as always).
+///
+/// crun starts by copying its own binary into a memfd sealed against writes and executing
+/// itself again from it, unless it already runs from such a copy ([`CLONED_BINARY_ENV`]
+/// and the four seals, which crun checks): runc's defence against CVE-2019-5736, where a
+/// container that can open its runtime's `/proc/<pid>/exe` for writing overwrites the
+/// host's binary. That second exec, the dynamic linking again included, is ~1.5 ms of each
+/// crun command on this project's machine, and a container's monitor runs five or more
+/// (create, start, an exec per ExecSync, kill, delete). The monitor makes the same sealed
+/// copy once and runs each command from it: the defence holds (a container's
+/// `/proc/<pid>/exe` of crun is the sealed copy), one copy per monitor instead of one per
+/// command.
+fn sealed_copy(binary: &Path) -> Option<&'static OwnedFd> {
+    let sealed = SEALED
+        .get_or_init(|| match Sealed::of(binary) {
+            Ok(sealed) => Some(sealed),
+            Err(e) => {
+                tracing::debug!("crun left to copy itself: {e}");
+                None
+            }
+        })
+        .as_ref()?;
+    (sealed.binary == binary && sealed.still_open()).then_some(&sealed.fd)
+}
+
+/// This process's sealed copy of crun, if it made one: children that run crun keep it
+/// open (`process::close_fds_except`).
+pub(crate) fn sealed_fd() -> Option<RawFd> {
+    SEALED.get()?.as_ref().map(|s| s.fd.as_raw_fd())
+}
+
+static SEALED: OnceLock<Option<Sealed>> = OnceLock::new();
+
+struct Sealed {
+    binary: PathBuf,
+    fd: OwnedFd,
+    /// The memfd's inode: a descriptor closed since (by a child closing what it does not
+    /// need) and its number reused is never executed.
+    inode: (u64, u64),
+}
+
+impl Sealed {
+    fn of(binary: &Path) -> io::Result<Sealed> {
+        let fd = seal(binary)?;
+        let inode = identity(&fd)?;
+        Ok(Sealed {
+            binary: binary.to_owned(),
+            fd,
+            inode,
+        })
+    }
+
+    fn still_open(&self) -> bool {
+        identity(&self.fd).is_ok_and(|id| id == self.inode)
+    }
+}
+
+fn identity(fd: &OwnedFd) -> io::Result<(u64, u64)> {
+    let st = rustix::fs::fstat(fd)?;
+    Ok((st.st_dev, st.st_ino))
+}
+
+/// A copy of `binary` in a memfd with crun's seals (no write, grow, shrink or new seal).
+fn seal(binary: &Path) -> io::Result<OwnedFd> {
+    use rustix::fs::{MemfdFlags, SealFlags};
+    let fd = rustix::fs::memfd_create(
+        c"proxrt-crun",
+        MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
+    )?;
+    let mut copy = fs::File::from(fd);
+    io::copy(&mut fs::File::open(binary)?, &mut copy)?;
+    rustix::fs::fcntl_add_seals(
+        &copy,
+        SealFlags::SEAL | SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE,
+    )?;
+    Ok(copy.into())
 }
 
 /// In the forked child, before exec: a private mount namespace without the cgroup2 mount,

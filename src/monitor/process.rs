@@ -133,11 +133,18 @@ pub(crate) fn set_up_child(keep: &[RawFd]) {
     let _ = nix::unistd::chdir("/");
 }
 
-/// Closes every fd except stdio and `keep`, so a monitor holds none of the daemon's or the
-/// zygote's sockets (which would keep them open after the daemon died).
+/// Closes every fd except stdio, `keep` and this process's sealed copy of crun (which a
+/// monitor's children run crun from: crun.rs; close-on-exec), so a monitor holds none of
+/// the daemon's or the zygote's sockets (which would keep them open after the daemon died).
 pub(crate) fn close_fds_except(keep: &[RawFd]) {
-    let mut keep: Vec<RawFd> = keep.iter().copied().filter(|&fd| fd > 2).collect();
+    let mut keep: Vec<RawFd> = keep
+        .iter()
+        .copied()
+        .chain(super::crun::sealed_fd())
+        .filter(|&fd| fd > 2)
+        .collect();
     keep.sort_unstable();
+    keep.dedup();
     let mut first: u32 = 3;
     for fd in keep {
         if (fd as u32) > first {
