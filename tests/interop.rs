@@ -387,7 +387,8 @@ async fn grpcio_creates_a_container_from_the_create_template() {
 /// but CHOWN (bit 0) and NET_BIND_SERVICE (bit 10). The main process (pid 1 of its own pid
 /// namespace) and the ExecSync'd one are filtered and hold exactly those: on the
 /// libcontainer backend the init loads the daemon's compiled filter with CAP_SYS_ADMIN
-/// lent for the load only (monitor/seccomp_bpf.rs).
+/// lent for the load only (monitor/seccomp_bpf.rs). The request's annotations come back
+/// in ContainerStatus, but not the `run.oci.*` one into the runtime's config.json.
 #[tokio::test]
 async fn grpcio_runs_a_runtime_default_container_with_the_capabilities_asked_for() {
     let dir = common::temp_dir("proxrt-pyconfined-");
@@ -426,6 +427,36 @@ async fn grpcio_runs_a_runtime_default_container_with_the_capabilities_asked_for
             "{who}: {seen}"
         );
     }
+    // Its annotations: all returned by ContainerStatus, but the one crun would obey kept
+    // out of the runtime's config.json (spec::RUNTIME_ANNOTATION_PREFIX).
+    let annotations = env.status(&id).await.annotations;
+    assert_eq!(
+        annotations.get("example.com/note").map(String::as_str),
+        Some("kept")
+    );
+    assert_eq!(
+        annotations
+            .get("run.oci.seccomp_bpf_data")
+            .map(String::as_str),
+        Some("")
+    );
+    let bundle = env
+        .daemon()
+        .root
+        .join("containers")
+        .join(&id)
+        .join("bundle");
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("config.json")).unwrap()).unwrap();
+    assert_eq!(
+        config["annotations"]["example.com/note"], "kept",
+        "{config}"
+    );
+    assert_eq!(
+        config["annotations"].get("run.oci.seccomp_bpf_data"),
+        None,
+        "{config}"
+    );
     env.remove_pod(&pod.id).await.unwrap();
 }
 

@@ -290,6 +290,10 @@ def create_and_start(channel, pod_id, pod_name, pod_uid, pod_namespace, image, h
         caps += length_delimited(2, b"ALL")
         # seccomp {profile_type: RuntimeDefault (0, the default value: an empty message)}
         security = length_delimited(1, caps) + security + length_delimited(15, b"")
+        # annotations (a map: one entry message {key, value} each), one of them an
+        # instruction crun would obey (an empty seccomp program in place of the profile)
+        for key, value in ((b"run.oci.seccomp_bpf_data", b""), (b"example.com/note", b"kept")):
+            config += length_delimited(10, length_delimited(1, key) + length_delimited(2, value))
     config += length_delimited(15, length_delimited(2, security))
     metadata = b"".join(
         length_delimited(n, v.encode())
