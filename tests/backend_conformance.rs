@@ -941,42 +941,57 @@ async fn crun_loads_the_program_the_daemon_compiled_the_one_it_compiles_itself()
     assert!(!std::path::Path::new("/proxrt-test-hooks-out").exists());
 }
 
-/// crun runs from one sealed copy of itself per monitor, made by the monitor, rather than
-/// copying itself into a new one and executing again at every command (monitor/crun.rs):
-/// a created container's init (crun's own process until StartContainer) runs from the
-/// monitor's copy, which nothing can write (the defence crun's copy is for), and the
-/// container starts and execs as before.
+/// crun runs from one sealed copy of itself that the monitors share, rather than copying
+/// itself into a new one and executing again at every command (monitor/crun.rs): a created
+/// container's init (crun's own process until StartContainer) runs from the monitors'
+/// copy, which nothing can write (the defence crun's copy is for); the zygote's copy, made
+/// at the first crun create, is the one every later monitor runs crun from; the containers
+/// start and exec as before.
 #[tokio::test]
 async fn crun_runs_from_the_monitors_sealed_copy_of_itself() {
+    use std::os::unix::fs::MetadataExt;
     let Some(mut s) = Suite::start("crun").await else {
         return;
     };
     let pod = s.pod("sealed").await;
-    let mut cfg = s.env.container_config(&pod, "sealed", &[]);
-    cfg.command = vec!["sleep".into(), "1000".into()];
-    let id = s.env.create(&pod, cfg).await.expect("CreateContainer");
-    let pid = s.env.container_info(&id).await["pid"]
-        .as_i64()
-        .expect("init pid");
-    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
-    assert!(
-        exe.to_string_lossy().starts_with("/memfd:proxrt-crun"),
-        "crun's init runs from {}",
-        exe.display()
-    );
-    let file = std::fs::File::open(format!("/proc/{pid}/exe")).unwrap();
-    // SAFETY: F_GET_SEALS on a descriptor this test owns.
-    let seals = unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&file), libc::F_GET_SEALS) };
-    let all = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
-    assert_eq!(seals, all, "the copy's seals");
-    let written = std::fs::OpenOptions::new()
-        .write(true)
-        .open(format!("/proc/{pid}/exe"))
-        .and_then(|mut f| std::io::Write::write_all(&mut f, b"\x7fELF"));
-    assert!(written.is_err(), "the sealed copy took a write");
+    let mut copies = Vec::new();
+    let mut ids = Vec::new();
+    for name in ["first", "second", "third"] {
+        let mut cfg = s.env.container_config(&pod, name, &[]);
+        cfg.command = vec!["sleep".into(), "1000".into()];
+        let id = s.env.create(&pod, cfg).await.expect("CreateContainer");
+        let pid = s.env.container_info(&id).await["pid"]
+            .as_i64()
+            .expect("init pid");
+        let exe = format!("/proc/{pid}/exe");
+        let target = std::fs::read_link(&exe).unwrap();
+        assert!(
+            target.to_string_lossy().starts_with("/memfd:proxrt-crun"),
+            "{name}: crun's init runs from {}",
+            target.display()
+        );
+        let file = std::fs::File::open(&exe).unwrap();
+        // SAFETY: F_GET_SEALS on a descriptor this test owns.
+        let seals =
+            unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&file), libc::F_GET_SEALS) };
+        let all = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+        assert_eq!(seals, all, "{name}: the copy's seals");
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&exe)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, b"\x7fELF"));
+        assert!(written.is_err(), "{name}: the sealed copy took a write");
+        let meta = file.metadata().unwrap();
+        copies.push((meta.dev(), meta.ino()));
+        ids.push(id);
+    }
+    // The first create's monitor was forked before the zygote made its copy.
+    assert_eq!(copies[1], copies[2], "one copy for the later monitors");
 
-    s.env.start_container(&id).await.expect("StartContainer");
-    assert_eq!(s.env.exec_ok(&id, &["echo", "exec"]).await.trim(), "exec");
+    for id in &ids {
+        s.env.start_container(id).await.expect("StartContainer");
+        assert_eq!(s.env.exec_ok(id, &["echo", "exec"]).await.trim(), "exec");
+    }
 }
 
 /// The program crun compiles for `profile` itself: `crun create` of a bundle of its own

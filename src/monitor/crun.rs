@@ -281,8 +281,10 @@ fn read_pid(path: &Path) -> Result<i32, String> {
 /// kept).
 const CLONED_BINARY_ENV: &str = "_LIBCONTAINER_CLONED_BINARY";
 
-/// The sealed copy of the crun binary this process runs crun from, made at its first
-/// crun command; None where it could not be made (crun then copies itself, as always).
+/// The sealed copy of the crun binary this process runs crun from: the zygote's, which
+/// every monitor forked after the zygote's first crun create inherits
+/// ([`seal_for_children`]), or one made at this process's first crun command. None where
+/// it could not be made (crun then copies itself, as always).
 ///
 /// crun starts by copying its own binary into a memfd sealed against writes and executing
 /// itself again from it, unless it already runs from such a copy ([`CLONED_BINARY_ENV`]
@@ -292,8 +294,8 @@ const CLONED_BINARY_ENV: &str = "_LIBCONTAINER_CLONED_BINARY";
 /// crun command on this project's machine, and a container's monitor runs five or more
 /// (create, start, an exec per ExecSync, kill, delete). The monitor makes the same sealed
 /// copy once and runs each command from it: the defence holds (a container's
-/// `/proc/<pid>/exe` of crun is the sealed copy), one copy per monitor instead of one per
-/// command.
+/// `/proc/<pid>/exe` of crun is the sealed copy), one copy (490 KB for Debian's crun) for
+/// all the monitors instead of one per command.
 fn sealed_copy(binary: &Path) -> Option<&'static OwnedFd> {
     let sealed = SEALED
         .get_or_init(|| match Sealed::of(binary) {
@@ -307,8 +309,14 @@ fn sealed_copy(binary: &Path) -> Option<&'static OwnedFd> {
     (sealed.binary == binary && sealed.still_open()).then_some(&sealed.fd)
 }
 
-/// This process's sealed copy of crun, if it made one: children that run crun keep it
-/// open (`process::close_fds_except`).
+/// Makes this process's sealed copy of `binary` (the zygote's: its later children inherit
+/// it and share it), if it has none.
+pub(crate) fn seal_for_children(binary: &Path) {
+    let _ = sealed_copy(binary);
+}
+
+/// This process's sealed copy of crun, if it has one: children keep it open
+/// (`process::close_fds_except`; close-on-exec).
 pub(crate) fn sealed_fd() -> Option<RawFd> {
     SEALED.get()?.as_ref().map(|s| s.fd.as_raw_fd())
 }

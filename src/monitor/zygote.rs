@@ -733,9 +733,13 @@ pub fn zygote_main(fd: RawFd) -> ! {
             exit_now(0);
         }
         let mut pod_made = false;
+        let mut crun = None;
         let (seq, result) = match decode_frame::<ZygoteRequest>(&bytes) {
             Err(e) => (0, Err(e.to_string())),
             Ok(ZygoteRequest::Create { seq, req }) => {
+                if let RuntimeKind::Crun { path, .. } = &req.runtime {
+                    crun = Some(path.clone());
+                }
                 let template_fd = template.for_create(&req);
                 let result = hand_or_fork(
                     spare.take(),
@@ -764,6 +768,11 @@ pub fn zygote_main(fd: RawFd) -> ! {
             // Its containers come next: make the template they will be created from while
             // the daemon sets the pod up, not in their first create.
             template.prepare();
+        }
+        if let Some(binary) = crun {
+            // One sealed copy of crun for every monitor forked from now on (crun.rs), made
+            // at the first crun create, after it was handed on.
+            super::crun::seal_for_children(&binary);
         }
         if spare.is_none() {
             // The child just handed the request runs first: woken by this process, it
