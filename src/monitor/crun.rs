@@ -292,10 +292,10 @@ const CLONED_BINARY_ENV: &str = "_LIBCONTAINER_CLONED_BINARY";
 /// container that can open its runtime's `/proc/<pid>/exe` for writing overwrites the
 /// host's binary. That second exec, the dynamic linking again included, is ~1.5 ms of each
 /// crun command on this project's machine, and a container's monitor runs five or more
-/// (create, start, an exec per ExecSync, kill, delete). The monitor makes the same sealed
-/// copy once and runs each command from it: the defence holds (a container's
-/// `/proc/<pid>/exe` of crun is the sealed copy), one copy (490 KB for Debian's crun) for
-/// all the monitors instead of one per command.
+/// (create, start, an exec per ExecSync, kill, delete). Every crun command runs from the
+/// sealed copy made here instead: the defence holds (a container's `/proc/<pid>/exe` of
+/// crun is that copy), and one copy (490 KB for Debian's crun) serves all the monitors
+/// instead of one per command.
 fn sealed_copy(binary: &Path) -> Option<&'static OwnedFd> {
     let sealed = SEALED
         .get_or_init(|| match Sealed::of(binary) {
