@@ -49,7 +49,10 @@ fn ok(out: Output, what: &str) -> String {
 }
 
 fn with_busybox() -> TestDaemon {
-    let d = TestDaemon::start();
+    busybox_into(TestDaemon::start())
+}
+
+fn busybox_into(d: TestDaemon) -> TestDaemon {
     let out = output_within(
         Command::new(proxrt_bin())
             .arg("--endpoint")
@@ -171,6 +174,70 @@ async fn pods_counts_json_file_and_cleanup() {
     check_endpoint(&endpoints[0], &POD_OPS, 3);
     // The live container was removed too.
     assert_nothing_left(&d, "after a run").await;
+}
+
+/// `--runtime-handler` puts every pod of the run, the live and warm-up ones too, on that handler's
+/// backend (read from the daemon's log, not from the bench), and the report says which; a
+/// handler the runtime does not know fails the run with the runtime's own error and
+/// leaves nothing.
+#[tokio::test]
+async fn a_runtime_handler_puts_the_pods_on_its_backend() {
+    let Some(extra) = common::pods::backend_config("crun") else {
+        return;
+    };
+    let d = busybox_into(TestDaemon::start_with(&extra));
+    let out = ok(
+        bench(
+            &[d.endpoint()],
+            &[
+                "--json",
+                "-",
+                "pods",
+                "--image",
+                BUSYBOX,
+                "-n",
+                "2",
+                "--live",
+                "1",
+                "--host-network",
+                "--runtime-handler",
+                "crun",
+            ],
+        ),
+        "bench pods on crun",
+    );
+    let report: Value = serde_json::from_str(&out).expect("only JSON on stdout with --json -");
+    assert_eq!(report["runtime_handler"], "crun");
+    check_endpoint(&report["endpoints"][0], &POD_OPS, 2);
+    let log = d.log();
+    let on = |backend: &str, what: &str| {
+        log.lines()
+            .filter(|l| l.contains(what) && l.contains(&format!("backend=\"{backend}\"")))
+            .count()
+    };
+    // Two timed, one live, one untimed warm-up.
+    assert_eq!(on("crun", "pod sandbox ready"), 4, "{log}");
+    assert_eq!(on("crun", "container created"), 4, "{log}");
+    assert_eq!(on("libcontainer", "pod sandbox ready"), 0, "{log}");
+    assert_nothing_left(&d, "after the crun run").await;
+
+    let out = bench(
+        &[d.endpoint()],
+        &[
+            "pods",
+            "--image",
+            BUSYBOX,
+            "-n",
+            "1",
+            "--host-network",
+            "--runtime-handler",
+            "no-such-handler",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "an unknown handler: {stderr}");
+    assert!(stderr.contains("no-such-handler"), "{stderr}");
+    assert_nothing_left(&d, "after an unknown handler").await;
 }
 
 #[tokio::test]

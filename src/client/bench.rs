@@ -76,6 +76,11 @@ pub enum Workload {
         /// ready file at /).
         #[arg(long, value_enum, default_value_t = super::bench_pods::Security::None)]
         security: super::bench_pods::Security,
+        /// The pods' RuntimeClass handler (RunPodSandbox's `runtime_handler`), the same
+        /// on every endpoint: on proxrt `libcontainer`, `crun` or another configured
+        /// handler. Empty: each runtime's default.
+        #[arg(long, default_value = "")]
+        runtime_handler: String,
     },
 }
 
@@ -209,11 +214,12 @@ pub async fn run(
             parallel,
             host_network,
             security,
+            runtime_handler,
         } => (
             serde_json::json!({
                 "workload": "pods", "image": image, "pods": n, "live": live,
                 "parallel": parallel, "host_network": host_network,
-                "security": security.name(),
+                "security": security.name(), "runtime_handler": runtime_handler,
             }),
             "pods",
             super::bench_pods::pods(
@@ -225,6 +231,7 @@ pub async fn run(
                     parallel: *parallel as usize,
                     host_network: *host_network,
                     security: *security,
+                    runtime_handler: runtime_handler.clone(),
                 },
                 &stop,
             )

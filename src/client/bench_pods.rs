@@ -59,6 +59,8 @@ pub struct PodsArgs {
     /// Pods in the host's network namespace (no CNI).
     pub host_network: bool,
     pub security: Security,
+    /// The pods' RuntimeClass handler ("": the runtime's default).
+    pub runtime_handler: String,
 }
 
 /// The containers' security context.
@@ -124,6 +126,7 @@ pub async fn pods(
             logs: logs.clone(),
             host_network: args.host_network,
             security: args.security,
+            runtime_handler: args.runtime_handler.clone(),
         })
         .collect();
     let result = measure(&benches, args, stop).await;
@@ -220,6 +223,7 @@ struct Bench {
     logs: PathBuf,
     host_network: bool,
     security: Security,
+    runtime_handler: String,
 }
 
 impl Bench {
@@ -411,7 +415,7 @@ impl Bench {
                 "RunPodSandbox",
                 self.cri.runtime.run_pod_sandbox(RunPodSandboxRequest {
                     config: Some(config.clone()),
-                    runtime_handler: String::new(),
+                    runtime_handler: self.runtime_handler.clone(),
                 }),
             )
             .await
